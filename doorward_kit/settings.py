@@ -1,0 +1,47 @@
+"""Settings from the environment. Every name starts with DOORWARD_; nothing secret has a default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    """Where every Doorward process listens; read by every process so they can find each other."""
+
+    model_config = SettingsConfigDict(env_prefix="DOORWARD_", extra="forbid", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    gateway_port: int = 4000
+    identity_http_port: int = 4001
+    identity_grpc_port: int = 5001
+    workorders_http_port: int = 4002
+    workorders_grpc_port: int = 5002
+    audit_http_port: int = 4003
+    audit_grpc_port: int = 5003
+    secrets_http_port: int = 4004
+    secrets_grpc_port: int = 5004
+    secrets_public_url: str | None = None
+    # Service-to-service credential carried on every internal gRPC call.
+    internal_token: SecretStr | None = None
+    # Default deadline for internal gRPC calls, seconds.
+    grpc_deadline: float = 5.0
+
+    def grpc_target(self, service: str) -> str:
+        return f"{self.host}:{getattr(self, f'{service}_grpc_port')}"
+
+    def http_url(self, service: str) -> str:
+        port = self.gateway_port if service == "gateway" else getattr(self, f"{service}_http_port")
+        return f"http://{self.host}:{port}"
+
+    @property
+    def secrets_base_url(self) -> str:
+        return (self.secrets_public_url or self.http_url("secrets")).rstrip("/")
+
+    def require_internal_token(self) -> str:
+        if self.internal_token is None:
+            raise RuntimeError("DOORWARD_INTERNAL_TOKEN is not set: services cannot talk to each other")
+        return self.internal_token.get_secret_value()
