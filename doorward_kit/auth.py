@@ -1,0 +1,218 @@
+"""Who is calling: access-token verification shared by the gateway and every service.
+
+Access tokens are EdDSA JWTs issued by identity (header `kid`, at most 10 minutes). Claims:
+  iss="doorward-identity", aud="doorward", sub=user id, org=organisation id, roles=[Role],
+  regions=[region id], sid=session family id, sep=user session epoch, scope="full"|"restricted",
+  iat, exp, jti.
+Signature and claims are checked locally against identity's JWKS; then a SessionGuard asks
+whether the user's session epoch is still current, which is how a deactivation reaches every
+process immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from doorward_kit.errors import DoorwardError, ErrorCode, unauthenticated
+
+ISSUER = "doorward-identity"
+AUDIENCE = "doorward"
+ALGORITHMS = ["EdDSA"]
+MAX_TOKEN_LIFETIME_SECONDS = 600
+
+
+class Role(enum.StrEnum):
+    ADMIN = "ADMIN"
+    DISPATCHER = "DISPATCHER"
+    TECHNICIAN = "TECHNICIAN"
+    SUBCONTRACTOR = "SUBCONTRACTOR"
+    AUDITOR = "AUDITOR"
+
+
+class TokenScope(enum.StrEnum):
+    FULL = "full"
+    # Password change or MFA enrolment pending: only changePassword / enrollMfa / confirmMfa.
+    RESTRICTED = "restricted"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    org_id: str
+    roles: frozenset[Role]
+    region_ids: frozenset[str]
+    session_id: str
+    epoch: int
+    scope: TokenScope = TokenScope.FULL
+    expires_at: float = 0.0
+    token: str = field(default="", repr=False, compare=False)
+
+    def has_role(self, *roles: Role) -> bool:
+        return any(role in self.roles for role in roles)
+
+    def holds_region(self, region_id: str | None) -> bool:
+        return region_id is not None and region_id in self.region_ids
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+
+class SessionGuard(Protocol):
+    """Raises UNAUTHENTICATED when the principal's session epoch is no longer current."""
+
+    async def check(self, principal: Principal) -> None: ...
+
+
+class NoSessionGuard:
+    """For unit tests of pure logic only; real processes use identity's guard."""
+
+    async def check(self, principal: Principal) -> None:
+        return None
+
+
+class JwksSource(Protocol):
+    async def keys(self, *, refresh: bool = False) -> dict[str, PyJWK]: ...
+
+
+class HttpJwksSource:
+    """identity's JWKS over HTTP, cached; refetched on an unknown kid (at most every 5 s)."""
+
+    def __init__(self, url: str, *, ttl: float = 300.0) -> None:
+        self._url = url
+        self._ttl = ttl
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def keys(self, *, refresh: bool = False) -> dict[str, PyJWK]:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self._ttl
+        may_refresh = now - self._fetched_at > 5.0
+        if self._keys and not stale and not (refresh and may_refresh):
+            return self._keys
+        async with self._lock:
+            if self._fetched_at and time.monotonic() - self._fetched_at < 1.0 and self._keys:
+                return self._keys
+            try:
+                async with httpx.AsyncClient(timeout=3.0) as client:
+                    response = await client.get(self._url)
+                    response.raise_for_status()
+                    document = response.json()
+            except (httpx.HTTPError, ValueError) as error:
+                if self._keys:
+                    return self._keys
+                raise DoorwardError(
+                    ErrorCode.UNAVAILABLE, "identity's signing keys cannot be fetched"
+                ) from error
+            self._keys = parse_jwks(document)
+            self._fetched_at = time.monotonic()
+            return self._keys
+
+
+class StaticJwksSource:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._keys = parse_jwks(document)
+
+    async def keys(self, *, refresh: bool = False) -> dict[str, PyJWK]:
+        return self._keys
+
+
+def parse_jwks(document: dict[str, Any]) -> dict[str, PyJWK]:
+    keys: dict[str, PyJWK] = {}
+    for entry in document.get("keys", []):
+        kid = entry.get("kid")
+        if kid and entry.get("kty") == "OKP":
+            keys[kid] = PyJWK(entry, algorithm="EdDSA")
+    return keys
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class TokenVerifier:
+    def __init__(self, jwks: JwksSource, guard: SessionGuard) -> None:
+        self._jwks = jwks
+        self._guard = guard
+
+    async def verify(self, token: str | None, *, allow_restricted: bool = False) -> Principal:
+        if not token:
+            raise unauthenticated()
+        principal = await self.decode(token)
+        if principal.scope is TokenScope.RESTRICTED and not allow_restricted:
+            raise DoorwardError(
+                ErrorCode.FORBIDDEN,
+                "change your password or finish MFA enrolment, then log in again",
+            )
+        await self._guard.check(principal)
+        return principal
+
+    async def decode(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthenticated("the access token is malformed") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise unauthenticated("the access token's algorithm is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise unauthenticated("the access token names no signing key")
+        keys = await self._jwks.keys()
+        if kid not in keys:
+            keys = await self._jwks.keys(refresh=True)
+        key = keys.get(kid)
+        if key is None:
+            raise unauthenticated("the access token was signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=ALGORITHMS,
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "org", "sid", "sep"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("the access token has expired") from None
+        except jwt.PyJWTError:
+            raise unauthenticated("the access token is invalid") from None
+        if int(claims["exp"]) - int(claims["iat"]) > MAX_TOKEN_LIFETIME_SECONDS:
+            raise unauthenticated("the access token lives too long")
+        return principal_from_claims(claims, token)
+
+
+def principal_from_claims(claims: dict[str, Any], token: str = "") -> Principal:
+    try:
+        return Principal(
+            user_id=str(claims["sub"]),
+            org_id=str(claims["org"]),
+            roles=frozenset(_roles(claims.get("roles", []))),
+            region_ids=frozenset(str(r) for r in claims.get("regions", [])),
+            session_id=str(claims["sid"]),
+            epoch=int(claims["sep"]),
+            scope=TokenScope(claims.get("scope", TokenScope.FULL.value)),
+            expires_at=float(claims["exp"]),
+            token=token,
+        )
+    except (KeyError, ValueError, TypeError):
+        raise unauthenticated("the access token's claims are invalid") from None
+
+
+def _roles(values: Iterable[Any]) -> Iterable[Role]:
+    for value in values:
+        yield Role(str(value))

@@ -1,0 +1,149 @@
+"""Strawberry helpers shared by the subgraphs: per-request context with the verified caller,
+DoorwardError -> `extensions.code`, Relay-style connections and opaque cursors."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from starlette.requests import Request
+from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.types import ExecutionContext
+
+from doorward_kit.auth import Principal, TokenVerifier, bearer_token
+from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+@dataclass
+class RequestContext:
+    """What every resolver gets. The token is verified lazily, once per request."""
+
+    request: Request
+    verifier: TokenVerifier
+    services: Any = None
+    source_ip: str = ""
+    _principal: Principal | None = field(default=None, repr=False)
+
+    @property
+    def raw_token(self) -> str | None:
+        return bearer_token(self.request.headers.get("authorization"))
+
+    async def principal(self, *, allow_restricted: bool = False) -> Principal:
+        if self._principal is None or (
+            not allow_restricted and self._principal.scope.value != "full"
+        ):
+            self._principal = await self.verifier.verify(
+                self.raw_token, allow_restricted=allow_restricted
+            )
+        return self._principal
+
+
+def client_ip(request: Request) -> str:
+    # The gateway forwards the end user's address; services trust it only on loopback hops.
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else ""
+
+
+def _is_doorward(error: GraphQLError) -> bool:
+    return isinstance(error.original_error, DoorwardError)
+
+
+class DoorwardErrors(SchemaExtension):
+    """Put DoorwardError's code into extensions.code; mask everything unexpected."""
+
+    def on_operation(self):  # type: ignore[no-untyped-def]
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        result.errors = [self._translate(e, self.execution_context) for e in result.errors]
+
+    @staticmethod
+    def _translate(error: GraphQLError, _: ExecutionContext) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, DoorwardError):
+            return GraphQLError(
+                original.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions={"code": original.code.value},
+            )
+        if original is None:
+            # Validation / parse errors: graphql-core's own message is safe.
+            extensions = dict(error.extensions or {})
+            extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+            return GraphQLError(
+                error.message, nodes=error.nodes, path=error.path, extensions=extensions
+            )
+        log.error("resolver failed", exc_info=original)
+        return GraphQLError(
+            "internal error",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": ErrorCode.INTERNAL.value},
+        )
+
+
+def schema_extensions() -> list[Any]:
+    return [DoorwardErrors, MaskErrors(should_mask_error=lambda e: False)]
+
+
+# ---- Relay connections -------------------------------------------------------------------
+
+NodeT = TypeVar("NodeT")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[NodeT]):
+    cursor: str
+    node: NodeT
+
+
+def encode_cursor(*parts: str) -> str:
+    return base64.urlsafe_b64encode("|".join(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, parts: int) -> list[str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
+    except (ValueError, UnicodeDecodeError):
+        raise bad_input("after: not a cursor from this API") from None
+    if len(values) != parts:
+        raise bad_input("after: not a cursor from this API")
+    return values
+
+
+def page_size(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE_SIZE
+    if first < 0:
+        raise bad_input("first must not be negative")
+    return min(first, MAX_PAGE_SIZE)
+
+
+def split_page(rows: Sequence[Any], size: int) -> tuple[list[Any], bool]:
+    """Repositories fetch size+1 rows; the extra one only says there is a next page."""
+    return list(rows[:size]), len(rows) > size
+
+

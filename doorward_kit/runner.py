@@ -1,0 +1,66 @@
+"""Runs one service process: FastAPI under uvicorn and a grpc.aio server in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI
+
+from doorward_kit.grpc import GrpcServer
+from doorward_kit.logging import setup_logging
+from doorward_kit.telemetry import setup_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceParts:
+    app: FastAPI
+    host: str
+    http_port: int
+    grpc: GrpcServer | None = None
+    # Long-running coroutines (outbox senders, key renewers); cancelled at shutdown.
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+def run_service(name: str, build: Callable[[], Awaitable[ServiceParts]]) -> None:
+    setup_logging(name)
+    setup_telemetry(name)
+    asyncio.run(_serve(name, build))
+
+
+async def _serve(name: str, build: Callable[[], Awaitable[ServiceParts]]) -> None:
+    parts = await build()
+    config = uvicorn.Config(
+        parts.app,
+        host=parts.host,
+        port=parts.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    if parts.grpc is not None:
+        await parts.grpc.start()
+    tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in parts.background]
+    log.info("%s serving", name, extra={"fields": {"http_port": parts.http_port}})
+    try:
+        await server.serve()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if parts.grpc is not None:
+            await parts.grpc.stop()
+        if parts.close is not None:
+            await parts.close()
+        log.info("%s stopped", name)

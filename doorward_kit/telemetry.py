@@ -1,0 +1,132 @@
+"""OpenTelemetry: one tracer provider per process, W3C trace-context propagation everywhere.
+
+The exporter follows the standard variables: OTEL_TRACES_EXPORTER (otlp | console | none) and
+OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. With none of them set, spans
+are still created (trace ids reach logs and audit events) but nothing is exported.
+DOORWARD_OTEL_FILE=path additionally writes every finished span as a JSON line (tests read it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+_configured = False
+
+
+class JsonLinesFileExporter(SpanExporter):
+    """Appends spans as JSON lines; used by tests to search spans for planted canaries."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock, open(self._path, "a", encoding="utf-8") as out:
+            for span in spans:
+                out.write(span.to_json(indent=None) + "\n")
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _exporter_from_env() -> SpanExporter | None:
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    if choice == "otlp" or (not choice and endpoint):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return None
+
+
+def setup_telemetry(service_name: str) -> TracerProvider:
+    """Install the tracer provider and the library instrumentations (idempotent)."""
+    global _configured
+    if _configured:
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        return provider
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"doorward-{service_name}"})
+    )
+    exporter = _exporter_from_env()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    span_file = os.environ.get("DOORWARD_OTEL_FILE")
+    if span_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesFileExporter(span_file)))
+    trace.set_tracer_provider(provider)
+    _instrument_libraries()
+    _configured = True
+    return provider
+
+
+def _instrument_libraries() -> None:
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+    )
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    GrpcAioInstrumentorServer().instrument()
+    GrpcAioInstrumentorClient().instrument()
+    HTTPXClientInstrumentor().instrument()
+    # hvac speaks HTTP through requests: this is what makes Vault calls visible in a trace.
+    RequestsInstrumentor().instrument()
+
+
+def instrument_engine(engine: Any) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+
+
+def instrument_fastapi(app: Any) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+
+
+def current_trace_id() -> str:
+    """The W3C trace id of the current span as 32 hex digits, or '' outside a trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def span_attributes_safe(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Keep only ids and enums on spans: never values, contact data or tokens."""
+    return {k: v for k, v in attrs.items() if k.endswith((".id", ".kind", ".outcome", ".code"))}
+
+
