@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import strawberry
+import strawberry.federation
 from graphql import GraphQLError
 from starlette.requests import Request
 from strawberry.extensions import MaskErrors, SchemaExtension
@@ -107,7 +108,8 @@ def schema_extensions() -> list[Any]:
 NodeT = TypeVar("NodeT")
 
 
-@strawberry.type
+# Shareable: every subgraph with a connection defines the same PageInfo.
+@strawberry.federation.type(shareable=True)
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
