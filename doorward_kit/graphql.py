@@ -147,5 +147,3 @@ def page_size(first: int | None) -> int:
 def split_page(rows: Sequence[Any], size: int) -> tuple[list[Any], bool]:
     """Repositories fetch size+1 rows; the extra one only says there is a next page."""
     return list(rows[:size]), len(rows) > size
-
-

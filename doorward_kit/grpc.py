@@ -81,13 +81,13 @@ def grpc_errors(
         try:
             return await method(*args, **kwargs)
         except DoorwardError as error:
-            await abort_with(context, error)  # type: ignore[arg-type]
+            await abort_with(context, error)
             raise
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("gRPC handler failed", extra={"fields": {"method": method.__name__}})
-            await abort_with(context, DoorwardError(ErrorCode.INTERNAL, "internal error"))  # type: ignore[arg-type]
+            await abort_with(context, DoorwardError(ErrorCode.INTERNAL, "internal error"))
             raise
 
     return wrapper
@@ -98,7 +98,9 @@ class GrpcServer:
 
     def __init__(self, host: str, port: int, internal_token: str) -> None:
         self.server = grpc.aio.server(interceptors=[_InternalAuthInterceptor(internal_token)])
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.address = f"{host}:{port}"
         bound = self.server.add_insecure_port(self.address)
@@ -157,11 +159,11 @@ class ServiceChannel:
             raise error_from_rpc(rpc_error, what or self.target) from None
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
 
 
 def error_from_rpc(rpc_error: grpc.aio.AioRpcError, what: str) -> DoorwardError:
-    trailing = dict(rpc_error.trailing_metadata() or ())
+    trailing: dict[str, Any] = {k: v for k, v in (rpc_error.trailing_metadata() or ())}
     raw = trailing.get(GRPC_CODE_METADATA_KEY)
     code = error_code_from_grpc(rpc_error.code(), raw if isinstance(raw, str) else None)
     if code is ErrorCode.UNAVAILABLE and raw is None:
@@ -173,6 +175,10 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError, what: str) -> DoorwardError:
 
 def bearer_from_context(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == AUTHORIZATION_KEY and isinstance(value, str) and value.lower().startswith("bearer "):
+        if (
+            key == AUTHORIZATION_KEY
+            and isinstance(value, str)
+            and value.lower().startswith("bearer ")
+        ):
             return value[7:].strip()
     return None

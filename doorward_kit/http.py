@@ -47,8 +47,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         # Name the fields that were wrong, never echo their values.
-        fields = sorted({".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in error.errors()})
-        message = "invalid request body: " + ", ".join(f for f in fields if f) if fields else "invalid request"
+        fields = sorted(
+            {".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in error.errors()}
+        )
+        message = (
+            "invalid request body: " + ", ".join(f for f in fields if f)
+            if fields
+            else "invalid request"
+        )
         return error_response(DoorwardError(ErrorCode.BAD_USER_INPUT, message))
 
     @app.exception_handler(Exception)

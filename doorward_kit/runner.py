@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,17 +26,17 @@ class ServiceParts:
     http_port: int
     grpc: GrpcServer | None = None
     # Long-running coroutines (outbox senders, key renewers); cancelled at shutdown.
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    close: Callable[[], Awaitable[None]] | None = None
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    close: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
-def run_service(name: str, build: Callable[[], Awaitable[ServiceParts]]) -> None:
+def run_service(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
     setup_logging(name)
     setup_telemetry(name)
     asyncio.run(_serve(name, build))
 
 
-async def _serve(name: str, build: Callable[[], Awaitable[ServiceParts]]) -> None:
+async def _serve(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
     parts = await build()
     config = uvicorn.Config(
         parts.app,

@@ -43,5 +43,7 @@ class StackSettings(BaseSettings):
 
     def require_internal_token(self) -> str:
         if self.internal_token is None:
-            raise RuntimeError("DOORWARD_INTERNAL_TOKEN is not set: services cannot talk to each other")
+            raise RuntimeError(
+                "DOORWARD_INTERNAL_TOKEN is not set: services cannot talk to each other"
+            )
         return self.internal_token.get_secret_value()

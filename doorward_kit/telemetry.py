@@ -128,5 +128,3 @@ def tracer(name: str) -> trace.Tracer:
 def span_attributes_safe(attrs: dict[str, Any]) -> dict[str, Any]:
     """Keep only ids and enums on spans: never values, contact data or tokens."""
     return {k: v for k, v in attrs.items() if k.endswith((".id", ".kind", ".outcome", ".code"))}
-
-
