@@ -47,18 +47,36 @@ def redact(text: str) -> str:
     return text
 
 
+_SENSITIVE_KEYS = re.compile(
+    r"(?i)password|passwd|secret|token|value|otp|authorization|phone|email|address"
+)
+
+
+def _redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in fields.items():
+        if _SENSITIVE_KEYS.search(key):
+            clean[key] = REDACTED
+        elif isinstance(value, str):
+            clean[key] = redact(value)
+        else:
+            clean[key] = value
+    return clean
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        # Redact each string before encoding so the line stays valid JSON.
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
@@ -66,10 +84,10 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(span.span_id, "016x")
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
-            entry.update(extra)
+            entry.update(_redact_fields(extra))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

@@ -1,0 +1,36 @@
+import pytest
+
+from doorward_kit.errors import DoorwardError
+from doorward_kit.graphql import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    split_page,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_page_size_defaults_and_caps():
+    assert page_size(None) == DEFAULT_PAGE_SIZE == 50
+    assert page_size(1000) == MAX_PAGE_SIZE == 200
+    with pytest.raises(DoorwardError):
+        page_size(-1)
+
+
+def test_cursor_round_trip_and_rejects_foreign_cursors():
+    cursor = encode_cursor("2026-11-23T10:00:00+00:00", "abc")
+    assert decode_cursor(cursor, 2) == ["2026-11-23T10:00:00+00:00", "abc"]
+    with pytest.raises(DoorwardError):
+        decode_cursor(cursor, 3)
+    with pytest.raises(DoorwardError):
+        decode_cursor("%%%not-base64", 2)
+
+
+def test_split_page_uses_the_extra_row_only_as_a_flag():
+    rows, has_next = split_page([1, 2, 3], 2)
+    assert rows == [1, 2]
+    assert has_next
+    assert split_page([1, 2], 2) == ([1, 2], False)
