@@ -8,6 +8,8 @@ Scopes say what else must hold:
   ASSIGNED  the caller is the resource's assignee (their own job)
   SELF      the resource is the caller themself
   IN_WINDOW the caller is the assignee and the job is inside its access window
+A restricted token (password change or MFA enrolment pending) is allowed nothing here: the only
+things it may do (changePassword, enrollMfa, confirmMfa) are not policy actions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from doorward_kit.auth import Principal, Role
+from doorward_kit.auth import Principal, Role, TokenScope
 from doorward_kit.errors import DoorwardError, ErrorCode
 
 
@@ -68,11 +70,15 @@ _PLANNING = {_A: Scope.ORG, _D: Scope.REGION}
 
 # action -> {role: scope}. Anything absent is denied.
 RULES: dict[Action, dict[Role, Scope]] = {
-    Action.USER_READ: {_A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.SELF, _S: Scope.SELF},
+    Action.USER_READ: {
+        _A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.SELF, _S: Scope.SELF
+    },
     Action.USER_CREATE: {_A: Scope.ORG},
     Action.USER_UPDATE: {_A: Scope.ORG},
     Action.USER_DEACTIVATE: {_A: Scope.ORG},
-    Action.REGION_READ: {_A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.REGION, _S: Scope.REGION},
+    Action.REGION_READ: {
+        _A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.REGION, _S: Scope.REGION
+    },
     Action.REGION_CREATE: {_A: Scope.ORG},
     Action.CUSTOMER_READ: {**_PLANNING, **_FIELD},
     Action.CUSTOMER_CONTACT_READ: {**_PLANNING, _T: Scope.ASSIGNED, _S: Scope.IN_WINDOW},
@@ -138,8 +144,11 @@ def _scope_holds(principal: Principal, scope: Scope, resource: Resource) -> bool
 
 
 def decide(principal: Principal, action: Action, resource: Resource) -> Decision:
-    if principal.org_id != resource.org_id:
+    # An empty org id on both sides would otherwise compare equal.
+    if not resource.org_id or principal.org_id != resource.org_id:
         return Decision(False, "another organisation")
+    if principal.scope is not TokenScope.FULL:
+        return Decision(False, "restricted session")
     rule = RULES.get(action)
     if not rule:
         return Decision(False, f"no rule allows {action.value}")
@@ -162,22 +171,36 @@ def authorize(principal: Principal, action: Action, resource: Resource) -> None:
         raise DoorwardError(ErrorCode.FORBIDDEN, f"you may not {action.value.replace('.', ' ')}")
 
 
+def _scopes(principal: Principal, action: Action) -> set[Scope]:
+    if principal.scope is not TokenScope.FULL:
+        return set()
+    rule = RULES.get(action, {})
+    return {rule[r] for r in principal.roles if r in rule}
+
+
 def region_filter(principal: Principal, action: Action) -> frozenset[str] | None:
     """For list queries: None means every region of the org; otherwise only these regions.
-    An empty set means nothing is visible (deny by default)."""
-    rule = RULES.get(action, {})
-    scopes = {rule[r] for r in principal.roles if r in rule}
+    An empty set means nothing is visible (deny by default).
+
+    SELF grants no region: a caller who may only see themself gets an empty set here and must
+    ask `only_self` (a technician must not list every colleague of their region)."""
+    scopes = _scopes(principal, action)
     if Scope.ORG in scopes:
         return None
-    if scopes & {Scope.REGION, Scope.ASSIGNED, Scope.IN_WINDOW, Scope.SELF}:
+    if scopes & {Scope.REGION, Scope.ASSIGNED, Scope.IN_WINDOW}:
         return principal.region_ids
     return frozenset()
 
 
 def only_assigned(principal: Principal, action: Action) -> bool:
     """For list queries: True when the caller may see only the jobs assigned to them."""
-    rule = RULES.get(action, {})
-    scopes = {rule[r] for r in principal.roles if r in rule}
+    scopes = _scopes(principal, action)
     return not (scopes & {Scope.ORG, Scope.REGION}) and bool(
         scopes & {Scope.ASSIGNED, Scope.IN_WINDOW}
     )
+
+
+def only_self(principal: Principal, action: Action) -> bool:
+    """For list queries: True when the only thing the caller may see is themself."""
+    scopes = _scopes(principal, action)
+    return scopes == {Scope.SELF}
