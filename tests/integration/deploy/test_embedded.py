@@ -1,0 +1,87 @@
+"""The embedded servers really work: SQLAlchemy over the socket URL, AppRole against OpenBao."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import hvac
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from deploy.embedded import (
+    EmbeddedOpenBao,
+    EmbeddedPostgres,
+    free_port_pair,
+    pid_alive,
+    provision_vault,
+)
+from deploy.errors import DeployError
+
+pytestmark = pytest.mark.integration
+
+
+async def test_postgres_url_works_with_sqlalchemy_asyncpg(postgres) -> None:
+    url = postgres.create_database("deploy_embedded_check")
+    assert postgres.create_database("deploy_embedded_check") == url  # idempotent
+    assert url.startswith("postgresql+asyncpg://")
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            assert (await conn.execute(text("SELECT current_database()"))).scalar() == (
+                "deploy_embedded_check"
+            )
+    finally:
+        await engine.dispose()
+    assert pid_alive(postgres.server.pid)
+
+
+def test_openbao_approle_can_use_kv_and_transit(openbao) -> None:
+    client = hvac.Client(url=openbao.addr)
+    client.auth.approle.login(role_id=openbao.role_id, secret_id=openbao.secret_id)
+    client.secrets.kv.v2.create_or_update_secret(
+        "check/one", {"value": "1234"}, mount_point="doorward-kv"
+    )
+    read = client.secrets.kv.v2.read_secret_version(
+        "check/one", mount_point="doorward-kv", raise_on_deleted_version=True
+    )
+    assert read["data"]["data"] == {"value": "1234"}
+    client.secrets.transit.create_key("check", mount_point="doorward-transit")
+    # The policy allows only doorward's mounts: sys/ stays closed.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.sys.list_mounted_secrets_engines()
+    # Provisioning again changes nothing and keeps a valid secret_id.
+    again = provision_vault(openbao.client(), secret_id=openbao.secret_id)
+    assert again.secret_id == openbao.secret_id
+    assert again.role_id == openbao.role_id
+
+
+def test_persistent_openbao_survives_a_restart(tmp_path: Path) -> None:
+    # Persistent mode keeps raft data, the audit log and the 0600 key file under the data folder.
+    data = tmp_path / "bao"
+    port = free_port_pair()
+    bao = EmbeddedOpenBao(data, port)
+    try:
+        bao.start()
+        bao.client().sys.enable_secrets_engine("kv", path="p", options={"version": "2"})
+        bao.client().secrets.kv.v2.create_or_update_secret("a", {"v": "x"}, mount_point="p")
+        assert stat.S_IMODE(bao.init_file.stat().st_mode) == 0o600
+        bao.stop()
+        assert not pid_alive(bao.pid)
+        bao = EmbeddedOpenBao(data, port)
+        bao.start()  # sealed after restart: start() unseals again
+        read = bao.client().secrets.kv.v2.read_secret_version(
+            "a", mount_point="p", raise_on_deleted_version=True
+        )
+        assert read["data"]["data"] == {"v": "x"}
+        assert bao.audit_log_path.stat().st_size > 0
+    finally:
+        bao.stop()
+
+
+def test_corrupt_postgres_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "pg" / "junk").write_text("x")
+    with pytest.raises(DeployError, match="corrupt"):
+        EmbeddedPostgres(tmp_path / "pg").start()
