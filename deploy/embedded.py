@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -76,6 +78,16 @@ def stop_pid(pid: int | None, sig: int = signal.SIGTERM, timeout: float = 10.0) 
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+
+
+# Loaded before any fork: the child side of fork must not load libraries (other threads run).
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+
+
+def die_with_parent() -> None:
+    """preexec_fn: on Linux the child gets SIGTERM when its parent dies (even by kill -9)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _in_thread(make: Callable[[], Awaitable[T]]) -> T:
@@ -399,6 +411,7 @@ class EmbeddedOpenBao:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             self._wait_until_active(timeout)

@@ -1,0 +1,663 @@
+"""`doorward up`: run the whole stack on one machine, in the foreground, from one data folder.
+
+Order: PostgreSQL, OpenBao, then identity, audit, secrets, workorders (each waited for on its
+/readyz) and the gateway last. Stop order is the reverse: services first, then OpenBao, then
+PostgreSQL.
+
+Decision: when any process dies (a service, OpenBao or PostgreSQL), the supervisor reports it
+by name and stops the whole stack with exit code 1 rather than restarting it. A half-running
+stack hides the failure (requests fail in odd places) and a restart loop hides it longer;
+stopping loudly keeps `make up` honest. Use a real process manager (systemd, Kubernetes) for
+restart policies in production.
+
+The pure parts (configuration, environment of each child, port plan, output) are functions
+without side effects so they can be unit-tested; `Supervisor` does the processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TextIO
+
+import httpx
+
+from deploy.embedded import (
+    AppRoleCreds,
+    EmbeddedOpenBao,
+    EmbeddedPostgres,
+    create_database,
+    database_url,
+    die_with_parent,
+    pid_alive,
+    provision_vault,
+    stop_pid,
+)
+from deploy.errors import DeployError
+from doorward_kit.net import port_in_use
+from doorward_kit.settings import StackSettings
+
+# Start order; the gateway composes the subgraphs, so it comes last.
+SERVICES: tuple[str, ...] = ("identity", "audit", "secrets", "workorders")
+DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in SERVICES}
+# Never handed to a service: the supervisor's own credentials.
+_SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    """Everything `doorward up` reads from the environment (see env_names())."""
+
+    data_dir: Path
+    stack: StackSettings
+    database_url: str | None
+    vault_addr: str | None
+    vault_token: str | None
+    vault_role_id: str | None
+    vault_secret_id: str | None
+    vault_port: int
+    ready_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> UpConfig:
+        def get(name: str) -> str | None:
+            return env.get(name) or None
+
+        try:
+            stack = StackSettings.model_validate(_stack_kwargs(env))
+            vault_port = int(env.get("DOORWARD_VAULT_PORT", "8200"))
+            ready_timeout = float(env.get("DOORWARD_READY_TIMEOUT", "90"))
+        except ValueError as exc:
+            first = str(exc).splitlines()[0:3]
+            raise DeployError("bad DOORWARD_* setting: " + " ".join(first)) from exc
+        return cls(
+            data_dir=Path(env.get("DOORWARD_DATA_DIR", ".doorward")).expanduser().resolve(),
+            stack=stack,
+            database_url=get("DOORWARD_DATABASE_URL"),
+            vault_addr=get("DOORWARD_VAULT_ADDR"),
+            vault_token=get("DOORWARD_VAULT_TOKEN"),
+            vault_role_id=get("DOORWARD_VAULT_ROLE_ID"),
+            vault_secret_id=get("DOORWARD_VAULT_SECRET_ID"),
+            vault_port=vault_port,
+            ready_timeout=ready_timeout,
+        )
+
+
+def _stack_kwargs(env: Mapping[str, str]) -> dict[str, str]:
+    # Explicit mapping so a test can pass its own environment (pydantic-settings still adds
+    # os.environ underneath; the explicit values win).
+    names = StackSettings.model_fields.keys()
+    return {n: env[f"DOORWARD_{n.upper()}"] for n in names if f"DOORWARD_{n.upper()}" in env}
+
+
+def env_names() -> list[str]:
+    """Every variable `doorward up` itself reads (documentation and the unit test use it)."""
+    stack = [f"DOORWARD_{n.upper()}" for n in StackSettings.model_fields]
+    own = [
+        "DOORWARD_DATA_DIR",
+        "DOORWARD_DATABASE_URL",
+        "DOORWARD_VAULT_ADDR",
+        "DOORWARD_VAULT_TOKEN",
+        "DOORWARD_VAULT_ROLE_ID",
+        "DOORWARD_VAULT_SECRET_ID",
+        "DOORWARD_VAULT_PORT",
+        "DOORWARD_READY_TIMEOUT",
+    ]
+    return own + stack
+
+
+@dataclass(frozen=True)
+class Port:
+    what: str  # e.g. "identity HTTP"
+    env: str  # the variable that moves it
+    port: int
+
+
+def port_plan(cfg: UpConfig) -> list[Port]:
+    """Every TCP port `up` will bind, so all conflicts are found before anything starts."""
+    s = cfg.stack
+    ports: list[Port] = []
+    for svc in SERVICES:
+        for kind in ("http", "grpc"):
+            name = f"{svc}_{kind}_port"
+            ports.append(
+                Port(f"{svc} {kind.upper()}", f"DOORWARD_{name.upper()}", getattr(s, name))
+            )
+    ports.append(Port("gateway", "DOORWARD_GATEWAY_PORT", s.gateway_port))
+    if cfg.vault_addr is None:
+        ports.append(Port("OpenBao", "DOORWARD_VAULT_PORT", cfg.vault_port))
+        ports.append(Port("OpenBao cluster", "DOORWARD_VAULT_PORT (+1)", cfg.vault_port + 1))
+    return ports
+
+
+def check_ports(host: str, ports: list[Port], in_use: Callable[[str, int], bool]) -> None:
+    seen: dict[int, Port] = {}
+    for p in ports:
+        if p.port in seen:
+            raise DeployError(
+                f"{p.what} and {seen[p.port].what} are both set to port {p.port}: change {p.env}"
+            )
+        seen[p.port] = p
+    for p in ports:
+        if in_use(host, p.port):
+            raise DeployError(
+                f"port {host}:{p.port} ({p.what}) is already in use: stop what uses it "
+                f"(is another `doorward up` running?) or set {p.env} to a free port"
+            )
+
+
+@dataclass(frozen=True)
+class Infra:
+    """What the services need from the infrastructure and the data folder."""
+
+    db_urls: dict[str, str]  # service -> postgresql+asyncpg:// URL
+    vault_addr: str
+    approle: AppRoleCreds
+    internal_token: str
+    audit_signing_key_file: Path
+    identity_key_dir: Path
+
+
+def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one child process: the caller's, minus supervisor-only credentials,
+    plus the whole stack's addresses (so every process agrees) and that service's own items."""
+    env = {k: v for k, v in base.items() if k not in _SUPERVISOR_ONLY}
+    s = cfg.stack
+    for name in StackSettings.model_fields:
+        value = getattr(s, name)
+        if value is not None and name != "internal_token":
+            env[f"DOORWARD_{name.upper()}"] = str(value)
+    env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
+    env["DOORWARD_DATA_DIR"] = str(cfg.data_dir)
+    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the prefixer as they happen
+    if svc in infra.db_urls:
+        env[f"DOORWARD_{svc.upper()}_DB_URL"] = infra.db_urls[svc]
+    if svc == "secrets":
+        env["DOORWARD_VAULT_ADDR"] = infra.vault_addr
+        env["DOORWARD_VAULT_ROLE_ID"] = infra.approle.role_id
+        env["DOORWARD_VAULT_SECRET_ID"] = infra.approle.secret_id
+    else:
+        # Only the secrets service talks to Vault.
+        for name in ("DOORWARD_VAULT_ADDR", "DOORWARD_VAULT_ROLE_ID", "DOORWARD_VAULT_SECRET_ID"):
+            env.pop(name, None)
+    if svc == "audit":
+        env["DOORWARD_AUDIT_SIGNING_KEY_FILE"] = str(infra.audit_signing_key_file)
+    if svc == "identity":
+        env["DOORWARD_IDENTITY_KEY_DIR"] = str(infra.identity_key_dir)
+    return env
+
+
+def module_of(svc: str) -> str:
+    return "gateway" if svc == "gateway" else f"services.{svc}"
+
+
+def default_command(svc: str) -> list[str]:
+    """How a process is started: the venv's python (the one running us), `-m` its module."""
+    return [sys.executable, "-m", module_of(svc)]
+
+
+def ready_url(svc: str, stack: StackSettings) -> str:
+    return stack.http_url(svc) + "/readyz"
+
+
+def address_lines(cfg: UpConfig, postgres: str, vault: str) -> list[str]:
+    """What `up` prints once everything is ready: addresses and file locations, no secrets."""
+    s = cfg.stack
+    lines = [f"gateway      {s.http_url('gateway')}/graphql"]
+    for svc in SERVICES:
+        lines.append(f"{svc:<12} http {s.http_url(svc)}   grpc {s.grpc_target(svc)}")
+    lines.append(f"secrets REST {s.secrets_base_url}")
+    lines.append(f"PostgreSQL   {postgres}")
+    lines.append(f"Vault API    {vault}")
+    lines.append(f"data folder  {cfg.data_dir}")
+    return lines
+
+
+def prefixed(name: str, line: str, width: int = 10) -> str:
+    return f"{name:<{width}} | {line.rstrip()}"
+
+
+# --------------------------------------------------------------------------- data folder
+
+
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret generated once and kept 0600 in the data folder (never printed)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(make())
+    return path.read_text().strip()
+
+
+def ed25519_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One `doorward up` per data folder: two would share PostgreSQL and fight over OpenBao."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = data_dir / "up.lock"
+    fh = open(lock_file, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            other = fh.read().strip() or "?"
+            raise DeployError(
+                f"another `doorward up` (pid {other}) is using {data_dir}: stop it first, "
+                "or set DOORWARD_DATA_DIR to another folder"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    pumps: list[threading.Thread] = field(default_factory=list)
+
+
+class Output:
+    """Serialises lines from many threads onto one stream."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def line(self, name: str, text: str) -> None:
+        with self.lock:
+            self.stream.write(prefixed(name, text) + "\n")
+            self.stream.flush()
+
+    def say(self, text: str) -> None:
+        self.line("doorward", text)
+
+    def pump(self, name: str, source: IO[bytes]) -> threading.Thread:
+        def run() -> None:
+            for raw in iter(source.readline, b""):
+                self.line(name, raw.decode(errors="replace"))
+            source.close()
+
+        thread = threading.Thread(target=run, name=f"pump-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def follow(self, name: str, path: Path, stop: threading.Event) -> threading.Thread:
+        """Prefix the new lines of a log file (PostgreSQL and OpenBao write to files)."""
+
+        def run() -> None:
+            with contextlib.suppress(OSError), open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                while not stop.is_set():
+                    raw = fh.readline()
+                    if raw:
+                        self.line(name, raw.decode(errors="replace"))
+                    else:
+                        stop.wait(0.3)
+
+        thread = threading.Thread(target=run, name=f"follow-{name}", daemon=True)
+        thread.start()
+        return thread
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during start-up."""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        cfg: UpConfig,
+        out: Output,
+        environ: Mapping[str, str],
+        command: Callable[[str], list[str]] = default_command,
+    ) -> None:
+        self.cfg = cfg
+        self.command = command
+        self.out = out
+        self.environ = environ
+        self.stopping = threading.Event()
+        self.postgres: EmbeddedPostgres | None = None
+        self.openbao: EmbeddedOpenBao | None = None
+        self.children: list[Child] = []
+
+    # ---- start --------------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        for svc in (*SERVICES, "gateway") if self.command is default_command else ():
+            module = module_of(svc)
+            try:
+                found = importlib.util.find_spec(f"{module}.__main__") is not None
+            except ImportError:
+                found = False
+            if not found:
+                raise DeployError(
+                    f"`python -m {module}` is missing from this checkout: pull the latest "
+                    "main or run `make up` again after `uv sync`"
+                )
+        check_ports(self.cfg.stack.host, port_plan(self.cfg), port_in_use)
+
+    def _timed(self, what: str) -> Callable[[], None]:
+        self.out.say(f"starting {what} ...")
+        t0 = time.monotonic()
+        return lambda: self.out.say(f"{what} ready in {time.monotonic() - t0:.1f}s")
+
+    def start_postgres(self) -> tuple[dict[str, str], str]:
+        """Create the databases; returns (service -> URL, printable server address)."""
+        if self.cfg.database_url:
+            done = self._timed("databases on DOORWARD_DATABASE_URL")
+            admin = database_url(
+                self.cfg.database_url, _dbname(self.cfg.database_url), driver="postgresql"
+            )
+            urls = {}
+            for svc, db in DATABASES.items():
+                try:
+                    create_database(admin, db)
+                except (OSError, ValueError) as exc:
+                    raise DeployError(
+                        f"cannot reach DOORWARD_DATABASE_URL ({type(exc).__name__}): "
+                        "check host, port and that the user may CREATE DATABASE"
+                    ) from exc
+                urls[svc] = database_url(self.cfg.database_url, db)
+            done()
+            return urls, _redacted(self.cfg.database_url)
+        done = self._timed("PostgreSQL (embedded)")
+        self.postgres = EmbeddedPostgres(self.cfg.data_dir / "postgres")
+        self.postgres.start()
+        done()
+        urls = {svc: self.postgres.create_database(db) for svc, db in DATABASES.items()}
+        where = (
+            f"{self.postgres.admin_url()} (pid {self.postgres.pid}, log {self.postgres.log_path})"
+        )
+        return urls, where
+
+    def start_vault(self) -> tuple[str, AppRoleCreds, str]:
+        """Returns (address, the secrets service's AppRole, printable description)."""
+        cfg = self.cfg
+        creds_file = cfg.data_dir / "vault-approle.json"
+        if cfg.vault_addr is None:
+            done = self._timed("OpenBao (embedded)")
+            self.openbao = EmbeddedOpenBao(
+                cfg.data_dir / "openbao", cfg.vault_port, host=cfg.stack.host
+            )
+            self.openbao.start()
+            done()
+            creds = self._provision(self.openbao.client(), creds_file)
+            where = (
+                f"{self.openbao.addr} (pid {self.openbao.pid}; unseal key and root token in "
+                f"{self.openbao.init_file}; audit log {self.openbao.audit_log_path})"
+            )
+            return self.openbao.addr, creds, where
+        if cfg.vault_role_id and cfg.vault_secret_id:
+            return (
+                cfg.vault_addr,
+                AppRoleCreds(cfg.vault_role_id, cfg.vault_secret_id),
+                cfg.vault_addr,
+            )
+        if cfg.vault_token:
+            import hvac
+
+            creds = self._provision(
+                hvac.Client(url=cfg.vault_addr, token=cfg.vault_token), creds_file
+            )
+            return cfg.vault_addr, creds, cfg.vault_addr
+        raise DeployError(
+            "DOORWARD_VAULT_ADDR is set but neither DOORWARD_VAULT_TOKEN (to provision it) nor "
+            "DOORWARD_VAULT_ROLE_ID and DOORWARD_VAULT_SECRET_ID are: set one of them"
+        )
+
+    def _provision(self, client: object, creds_file: Path) -> AppRoleCreds:
+        import hvac
+
+        assert isinstance(client, hvac.Client)
+        known = json.loads(creds_file.read_text()) if creds_file.exists() else {}
+        try:
+            creds = provision_vault(client, secret_id=known.get("secret_id"))
+        except hvac.exceptions.Forbidden as exc:
+            raise DeployError(
+                "the Vault token may not provision Doorward (mounts, policy, AppRole): "
+                "use a token with those rights or give DOORWARD_VAULT_ROLE_ID/_SECRET_ID"
+            ) from exc
+        except (hvac.exceptions.VaultError, OSError) as exc:
+            raise DeployError(
+                f"cannot provision Vault ({type(exc).__name__}): is it reachable?"
+            ) from exc
+        if known.get("secret_id") != creds.secret_id:
+            tmp = creds_file.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"role_id": creds.role_id, "secret_id": creds.secret_id}, fh)
+            os.replace(tmp, creds_file)
+        return creds
+
+    def prepare_files(self) -> tuple[str, Path, Path]:
+        """Internal token, audit signing key, identity key folder: created once, 0600/0700."""
+        d = self.cfg.data_dir
+        keys = d / "keys"
+        keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(keys, 0o700)
+        if self.cfg.stack.internal_token is not None:
+            token = self.cfg.stack.internal_token.get_secret_value()
+        else:
+            token = read_or_create_secret(
+                keys / "internal-token", lambda: secrets.token_urlsafe(32)
+            )
+        audit_key = keys / "audit-signing-key.pem"
+        read_or_create_secret(audit_key, ed25519_pem)
+        identity_dir = keys / "identity"
+        identity_dir.mkdir(exist_ok=True, mode=0o700)
+        return token, audit_key, identity_dir
+
+    def spawn(self, svc: str, infra: Infra) -> Child:
+        proc = subprocess.Popen(
+            self.command(svc),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env(svc, self.cfg, infra, self.environ),
+            # Own session: Ctrl-C reaches only us, and we stop children in order.
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        assert proc.stdout is not None
+        child = Child(svc, proc, [self.out.pump(svc, proc.stdout)])
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: Child) -> None:
+        url = ready_url(child.name, self.cfg.stack)
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        with httpx.Client(timeout=2.0) as http:
+            while True:
+                if self.stopping.is_set():
+                    raise Interrupted
+                code = child.proc.poll()
+                if code is not None:
+                    raise DeployError(
+                        f"{child.name} exited with code {code} while starting (see its lines above)"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get(url).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        f"{child.name} was not ready at {url} within "
+                        f"{self.cfg.ready_timeout:.0f}s: see its lines above "
+                        "(raise DOORWARD_READY_TIMEOUT if it is just slow)"
+                    )
+                time.sleep(0.2)
+
+    def start(self) -> None:
+        self.preflight()
+        db_urls, pg_where = self.start_postgres()
+        self._check_stop()
+        vault_addr, creds, vault_where = self.start_vault()
+        self._check_stop()
+        token, audit_key, identity_dir = self.prepare_files()
+        infra = Infra(db_urls, vault_addr, creds, token, audit_key, identity_dir)
+        self.out.say(f"internal token, keys and AppRole credentials: {self.cfg.data_dir}")
+        for svc in (*SERVICES, "gateway"):
+            done = self._timed(svc)
+            self.wait_ready(self.spawn(svc, infra))
+            done()
+        for line in address_lines(self.cfg, pg_where, vault_where):
+            self.out.say(line)
+        self.out.say("stack is up; Ctrl-C stops it")
+
+    def _check_stop(self) -> None:
+        if self.stopping.is_set():
+            raise Interrupted
+
+    # ---- run / stop ---------------------------------------------------------------------------
+
+    def first_death(self) -> str | None:
+        """Name and exit status of a process that is gone, if any."""
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                return f"{child.name} exited with code {code}"
+        if self.openbao is not None and not self.openbao.is_running():
+            return "OpenBao exited"
+        if self.postgres is not None and not self.postgres.is_running():
+            return "PostgreSQL exited"
+        return None
+
+    def watch(self) -> int:
+        """Block until a signal (exit 0) or a death (exit 1)."""
+        while not self.stopping.wait(0.5):
+            death = self.first_death()
+            if death:
+                self.out.say(f"{death}; stopping the stack")
+                return 1
+        return 0
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                self.out.say(f"stopping {child.name} (pid {child.proc.pid})")
+            stop_pid(child.proc.pid, signal.SIGTERM, timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=1)
+            for pump in child.pumps:
+                pump.join(timeout=1)
+        if self.openbao is not None:
+            self.out.say(f"stopping OpenBao (pid {self.openbao.pid})")
+            self.openbao.stop()
+        if self.postgres is not None and pid_alive(self.postgres.pid):
+            self.out.say(f"stopping PostgreSQL (pid {self.postgres.pid})")
+            self.postgres.stop()
+
+
+def _dbname(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database or "postgres"
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run_up(
+    environ: Mapping[str, str] | None = None,
+    stream: TextIO | None = None,
+    command: Callable[[str], list[str]] = default_command,
+) -> int:
+    """The whole of `doorward up`; returns the exit code. Tests may swap `command`."""
+    env = dict(os.environ if environ is None else environ)
+    out = Output(stream or sys.stdout)
+    try:
+        cfg = UpConfig.from_env(env)
+    except DeployError as exc:
+        out.say(f"error: {exc}")
+        return 2
+    sup = Supervisor(cfg, out, env, command)
+    # deploy.embedded logs warnings (e.g. where the OpenBao unseal key is): same stream, prefixed.
+    handler = _OutputHandler(out)
+    logging.getLogger("doorward.deploy").addHandler(handler)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        sup.stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    follow_stop = threading.Event()
+    code = 1
+    try:
+        with data_dir_lock(cfg.data_dir):
+            try:
+                sup.start()
+                if sup.postgres is not None:
+                    out.follow("postgres", sup.postgres.log_path, follow_stop)
+                if sup.openbao is not None:
+                    out.follow("openbao", sup.openbao.log_path, follow_stop)
+                code = sup.watch()
+            except Interrupted:
+                code = 0
+            except DeployError as exc:
+                out.say(f"error: {exc}")
+                code = 1
+            finally:
+                follow_stop.set()
+                started = bool(sup.children) or sup.postgres is not None or sup.openbao is not None
+                sup.stop()
+                if started:
+                    out.say("stopped")
+    except DeployError as exc:  # the data folder lock
+        out.say(f"error: {exc}")
+        code = 1
+    finally:
+        logging.getLogger("doorward.deploy").removeHandler(handler)
+        for s, previous_handler in previous.items():
+            signal.signal(s, previous_handler)
+    return code
+
+
+class _OutputHandler(logging.Handler):
+    def __init__(self, out: Output) -> None:
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.say(f"{record.levelname.lower()}: {record.getMessage()}")

