@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -19,3 +22,19 @@ def up() -> None:
     from deploy.supervisor import run_up
 
     raise typer.Exit(run_up())
+
+
+@app.command()
+def provision(
+    out: Path = typer.Option(..., help="folder for the credential files (created 0700)"),
+) -> None:
+    """Prepare an external PostgreSQL and Vault (DOORWARD_DATABASE_URL, DOORWARD_VAULT_ADDR,
+    DOORWARD_VAULT_TOKEN) and write the services' credential files into OUT."""
+    from deploy.errors import DeployError
+    from deploy.provision import provision as run
+
+    try:
+        run(out, os.environ, typer.echo)
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -85,3 +85,28 @@ def test_corrupt_postgres_folder_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "pg" / "junk").write_text("x")
     with pytest.raises(DeployError, match="corrupt"):
         EmbeddedPostgres(tmp_path / "pg").start()
+
+
+def test_provision_writes_private_credential_files(postgres, openbao, tmp_path: Path) -> None:
+    from deploy.provision import provision
+
+    env = {
+        "DOORWARD_DATABASE_URL": postgres.admin_url(),
+        "DOORWARD_VAULT_ADDR": openbao.addr,
+        "DOORWARD_VAULT_TOKEN": openbao.root_token,
+    }
+    said: list[str] = []
+    provision(tmp_path / "creds", env, said.append)
+    files = {p.name: p for p in (tmp_path / "creds").iterdir()}
+    assert set(files) == {
+        "internal-token",
+        "audit-signing-key.pem",
+        "vault-role-id",
+        "vault-secret-id",
+    }
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+    secret_id = files["vault-secret-id"].read_text()
+    provision(tmp_path / "creds", env, said.append)  # idempotent: same secret_id kept
+    assert files["vault-secret-id"].read_text() == secret_id
+    assert not any(secret_id in line or openbao.root_token in line for line in said)
+    postgres.create_database("doorward_audit")  # already there: no error
