@@ -1,0 +1,536 @@
+"""Reliable audit client: every service writes audit events through here.
+
+Two paths:
+- Outbox (the usual one): `record_event(session, AuditOutbox, AuditRecord(...))` adds a row in the
+  same transaction as the change it describes, so an event exists exactly when the change does.
+  `OutboxSender(...).run()` (a background task) delivers pending rows to the audit service's
+  gRPC AppendEvents and deletes them in the same transaction once audit has committed them.
+  Audit is idempotent by event id, so a crash between "audit committed" and "row deleted" only
+  causes a harmless re-send.
+- Synchronous, fail-closed: `AuditClient(channel).append([...])` for actions that must not happen
+  unless the trail has them (a secret reveal). Any failure raises DoorwardError(UNAVAILABLE).
+
+Events carry pseudonymous ids only. `details` is an allow-listed map; values that look like an
+email address or a phone number are refused, so personal data cannot slip into the trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ipaddress
+import logging
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
+from sqlalchemy import DateTime, Integer, LargeBinary, String, delete, event, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from doorward_kit.db import Database
+from doorward_kit.errors import DoorwardError, ErrorCode
+from doorward_kit.grpc import ServiceChannel
+from doorward_kit.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+# ---- the record ---------------------------------------------------------------------------
+
+# Keys a producer may put in `details`. Every value must be an id, an enum or a small number:
+# names, emails, phones, addresses, free text, secret values and tokens never go here.
+# Need another key? Ask the audit owner to add it (it is reviewed for personal data).
+ALLOWED_DETAIL_KEYS: frozenset[str] = frozenset(
+    {
+        # why / how
+        "reason",
+        "rule",
+        "code",
+        "error_code",
+        "method",
+        "result",
+        "scope",
+        "mode",
+        "channel",
+        "service",
+        # state changes (enums)
+        "status",
+        "previous_status",
+        "new_status",
+        "kind",
+        "priority",
+        "role",
+        "roles",
+        "previous_roles",
+        "field",
+        "fields",
+        "mfa",
+        # pseudonymous ids
+        "region_id",
+        "region_ids",
+        "customer_id",
+        "site_id",
+        "user_id",
+        "assignee_id",
+        "previous_assignee_id",
+        "grant_id",
+        "session_id",
+        "upload_id",
+        "key_id",
+        "export_id",
+        "alert_id",
+        "event_id",
+        "request_id",
+        "secret_version",
+        "version",
+        # numbers and times
+        "count",
+        "threshold",
+        "window_seconds",
+        "ttl_seconds",
+        "attempts",
+        "lead_minutes",
+        "grace_minutes",
+        "expires_at",
+        "window_start",
+        "window_end",
+        "first_seq",
+        "last_seq",
+    }
+)
+
+MAX_DETAILS = 32
+MAX_DETAIL_VALUE_LENGTH = 256
+_ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+# A run of digits with phone-ish separators; judged by how many digits it holds.
+_PHONE = re.compile(r"\+?\(?\d[\d\s().\-/]{5,}\d")
+_MIN_PHONE_DIGITS = 7
+
+
+class AuditDetailsError(ValueError):
+    """A producer tried to put something into an audit event that must not be there."""
+
+
+class Outcome(enum.StrEnum):
+    ALLOWED = "ALLOWED"
+    DENIED = "DENIED"
+    ERROR = "ERROR"
+
+
+_OUTCOME_TO_PROTO = {
+    Outcome.ALLOWED: audit_pb2.ALLOWED,
+    Outcome.DENIED: audit_pb2.DENIED,
+    Outcome.ERROR: audit_pb2.ERROR,
+}
+_OUTCOME_FROM_PROTO = {v: k for k, v in _OUTCOME_TO_PROTO.items()}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_timestamp(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def looks_personal(value: str) -> bool:
+    """True when a details value looks like an email address or a phone number."""
+    if _is_uuid(value) or _is_timestamp(value):
+        return False
+    if _EMAIL.search(value):
+        return True
+    for match in _PHONE.finditer(value):
+        if sum(ch.isdigit() for ch in match.group()) >= _MIN_PHONE_DIGITS:
+            return True
+    return False
+
+
+def _detail_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, enum.Enum):
+        text = str(value.value)
+    elif isinstance(value, int | str):
+        text = str(value)
+    else:
+        raise AuditDetailsError(f"audit details: {key} must be a string, number or enum")
+    if len(text) > MAX_DETAIL_VALUE_LENGTH:
+        raise AuditDetailsError(f"audit details: {key} is too long")
+    if looks_personal(text):
+        # Never echo the value: it may be the very personal data we refuse.
+        raise AuditDetailsError(f"audit details: {key} looks like personal data")
+    return text
+
+
+def clean_details(details: Mapping[str, Any]) -> dict[str, str]:
+    """Validate a details map against the allow-list; returns it with string values."""
+    if len(details) > MAX_DETAILS:
+        raise AuditDetailsError(f"audit details: at most {MAX_DETAILS} keys")
+    clean: dict[str, str] = {}
+    for key, value in details.items():
+        if key not in ALLOWED_DETAIL_KEYS:
+            raise AuditDetailsError(f"audit details: key {key!r} is not allowed")
+        clean[key] = _detail_value(key, value)
+    return clean
+
+
+def clean_ip(value: str) -> str:
+    """An IP address or ''; anything else (a header someone forged) is dropped."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AuditRecord:
+    """One audit event as a producer writes it. Ids only; see ALLOWED_DETAIL_KEYS."""
+
+    org_id: str
+    actor_id: str
+    action: str
+    outcome: Outcome
+    target_type: str = ""
+    target_id: str = ""
+    work_order_id: str = ""
+    secret_ref_id: str = ""
+    source_ip: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=_utcnow)
+    trace_id: str = field(default_factory=current_trace_id)
+
+    def __post_init__(self) -> None:
+        if not self.org_id:
+            raise AuditDetailsError("audit event: org_id is required")
+        if not _ACTION.match(self.action or ""):
+            raise AuditDetailsError("audit event: action must be dotted lower case, e.g. a.b")
+        self.outcome = Outcome(self.outcome)
+        if not _is_uuid(self.id):
+            raise AuditDetailsError("audit event: id must be a UUID")
+        if self.occurred_at.tzinfo is None:
+            raise AuditDetailsError("audit event: occurred_at must carry a time zone")
+        self.occurred_at = self.occurred_at.astimezone(UTC)
+        self.details = clean_details(self.details)
+        self.source_ip = clean_ip(self.source_ip)
+        for name in ("actor_id", "target_type", "target_id", "work_order_id", "secret_ref_id"):
+            value = getattr(self, name) or ""
+            if len(value) > 128 or looks_personal(value):
+                raise AuditDetailsError(f"audit event: {name} must be a pseudonymous id")
+            setattr(self, name, value)
+
+    def to_proto(self, service: str = "") -> audit_pb2.AuditEvent:
+        message = audit_pb2.AuditEvent(
+            id=self.id,
+            org_id=self.org_id,
+            actor_id=self.actor_id,
+            action=self.action,
+            outcome=_OUTCOME_TO_PROTO[self.outcome],
+            work_order_id=self.work_order_id,
+            secret_ref_id=self.secret_ref_id,
+            target_type=self.target_type,
+            target_id=self.target_id,
+            trace_id=self.trace_id,
+            source_ip=self.source_ip,
+            details=self.details,
+            service=service,
+        )
+        message.occurred_at.FromDatetime(self.occurred_at)
+        return message
+
+    @classmethod
+    def from_proto(cls, message: audit_pb2.AuditEvent) -> AuditRecord:
+        """Parse (and re-validate) an event received over gRPC."""
+        if message.outcome not in _OUTCOME_FROM_PROTO:
+            raise AuditDetailsError("audit event: outcome is missing")
+        occurred = (
+            message.occurred_at.ToDatetime(tzinfo=UTC)
+            if message.HasField("occurred_at")
+            else _utcnow()
+        )
+        return cls(
+            org_id=message.org_id,
+            actor_id=message.actor_id,
+            action=message.action,
+            outcome=_OUTCOME_FROM_PROTO[message.outcome],
+            target_type=message.target_type,
+            target_id=message.target_id,
+            work_order_id=message.work_order_id,
+            secret_ref_id=message.secret_ref_id,
+            source_ip=message.source_ip,
+            details=dict(message.details),
+            id=message.id,
+            occurred_at=occurred,
+            trace_id=message.trace_id,
+        )
+
+
+# ---- the outbox ---------------------------------------------------------------------------
+
+
+class AuditOutboxMixin:
+    """Columns of a service's audit outbox. In the service's models.py:
+
+        class AuditOutbox(AuditOutboxMixin, Base):
+            __tablename__ = "audit_outbox"
+
+    Rows are deleted once audit has committed them, so the table holds only pending events.
+    """
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # A serialized doorward.audit.v1.AuditEvent (without `service`; the sender sets it).
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # The sender picks rows whose time has come, oldest first: this index serves that query.
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    )
+
+
+# Senders in this process wake as soon as a transaction holding new events commits.
+_wakers: dict[str, set[asyncio.Event]] = {}
+
+
+def _wake(table: str) -> None:
+    for waker in list(_wakers.get(table, ())):
+        waker.set()
+
+
+def _wake_after_commit(session: AsyncSession, table: str) -> None:
+    tables: set[str] = session.info.setdefault("doorward_audit_tables", set())
+    if table in tables:
+        return
+    tables.add(table)
+
+    def after_commit(*_: Any) -> None:
+        pending: set[str] = session.info.pop("doorward_audit_tables", set())
+        for name in pending:
+            _wake(name)
+
+    def after_rollback(*_: Any) -> None:
+        session.info.pop("doorward_audit_tables", None)
+
+    if len(tables) == 1:
+        event.listen(session.sync_session, "after_commit", after_commit, once=True)
+        event.listen(session.sync_session, "after_soft_rollback", after_rollback, once=True)
+
+
+async def record_event(session: AsyncSession, model: type[Any], record: AuditRecord) -> None:
+    """Add `record` to the outbox in the caller's transaction (delivered after it commits)."""
+    session.add(
+        model(
+            id=record.id,
+            payload=record.to_proto().SerializeToString(),
+            attempts=0,
+            # The database's clock, like the sender's query: no skew between the two.
+            next_attempt_at=func.now(),
+        )
+    )
+    _wake_after_commit(session, model.__tablename__)
+
+
+# ---- the sender ---------------------------------------------------------------------------
+
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+
+
+def backoff_delay(
+    attempts: int,
+    *,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Exponential backoff with jitter: the full delay is min(cap, base * 2^(attempts-1)); the
+    wait is between half of it and all of it, so many senders do not retry in lock-step."""
+    full = min(cap, base * 2 ** max(0, min(attempts, 32) - 1))
+    return full * (0.5 + 0.5 * rand())
+
+
+def _with_service(payload: bytes, service: str) -> audit_pb2.AuditEvent:
+    message = audit_pb2.AuditEvent.FromString(payload)
+    if not message.service:
+        message.service = service
+    return message
+
+
+class OutboxSender:
+    """Delivers a service's audit outbox to the audit service, forever (until cancelled)."""
+
+    def __init__(
+        self,
+        db: Database,
+        model: type[Any],
+        channel: ServiceChannel,
+        service_name: str,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 0.25,
+        deadline: float = 5.0,
+    ) -> None:
+        self._db = db
+        self._model = model
+        self._channel = channel
+        self._stub = audit_pb2_grpc.AuditStub(channel.channel)
+        self._service = service_name
+        self._batch = batch_size
+        self._poll = poll_interval
+        self._deadline = deadline
+        self._wake = asyncio.Event()
+        self._failures = 0
+
+    def notify(self) -> None:
+        """Wake the loop now (e.g. after committing events from another process's view)."""
+        self._wake.set()
+
+    async def deliver_once(self) -> int:
+        """Send one batch of due rows; returns how many were delivered (0: none or failed)."""
+        model = self._model
+        async with self._db.unit_of_work() as session:
+            rows = (
+                await session.execute(
+                    select(model.id, model.payload, model.attempts)
+                    .where(model.next_attempt_at <= func.now())
+                    .order_by(model.next_attempt_at, model.created_at)
+                    .limit(self._batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            ids = [row.id for row in rows]
+            request = audit_pb2.AppendEventsRequest(
+                events=[_with_service(row.payload, self._service) for row in rows]
+            )
+            try:
+                await self._channel.call(
+                    self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
+                )
+            except DoorwardError as error:
+                attempts = max(row.attempts for row in rows) + 1
+                delay = backoff_delay(attempts)
+                log.warning(
+                    "audit events not delivered yet",
+                    extra={
+                        "fields": {
+                            "count": len(ids),
+                            "attempts": attempts,
+                            "code": error.code.value,
+                            "retry_in": round(delay, 2),
+                        }
+                    },
+                )
+                await session.execute(
+                    update(model)
+                    .where(model.id.in_(ids))
+                    .values(
+                        attempts=model.attempts + 1,
+                        next_attempt_at=func.now() + timedelta(seconds=delay),
+                    )
+                )
+                return 0
+            # Audit has committed them: forget them in the same transaction that locked them.
+            await session.execute(delete(model).where(model.id.in_(ids)))
+            return len(ids)
+
+    async def run(self) -> None:
+        waker = self._wake
+        _wakers.setdefault(self._model.__tablename__, set()).add(waker)
+        try:
+            while True:
+                try:
+                    delivered = await self.deliver_once()
+                    self._failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The outbox database itself failed: back off and try again.
+                    self._failures += 1
+                    log.exception("audit outbox pass failed")
+                    await asyncio.sleep(backoff_delay(self._failures))
+                    continue
+                if delivered >= self._batch:
+                    continue  # more are probably waiting
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), timeout=self._poll)
+                waker.clear()
+        finally:
+            _wakers.get(self._model.__tablename__, set()).discard(waker)
+
+
+# ---- the synchronous, fail-closed path -----------------------------------------------------
+
+AUDIT_UNAVAILABLE_MESSAGE = "the audit trail cannot take the event"
+
+
+class AuditClient:
+    """Appends events synchronously; raises DoorwardError(UNAVAILABLE) if audit cannot take them."""
+
+    def __init__(
+        self, channel: ServiceChannel, *, service_name: str = "", deadline: float = 3.0
+    ) -> None:
+        self._channel = channel
+        self._stub = audit_pb2_grpc.AuditStub(channel.channel)
+        self._service = service_name
+        self._deadline = deadline
+
+    async def append(self, records: Sequence[AuditRecord] | Iterable[AuditRecord]) -> None:
+        events = [record.to_proto(self._service) for record in records]
+        if not events:
+            return
+        try:
+            response = await self._channel.call(
+                self._stub.AppendEvents,
+                audit_pb2.AppendEventsRequest(events=events),
+                deadline=self._deadline,
+                what="audit",
+            )
+        except Exception as error:
+            log.warning(
+                "audit refused or unreachable (fail closed)",
+                extra={"fields": {"count": len(events), "error": type(error).__name__}},
+            )
+            raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE) from None
+        if response.accepted + response.duplicates != len(events):
+            raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE)
+
+
+__all__ = [
+    "ALLOWED_DETAIL_KEYS",
+    "AuditClient",
+    "AuditDetailsError",
+    "AuditOutboxMixin",
+    "AuditRecord",
+    "OutboxSender",
+    "Outcome",
+    "backoff_delay",
+    "clean_details",
+    "looks_personal",
+    "record_event",
+]

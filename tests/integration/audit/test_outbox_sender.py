@@ -1,0 +1,184 @@
+"""OutboxSender against real PostgreSQL and a real gRPC server standing in for audit."""
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
+from sqlalchemy import func, select
+from sqlalchemy.orm import DeclarativeBase
+
+from doorward_kit.audit_client import (
+    AuditClient,
+    AuditOutboxMixin,
+    AuditRecord,
+    OutboxSender,
+    Outcome,
+    record_event,
+)
+from doorward_kit.db import Database, new_metadata
+from doorward_kit.errors import DoorwardError, ErrorCode
+from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.net import free_port
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "internal-test-token"
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class AuditOutbox(AuditOutboxMixin, Base):
+    __tablename__ = "audit_outbox"
+
+
+class FakeAudit(audit_pb2_grpc.AuditServicer):
+    def __init__(self, fail: int = 0) -> None:
+        self.seen: dict[str, audit_pb2.AuditEvent] = {}
+        self.calls = 0
+        self.fail = fail
+
+    async def AppendEvents(self, request, context):
+        self.calls += 1
+        if self.fail > 0:
+            self.fail -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
+        new = 0
+        for ev in request.events:
+            if ev.id not in self.seen:
+                self.seen[ev.id] = ev
+                new += 1
+        return audit_pb2.AppendEventsResponse(accepted=new, duplicates=len(request.events) - new)
+
+
+async def _server(servicer, port):
+    server = GrpcServer("127.0.0.1", port, TOKEN)
+    audit_pb2_grpc.add_AuditServicer_to_server(servicer, server.server)
+    await server.start()
+    return server
+
+
+def _record(i: int = 0) -> AuditRecord:
+    return AuditRecord(
+        org_id="org-1",
+        actor_id=str(uuid.uuid4()),
+        action="workorder.create",
+        outcome=Outcome.ALLOWED,
+        target_type="WorkOrder",
+        target_id=f"w-{i}",
+        details={"count": i},
+    )
+
+
+@pytest.fixture
+async def db(postgres):
+    database = Database(postgres.fresh_database("outbox"))
+    async with database.engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+async def _pending(db) -> int:
+    async with db.unit_of_work() as session:
+        return int(await session.scalar(select(func.count()).select_from(AuditOutbox)) or 0)
+
+
+async def _until(predicate, timeout=10.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db):
+    port = free_port()
+    fake = FakeAudit()
+    server = await _server(fake, port)
+    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    sender = OutboxSender(db, AuditOutbox, channel, "tests", poll_interval=5.0)
+    task = asyncio.create_task(sender.run())
+    try:
+        kept = _record(1)
+        async with db.unit_of_work() as session:
+            await record_event(session, AuditOutbox, kept)
+        with pytest.raises(RuntimeError):
+            async with db.unit_of_work() as session:
+                await record_event(session, AuditOutbox, _record(2))
+                raise RuntimeError("the change failed")
+        # Woken by the commit, not by the (long) poll interval.
+        await _until(lambda: _async(len(fake.seen) == 1), timeout=3.0)
+        assert set(fake.seen) == {kept.id}
+        assert fake.seen[kept.id].service == "tests"
+        await _until(lambda: _async_pending_zero(db))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()
+        await server.stop(0)
+
+
+async def _async(value):
+    return value
+
+
+async def _async_pending_zero(db):
+    return await _pending(db) == 0
+
+
+async def test_sender_retries_with_backoff_until_audit_takes_them(db):
+    port = free_port()
+    fake = FakeAudit(fail=2)
+    server = await _server(fake, port)
+    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    sender = OutboxSender(db, AuditOutbox, channel, "tests", poll_interval=0.05)
+    records = [_record(i) for i in range(450)]
+    async with db.unit_of_work() as session:
+        for r in records:
+            await record_event(session, AuditOutbox, r)
+    task = asyncio.create_task(sender.run())
+    try:
+        await _until(lambda: _async_pending_zero(db), timeout=15.0)
+        assert set(fake.seen) == {r.id for r in records}
+        assert fake.calls >= 2 + 3  # two refusals, then batches of at most 200
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()
+        await server.stop(0)
+
+
+async def test_audit_client_fails_closed():
+    port = free_port()  # nobody listens here
+    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    try:
+        with pytest.raises(DoorwardError) as caught:
+            await AuditClient(channel, deadline=0.5).append([_record()])
+        assert caught.value.code is ErrorCode.UNAVAILABLE
+        assert caught.value.message == "the audit trail cannot take the event"
+    finally:
+        await channel.close()
+
+
+async def test_audit_client_appends_when_audit_is_up():
+    port = free_port()
+    fake = FakeAudit()
+    server = await _server(fake, port)
+    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    try:
+        record = _record()
+        await AuditClient(channel, service_name="secrets").append([record])
+        await AuditClient(channel, service_name="secrets").append([record])  # a retry
+        assert list(fake.seen) == [record.id]
+        assert fake.seen[record.id].service == "secrets"
+    finally:
+        await channel.close()
+        await server.stop(0)
