@@ -1,0 +1,73 @@
+"""`python -m services.identity`: migrations, then FastAPI (GraphQL + JWKS) and gRPC in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from doorward_kit.audit_client import OutboxSender
+from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.http import create_app
+from doorward_kit.logging import register_secret
+from doorward_kit.runner import ServiceParts, run_service
+from doorward_kit.settings import StackSettings
+from services.identity.api.graphql import build_router
+from services.identity.api.grpc import add_to_server
+from services.identity.api.http import jwks_router
+from services.identity.models import AuditOutbox
+from services.identity.outbox import GrantRevoker
+from services.identity.runtime import Identity, build_identity, build_keys
+from services.identity.settings import IdentitySettings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def build_parts(
+    stack: StackSettings, settings: IdentitySettings
+) -> tuple[ServiceParts, Identity]:
+    internal_token = stack.require_internal_token()
+    register_secret(internal_token)
+    await run_migrations_async(MIGRATIONS, settings.db_url)
+    db = Database(settings.db_url)
+    keys = await asyncio.to_thread(build_keys, settings)
+    secrets_channel = ServiceChannel(
+        stack.grpc_target("secrets"), internal_token, stack.grpc_deadline
+    )
+    audit_channel = ServiceChannel(stack.grpc_target("audit"), internal_token, stack.grpc_deadline)
+    revoker = GrantRevoker(db, secrets_channel, poll_seconds=settings.identity_outbox_poll_seconds)
+    identity = build_identity(settings, db, keys=keys, revoker=revoker)
+
+    app = create_app("doorward-identity", readiness=db.ping)
+    app.include_router(jwks_router(keys))
+    app.include_router(
+        build_router(identity, development=stack.env == "development"), prefix="/graphql"
+    )
+    grpc_server = GrpcServer(stack.host, stack.identity_grpc_port, internal_token)
+    add_to_server(grpc_server.server, identity)
+    sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="identity")
+
+    async def close() -> None:
+        identity.hub.close_all()
+        await secrets_channel.close()
+        await audit_channel.close()
+        await db.dispose()
+
+    parts = ServiceParts(
+        app=app,
+        host=stack.host,
+        http_port=stack.identity_http_port,
+        grpc=grpc_server,
+        background=[revoker.run, identity.maintain_keys, sender.run],
+        close=close,
+    )
+    return parts, identity
+
+
+async def build() -> ServiceParts:
+    parts, _ = await build_parts(StackSettings(), IdentitySettings())  # type: ignore[call-arg]
+    return parts
+
+
+if __name__ == "__main__":
+    run_service("identity", build)

@@ -1,0 +1,405 @@
+"""Identity's GraphQL subgraph (Federation v2), exactly the contract's names.
+
+Every resolver verifies the caller's token through the context and asks the policy; so does
+every resolve_reference (`_entities` is not a back door). login and refresh need no token;
+changePassword, enrollMfa, confirmMfa and logout also accept a restricted token.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import strawberry
+import strawberry.federation
+from fastapi import Request
+from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.types import Info
+
+from doorward_kit.auth import Principal
+from doorward_kit.errors import DoorwardError, ErrorCode, not_found
+from doorward_kit.graphql import RequestContext, client_ip, schema_extensions
+from services.identity.models import Region as RegionRow
+from services.identity.runtime import Identity
+from services.identity.service.identity import AuthResult, UserChanges, UserView
+
+T = TypeVar("T")
+
+
+@strawberry.enum
+class Role(enum.Enum):
+    ADMIN = "ADMIN"
+    DISPATCHER = "DISPATCHER"
+    TECHNICIAN = "TECHNICIAN"
+    SUBCONTRACTOR = "SUBCONTRACTOR"
+    AUDITOR = "AUDITOR"
+
+
+@strawberry.enum
+class UserStatus(enum.Enum):
+    ACTIVE = "ACTIVE"
+    DEACTIVATED = "DEACTIVATED"
+
+
+def _identity(info: Info) -> Identity:
+    identity: Identity = info.context.services
+    return identity
+
+
+async def _caller(info: Info, *, allow_restricted: bool = False) -> Principal:
+    context: RequestContext = info.context
+    return await context.principal(allow_restricted=allow_restricted)
+
+
+@strawberry.federation.type(keys=["id"])
+class Region:
+    id: strawberry.ID
+    name: str
+
+    @classmethod
+    def from_row(cls, row: RegionRow) -> Region:
+        return cls(id=strawberry.ID(row.id), name=row.name)
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Region | None:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            rows = await identity.service.regions_by_id(session, principal, [str(id)])
+        return cls.from_row(rows[0]) if rows else None
+
+
+@strawberry.federation.type(keys=["id"])
+class User:
+    id: strawberry.ID
+    email: str
+    display_name: str
+    roles: list[Role]
+    status: UserStatus
+    mfa_enabled: bool
+    region_ids: strawberry.Private[tuple[str, ...]]
+    # Set for the user of an AuthPayload, whose token may be restricted.
+    preloaded_regions: strawberry.Private[list[Region] | None] = None
+
+    @classmethod
+    def from_view(cls, view: UserView, regions: list[Region] | None = None) -> User:
+        return cls(
+            id=strawberry.ID(view.id),
+            email=view.email,
+            display_name=view.display_name,
+            roles=[Role(r) for r in view.roles],
+            status=UserStatus(view.status),
+            mfa_enabled=view.mfa_enabled,
+            region_ids=view.region_ids,
+            preloaded_regions=regions,
+        )
+
+    @strawberry.field
+    async def regions(self, info: Info) -> list[Region]:
+        if self.preloaded_regions is not None:
+            return self.preloaded_regions
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            rows = await identity.service.regions_by_id(session, principal, self.region_ids)
+        return [Region.from_row(r) for r in rows]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User | None:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            view = await identity.service.get_user(session, principal, str(id))
+        return cls.from_view(view) if view else None
+
+
+@strawberry.type
+class AuthPayload:
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    user: User
+    password_change_required: bool
+    mfa_enrollment_required: bool
+
+
+@strawberry.type
+class MfaEnrollment:
+    secret: str
+    otpauth_uri: str
+
+
+@strawberry.type
+class MfaConfirmation:
+    recovery_codes: list[str]
+
+
+@strawberry.input
+class CreateUserInput:
+    email: str
+    display_name: str
+    roles: list[Role]
+    region_ids: list[strawberry.ID]
+    initial_password: str
+
+
+@strawberry.input
+class UpdateUserInput:
+    display_name: str | None = None
+    roles: list[Role] | None = None
+    region_ids: list[strawberry.ID] | None = None
+
+
+async def _auth_payload(identity: Identity, result: AuthResult) -> AuthPayload:
+    async with identity.db.unit_of_work() as session:
+        rows = await identity.service.regions_for_org(
+            session, result.user.org_id, result.user.region_ids
+        )
+    user = User.from_view(result.user, [Region.from_row(r) for r in rows])
+    return AuthPayload(
+        access_token=result.access_token,
+        refresh_token=result.refresh_token,
+        expires_at=datetime.fromtimestamp(result.expires_at, UTC),
+        user=user,
+        password_change_required=result.password_change_required,
+        mfa_enrollment_required=result.mfa_enrollment_required,
+    )
+
+
+async def _admin(
+    info: Info,
+    principal: Principal,
+    action: str,
+    target_type: str,
+    target_id: str,
+    run: Callable[[], Awaitable[T]],
+) -> T:
+    """Run an administrative change; a refusal is audited (DENIED) in its own transaction."""
+    try:
+        return await run()
+    except DoorwardError as error:
+        if error.code in (ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND):
+            identity = _identity(info)
+            async with identity.db.unit_of_work() as session:
+                await identity.service.audit(
+                    session,
+                    org_id=principal.org_id,
+                    actor_id=principal.user_id,
+                    action=action,
+                    outcome="DENIED",
+                    target_type=target_type,
+                    target_id=target_id,
+                    source_ip=info.context.source_ip,
+                    details={"code": error.code.value},
+                )
+        raise
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def me(self, info: Info) -> User:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            view = await identity.service.me(session, principal)
+        return User.from_view(view)
+
+    @strawberry.field
+    async def users(
+        self, info: Info, region_id: strawberry.ID | None = None, role: Role | None = None
+    ) -> list[User]:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            views = await identity.service.list_users(
+                session,
+                principal,
+                region_id=str(region_id) if region_id is not None else None,
+                role=role.value if role is not None else None,
+            )
+        return [User.from_view(v) for v in views]
+
+    @strawberry.field
+    async def user(self, info: Info, id: strawberry.ID) -> User | None:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            view = await identity.service.get_user(session, principal, str(id))
+        if view is None:
+            raise not_found("user")
+        return User.from_view(view)
+
+    @strawberry.field
+    async def regions(self, info: Info) -> list[Region]:
+        principal = await _caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            rows = await identity.service.regions(session, principal)
+        return [Region.from_row(r) for r in rows]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def login(
+        self, info: Info, email: str, password: str, otp: str | None = None
+    ) -> AuthPayload:
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            outcome = await identity.service.login(
+                session, email=email, password=password, otp=otp, source_ip=info.context.source_ip
+            )
+        return await _auth_payload(identity, outcome.unwrap())
+
+    @strawberry.mutation
+    async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            outcome = await identity.service.refresh(
+                session, refresh_token, source_ip=info.context.source_ip
+            )
+        await identity.publish(outcome.changes)
+        return await _auth_payload(identity, outcome.unwrap())
+
+    @strawberry.mutation
+    async def logout(self, info: Info) -> bool:
+        principal = await _caller(info, allow_restricted=True)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            outcome = await identity.service.logout(session, principal)
+        await identity.publish(outcome.changes)
+        return outcome.unwrap()
+
+    @strawberry.mutation
+    async def change_password(self, info: Info, current_password: str, new_password: str) -> bool:
+        principal = await _caller(info, allow_restricted=True)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            outcome = await identity.service.change_password(
+                session,
+                principal,
+                current_password=current_password,
+                new_password=new_password,
+                source_ip=info.context.source_ip,
+            )
+        await identity.publish(outcome.changes)
+        return outcome.unwrap()
+
+    @strawberry.mutation
+    async def enroll_mfa(self, info: Info) -> MfaEnrollment:
+        principal = await _caller(info, allow_restricted=True)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            enrollment = await identity.service.enroll_mfa(session, principal)
+        return MfaEnrollment(secret=enrollment.secret, otpauth_uri=enrollment.otpauth_uri)
+
+    @strawberry.mutation
+    async def confirm_mfa(self, info: Info, otp: str) -> MfaConfirmation:
+        principal = await _caller(info, allow_restricted=True)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            outcome = await identity.service.confirm_mfa(session, principal, otp)
+        return MfaConfirmation(recovery_codes=outcome.unwrap())
+
+    @strawberry.mutation
+    async def create_region(self, info: Info, name: str) -> Region:
+        principal = await _caller(info)
+        identity = _identity(info)
+
+        async def run() -> RegionRow:
+            async with identity.db.unit_of_work() as session:
+                return await identity.service.create_region(session, principal, name)
+
+        row = await _admin(info, principal, "region.create", "Region", "", run)
+        return Region.from_row(row)
+
+    @strawberry.mutation
+    async def create_user(self, info: Info, input: CreateUserInput) -> User:
+        principal = await _caller(info)
+        identity = _identity(info)
+
+        async def run() -> UserView:
+            async with identity.db.unit_of_work() as session:
+                return await identity.service.create_user(
+                    session,
+                    principal,
+                    email=input.email,
+                    display_name=input.display_name,
+                    roles=[r.value for r in input.roles],
+                    region_ids=[str(r) for r in input.region_ids],
+                    initial_password=input.initial_password,
+                )
+
+        view = await _admin(info, principal, "user.create", "User", "", run)
+        return User.from_view(view)
+
+    @strawberry.mutation
+    async def update_user(self, info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
+        principal = await _caller(info)
+        identity = _identity(info)
+        changes = UserChanges(
+            display_name=input.display_name,
+            roles=[r.value for r in input.roles] if input.roles is not None else None,
+            region_ids=[str(r) for r in input.region_ids] if input.region_ids is not None else None,
+        )
+
+        async def run() -> Any:
+            async with identity.db.unit_of_work() as session:
+                return await identity.service.update_user(session, principal, str(id), changes)
+
+        outcome = await _admin(info, principal, "user.update", "User", str(id), run)
+        await identity.publish(outcome.changes)
+        return User.from_view(outcome.unwrap())
+
+    @strawberry.mutation
+    async def deactivate_user(self, info: Info, id: strawberry.ID, reason: str) -> User:
+        principal = await _caller(info)
+        identity = _identity(info)
+
+        async def run() -> Any:
+            async with identity.db.unit_of_work() as session:
+                return await identity.service.deactivate_user(session, principal, str(id), reason)
+
+        done = await _admin(info, principal, "user.deactivate", "User", str(id), run)
+        if done.change is not None:
+            # Returns only once every connected process has dropped the user's sessions.
+            await identity.publish([done.change])
+        if done.outbox_id is not None and identity.revoker is not None:
+            await identity.revoker.deliver_now(
+                done.outbox_id, wait_seconds=identity.settings.identity_watch_ack_timeout
+            )
+        return User.from_view(done.user)
+
+
+def build_schema() -> strawberry.federation.Schema:
+    return strawberry.federation.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Region],
+        extensions=schema_extensions(),
+    )
+
+
+@dataclass
+class IdentityContext(RequestContext, BaseContext):  # type: ignore[misc]
+    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
+
+
+def build_router(identity: Identity, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+    assert identity.verifier is not None
+    verifier = identity.verifier
+
+    async def context_getter(request: Request) -> IdentityContext:
+        return IdentityContext(
+            request=request, verifier=verifier, services=identity, source_ip=client_ip(request)
+        )
+
+    return GraphQLRouter(
+        build_schema(),
+        context_getter=context_getter,
+        graphql_ide="graphiql" if development else None,
+    )

@@ -1,0 +1,123 @@
+"""Identity's internal gRPC API: CheckSession, WatchSessions, GetUsers, GetOrgPolicy.
+The kit's interceptor has already checked the internal credential."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from doorward_kit.errors import bad_input
+from doorward_kit.grpc import grpc_errors
+from services.identity.runtime import Identity
+from services.identity.session_hub import SessionHub, Watcher
+
+HEARTBEAT_SECONDS = 1.0
+
+_STATUS = {"ACTIVE": identity_pb2.ACTIVE, "DEACTIVATED": identity_pb2.DEACTIVATED}
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServicer):
+    def __init__(self, identity: Identity) -> None:
+        self._identity = identity
+
+    @grpc_errors
+    async def CheckSession(
+        self, request: identity_pb2.CheckSessionRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.CheckSessionResponse:
+        if not (request.user_id and request.org_id and request.session_id):
+            raise bad_input("user_id, org_id and session_id are required")
+        async with self._identity.db.unit_of_work() as session:
+            state = await self._identity.service.check_session(
+                session,
+                org_id=request.org_id,
+                user_id=request.user_id,
+                epoch=request.epoch,
+                session_id=request.session_id,
+            )
+        return identity_pb2.CheckSessionResponse(
+            valid=state.valid, current_epoch=state.current_epoch, reason=state.reason
+        )
+
+    async def WatchSessions(
+        self,
+        request_iterator: AsyncIterator[identity_pb2.SessionAck],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[identity_pb2.SessionEvent]:
+        hub = self._identity.hub
+        name = dict(context.invocation_metadata() or ()).get("x-doorward-watcher", "")
+        watcher = hub.register(str(name) or context.peer())
+        acks = asyncio.create_task(_read_acks(hub, watcher, request_iterator))
+        try:
+            yield identity_pb2.SessionEvent(hello=True)
+            while not acks.done():
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    yield identity_pb2.SessionEvent(heartbeat=True)
+                    continue
+                if item is None:
+                    return
+                event_id, change = item
+                yield identity_pb2.SessionEvent(
+                    event_id=event_id,
+                    user_id=change.user_id,
+                    org_id=change.org_id,
+                    epoch=change.epoch,
+                    deactivated=change.deactivated,
+                    session_id=change.session_id,
+                )
+        finally:
+            hub.unregister(watcher)
+            acks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acks
+
+    @grpc_errors
+    async def GetUsers(
+        self, request: identity_pb2.GetUsersRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.GetUsersResponse:
+        if not request.org_id:
+            raise bad_input("org_id is required")
+        async with self._identity.db.unit_of_work() as session:
+            views = await self._identity.service.get_users(
+                session, request.org_id, list(request.user_ids)
+            )
+        return identity_pb2.GetUsersResponse(
+            users=[
+                identity_pb2.User(
+                    id=v.id,
+                    org_id=v.org_id,
+                    display_name=v.display_name,
+                    roles=list(v.roles),
+                    region_ids=list(v.region_ids),
+                    status=_STATUS.get(v.status, identity_pb2.USER_STATUS_UNSPECIFIED),
+                )
+                for v in views
+            ]
+        )
+
+    @grpc_errors
+    async def GetOrgPolicy(
+        self, request: identity_pb2.GetOrgPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.OrgPolicy:
+        if not request.org_id:
+            raise bad_input("org_id is required")
+        async with self._identity.db.unit_of_work() as session:
+            roles = await self._identity.service.mfa_required_roles(session, request.org_id)
+        return identity_pb2.OrgPolicy(org_id=request.org_id, mfa_required_roles=sorted(roles))
+
+
+async def _read_acks(
+    hub: SessionHub, watcher: Watcher, requests: AsyncIterator[identity_pb2.SessionAck]
+) -> None:
+    async for ack in requests:
+        hub.ack(watcher, ack.event_id)
+
+
+def add_to_server(server: Any, identity: Identity) -> None:
+    identity_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), server)

@@ -1,0 +1,286 @@
+"""All of identity's SQL. Every query is filtered by organisation, except the two lookups that
+come before anybody's organisation is known: login by email and refresh by token hash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.models import (
+    LoginThrottle,
+    Organisation,
+    RecoveryCode,
+    RefreshToken,
+    Region,
+    SecretsOutbox,
+    SessionFamily,
+    User,
+    UserRegion,
+)
+
+
+class Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    # ---- organisations ------------------------------------------------------------------------
+
+    async def add_org(self, org: Organisation) -> None:
+        self.session.add(org)
+        await self.session.flush()
+
+    async def org(self, org_id: str) -> Organisation | None:
+        return await self.session.get(Organisation, org_id)
+
+    async def org_by_name(self, name: str) -> Organisation | None:
+        return (
+            await self.session.execute(select(Organisation).where(Organisation.name == name))
+        ).scalar_one_or_none()
+
+    # ---- regions ------------------------------------------------------------------------------
+
+    async def add_region(self, region: Region) -> None:
+        self.session.add(region)
+        await self.session.flush()
+
+    async def region_by_name(self, org_id: str, name: str) -> Region | None:
+        query = select(Region).where(Region.org_id == org_id, Region.name == name)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def regions(self, org_id: str, only: Iterable[str] | None = None) -> Sequence[Region]:
+        query = select(Region).where(Region.org_id == org_id)
+        if only is not None:
+            query = query.where(Region.id.in_(list(only)))
+        return (await self.session.execute(query.order_by(Region.name, Region.id))).scalars().all()
+
+    # ---- users --------------------------------------------------------------------------------
+
+    async def add_user(self, user: User, region_ids: Iterable[str]) -> None:
+        self.session.add(user)
+        await self.session.flush()
+        await self.set_user_regions(user.org_id, user.id, region_ids)
+
+    async def user(self, org_id: str, user_id: str, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.org_id == org_id, User.id == user_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        # Login only: the one lookup across organisations (an email is a global login name).
+        query = select(User).where(User.email == email)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def email_taken(self, email: str) -> bool:
+        query = select(User.id).where(User.email == email)
+        return (await self.session.execute(query)).first() is not None
+
+    async def users(
+        self,
+        org_id: str,
+        *,
+        region_ids: Iterable[str] | None = None,
+        role: str | None = None,
+        user_ids: Iterable[str] | None = None,
+    ) -> Sequence[User]:
+        query = select(User).where(User.org_id == org_id)
+        if region_ids is not None:
+            member = select(UserRegion.user_id).where(
+                UserRegion.org_id == org_id, UserRegion.region_id.in_(list(region_ids))
+            )
+            query = query.where(User.id.in_(member))
+        if role is not None:
+            query = query.where(User.roles.any(role))  # type: ignore[arg-type]
+        if user_ids is not None:
+            query = query.where(User.id.in_(list(user_ids)))
+        query = query.order_by(User.display_name, User.id)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def region_ids_of(self, org_id: str, user_ids: Iterable[str]) -> dict[str, list[str]]:
+        ids = list(user_ids)
+        result: dict[str, list[str]] = {user_id: [] for user_id in ids}
+        if not ids:
+            return result
+        query = (
+            select(UserRegion.user_id, UserRegion.region_id)
+            .where(UserRegion.org_id == org_id, UserRegion.user_id.in_(ids))
+            .order_by(UserRegion.region_id)
+        )
+        for user_id, region_id in (await self.session.execute(query)).all():
+            result[user_id].append(region_id)
+        return result
+
+    async def set_user_regions(self, org_id: str, user_id: str, region_ids: Iterable[str]) -> None:
+        await self.session.execute(
+            delete(UserRegion).where(UserRegion.org_id == org_id, UserRegion.user_id == user_id)
+        )
+        for region_id in sorted(set(region_ids)):
+            self.session.add(UserRegion(user_id=user_id, region_id=region_id, org_id=org_id))
+        await self.session.flush()
+
+    async def bump_epoch(self, org_id: str, user_id: str) -> int:
+        result = await self.session.execute(
+            update(User)
+            .where(User.org_id == org_id, User.id == user_id)
+            .values(session_epoch=User.session_epoch + 1)
+            .returning(User.session_epoch)
+        )
+        return int(result.scalar_one())
+
+    async def session_state(self, org_id: str, user_id: str) -> tuple[str, int] | None:
+        query = select(User.status, User.session_epoch).where(
+            User.org_id == org_id, User.id == user_id
+        )
+        row = (await self.session.execute(query)).first()
+        return (row[0], int(row[1])) if row else None
+
+    # ---- recovery codes -----------------------------------------------------------------------
+
+    async def replace_recovery_codes(self, org_id: str, user_id: str, hashes: list[str]) -> None:
+        await self.session.execute(
+            delete(RecoveryCode).where(
+                RecoveryCode.org_id == org_id, RecoveryCode.user_id == user_id
+            )
+        )
+        for code_hash in hashes:
+            self.session.add(RecoveryCode(org_id=org_id, user_id=user_id, code_hash=code_hash))
+        await self.session.flush()
+
+    async def use_recovery_code(
+        self, org_id: str, user_id: str, code_hash: str, now: datetime
+    ) -> bool:
+        result = await self.session.execute(
+            update(RecoveryCode)
+            .where(
+                RecoveryCode.org_id == org_id,
+                RecoveryCode.user_id == user_id,
+                RecoveryCode.code_hash == code_hash,
+                RecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .returning(RecoveryCode.id)
+        )
+        return result.first() is not None
+
+    # ---- sessions -----------------------------------------------------------------------------
+
+    async def add_family(self, family: SessionFamily) -> None:
+        self.session.add(family)
+        await self.session.flush()
+
+    async def family(self, org_id: str, family_id: str) -> SessionFamily | None:
+        query = select(SessionFamily).where(
+            SessionFamily.org_id == org_id, SessionFamily.id == family_id
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def end_family(self, org_id: str, family_id: str, reason: str, now: datetime) -> bool:
+        result = await self.session.execute(
+            update(SessionFamily)
+            .where(
+                SessionFamily.org_id == org_id,
+                SessionFamily.id == family_id,
+                SessionFamily.ended_at.is_(None),
+            )
+            .values(ended_at=now, end_reason=reason)
+            .returning(SessionFamily.id)
+        )
+        return result.first() is not None
+
+    async def end_all_families(self, org_id: str, user_id: str, reason: str, now: datetime) -> int:
+        result = await self.session.execute(
+            update(SessionFamily)
+            .where(
+                SessionFamily.org_id == org_id,
+                SessionFamily.user_id == user_id,
+                SessionFamily.ended_at.is_(None),
+            )
+            .values(ended_at=now, end_reason=reason)
+            .returning(SessionFamily.id)
+        )
+        return len(result.all())
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        self.session.add(token)
+        await self.session.flush()
+
+    async def refresh_token(self, token_hash: str) -> RefreshToken | None:
+        # Refresh only: the token hash is the credential, the org is learnt from the row.
+        query = select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def mark_refresh_used(self, org_id: str, token_hash: str, now: datetime) -> bool:
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.org_id == org_id,
+                RefreshToken.token_hash == token_hash,
+                RefreshToken.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .returning(RefreshToken.token_hash)
+        )
+        return result.first() is not None
+
+    # ---- login throttle -----------------------------------------------------------------------
+
+    async def throttles(self, keys: Iterable[str]) -> Sequence[LoginThrottle]:
+        query = select(LoginThrottle).where(LoginThrottle.key.in_(list(keys)))
+        return (await self.session.execute(query)).scalars().all()
+
+    async def count_failure(self, key: str, now: float, window: float) -> int:
+        """Atomically add one failure (forgetting old ones); returns the new count."""
+        insert_stmt = insert(LoginThrottle).values(
+            key=key, failures=1, last_failure_at=now, blocked_until=0.0
+        )
+        stale = LoginThrottle.last_failure_at < now - window
+        statement = insert_stmt.on_conflict_do_update(
+            index_elements=[LoginThrottle.key],
+            set_={
+                "failures": case((stale, 1), else_=LoginThrottle.failures + 1),
+                "last_failure_at": now,
+            },
+        ).returning(LoginThrottle.failures)
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def block(self, key: str, until: float) -> None:
+        await self.session.execute(
+            update(LoginThrottle).where(LoginThrottle.key == key).values(blocked_until=until)
+        )
+
+    async def clear_throttle(self, key: str) -> None:
+        await self.session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+
+    # ---- secrets outbox -----------------------------------------------------------------------
+
+    async def add_outbox(self, row: SecretsOutbox) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def due_outbox(self, now: float, limit: int = 50) -> Sequence[SecretsOutbox]:
+        # Crosses organisations on purpose: the sender delivers for every org.
+        query = (
+            select(SecretsOutbox)
+            .where(SecretsOutbox.delivered_at.is_(None), SecretsOutbox.next_attempt_at <= now)
+            .order_by(SecretsOutbox.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def outbox_rows(self, ids: Iterable[str]) -> Sequence[SecretsOutbox]:
+        query = (
+            select(SecretsOutbox)
+            .where(SecretsOutbox.id.in_(list(ids)), SecretsOutbox.delivered_at.is_(None))
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(query)).scalars().all()

@@ -1,0 +1,143 @@
+"""Wiring: the pieces every adapter of identity shares, built once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jwt import PyJWK
+
+from doorward_kit.auth import Principal, TokenVerifier, parse_jwks
+from doorward_kit.db import Database
+from doorward_kit.errors import unauthenticated
+from services.identity.keys import KeyRing
+from services.identity.outbox import GrantRevoker
+from services.identity.service.identity import AuditSink, IdentityService, Throttling
+from services.identity.service.mfa import SecretBox
+from services.identity.service.passwords import Passwords
+from services.identity.service.tokens import AccessTokenIssuer
+from services.identity.session_hub import SessionChange, SessionHub
+from services.identity.settings import IdentitySettings
+
+log = logging.getLogger(__name__)
+
+KEY_MAINTENANCE_SECONDS = 30.0
+
+
+@dataclass
+class Identity:
+    settings: IdentitySettings
+    db: Database
+    keys: KeyRing
+    service: IdentityService
+    hub: SessionHub
+    revoker: GrantRevoker | None = None
+    verifier: TokenVerifier | None = None
+
+    async def publish(self, changes: Iterable[SessionChange]) -> None:
+        """Tell every connected process, and wait (briefly) until they have acted on it."""
+        for change in changes:
+            await self.hub.publish(change, ack_seconds=self.settings.identity_watch_ack_timeout)
+
+    async def maintain_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_MAINTENANCE_SECONDS)
+            try:
+                await asyncio.to_thread(self.keys.maintain)
+            except Exception:
+                log.exception("signing key maintenance failed")
+
+
+def build_keys(settings: IdentitySettings) -> KeyRing:
+    keys = KeyRing(
+        settings.identity_key_dir,
+        max_age=settings.identity_signing_key_max_age,
+        token_ttl=settings.identity_access_token_ttl,
+    )
+    keys.load()
+    keys.maintain()
+    return keys
+
+
+def build_service(
+    settings: IdentitySettings, keys: KeyRing, audit: AuditSink | None = None
+) -> IdentityService:
+    if audit is None:
+        from services.identity.audit import record_audit
+
+        audit = record_audit
+    return IdentityService(
+        passwords=Passwords(
+            time_cost=settings.identity_argon2_time_cost,
+            memory_cost=settings.identity_argon2_memory_cost,
+            parallelism=settings.identity_argon2_parallelism,
+        ),
+        issuer=AccessTokenIssuer(keys, settings.identity_access_token_ttl),
+        secret_box=SecretBox(keys.derived_key("totp-secrets")),
+        throttle_key=keys.derived_key("login-throttle"),
+        audit=audit,
+        refresh_ttl=settings.identity_refresh_token_ttl,
+        throttling=Throttling(
+            free_failures_account=settings.identity_login_free_failures_account,
+            free_failures_address=settings.identity_login_free_failures_address,
+            block_base_seconds=settings.identity_login_block_base_seconds,
+            block_max_seconds=settings.identity_login_block_max_seconds,
+            failure_window_seconds=settings.identity_login_failure_window_seconds,
+        ),
+    )
+
+
+class LocalJwks:
+    """Identity verifies its own tokens from its key ring, not over HTTP."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+        self._kids: tuple[str, ...] = ()
+        self._parsed: dict[str, PyJWK] = {}
+
+    async def keys(self, *, refresh: bool = False) -> dict[str, PyJWK]:
+        document: dict[str, Any] = self._keys.jwks()
+        kids = tuple(k["kid"] for k in document["keys"])
+        if kids != self._kids:
+            self._parsed, self._kids = parse_jwks(document), kids
+        return self._parsed
+
+
+class LocalSessionGuard:
+    """Identity asks its own database: the source of truth, no cache needed."""
+
+    def __init__(self, db: Database, service: IdentityService) -> None:
+        self._db = db
+        self._service = service
+
+    async def check(self, principal: Principal) -> None:
+        async with self._db.unit_of_work() as session:
+            state = await self._service.check_session(
+                session,
+                org_id=principal.org_id,
+                user_id=principal.user_id,
+                epoch=principal.epoch,
+                session_id=principal.session_id,
+            )
+        if not state.valid:
+            raise unauthenticated("this session has ended; log in again")
+
+
+def build_identity(
+    settings: IdentitySettings,
+    db: Database,
+    *,
+    keys: KeyRing | None = None,
+    revoker: GrantRevoker | None = None,
+    audit: AuditSink | None = None,
+) -> Identity:
+    ring = keys or build_keys(settings)
+    service = build_service(settings, ring, audit)
+    identity = Identity(
+        settings=settings, db=db, keys=ring, service=service, hub=SessionHub(), revoker=revoker
+    )
+    identity.verifier = TokenVerifier(LocalJwks(ring), LocalSessionGuard(db, service))
+    return identity

@@ -1,0 +1,970 @@
+"""Identity's rules. No web framework here and no commit: adapters own the transaction.
+
+Methods that must keep what they wrote although the caller is refused (failed-login counters,
+DENIED audit events, the end of a family after refresh-token reuse) return an Outcome whose
+`error` the adapter raises after committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from doorward_kit.auth import Principal, Role, TokenScope
+from doorward_kit.errors import (
+    DoorwardError,
+    ErrorCode,
+    bad_input,
+    conflict,
+    not_found,
+    unauthenticated,
+)
+from doorward_kit.policy import Action, Resource, authorize, can, only_self, region_filter
+from services.identity.models import (
+    RefreshToken,
+    Region,
+    SecretsOutbox,
+    SessionFamily,
+    User,
+)
+from services.identity.repository import Repository
+from services.identity.service import mfa
+from services.identity.service.passwords import Passwords, check_new_password
+from services.identity.service.tokens import (
+    AccessTokenIssuer,
+    hash_refresh_token,
+    new_refresh_token,
+)
+from services.identity.session_hub import SessionChange
+
+ACTIVE = "ACTIVE"
+DEACTIVATED = "DEACTIVATED"
+DEFAULT_MFA_ROLES = (Role.ADMIN.value, Role.AUDITOR.value)
+LOGIN_FAILED = "the email or password is wrong"
+MAX_NAME = 200
+MAX_REASON = 500
+
+T = TypeVar("T")
+
+
+class AuditSink(Protocol):
+    async def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: str,
+        actor_id: str,
+        action: str,
+        outcome: str,
+        target_type: str = "",
+        target_id: str = "",
+        source_ip: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+@dataclass
+class Outcome(Generic[T]):
+    value: T | None = None
+    error: DoorwardError | None = None
+    changes: list[SessionChange] = field(default_factory=list)
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    roles: tuple[str, ...]
+    region_ids: tuple[str, ...]
+    status: str
+    mfa_enabled: bool
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    access_token: str
+    refresh_token: str
+    expires_at: int
+    user: UserView
+    password_change_required: bool
+    mfa_enrollment_required: bool
+
+
+@dataclass(frozen=True)
+class MfaEnrollment:
+    secret: str
+    otpauth_uri: str
+
+
+@dataclass(frozen=True)
+class SessionState:
+    valid: bool
+    current_epoch: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    user: UserView
+    change: SessionChange | None
+    outbox_id: str | None
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    display_name: str | None = None
+    roles: Sequence[str] | None = None
+    region_ids: Sequence[str] | None = None
+
+
+@dataclass
+class Throttling:
+    free_failures_account: int = 5
+    free_failures_address: int = 30
+    block_base_seconds: float = 2.0
+    block_max_seconds: float = 900.0
+    failure_window_seconds: float = 3600.0
+
+    def block_for(self, failures: int, free: int) -> float:
+        if failures < free:
+            return 0.0
+        return min(self.block_max_seconds, self.block_base_seconds * 2 ** (failures - free))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def parse_roles(values: Iterable[str]) -> list[str]:
+    roles: set[str] = set()
+    for value in values:
+        try:
+            roles.add(Role(value).value)
+        except ValueError:
+            raise bad_input("roles: unknown role") from None
+    return sorted(roles)
+
+
+def _roles_and_regions(roles: Iterable[str], region_ids: Sequence[str]) -> dict[str, Any]:
+    """Audit details: ids joined with commas; too many regions to fit are only counted."""
+    details: dict[str, Any] = {"count": len(region_ids)}
+    if roles:
+        details["roles"] = ",".join(roles)
+    joined = ",".join(region_ids)
+    if len(joined) <= 256:
+        details["region_ids"] = joined
+    return details
+
+
+def user_view(user: User, region_ids: Iterable[str]) -> UserView:
+    return UserView(
+        id=user.id,
+        org_id=user.org_id,
+        email=user.email,
+        display_name=user.display_name,
+        roles=tuple(sorted(user.roles)),
+        region_ids=tuple(sorted(region_ids)),
+        status=user.status,
+        mfa_enabled=user.mfa_enabled,
+    )
+
+
+class IdentityService:
+    def __init__(
+        self,
+        *,
+        passwords: Passwords,
+        issuer: AccessTokenIssuer,
+        secret_box: mfa.SecretBox,
+        throttle_key: bytes,
+        audit: AuditSink,
+        refresh_ttl: int,
+        throttling: Throttling | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.passwords = passwords
+        self.issuer = issuer
+        self.secret_box = secret_box
+        self._throttle_key = throttle_key
+        self.audit = audit
+        self.refresh_ttl = refresh_ttl
+        self.throttling = throttling or Throttling()
+        self.clock = clock
+
+    # ---- password hashing off the event loop -------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self.passwords.hash, password)
+
+    async def verify_password(self, password_hash: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self.passwords.verify, password_hash, password)
+
+    # ---- organisations ------------------------------------------------------------------------
+
+    async def mfa_required_roles(self, session: AsyncSession, org_id: str) -> frozenset[str]:
+        org = await Repository(session).org(org_id)
+        if org is None:
+            raise not_found("organisation")
+        return frozenset(org.mfa_required_roles)
+
+    def mfa_enrollment_required(self, user: User, required_roles: Iterable[str]) -> bool:
+        return not user.mfa_enabled and bool(set(user.roles) & set(required_roles))
+
+    # ---- login --------------------------------------------------------------------------------
+
+    def _account_key(self, email: str) -> str:
+        # An HMAC, not the email: the table holds no personal data, and unknown emails are
+        # throttled exactly like known ones (so a refusal says nothing about existence).
+        digest = hmac.new(self._throttle_key, email.encode(), hashlib.sha256).hexdigest()
+        return "acct:" + digest[:64]
+
+    @staticmethod
+    def _address_key(source_ip: str) -> str:
+        return "addr:" + source_ip[:70]
+
+    async def _blocked_for(self, repo: Repository, keys: list[str], now: float) -> float:
+        rows = await repo.throttles(keys)
+        return max((row.blocked_until - now for row in rows), default=0.0)
+
+    async def _count_failure(self, repo: Repository, account: str, address: str | None) -> None:
+        now = self.clock()
+        policy = self.throttling
+        window = policy.failure_window_seconds
+        failures = await repo.count_failure(account, now, window)
+        block = policy.block_for(failures, policy.free_failures_account)
+        if block:
+            await repo.block(account, now + block)
+        if address:
+            failures = await repo.count_failure(address, now, window)
+            block = policy.block_for(failures, policy.free_failures_address)
+            if block:
+                await repo.block(address, now + block)
+
+    async def login(
+        self,
+        session: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        otp: str | None,
+        source_ip: str,
+    ) -> Outcome[AuthResult]:
+        repo = Repository(session)
+        normalised = normalise_email(email)
+        account = self._account_key(normalised)
+        address = self._address_key(source_ip) if source_ip else None
+        now = self.clock()
+        blocked = await self._blocked_for(repo, [k for k in (account, address) if k], now)
+        if blocked > 0:
+            return Outcome(
+                error=DoorwardError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many failed logins; try again in {int(blocked) + 1} seconds",
+                )
+            )
+        user = await repo.user_by_email(normalised, for_update=True)
+        # Unknown email: a dummy hash is verified so the answer takes as long as for a real one.
+        password_ok = await self.verify_password(user.password_hash if user else None, password)
+        if user is None or not password_ok or user.status != ACTIVE:
+            await self._count_failure(repo, account, address)
+            if user is not None:
+                await self.audit(
+                    session,
+                    org_id=user.org_id,
+                    actor_id=user.id,
+                    action="auth.login",
+                    outcome="DENIED",
+                    target_type="User",
+                    target_id=user.id,
+                    source_ip=source_ip,
+                    details={"reason": "password" if user.status == ACTIVE else "deactivated"},
+                )
+            return Outcome(error=unauthenticated(LOGIN_FAILED))
+
+        second_factor = "none"
+        if user.mfa_enabled:
+            if not otp or not otp.strip():
+                # The password was right: asking for the code reveals nothing new.
+                return Outcome(error=unauthenticated("enter the one-time code from your app"))
+            second_factor = await self._check_second_factor(repo, user, otp)
+            if not second_factor:
+                await self._count_failure(repo, account, address)
+                await self.audit(
+                    session,
+                    org_id=user.org_id,
+                    actor_id=user.id,
+                    action="auth.login",
+                    outcome="DENIED",
+                    target_type="User",
+                    target_id=user.id,
+                    source_ip=source_ip,
+                    details={"reason": "otp"},
+                )
+                return Outcome(error=unauthenticated("the one-time code is wrong"))
+
+        await repo.clear_throttle(account)
+        if self.passwords.needs_rehash(user.password_hash):
+            user.password_hash = await self.hash_password(password)
+        required_roles = await self.mfa_required_roles(session, user.org_id)
+        result = await self._start_session(repo, user, required_roles)
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=user.id,
+            action="auth.login",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=user.id,
+            source_ip=source_ip,
+            details={
+                "mfa": second_factor,
+                "scope": (
+                    TokenScope.RESTRICTED.value
+                    if result.password_change_required or result.mfa_enrollment_required
+                    else TokenScope.FULL.value
+                ),
+            },
+        )
+        return Outcome(value=result)
+
+    async def _check_second_factor(self, repo: Repository, user: User, otp: str) -> str:
+        """'totp' or 'recovery_code' when the code is good (and now used up), else ''."""
+        if mfa.looks_like_totp(otp):
+            if user.mfa_secret_enc is None:
+                return ""
+            secret = self.secret_box.open(user.id, user.mfa_secret_enc)
+            step = mfa.verify_totp(secret, otp, user.mfa_last_step, self.clock())
+            if step is None:
+                return ""
+            user.mfa_last_step = step
+            return "totp"
+        code_hash = mfa.hash_recovery_code(otp)
+        if await repo.use_recovery_code(user.org_id, user.id, code_hash, _utcnow()):
+            return "recovery_code"
+        return ""
+
+    async def _start_session(
+        self, repo: Repository, user: User, required_roles: Iterable[str]
+    ) -> AuthResult:
+        change_required = user.password_change_required
+        mfa_required = self.mfa_enrollment_required(user, required_roles)
+        scope = TokenScope.RESTRICTED if change_required or mfa_required else TokenScope.FULL
+        now = _utcnow()
+        family = SessionFamily(
+            org_id=user.org_id,
+            user_id=user.id,
+            scope=scope.value,
+            expires_at=now + timedelta(seconds=self.refresh_ttl),
+        )
+        await repo.add_family(family)
+        return await self._issue(repo, user, family, change_required, mfa_required)
+
+    async def _issue(
+        self,
+        repo: Repository,
+        user: User,
+        family: SessionFamily,
+        change_required: bool,
+        mfa_required: bool,
+    ) -> AuthResult:
+        refresh = new_refresh_token()
+        await repo.add_refresh_token(
+            RefreshToken(
+                token_hash=hash_refresh_token(refresh),
+                family_id=family.id,
+                org_id=user.org_id,
+                user_id=user.id,
+                expires_at=family.expires_at,
+            )
+        )
+        region_ids = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        access, expires_at = self.issuer.issue(
+            user_id=user.id,
+            org_id=user.org_id,
+            roles=user.roles,
+            region_ids=region_ids,
+            session_id=family.id,
+            epoch=user.session_epoch,
+            scope=TokenScope(family.scope),
+            now=self.clock(),
+        )
+        return AuthResult(
+            access_token=access,
+            refresh_token=refresh,
+            expires_at=expires_at,
+            user=user_view(user, region_ids),
+            password_change_required=change_required,
+            mfa_enrollment_required=mfa_required,
+        )
+
+    # ---- refresh / logout ---------------------------------------------------------------------
+
+    async def refresh(
+        self, session: AsyncSession, refresh_token: str, *, source_ip: str = ""
+    ) -> Outcome[AuthResult]:
+        repo = Repository(session)
+        refused = unauthenticated("the refresh token is not valid; log in again")
+        row = await repo.refresh_token(hash_refresh_token(refresh_token.strip()))
+        if row is None:
+            return Outcome(error=refused)
+        family = await repo.family(row.org_id, row.family_id)
+        if family is None or family.ended_at is not None:
+            return Outcome(error=refused)
+        now = _utcnow()
+        if row.used_at is not None:
+            # A rotated token came back: whoever holds the family now may be a thief.
+            await repo.end_family(row.org_id, family.id, "refresh_reuse", now)
+            await self.audit(
+                session,
+                org_id=row.org_id,
+                actor_id=row.user_id,
+                action="auth.refresh.reuse",
+                outcome="DENIED",
+                target_type="Session",
+                target_id=family.id,
+                source_ip=source_ip,
+                details={"reason": "refresh_reuse", "session_id": family.id},
+            )
+            user_state = await repo.session_state(row.org_id, row.user_id)
+            change = SessionChange(
+                user_id=row.user_id,
+                org_id=row.org_id,
+                epoch=user_state[1] if user_state else 0,
+                session_id=family.id,
+            )
+            return Outcome(error=refused, changes=[change])
+        if row.expires_at <= now or family.expires_at <= now:
+            return Outcome(error=refused)
+        user = await repo.user(row.org_id, row.user_id)
+        if user is None or user.status != ACTIVE:
+            await repo.end_family(row.org_id, family.id, "deactivated", now)
+            return Outcome(error=refused)
+        await repo.mark_refresh_used(row.org_id, row.token_hash, now)
+        required_roles = await self.mfa_required_roles(session, user.org_id)
+        result = await self._issue(
+            repo,
+            user,
+            family,
+            user.password_change_required,
+            self.mfa_enrollment_required(user, required_roles),
+        )
+        return Outcome(value=result)
+
+    async def logout(self, session: AsyncSession, principal: Principal) -> Outcome[bool]:
+        repo = Repository(session)
+        await repo.end_family(principal.org_id, principal.session_id, "logout", _utcnow())
+        await self.audit(
+            session,
+            org_id=principal.org_id,
+            actor_id=principal.user_id,
+            action="auth.logout",
+            outcome="ALLOWED",
+            target_type="Session",
+            target_id=principal.session_id,
+        )
+        change = SessionChange(
+            user_id=principal.user_id,
+            org_id=principal.org_id,
+            epoch=principal.epoch,
+            session_id=principal.session_id,
+        )
+        return Outcome(value=True, changes=[change])
+
+    # ---- password and MFA (the caller's own account; restricted tokens allowed) --------------
+
+    async def _own_user(self, repo: Repository, principal: Principal) -> User:
+        user = await repo.user(principal.org_id, principal.user_id, for_update=True)
+        if user is None or user.status != ACTIVE:
+            raise unauthenticated("this session has ended; log in again")
+        return user
+
+    async def change_password(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        current_password: str,
+        new_password: str,
+        source_ip: str = "",
+    ) -> Outcome[bool]:
+        repo = Repository(session)
+        user = await self._own_user(repo, principal)
+        check_new_password(new_password)
+        if not await self.verify_password(user.password_hash, current_password):
+            await self._count_failure(repo, self._account_key(user.email), None)
+            await self.audit(
+                session,
+                org_id=user.org_id,
+                actor_id=user.id,
+                action="user.password.change",
+                outcome="DENIED",
+                target_type="User",
+                target_id=user.id,
+                source_ip=source_ip,
+                details={"reason": "current_password"},
+            )
+            return Outcome(error=bad_input("the current password is wrong"))
+        if hmac.compare_digest(current_password.encode(), new_password.encode()):
+            raise bad_input("the new password must differ from the current one")
+        user.password_hash = await self.hash_password(new_password)
+        user.password_change_required = False
+        # Every session ends (a stolen one too); the user logs in again with the new password.
+        epoch = await repo.bump_epoch(user.org_id, user.id)
+        ended = await repo.end_all_families(user.org_id, user.id, "password_changed", _utcnow())
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=user.id,
+            action="user.password.change",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=user.id,
+            source_ip=source_ip,
+            details={"count": ended},
+        )
+        change = SessionChange(user_id=user.id, org_id=user.org_id, epoch=epoch)
+        return Outcome(value=True, changes=[change])
+
+    async def enroll_mfa(self, session: AsyncSession, principal: Principal) -> MfaEnrollment:
+        repo = Repository(session)
+        user = await self._own_user(repo, principal)
+        if user.mfa_enabled:
+            raise conflict("MFA is already enabled for this account")
+        secret = mfa.new_secret()
+        user.mfa_pending_secret_enc = self.secret_box.seal(user.id, secret)
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=user.id,
+            action="user.mfa.enroll",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=user.id,
+        )
+        return MfaEnrollment(secret=secret, otpauth_uri=mfa.otpauth_uri(secret, user.email))
+
+    async def confirm_mfa(
+        self, session: AsyncSession, principal: Principal, otp: str
+    ) -> Outcome[list[str]]:
+        repo = Repository(session)
+        user = await self._own_user(repo, principal)
+        if user.mfa_enabled:
+            raise conflict("MFA is already enabled for this account")
+        if user.mfa_pending_secret_enc is None:
+            raise bad_input("start MFA enrolment (enrollMfa) first")
+        secret = self.secret_box.open(user.id, user.mfa_pending_secret_enc)
+        step = mfa.verify_totp(secret, otp, 0, self.clock())
+        if step is None:
+            await self.audit(
+                session,
+                org_id=user.org_id,
+                actor_id=user.id,
+                action="user.mfa.enable",
+                outcome="DENIED",
+                target_type="User",
+                target_id=user.id,
+                details={"reason": "otp"},
+            )
+            return Outcome(error=bad_input("the one-time code is wrong"))
+        user.mfa_secret_enc = user.mfa_pending_secret_enc
+        user.mfa_pending_secret_enc = None
+        user.mfa_enabled = True
+        user.mfa_last_step = step
+        codes = mfa.new_recovery_codes()
+        await repo.replace_recovery_codes(
+            user.org_id, user.id, [mfa.hash_recovery_code(c) for c in codes]
+        )
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=user.id,
+            action="user.mfa.enable",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=user.id,
+        )
+        return Outcome(value=codes)
+
+    # ---- reading users and regions ------------------------------------------------------------
+
+    def may_read_user(self, principal: Principal, user: User, region_ids: Sequence[str]) -> bool:
+        candidates: Sequence[str | None] = list(region_ids) or [None]
+        return any(
+            can(
+                principal,
+                Action.USER_READ,
+                Resource(org_id=user.org_id, region_id=region, user_id=user.id),
+            )
+            for region in candidates
+        )
+
+    def visible_regions(self, principal: Principal, region_ids: Iterable[str]) -> tuple[str, ...]:
+        """Of a user's regions, those the caller may see (a London dispatcher looking at a
+        colleague who also works Manchester sees only London)."""
+        allowed = region_filter(principal, Action.REGION_READ)
+        return tuple(r for r in region_ids if allowed is None or r in allowed)
+
+    def _redact_view(self, principal: Principal, view: UserView) -> UserView:
+        return UserView(
+            id=view.id,
+            org_id=view.org_id,
+            email=view.email,
+            display_name=view.display_name,
+            roles=view.roles,
+            region_ids=self.visible_regions(principal, view.region_ids),
+            status=view.status,
+            mfa_enabled=view.mfa_enabled,
+        )
+
+    async def me(self, session: AsyncSession, principal: Principal) -> UserView:
+        repo = Repository(session)
+        user = await repo.user(principal.org_id, principal.user_id)
+        if user is None:
+            raise unauthenticated("this session has ended; log in again")
+        regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        return self._redact_view(principal, user_view(user, regions))
+
+    async def get_user(
+        self, session: AsyncSession, principal: Principal, user_id: str
+    ) -> UserView | None:
+        """None when absent or not visible to the caller (the two look the same)."""
+        repo = Repository(session)
+        user = await repo.user(principal.org_id, user_id)
+        if user is None:
+            return None
+        regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        if not self.may_read_user(principal, user, regions):
+            return None
+        return self._redact_view(principal, user_view(user, regions))
+
+    async def list_users(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        region_id: str | None = None,
+        role: str | None = None,
+    ) -> list[UserView]:
+        repo = Repository(session)
+        if role is not None:
+            role = parse_roles([role])[0]
+        allowed = region_filter(principal, Action.USER_READ)
+        user_ids: list[str] | None = None
+        region_ids: list[str] | None
+        if only_self(principal, Action.USER_READ):
+            user_ids, region_ids = [principal.user_id], None
+        elif allowed is None:
+            region_ids = [region_id] if region_id is not None else None
+        elif region_id is not None:
+            region_ids = [region_id] if region_id in allowed else []
+        else:
+            region_ids = sorted(allowed)
+        if region_ids == []:
+            return []
+        if user_ids is not None and region_id is not None:
+            region_ids = [region_id]
+        users = await repo.users(
+            principal.org_id, region_ids=region_ids, role=role, user_ids=user_ids
+        )
+        memberships = await repo.region_ids_of(principal.org_id, [u.id for u in users])
+        views = []
+        for user in users:
+            # Belt and braces: the query already filtered; the policy has the last word.
+            if self.may_read_user(principal, user, memberships[user.id]):
+                views.append(self._redact_view(principal, user_view(user, memberships[user.id])))
+        return views
+
+    async def regions(self, session: AsyncSession, principal: Principal) -> list[Region]:
+        allowed = region_filter(principal, Action.REGION_READ)
+        if allowed is not None and not allowed:
+            return []
+        return list(await Repository(session).regions(principal.org_id, allowed))
+
+    async def regions_for_org(
+        self, session: AsyncSession, org_id: str, region_ids: Iterable[str]
+    ) -> list[Region]:
+        """A user's own regions, for the payload of their login (before any token exists)."""
+        wanted = list(region_ids)
+        return list(await Repository(session).regions(org_id, wanted)) if wanted else []
+
+    async def regions_by_id(
+        self, session: AsyncSession, principal: Principal, region_ids: Iterable[str]
+    ) -> list[Region]:
+        allowed = region_filter(principal, Action.REGION_READ)
+        wanted = [r for r in region_ids if allowed is None or r in allowed]
+        if not wanted:
+            return []
+        return list(await Repository(session).regions(principal.org_id, wanted))
+
+    # ---- administration -----------------------------------------------------------------------
+
+    async def create_region(self, session: AsyncSession, principal: Principal, name: str) -> Region:
+        authorize(principal, Action.REGION_CREATE, Resource(org_id=principal.org_id))
+        clean = name.strip()
+        if not clean or len(clean) > MAX_NAME:
+            raise bad_input(f"name must have 1 to {MAX_NAME} characters")
+        repo = Repository(session)
+        if await repo.region_by_name(principal.org_id, clean) is not None:
+            raise conflict("a region with this name already exists")
+        region = Region(org_id=principal.org_id, name=clean)
+        await repo.add_region(region)
+        await self.audit(
+            session,
+            org_id=principal.org_id,
+            actor_id=principal.user_id,
+            action="region.create",
+            outcome="ALLOWED",
+            target_type="Region",
+            target_id=region.id,
+        )
+        return region
+
+    async def _check_regions(
+        self, repo: Repository, org_id: str, region_ids: Iterable[str]
+    ) -> list[str]:
+        wanted = sorted(set(region_ids))
+        found = {r.id for r in await repo.regions(org_id, wanted)}
+        if len(found) != len(wanted):
+            raise bad_input("regionIds: unknown region")
+        return wanted
+
+    async def create_user(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        email: str,
+        display_name: str,
+        roles: Sequence[str],
+        region_ids: Sequence[str],
+        initial_password: str,
+    ) -> UserView:
+        authorize(principal, Action.USER_CREATE, Resource(org_id=principal.org_id))
+        repo = Repository(session)
+        view = await self.add_user(
+            repo,
+            org_id=principal.org_id,
+            email=email,
+            display_name=display_name,
+            roles=roles,
+            region_ids=region_ids,
+            password=initial_password,
+            password_change_required=True,
+        )
+        await self.audit(
+            session,
+            org_id=principal.org_id,
+            actor_id=principal.user_id,
+            action="user.create",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=view.id,
+            details=_roles_and_regions(view.roles, view.region_ids),
+        )
+        return view
+
+    async def add_user(
+        self,
+        repo: Repository,
+        *,
+        org_id: str,
+        email: str,
+        display_name: str,
+        roles: Sequence[str],
+        region_ids: Sequence[str],
+        password: str,
+        password_change_required: bool,
+        mfa_secret: str | None = None,
+    ) -> UserView:
+        """Validation and insertion shared by createUser and bootstrap."""
+        try:
+            address = validate_email(email.strip(), check_deliverability=False).normalized
+        except EmailNotValidError:
+            raise bad_input("email is not a valid address") from None
+        address = normalise_email(address)
+        name = display_name.strip()
+        if not name or len(name) > MAX_NAME:
+            raise bad_input(f"displayName must have 1 to {MAX_NAME} characters")
+        role_values = parse_roles(roles)
+        if not role_values:
+            raise bad_input("roles: at least one role is required")
+        regions = await self._check_regions(repo, org_id, region_ids)
+        check_new_password(password)
+        if await repo.email_taken(address):
+            raise conflict("this email cannot be used for a new account")
+        user = User(
+            org_id=org_id,
+            email=address,
+            display_name=name,
+            roles=role_values,
+            status=ACTIVE,
+            password_hash=await self.hash_password(password),
+            password_change_required=password_change_required,
+            session_epoch=0,
+            mfa_enabled=mfa_secret is not None,
+            mfa_last_step=0,
+        )
+        try:
+            await repo.add_user(user, regions)
+        except IntegrityError:
+            raise conflict("this email cannot be used for a new account") from None
+        if mfa_secret is not None:
+            user.mfa_secret_enc = self.secret_box.seal(user.id, mfa_secret)
+            await repo.flush()
+        return user_view(user, regions)
+
+    async def _admin_target(
+        self, repo: Repository, principal: Principal, user_id: str, action: Action
+    ) -> User:
+        user = await repo.user(principal.org_id, user_id, for_update=True)
+        if user is None:
+            authorize(principal, action, Resource(org_id=principal.org_id))
+            raise not_found("user")
+        authorize(principal, action, Resource(org_id=user.org_id, user_id=user.id))
+        return user
+
+    async def update_user(
+        self, session: AsyncSession, principal: Principal, user_id: str, changes: UserChanges
+    ) -> Outcome[UserView]:
+        repo = Repository(session)
+        user = await self._admin_target(repo, principal, user_id, Action.USER_UPDATE)
+        current_regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        audit_actions: list[tuple[str, dict[str, Any]]] = []
+        claims_changed = False
+        if changes.display_name is not None:
+            name = changes.display_name.strip()
+            if not name or len(name) > MAX_NAME:
+                raise bad_input(f"displayName must have 1 to {MAX_NAME} characters")
+            if name != user.display_name:
+                user.display_name = name
+                audit_actions.append(("user.update", {"fields": "displayName"}))
+        if changes.roles is not None:
+            roles = parse_roles(changes.roles)
+            if not roles:
+                raise bad_input("roles: at least one role is required")
+            if user.id == principal.user_id and Role.ADMIN.value not in roles:
+                raise bad_input("you cannot remove your own ADMIN role")
+            if roles != sorted(user.roles):
+                audit_actions.append(
+                    (
+                        "user.roles.change",
+                        {"previous_roles": ",".join(sorted(user.roles)), "roles": ",".join(roles)},
+                    )
+                )
+                user.roles = roles
+                claims_changed = True
+        regions = current_regions
+        if changes.region_ids is not None:
+            regions = await self._check_regions(repo, user.org_id, changes.region_ids)
+            if regions != sorted(current_regions):
+                await repo.set_user_regions(user.org_id, user.id, regions)
+                audit_actions.append(("user.regions.change", _roles_and_regions((), regions)))
+                claims_changed = True
+        outcome: Outcome[UserView] = Outcome()
+        if claims_changed:
+            # Tokens carry roles and regions: old ones must not outlive the change.
+            user.session_epoch = await repo.bump_epoch(user.org_id, user.id)
+            outcome.changes.append(
+                SessionChange(user_id=user.id, org_id=user.org_id, epoch=user.session_epoch)
+            )
+        await repo.flush()
+        for action, details in audit_actions:
+            await self.audit(
+                session,
+                org_id=user.org_id,
+                actor_id=principal.user_id,
+                action=action,
+                outcome="ALLOWED",
+                target_type="User",
+                target_id=user.id,
+                details=details,
+            )
+        outcome.value = user_view(user, regions)
+        return outcome
+
+    async def deactivate_user(
+        self, session: AsyncSession, principal: Principal, user_id: str, reason: str
+    ) -> Deactivation:
+        repo = Repository(session)
+        user = await self._admin_target(repo, principal, user_id, Action.USER_DEACTIVATE)
+        clean_reason = reason.strip()
+        if not clean_reason or len(clean_reason) > MAX_REASON:
+            raise bad_input(f"reason must have 1 to {MAX_REASON} characters")
+        if user.id == principal.user_id:
+            raise bad_input("you cannot deactivate yourself")
+        regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        if user.status == DEACTIVATED:
+            return Deactivation(user_view(user, regions), None, None)
+        now = _utcnow()
+        user.status = DEACTIVATED
+        # Free text may name people: kept in identity's table, never in the audit trail.
+        user.deactivation_reason = clean_reason
+        user.deactivated_at = now
+        epoch = await repo.bump_epoch(user.org_id, user.id)
+        user.session_epoch = epoch
+        ended = await repo.end_all_families(user.org_id, user.id, "deactivated", now)
+        outbox = SecretsOutbox(
+            org_id=user.org_id, user_id=user.id, reason="deactivated", next_attempt_at=0.0
+        )
+        await repo.add_outbox(outbox)
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=principal.user_id,
+            action="user.deactivate",
+            outcome="ALLOWED",
+            target_type="User",
+            target_id=user.id,
+            details={"count": ended},
+        )
+        change = SessionChange(user_id=user.id, org_id=user.org_id, epoch=epoch, deactivated=True)
+        return Deactivation(user_view(user, regions), change, outbox.id)
+
+    # ---- internal (gRPC) ----------------------------------------------------------------------
+
+    async def check_session(
+        self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
+    ) -> SessionState:
+        repo = Repository(session)
+        state = await repo.session_state(org_id, user_id)
+        if state is None:
+            return SessionState(False, 0, "unknown")
+        status, current = state
+        if status != ACTIVE:
+            return SessionState(False, current, "deactivated")
+        if epoch != current:
+            return SessionState(False, current, "stale")
+        family = await repo.family(org_id, session_id)
+        if family is None or family.user_id != user_id or family.ended_at is not None:
+            return SessionState(False, current, "revoked")
+        return SessionState(True, current, "")
+
+    async def get_users(
+        self, session: AsyncSession, org_id: str, user_ids: Sequence[str]
+    ) -> list[UserView]:
+        repo = Repository(session)
+        users = await repo.users(org_id, user_ids=list(user_ids)[:1000])
+        memberships = await repo.region_ids_of(org_id, [u.id for u in users])
+        return [user_view(u, memberships[u.id]) for u in users]
