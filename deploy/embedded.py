@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import hvac
@@ -131,11 +132,13 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def database_url(server_url: str, dbname: str, *, driver: str = "postgresql+asyncpg") -> str:
-    """The URL of database `dbname` on the server of `server_url` (any postgres URL form)."""
-    from sqlalchemy.engine import make_url
+    """The URL of database `dbname` on the server of `server_url` (any postgres URL form).
 
-    url = make_url(server_url).set(drivername=driver, database=dbname)
-    return url.render_as_string(hide_password=False)
+    Only the scheme and the path change: user, password, host and query (e.g. `host=/socket`)
+    stay exactly as given, not re-encoded.
+    """
+    parts = urlsplit(server_url)
+    return urlunsplit((driver, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
 def create_database(admin_url: str, name: str) -> None:

@@ -479,9 +479,8 @@ class Supervisor:
         if self.cfg.stack.internal_token is not None:
             token = self.cfg.stack.internal_token.get_secret_value()
         else:
-            token = read_or_create_secret(
-                keys / "internal-token", lambda: secrets.token_urlsafe(32)
-            )
+            # At the top of the data folder: tests and tools read it from there.
+            token = read_or_create_secret(d / "internal-token", lambda: secrets.token_urlsafe(32))
         audit_key = keys / "audit-signing-key.pem"
         read_or_create_secret(audit_key, ed25519_pem)
         identity_dir = keys / "identity"

@@ -104,7 +104,7 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         output = "\n".join(up.seen)
         assert f"http://127.0.0.1:{stack_env['DOORWARD_GATEWAY_PORT']}/graphql" in output
         secret_id = json.loads((data / "vault-approle.json").read_text())["secret_id"]
-        token = (data / "keys" / "internal-token").read_text()
+        token = (data / "internal-token").read_text()
         root = json.loads((data / "openbao" / "init.json").read_text())["root_token"]
         for secret in (secret_id, token, root):
             assert secret not in output
@@ -120,7 +120,7 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
     try:
         again.wait_for("stack is up")
         # Same secrets, same AppRole credential, no second initialisation of OpenBao.
-        assert (data / "keys" / "internal-token").read_text() == token
+        assert (data / "internal-token").read_text() == token
         assert json.loads((data / "vault-approle.json").read_text())["secret_id"] == secret_id
         assert not any("initialised" in line for line in again.seen)
     finally:
@@ -150,3 +150,37 @@ def test_port_in_use_is_a_one_line_error(stack_env: dict[str, str]) -> None:
     errors = [line for line in up.seen if "error:" in line]
     assert len(errors) == 1 and "DOORWARD_AUDIT_GRPC_PORT" in errors[0]
     assert not (Path(stack_env["DOORWARD_DATA_DIR"]) / "postgres").exists()
+
+
+def test_up_with_external_postgres_and_vault(stack_env: dict[str, str], postgres, openbao) -> None:
+    env = {
+        **stack_env,
+        "DOORWARD_DATABASE_URL": postgres.admin_url(),
+        "DOORWARD_VAULT_ADDR": openbao.addr,
+        "DOORWARD_VAULT_TOKEN": openbao.root_token,
+    }
+    up = Up(env)
+    try:
+        up.wait_for("stack is up")
+        port = env["DOORWARD_IDENTITY_HTTP_PORT"]
+        names = httpx.get(f"http://127.0.0.1:{port}/env").json()
+        assert "DOORWARD_IDENTITY_DB_URL" in names and "DOORWARD_VAULT_SECRET_ID" not in names
+        assert not any("PostgreSQL (embedded)" in line for line in up.seen)
+        assert not any("OpenBao (embedded)" in line for line in up.seen)
+        assert openbao.root_token not in "\n".join(up.seen)
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+    assert up.finish() == 0
+    # The databases were created on the external server.
+    import asyncio
+
+    import asyncpg
+
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(postgres.admin_url())
+        try:
+            return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    assert {f"doorward_{svc}" for svc in SERVICES} <= asyncio.run(names())
