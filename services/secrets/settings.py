@@ -1,0 +1,45 @@
+"""The secrets service's settings (environment, prefix DOORWARD_). Nothing secret has a default.
+
+DOORWARD_SECRETS_DB_URL             postgresql+asyncpg://... (required)
+DOORWARD_VAULT_ADDR                 e.g. http://127.0.0.1:8200 (required)
+DOORWARD_VAULT_ROLE_ID / _SECRET_ID AppRole credentials (required; the secret id is a SecretStr)
+DOORWARD_VAULT_KV_MOUNT             KV v2 mount of site secrets (doorward-kv)
+DOORWARD_VAULT_TRANSIT_MOUNT        transit mount for data keys and token sealing (doorward-transit)
+DOORWARD_SECRETS_UPLOAD_TTL         seconds an upload token lives (600)
+DOORWARD_SECRETS_GRANT_TTL          seconds a reveal grant lives at most (900; also capped by the
+                                    job's window and by the Vault policy's max_wrapping_ttl, 1h)
+DOORWARD_SECRETS_BREAK_GLASS_TTL    seconds a break-glass grant lives (300)
+DOORWARD_SECRETS_REVEAL_RATE_LIMIT  requests per user per minute on the value routes (30)
+DOORWARD_SECRETS_RECHECK_JOB        re-check the job with workorders (GetAccessContext) (true)
+DOORWARD_SECRETS_SWEEP_SECONDS      how often the sweeper cleans Vault-side tokens (30)
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The Vault policy (deploy/vault/doorward-secrets.hcl) refuses wrapping TTLs above this.
+VAULT_MAX_WRAPPING_TTL = 3600
+
+
+class SecretsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOORWARD_", extra="forbid", frozen=True)
+
+    secrets_db_url: SecretStr
+    vault_addr: str
+    vault_role_id: str
+    vault_secret_id: SecretStr
+    vault_kv_mount: str = "doorward-kv"
+    vault_transit_mount: str = "doorward-transit"
+    vault_timeout: float = Field(default=5.0, gt=0)
+    secrets_upload_ttl: int = Field(default=600, ge=5, le=VAULT_MAX_WRAPPING_TTL)
+    secrets_grant_ttl: int = Field(default=900, ge=5, le=VAULT_MAX_WRAPPING_TTL)
+    secrets_break_glass_ttl: int = Field(default=300, ge=5, le=VAULT_MAX_WRAPPING_TTL)
+    secrets_reveal_rate_limit: int = Field(default=30, ge=1)
+    secrets_recheck_job: bool = True
+    secrets_sweep_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def db_url(self) -> str:
+        return self.secrets_db_url.get_secret_value()
