@@ -425,7 +425,7 @@ class EmbeddedOpenBao:
     def _health(self) -> int | None:
         """Status of GET /v1/sys/health: 200 active, 429 standby, 503 sealed, 501 uninitialised."""
         try:
-            return httpx.get(f"{self.addr}/v1/sys/health", timeout=2.0).status_code
+            return httpx.get(f"{self.addr}/v1/sys/health", timeout=2.0, trust_env=False).status_code
         except httpx.TransportError:
             return None
 

@@ -506,10 +506,13 @@ class Supervisor:
     def wait_ready(self, child: Child) -> None:
         url = ready_url(child.name, self.cfg.stack)
         deadline = time.monotonic() + self.cfg.ready_timeout
-        with httpx.Client(timeout=2.0) as http:
+        with httpx.Client(timeout=2.0, trust_env=False) as http:  # no proxy for loopback
             while True:
                 if self.stopping.is_set():
                     raise Interrupted
+                death = self.first_death()  # an earlier process may die meanwhile, too
+                if death and not death.startswith(child.name + " "):
+                    raise DeployError(f"{death} while {child.name} was starting")
                 code = child.proc.poll()
                 if code is not None:
                     raise DeployError(

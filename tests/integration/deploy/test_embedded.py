@@ -37,18 +37,17 @@ async def test_postgres_url_works_with_sqlalchemy_asyncpg(postgres) -> None:
     assert pid_alive(postgres.server.pid)
 
 
-def test_openbao_approle_can_use_kv_and_transit(openbao) -> None:
+def test_openbao_approle_gets_the_doorward_policy(openbao) -> None:
     client = hvac.Client(url=openbao.addr)
     client.auth.approle.login(role_id=openbao.role_id, secret_id=openbao.secret_id)
-    client.secrets.kv.v2.create_or_update_secret(
-        "check/one", {"value": "1234"}, mount_point="doorward-kv"
-    )
-    read = client.secrets.kv.v2.read_secret_version(
-        "check/one", mount_point="doorward-kv", raise_on_deleted_version=True
-    )
-    assert read["data"]["data"] == {"value": "1234"}
-    client.secrets.transit.create_key("check", mount_point="doorward-transit")
-    # The policy allows only doorward's mounts: sys/ stays closed.
+    me = client.auth.token.lookup_self()["data"]
+    assert "doorward-secrets" in me["policies"] and me["renewable"]
+    # The policy (owned by the secrets service) allows wrapped KV writes under orgs/ ...
+    path = "/v1/doorward-kv/data/orgs/o1/secrets/check"
+    wrapped = client.adapter.post(path, json={"data": {"value": "1234"}}, wrap_ttl="60s")
+    assert wrapped["wrap_info"]["token"]
+    client.secrets.transit.create_key("cust-check", mount_point="doorward-transit")
+    # ... and nothing under sys/ but wrapping.
     with pytest.raises(hvac.exceptions.Forbidden):
         client.sys.list_mounted_secrets_engines()
     # Provisioning again changes nothing and keeps a valid secret_id.
