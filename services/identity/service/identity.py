@@ -168,13 +168,11 @@ def parse_roles(values: Iterable[str]) -> list[str]:
 
 
 def _roles_and_regions(roles: Iterable[str], region_ids: Sequence[str]) -> dict[str, Any]:
-    """Audit details: ids joined with commas; too many regions to fit are only counted."""
-    details: dict[str, Any] = {"count": len(region_ids)}
-    if roles:
-        details["roles"] = ",".join(roles)
-    joined = ",".join(region_ids)
-    if len(joined) <= 256:
-        details["region_ids"] = joined
+    """Audit details of a new user. The audit client reads a list of ids as a phone number, so
+    regions are counted here; each region change is its own event (see update_user)."""
+    details: dict[str, Any] = {"count": len(region_ids), "roles": ",".join(roles)}
+    if len(region_ids) == 1:
+        details["region_id"] = region_ids[0]
     return details
 
 
@@ -880,7 +878,14 @@ class IdentityService:
             regions = await self._check_regions(repo, user.org_id, changes.region_ids)
             if regions != sorted(current_regions):
                 await repo.set_user_regions(user.org_id, user.id, regions)
-                audit_actions.append(("user.regions.change", _roles_and_regions((), regions)))
+                for added in sorted(set(regions) - set(current_regions)):
+                    audit_actions.append(
+                        ("user.regions.change", {"region_id": added, "result": "added"})
+                    )
+                for removed in sorted(set(current_regions) - set(regions)):
+                    audit_actions.append(
+                        ("user.regions.change", {"region_id": removed, "result": "removed"})
+                    )
                 claims_changed = True
         outcome: Outcome[UserView] = Outcome()
         if claims_changed:
