@@ -230,6 +230,14 @@ class EmbeddedPostgres:
         self._socket_dir = info.socket_dir
         if self._socket_dir is None:
             raise DeployError("embedded PostgreSQL reported no unix socket; cannot connect")
+        if self._socket_dir != self.data_dir:
+            # Path too long for a unix socket: the wheel fell back to a world-writable folder,
+            # where `trust` authentication lets any local user in.
+            log.warning(
+                "PostgreSQL's socket is in %s (the data folder path is too long for a unix "
+                "socket): any local user can connect; use a shorter DOORWARD_DATA_DIR",
+                self._socket_dir,
+            )
 
     def stop(self, timeout: float = 20.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit), by PID."""
