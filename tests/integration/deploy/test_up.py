@@ -110,6 +110,13 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
             assert secret not in output
         order = [line.split()[2] for line in up.seen if "ready in" in line]
         assert order == ["PostgreSQL", "OpenBao", *SERVICES, "gateway"]
+        # A second `up` on the same data folder refuses, in one line, and touches nothing.
+        second = Up(stack_env)
+        assert second.finish() == 1
+        assert [line for line in second.seen if "error:" in line] == [
+            f"doorward   | error: another `doorward up` (pid {up.proc.pid}) is using {data}: "
+            "stop it first, or set DOORWARD_DATA_DIR to another folder"
+        ]
     finally:
         up.proc.send_signal(signal.SIGTERM)
     assert up.finish() == 0
