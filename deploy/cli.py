@@ -38,3 +38,18 @@ def provision(
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def bootstrap(
+    org: str = typer.Option(..., "--org", help="the organisation's name"),
+    admin_email: str = typer.Option(..., "--admin-email", help="the first ADMIN's login"),
+) -> None:
+    """Create an organisation and its first ADMIN (password from standard input; prints the
+    admin's TOTP secret when the organisation requires MFA). Refuses to run twice per org."""
+    from services.identity.cli import run_bootstrap
+
+    code = run_bootstrap(
+        org, admin_email, echo=typer.echo, echo_err=lambda line: typer.echo(line, err=True)
+    )
+    raise typer.Exit(code)
