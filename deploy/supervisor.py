@@ -66,11 +66,12 @@ class UpConfig:
 
     data_dir: Path
     stack: StackSettings
-    database_url: str | None
+    # repr=False: these may carry a password or a token; a repr must never show them.
+    database_url: str | None = field(repr=False)
     vault_addr: str | None
-    vault_token: str | None
+    vault_token: str | None = field(repr=False)
     vault_role_id: str | None
-    vault_secret_id: str | None
+    vault_secret_id: str | None = field(repr=False)
     vault_port: int
     ready_timeout: float
 
@@ -166,10 +167,10 @@ def check_ports(host: str, ports: list[Port], in_use: Callable[[str, int], bool]
 class Infra:
     """What the services need from the infrastructure and the data folder."""
 
-    db_urls: dict[str, str]  # service -> postgresql+asyncpg:// URL
+    db_urls: dict[str, str] = field(repr=False)  # service -> postgresql+asyncpg:// URL
     vault_addr: str
     approle: AppRoleCreds
-    internal_token: str
+    internal_token: str = field(repr=False)
     audit_signing_key_file: Path
     identity_key_dir: Path
 

@@ -105,3 +105,16 @@ def test_secret_files_are_private_and_stable(tmp_path: Path) -> None:
 
 def test_prefix() -> None:
     assert prefixed("audit", "hello\n") == "audit      | hello"
+
+
+def test_reprs_hide_credentials(tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path,
+        DOORWARD_VAULT_TOKEN="root-token-value",
+        DOORWARD_DATABASE_URL="postgresql://u:db-password@h/postgres",
+        DOORWARD_VAULT_SECRET_ID=SECRET_ID,
+        DOORWARD_INTERNAL_TOKEN=TOKEN,
+    )
+    text = repr(cfg) + repr(_infra(tmp_path))
+    for secret in ("root-token-value", "db-password", SECRET_ID, TOKEN):
+        assert secret not in text
