@@ -1,0 +1,126 @@
+"""`python -m services.secrets`: migrations, then FastAPI (value REST, /healthz, /readyz) and gRPC
+in one loop, plus the Vault token renewer, the grant sweeper and the audit outbox sender."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from doorward_kit.audit_client import AuditClient, OutboxSender
+from doorward_kit.auth import TokenVerifier
+from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.errors import DoorwardError
+from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.http import create_app
+from doorward_kit.logging import register_secret
+from doorward_kit.runner import ServiceParts, run_service
+from doorward_kit.session_guard import build_token_verifier
+from doorward_kit.settings import StackSettings
+from services.secrets.api.grpc import add_to_server
+from services.secrets.api.rest import build_router
+from services.secrets.jobs import WorkOrdersJobs
+from services.secrets.models import AuditOutbox
+from services.secrets.ratelimit import RateLimiter
+from services.secrets.service.secrets import JobSource, Limits, SecretsService
+from services.secrets.settings import SecretsSettings
+from services.secrets.vault import VaultGateway
+
+log = logging.getLogger("services.secrets")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def build_parts(
+    stack: StackSettings,
+    settings: SecretsSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    jobs: JobSource | None = None,
+) -> tuple[ServiceParts, SecretsService]:
+    """Everything of one secrets process. Tests pass their own verifier (no identity)."""
+    internal_token = stack.require_internal_token()
+    register_secret(internal_token)
+    register_secret(settings.vault_secret_id.get_secret_value())
+    await run_migrations_async(MIGRATIONS, settings.db_url)
+    db = Database(settings.db_url)
+    vault = VaultGateway(
+        settings.vault_addr,
+        settings.vault_role_id,
+        settings.vault_secret_id,
+        kv_mount=settings.vault_kv_mount,
+        transit_mount=settings.vault_transit_mount,
+        timeout=settings.vault_timeout,
+    )
+    try:
+        await vault.login()
+        await vault.ensure_seal_key()
+    except DoorwardError as error:
+        # Not fatal: calls log in lazily and answer UNAVAILABLE until Vault is back.
+        log.warning("vault not ready at start", extra={"fields": {"code": error.code.value}})
+
+    guard_close = None
+    if verifier is None:
+        verifier, guard = build_token_verifier(stack)
+        guard_close = guard.close
+    audit_channel = ServiceChannel(stack.grpc_target("audit"), internal_token, stack.grpc_deadline)
+    workorders_channel: ServiceChannel | None = None
+    if jobs is None:
+        workorders_channel = ServiceChannel(
+            stack.grpc_target("workorders"), internal_token, stack.grpc_deadline
+        )
+        jobs = WorkOrdersJobs(workorders_channel)
+    service = SecretsService(
+        db,
+        vault,
+        AuditClient(audit_channel, service_name="secrets"),
+        jobs,
+        base_url=stack.secrets_base_url,
+        limits=Limits(
+            upload_ttl=settings.secrets_upload_ttl,
+            grant_ttl=settings.secrets_grant_ttl,
+            break_glass_ttl=settings.secrets_break_glass_ttl,
+            recheck_job=settings.secrets_recheck_job,
+        ),
+    )
+
+    async def ready() -> bool:
+        return await db.ping() and await vault.healthy()
+
+    app = create_app("doorward-secrets", readiness=ready)
+    app.include_router(
+        build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
+    )
+    grpc_server = GrpcServer(stack.host, stack.secrets_grpc_port, internal_token)
+    add_to_server(grpc_server.server, service)
+    sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="secrets")
+
+    async def sweep() -> None:
+        await service.sweep_forever(settings.secrets_sweep_seconds)
+
+    async def close() -> None:
+        if guard_close is not None:
+            await guard_close()
+        await audit_channel.close()
+        if workorders_channel is not None:
+            await workorders_channel.close()
+        vault.close()
+        await db.dispose()
+
+    parts = ServiceParts(
+        app=app,
+        host=stack.host,
+        http_port=stack.secrets_http_port,
+        grpc=grpc_server,
+        background=[vault.renew_forever, sweep, sender.run],
+        close=close,
+    )
+    return parts, service
+
+
+async def build() -> ServiceParts:
+    parts, _ = await build_parts(StackSettings(), SecretsSettings())  # type: ignore[call-arg]
+    return parts
+
+
+if __name__ == "__main__":
+    run_service("secrets", build)

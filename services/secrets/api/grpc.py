@@ -1,0 +1,154 @@
+"""gRPC servicer of the secrets service (callers: workorders, identity). Never carries a value.
+
+The callers authorize the user first; this side re-checks what it can (window, job) itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from doorward_kit.grpc import grpc_errors
+from services.secrets.models import SecretRef
+from services.secrets.service.secrets import SecretsService
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    value: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def ref_to_proto(ref: SecretRef) -> secrets_pb2.SecretRef:
+    return secrets_pb2.SecretRef(
+        id=ref.id,
+        org_id=ref.org_id,
+        site_id=ref.site_id,
+        region_id=ref.region_id,
+        kind=ref.kind,
+        label=ref.label,
+        version=ref.version,
+        updated_at=_ts(ref.updated_at),
+    )
+
+
+class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
+    def __init__(self, service: SecretsService) -> None:
+        self.service = service
+
+    @grpc_errors
+    async def PrepareUpload(
+        self, request: secrets_pb2.PrepareUploadRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.UploadSlot:
+        prepared = await self.service.prepare_upload(
+            org_id=request.org_id,
+            user_id=request.user_id,
+            site_id=request.site_id,
+            region_id=request.region_id,
+            kind=request.kind,
+            label=request.label,
+            secret_ref_id=request.secret_ref_id,
+        )
+        return secrets_pb2.UploadSlot(
+            secret_ref=ref_to_proto(prepared.ref),
+            upload_url=self.service.upload_url(prepared.slot_id),
+            upload_token=prepared.upload_token,
+            expires_at=_ts(prepared.expires_at),
+        )
+
+    @grpc_errors
+    async def IssueGrant(
+        self, request: secrets_pb2.IssueGrantRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.Grant:
+        issued = await self.service.issue_grant(
+            org_id=request.org_id,
+            user_id=request.user_id,
+            work_order_id=request.work_order_id,
+            secret_ref_id=request.secret_ref_id,
+            window_start=_time(request, "window_start"),
+            window_end=_time(request, "window_end"),
+            break_glass=request.break_glass,
+            reason=request.reason,
+        )
+        return secrets_pb2.Grant(
+            id=issued.grant_id,
+            secret_ref=ref_to_proto(issued.ref),
+            work_order_id=issued.work_order_id,
+            expires_at=_ts(issued.expires_at),
+            reveal_url=self.service.reveal_url(issued.grant_id),
+            reveal_token=issued.reveal_token,
+        )
+
+    @grpc_errors
+    async def RevokeGrants(
+        self, request: secrets_pb2.RevokeGrantsRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.RevokeGrantsResponse:
+        target = request.WhichOneof("target")
+        revoked = await self.service.revoke_grants(
+            org_id=request.org_id,
+            reason=request.reason,
+            work_order_id=request.work_order_id if target == "work_order_id" else None,
+            user_id=request.user_id if target == "user_id" else None,
+            site_id=request.site_id if target == "site_id" else None,
+        )
+        return secrets_pb2.RevokeGrantsResponse(revoked=revoked)
+
+    @grpc_errors
+    async def GetSecretRefs(
+        self, request: secrets_pb2.GetSecretRefsRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.GetSecretRefsResponse:
+        refs = await self.service.get_refs(
+            request.org_id, list(request.secret_ref_ids), list(request.site_ids)
+        )
+        return secrets_pb2.GetSecretRefsResponse(secret_refs=[ref_to_proto(r) for r in refs])
+
+    @grpc_errors
+    async def DeleteSiteSecrets(
+        self, request: secrets_pb2.DeleteSiteSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.DeleteSiteSecretsResponse:
+        deleted = await self.service.delete_site_secrets(
+            org_id=request.org_id, site_id=request.site_id
+        )
+        return secrets_pb2.DeleteSiteSecretsResponse(deleted=deleted)
+
+    @grpc_errors
+    async def CreateDataKey(
+        self, request: secrets_pb2.CreateDataKeyRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.DataKey:
+        plaintext, ciphertext, version = await self.service.create_data_key(
+            request.org_id, request.customer_id
+        )
+        return secrets_pb2.DataKey(plaintext=plaintext, ciphertext=ciphertext, key_version=version)
+
+    @grpc_errors
+    async def DecryptDataKey(
+        self, request: secrets_pb2.DecryptDataKeyRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.DataKey:
+        plaintext, version = await self.service.decrypt_data_key(
+            request.org_id, request.customer_id, request.ciphertext
+        )
+        return secrets_pb2.DataKey(
+            plaintext=plaintext, ciphertext=request.ciphertext, key_version=version
+        )
+
+    @grpc_errors
+    async def DestroyCustomerKey(
+        self, request: secrets_pb2.DestroyCustomerKeyRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.DestroyCustomerKeyResponse:
+        await self.service.destroy_customer_key(request.org_id, request.customer_id)
+        return secrets_pb2.DestroyCustomerKeyResponse()
+
+
+def add_to_server(server: grpc.aio.Server, service: SecretsService) -> None:
+    secrets_pb2_grpc.add_SecretsServicer_to_server(SecretsServicer(service), server)

@@ -1,0 +1,193 @@
+"""All SQL of the secrets service. Every query is filtered by organisation, except the
+sweeper's, which only touches Vault-side bookkeeping of rows that are already finished."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.secrets.models import Grant, SecretRef, UploadSlot
+
+
+async def get_ref(
+    session: AsyncSession, org_id: str, ref_id: str, *, for_update: bool = False
+) -> SecretRef | None:
+    query = select(SecretRef).where(
+        SecretRef.org_id == org_id, SecretRef.id == ref_id, SecretRef.deleted_at.is_(None)
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_refs(
+    session: AsyncSession, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
+) -> list[SecretRef]:
+    if not ref_ids and not site_ids:
+        return []
+    query = (
+        select(SecretRef)
+        .where(
+            SecretRef.org_id == org_id,
+            SecretRef.deleted_at.is_(None),
+            or_(SecretRef.id.in_(list(ref_ids)), SecretRef.site_id.in_(list(site_ids))),
+        )
+        .order_by(SecretRef.site_id, SecretRef.label, SecretRef.id)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def site_refs(session: AsyncSession, org_id: str, site_id: str) -> list[SecretRef]:
+    query = (
+        select(SecretRef)
+        .where(
+            SecretRef.org_id == org_id,
+            SecretRef.site_id == site_id,
+            SecretRef.deleted_at.is_(None),
+        )
+        .with_for_update()
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def get_slot_for_update(
+    session: AsyncSession, org_id: str, slot_id: str
+) -> UploadSlot | None:
+    query = (
+        select(UploadSlot)
+        .where(UploadSlot.org_id == org_id, UploadSlot.id == slot_id)
+        .with_for_update()
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_grant_for_update(session: AsyncSession, org_id: str, grant_id: str) -> Grant | None:
+    query = select(Grant).where(Grant.org_id == org_id, Grant.id == grant_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def revoke_grants(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    now: datetime,
+    reason: str,
+    work_order_id: str | None = None,
+    user_id: str | None = None,
+    site_id: str | None = None,
+    grant_id: str | None = None,
+) -> list[tuple[str, str, str, str, str]]:
+    """Revoke open grants; returns (id, accessor, user_id, work_order_id, secret_ref_id)."""
+    target = [Grant.org_id == org_id]
+    if work_order_id is not None:
+        target.append(Grant.work_order_id == work_order_id)
+    if user_id is not None:
+        target.append(Grant.user_id == user_id)
+    if site_id is not None:
+        target.append(Grant.site_id == site_id)
+    if grant_id is not None:
+        target.append(Grant.id == grant_id)
+    if len(target) == 1:
+        raise ValueError("revoke_grants needs a target")
+    result = await session.execute(
+        update(Grant)
+        .where(
+            *target,
+            Grant.used_at.is_(None),
+            Grant.revoked_at.is_(None),
+            Grant.expires_at > now,
+        )
+        .values(revoked_at=now, revoke_reason=reason)
+        .returning(
+            Grant.id, Grant.wrap_accessor, Grant.user_id, Grant.work_order_id, Grant.secret_ref_id
+        )
+    )
+    return [tuple(row) for row in result.all()]  # type: ignore[misc]
+
+
+async def revoke_slots(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    now: datetime,
+    reason: str,
+    user_id: str | None = None,
+    site_id: str | None = None,
+) -> list[tuple[str, str]]:
+    """Revoke open upload slots; returns (id, accessor)."""
+    target = [UploadSlot.org_id == org_id]
+    if user_id is not None:
+        target.append(UploadSlot.user_id == user_id)
+    if site_id is not None:
+        target.append(UploadSlot.site_id == site_id)
+    if len(target) == 1:
+        raise ValueError("revoke_slots needs a target")
+    result = await session.execute(
+        update(UploadSlot)
+        .where(
+            *target,
+            UploadSlot.used_at.is_(None),
+            UploadSlot.revoked_at.is_(None),
+            UploadSlot.expires_at > now,
+        )
+        .values(revoked_at=now, revoke_reason=reason)
+        .returning(UploadSlot.id, UploadSlot.wrap_accessor)
+    )
+    return [(str(row[0]), str(row[1])) for row in result.all()]
+
+
+async def mark_clean(
+    session: AsyncSession, *, grant_ids: Sequence[str] = (), slot_ids: Sequence[str] = ()
+) -> None:
+    if grant_ids:
+        await session.execute(
+            update(Grant).where(Grant.id.in_(list(grant_ids))).values(vault_clean=True)
+        )
+    if slot_ids:
+        await session.execute(
+            update(UploadSlot).where(UploadSlot.id.in_(list(slot_ids))).values(vault_clean=True)
+        )
+
+
+async def unclean_grants(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[str, str, bool]]:
+    """Finished grants whose Vault token may remain: (id, accessor, consumed by unwrap)."""
+    query = (
+        select(Grant.id, Grant.wrap_accessor, Grant.used_at.is_not(None))
+        .where(
+            Grant.vault_clean.is_(False),
+            or_(
+                Grant.used_at.is_not(None),
+                Grant.revoked_at.is_not(None),
+                Grant.expires_at <= now,
+            ),
+        )
+        .order_by(Grant.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(str(r[0]), str(r[1]), bool(r[2])) for r in (await session.execute(query)).all()]
+
+
+async def unclean_slots(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[str, str, bool]]:
+    query = (
+        select(UploadSlot.id, UploadSlot.wrap_accessor, UploadSlot.used_at.is_not(None))
+        .where(
+            UploadSlot.vault_clean.is_(False),
+            or_(
+                UploadSlot.used_at.is_not(None),
+                UploadSlot.revoked_at.is_not(None),
+                UploadSlot.expires_at <= now,
+            ),
+        )
+        .order_by(UploadSlot.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(str(r[0]), str(r[1]), bool(r[2])) for r in (await session.execute(query)).all()]

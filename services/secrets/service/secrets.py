@@ -1,0 +1,864 @@
+"""The secrets service: upload slots, grants, reveals, revocation, data keys, sweeping.
+
+This layer orders the steps whose order IS the rule (audit before unwrap, database lock around
+a single use, Vault revocation after the database says revoked), so it opens its own units of
+work; it never commits by hand and imports no web/gRPC framework. Values pass through memory
+only: into Vault on upload, out of an unwrap straight to the caller on reveal.
+
+Reveal order: verify grant (locked row) -> re-check the job -> audit ALLOWED synchronously ->
+unwrap -> mark used -> return. The audit record therefore always exists before a value leaves,
+and if audit cannot take it the single use is not burnt (the wrapping token is untouched). If
+the unwrap then fails, an ERROR event follows through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from doorward_kit.audit_client import AuditRecord, Outcome, record_event
+from doorward_kit.db import Database
+from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
+from services.secrets import repository as repo
+from services.secrets.models import AuditOutbox, Grant, SecretRef, UploadSlot, new_id
+from services.secrets.service import rules
+from services.secrets.service.rules import JobContext
+from services.secrets.vault import VaultGateway, VaultRejected
+
+log = logging.getLogger(__name__)
+
+
+class SyncAuditor(Protocol):
+    async def append(self, records: Sequence[AuditRecord]) -> None: ...
+
+
+class JobSource(Protocol):
+    async def access_context(self, org_id: str, work_order_id: str) -> JobContext | None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Limits:
+    upload_ttl: int = 600
+    grant_ttl: int = 900
+    break_glass_ttl: int = 300
+    recheck_job: bool = True
+
+
+@dataclass(frozen=True)
+class PreparedUpload:
+    ref: SecretRef
+    slot_id: str
+    upload_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedGrant:
+    grant_id: str
+    ref: SecretRef
+    work_order_id: str
+    reveal_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Revealed:
+    secret_ref_id: str
+    kind: str
+    label: str
+    version: int
+    value: str = field(repr=False)
+
+
+class Denial(Exception):
+    """A refusal to audit (in a fresh transaction) before the error goes back to the caller."""
+
+    def __init__(
+        self,
+        error: DoorwardError,
+        reason: str,
+        *,
+        revoke_grant: str | None = None,
+        burn_slot: str | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reason = reason
+        self.revoke_grant = revoke_grant
+        self.burn_slot = burn_slot
+
+
+def _gone(what: str, reason: str) -> DoorwardError:
+    messages = {
+        "used": f"this {what} token has already been used",
+        "expired": f"this {what} token has expired",
+        "revoked": f"this {what} token has been revoked",
+    }
+    return DoorwardError(ErrorCode.GONE, messages.get(reason, f"this {what} token no longer works"))
+
+
+class SecretsService:
+    def __init__(
+        self,
+        db: Database,
+        vault: VaultGateway,
+        auditor: SyncAuditor,
+        jobs: JobSource | None,
+        *,
+        base_url: str,
+        limits: Limits | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.auditor = auditor
+        self.jobs = jobs
+        self.base_url = base_url.rstrip("/")
+        self.limits = limits or Limits()
+        self.clock = clock
+
+    def upload_url(self, slot_id: str) -> str:
+        return f"{self.base_url}/v1/uploads/{slot_id}"
+
+    def reveal_url(self, grant_id: str) -> str:
+        return f"{self.base_url}/v1/reveals/{grant_id}"
+
+    async def _audit_denial(self, record: AuditRecord, denial: Denial) -> None:
+        """The request's transaction rolled back: record the refusal in a new one."""
+        accessor: str | None = None
+        async with self.db.unit_of_work() as session:
+            if denial.revoke_grant is not None:
+                rows = await repo.revoke_grants(
+                    session,
+                    record.org_id,
+                    now=self.clock(),
+                    reason=denial.reason[:40],
+                    grant_id=denial.revoke_grant,
+                )
+                accessor = rows[0][1] if rows else None
+            if denial.burn_slot is not None:
+                slot = await repo.get_slot_for_update(session, record.org_id, denial.burn_slot)
+                if slot is not None and slot.used_at is None:
+                    slot.used_at = self.clock()
+            await record_event(session, AuditOutbox, record)
+        if accessor is not None:
+            await self._revoke_in_vault([(denial.revoke_grant or "", accessor)], [])
+
+    # ---- uploads --------------------------------------------------------------------------
+
+    async def prepare_upload(
+        self,
+        *,
+        org_id: str,
+        user_id: str,
+        site_id: str,
+        region_id: str,
+        kind: str,
+        label: str,
+        secret_ref_id: str = "",
+    ) -> PreparedUpload:
+        rules.require_id(org_id, "org_id")
+        rules.require_id(user_id, "user_id")
+        now = self.clock()
+        async with self.db.unit_of_work() as session:
+            if secret_ref_id:
+                ref = await repo.get_ref(session, org_id, secret_ref_id, for_update=True)
+                if ref is None:
+                    raise not_found("secret reference")
+                action = "secret.rotate.prepare"
+            else:
+                ref = SecretRef(
+                    id=new_id(),
+                    org_id=org_id,
+                    site_id=rules.require_id(site_id, "site_id"),
+                    region_id=rules.require_id(region_id, "region_id"),
+                    kind=rules.require_kind(kind),
+                    label=rules.require_label(label),
+                    version=0,
+                    kv_path=rules.new_kv_path(org_id),
+                    updated_at=now,
+                )
+                session.add(ref)
+                action = "secret.upload.prepare"
+            slot_id = new_id()
+            ttl = self.limits.upload_ttl
+            # The binding lives inside Vault too: after the unwrap we compare it.
+            wrapped = await self.vault.wrap({"slot": slot_id, "ref": ref.id, "user": user_id}, ttl)
+            try:
+                sealed = await self.vault.seal(slot_id, wrapped.token)
+                token = rules.encode_token(rules.UPLOAD_PREFIX, sealed)
+                expires_at = rules.expiry(now, min(ttl, wrapped.ttl))
+                session.add(
+                    UploadSlot(
+                        id=slot_id,
+                        org_id=org_id,
+                        user_id=user_id,
+                        secret_ref_id=ref.id,
+                        site_id=ref.site_id,
+                        base_version=ref.version,
+                        token_hash=rules.token_hash(token),
+                        wrap_accessor=wrapped.accessor,
+                        expires_at=expires_at,
+                        vault_clean=False,
+                    )
+                )
+                await record_event(
+                    session,
+                    AuditOutbox,
+                    AuditRecord(
+                        org_id=org_id,
+                        actor_id=user_id,
+                        action=action,
+                        outcome=Outcome.ALLOWED,
+                        target_type="SecretRef",
+                        target_id=ref.id,
+                        secret_ref_id=ref.id,
+                        details={
+                            "upload_id": slot_id,
+                            "site_id": ref.site_id,
+                            "kind": ref.kind,
+                            "ttl_seconds": str(ttl),
+                        },
+                    ),
+                )
+                await session.flush()
+            except BaseException:
+                await self._revoke_quietly(wrapped.accessor)
+                raise
+        return PreparedUpload(ref=ref, slot_id=slot_id, upload_token=token, expires_at=expires_at)
+
+    async def upload(
+        self, *, org_id: str, user_id: str, slot_id: str, token: str, value: str, source_ip: str
+    ) -> tuple[str, int]:
+        value = rules.require_value(value)
+        base: dict[str, Any] = {
+            "org_id": org_id,
+            "actor_id": user_id,
+            "target_type": "UploadSlot",
+            "target_id": slot_id if rules._ID.match(slot_id) else "",
+            "source_ip": source_ip,
+        }
+        try:
+            return await self._upload(org_id, user_id, slot_id, token, value, source_ip)
+        except Denial as denial:
+            await self._audit_denial(
+                AuditRecord(
+                    **base,
+                    action="secret.upload.denied",
+                    outcome=Outcome.DENIED,
+                    details={"reason": denial.reason},
+                ),
+                denial,
+            )
+            raise denial.error from None
+
+    async def _upload(
+        self, org_id: str, user_id: str, slot_id: str, token: str, value: str, source_ip: str
+    ) -> tuple[str, int]:
+        now = self.clock()
+        async with self.db.unit_of_work() as session:
+            slot = await repo.get_slot_for_update(session, org_id, slot_id)
+            if slot is None:
+                raise Denial(not_found("upload"), "not_found")
+            if slot.user_id != user_id:
+                raise Denial(
+                    DoorwardError(ErrorCode.FORBIDDEN, "this upload belongs to another user"),
+                    "wrong_user",
+                )
+            if not rules.token_matches(token, slot.token_hash):
+                raise Denial(
+                    DoorwardError(ErrorCode.FORBIDDEN, "the upload token does not match"),
+                    "invalid_token",
+                )
+            state = _state(slot.used_at, slot.revoked_at, slot.expires_at, now)
+            if state:
+                raise Denial(_gone("upload", state), state)
+            ref = await repo.get_ref(session, org_id, slot.secret_ref_id, for_update=True)
+            if ref is None:
+                raise Denial(_gone("upload", "deleted"), "deleted", burn_slot=slot.id)
+            if ref.version != slot.base_version:
+                raise Denial(
+                    conflict("the secret changed since this upload was prepared; prepare again"),
+                    "version_changed",
+                    burn_slot=slot.id,
+                )
+            wrapping = await self._unseal(rules.UPLOAD_PREFIX, slot.id, token, "upload")
+            try:
+                binding = await self.vault.unwrap(wrapping)
+            except VaultRejected:
+                raise Denial(_gone("upload", "vault"), "vault_refused", burn_slot=slot.id) from None
+            if binding.get("slot") != slot.id or binding.get("user") != user_id:
+                raise Denial(
+                    DoorwardError(ErrorCode.FORBIDDEN, "the upload token does not match"),
+                    "binding_mismatch",
+                    burn_slot=slot.id,
+                )
+            try:
+                version = await self.vault.kv_write(ref.kv_path, value, cas=ref.version)
+            except VaultRejected:
+                raise Denial(
+                    conflict("the secret changed since this upload was prepared; prepare again"),
+                    "version_changed",
+                    burn_slot=slot.id,
+                ) from None
+            ref.version = version
+            ref.updated_at = now
+            slot.used_at = now
+            slot.vault_clean = True  # the unwrap consumed the wrapping token
+            await record_event(
+                session,
+                AuditOutbox,
+                AuditRecord(
+                    org_id=org_id,
+                    actor_id=user_id,
+                    action="secret.upload" if version == 1 else "secret.rotate",
+                    outcome=Outcome.ALLOWED,
+                    target_type="SecretRef",
+                    target_id=ref.id,
+                    secret_ref_id=ref.id,
+                    source_ip=source_ip,
+                    details={"upload_id": slot.id, "version": str(version), "site_id": ref.site_id},
+                ),
+            )
+            return ref.id, version
+
+    async def _unseal(self, prefix: str, context: str, token: str, what: str) -> str:
+        sealed = rules.decode_token(prefix, token)
+        if sealed is None:
+            raise Denial(
+                DoorwardError(ErrorCode.FORBIDDEN, f"the {what} token does not match"),
+                "invalid_token",
+            )
+        try:
+            return await self.vault.unseal(context, sealed)
+        except VaultRejected:
+            raise Denial(
+                DoorwardError(ErrorCode.FORBIDDEN, f"the {what} token does not match"),
+                "invalid_token",
+            ) from None
+
+    # ---- grants ---------------------------------------------------------------------------
+
+    async def issue_grant(
+        self,
+        *,
+        org_id: str,
+        user_id: str,
+        work_order_id: str,
+        secret_ref_id: str,
+        window_start: datetime | None,
+        window_end: datetime | None,
+        break_glass: bool = False,
+        reason: str = "",
+    ) -> IssuedGrant:
+        rules.require_id(org_id, "org_id")
+        rules.require_id(user_id, "user_id")
+        rules.require_id(work_order_id, "work_order_id")
+        rules.require_id(secret_ref_id, "secret_ref_id")
+        reason = (reason or "").strip()
+        if break_glass and not reason:
+            raise bad_input("break-glass access needs a reason")
+        if len(reason) > rules.MAX_BREAK_GLASS_REASON:
+            raise bad_input(f"reason must be at most {rules.MAX_BREAK_GLASS_REASON} characters")
+        try:
+            return await self._issue_grant(
+                org_id,
+                user_id,
+                work_order_id,
+                secret_ref_id,
+                (window_start, window_end),
+                break_glass,
+                reason,
+            )
+        except Denial as denial:
+            await self._audit_denial(
+                AuditRecord(
+                    org_id=org_id,
+                    actor_id=user_id,
+                    action="secret.access.denied",
+                    outcome=Outcome.DENIED,
+                    target_type="SecretRef",
+                    target_id=secret_ref_id,
+                    secret_ref_id=secret_ref_id,
+                    work_order_id=work_order_id,
+                    details={
+                        "reason": denial.reason,
+                        "mode": "break_glass" if break_glass else "normal",
+                    },
+                ),
+                denial,
+            )
+            raise denial.error from None
+
+    async def _issue_grant(
+        self,
+        org_id: str,
+        user_id: str,
+        work_order_id: str,
+        secret_ref_id: str,
+        window: tuple[datetime | None, datetime | None],
+        break_glass: bool,
+        reason: str,
+    ) -> IssuedGrant:
+        async with self.db.unit_of_work() as session:
+            ref = await repo.get_ref(session, org_id, secret_ref_id)
+            if ref is None:
+                raise Denial(not_found("secret reference"), "not_found")
+            if ref.version < 1:
+                raise Denial(conflict("no value has been uploaded for this secret yet"), "no_value")
+        now = self.clock()
+        if break_glass:
+            seconds = self.limits.break_glass_ttl
+            if self.limits.recheck_job and self.jobs is not None:
+                job = await self.jobs.access_context(org_id, work_order_id)
+                if job is None:
+                    raise Denial(not_found("work order"), "work_order_not_found")
+                if secret_ref_id not in job.secret_ref_ids and ref.site_id != job.site_id:
+                    raise Denial(
+                        DoorwardError(
+                            ErrorCode.FORBIDDEN, "this secret does not belong to the work order"
+                        ),
+                        "secret_not_attached",
+                    )
+        else:
+            if self.limits.recheck_job and self.jobs is not None:
+                job = await self.jobs.access_context(org_id, work_order_id)
+                why = rules.job_denial(
+                    job,
+                    user_id=user_id,
+                    secret_ref_id=secret_ref_id,
+                    site_id=ref.site_id,
+                    now=now,
+                )
+                if why is not None:
+                    raise Denial(_job_error(why), why)
+                assert job is not None
+                window = rules.intersect(window, (job.window_start, job.window_end))
+            try:
+                seconds = rules.grant_lifetime(now, *window, ttl=self.limits.grant_ttl)
+            except DoorwardError as error:
+                raise Denial(error, "outside_window") from None
+        grant_id = new_id()
+        wrapped = await self.vault.kv_read_wrapped(ref.kv_path, ref.version, seconds)
+        try:
+            sealed = await self.vault.seal(grant_id, wrapped.token)
+            token = rules.encode_token(rules.REVEAL_PREFIX, sealed)
+            expires_at = rules.expiry(now, min(seconds, wrapped.ttl))
+            async with self.db.unit_of_work() as session:
+                session.add(
+                    Grant(
+                        id=grant_id,
+                        org_id=org_id,
+                        user_id=user_id,
+                        work_order_id=work_order_id,
+                        secret_ref_id=ref.id,
+                        site_id=ref.site_id,
+                        version=ref.version,
+                        break_glass=break_glass,
+                        reason=reason or None,
+                        token_hash=rules.token_hash(token),
+                        wrap_accessor=wrapped.accessor,
+                        expires_at=expires_at,
+                        vault_clean=False,
+                    )
+                )
+                await self._record_grant(
+                    session, org_id, user_id, work_order_id, ref, grant_id, seconds, break_glass
+                )
+        except BaseException:
+            await self._revoke_quietly(wrapped.accessor)
+            raise
+        return IssuedGrant(
+            grant_id=grant_id,
+            ref=ref,
+            work_order_id=work_order_id,
+            reveal_token=token,
+            expires_at=expires_at,
+        )
+
+    async def _record_grant(
+        self,
+        session: AsyncSession,
+        org_id: str,
+        user_id: str,
+        work_order_id: str,
+        ref: SecretRef,
+        grant_id: str,
+        seconds: int,
+        break_glass: bool,
+    ) -> None:
+        common: dict[str, Any] = {
+            "org_id": org_id,
+            "actor_id": user_id,
+            "outcome": Outcome.ALLOWED,
+            "target_type": "SecretRef",
+            "target_id": ref.id,
+            "secret_ref_id": ref.id,
+            "work_order_id": work_order_id,
+        }
+        details = {"grant_id": grant_id, "version": str(ref.version), "ttl_seconds": str(seconds)}
+        if not break_glass:
+            await record_event(
+                session,
+                AuditOutbox,
+                AuditRecord(**common, action="secret.access.grant", details=details),
+            )
+            return
+        await record_event(
+            session,
+            AuditOutbox,
+            AuditRecord(**common, action="secret.break_glass", details=details),
+        )
+        await record_event(
+            session,
+            AuditOutbox,
+            AuditRecord(
+                **common,
+                action="security.alert",
+                details={"reason": "break_glass", "grant_id": grant_id, "user_id": user_id},
+            ),
+        )
+
+    # ---- reveal ---------------------------------------------------------------------------
+
+    async def reveal(
+        self, *, org_id: str, user_id: str, grant_id: str, token: str, source_ip: str
+    ) -> Revealed:
+        valid_id = bool(rules._ID.match(grant_id))
+        base: dict[str, Any] = {
+            "org_id": org_id,
+            "actor_id": user_id,
+            "target_type": "SecretGrant",
+            "target_id": grant_id if valid_id else "",
+            "source_ip": source_ip,
+        }
+        try:
+            return await self._reveal(org_id, user_id, grant_id, token, base)
+        except Denial as denial:
+            await self._audit_denial(
+                AuditRecord(
+                    **base,
+                    action="secret.reveal.denied",
+                    outcome=Outcome.DENIED,
+                    details={"reason": denial.reason},
+                ),
+                denial,
+            )
+            raise denial.error from None
+
+    async def _reveal(
+        self, org_id: str, user_id: str, grant_id: str, token: str, base: dict[str, Any]
+    ) -> Revealed:
+        now = self.clock()
+        async with self.db.unit_of_work() as session:
+            grant = await repo.get_grant_for_update(session, org_id, grant_id)
+            if grant is None:
+                raise Denial(not_found("grant"), "not_found")
+            base.update(work_order_id=grant.work_order_id, secret_ref_id=grant.secret_ref_id)
+            if grant.user_id != user_id:
+                raise Denial(
+                    DoorwardError(ErrorCode.FORBIDDEN, "this grant belongs to another user"),
+                    "wrong_user",
+                )
+            if not rules.token_matches(token, grant.token_hash):
+                raise Denial(
+                    DoorwardError(ErrorCode.FORBIDDEN, "the reveal token does not match"),
+                    "invalid_token",
+                )
+            state = _state(grant.used_at, grant.revoked_at, grant.expires_at, now)
+            if state:
+                raise Denial(_gone("reveal", state), state)
+            ref = await repo.get_ref(session, org_id, grant.secret_ref_id)
+            if ref is None:
+                raise Denial(_gone("reveal", "revoked"), "deleted", revoke_grant=grant.id)
+            if not grant.break_glass and self.limits.recheck_job and self.jobs is not None:
+                job = await self.jobs.access_context(org_id, grant.work_order_id)
+                why = rules.job_denial(
+                    job,
+                    user_id=user_id,
+                    secret_ref_id=grant.secret_ref_id,
+                    site_id=grant.site_id,
+                    now=now,
+                )
+                if why is not None:
+                    raise Denial(_gone("reveal", "revoked"), why, revoke_grant=grant.id)
+            wrapping = await self._unseal(rules.REVEAL_PREFIX, grant.id, token, "reveal")
+            mode = "break_glass" if grant.break_glass else "normal"
+            allowed = AuditRecord(
+                **base,
+                action="secret.reveal",
+                outcome=Outcome.ALLOWED,
+                details={"grant_id": grant.id, "version": str(grant.version), "mode": mode},
+            )
+            # Durably on the trail BEFORE the value exists outside Vault; fail closed.
+            await self.auditor.append([allowed])
+            try:
+                data = await self.vault.unwrap(wrapping)
+            except VaultRejected:
+                await self._audit_unwrap_error(base, grant.id, "vault_refused")
+                raise Denial(
+                    _gone("reveal", "vault"), "vault_refused", revoke_grant=grant.id
+                ) from None
+            except DoorwardError:
+                await self._audit_unwrap_error(base, grant.id, "vault_unavailable")
+                raise
+            value = data.get("data", {}).get("value")
+            version = int(data.get("metadata", {}).get("version", 0))
+            if not isinstance(value, str) or version != grant.version:
+                await self._audit_unwrap_error(base, grant.id, "version_mismatch")
+                raise DoorwardError(ErrorCode.INTERNAL, "the vault returned another version")
+            grant.used_at = now
+            grant.vault_clean = True  # the unwrap consumed the wrapping token
+            return Revealed(
+                secret_ref_id=ref.id,
+                kind=ref.kind,
+                label=ref.label,
+                version=grant.version,
+                value=value,
+            )
+
+    async def _audit_unwrap_error(self, base: dict[str, Any], grant_id: str, reason: str) -> None:
+        async with self.db.unit_of_work() as session:
+            await record_event(
+                session,
+                AuditOutbox,
+                AuditRecord(
+                    **base,
+                    action="secret.reveal",
+                    outcome=Outcome.ERROR,
+                    details={"grant_id": grant_id, "reason": reason},
+                ),
+            )
+
+    # ---- revocation -----------------------------------------------------------------------
+
+    async def revoke_grants(
+        self,
+        *,
+        org_id: str,
+        reason: str,
+        work_order_id: str | None = None,
+        user_id: str | None = None,
+        site_id: str | None = None,
+        actor_id: str = "",
+    ) -> int:
+        rules.require_id(org_id, "org_id")
+        targets = [t for t in (work_order_id, user_id, site_id) if t]
+        if len(targets) != 1:
+            raise bad_input("name exactly one of work_order_id, user_id, site_id")
+        rules.require_id(targets[0], "target")
+        why = rules.revoke_reason(reason)
+        now = self.clock()
+        async with self.db.unit_of_work() as session:
+            grants = await repo.revoke_grants(
+                session,
+                org_id,
+                now=now,
+                reason=why,
+                work_order_id=work_order_id or None,
+                user_id=user_id or None,
+                site_id=site_id or None,
+            )
+            slots: list[tuple[str, str]] = []
+            if user_id or site_id:
+                slots = await repo.revoke_slots(
+                    session,
+                    org_id,
+                    now=now,
+                    reason=why,
+                    user_id=user_id or None,
+                    site_id=site_id or None,
+                )
+            for gid, _accessor, grant_user, order_id, ref_id in grants:
+                await record_event(
+                    session,
+                    AuditOutbox,
+                    AuditRecord(
+                        org_id=org_id,
+                        actor_id=actor_id,
+                        action="secret.grant.revoke",
+                        outcome=Outcome.ALLOWED,
+                        target_type="SecretGrant",
+                        target_id=gid,
+                        work_order_id=order_id,
+                        secret_ref_id=ref_id,
+                        details={"reason": why, "grant_id": gid, "user_id": grant_user},
+                    ),
+                )
+        # Revoked in the database first (a reveal is refused from now on); then in Vault. What
+        # fails here stays unclean and the sweeper retries it.
+        await self._revoke_in_vault([(g[0], g[1]) for g in grants], slots)
+        return len(grants) + len(slots)
+
+    async def _revoke_in_vault(
+        self, grants: Sequence[tuple[str, str]], slots: Sequence[tuple[str, str]]
+    ) -> None:
+        if not grants and not slots:
+            return
+        done_grants = await self._revoke_many(grants)
+        done_slots = await self._revoke_many(slots)
+        async with self.db.unit_of_work() as session:
+            await repo.mark_clean(session, grant_ids=done_grants, slot_ids=done_slots)
+
+    async def _revoke_many(self, items: Sequence[tuple[str, str]], width: int = 8) -> list[str]:
+        gate = asyncio.Semaphore(width)
+
+        async def one(item_id: str, accessor: str) -> str | None:
+            async with gate:
+                try:
+                    await self.vault.revoke_accessor(accessor)
+                except DoorwardError:
+                    return None
+                return item_id
+
+        results = await asyncio.gather(*(one(i, a) for i, a in items))
+        return [r for r in results if r is not None]
+
+    async def _revoke_quietly(self, accessor: str) -> None:
+        try:
+            await self.vault.revoke_accessor(accessor)
+        except Exception:
+            log.warning("could not revoke a wrapping token; its TTL will end it")
+
+    # ---- metadata -------------------------------------------------------------------------
+
+    async def get_refs(
+        self, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
+    ) -> list[SecretRef]:
+        rules.require_id(org_id, "org_id")
+        async with self.db.unit_of_work() as session:
+            return await repo.list_refs(session, org_id, ref_ids, site_ids)
+
+    async def delete_site_secrets(self, *, org_id: str, site_id: str, actor_id: str = "") -> int:
+        rules.require_id(org_id, "org_id")
+        rules.require_id(site_id, "site_id")
+        await self.revoke_grants(org_id=org_id, site_id=site_id, reason="deleted")
+        now = self.clock()
+        async with self.db.unit_of_work() as session:
+            refs = await repo.site_refs(session, org_id, site_id)
+            for ref in refs:
+                await self.vault.kv_destroy(ref.kv_path)
+                ref.deleted_at = now
+                await record_event(
+                    session,
+                    AuditOutbox,
+                    AuditRecord(
+                        org_id=org_id,
+                        actor_id=actor_id,
+                        action="secret.delete",
+                        outcome=Outcome.ALLOWED,
+                        target_type="SecretRef",
+                        target_id=ref.id,
+                        secret_ref_id=ref.id,
+                        details={"site_id": site_id, "reason": "site_deleted"},
+                    ),
+                )
+            return len(refs)
+
+    # ---- customer data keys ---------------------------------------------------------------
+
+    async def create_data_key(self, org_id: str, customer_id: str) -> tuple[bytes, bytes, int]:
+        return await self.vault.data_key(rules.customer_key_name(org_id, customer_id))
+
+    async def decrypt_data_key(
+        self, org_id: str, customer_id: str, ciphertext: bytes
+    ) -> tuple[bytes, int]:
+        name = rules.customer_key_name(org_id, customer_id)
+        if not ciphertext or len(ciphertext) > 4096:
+            raise bad_input("ciphertext must be a wrapped data key")
+        try:
+            return await self.vault.decrypt_data_key(name, ciphertext)
+        except VaultRejected as rejected:
+            if "not found" in str(rejected):
+                raise not_found("customer key") from None
+            raise bad_input("the ciphertext is not a data key of this customer") from None
+
+    async def destroy_customer_key(self, org_id: str, customer_id: str, actor_id: str = "") -> None:
+        name = rules.customer_key_name(org_id, customer_id)
+        destroyed = await self.vault.destroy_key(name)
+        async with self.db.unit_of_work() as session:
+            await record_event(
+                session,
+                AuditOutbox,
+                AuditRecord(
+                    org_id=org_id,
+                    actor_id=actor_id,
+                    action="customer.key.destroy",
+                    outcome=Outcome.ALLOWED,
+                    target_type="Customer",
+                    target_id=customer_id,
+                    details={"customer_id": customer_id, "result": str(destroyed).lower()},
+                ),
+            )
+
+    # ---- sweeper --------------------------------------------------------------------------
+
+    async def sweep_once(self, batch: int = 500) -> int:
+        """Revoke Vault-side tokens of finished grants and slots; returns rows cleaned."""
+        now = self.clock()
+        cleaned = 0
+        for fetch, kind in ((repo.unclean_grants, "grant"), (repo.unclean_slots, "slot")):
+            async with self.db.unit_of_work() as session:
+                rows = await fetch(session, now, batch)
+                consumed = [r[0] for r in rows if r[2]]
+                pending = [(r[0], r[1]) for r in rows if not r[2]]
+                done = consumed + await self._revoke_many(pending)
+                if kind == "grant":
+                    await repo.mark_clean(session, grant_ids=done)
+                else:
+                    await repo.mark_clean(session, slot_ids=done)
+                cleaned += len(done)
+        return cleaned
+
+    async def sweep_forever(self, interval: float) -> None:
+        while True:
+            try:
+                while await self.sweep_once() > 0:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except DoorwardError as error:
+                log.warning("sweep postponed", extra={"fields": {"code": error.code.value}})
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(interval)
+
+
+def _state(
+    used_at: datetime | None, revoked_at: datetime | None, expires_at: datetime, now: datetime
+) -> str:
+    if used_at is not None:
+        return "used"
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at <= now:
+        return "expired"
+    return ""
+
+
+def _job_error(why: str) -> DoorwardError:
+    if why == "outside_window":
+        return rules.outside_window()
+    if why.startswith("status_"):
+        return DoorwardError(
+            ErrorCode.OUTSIDE_ACCESS_WINDOW, "the work order is not dispatched or in progress"
+        )
+    if why == "work_order_not_found":
+        return not_found("work order")
+    return DoorwardError(ErrorCode.FORBIDDEN, _JOB_MESSAGES.get(why, "access is not allowed now"))
+
+
+_JOB_MESSAGES = {
+    "not_assignee": "only the work order's assignee may get its secrets",
+    "secret_not_attached": "this secret does not belong to the work order",
+}
