@@ -417,6 +417,11 @@ class Supervisor:
         cfg = self.cfg
         creds_file = cfg.data_dir / "vault-approle.json"
         if cfg.vault_addr is None:
+            if cfg.stack.env == "production":
+                self.out.say(
+                    "warning: DOORWARD_ENV=production with the embedded OpenBao, whose unseal "
+                    "key lies next to its data: set DOORWARD_VAULT_ADDR to a real Vault"
+                )
             done = self._timed("OpenBao (embedded)")
             self.openbao = EmbeddedOpenBao(
                 cfg.data_dir / "openbao", cfg.vault_port, host=cfg.stack.host
