@@ -22,7 +22,9 @@ from tests.integration.identity.conftest import INTERNAL_TOKEN, create_staff, er
 
 pytestmark = pytest.mark.integration
 
-DEACTIVATE = 'mutation($id: ID!) { deactivateUser(id: $id, reason: "left the company") { id status } }'
+DEACTIVATE = (
+    'mutation($id: ID!) { deactivateUser(id: $id, reason: "left the company") { id status } }'
+)
 
 
 async def deactivate(running, org, user_id):
@@ -183,11 +185,14 @@ async def test_internal_grpc_needs_the_internal_credential(running, org):
     async with grpc.aio.insecure_channel(running.grpc_target) as channel:
         stub = identity_pb2_grpc.IdentityStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.GetUsers(identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id]))
+            await stub.GetUsers(
+                identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id])
+            )
         assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
         md = (("x-doorward-internal", INTERNAL_TOKEN),)
         users = await stub.GetUsers(
-            identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id, "nobody"]), metadata=md
+            identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id, "nobody"]),
+            metadata=md,
         )
         assert [u.id for u in users.users] == [org.admin_id]
         assert users.users[0].roles == ["ADMIN"] and users.users[0].status == identity_pb2.ACTIVE
@@ -195,10 +200,14 @@ async def test_internal_grpc_needs_the_internal_credential(running, org):
             identity_pb2.GetUsersRequest(org_id="another-org", user_ids=[org.admin_id]), metadata=md
         )
         assert list(other.users) == []
-        policy = await stub.GetOrgPolicy(identity_pb2.GetOrgPolicyRequest(org_id=org.id), metadata=md)
+        policy = await stub.GetOrgPolicy(
+            identity_pb2.GetOrgPolicyRequest(org_id=org.id), metadata=md
+        )
         assert sorted(policy.mfa_required_roles) == ["ADMIN", "AUDITOR"]
         check = await stub.CheckSession(
-            identity_pb2.CheckSessionRequest(user_id=org.admin_id, org_id=org.id, epoch=0, session_id="nope"),
+            identity_pb2.CheckSessionRequest(
+                user_id=org.admin_id, org_id=org.id, epoch=0, session_id="nope"
+            ),
             metadata=md,
         )
         assert not check.valid and check.reason == "revoked"

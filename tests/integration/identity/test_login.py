@@ -2,6 +2,7 @@ import pytest
 
 from tests.integration.identity.conftest import (
     ADMIN_PASSWORD,
+    CHANGE_PASSWORD,
     NEW_PASSWORD,
     USER_PASSWORD,
     create_staff,
@@ -46,22 +47,16 @@ async def test_initial_password_must_be_changed_and_restricted_token_does_nothin
     for query in ("{ me { id } }", "{ regions { id } }", "{ users { id } }"):
         assert error_code(await running.gql(query, token=restricted)) == "FORBIDDEN"
     weak = await running.gql(
-        'mutation { changePassword(currentPassword: "%s", newPassword: "password1234") }'
-        % USER_PASSWORD,
-        token=restricted,
+        CHANGE_PASSWORD, {"c": USER_PASSWORD, "n": "password1234"}, token=restricted
     )
     assert error_code(weak) == "BAD_USER_INPUT"
     assert "password1234" not in str(weak)
     wrong = await running.gql(
-        'mutation { changePassword(currentPassword: "not-my-password!", newPassword: "%s") }'
-        % NEW_PASSWORD,
-        token=restricted,
+        CHANGE_PASSWORD, {"c": "not-my-password!", "n": NEW_PASSWORD}, token=restricted
     )
     assert error_code(wrong) == "BAD_USER_INPUT"
     done = await running.gql(
-        'mutation { changePassword(currentPassword: "%s", newPassword: "%s") }'
-        % (USER_PASSWORD, NEW_PASSWORD),
-        token=restricted,
+        CHANGE_PASSWORD, {"c": USER_PASSWORD, "n": NEW_PASSWORD}, token=restricted
     )
     assert done["data"]["changePassword"] is True
     # Every session ended with the change; the old password is dead, the new one works.

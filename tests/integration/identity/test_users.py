@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 USERS = "query($r: ID, $role: Role) { users(regionId: $r, role: $role) { id regions { id name } } }"
 USER = "query($id: ID!) { user(id: $id) { id email regions { id } } }"
 ENTITIES = """
-query($r: [_Any!]!) { _entities(representations: $r) { ... on User { id email } ... on Region { id name } } }"""
+query($r: [_Any!]!) {
+  _entities(representations: $r) { ... on User { id email } ... on Region { id name } }
+}"""
 
 
 @pytest.fixture
@@ -122,9 +124,13 @@ async def test_only_admins_administer_and_refusals_are_audited(running, org, lon
 
 
 async def test_role_change_kills_old_tokens_and_is_audited(running, org, london_manchester):
-    london, manchester, dispatcher, ldn_tech, _, _ = london_manchester
+    _london, manchester, _dispatcher, ldn_tech, _, _ = london_manchester
     update = await running.gql(
-        "mutation($id: ID!, $r: [ID!]) { updateUser(id: $id, input: {regionIds: $r, roles: [DISPATCHER]}) { id roles regions { id } } }",
+        """mutation($id: ID!, $r: [ID!]) {
+          updateUser(id: $id, input: {regionIds: $r, roles: [DISPATCHER]}) {
+            id roles regions { id }
+          }
+        }""",
         {"id": ldn_tech.id, "r": [manchester]},
         token=org.admin_token,
     )
