@@ -8,6 +8,7 @@ changePassword, enrollMfa, confirmMfa and logout also accept a restricted token.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from typing import Any, TypeVar
 import strawberry
 import strawberry.federation
 from fastapi import Request
+from graphql import GraphQLError
 from strawberry.fastapi import BaseContext, GraphQLRouter
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
@@ -27,6 +29,7 @@ from services.identity.runtime import Identity
 from services.identity.service.identity import AuthResult, UserChanges, UserView
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @strawberry.enum
@@ -375,8 +378,24 @@ class Mutation:
         return User.from_view(done.user)
 
 
+class IdentitySchema(strawberry.federation.Schema):
+    """strawberry logs every error together with the operation's source text, and a login
+    written without variables carries the password in it. Log the error code only."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, DoorwardError):
+                code = original.code.value
+            else:
+                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
+            log.info("graphql request refused", extra={"fields": {"error.code": code}})
+
+
 def build_schema() -> strawberry.federation.Schema:
-    return strawberry.federation.Schema(
+    return IdentitySchema(
         query=Query,
         mutation=Mutation,
         types=[User, Region],
