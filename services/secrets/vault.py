@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -145,7 +146,9 @@ class VaultGateway:
         with self._tracer.start_as_current_span(f"vault.{what}"):
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(self._pool, self._run, what, fn)
+                # Copy the context so the requests spans are children of this one.
+                context = contextvars.copy_context()
+                return await loop.run_in_executor(self._pool, context.run, self._run, what, fn)
             except DoorwardError:
                 raise
             except _DOWN as error:
