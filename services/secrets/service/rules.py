@@ -86,8 +86,11 @@ def decode_token(prefix: str, token: str) -> str | None:
     if not isinstance(token, str) or not token.startswith(prefix) or len(token) > 2048:
         return None
     body = token[len(prefix) :]
+    if not body:
+        return None
     try:
-        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        padded = body + "=" * (-len(body) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         return None
 
