@@ -1,0 +1,960 @@
+"""Federation v2 composition: subgraph SDLs -> supergraph SDL (join v0.3) -> runtime model.
+
+Both start-up paths (compose from live subgraphs, or read a supergraph file) end in
+`Supergraph.from_sdl`, so the runtime model is always built from the supergraph SDL text.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from graphql import (
+    DirectiveNode,
+    DocumentNode,
+    EnumTypeDefinitionNode,
+    EnumTypeExtensionNode,
+    FieldDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    InputObjectTypeDefinitionNode,
+    InputObjectTypeExtensionNode,
+    InputValueDefinitionNode,
+    InterfaceTypeDefinitionNode,
+    InterfaceTypeExtensionNode,
+    ListTypeNode,
+    NamedTypeNode,
+    NameNode,
+    NonNullTypeNode,
+    ObjectTypeDefinitionNode,
+    ObjectTypeExtensionNode,
+    OperationType,
+    OperationTypeDefinitionNode,
+    ScalarTypeDefinitionNode,
+    ScalarTypeExtensionNode,
+    SchemaDefinitionNode,
+    SchemaExtensionNode,
+    SelectionSetNode,
+    StringValueNode,
+    TypeNode,
+    UnionTypeDefinitionNode,
+    UnionTypeExtensionNode,
+    build_ast_schema,
+    parse,
+    print_ast,
+    validate_schema,
+)
+from graphql.language import (
+    BooleanValueNode,
+    DirectiveDefinitionNode,
+    EnumValueNode,
+    FieldNode,
+    TypeDefinitionNode,
+    TypeExtensionNode,
+    ValueNode,
+)
+
+JOIN_URL = "https://specs.apollo.dev/join/v0.3"
+ROOT_KINDS = ("query", "mutation", "subscription")
+ROOT_NAMES = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
+
+# Federation internals a subgraph exposes that never reach the supergraph.
+FED_TYPES = {"_Any", "_Entity", "_Service", "FieldSet", "_FieldSet", "link__Import",
+             "link__Purpose", "federation__FieldSet", "federation__Scope", "federation__Policy",
+             "federation__ContextFieldValue"}
+FED_ROOT_FIELDS = {"_entities", "_service"}
+
+# Directive definitions used to validate a subgraph SDL with graphql-core. Unknown custom
+# directives are stripped before validation: composition does not carry them (no @composeDirective).
+FED_PRELUDE = """
+scalar FieldSet
+scalar link__Import
+scalar _Any
+scalar federation__Scope
+scalar federation__Policy
+scalar federation__ContextFieldValue
+enum link__Purpose { SECURITY EXECUTION }
+type _Service { sdl: String }
+directive @key(fields: FieldSet!, resolvable: Boolean = true) repeatable on OBJECT | INTERFACE
+directive @requires(fields: FieldSet!) on FIELD_DEFINITION
+directive @provides(fields: FieldSet!) on FIELD_DEFINITION
+directive @external(reason: String) on OBJECT | FIELD_DEFINITION
+directive @shareable repeatable on OBJECT | FIELD_DEFINITION
+directive @inaccessible on FIELD_DEFINITION | OBJECT | INTERFACE | UNION | ARGUMENT_DEFINITION \
+| SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | INPUT_FIELD_DEFINITION
+directive @override(from: String!, label: String) on FIELD_DEFINITION
+directive @tag(name: String!) repeatable on FIELD_DEFINITION | OBJECT | INTERFACE | UNION \
+| ARGUMENT_DEFINITION | SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | INPUT_FIELD_DEFINITION | SCHEMA
+directive @extends on OBJECT | INTERFACE
+directive @link(url: String, as: String, for: link__Purpose, import: [link__Import]) \
+repeatable on SCHEMA
+directive @composeDirective(name: String!) repeatable on SCHEMA
+directive @interfaceObject on OBJECT
+directive @authenticated on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM
+directive @requiresScopes(scopes: [[federation__Scope!]!]!) on FIELD_DEFINITION | OBJECT \
+| INTERFACE | SCALAR | ENUM
+directive @policy(policies: [[federation__Policy!]!]!) on FIELD_DEFINITION | OBJECT \
+| INTERFACE | SCALAR | ENUM
+"""
+_PRELUDE_DOC = parse(FED_PRELUDE, no_location=True)
+_PRELUDE_NAMES = {d.name.value for d in _PRELUDE_DOC.definitions if hasattr(d, "name")}
+
+
+class CompositionError(Exception):
+    """Composition failed; `errors` holds one message per problem, each naming subgraphs."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("composition failed:\n- " + "\n- ".join(errors))
+        self.errors = errors
+
+
+@lru_cache(maxsize=1024)
+def parse_field_set(fields: str) -> SelectionSetNode:
+    """A federation FieldSet ("id", "sku package { id }") as a selection set."""
+    op = parse("{" + fields + "}", no_location=True).definitions[0]
+    return op.selection_set  # type: ignore[attr-defined, no-any-return]
+
+
+def _fed_name(name: str) -> str:
+    return name[len("federation__"):] if name.startswith("federation__") else name
+
+
+def _directives(node: Any, name: str) -> list[DirectiveNode]:
+    return [d for d in (node.directives or ()) if _fed_name(d.name.value) == name]
+
+
+def _arg(directive: DirectiveNode, name: str) -> ValueNode | None:
+    for a in directive.arguments or ():
+        if a.name.value == name:
+            return a.value
+    return None
+
+
+def _str_arg(directive: DirectiveNode, name: str) -> str | None:
+    v = _arg(directive, name)
+    return v.value if isinstance(v, StringValueNode | EnumValueNode) else None
+
+
+def _bool_arg(directive: DirectiveNode, name: str, default: bool) -> bool:
+    v = _arg(directive, name)
+    return v.value if isinstance(v, BooleanValueNode) else default
+
+
+def _named(t: TypeNode) -> str:
+    while isinstance(t, NonNullTypeNode | ListTypeNode):
+        t = t.type
+    assert isinstance(t, NamedTypeNode)
+    return t.name.value
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgraph model (input of composition)
+
+
+@dataclass
+class SubField:
+    node: FieldDefinitionNode | InputValueDefinitionNode
+    external: bool = False
+    shareable: bool = False
+    inaccessible: bool = False
+    requires: str | None = None
+    provides: str | None = None
+    override: str | None = None
+
+
+@dataclass
+class SubType:
+    name: str
+    kind: str  # object | interface | union | enum | input | scalar
+    description: StringValueNode | None = None
+    fields: dict[str, SubField] = field(default_factory=dict)
+    keys: list[tuple[str, bool]] = field(default_factory=list)
+    interfaces: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+    values: dict[str, bool] = field(default_factory=dict)  # enum value -> inaccessible
+    value_nodes: dict[str, Any] = field(default_factory=dict)
+    inaccessible: bool = False
+    extension: bool = False
+
+
+@dataclass
+class Subgraph:
+    name: str
+    url: str
+    types: dict[str, SubType]
+    roots: dict[str, str]  # operation kind -> type name in this subgraph
+
+
+_KIND = {
+    ObjectTypeDefinitionNode: "object", ObjectTypeExtensionNode: "object",
+    InterfaceTypeDefinitionNode: "interface", InterfaceTypeExtensionNode: "interface",
+    UnionTypeDefinitionNode: "union", UnionTypeExtensionNode: "union",
+    EnumTypeDefinitionNode: "enum", EnumTypeExtensionNode: "enum",
+    InputObjectTypeDefinitionNode: "input", InputObjectTypeExtensionNode: "input",
+    ScalarTypeDefinitionNode: "scalar", ScalarTypeExtensionNode: "scalar",
+}
+_DEF_OF = {
+    ObjectTypeExtensionNode: ObjectTypeDefinitionNode,
+    InterfaceTypeExtensionNode: InterfaceTypeDefinitionNode,
+    UnionTypeExtensionNode: UnionTypeDefinitionNode,
+    EnumTypeExtensionNode: EnumTypeDefinitionNode,
+    InputObjectTypeExtensionNode: InputObjectTypeDefinitionNode,
+    ScalarTypeExtensionNode: ScalarTypeDefinitionNode,
+}
+
+
+def _strip_unknown_directives(node: Any, known: set[str]) -> Any:
+    """A copy of a definition node without directives graphql-core would not know."""
+    if not hasattr(node, "directives") or node.directives is None:
+        return node
+    node = copy.copy(node)
+    node.directives = tuple(d for d in node.directives if d.name.value in known)
+    for attr in ("fields", "values", "arguments"):
+        children = getattr(node, attr, None)
+        if children:
+            setattr(node, attr, tuple(_strip_unknown_directives(c, known) for c in children))
+    return node
+
+
+def _rename_fed(node: Any) -> Any:
+    """`@federation__key` -> `@key` so one prelude validates both spellings."""
+    if getattr(node, "directives", None):
+        node = copy.copy(node)
+        node.directives = tuple(
+            DirectiveNode(name=NameNode(value=_fed_name(d.name.value)), arguments=d.arguments)
+            for d in node.directives
+        )
+        for attr in ("fields", "values", "arguments"):
+            children = getattr(node, attr, None)
+            if children:
+                setattr(node, attr, tuple(_rename_fed(c) for c in children))
+    return node
+
+
+def parse_subgraph(name: str, url: str, sdl: str) -> Subgraph:
+    """Parse and validate one subgraph's `_service { sdl }`."""
+    try:
+        doc = parse(sdl, no_location=True)
+    except GraphQLError as exc:
+        raise CompositionError([f'subgraph "{name}": invalid SDL: {exc.message}']) from exc
+    defs = [_rename_fed(d) for d in doc.definitions
+            if not (hasattr(d, "name") and d.name and d.name.value in _PRELUDE_NAMES)]
+    own_directives = {d.name.value for d in defs if isinstance(d, DirectiveDefinitionNode)}
+    known = _PRELUDE_NAMES | own_directives | {"deprecated", "specifiedBy", "oneOf"}
+    defs = [_strip_unknown_directives(d, known) for d in defs]
+    # Federation 1 style `extend type X` with no base definition: make it a definition.
+    defined = {d.name.value for d in defs if isinstance(d, TypeDefinitionNode)}
+    fixed: list[Any] = []
+    for d in defs:
+        if isinstance(d, TypeExtensionNode) and d.name.value not in defined:
+            base = _DEF_OF[type(d)]
+            kwargs = {k: getattr(d, k, None) for k in base.keys if k != "description"}
+            fixed.append(base(**kwargs))
+            defined.add(d.name.value)
+        else:
+            fixed.append(d)
+    check_doc = DocumentNode(definitions=(*_PRELUDE_DOC.definitions, *fixed))
+    try:
+        schema = build_ast_schema(check_doc)
+    except (GraphQLError, TypeError) as exc:
+        msg = getattr(exc, "message", str(exc))
+        raise CompositionError([f'subgraph "{name}": invalid schema: {msg}']) from exc
+    problems = validate_schema(schema)
+    if problems:
+        raise CompositionError([f'subgraph "{name}": invalid schema: {e.message}' for e in problems])
+    return _subgraph_model(name, url, fixed, schema)
+
+
+def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema) -> Subgraph:
+    roots: dict[str, str] = {}
+    for kind in ROOT_KINDS:
+        t = schema.get_root_type(OperationType(kind))
+        if t is not None:
+            roots[kind] = t.name
+    root_rename = {v: ROOT_NAMES[k] for k, v in roots.items()}
+    types: dict[str, SubType] = {}
+    for d in defs:
+        kind = _KIND.get(type(d))
+        if kind is None or d.name.value in FED_TYPES:
+            continue
+        tname = root_rename.get(d.name.value, d.name.value)
+        st = types.get(tname)
+        if st is None:
+            st = types[tname] = SubType(tname, kind)
+        if isinstance(d, TypeDefinitionNode):
+            st.description = st.description or d.description
+        if _directives(d, "extends"):
+            st.extension = True
+        type_shareable = bool(_directives(d, "shareable"))
+        type_external = bool(_directives(d, "external"))
+        st.inaccessible = st.inaccessible or bool(_directives(d, "inaccessible"))
+        for k in _directives(d, "key"):
+            st.keys.append((_str_arg(k, "fields") or "", _bool_arg(k, "resolvable", True)))
+        st.interfaces += [i.name.value for i in getattr(d, "interfaces", None) or ()]
+        st.members += [m.name.value for m in getattr(d, "types", None) or ()]
+        for v in getattr(d, "values", None) or ():
+            if kind == "enum":
+                st.values[v.name.value] = bool(_directives(v, "inaccessible"))
+                st.value_nodes[v.name.value] = v
+        for f in getattr(d, "fields", None) or ():
+            if tname == "Query" and f.name.value in FED_ROOT_FIELDS:
+                continue
+            req = _directives(f, "requires")
+            prov = _directives(f, "provides")
+            ovr = _directives(f, "override")
+            st.fields[f.name.value] = SubField(
+                node=f,
+                external=type_external or bool(_directives(f, "external")),
+                shareable=type_shareable or bool(_directives(f, "shareable")),
+                inaccessible=bool(_directives(f, "inaccessible")),
+                requires=_str_arg(req[0], "fields") if req else None,
+                provides=_str_arg(prov[0], "fields") if prov else None,
+                override=_str_arg(ovr[0], "from") if ovr else None,
+            )
+    for st in types.values():  # root fields and renamed roots
+        for sf in st.fields.values():
+            if _named(sf.node.type) in root_rename:
+                sf.node = copy.copy(sf.node)
+                sf.node.type = _rename_named(sf.node.type, root_rename)
+    return Subgraph(name, url, types, {k: ROOT_NAMES[k] for k in roots})
+
+
+def _rename_named(t: TypeNode, mapping: Mapping[str, str]) -> TypeNode:
+    if isinstance(t, NonNullTypeNode):
+        return NonNullTypeNode(type=_rename_named(t.type, mapping))
+    if isinstance(t, ListTypeNode):
+        return ListTypeNode(type=_rename_named(t.type, mapping))
+    assert isinstance(t, NamedTypeNode)
+    return NamedTypeNode(name=NameNode(value=mapping.get(t.name.value, t.name.value)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition
+
+
+def _graph_enum(name: str) -> str:
+    out = "".join(c if c.isalnum() else "_" for c in name).upper()
+    return out if not out[:1].isdigit() else "_" + out
+
+
+def _nullable(t: TypeNode) -> TypeNode:
+    return t.type if isinstance(t, NonNullTypeNode) else t
+
+
+def _merge_output_type(a: TypeNode, b: TypeNode) -> TypeNode | None:
+    """The supergraph type of an output field defined as `a` and `b`: the more nullable one."""
+    if print_ast(a) == print_ast(b):
+        return a
+    na, nb = _nullable(a), _nullable(b)
+    if isinstance(na, ListTypeNode) and isinstance(nb, ListTypeNode):
+        inner = _merge_output_type(na.type, nb.type)
+        return None if inner is None else ListTypeNode(type=inner)
+    if print_ast(na) == print_ast(nb):
+        return na
+    return None
+
+
+def _field_set_fields(fields: str) -> Iterable[tuple[str, SelectionSetNode | None]]:
+    for sel in parse_field_set(fields).selections:
+        if isinstance(sel, FieldNode):
+            yield sel.name.value, sel.selection_set
+
+
+def _check_field_set(sg: Subgraph, tname: str, fields: str, what: str, errors: list[str]) -> None:
+    try:
+        sels = parse_field_set(fields)
+    except GraphQLError as exc:
+        errors.append(f'subgraph "{sg.name}": invalid {what} "{fields}" on "{tname}": {exc.message}')
+        return
+    _check_selection(sg, tname, sels, what, fields, errors)
+
+
+def _check_selection(sg: Subgraph, tname: str, sels: SelectionSetNode, what: str, fields: str,
+                     errors: list[str]) -> None:
+    st = sg.types.get(tname)
+    for sel in sels.selections:
+        if not isinstance(sel, FieldNode):
+            # inline fragments in field sets (on abstract types)
+            cond = getattr(sel, "type_condition", None)
+            if cond is not None and sel.selection_set is not None:  # type: ignore[attr-defined]
+                _check_selection(sg, cond.name.value, sel.selection_set,  # type: ignore[attr-defined]
+                                 what, fields, errors)
+            continue
+        fname = sel.name.value
+        if fname == "__typename":
+            continue
+        if st is None or fname not in st.fields:
+            errors.append(f'subgraph "{sg.name}": {what} "{fields}" on "{tname}" selects unknown '
+                          f'field "{tname}.{fname}"')
+            continue
+        if sel.selection_set is not None:
+            _check_selection(sg, _named(st.fields[fname].node.type), sel.selection_set, what,
+                             fields, errors)
+
+
+def compose(subgraphs: Mapping[str, tuple[str, str]]) -> str:
+    """Compose {name: (url, sdl)} into a supergraph SDL; raise CompositionError on conflicts."""
+    errors: list[str] = []
+    parsed: list[Subgraph] = []
+    for name, (url, sdl) in subgraphs.items():
+        try:
+            parsed.append(parse_subgraph(name, url, sdl))
+        except CompositionError as exc:
+            errors += exc.errors
+    if errors:
+        raise CompositionError(errors)
+    return _Composer(parsed).run()
+
+
+class _Composer:
+    def __init__(self, subgraphs: list[Subgraph]) -> None:
+        self.sgs = subgraphs
+        self.by_name = {s.name: s for s in subgraphs}
+        self.enum_of = {s.name: _graph_enum(s.name) for s in subgraphs}
+        self.errors: list[str] = []
+        self.out: list[str] = []
+        self.uses_inaccessible = False
+        self.inaccessible_types: set[str] = set()
+        self.input_types_used: set[str] = set()
+
+    def run(self) -> str:
+        enum_names = list(self.enum_of.values())
+        if len(set(enum_names)) != len(enum_names):
+            self.errors.append("two subgraph names map to the same join__Graph value: "
+                               + ", ".join(sorted(self.enum_of)))
+        names: dict[str, list[Subgraph]] = {}
+        for sg in self.sgs:
+            for tname in sg.types:
+                names.setdefault(tname, []).append(sg)
+            for st in sg.types.values():
+                for sf in st.fields.values():
+                    for a in getattr(sf.node, "arguments", None) or ():
+                        self.input_types_used.add(_named(a.type))
+                    if st.kind == "input":
+                        self.input_types_used.add(_named(sf.node.type))
+        for tname, sgs in names.items():
+            kinds = {sg.types[tname].kind for sg in sgs}
+            if len(kinds) > 1:
+                detail = ", ".join(f'{sg.types[tname].kind.upper()} in subgraph "{sg.name}"'
+                                   for sg in sgs)
+                self.errors.append(f'type "{tname}" has mismatched kinds: {detail}')
+                continue
+            if any(sg.types[tname].inaccessible for sg in sgs):
+                self.inaccessible_types.add(tname)
+        if self.errors:
+            raise CompositionError(self.errors)
+        if "Query" not in names:
+            raise CompositionError(["no subgraph defines a Query type"])
+        bodies: list[str] = []
+        for tname in sorted(names, key=lambda n: (n not in ROOT_NAMES.values(), n)):
+            bodies.append(self._type(tname, names[tname]))
+        self._check_satisfiable(names)
+        if self.errors:
+            raise CompositionError(self.errors)
+        return self._header(names) + "\n\n".join(b for b in bodies if b) + "\n"
+
+    # -- printing helpers -------------------------------------------------------------------
+
+    def _desc(self, node: StringValueNode | None, indent: str = "") -> str:
+        if node is None:
+            return ""
+        printed = print_ast(StringValueNode(value=node.value, block=True))
+        return "\n".join(indent + line for line in printed.split("\n")) + "\n"
+
+    def _jt(self, graph: str, **kw: Any) -> str:
+        args = [f"graph: {self.enum_of[graph]}"]
+        for k, v in kw.items():
+            if v is None:
+                continue
+            args.append(f"{k}: {_gql_literal(v)}")
+        return "@join__type(" + ", ".join(args) + ")"
+
+    def _header(self, names: Mapping[str, list[Subgraph]]) -> str:
+        roots = [f"  {k}: {ROOT_NAMES[k]}" for k in ROOT_KINDS if ROOT_NAMES[k] in names]
+        links = ['@link(url: "https://specs.apollo.dev/link/v1.0")',
+                 f'@link(url: "{JOIN_URL}", for: EXECUTION)']
+        if self.uses_inaccessible:
+            links.append('@link(url: "https://specs.apollo.dev/inaccessible/v0.2", for: SECURITY)')
+        graphs = "\n".join(
+            f'  {self.enum_of[sg.name]} @join__graph(name: {_gql_literal(sg.name)}, '
+            f'url: {_gql_literal(sg.url)})' for sg in sorted(self.sgs, key=lambda s: s.name))
+        inacc = ("directive @inaccessible on FIELD_DEFINITION | OBJECT | INTERFACE | UNION | "
+                 "ARGUMENT_DEFINITION | SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | "
+                 "INPUT_FIELD_DEFINITION\n\n") if self.uses_inaccessible else ""
+        return (
+            "schema\n  " + "\n  ".join(links) + "\n{\n" + "\n".join(roots) + "\n}\n\n" + inacc +
+            "directive @join__enumValue(graph: join__Graph!) repeatable on ENUM_VALUE\n\n"
+            "directive @join__field(graph: join__Graph, requires: join__FieldSet, provides: "
+            "join__FieldSet, type: String, external: Boolean, override: String, usedOverridden: "
+            "Boolean) repeatable on FIELD_DEFINITION | INPUT_FIELD_DEFINITION\n\n"
+            "directive @join__graph(name: String!, url: String!) on ENUM_VALUE\n\n"
+            "directive @join__implements(graph: join__Graph!, interface: String!) repeatable on "
+            "OBJECT | INTERFACE\n\n"
+            "directive @join__type(graph: join__Graph!, key: join__FieldSet, extension: Boolean! "
+            "= false, resolvable: Boolean! = true, isInterfaceObject: Boolean! = false) repeatable "
+            "on OBJECT | INTERFACE | UNION | ENUM | INPUT_OBJECT | SCALAR\n\n"
+            "directive @join__unionMember(graph: join__Graph!, member: String!) repeatable on "
+            "UNION\n\n"
+            "directive @link(url: String, as: String, for: link__Purpose, import: "
+            "[link__Import]) repeatable on SCHEMA\n\n"
+            "scalar join__FieldSet\n\n"
+            "enum join__Graph {\n" + graphs + "\n}\n\n"
+            "scalar link__Import\n\n"
+            "enum link__Purpose {\n  \"\"\"\n  `SECURITY` features provide metadata necessary to "
+            "securely resolve fields.\n  \"\"\"\n  SECURITY\n\n  \"\"\"\n  `EXECUTION` features "
+            "provide metadata necessary for operation execution.\n  \"\"\"\n  EXECUTION\n}\n\n"
+        )
+
+    def _inacc(self, flag: bool) -> str:
+        if flag:
+            self.uses_inaccessible = True
+            return " @inaccessible"
+        return ""
+
+    # -- types --------------------------------------------------------------------------------
+
+    def _type(self, tname: str, sgs: list[Subgraph]) -> str:
+        kind = sgs[0].types[tname].kind
+        subs = [sg.types[tname] for sg in sgs]
+        desc = next((s.description for s in subs if s.description), None)
+        inacc = self._inacc(tname in self.inaccessible_types)
+        head = self._desc(desc)
+        jts: list[str] = []
+        for sg, st in zip(sgs, subs, strict=True):
+            ext = True if st.extension else None
+            if kind in ("object", "interface") and st.keys:
+                for fields, resolvable in st.keys:
+                    _check_field_set(sg, tname, fields, "@key", self.errors)
+                    jts.append(self._jt(sg.name, key=fields, extension=ext,
+                                        resolvable=None if resolvable else False))
+            else:
+                jts.append(self._jt(sg.name, extension=ext))
+        directives = "".join("\n  " + j for j in jts)
+        if kind == "scalar":
+            return f"{head}scalar {tname}{directives}{inacc}"
+        if kind == "union":
+            members: list[str] = []
+            jm: list[str] = []
+            for sg, st in zip(sgs, subs, strict=True):
+                for m in st.members:
+                    if m not in members:
+                        members.append(m)
+                    jm.append(f"@join__unionMember(graph: {self.enum_of[sg.name]}, "
+                              f"member: {_gql_literal(m)})")
+            members = [m for m in members if m not in self.inaccessible_types] + \
+                [m for m in members if m in self.inaccessible_types]
+            return (f"{head}union {tname}{directives}" + "".join("\n  " + j for j in jm) +
+                    f"{inacc}\n  = " + " | ".join(members))
+        if kind == "enum":
+            return head + f"enum {tname}{directives}{inacc}\n{{\n" + self._enum_values(
+                tname, sgs, subs) + "\n}"
+        if kind == "input":
+            return head + f"input {tname}{directives}{inacc}\n{{\n" + self._input_fields(
+                tname, sgs, subs) + "\n}"
+        impls: list[str] = []
+        ji: list[str] = []
+        for sg, st in zip(sgs, subs, strict=True):
+            for i in st.interfaces:
+                if i not in impls:
+                    impls.append(i)
+                ji.append(f"@join__implements(graph: {self.enum_of[sg.name]}, "
+                          f"interface: {_gql_literal(i)})")
+        keyword = "type" if kind == "object" else "interface"
+        impl = (" implements " + " & ".join(impls)) if impls else ""
+        return (f"{head}{keyword} {tname}{impl}" + "".join("\n  " + j for j in ji) + directives +
+                f"{inacc}\n{{\n" + self._fields(tname, kind, sgs, subs) + "\n}")
+
+    def _enum_values(self, tname: str, sgs: list[Subgraph], subs: list[SubType]) -> str:
+        order: list[str] = []
+        for st in subs:
+            order += [v for v in st.values if v not in order]
+        if tname in self.input_types_used and len(subs) > 1:
+            sets = {sg.name: set(st.values) for sg, st in zip(sgs, subs, strict=True)}
+            if len({frozenset(s) for s in sets.values()}) > 1:
+                detail = ", ".join(f'{sorted(v)} in subgraph "{n}"' for n, v in sets.items())
+                self.errors.append(f'enum "{tname}" is used as an input and its values differ '
+                                   f'across subgraphs: {detail}')
+        lines: list[str] = []
+        for v in order:
+            node = next(st.value_nodes[v] for st in subs if v in st.value_nodes)
+            joins = "".join(f" @join__enumValue(graph: {self.enum_of[sg.name]})"
+                            for sg, st in zip(sgs, subs, strict=True) if v in st.values)
+            inacc = self._inacc(any(st.values.get(v) for st in subs))
+            lines.append(self._desc(node.description, "  ") + f"  {v}{joins}{inacc}"
+                         + _deprecation(node))
+        return "\n".join(lines)
+
+    def _input_fields(self, tname: str, sgs: list[Subgraph], subs: list[SubType]) -> str:
+        names = [n for n in subs[0].fields if all(n in st.fields for st in subs)]
+        for sg, st in zip(sgs, subs, strict=True):
+            for n, sf in st.fields.items():
+                required = isinstance(sf.node.type, NonNullTypeNode) and \
+                    getattr(sf.node, "default_value", None) is None
+                if n not in names and required:
+                    missing = [o.name for o, ot in zip(sgs, subs, strict=True) if n not in ot.fields]
+                    self.errors.append(
+                        f'input field "{tname}.{n}" is required in subgraph "{sg.name}" but '
+                        f'missing in subgraph(s) ' + ", ".join(f'"{m}"' for m in missing))
+        lines = []
+        for n in names:
+            nodes = [st.fields[n].node for st in subs]
+            types = {print_ast(nd.type) for nd in nodes}
+            if len(types) > 1:
+                self.errors.append(f'input field "{tname}.{n}" has incompatible types across '
+                                   f'subgraphs: ' + ", ".join(
+                                       f'"{print_ast(nd.type)}" in subgraph "{sg.name}"'
+                                       for sg, nd in zip(sgs, nodes, strict=True)))
+            node = nodes[0]
+            assert isinstance(node, InputValueDefinitionNode)
+            inacc = self._inacc(any(st.fields[n].inaccessible for st in subs))
+            lines.append(self._desc(node.description, "  ") + "  " + _input_value(node) + inacc)
+        return "\n".join(lines)
+
+    def _fields(self, tname: str, kind: str, sgs: list[Subgraph], subs: list[SubType]) -> str:
+        order: list[str] = []
+        for st in subs:
+            order += [n for n in st.fields if n not in order]
+        key_fields: dict[str, set[str]] = {}
+        for sg, st in zip(sgs, subs, strict=True):
+            key_fields[sg.name] = {n for fs, _ in st.keys for n, _ in _field_set_fields(fs)}
+        lines: list[str] = []
+        for fname in order:
+            defs = [(sg, st.fields[fname]) for sg, st in zip(sgs, subs, strict=True)
+                    if fname in st.fields]
+            # @external copies do not widen the type: only resolving definitions decide it.
+            typing_defs = [d for d in defs if not d[1].external] or defs
+            ftype: TypeNode | None = typing_defs[0][1].node.type
+            for sg, sf in typing_defs[1:]:
+                merged = _merge_output_type(ftype, sf.node.type) if ftype is not None else None
+                if merged is None:
+                    self.errors.append(
+                        f'field "{tname}.{fname}" has incompatible types across subgraphs: '
+                        + ", ".join(f'"{print_ast(f.node.type)}" in subgraph "{g.name}"'
+                                    for g, f in defs))
+                    break
+                ftype = merged
+            if ftype is None:
+                continue
+            self._check_field(tname, kind, fname, defs, key_fields)
+            resolving = [sg for sg, sf in defs if not sf.external]
+            overridden = {sf.override for _, sf in defs if sf.override}
+            # A field with identical definitions in every subgraph of the type needs no join__field.
+            plain = (len(defs) == len(sgs) and not overridden and all(
+                not sf.external and not sf.requires and not sf.provides and
+                print_ast(sf.node.type) == print_ast(ftype) for _, sf in defs))
+            joins: list[str] = []
+            if not plain:
+                for sg, sf in defs:
+                    parts = [f"graph: {self.enum_of[sg.name]}"]
+                    if sf.requires:
+                        _check_field_set(sg, tname, sf.requires, "@requires", self.errors)
+                        parts.append(f"requires: {_gql_literal(sf.requires)}")
+                    if sf.provides:
+                        target = _named(sf.node.type)
+                        _check_field_set(sg, target, sf.provides, "@provides", self.errors)
+                        parts.append(f"provides: {_gql_literal(sf.provides)}")
+                    if print_ast(sf.node.type) != print_ast(ftype):
+                        parts.append(f"type: {_gql_literal(print_ast(sf.node.type))}")
+                    if sf.external:
+                        parts.append("external: true")
+                    if sf.override:
+                        parts.append(f"override: {_gql_literal(sf.override)}")
+                    if sg.name in overridden and not sf.override:
+                        parts.append("usedOverridden: true")
+                    joins.append("@join__field(" + ", ".join(parts) + ")")
+            if not resolving:
+                self.errors.append(f'field "{tname}.{fname}" is marked @external in every '
+                                   f'subgraph that defines it: ' + ", ".join(
+                                       f'"{sg.name}"' for sg, _ in defs))
+            node = defs[0][1].node
+            assert isinstance(node, FieldDefinitionNode)
+            args = self._args(tname, fname, defs)
+            inacc = self._inacc(any(sf.inaccessible for _, sf in defs))
+            if not inacc and _named(ftype) in self.inaccessible_types and \
+                    tname not in self.inaccessible_types:
+                self.errors.append(f'field "{tname}.{fname}" returns @inaccessible type '
+                                   f'"{_named(ftype)}" but is not @inaccessible itself')
+            lines.append(self._desc(node.description, "  ") + f"  {fname}{args}: "
+                         f"{print_ast(ftype)}" + "".join(" " + j for j in joins) + inacc
+                         + _deprecation(node))
+        return "\n".join(lines)
+
+    def _args(self, tname: str, fname: str, defs: list[tuple[Subgraph, SubField]]) -> str:
+        per = [{a.name.value: a for a in getattr(sf.node, "arguments", None) or ()}
+               for _, sf in defs]
+        names = [n for n in per[0] if all(n in p for p in per)]
+        for (sg, _), p in zip(defs, per, strict=True):
+            for n, a in p.items():
+                if n not in names and isinstance(a.type, NonNullTypeNode) and a.default_value is None:
+                    self.errors.append(f'argument "{tname}.{fname}({n}:)" is required in subgraph '
+                                       f'"{sg.name}" but missing in other subgraphs defining the '
+                                       f'field')
+        out = []
+        for n in names:
+            types = {print_ast(p[n].type) for p in per}
+            if len(types) > 1:
+                self.errors.append(f'argument "{tname}.{fname}({n}:)" has incompatible types '
+                                   f'across subgraphs: ' + ", ".join(
+                                       f'"{print_ast(p[n].type)}" in subgraph "{sg.name}"'
+                                       for (sg, _), p in zip(defs, per, strict=True)))
+            inacc = self._inacc(any(_directives(p[n], "inaccessible") for p in per))
+            out.append(_input_value(per[0][n]) + inacc)
+        return ("(" + ", ".join(out) + ")") if out else ""
+
+    def _check_field(self, tname: str, kind: str, fname: str,
+                     defs: list[tuple[Subgraph, SubField]], key_fields: dict[str, set[str]]) -> None:
+        if kind != "object":
+            return
+        resolving = [(sg, sf) for sg, sf in defs if not sf.external and not sf.override]
+        overridden = {sf.override for _, sf in defs if sf.override}
+        resolving = [(sg, sf) for sg, sf in resolving if sg.name not in overridden] + \
+            [(sg, sf) for sg, sf in defs if sf.override]
+        if len(resolving) < 2:
+            return
+        non_shareable = [sg.name for sg, sf in resolving
+                         if not sf.shareable and fname not in key_fields.get(sg.name, set())]
+        if non_shareable:
+            self.errors.append(
+                f'non-shareable field "{tname}.{fname}" is resolved from multiple subgraphs: it '
+                f'is resolved from subgraphs ' + ", ".join(f'"{sg.name}"' for sg, _ in resolving)
+                + " and defined as non-shareable in subgraph(s) "
+                + ", ".join(f'"{n}"' for n in non_shareable))
+
+    def _check_satisfiable(self, names: Mapping[str, list[Subgraph]]) -> None:
+        """Every field of an entity must be reachable through some key from each graph of the type."""
+        for tname, sgs in names.items():
+            if sgs[0].types[tname].kind != "object" or tname in ROOT_NAMES.values():
+                continue
+            for sg in sgs:
+                st = sg.types[tname]
+                for other in sgs:
+                    if other is sg:
+                        continue
+                    ot = other.types[tname]
+                    only_there = [n for n, sf in ot.fields.items() if not sf.external and
+                                  (n not in st.fields or st.fields[n].external) and
+                                  not any(n in g.types[tname].fields and
+                                          not g.types[tname].fields[n].external for g in sgs
+                                          if g is not other and g is not sg)]
+                    if not only_there:
+                        continue
+                    reachable = any(
+                        resolvable and all(f in st.fields and not st.fields[f].external
+                                           for f, _ in _field_set_fields(fs))
+                        for fs, resolvable in ot.keys)
+                    if not reachable:
+                        self.errors.append(
+                            f'cannot satisfy "{tname}.{only_there[0]}": it is resolved only by '
+                            f'subgraph "{other.name}", which has no resolvable @key whose fields '
+                            f'subgraph "{sg.name}" can provide')
+
+
+def _deprecation(node: Any) -> str:
+    for d in node.directives or ():
+        if d.name.value == "deprecated":
+            return " " + print_ast(d)
+    return ""
+
+
+def _input_value(node: InputValueDefinitionNode) -> str:
+    out = f"{node.name.value}: {print_ast(node.type)}"
+    if node.default_value is not None:
+        out += " = " + print_ast(node.default_value)
+    return out + _deprecation(node)
+
+
+def _gql_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return print_ast(StringValueNode(value=str(v)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime model, read from a supergraph SDL
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    graphs: frozenset[str]  # subgraphs that resolve the field
+    defined_in: frozenset[str]  # subgraphs whose schema has the field (resolving or @external)
+    requires: Mapping[str, str]  # subgraph -> field set
+    provides: Mapping[str, str]
+    type_name: str  # named output type
+
+
+@dataclass
+class TypeMeta:
+    name: str
+    kind: str
+    graphs: set[str] = field(default_factory=set)
+    keys: dict[str, list[str]] = field(default_factory=dict)  # graph -> resolvable key field sets
+    fields: dict[str, FieldMeta] = field(default_factory=dict)
+    # graph -> concrete object types (interfaces: implementations; unions: members)
+    possible: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Supergraph:
+    sdl: str
+    urls: dict[str, str]  # subgraph name -> url
+    types: dict[str, TypeMeta]
+    api_schema: GraphQLSchema
+
+    @classmethod
+    def from_sdl(cls, sdl: str) -> Supergraph:
+        doc = parse(sdl, no_location=True)
+        graph_names: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        for d in doc.definitions:
+            if isinstance(d, EnumTypeDefinitionNode) and d.name.value == "join__Graph":
+                for v in d.values or ():
+                    for jg in _directives(v, "join__graph"):
+                        graph_names[v.name.value] = _str_arg(jg, "name") or v.name.value
+                        urls[graph_names[v.name.value]] = _str_arg(jg, "url") or ""
+        if not graph_names:
+            raise CompositionError(["not a supergraph SDL: no join__Graph enum"])
+        roots = dict(ROOT_NAMES)
+        for d in doc.definitions:
+            if isinstance(d, SchemaDefinitionNode | SchemaExtensionNode):
+                for ot in d.operation_types or ():
+                    roots[ot.operation.value] = ot.type.name.value
+
+        def graph(dn: DirectiveNode) -> str | None:
+            v = _arg(dn, "graph")
+            return graph_names.get(v.value) if isinstance(v, EnumValueNode) else None
+
+        types: dict[str, TypeMeta] = {}
+        implements: list[tuple[str, str, str]] = []  # graph, object, interface
+        for d in doc.definitions:
+            kind = _KIND.get(type(d))
+            if kind is None:
+                continue
+            tname = d.name.value
+            if tname.startswith(("join__", "link__")):
+                continue
+            tm = types.setdefault(tname, TypeMeta(tname, kind))
+            for jt in _directives(d, "join__type"):
+                g = graph(jt)
+                if g is None:
+                    continue
+                tm.graphs.add(g)
+                key = _str_arg(jt, "key")
+                tm.keys.setdefault(g, [])
+                if key is not None and _bool_arg(jt, "resolvable", True):
+                    tm.keys[g].append(key)
+            for ji in _directives(d, "join__implements"):
+                g = graph(ji)
+                if g is not None:
+                    implements.append((g, tname, _str_arg(ji, "interface") or ""))
+            if kind == "union":
+                for jm in _directives(d, "join__unionMember"):
+                    g = graph(jm)
+                    if g is not None:
+                        tm.possible.setdefault(g, set()).add(_str_arg(jm, "member") or "")
+            for f in getattr(d, "fields", None) or ():
+                if kind == "input":
+                    continue
+                jfs = _directives(f, "join__field")
+                graphs: set[str] = set()
+                defined: set[str] = set()
+                requires: dict[str, str] = {}
+                provides: dict[str, str] = {}
+                if not jfs or all(graph(j) is None for j in jfs):
+                    graphs = set(tm.graphs)
+                    defined = set(tm.graphs)
+                for j in jfs:
+                    g = graph(j)
+                    if g is None:
+                        continue
+                    if _bool_arg(j, "usedOverridden", False):
+                        continue
+                    defined.add(g)
+                    if not _bool_arg(j, "external", False):
+                        graphs.add(g)
+                    if (r := _str_arg(j, "requires")) is not None:
+                        requires[g] = r
+                    if (p := _str_arg(j, "provides")) is not None:
+                        provides[g] = p
+                tm.fields[f.name.value] = FieldMeta(frozenset(graphs), frozenset(defined),
+                                                    requires, provides, _named(f.type))
+        for g, obj, iface in implements:
+            if iface in types:
+                types[iface].possible.setdefault(g, set()).add(obj)
+        # A type with no join__type at all (older supergraphs) lives in every graph.
+        for tm in types.values():
+            if not tm.graphs:
+                tm.graphs = set(graph_names.values())
+        api = build_api_schema(doc, roots)
+        return cls(sdl, urls, types, api)
+
+    def possible_types(self, abstract: str, graph: str) -> set[str]:
+        tm = self.types[abstract]
+        if tm.kind == "object":
+            return {abstract}
+        return tm.possible.get(graph, set())
+
+
+def _is_inaccessible(node: Any) -> bool:
+    return bool(_directives(node, "inaccessible"))
+
+
+def _keep_public_directives(node: Any) -> Any:
+    node = copy.copy(node)
+    node.directives = tuple(d for d in node.directives or ()
+                            if d.name.value in ("deprecated", "specifiedBy", "oneOf"))
+    return node
+
+
+def build_api_schema(doc: DocumentNode, roots: Mapping[str, str]) -> GraphQLSchema:
+    """The client-facing schema: no join/link machinery, no @inaccessible element."""
+    hidden = {d.name.value for d in doc.definitions
+              if isinstance(d, TypeDefinitionNode) and _is_inaccessible(d)}
+    defs: list[Any] = []
+    present: set[str] = set()
+    for d in doc.definitions:
+        if not isinstance(d, TypeDefinitionNode | TypeExtensionNode):
+            continue
+        name = d.name.value
+        if name.startswith(("join__", "link__")) or name in hidden:
+            continue
+        node = _keep_public_directives(d)
+        if getattr(node, "fields", None):
+            kept = []
+            for f in node.fields:
+                if _is_inaccessible(f) or _named(f.type) in hidden:
+                    continue
+                f = _keep_public_directives(f)
+                if getattr(f, "arguments", None):
+                    f.arguments = tuple(_keep_public_directives(a) for a in f.arguments
+                                        if not _is_inaccessible(a))
+                kept.append(f)
+            node.fields = tuple(kept)
+        if getattr(node, "values", None):
+            node.values = tuple(_keep_public_directives(v) for v in node.values
+                                if not _is_inaccessible(v))
+        if getattr(node, "types", None):
+            node.types = tuple(t for t in node.types if t.name.value not in hidden)
+        if getattr(node, "interfaces", None):
+            node.interfaces = tuple(t for t in node.interfaces if t.name.value not in hidden)
+        defs.append(node)
+        present.add(name)
+    ops = [OperationTypeDefinitionNode(operation=OperationType(k), type=NamedTypeNode(
+        name=NameNode(value=v))) for k, v in roots.items() if v in present]
+    defs.insert(0, SchemaDefinitionNode(operation_types=tuple(ops), directives=()))
+    schema = build_ast_schema(DocumentNode(definitions=tuple(defs)), assume_valid_sdl=True)
+    problems = validate_schema(schema)
+    if problems:
+        raise CompositionError([f"invalid API schema: {e.message}" for e in problems])
+    return schema
+
+
+def print_supergraph_sdl(subgraphs: Mapping[str, tuple[str, str]]) -> str:
+    """The standard supergraph SDL (join v0.3) for {name: (url, sdl)}."""
+    return compose(subgraphs)
+
+
+def load_supergraph(subgraphs: Mapping[str, tuple[str, str]]) -> Supergraph:
+    return Supergraph.from_sdl(compose(subgraphs))
