@@ -43,7 +43,7 @@ class FakeIdentity:
 
 
 @pytest.fixture
-def guard():
+async def guard():
     channel = ServiceChannel("127.0.0.1:1", "token")
     guard = IdentitySessionGuard(channel, watch=False)
     fake = FakeIdentity()
