@@ -53,3 +53,8 @@ def bootstrap(
         org, admin_email, echo=typer.echo, echo_err=lambda line: typer.echo(line, err=True)
     )
     raise typer.Exit(code)
+
+
+from services.audit.verify import audit_app  # noqa: E402 - `doorward audit verify` (audit's)
+
+app.add_typer(audit_app, name="audit")

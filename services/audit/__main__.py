@@ -1,0 +1,85 @@
+"""`python -m services.audit`: migrations, then FastAPI (GraphQL, /export) and gRPC in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from doorward.audit.v1 import audit_pb2_grpc
+
+from doorward_kit.auth import TokenVerifier
+from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.grpc import GrpcServer
+from doorward_kit.http import create_app
+from doorward_kit.logging import register_secret
+from doorward_kit.runner import ServiceParts, run_service
+from doorward_kit.session_guard import build_token_verifier
+from doorward_kit.settings import StackSettings
+from services.audit.api.graphql import build_router
+from services.audit.api.grpc import AuditServicer
+from services.audit.api.http import export_router
+from services.audit.runtime import AuditRuntime, checkpoint_loop, use_role
+from services.audit.service import AuditService
+from services.audit.settings import AuditSettings
+from services.audit.signing import load_or_create_signer
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def build_parts(
+    stack: StackSettings,
+    settings: AuditSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+) -> tuple[ServiceParts, AuditRuntime]:
+    """Everything but the serving; tests pass their own verifier (no identity running)."""
+    internal_token = stack.require_internal_token()
+    register_secret(internal_token)
+    await run_migrations_async(MIGRATIONS, settings.db_url)
+    db = Database(settings.db_url)
+    use_role(db, settings.audit_db_role)
+    signer = await asyncio.to_thread(
+        load_or_create_signer,
+        settings.audit_signing_key_file,
+        create=stack.env == "development",
+    )
+    service = AuditService(rules=settings.alert_rules(), signer=signer)
+    guard = None
+    if verifier is None:
+        verifier, guard = build_token_verifier(stack)
+    runtime = AuditRuntime(db=db, service=service, verifier=verifier)
+
+    app = create_app("doorward-audit", readiness=db.ping)
+    app.include_router(
+        build_router(runtime, development=stack.env == "development"), prefix="/graphql"
+    )
+    app.include_router(export_router(runtime))
+    grpc_server = GrpcServer(stack.host, stack.audit_grpc_port, internal_token)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(db, service), grpc_server.server)
+
+    async def checkpoints() -> None:
+        await checkpoint_loop(db, service, settings.audit_checkpoint_interval)
+
+    async def close() -> None:
+        if guard is not None:
+            await guard.close()
+        await db.dispose()
+
+    parts = ServiceParts(
+        app=app,
+        host=stack.host,
+        http_port=stack.audit_http_port,
+        grpc=grpc_server,
+        background=[checkpoints],
+        close=close,
+    )
+    return parts, runtime
+
+
+async def build() -> ServiceParts:
+    parts, _ = await build_parts(StackSettings(), AuditSettings())  # type: ignore[call-arg]
+    return parts
+
+
+if __name__ == "__main__":
+    run_service("audit", build)

@@ -1,0 +1,456 @@
+"""Audit's GraphQL subgraph (Federation v2).
+
+Readers are AUDITOR and ADMIN of the caller's organisation (policy: audit.read,
+audit.integrity.read, security.alert.read); everybody else gets FORBIDDEN, including through
+`_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import strawberry
+import strawberry.federation
+from fastapi import Request
+from graphql import GraphQLError
+from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.types import ExecutionContext, Info
+
+from doorward_kit.auth import Principal
+from doorward_kit.errors import DoorwardError, bad_input
+from doorward_kit.graphql import (
+    Edge,
+    PageInfo,
+    RequestContext,
+    client_ip,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    schema_extensions,
+    split_page,
+)
+from doorward_kit.policy import Action, Resource, authorize
+from services.audit.models import AuditEvent as EventRow
+from services.audit.models import SecurityAlert as AlertRow
+from services.audit.repository import EventFilter
+from services.audit.runtime import AuditRuntime
+from services.audit.service import ConsistencyProof, InclusionProof
+from services.audit.signing import Checkpoint, public_key_pem
+from services.audit.verify import IntegrityReport
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(info: Info) -> AuditRuntime:
+    runtime: AuditRuntime = info.context.services
+    return runtime
+
+
+async def _caller(info: Info) -> Principal:
+    context: RequestContext = info.context
+    return await context.principal()
+
+
+def _opt(value: str) -> str | None:
+    return value or None
+
+
+@strawberry.enum(name="AuditOutcome")
+class AuditOutcome(enum.Enum):
+    ALLOWED = "ALLOWED"
+    DENIED = "DENIED"
+    ERROR = "ERROR"
+
+
+@strawberry.type
+class AuditDetail:
+    key: str
+    value: str
+
+
+def _details(values: dict[str, Any]) -> list[AuditDetail]:
+    return [AuditDetail(key=k, value=str(v)) for k, v in sorted(values.items())]
+
+
+@strawberry.federation.type(keys=["id"])
+class User:
+    id: strawberry.ID
+
+    @strawberry.field(description="What this user did, newest 1000 events, oldest first.")
+    async def access_history(self, info: Info) -> list[AuditEvent]:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.access_history(session, principal, str(self.id))
+        return [AuditEvent.from_row(r) for r in rows]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User:
+        principal = await _caller(info)
+        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+        return cls(id=id)
+
+
+@strawberry.federation.type(keys=["id"])
+class WorkOrder:
+    id: strawberry.ID
+
+    @strawberry.field(description="Events about this work order, newest 1000, oldest first.")
+    async def audit_trail(self, info: Info) -> list[AuditEvent]:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.work_order_trail(session, principal, str(self.id))
+        return [AuditEvent.from_row(r) for r in rows]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder:
+        principal = await _caller(info)
+        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+        return cls(id=id)
+
+
+@strawberry.type
+class AuditEvent:
+    id: strawberry.ID
+    seq: int
+    occurred_at: datetime
+    actor_id: strawberry.Private[str]
+    action: str
+    outcome: AuditOutcome
+    work_order_id: strawberry.Private[str]
+    secret_ref_id: strawberry.ID | None
+    target_type: str | None
+    target_id: str | None
+    trace_id: str | None
+    source_ip: str | None
+    service: str | None
+    hash: str
+    prev_hash: str
+    details: list[AuditDetail]
+
+    @strawberry.field
+    def actor(self) -> User | None:
+        return User(id=strawberry.ID(self.actor_id)) if self.actor_id else None
+
+    @strawberry.field
+    def work_order(self) -> WorkOrder | None:
+        return WorkOrder(id=strawberry.ID(self.work_order_id)) if self.work_order_id else None
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> AuditEvent:
+        return cls(
+            id=strawberry.ID(row.id),
+            seq=row.seq,
+            occurred_at=row.occurred_at,
+            actor_id=row.actor_id,
+            action=row.action,
+            outcome=AuditOutcome(row.outcome),
+            work_order_id=row.work_order_id,
+            secret_ref_id=strawberry.ID(row.secret_ref_id) if row.secret_ref_id else None,
+            target_type=_opt(row.target_type),
+            target_id=_opt(row.target_id),
+            trace_id=_opt(row.trace_id),
+            source_ip=_opt(row.source_ip),
+            service=_opt(row.service),
+            hash=row.hash,
+            prev_hash=row.prev_hash,
+            details=_details(row.details),
+        )
+
+
+@strawberry.type
+class AuditEventConnection:
+    edges: list[Edge[AuditEvent]]
+    page_info: PageInfo
+
+
+@strawberry.type
+class SignedCheckpoint:
+    tree_size: int
+    root_hash: str
+    signature: str = strawberry.field(description="Ed25519 signature, base64")
+    key_id: str
+    signed_at: datetime
+    public_key_pem: str | None = None
+
+    @classmethod
+    def from_checkpoint(cls, cp: Checkpoint, public_pem: str | None) -> SignedCheckpoint:
+        return cls(
+            tree_size=cp.tree_size,
+            root_hash=cp.root_hash,
+            signature=cp.signature,
+            key_id=cp.key_id,
+            signed_at=cp.signed_at,
+            public_key_pem=public_pem,
+        )
+
+
+@strawberry.type
+class AuditIntegrityReport:
+    ok: bool
+    checked_events: int
+    first_broken_seq: int | None
+    head_seq: int
+    head_hash: str | None
+    checkpoint: SignedCheckpoint | None
+    problems: list[str]
+
+
+@strawberry.type
+class AuditInclusionProof:
+    event_id: strawberry.ID
+    seq: int
+    event_hash: str
+    leaf_index: int
+    tree_size: int
+    root_hash: str
+    path: list[str]
+    checkpoint: SignedCheckpoint | None
+
+
+@strawberry.type
+class AuditConsistencyProof:
+    from_tree_size: int
+    to_tree_size: int
+    from_root_hash: str
+    to_root_hash: str
+    path: list[str]
+
+
+@strawberry.type
+class SecurityAlert:
+    id: strawberry.ID
+    rule: str
+    occurred_at: datetime
+    raised_at: datetime
+    actor_id: strawberry.Private[str]
+    trigger_event_id: strawberry.ID | None
+    alert_event_id: strawberry.ID
+    details: list[AuditDetail]
+
+    @strawberry.field
+    def actor(self) -> User | None:
+        return User(id=strawberry.ID(self.actor_id)) if self.actor_id else None
+
+    @classmethod
+    def from_row(cls, row: AlertRow) -> SecurityAlert:
+        return cls(
+            id=strawberry.ID(row.id),
+            rule=row.rule,
+            occurred_at=row.occurred_at,
+            raised_at=row.raised_at,
+            actor_id=row.actor_id,
+            trigger_event_id=strawberry.ID(row.trigger_event_id) if row.trigger_event_id else None,
+            alert_event_id=strawberry.ID(row.alert_event_id),
+            details=_details(row.details),
+        )
+
+
+@strawberry.type
+class SecurityAlertConnection:
+    edges: list[Edge[SecurityAlert]]
+    page_info: PageInfo
+
+
+def _public_pem(runtime: AuditRuntime) -> str | None:
+    key = runtime.service.public_key
+    return public_key_pem(key) if key is not None else None
+
+
+def _report(report: IntegrityReport, runtime: AuditRuntime) -> AuditIntegrityReport:
+    cp = report.checkpoint
+    return AuditIntegrityReport(
+        ok=report.ok,
+        checked_events=report.checked_events,
+        first_broken_seq=report.first_broken_seq,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash or None,
+        checkpoint=SignedCheckpoint.from_checkpoint(cp, _public_pem(runtime)) if cp else None,
+        problems=report.problems,
+    )
+
+
+def _after_seq(after: str | None) -> int | None:
+    if after is None:
+        return None
+    (value,) = decode_cursor(after, 1)
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_input("after: not a cursor from this API") from None
+
+
+def _after_alert(after: str | None) -> tuple[datetime, str] | None:
+    if after is None:
+        return None
+    raised, alert_id = decode_cursor(after, 2)
+    try:
+        return datetime.fromisoformat(raised), alert_id
+    except ValueError:
+        raise bad_input("after: not a cursor from this API") from None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The organisation's trail, newest first (AUDITOR, ADMIN).")
+    async def audit_events(
+        self,
+        info: Info,
+        actor_id: strawberry.ID | None = None,
+        work_order_id: strawberry.ID | None = None,
+        secret_ref_id: strawberry.ID | None = None,
+        action: str | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> AuditEventConnection:
+        principal = await _caller(info)
+        size = page_size(first)
+        before = _after_seq(after)
+        for moment in (from_, to):
+            if moment is not None and moment.tzinfo is None:
+                raise bad_input("from and to need a time zone offset")
+        runtime = _runtime(info)
+        event_filter = EventFilter(
+            actor_id=str(actor_id) if actor_id is not None else None,
+            work_order_id=str(work_order_id) if work_order_id is not None else None,
+            secret_ref_id=str(secret_ref_id) if secret_ref_id is not None else None,
+            action=action,
+            occurred_from=from_,
+            occurred_to=to,
+        )
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.list_events(
+                session, principal, event_filter, before_seq=before, limit=size + 1
+            )
+        page, has_next = split_page(rows, size)
+        edges = [Edge(cursor=encode_cursor(str(r.seq)), node=AuditEvent.from_row(r)) for r in page]
+        return AuditEventConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(description="Verifies the organisation's whole chain and checkpoints.")
+    async def audit_integrity(self, info: Info) -> AuditIntegrityReport:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            report = await runtime.service.integrity(session, principal)
+        return _report(report, runtime)
+
+    @strawberry.field(description="Alerts raised by the rules over the trail, newest first.")
+    async def security_alerts(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> SecurityAlertConnection:
+        principal = await _caller(info)
+        size = page_size(first)
+        before = _after_alert(after)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.alerts(session, principal, before=before, limit=size + 1)
+        page, has_next = split_page(rows, size)
+        edges = [
+            Edge(
+                cursor=encode_cursor(r.raised_at.isoformat(), r.id), node=SecurityAlert.from_row(r)
+            )
+            for r in page
+        ]
+        return SecurityAlertConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(
+        description="Merkle inclusion proof of one event (default: latest checkpoint)."
+    )
+    async def audit_inclusion_proof(
+        self, info: Info, event_id: strawberry.ID, tree_size: int | None = None
+    ) -> AuditInclusionProof:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            proof: InclusionProof = await runtime.service.inclusion_proof(
+                session, principal, str(event_id), tree_size
+            )
+        cp = proof.checkpoint
+        return AuditInclusionProof(
+            event_id=strawberry.ID(proof.event_id),
+            seq=proof.seq,
+            event_hash=proof.event_hash,
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            root_hash=proof.root_hash,
+            path=proof.path,
+            checkpoint=SignedCheckpoint.from_checkpoint(cp, _public_pem(runtime)) if cp else None,
+        )
+
+    @strawberry.field(description="Merkle consistency proof between two tree sizes.")
+    async def audit_consistency_proof(
+        self, info: Info, from_tree_size: int, to_tree_size: int
+    ) -> AuditConsistencyProof:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            proof: ConsistencyProof = await runtime.service.consistency_proof(
+                session, principal, from_tree_size, to_tree_size
+            )
+        return AuditConsistencyProof(
+            from_tree_size=proof.old_size,
+            to_tree_size=proof.new_size,
+            from_root_hash=proof.old_root,
+            to_root_hash=proof.new_root,
+            path=proof.path,
+        )
+
+
+class AuditSchema(strawberry.federation.Schema):
+    """Log refusals by code only (never the operation's text)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, DoorwardError):
+                code = original.code.value
+            elif original is not None:
+                log.error("audit resolver failed", exc_info=original)
+                code = "INTERNAL_SERVER_ERROR"
+            else:
+                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
+            log.info("graphql request refused", extra={"fields": {"error.code": code}})
+
+
+def build_schema() -> strawberry.federation.Schema:
+    return AuditSchema(query=Query, types=[User, WorkOrder], extensions=schema_extensions())
+
+
+@dataclass
+class AuditContext(RequestContext, BaseContext):  # type: ignore[misc]
+    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
+
+
+def build_router(runtime: AuditRuntime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+    async def context_getter(request: Request) -> AuditContext:
+        return AuditContext(
+            request=request,
+            verifier=runtime.verifier,
+            services=runtime,
+            source_ip=client_ip(request),
+        )
+
+    return GraphQLRouter(
+        build_schema(),
+        context_getter=context_getter,
+        graphql_ide="graphiql" if development else None,
+    )

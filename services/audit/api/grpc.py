@@ -1,0 +1,50 @@
+"""Audit's internal gRPC API: AppendEvents, answered only after the batch is committed."""
+
+from __future__ import annotations
+
+import grpc
+from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
+from sqlalchemy.exc import IntegrityError
+
+from doorward_kit.audit_client import AuditDetailsError, AuditRecord
+from doorward_kit.db import Database
+from doorward_kit.errors import bad_input, conflict
+from doorward_kit.grpc import grpc_errors
+from services.audit.service import AuditService, Incoming
+
+MAX_BATCH = 1000
+
+
+def parse_events(request: audit_pb2.AppendEventsRequest) -> list[Incoming]:
+    if len(request.events) > MAX_BATCH:
+        raise bad_input(f"at most {MAX_BATCH} events per call")
+    items: list[Incoming] = []
+    for index, message in enumerate(request.events):
+        try:
+            record = AuditRecord.from_proto(message)
+        except (AuditDetailsError, ValueError) as error:
+            # The validator's message names the field, never its value.
+            raise bad_input(f"event {index}: {error}") from None
+        items.append(Incoming(record, message.service))
+    return items
+
+
+class AuditServicer(audit_pb2_grpc.AuditServicer):
+    def __init__(self, db: Database, service: AuditService) -> None:
+        self._db = db
+        self._service = service
+
+    @grpc_errors
+    async def AppendEvents(
+        self, request: audit_pb2.AppendEventsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.AppendEventsResponse:
+        items = parse_events(request)
+        try:
+            async with self._db.unit_of_work() as session:
+                result = await self._service.append(session, items)
+        except IntegrityError:
+            # Only an id reused across organisations gets here (retries are deduplicated).
+            raise conflict("an event id is already used by another event") from None
+        return audit_pb2.AppendEventsResponse(
+            accepted=result.accepted, duplicates=result.duplicates
+        )

@@ -1,0 +1,276 @@
+"""All of audit's SQL. Every query is filtered by organisation, except the checkpoint job's
+list of organisations whose chain grew (it reads only ids and counts)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.audit.chain import GENESIS_HASH
+from services.audit.models import AuditCheckpoint, AuditEvent, AuditHead, SecurityAlert
+
+EVENT_COLUMNS = AuditEvent.__table__.c
+STREAM_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    actor_id: str | None = None
+    work_order_id: str | None = None
+    secret_ref_id: str | None = None
+    action: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+
+
+class Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---- chain ----------------------------------------------------------------------------
+
+    async def lock_head(self, org_id: str) -> tuple[int, str]:
+        """The org's head, locked until commit: appends to one chain run one at a time."""
+        await self.session.execute(
+            pg_insert(AuditHead)
+            .values(org_id=org_id, seq=0, hash=GENESIS_HASH)
+            .on_conflict_do_nothing(index_elements=["org_id"])
+        )
+        row = (
+            await self.session.execute(
+                select(AuditHead.seq, AuditHead.hash)
+                .where(AuditHead.org_id == org_id)
+                .with_for_update()
+            )
+        ).one()
+        return int(row.seq), str(row.hash)
+
+    async def set_head(self, org_id: str, seq: int, hash_: str) -> None:
+        await self.session.execute(
+            update(AuditHead).where(AuditHead.org_id == org_id).values(seq=seq, hash=hash_)
+        )
+
+    async def head(self, org_id: str) -> tuple[int, str] | None:
+        row = (
+            await self.session.execute(
+                select(AuditHead.seq, AuditHead.hash).where(AuditHead.org_id == org_id)
+            )
+        ).one_or_none()
+        return (int(row.seq), str(row.hash)) if row else None
+
+    async def existing_ids(self, org_id: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = await self.session.execute(
+            select(AuditEvent.id).where(AuditEvent.org_id == org_id, AuditEvent.id.in_(ids))
+        )
+        return set(rows.scalars())
+
+    async def insert_events(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(AuditEvent), rows)
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def _filtered(self, org_id: str, f: EventFilter) -> list[Any]:
+        where: list[Any] = [AuditEvent.org_id == org_id]
+        if f.actor_id is not None:
+            where.append(AuditEvent.actor_id == f.actor_id)
+        if f.work_order_id is not None:
+            where.append(AuditEvent.work_order_id == f.work_order_id)
+        if f.secret_ref_id is not None:
+            where.append(AuditEvent.secret_ref_id == f.secret_ref_id)
+        if f.action is not None:
+            where.append(AuditEvent.action == f.action)
+        if f.occurred_from is not None:
+            where.append(AuditEvent.occurred_at >= f.occurred_from)
+        if f.occurred_to is not None:
+            where.append(AuditEvent.occurred_at <= f.occurred_to)
+        return where
+
+    async def list_events(
+        self, org_id: str, f: EventFilter, *, before_seq: int | None, limit: int
+    ) -> list[AuditEvent]:
+        """Newest first; keyset pagination on seq."""
+        where = self._filtered(org_id, f)
+        if before_seq is not None:
+            where.append(AuditEvent.seq < before_seq)
+        rows = await self.session.execute(
+            select(AuditEvent).where(*where).order_by(AuditEvent.seq.desc()).limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def recent_events(self, org_id: str, f: EventFilter, limit: int) -> list[AuditEvent]:
+        """The newest `limit` matching events, oldest first."""
+        rows = await self.list_events(org_id, f, before_seq=None, limit=limit)
+        return rows[::-1]
+
+    async def event_by_id(self, org_id: str, event_id: str) -> AuditEvent | None:
+        row = await self.session.execute(
+            select(AuditEvent).where(AuditEvent.org_id == org_id, AuditEvent.id == event_id)
+        )
+        return row.scalar_one_or_none()
+
+    async def stream_events(
+        self, org_id: str, f: EventFilter | None = None, *, up_to_seq: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Matching events oldest first, fetched in chunks (keyset on seq: no long cursor)."""
+        where = self._filtered(org_id, f or EventFilter())
+        if up_to_seq is not None:
+            where.append(AuditEvent.seq <= up_to_seq)
+        after = 0
+        while True:
+            rows = (
+                await self.session.execute(
+                    select(AuditEvent.__table__)
+                    .where(*where, AuditEvent.seq > after)
+                    .order_by(AuditEvent.seq)
+                    .limit(STREAM_CHUNK)
+                )
+            ).mappings()
+            chunk = [dict(r) for r in rows]
+            for row in chunk:
+                yield row
+            if len(chunk) < STREAM_CHUNK:
+                return
+            after = int(chunk[-1]["seq"])
+
+    async def leaf_hashes(self, org_id: str, tree_size: int) -> list[str]:
+        rows = await self.session.execute(
+            select(AuditEvent.hash)
+            .where(AuditEvent.org_id == org_id, AuditEvent.seq <= tree_size)
+            .order_by(AuditEvent.seq)
+        )
+        return list(rows.scalars())
+
+    # ---- rules ----------------------------------------------------------------------------
+
+    async def count_since(
+        self,
+        org_id: str,
+        actor_id: str,
+        since: datetime,
+        until: datetime,
+        *,
+        action: str | None = None,
+        outcome: str | None = None,
+    ) -> int:
+        where = [
+            AuditEvent.org_id == org_id,
+            AuditEvent.actor_id == actor_id,
+            AuditEvent.occurred_at > since,
+            AuditEvent.occurred_at <= until,
+        ]
+        if action is not None:
+            where.append(AuditEvent.action == action)
+        if outcome is not None:
+            where.append(AuditEvent.outcome == outcome)
+        statement = select(func.count()).select_from(AuditEvent).where(*where)
+        value = await self.session.scalar(statement)
+        return int(value or 0)
+
+    async def deactivations(
+        self, org_id: str, user_ids: Iterable[str], action: str
+    ) -> dict[str, datetime]:
+        """When each of these users was (last) deactivated, for those who were."""
+        ids = [u for u in set(user_ids) if u]
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(AuditEvent.target_id, func.max(AuditEvent.occurred_at))
+            .where(
+                AuditEvent.org_id == org_id,
+                AuditEvent.action == action,
+                AuditEvent.outcome == "ALLOWED",
+                AuditEvent.target_id.in_(ids),
+            )
+            .group_by(AuditEvent.target_id)
+        )
+        return {str(user): when for user, when in rows.all()}
+
+    async def insert_alert(self, values: dict[str, Any]) -> bool:
+        """False when an alert with the same dedup key exists already."""
+        result = await self.session.execute(
+            pg_insert(SecurityAlert)
+            .values(**values)
+            .on_conflict_do_nothing(constraint="uq_security_alerts_dedup")
+            .returning(SecurityAlert.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def list_alerts(
+        self, org_id: str, *, before: tuple[datetime, str] | None, limit: int
+    ) -> list[SecurityAlert]:
+        where: list[Any] = [SecurityAlert.org_id == org_id]
+        if before is not None:
+            raised, alert_id = before
+            where.append(
+                or_(
+                    SecurityAlert.raised_at < raised,
+                    and_(SecurityAlert.raised_at == raised, SecurityAlert.id < alert_id),
+                )
+            )
+        rows = await self.session.execute(
+            select(SecurityAlert)
+            .where(*where)
+            .order_by(SecurityAlert.raised_at.desc(), SecurityAlert.id.desc())
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    async def checkpoints(
+        self, org_id: str, up_to_size: int | None = None
+    ) -> list[AuditCheckpoint]:
+        where: list[Any] = [AuditCheckpoint.org_id == org_id]
+        if up_to_size is not None:
+            where.append(AuditCheckpoint.tree_size <= up_to_size)
+        rows = await self.session.execute(
+            select(AuditCheckpoint).where(*where).order_by(AuditCheckpoint.tree_size)
+        )
+        return list(rows.scalars())
+
+    async def checkpoint_at(self, org_id: str, tree_size: int) -> AuditCheckpoint | None:
+        row = await self.session.execute(
+            select(AuditCheckpoint).where(
+                AuditCheckpoint.org_id == org_id, AuditCheckpoint.tree_size == tree_size
+            )
+        )
+        return row.scalar_one_or_none()
+
+    async def latest_checkpoint(self, org_id: str) -> AuditCheckpoint | None:
+        row = await self.session.execute(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.org_id == org_id)
+            .order_by(AuditCheckpoint.tree_size.desc())
+            .limit(1)
+        )
+        return row.scalar_one_or_none()
+
+    async def insert_checkpoint(self, values: dict[str, Any]) -> None:
+        await self.session.execute(
+            pg_insert(AuditCheckpoint).values(**values).on_conflict_do_nothing()
+        )
+
+    async def orgs_needing_checkpoint(self) -> list[str]:
+        """Organisations whose chain grew since their last signed checkpoint (all orgs: the
+        background job's one cross-organisation read; ids only)."""
+        signed = (
+            select(AuditCheckpoint.org_id, func.max(AuditCheckpoint.tree_size).label("size"))
+            .group_by(AuditCheckpoint.org_id)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(AuditHead.org_id)
+            .outerjoin(signed, signed.c.org_id == AuditHead.org_id)
+            .where(AuditHead.seq > func.coalesce(signed.c.size, 0))
+            .order_by(AuditHead.org_id)
+        )
+        return list(rows.scalars())

@@ -1,0 +1,529 @@
+"""Audit's rules: append to the per-organisation hash chain, raise security alerts, read the
+trail for auditors, verify it, sign checkpoints and prove inclusion and consistency.
+
+No framework imports; never commits (the adapters' unit_of_work does).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from doorward_kit.audit_client import AuditRecord, Outcome
+from doorward_kit.auth import Principal
+from doorward_kit.errors import bad_input, not_found
+from doorward_kit.policy import Action, Resource, authorize
+from services.audit import alerts, merkle
+from services.audit.chain import ChainEvent
+from services.audit.models import AuditCheckpoint, AuditEvent, SecurityAlert
+from services.audit.repository import EventFilter, Repository
+from services.audit.signing import Checkpoint, Signer
+from services.audit.verify import ChainVerifier, IntegrityReport
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "audit"
+# auditTrail / accessHistory are plain lists: the newest this many, oldest first.
+TRAIL_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Incoming:
+    record: AuditRecord
+    service: str
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int
+    duplicates: int
+    alerts: int = 0
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    event_id: str
+    seq: int
+    event_hash: str
+    leaf_index: int
+    tree_size: int
+    root_hash: str
+    path: list[str]
+    checkpoint: Checkpoint | None
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    path: list[str]
+
+
+def checkpoint_of(row: AuditCheckpoint) -> Checkpoint:
+    return Checkpoint(
+        org_id=row.org_id,
+        tree_size=row.tree_size,
+        root_hash=row.root_hash,
+        signed_at=row.signed_at,
+        key_id=row.key_id,
+        signature=row.signature,
+    )
+
+
+def _facts(row: dict[str, Any]) -> alerts.EventFacts:
+    return alerts.EventFacts(
+        id=row["id"],
+        actor_id=row["actor_id"],
+        action=row["action"],
+        outcome=row["outcome"],
+        occurred_at=row["occurred_at"],
+        details=row["details"],
+    )
+
+
+def _chain_rows(
+    org_id: str, seq: int, prev: str, items: Sequence[Incoming]
+) -> tuple[list[dict[str, Any]], int, str]:
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        r = item.record
+        seq += 1
+        event = ChainEvent(
+            org_id=org_id,
+            seq=seq,
+            id=r.id,
+            occurred_at=r.occurred_at,
+            actor_id=r.actor_id,
+            action=r.action,
+            outcome=r.outcome.value,
+            work_order_id=r.work_order_id,
+            secret_ref_id=r.secret_ref_id,
+            target_type=r.target_type,
+            target_id=r.target_id,
+            trace_id=r.trace_id,
+            source_ip=r.source_ip,
+            service=item.service,
+            prev_hash=prev,
+            details=dict(r.details),
+        )
+        prev = event.compute_hash()
+        rows.append(
+            {
+                "org_id": org_id,
+                "seq": seq,
+                "id": r.id,
+                "occurred_at": event.occurred_at,
+                "actor_id": r.actor_id,
+                "action": r.action,
+                "outcome": r.outcome.value,
+                "work_order_id": r.work_order_id,
+                "secret_ref_id": r.secret_ref_id,
+                "target_type": r.target_type,
+                "target_id": r.target_id,
+                "trace_id": r.trace_id,
+                "source_ip": r.source_ip,
+                "service": item.service,
+                "details": dict(r.details),
+                "prev_hash": event.prev_hash,
+                "hash": prev,
+            }
+        )
+    return rows, seq, prev
+
+
+class AuditService:
+    def __init__(
+        self,
+        *,
+        rules: alerts.AlertRules | None = None,
+        signer: Signer | None = None,
+        public_key: Ed25519PublicKey | None = None,
+    ) -> None:
+        self.rules = rules or alerts.AlertRules()
+        self.signer = signer
+        self.public_key = public_key or (signer.public_key if signer else None)
+
+    # ---- ingestion ------------------------------------------------------------------------
+
+    async def append(self, session: AsyncSession, items: Sequence[Incoming]) -> AppendResult:
+        """Append a batch; events already stored (same id) are counted, not stored again."""
+        repo = Repository(session)
+        by_org: dict[str, list[Incoming]] = {}
+        seen: set[str] = set()
+        duplicates = 0
+        for item in items:
+            if item.record.id in seen:
+                duplicates += 1
+                continue
+            seen.add(item.record.id)
+            by_org.setdefault(item.record.org_id, []).append(item)
+        accepted = raised = 0
+        # A fixed order of head locks: two batches spanning the same orgs cannot deadlock.
+        for org_id in sorted(by_org):
+            new, dup, alerted = await self._append_org(repo, org_id, by_org[org_id])
+            accepted += new
+            duplicates += dup
+            raised += alerted
+        return AppendResult(accepted, duplicates, raised)
+
+    async def _append_org(
+        self, repo: Repository, org_id: str, items: list[Incoming], *, watch: bool = True
+    ) -> tuple[int, int, int]:
+        seq, prev = await repo.lock_head(org_id)
+        # After the lock: a concurrent batch with the same ids has committed or rolled back.
+        existing = await repo.existing_ids(org_id, [i.record.id for i in items])
+        fresh = [i for i in items if i.record.id not in existing]
+        rows, seq, prev = _chain_rows(org_id, seq, prev, fresh)
+        await repo.insert_events(rows)
+        alert_rows: list[dict[str, Any]] = []
+        if watch and rows:
+            alert_items = await self._raise_alerts(repo, org_id, rows)
+            alert_rows, seq, prev = _chain_rows(org_id, seq, prev, alert_items)
+            await repo.insert_events(alert_rows)
+        if rows or alert_rows:
+            await repo.set_head(org_id, seq, prev)
+        return len(rows), len(items) - len(fresh), len(alert_rows)
+
+    async def _raise_alerts(
+        self, repo: Repository, org_id: str, rows: list[dict[str, Any]]
+    ) -> list[Incoming]:
+        facts = [f for f in (_facts(r) for r in rows) if alerts.watched(f)]
+        candidates: list[alerts.Candidate] = []
+        for f in facts:
+            candidates.extend(alerts.per_event(f))
+        rules = self.rules
+        reveals = alerts.latest_per_actor([f for f in facts if alerts.counts_as_reveal(f)])
+        denials = alerts.latest_per_actor([f for f in facts if alerts.counts_as_denial(f)])
+        for actor, f in reveals.items():
+            count = await repo.count_since(
+                org_id,
+                actor,
+                f.occurred_at - timedelta(seconds=rules.reveal_window),
+                f.occurred_at,
+                action=alerts.REVEAL_ACTION,
+                outcome=Outcome.ALLOWED.value,
+            )
+            found = alerts.many_reveals(f, count, rules)
+            if found:
+                candidates.append(found)
+        for actor, f in denials.items():
+            count = await repo.count_since(
+                org_id,
+                actor,
+                f.occurred_at - timedelta(seconds=rules.denial_window),
+                f.occurred_at,
+                outcome=Outcome.DENIED.value,
+            )
+            found = alerts.repeated_denials(f, count, rules)
+            if found:
+                candidates.append(found)
+        deactivated = await repo.deactivations(
+            org_id, (f.actor_id for f in facts), alerts.DEACTIVATE_ACTION
+        )
+        for f in facts:
+            found = alerts.deactivated_activity(f, deactivated.get(f.actor_id))
+            if found:
+                candidates.append(found)
+        by_id = {r["id"]: r for r in rows}
+        return [
+            item
+            for c in candidates
+            if (item := await self._store_alert(repo, org_id, c, by_id.get(c.trigger_event_id)))
+        ]
+
+    async def _store_alert(
+        self,
+        repo: Repository,
+        org_id: str,
+        candidate: alerts.Candidate,
+        trigger: dict[str, Any] | None,
+    ) -> Incoming | None:
+        alert_id = str(uuid.uuid4())
+        details = {
+            "rule": candidate.rule.value,
+            "alert_id": alert_id,
+            "event_id": candidate.trigger_event_id,
+            **candidate.details,
+        }
+        record = AuditRecord(
+            org_id=org_id,
+            actor_id="",
+            action=alerts.ALERT_ACTION,
+            outcome=Outcome.ALLOWED,
+            target_type="User" if candidate.actor_id else "",
+            target_id=candidate.actor_id,
+            work_order_id=(trigger or {}).get("work_order_id", ""),
+            secret_ref_id=(trigger or {}).get("secret_ref_id", ""),
+            trace_id=(trigger or {}).get("trace_id", ""),
+            details=details,
+        )
+        stored = await repo.insert_alert(
+            {
+                "id": alert_id,
+                "org_id": org_id,
+                "rule": candidate.rule.value,
+                "actor_id": candidate.actor_id,
+                "dedup_key": candidate.dedup_key,
+                "trigger_event_id": candidate.trigger_event_id,
+                "occurred_at": candidate.occurred_at,
+                "alert_event_id": record.id,
+                "details": details,
+            }
+        )
+        if not stored:
+            return None
+        log.warning(
+            "security alert",
+            extra={"fields": {"rule": candidate.rule.value, "alert.id": alert_id}},
+        )
+        return Incoming(record, SERVICE_NAME)
+
+    async def append_own(self, session: AsyncSession, records: Sequence[AuditRecord]) -> None:
+        """Events the audit service writes about itself (exports, integrity alerts)."""
+        await self.append(session, [Incoming(r, SERVICE_NAME) for r in records])
+
+    # ---- reads for auditors ---------------------------------------------------------------
+
+    @staticmethod
+    def authorize_read(principal: Principal) -> None:
+        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+
+    async def list_events(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        f: EventFilter,
+        *,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[AuditEvent]:
+        self.authorize_read(principal)
+        return await Repository(session).list_events(
+            principal.org_id, f, before_seq=before_seq, limit=limit
+        )
+
+    async def work_order_trail(
+        self, session: AsyncSession, principal: Principal, work_order_id: str
+    ) -> list[AuditEvent]:
+        self.authorize_read(principal)
+        return await Repository(session).recent_events(
+            principal.org_id, EventFilter(work_order_id=work_order_id), TRAIL_LIMIT
+        )
+
+    async def access_history(
+        self, session: AsyncSession, principal: Principal, user_id: str
+    ) -> list[AuditEvent]:
+        self.authorize_read(principal)
+        return await Repository(session).recent_events(
+            principal.org_id, EventFilter(actor_id=user_id), TRAIL_LIMIT
+        )
+
+    def stream(
+        self, session: AsyncSession, principal: Principal, f: EventFilter
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.authorize_read(principal)
+        return Repository(session).stream_events(principal.org_id, f)
+
+    async def export_metadata(
+        self, session: AsyncSession, principal: Principal
+    ) -> tuple[list[AuditCheckpoint], tuple[int, str] | None]:
+        self.authorize_read(principal)
+        repo = Repository(session)
+        checkpoints = await repo.checkpoints(principal.org_id)
+        head = await repo.head(principal.org_id)
+        return checkpoints, head
+
+    async def record_export(
+        self, session: AsyncSession, principal: Principal, fmt: str, source_ip: str
+    ) -> None:
+        self.authorize_read(principal)
+        await self.append_own(
+            session,
+            [
+                AuditRecord(
+                    org_id=principal.org_id,
+                    actor_id=principal.user_id,
+                    action="audit.export",
+                    outcome=Outcome.ALLOWED,
+                    target_type="AuditTrail",
+                    target_id=principal.org_id,
+                    source_ip=source_ip,
+                    details={"mode": fmt},
+                )
+            ],
+        )
+
+    async def alerts(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[SecurityAlert]:
+        authorize(principal, Action.SECURITY_ALERT_READ, Resource(org_id=principal.org_id))
+        return await Repository(session).list_alerts(principal.org_id, before=before, limit=limit)
+
+    async def events_by_ids(
+        self, session: AsyncSession, principal: Principal, event_ids: Sequence[str]
+    ) -> dict[str, AuditEvent]:
+        self.authorize_read(principal)
+        repo = Repository(session)
+        found: dict[str, AuditEvent] = {}
+        for event_id in event_ids:
+            row = await repo.event_by_id(principal.org_id, event_id)
+            if row is not None:
+                found[event_id] = row
+        return found
+
+    # ---- integrity ------------------------------------------------------------------------
+
+    async def integrity(self, session: AsyncSession, principal: Principal) -> IntegrityReport:
+        authorize(principal, Action.AUDIT_INTEGRITY_READ, Resource(org_id=principal.org_id))
+        report, _ = await self.verify_org(session, principal.org_id)
+        return report
+
+    async def verify_org(
+        self, session: AsyncSession, org_id: str
+    ) -> tuple[IntegrityReport, tuple[int, str]]:
+        """Walk the whole chain; returns the report and (tree size, Merkle root)."""
+        repo = Repository(session)
+        # Checkpoints before the head: the head only grows, so every checkpoint read covers at
+        # most the head read after it, and one over more events than remain is a lost tail.
+        checkpoints = [checkpoint_of(c) for c in await repo.checkpoints(org_id)]
+        head = await repo.head(org_id)
+        up_to = head[0] if head else 0
+        verifier = ChainVerifier(
+            org_id, public_key=self.public_key, checkpoints=checkpoints, head=head
+        )
+        async for row in repo.stream_events(org_id, up_to_seq=up_to):
+            verifier.feed(ChainEvent.from_mapping(row))
+        return verifier.finish(), verifier.root()
+
+    async def checkpoint_org(self, session: AsyncSession, org_id: str) -> Checkpoint | None:
+        """Sign the org's current tree, but only over a chain that verifies."""
+        if self.signer is None:
+            return None
+        report, (size, root) = await self.verify_org(session, org_id)
+        if not report.ok:
+            log.error(
+                "audit chain broken: no checkpoint signed",
+                extra={"fields": {"org.id": org_id, "first_broken_seq": report.first_broken_seq}},
+            )
+            await self._integrity_alert(session, org_id, report)
+            return None
+        if size == 0:
+            return None
+        checkpoint = self.signer.sign(org_id, size, root, datetime.now(UTC))
+        await Repository(session).insert_checkpoint(
+            {
+                "org_id": org_id,
+                "tree_size": checkpoint.tree_size,
+                "root_hash": checkpoint.root_hash,
+                "signed_at": checkpoint.signed_at,
+                "key_id": checkpoint.key_id,
+                "signature": checkpoint.signature,
+            }
+        )
+        return checkpoint
+
+    async def orgs_needing_checkpoint(self, session: AsyncSession) -> list[str]:
+        return await Repository(session).orgs_needing_checkpoint()
+
+    async def _integrity_alert(
+        self, session: AsyncSession, org_id: str, report: IntegrityReport
+    ) -> None:
+        repo = Repository(session)
+        broken = report.first_broken_seq or 0
+        candidate = alerts.Candidate(
+            alerts.Rule.INTEGRITY_BROKEN,
+            "",
+            "",
+            datetime.now(UTC),
+            f"{alerts.Rule.INTEGRITY_BROKEN}:{broken}",
+            {"first_seq": str(broken)},
+        )
+        seq, prev = await repo.lock_head(org_id)
+        item = await self._store_alert(repo, org_id, candidate, None)
+        if item is None:
+            return
+        rows, seq, prev = _chain_rows(org_id, seq, prev, [item])
+        await repo.insert_events(rows)
+        await repo.set_head(org_id, seq, prev)
+
+    # ---- proofs ---------------------------------------------------------------------------
+
+    async def _tree_size(
+        self, repo: Repository, org_id: str, tree_size: int | None
+    ) -> tuple[int, Checkpoint | None]:
+        head = await repo.head(org_id)
+        head_seq = head[0] if head else 0
+        if tree_size is None:
+            latest = await repo.latest_checkpoint(org_id)
+            if latest is None:
+                raise bad_input("no signed checkpoint yet: name a treeSize or wait for one")
+            return latest.tree_size, checkpoint_of(latest)
+        if not 0 < tree_size <= head_seq:
+            raise bad_input(f"treeSize must be between 1 and {head_seq}")
+        row = await repo.checkpoint_at(org_id, tree_size)
+        return tree_size, checkpoint_of(row) if row else None
+
+    async def inclusion_proof(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        event_id: str,
+        tree_size: int | None = None,
+    ) -> InclusionProof:
+        authorize(principal, Action.AUDIT_INTEGRITY_READ, Resource(org_id=principal.org_id))
+        repo = Repository(session)
+        event = await repo.event_by_id(principal.org_id, event_id)
+        if event is None:
+            raise not_found("audit event")
+        size, checkpoint = await self._tree_size(repo, principal.org_id, tree_size)
+        if event.seq > size:
+            raise bad_input("the event is newer than that tree: ask again after the next one")
+        leaves = [
+            merkle.leaf_hash(bytes.fromhex(h))
+            for h in await repo.leaf_hashes(principal.org_id, size)
+        ]
+        return InclusionProof(
+            event_id=event.id,
+            seq=event.seq,
+            event_hash=event.hash,
+            leaf_index=event.seq - 1,
+            tree_size=size,
+            root_hash=merkle.root_from_leaf_hashes(leaves).hex(),
+            path=[p.hex() for p in merkle.inclusion_proof(event.seq - 1, leaves)],
+            checkpoint=checkpoint,
+        )
+
+    async def consistency_proof(
+        self, session: AsyncSession, principal: Principal, old_size: int, new_size: int
+    ) -> ConsistencyProof:
+        authorize(principal, Action.AUDIT_INTEGRITY_READ, Resource(org_id=principal.org_id))
+        repo = Repository(session)
+        head = await repo.head(principal.org_id)
+        head_seq = head[0] if head else 0
+        if not 0 < old_size <= new_size <= head_seq:
+            raise bad_input(f"need 1 <= fromTreeSize <= toTreeSize <= {head_seq}")
+        leaves = [
+            merkle.leaf_hash(bytes.fromhex(h))
+            for h in await repo.leaf_hashes(principal.org_id, new_size)
+        ]
+        return ConsistencyProof(
+            old_size=old_size,
+            new_size=new_size,
+            old_root=merkle.root_from_leaf_hashes(leaves[:old_size]).hex(),
+            new_root=merkle.root_from_leaf_hashes(leaves).hex(),
+            path=[p.hex() for p in merkle.consistency_proof(old_size, leaves)],
+        )

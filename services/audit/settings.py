@@ -1,0 +1,46 @@
+"""Audit's settings (environment, prefix DOORWARD_). Nothing secret has a default.
+
+DOORWARD_AUDIT_DB_URL                 postgresql+asyncpg://... (required)
+DOORWARD_AUDIT_SIGNING_KEY_FILE       Ed25519 private key PEM that signs checkpoints (generated,
+                                      0600, when missing and DOORWARD_ENV=development)
+DOORWARD_AUDIT_CHECKPOINT_INTERVAL    seconds between signed checkpoints, default 60
+DOORWARD_AUDIT_DB_ROLE                role the service switches to on every connection (SET ROLE),
+                                      default doorward_audit_writer (INSERT/SELECT only); "" = none
+DOORWARD_AUDIT_ALERT_*                thresholds of the security alert rules (see below)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.audit.alerts import AlertRules
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOORWARD_", extra="forbid", frozen=True)
+
+    audit_db_url: SecretStr
+    audit_signing_key_file: Path = Path(".doorward/audit/audit-signing-key.pem")
+    audit_checkpoint_interval: float = Field(default=60.0, gt=0)
+    audit_db_role: str = "doorward_audit_writer"
+    # Many reveals by one user: at least `reveals` within `reveal_window` seconds.
+    audit_alert_reveals: int = Field(default=20, ge=1)
+    audit_alert_reveal_window: int = Field(default=3600, ge=1)
+    # Repeated denied attempts by one user: at least `denials` within `denial_window` seconds.
+    audit_alert_denials: int = Field(default=5, ge=1)
+    audit_alert_denial_window: int = Field(default=900, ge=1)
+
+    @property
+    def db_url(self) -> str:
+        return self.audit_db_url.get_secret_value()
+
+    def alert_rules(self) -> AlertRules:
+        return AlertRules(
+            reveals=self.audit_alert_reveals,
+            reveal_window=self.audit_alert_reveal_window,
+            denials=self.audit_alert_denials,
+            denial_window=self.audit_alert_denial_window,
+        )

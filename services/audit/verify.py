@@ -1,0 +1,397 @@
+"""Verification of an audit trail: the hash chain, the signed checkpoints and the head.
+
+`verify_rows` is pure (an iterable of rows in, reports out); the service's auditIntegrity and
+the offline command `doorward audit verify --dump FILE --public-key FILE [--org ID]` share it.
+A dump is the service's JSON Lines or CSV export (/export), or a `pg_dump` plain SQL file of the
+audit database (its COPY data is read).
+
+What each check catches:
+- chain: a changed event (its hash no longer matches), a changed or inserted link (prev_hash),
+  a deleted event (a gap in seq), a reordered or duplicated event (seq out of order);
+- signed checkpoints: a chain rewritten from some event on with fresh hashes (the Merkle root
+  over the stored hashes no longer matches what the key signed), and a deleted tail;
+- head row: a deleted tail after the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.audit import merkle
+from services.audit.chain import GENESIS_HASH, ChainEvent, parse_time
+from services.audit.signing import Checkpoint, load_public_key, verify_checkpoint
+
+Row = Mapping[str, Any]
+
+
+@dataclass
+class IntegrityReport:
+    org_id: str
+    ok: bool
+    checked_events: int
+    first_broken_seq: int | None
+    head_seq: int
+    head_hash: str
+    # The newest checkpoint whose signature and Merkle root both check out.
+    checkpoint: Checkpoint | None
+    problems: list[str] = field(default_factory=list)
+
+
+def checkpoint_from_row(row: Row) -> Checkpoint:
+    return Checkpoint(
+        org_id=str(row["org_id"]),
+        tree_size=int(row["tree_size"]),
+        root_hash=str(row["root_hash"]),
+        signed_at=parse_time(row["signed_at"]),
+        key_id=str(row["key_id"]),
+        signature=str(row["signature"]),
+    )
+
+
+class ChainVerifier:
+    """Feed one organisation's events in seq order, then finish()."""
+
+    def __init__(
+        self,
+        org_id: str,
+        *,
+        public_key: Ed25519PublicKey | None = None,
+        checkpoints: Iterable[Checkpoint] = (),
+        head: tuple[int, str] | None = None,
+    ) -> None:
+        self.org_id = org_id
+        self._public_key = public_key
+        self._head = head
+        self._accumulator = merkle.Accumulator()
+        self._last_seq = 0
+        self._last_hash = GENESIS_HASH
+        self._chain_break: int | None = None
+        self._chain_reason = ""
+        self._checked = 0
+        self._problems: list[str] = []
+        self._valid_checkpoint: Checkpoint | None = None
+        self._last_good_size = 0
+        self._checkpoint_break: tuple[int, int] | None = None  # (first, last) seq of a bad range
+        self._pending: list[Checkpoint] = []
+        for cp in sorted(checkpoints, key=lambda c: c.tree_size):
+            if cp.org_id != org_id:
+                continue
+            if public_key is not None and not verify_checkpoint(cp, public_key):
+                self._problems.append(
+                    f"checkpoint at tree size {cp.tree_size}: the signature does not verify"
+                )
+                continue
+            self._pending.append(cp)
+
+    def _broken(self, seq: int, reason: str) -> None:
+        if self._chain_break is None:
+            self._chain_break = seq
+            self._chain_reason = reason
+
+    def feed(self, event: ChainEvent) -> None:
+        self._checked += 1
+        expected = self._last_seq + 1
+        if event.seq < expected:
+            self._broken(event.seq, f"seq {event.seq} is out of order or repeated")
+        elif event.seq > expected:
+            self._broken(expected, f"seq {expected} is missing")
+        if event.prev_hash != self._last_hash:
+            self._broken(event.seq, f"seq {event.seq} does not link to the event before it")
+        if event.compute_hash() != event.hash:
+            self._broken(event.seq, f"seq {event.seq} was changed (its hash does not match)")
+        try:
+            stored = bytes.fromhex(event.hash)
+        except ValueError:
+            stored = b""
+            self._broken(event.seq, f"seq {event.seq} carries no valid hash")
+        self._accumulator.append(stored)
+        self._last_seq = max(self._last_seq, event.seq)
+        self._last_hash = event.hash
+        self._check_checkpoints()
+
+    def _check_checkpoints(self) -> None:
+        while self._pending and self._pending[0].tree_size == self._accumulator.size:
+            cp = self._pending.pop(0)
+            if self._accumulator.root().hex() == cp.root_hash:
+                self._valid_checkpoint = cp
+                self._last_good_size = cp.tree_size
+            else:
+                self._checkpoint_mismatch(cp)
+
+    def _checkpoint_mismatch(self, cp: Checkpoint) -> None:
+        self._problems.append(
+            f"checkpoint at tree size {cp.tree_size}: the events no longer give its Merkle root"
+        )
+        if self._checkpoint_break is None:
+            self._checkpoint_break = (self._last_good_size + 1, cp.tree_size)
+
+    def root(self) -> tuple[int, str]:
+        """Tree size and Merkle root over the stored hashes fed so far."""
+        return self._accumulator.size, self._accumulator.root().hex()
+
+    def finish(self) -> IntegrityReport:
+        size = self._accumulator.size
+        for cp in self._pending:  # checkpoints over more events than there are: a lost tail
+            self._problems.append(
+                f"checkpoint at tree size {cp.tree_size}: only {size} events remain"
+            )
+            self._broken(self._last_seq + 1, f"seq {self._last_seq + 1} and after are missing")
+            if self._checkpoint_break is None:
+                self._checkpoint_break = (self._last_good_size + 1, cp.tree_size)
+        self._pending = []
+        if self._head is not None:
+            head_seq, head_hash = self._head
+            if head_seq > self._last_seq:
+                self._broken(self._last_seq + 1, f"seq {self._last_seq + 1} is missing (head)")
+            elif head_seq == self._last_seq and head_hash != self._last_hash:
+                self._broken(head_seq, f"seq {head_seq} differs from the recorded head")
+        first = self._chain_break
+        if self._checkpoint_break is not None:
+            low, high = self._checkpoint_break
+            # A chain break inside the bad range is the precise place; otherwise the range's
+            # start is the earliest event that may have been rewritten.
+            if first is None or not low <= first <= high:
+                first = low if first is None else min(first, low)
+        problems = list(self._problems)
+        if self._chain_break is not None:
+            problems.insert(0, self._chain_reason)
+        return IntegrityReport(
+            org_id=self.org_id,
+            ok=first is None and not problems,
+            checked_events=self._checked,
+            first_broken_seq=first,
+            head_seq=self._last_seq,
+            head_hash=self._last_hash if self._checked else "",
+            checkpoint=self._valid_checkpoint,
+            problems=problems,
+        )
+
+
+def verify_rows(
+    rows: Iterable[Row],
+    *,
+    checkpoints: Iterable[Row] = (),
+    heads: Iterable[Row] = (),
+    public_key: Ed25519PublicKey | None = None,
+    org_id: str | None = None,
+) -> list[IntegrityReport]:
+    """Verify every organisation found in the rows (or only `org_id`), whatever their order."""
+    events: dict[str, list[ChainEvent]] = defaultdict(list)
+    problems: dict[str, list[str]] = defaultdict(list)
+    for number, row in enumerate(rows, start=1):
+        org = str(row.get("org_id", ""))
+        if org_id is not None and org != org_id:
+            continue
+        try:
+            events[org].append(ChainEvent.from_mapping(row))
+        except (KeyError, ValueError, TypeError) as error:
+            problems[org].append(f"row {number} cannot be read: {type(error).__name__}")
+    cps: dict[str, list[Checkpoint]] = defaultdict(list)
+    for row in checkpoints:
+        if org_id is None or str(row.get("org_id")) == org_id:
+            cps[str(row["org_id"])].append(checkpoint_from_row(row))
+    head_of: dict[str, tuple[int, str]] = {}
+    for row in heads:
+        if org_id is None or str(row.get("org_id")) == org_id:
+            head_of[str(row["org_id"])] = (int(row["seq"]), str(row["hash"]))
+    orgs = sorted(set(events) | set(cps) | set(head_of) | set(problems))
+    if org_id is not None and org_id not in orgs:
+        orgs = [org_id]
+    reports = []
+    for org in orgs:
+        verifier = ChainVerifier(
+            org, public_key=public_key, checkpoints=cps.get(org, ()), head=head_of.get(org)
+        )
+        for event in sorted(events.get(org, ()), key=lambda e: e.seq):
+            verifier.feed(event)
+        report = verifier.finish()
+        if problems.get(org):
+            report.problems.extend(problems[org])
+            report.ok = False
+        reports.append(report)
+    return reports
+
+
+# ---- dumps -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dump:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    heads: list[dict[str, Any]] = field(default_factory=list)
+
+
+EVENTS_TABLE = "audit_events"
+CHECKPOINTS_TABLE = "audit_checkpoints"
+HEADS_TABLE = "audit_heads"
+
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+
+def _copy_field(raw: str) -> str | None:
+    """One field of PostgreSQL's COPY text format."""
+    if raw == "\\N":
+        return None
+    if "\\" not in raw:
+        return raw
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch != "\\" or i + 1 == len(raw):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = raw[i + 1]
+        if nxt in _COPY_ESCAPES:
+            out.append(_COPY_ESCAPES[nxt])
+            i += 2
+        elif nxt in "01234567":
+            j = i + 1
+            while j < len(raw) and j < i + 4 and raw[j] in "01234567":
+                j += 1
+            out.append(chr(int(raw[i + 1 : j], 8)))
+            i = j
+        elif nxt == "x" and i + 2 < len(raw):
+            j = i + 2
+            while j < len(raw) and j < i + 4 and raw[j] in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(chr(int(raw[i + 2 : j], 16)))
+            i = j
+        else:
+            out.append(nxt)
+            i += 2
+    return "".join(out)
+
+
+def parse_pg_dump(lines: Iterable[str]) -> Dump:
+    dump = Dump()
+    target: list[dict[str, Any]] | None = None
+    columns: list[str] = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if target is None:
+            if line.startswith("COPY ") and line.endswith("FROM stdin;"):
+                table = line[5:].split(" (", 1)[0].split(".")[-1].strip('"')
+                listed = line.split("(", 1)[1].split(")")[0]
+                columns = [c.strip().strip('"') for c in listed.split(",")]
+                target = {
+                    EVENTS_TABLE: dump.events,
+                    CHECKPOINTS_TABLE: dump.checkpoints,
+                    HEADS_TABLE: dump.heads,
+                }.get(table, [])
+            continue
+        if line == "\\.":
+            target = None
+            continue
+        values = [_copy_field(v) for v in line.split("\t")]
+        target.append(dict(zip(columns, values, strict=False)))
+    return dump
+
+
+def parse_jsonl(lines: Iterable[str]) -> Dump:
+    dump = Dump()
+    for line in lines:
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        kind = obj.pop("record", "event")
+        {"checkpoint": dump.checkpoints, "head": dump.heads}.get(kind, dump.events).append(obj)
+    return dump
+
+
+def parse_csv(text: Iterable[str]) -> Dump:
+    return Dump(events=list(csv.DictReader(text)))
+
+
+def load_dump(path: Path) -> Dump:
+    with path.open(encoding="utf-8", newline="") as handle:
+        head = handle.read(4096)
+        handle.seek(0)
+        stripped = head.lstrip()
+        if stripped.startswith("{"):
+            return parse_jsonl(handle)
+        if "COPY " in head or stripped.startswith("--") or stripped.startswith("SET "):
+            return parse_pg_dump(handle)
+        return parse_csv(handle)
+
+
+def verify_dump(
+    dump: Dump, public_key: Ed25519PublicKey | None, org_id: str | None = None
+) -> list[IntegrityReport]:
+    return verify_rows(
+        dump.events,
+        checkpoints=dump.checkpoints,
+        heads=dump.heads,
+        public_key=public_key,
+        org_id=org_id,
+    )
+
+
+def describe(report: IntegrityReport) -> Iterator[str]:
+    if report.ok:
+        yield (
+            f"org {report.org_id}: OK, {report.checked_events} events, head seq "
+            f"{report.head_seq} hash {report.head_hash}"
+        )
+    elif report.first_broken_seq is not None:
+        yield (
+            f"org {report.org_id}: BROKEN at seq {report.first_broken_seq} "
+            f"({report.checked_events} events checked)"
+        )
+    else:
+        yield f"org {report.org_id}: NOT VERIFIED ({report.checked_events} events checked)"
+    cp = report.checkpoint
+    if cp is not None:
+        yield (
+            f"  signed checkpoint: tree size {cp.tree_size}, root {cp.root_hash}, "
+            f"key {cp.key_id}, signed at {cp.signed_at.isoformat()}"
+        )
+    else:
+        yield "  no valid signed checkpoint: only the hash chain was checked"
+    for problem in report.problems:
+        yield f"  - {problem}"
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+audit_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The audit trail.")
+
+
+@audit_app.callback()
+def _audit() -> None:
+    """Work with the audit trail offline."""
+
+
+@audit_app.command()
+def verify(
+    dump: Path = typer.Option(..., "--dump", exists=True, dir_okay=False, help="export or pg_dump"),
+    public_key: Path = typer.Option(
+        ..., "--public-key", exists=True, dir_okay=False, help="Ed25519 public key PEM"
+    ),
+    org: str | None = typer.Option(None, "--org", help="only this organisation"),
+) -> None:
+    """Verify an audit trail from a dump: prints the first broken sequence number, if any."""
+    try:
+        key = load_public_key(public_key)
+        reports = verify_dump(load_dump(dump), key, org)
+    except (OSError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        typer.echo(f"error: the dump or the key cannot be read ({type(error).__name__})", err=True)
+        raise typer.Exit(2) from None
+    if not reports:
+        typer.echo("no events found", err=True)
+        raise typer.Exit(2)
+    for report in reports:
+        for line in describe(report):
+            typer.echo(line)
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
