@@ -275,16 +275,25 @@ async def running_secrets(
     root.setLevel(logging.INFO)
 
     issuer = TestTokenIssuer()
+    options: dict[str, Any] = {
+        "secrets_reveal_rate_limit": RATE_LIMIT,
+        "secrets_sweep_seconds": 0.5,
+        **settings,
+    }
     config = SecretsSettings(
         secrets_db_url=db_url,  # type: ignore[arg-type]
         vault_addr=vault_addr,
         vault_role_id=role_id,
         vault_secret_id=secret_id,  # type: ignore[arg-type]
-        secrets_reveal_rate_limit=RATE_LIMIT,
-        secrets_sweep_seconds=0.5,
-        **settings,
+        **options,
     )
-    parts, service = await build_parts(stack, config, verifier=issuer.verifier())
+    try:
+        parts, service = await build_parts(stack, config, verifier=issuer.verifier())
+    except BaseException:
+        await fakes.stop(0)
+        await wo_server.stop(0)
+        root.removeHandler(logs)
+        raise
     server = uvicorn.Server(
         uvicorn.Config(parts.app, host=host, port=http_port, log_config=None, lifespan="off")
     )
