@@ -31,12 +31,13 @@ from tests.integration.secrets.conftest import SecretsHarness, running_secrets
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def line(name: str, values: list[float]) -> str:
     return (
-        f"  {name:<34} p50 {pct(values, 0.5) * 1000:7.2f} ms   p99 {pct(values, 0.99) * 1000:7.2f} ms"
+        f"  {name:<34} p50 {pct(values, 0.5) * 1000:7.2f} ms"
+        f"   p99 {pct(values, 0.99) * 1000:7.2f} ms"
         f"   mean {statistics.mean(values) * 1000:7.2f} ms   (n={len(values)})"
     )
 
