@@ -211,3 +211,36 @@ async def test_internal_grpc_needs_the_internal_credential(running, org):
             metadata=md,
         )
         assert not check.valid and check.reason == "revoked"
+
+
+async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, org):
+    from doorward_kit.grpc import GrpcServer
+    from services.identity.api.grpc import add_to_server
+
+    staff = await create_staff(running, org, ["TECHNICIAN"], [])
+    port = free_port()
+
+    async def serve():
+        server = GrpcServer("127.0.0.1", port, INTERNAL_TOKEN)
+        add_to_server(server.server, running.identity)
+        await server.start()
+        return server
+
+    server = await serve()
+    guard = IdentitySessionGuard(ServiceChannel(f"127.0.0.1:{port}", INTERNAL_TOKEN, 1.0))
+    verifier = TokenVerifier(HttpJwksSource(running.http_url + "/.well-known/jwks.json"), guard)
+    try:
+        await verifier.verify(staff.token)
+        await eventually(lambda: guard.stream_live)
+        await server.stop(0)
+        await eventually(lambda: not guard.stream_live)
+        # identity unreachable: no cached answer is used, the check fails closed.
+        with pytest.raises(DoorwardError) as refused:
+            await verifier.verify(staff.token)
+        assert refused.value.code is ErrorCode.UNAVAILABLE
+        server = await serve()
+        await eventually(lambda: guard.stream_live, timeout=10)
+        assert (await verifier.verify(staff.token)).user_id == staff.id
+    finally:
+        await guard.close()
+        await server.stop(0)
