@@ -53,7 +53,7 @@ class Identity:
 
 def build_keys(settings: IdentitySettings) -> KeyRing:
     keys = KeyRing(
-        settings.identity_key_dir,
+        settings.key_dir,
         max_age=settings.identity_signing_key_max_age,
         token_ttl=settings.identity_access_token_ttl,
     )

@@ -1,7 +1,8 @@
 """Identity's settings (environment, prefix DOORWARD_). Nothing secret has a default.
 
 DOORWARD_IDENTITY_DB_URL               postgresql+asyncpg://... (required)
-DOORWARD_IDENTITY_KEY_DIR              signing keys + the data key (0600, generated if missing)
+DOORWARD_IDENTITY_KEY_DIR              signing keys + the data key (0600, generated if missing);
+                                       default DOORWARD_DATA_DIR/keys/identity (as `make up`)
 DOORWARD_IDENTITY_ACCESS_TOKEN_TTL     seconds, default 600, at most 600
 DOORWARD_IDENTITY_REFRESH_TOKEN_TTL    seconds, default 43200 (a working day)
 DOORWARD_IDENTITY_SIGNING_KEY_MAX_AGE  seconds before the signing key is rotated (default 1 day)
@@ -23,7 +24,9 @@ class IdentitySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOORWARD_", extra="forbid", frozen=True)
 
     identity_db_url: SecretStr
-    identity_key_dir: Path = Path(".doorward/identity/keys")
+    identity_key_dir: Path | None = None
+    # The stack's data folder; only used to find the key folder when it is not set.
+    data_dir: Path = Path(".doorward")
     identity_access_token_ttl: int = Field(default=600, ge=30, le=MAX_TOKEN_LIFETIME_SECONDS)
     identity_refresh_token_ttl: int = Field(default=43_200, ge=60)
     identity_signing_key_max_age: int = Field(default=86_400, ge=60)
@@ -42,6 +45,12 @@ class IdentitySettings(BaseSettings):
     identity_watch_ack_timeout: float = Field(default=2.0, gt=0)
     # Secrets RevokeGrants outbox: retry backoff bounds, seconds.
     identity_outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def key_dir(self) -> Path:
+        # Same place as `doorward up` puts it, so `doorward bootstrap` seals TOTP secrets with
+        # the key the running service opens them with.
+        return self.identity_key_dir or self.data_dir / "keys" / "identity"
 
     @property
     def db_url(self) -> str:
