@@ -71,13 +71,21 @@ _PLANNING = {_A: Scope.ORG, _D: Scope.REGION}
 # action -> {role: scope}. Anything absent is denied.
 RULES: dict[Action, dict[Role, Scope]] = {
     Action.USER_READ: {
-        _A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.SELF, _S: Scope.SELF
+        _A: Scope.ORG,
+        _U: Scope.ORG,
+        _D: Scope.REGION,
+        _T: Scope.SELF,
+        _S: Scope.SELF,
     },
     Action.USER_CREATE: {_A: Scope.ORG},
     Action.USER_UPDATE: {_A: Scope.ORG},
     Action.USER_DEACTIVATE: {_A: Scope.ORG},
     Action.REGION_READ: {
-        _A: Scope.ORG, _U: Scope.ORG, _D: Scope.REGION, _T: Scope.REGION, _S: Scope.REGION
+        _A: Scope.ORG,
+        _U: Scope.ORG,
+        _D: Scope.REGION,
+        _T: Scope.REGION,
+        _S: Scope.REGION,
     },
     Action.REGION_CREATE: {_A: Scope.ORG},
     Action.CUSTOMER_READ: {**_PLANNING, **_FIELD},
