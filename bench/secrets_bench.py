@@ -4,9 +4,11 @@ real service over real HTTP + gRPC; audit and workorders are in-process gRPC ser
 Reports:
   1. reveal latency p50/p99: IssueGrant (gRPC) + POST reveal (HTTP), and each part alone,
      against a single raw hvac KV v2 read on the same Vault (root token, unwrapped) as baseline;
-  2. Vault tokens and leases left after N expired grants (short TTLs; default 10,000).
+  2. Vault tokens and leases left after N expired grants (short TTLs; default 10,000 grants
+     living 30 s each), and the most seen at once while issuing them.
 
-    .venv/bin/python -m bench.secrets_bench [--grants 10000] [--samples 300] [--concurrency 32]
+    .venv/bin/python -m bench.secrets_bench [--grants 10000] [--samples 300]
+        [--concurrency 32] [--ttl 30]
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ async def latency(h: SecretsHarness, root: hvac.Client, samples: int) -> None:
     )
 
 
-async def expired(h: SecretsHarness, root: hvac.Client, count: int, concurrency: int) -> None:
+async def expired(
+    h: SecretsHarness, root: hvac.Client, count: int, concurrency: int, ttl: float
+) -> None:
     org_id = str(uuid.uuid4())
     ref_id, site_id = await h.new_secret(org_id, "expire-" + uuid.uuid4().hex)
     job = await h.job(org_id, ref_id, site_id)
@@ -115,23 +119,35 @@ async def expired(h: SecretsHarness, root: hvac.Client, count: int, concurrency:
     async def one() -> None:
         nonlocal issued
         async with gate:
-            # Each grant lives 3 s (its window closes then): short TTLs on purpose.
-            await h.grant(job, ref_id, window_end=datetime.now(UTC) + timedelta(seconds=3))
+            # Each grant lives `ttl` s (its window closes then): short TTLs on purpose.
+            await h.grant(job, ref_id, window_end=datetime.now(UTC) + timedelta(seconds=ttl))
             issued += 1
 
+    peak = before
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            now = await asyncio.to_thread(vault_counts, root)
+            peak = max(peak, now)
+            await asyncio.sleep(1.0)
+
+    sampler = asyncio.create_task(sample())
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(count)))
     issue_seconds = time.perf_counter() - t0
-    peak = await asyncio.to_thread(vault_counts, root)
+    done.set()
+    await sampler
     print(
         f"expired grants: issued {issued} in {issue_seconds:.1f} s "
         f"({issued / issue_seconds:.0f}/s, concurrency {concurrency})"
     )
     print(
-        f"  Vault before: {before[0]} tokens, {before[1]} leases; right after issuing: "
-        f"{peak[0]} tokens, {peak[1]} leases"
+        f"  Vault before: {before[0]} tokens, {before[1]} leases; most seen while issuing: "
+        f"{peak[0]} tokens, {peak[1]} leases (grant TTL {ttl:.0f} s)"
     )
-    await asyncio.sleep(3.5)
+    await asyncio.sleep(ttl + 0.5)
     t1 = time.perf_counter()
     while True:
         clean = await unclean_count(h)
@@ -182,7 +198,7 @@ async def main(args: Any) -> None:
             secrets_sweep_seconds=1.0,
         ) as h:
             await latency(h, root, args.samples)
-            await expired(h, root, args.grants, args.concurrency)
+            await expired(h, root, args.grants, args.concurrency, args.ttl)
     finally:
         bao.stop()
         pg.stop()
@@ -194,5 +210,6 @@ if __name__ == "__main__":
     parser.add_argument("--grants", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--ttl", type=float, default=30.0, help="grant lifetime, seconds")
     asyncio.run(main(parser.parse_args()))
     sys.exit(0)
