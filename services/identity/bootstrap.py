@@ -5,7 +5,7 @@ is created with MFA already enrolled and the TOTP secret is returned once, to be
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,8 @@ class BootstrapResult:
     org_id: str
     user_id: str
     totp_secret: str | None
+    # One-time codes for when the authenticator is lost (only with totp_secret); shown once.
+    recovery_codes: list[str] = field(default_factory=list)
 
 
 async def bootstrap(
@@ -67,6 +69,11 @@ async def bootstrap(
                 password_change_required=False,
                 mfa_secret=secret,
             )
+            codes = mfa.new_recovery_codes() if secret else []
+            if codes:
+                await repo.replace_recovery_codes(
+                    org.id, admin.id, [mfa.hash_recovery_code(c) for c in codes]
+                )
             await service.audit(
                 session,
                 org_id=org.id,
@@ -80,4 +87,6 @@ async def bootstrap(
     except IntegrityError:
         # Two bootstraps racing for the same name: the unique constraint decides.
         raise conflict("this organisation has already been bootstrapped") from None
-    return BootstrapResult(org_id=org.id, user_id=admin.id, totp_secret=secret)
+    return BootstrapResult(
+        org_id=org.id, user_id=admin.id, totp_secret=secret, recovery_codes=codes
+    )

@@ -38,7 +38,9 @@ async def _run(org: str, email: str, password: str, settings: IdentitySettings) 
         lines += [
             f"TOTP secret:     {result.totp_secret}",
             f"otpauth URI:     {mfa.otpauth_uri(result.totp_secret, email)}",
-            "Add the secret to an authenticator app now: it is not shown again.",
+            "recovery codes:  " + " ".join(result.recovery_codes),
+            "Add the secret to an authenticator app and keep the recovery codes somewhere safe",
+            "now: they are not shown again.",
         ]
     return lines
 

@@ -235,3 +235,22 @@ async def test_bootstrap_refuses_to_run_twice(running, org):
             migrate=False,
         )
     assert refused.value.code is ErrorCode.CONFLICT
+
+
+async def test_bootstrap_gives_working_recovery_codes(running):
+    import uuid
+
+    from tests.integration.identity.conftest import login
+
+    email = f"boot-{uuid.uuid4().hex[:8]}@example.com"
+    result = await bootstrap(
+        running.identity.db,
+        f"org-{uuid.uuid4().hex[:8]}",
+        email,
+        ADMIN_PASSWORD,
+        settings=running.settings,
+        migrate=False,
+    )
+    assert result.totp_secret and len(result.recovery_codes) == 10
+    body = await login(running, email, ADMIN_PASSWORD, result.recovery_codes[3])
+    assert body["data"]["login"]["user"]["id"] == result.user_id
