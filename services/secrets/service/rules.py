@@ -34,6 +34,15 @@ def require_id(value: str, what: str) -> str:
     return value
 
 
+def uuid_or_empty(value: str) -> str:
+    """Ids from a URL or a caller go into refusal events only if they are real UUIDs: anything
+    else could be junk, or personal data someone typed there."""
+    try:
+        return str(uuid.UUID(value)) if len(value) == 36 else ""
+    except (ValueError, TypeError):
+        return ""
+
+
 def require_kind(kind: str) -> str:
     if kind not in KINDS:
         raise bad_input("kind must be one of " + ", ".join(sorted(KINDS)))

@@ -245,7 +245,7 @@ class SecretsService:
             "org_id": org_id,
             "actor_id": user_id,
             "target_type": "UploadSlot",
-            "target_id": slot_id if rules._ID.match(slot_id) else "",
+            "target_id": rules.uuid_or_empty(slot_id),
             "source_ip": source_ip,
         }
         try:
@@ -388,9 +388,9 @@ class SecretsService:
                     action="secret.access.denied",
                     outcome=Outcome.DENIED,
                     target_type="SecretRef",
-                    target_id=secret_ref_id,
-                    secret_ref_id=secret_ref_id,
-                    work_order_id=work_order_id,
+                    target_id=rules.uuid_or_empty(secret_ref_id),
+                    secret_ref_id=rules.uuid_or_empty(secret_ref_id),
+                    work_order_id=rules.uuid_or_empty(work_order_id),
                     details={
                         "reason": denial.reason,
                         "mode": "break_glass" if break_glass else "normal",
@@ -534,12 +534,11 @@ class SecretsService:
     async def reveal(
         self, *, org_id: str, user_id: str, grant_id: str, token: str, source_ip: str
     ) -> Revealed:
-        valid_id = bool(rules._ID.match(grant_id))
         base: dict[str, Any] = {
             "org_id": org_id,
             "actor_id": user_id,
             "target_type": "SecretGrant",
-            "target_id": grant_id if valid_id else "",
+            "target_id": rules.uuid_or_empty(grant_id),
             "source_ip": source_ip,
         }
         try:

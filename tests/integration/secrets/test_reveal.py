@@ -359,3 +359,20 @@ async def _accessor(h: SecretsHarness, grant_id: str) -> str:
         grant = await session.get(Grant, grant_id)
         assert grant is not None
         return grant.wrap_accessor
+
+
+async def test_junk_grant_ids_are_404_and_audited_without_them(
+    secrets_svc: SecretsHarness, org_id: str
+) -> None:
+    h = secrets_svc
+    token = h.token(str(uuid.uuid4()), org_id)
+    for junk in ("01701234567", "x" * 70, "%2e%2e"):
+        response = await h.http.post(
+            f"{h.base_url}/v1/reveals/{junk}",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"revealToken": "dwr_x"},
+        )
+        assert response.status_code == 404
+        assert junk not in response.text
+    event = await h.audit.wait_for(org_id, "secret.reveal.denied", reason="not_found")
+    assert event.target_id == ""

@@ -134,3 +134,11 @@ def test_revoke_reasons_are_short_words() -> None:
     assert rules.revoke_reason("Completed") == "completed"
     assert rules.revoke_reason("call +49 170 1234567") == "other"
     assert rules.revoke_reason("") == "other"
+
+
+def test_only_uuids_reach_refusal_events() -> None:
+    assert rules.uuid_or_empty("6f1d1a52-4f0e-4c55-9d8e-0d00a7d5ec12") == (
+        "6f1d1a52-4f0e-4c55-9d8e-0d00a7d5ec12"
+    )
+    for junk in ("+4917012345678", "x", "", "6f1d1a524f0e4c559d8e0d00a7d5ec12"):
+        assert rules.uuid_or_empty(junk) == ""
