@@ -1,0 +1,421 @@
+"""Plan execution: parallel subgraph calls, entity batching, merging and result shaping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    SelectionNode,
+    execute,
+    is_abstract_type,
+    is_leaf_type,
+)
+from graphql.execution.values import get_variable_values
+from graphql.language import SelectionSetNode, VariableNode
+from opentelemetry import propagate, trace
+
+from gateway.planner import Batch, Fetch, OutSel, Plan
+
+tracer = trace.get_tracer("doorward.gateway")
+
+# Fields that are forwarded from the client request to every subgraph call.
+FORWARDED_HEADERS = ("authorization",)
+
+
+class _Bubble:
+    """A null that must propagate to the nearest nullable parent."""
+
+
+BUBBLE = _Bubble()
+NULLED = _Bubble()  # a null whose error is already recorded: propagates no further
+Path = tuple[str | int, ...]
+
+
+def deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for k, v in other.items():
+        mine = into.get(k)
+        if isinstance(mine, dict) and isinstance(v, dict):
+            deep_merge(mine, v)
+        elif isinstance(mine, list) and isinstance(v, list) and len(mine) == len(v):
+            for i, (a, b) in enumerate(zip(mine, v, strict=True)):
+                if isinstance(a, dict) and isinstance(b, dict):
+                    deep_merge(a, b)
+                else:
+                    mine[i] = b
+        else:
+            into[k] = v
+
+
+def collect_targets(data: Any, path: tuple[str, ...], prefix: Path = ()
+                    ) -> list[tuple[dict[str, Any], Path]]:
+    """The objects at `path` (lists flattened), each with its response path."""
+    out: list[tuple[dict[str, Any], Path]] = []
+    _walk(data, path, 0, prefix, out)
+    return out
+
+
+def _walk(value: Any, path: tuple[str, ...], i: int, at: Path,
+          out: list[tuple[dict[str, Any], Path]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        for n, v in enumerate(value):
+            _walk(v, path, i, (*at, n), out)
+        return
+    if not isinstance(value, dict):
+        return
+    if i == len(path):
+        out.append((value, at))
+        return
+    key = path[i]
+    if key in value:
+        _walk(value[key], path, i + 1, (*at, key), out)
+
+
+def project(obj: Any, sel: OutSel) -> Any:
+    """The part of `obj` named by `sel` (builds `_entities` representations)."""
+    if isinstance(obj, list):
+        return [project(o, sel) for o in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for key, f in sel.fields.items():
+        if key not in obj:
+            raise KeyError(key)
+        v = obj[key]
+        out[key] = project(v, f.sub) if f.sub is not None and v is not None else v
+    typename = obj.get("__typename")
+    for cond, fsel in sel.fragments.items():
+        if typename == cond:
+            out.update(project(obj, fsel))
+    return out
+
+
+def _error(message: str, code: str, path: Path | None = None, **ext: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message}
+    if path is not None:
+        err["path"] = list(path)
+    err["extensions"] = {"code": code, **ext}
+    return err
+
+
+class Executor:
+    def __init__(self, urls: Mapping[str, str], schema: GraphQLSchema,
+                 client: httpx.AsyncClient, timeout: float = 5.0) -> None:
+        self.urls = dict(urls)
+        self.schema = schema
+        self.client = client
+        self.timeout = timeout
+
+    async def execute(self, plan: Plan, variables: Mapping[str, Any],
+                      headers: Mapping[str, str]) -> dict[str, Any]:
+        coerced: Mapping[str, Any] = variables
+        if plan.operation.variable_definitions:
+            result = get_variable_values(self.schema, plan.operation.variable_definitions,
+                                         dict(variables))
+            if isinstance(result, list):
+                raise VariablesInvalid(result)
+            coerced = result
+        data: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        fwd = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
+        for group in plan.groups:
+            for level in group:
+                results = await asyncio.gather(
+                    *(self._run_batch(b, data, variables, fwd) for b in level))
+                for batch_errors in results:
+                    errors.extend(batch_errors)
+        if plan.introspection is not None:
+            intro = execute(self.schema, plan.introspection, variable_values=dict(variables),
+                            operation_name=plan.operation.name.value if plan.operation.name
+                            else None, root_value=_IntrospectionOnly())
+            intro_data = intro.data or {}  # type: ignore[union-attr]
+            for k in plan.extra.get("introspection_keys", ()):
+                data[k] = intro_data.get(k)
+        shaped, completion = shape(self.schema, plan, data, coerced)
+        response: dict[str, Any] = {}
+        if errors:
+            response["errors"] = errors
+        response["data"] = shaped
+        if completion and not errors:
+            # Like Apollo: post-processing null errors go to extensions, not errors.
+            response["extensions"] = {"valueCompletion": completion}
+        return response
+
+    async def _run_batch(self, batch: Batch, data: dict[str, Any], variables: Mapping[str, Any],
+                         headers: dict[str, str]) -> list[dict[str, Any]]:
+        sub_vars = {v: variables[v] for v in batch.variables if v in variables}
+        targets: list[list[list[tuple[dict[str, Any], Path]]]] = []
+        if batch.is_entity:
+            for f in batch.fetches:
+                reps, rep_targets = self._representations(f, data)
+                sub_vars[f"r{f.index}"] = reps
+                targets.append(rep_targets)
+            if not any(sub_vars[f"r{f.index}"] for f in batch.fetches):
+                return []
+        try:
+            body = await self._post(batch.graph, batch.query, sub_vars, headers)
+        except Exception:  # timeouts, refused connections, broken responses
+            return self._unavailable(batch, targets)
+        errors: list[dict[str, Any]] = []
+        result = body.get("data")
+        if batch.is_entity:
+            if isinstance(result, dict):
+                for f, rep_targets in zip(batch.fetches, targets, strict=True):
+                    entities = result.get(f"_{f.index}") or []
+                    for j, entity in enumerate(entities):
+                        if isinstance(entity, dict) and j < len(rep_targets):
+                            for obj, _ in rep_targets[j]:
+                                deep_merge(obj, entity)
+        elif isinstance(result, dict):
+            deep_merge(data, result)
+        for err in body.get("errors") or ():
+            errors.append(self._reroot(err, batch, targets))
+        return errors
+
+    def _representations(self, f: Fetch, data: dict[str, Any]
+                         ) -> tuple[list[Any], list[list[tuple[dict[str, Any], Path]]]]:
+        reps: list[Any] = []
+        rep_targets: list[list[tuple[dict[str, Any], Path]]] = []
+        index: dict[bytes, int] = {}
+        for obj, at in collect_targets(data, f.path):
+            sel = f.reps.get(obj.get("__typename"))  # type: ignore[arg-type]
+            if sel is None:
+                continue
+            try:
+                rep = project(obj, sel)
+            except KeyError:
+                continue  # a key field is missing (null parent): nothing to fetch
+            k = orjson.dumps(rep)
+            n = index.get(k)
+            if n is None:
+                index[k] = n = len(reps)
+                reps.append(rep)
+                rep_targets.append([])
+            rep_targets[n].append((obj, at))
+        return reps, rep_targets
+
+    async def _post(self, graph: str, query: str, variables: dict[str, Any],
+                    headers: dict[str, str]) -> dict[str, Any]:
+        with tracer.start_as_current_span(f"gateway.fetch {graph}",
+                                          attributes={"graphql.subgraph": graph}):
+            out_headers = {"content-type": "application/json", "accept": "application/json",
+                           **headers}
+            propagate.inject(out_headers)
+            payload = orjson.dumps({"query": query, "variables": variables})
+            async with asyncio.timeout(self.timeout):
+                resp = await self.client.post(self.urls[graph], content=payload,
+                                              headers=out_headers)
+            body = orjson.loads(resp.content)
+            if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
+                raise ValueError(f"bad response from {graph}")
+            return body
+
+    def _unavailable(self, batch: Batch, targets: list[list[list[tuple[dict[str, Any], Path]]]]
+                     ) -> list[dict[str, Any]]:
+        msg = f'Subgraph "{batch.graph}" is unavailable.'
+        if not batch.is_entity:
+            return [_error(msg, "UNAVAILABLE", (k,), serviceName=batch.graph)
+                    for k in batch.fetches[0].root_fields]
+        out = []
+        for f, rep_targets in zip(batch.fetches, targets, strict=True):
+            if not rep_targets:
+                continue
+            first_field = next((k for t in f.reps for k in f.out.fragment(t).fields
+                                if k != "__typename"), None)
+            at = rep_targets[0][0][1]
+            out.append(_error(msg, "UNAVAILABLE",
+                              (*at, first_field) if first_field else at, serviceName=batch.graph))
+        return out
+
+    def _reroot(self, err: Any, batch: Batch,
+                targets: list[list[list[tuple[dict[str, Any], Path]]]]) -> dict[str, Any]:
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+        out: dict[str, Any] = {"message": err.get("message") or
+                               f'Error while fetching subquery from service "{batch.graph}"'}
+        path = err.get("path")
+        if isinstance(path, list) and path:
+            if batch.is_entity and isinstance(path[0], str) and path[0].startswith("_") \
+                    and len(path) > 1 and isinstance(path[1], int):
+                try:
+                    fi = int(path[0][1:])
+                    rep_targets = targets[fi]
+                    out["path"] = [*rep_targets[path[1]][0][1], *path[2:]]
+                except (ValueError, IndexError):
+                    pass
+            elif not batch.is_entity:
+                out["path"] = path
+        ext = dict(err.get("extensions") or {})
+        ext.setdefault("code", "DOWNSTREAM_SERVICE_ERROR")
+        ext["serviceName"] = batch.graph
+        ext.pop("exception", None)  # never leak a subgraph's stack trace
+        ext.pop("stacktrace", None)
+        out["extensions"] = ext
+        return out
+
+
+class _IntrospectionOnly:
+    """Root value for local introspection: every non-introspection field resolves to null."""
+
+
+class VariablesInvalid(Exception):
+    def __init__(self, errors: list[GraphQLError]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Result shaping: the merged subgraph data -> exactly what the operation asked, null-propagated
+
+
+class _Shaper:
+    def __init__(self, schema: GraphQLSchema, plan: Plan, variables: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self.fragments = plan.fragments
+        self.variables = variables
+        self.errors: list[dict[str, Any]] = []
+        # Keyed by the identity of selection tuples that the cache itself keeps alive; shared
+        # across requests when the operation has no @include/@skip (results cannot vary).
+        cache = plan.extra.get("shape_cache")
+        self.cache: dict[tuple[int, str], list[tuple[str, FieldNode, tuple[SelectionNode, ...]]]]
+        self.cache = cache if cache is not None else {}
+
+    def _skip(self, node: Any) -> bool:
+        for d in node.directives or ():
+            name = d.name.value
+            if name not in ("include", "skip"):
+                continue
+            arg = d.arguments[0].value
+            val = self.variables.get(arg.name.value) if isinstance(arg, VariableNode) \
+                else getattr(arg, "value", False)
+            if (name == "skip" and val) or (name == "include" and not val):
+                return True
+        return False
+
+    def _applies(self, cond: str | None, type_name: str) -> bool:
+        if cond is None or cond == type_name:
+            return True
+        ct = self.schema.get_type(cond)
+        ot = self.schema.get_type(type_name)
+        return ct is not None and ot is not None and is_abstract_type(ct) and \
+            self.schema.is_sub_type(ct, ot)  # type: ignore[arg-type]
+
+    def fields(self, sels: tuple[SelectionNode, ...], type_name: str
+               ) -> list[tuple[str, FieldNode, tuple[SelectionNode, ...]]]:
+        key = (id(sels), type_name)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        grouped: dict[str, tuple[FieldNode, list[SelectionNode]]] = {}
+        self._collect(sels, type_name, grouped)
+        out = [(k, f, tuple(subs)) for k, (f, subs) in grouped.items()]
+        self.cache[key] = out
+        return out
+
+    def _collect(self, sels: tuple[SelectionNode, ...], type_name: str,
+                 grouped: dict[str, tuple[FieldNode, list[SelectionNode]]]) -> None:
+        for s in sels:
+            if self._skip(s):
+                continue
+            if isinstance(s, FieldNode):
+                k = s.alias.value if s.alias else s.name.value
+                entry = grouped.get(k)
+                if entry is None:
+                    entry = grouped[k] = (s, [])
+                if s.selection_set is not None:
+                    entry[1].extend(s.selection_set.selections)
+            elif isinstance(s, InlineFragmentNode):
+                cond = s.type_condition.name.value if s.type_condition else None
+                if self._applies(cond, type_name):
+                    self._collect(s.selection_set.selections, type_name, grouped)
+            elif isinstance(s, FragmentSpreadNode):
+                frag = self.fragments.get(s.name.value)
+                if frag is not None and self._applies(frag.type_condition.name.value, type_name):
+                    self._collect(frag.selection_set.selections, type_name, grouped)
+
+    def obj(self, value: dict[str, Any], type_: GraphQLObjectType,
+            sels: tuple[SelectionNode, ...], path: Path) -> dict[str, Any] | _Bubble:
+        out: dict[str, Any] = {}
+        bubble = False
+        for key, fnode, subs in self.fields(sels, type_.name):
+            fname = fnode.name.value
+            if fname == "__typename":
+                out[key] = type_.name
+                continue
+            fdef = type_.fields.get(fname)
+            if fdef is None:  # __schema / __type resolved locally
+                out[key] = value.get(key)
+                continue
+            r = self.value(value.get(key), fdef.type, subs, (*path, key), type_.name, fname)
+            if r is BUBBLE:
+                bubble = True
+                out[key] = None
+            elif r is NULLED:
+                out[key] = None
+            else:
+                out[key] = r
+        return BUBBLE if bubble else out
+
+    def value(self, value: Any, type_: Any, sels: tuple[SelectionNode, ...], path: Path,
+              parent: str, fname: str) -> Any:
+        if isinstance(type_, GraphQLNonNull):
+            r = self.value(value, type_.of_type, sels, path, parent, fname)
+            if r is None:
+                self.errors.append({"message": f"Cannot return null for non-nullable field "
+                                    f"{parent}.{fname}.", "path": list(path),
+                                    "extensions": {"code": "INVALID_GRAPHQL"}})
+                return BUBBLE
+            if r is BUBBLE or r is NULLED:
+                return BUBBLE
+            return r
+        if value is None:
+            return None
+        if isinstance(type_, GraphQLList):
+            if not isinstance(value, list):
+                return None
+            items = []
+            for i, v in enumerate(value):
+                r = self.value(v, type_.of_type, sels, (*path, i), parent, fname)
+                if r is BUBBLE:
+                    return NULLED  # nullable list: the list itself becomes null
+                items.append(None if r is NULLED else r)
+            return items
+        if is_leaf_type(type_):
+            return value
+        if not isinstance(value, dict):
+            return None
+        if is_abstract_type(type_):
+            rt = self.schema.get_type(value.get("__typename") or "")
+            if not isinstance(rt, GraphQLObjectType):
+                return None  # unknown or @inaccessible runtime type
+            type_ = rt
+        r = self.obj(value, type_, sels, path)
+        return NULLED if r is BUBBLE else r
+
+
+def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Mapping[str, Any]
+          ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    shaper = _Shaper(schema, plan, variables)
+    root = schema.get_root_type(plan.operation.operation)
+    assert root is not None
+    sels: tuple[SelectionNode, ...] = plan.operation.selection_set.selections  # type: ignore
+    r = shaper.obj(data, root, sels, ())
+    # A nullable child that bubbled already set itself to null; a bubble at the root nulls data.
+    return (None if r is BUBBLE else r), shaper.errors  # type: ignore[return-value]
+
+
+__all__ = ["BUBBLE", "Executor", "GraphQLError", "SelectionSetNode", "collect_targets",
+           "deep_merge", "project", "shape"]
