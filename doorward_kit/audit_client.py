@@ -357,7 +357,7 @@ async def record_event(session: AsyncSession, model: type[Any], record: AuditRec
 # ---- the sender ---------------------------------------------------------------------------
 
 BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 10.0
 
 
 def backoff_delay(
@@ -393,6 +393,8 @@ class OutboxSender:
         batch_size: int = 200,
         poll_interval: float = 0.25,
         deadline: float = 5.0,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_cap: float = BACKOFF_CAP_SECONDS,
     ) -> None:
         self._db = db
         self._model = model
@@ -404,6 +406,11 @@ class OutboxSender:
         self._deadline = deadline
         self._wake = asyncio.Event()
         self._failures = 0
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+
+    def _backoff(self, attempts: int) -> float:
+        return backoff_delay(attempts, base=self._backoff_base, cap=self._backoff_cap)
 
     def notify(self) -> None:
         """Wake the loop now (e.g. after committing events from another process's view)."""
@@ -434,7 +441,7 @@ class OutboxSender:
                 )
             except DoorwardError as error:
                 attempts = max(row.attempts for row in rows) + 1
-                delay = backoff_delay(attempts)
+                delay = self._backoff(attempts)
                 log.warning(
                     "audit events not delivered yet",
                     extra={
@@ -473,7 +480,7 @@ class OutboxSender:
                     # The outbox database itself failed: back off and try again.
                     self._failures += 1
                     log.exception("audit outbox pass failed")
-                    await asyncio.sleep(backoff_delay(self._failures))
+                    await asyncio.sleep(self._backoff(self._failures))
                     continue
                 if delivered >= self._batch:
                     continue  # more are probably waiting

@@ -141,8 +141,8 @@ def test_backoff_grows_is_capped_and_jittered():
     assert backoff_delay(1, rand=lambda: 1.0) == 0.5
     assert backoff_delay(2, rand=lambda: 1.0) == 1.0
     assert backoff_delay(4, rand=lambda: 1.0) == 4.0
-    assert backoff_delay(100, rand=lambda: 1.0) == 30.0
-    assert backoff_delay(100, rand=lambda: 0.0) == 15.0
+    assert backoff_delay(100, rand=lambda: 1.0) == 10.0
+    assert backoff_delay(100, rand=lambda: 0.0) == 5.0
     assert 0.25 <= backoff_delay(1) <= 0.5
 
 
