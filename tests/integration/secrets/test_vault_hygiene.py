@@ -236,3 +236,52 @@ async def test_token_renewal_keeps_the_service_logged_in(
 ) -> None:
     lease = await secrets_svc.service.vault.renew_once()
     assert lease > 0
+
+
+async def test_a_doorward_bug_cannot_stretch_a_grant(
+    secrets_svc: SecretsHarness, org_id: str
+) -> None:
+    """Simulate a bug: the database says the grant is good for another day after Vault's wrap
+    TTL has ended. Vault refuses the unwrap; the value does not come out."""
+    h = secrets_svc
+    ref_id, site_id = await h.new_secret(org_id, "stretch-canary")
+    job = await h.job(org_id, ref_id, site_id)
+    grant = await h.grant(job, ref_id, window_end=datetime.now(UTC) + timedelta(seconds=2))
+    await asyncio.sleep(2.5)
+    async with h.service.db.unit_of_work() as session:
+        await session.execute(
+            update(Grant)
+            .where(Grant.id == grant.id)
+            .values(expires_at=datetime.now(UTC) + timedelta(days=1), vault_clean=False)
+        )
+    response = await h.reveal(grant, job.token)
+    assert response.status_code == 410
+    assert "stretch-canary" not in response.text
+    # The ALLOWED record came first (audit before unwrap), then Vault said no: an ERROR event
+    # and a refusal follow, so the trail tells the whole story.
+    await h.audit.wait_for(org_id, "secret.reveal")
+    await h.audit.wait_for(org_id, "secret.reveal", reason="vault_refused")
+    await h.audit.wait_for(org_id, "secret.reveal.denied", reason="vault_refused")
+
+
+async def test_the_service_token_cannot_read_values_unwrapped(openbao) -> None:
+    """The policy itself: an AppRole token of the service reading KV without wrapping, or with
+    a wrap TTL over an hour, is refused by Vault."""
+    client = hvac.Client(url=openbao.addr)
+    client.auth.approle.login(openbao.role_id, openbao.secret_id)
+    root = openbao.client()
+    root.secrets.kv.v2.create_or_update_secret(
+        "orgs/policy-test/secrets/x", {"value": "v"}, mount_point="doorward-kv"
+    )
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.adapter.get("/v1/doorward-kv/data/orgs/policy-test/secrets/x")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.adapter.get("/v1/doorward-kv/data/orgs/policy-test/secrets/x", wrap_ttl="2h")
+    wrapped = client.adapter.get("/v1/doorward-kv/data/orgs/policy-test/secrets/x", wrap_ttl="60s")
+    assert wrapped["wrap_info"]["ttl"] == 60
+    for path in ("/v1/doorward-kv/data/other/x", "/v1/sys/policies/acl/doorward-secrets"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            client.adapter.get(path, wrap_ttl="60s")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.adapter.post("/v1/auth/token/create", json={})
+    client.logout(revoke_token=True)
