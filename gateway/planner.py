@@ -571,13 +571,23 @@ class QueryPlanner:
         # Whitespace-insensitive enough for clients that re-indent; exact text otherwise.
         return (" ".join(query.split()), operation_name)
 
-    def get(self, query: str, operation_name: str | None) -> CachedOperation:
+    def peek(self, query: str, operation_name: str | None) -> CachedOperation | None:
+        key = self.cache_key(query, operation_name)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+        return hit
+
+    def get(self, query: str, operation_name: str | None,
+            document: DocumentNode | None = None) -> CachedOperation:
+        """Cached plan, or parse (unless given), validate, check limits and plan."""
         key = self.cache_key(query, operation_name)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        document = parse(query)
+        if document is None:
+            document = parse(query)
         errors = validate(self.schema, document)
         if errors:
             raise ValidationFailed(errors)

@@ -1,0 +1,75 @@
+"""`doorward gateway compose|serve` (typer sub-app `gateway_app`) and the functions behind it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import typer
+
+from gateway.composition import compose as compose_supergraph
+from gateway.settings import GatewaySettings
+
+gateway_app = typer.Typer(no_args_is_help=False, add_completion=False,
+                          help="The federation gateway.")
+
+
+def compose(subgraphs: dict[str, str] | None = None, startup_timeout: float = 10.0) -> str:
+    """Supergraph SDL of the running subgraphs ({name: url}; default: the Doorward ones)."""
+    from gateway.server import fetch_sdls
+
+    urls = subgraphs or GatewaySettings().subgraph_urls()
+
+    async def run() -> str:
+        async with httpx.AsyncClient() as client:
+            sdls = await fetch_sdls(client, urls, startup_timeout)
+        return compose_supergraph(sdls)
+
+    return asyncio.run(run())
+
+
+def serve(supergraph_file: str | None = None, port: int | None = None,
+          auth_enabled: bool = True) -> None:
+    """Run the gateway in the foreground (uvicorn)."""
+    import uvicorn
+
+    from gateway.auth import doorward_authenticator
+    from gateway.server import create_app
+
+    overrides: dict[str, object] = {"auth_enabled": auth_enabled}
+    if supergraph_file is not None:
+        overrides["supergraph_file"] = supergraph_file
+    if port is not None:
+        overrides["port"] = port
+    settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
+    authenticator = doorward_authenticator(settings) if auth_enabled else None
+    app = create_app(settings, authenticator)
+    uvicorn.run(app, host=settings.stack.host, port=settings.listen_port, log_level="warning",
+                access_log=False)
+
+
+@gateway_app.command("compose")
+def compose_command(
+    subgraph: list[str] = typer.Option(  # noqa: B006
+        [], "--subgraph", help="name=url (repeatable); default: the Doorward subgraphs"),
+    out: Path | None = typer.Option(None, help="write the SDL here instead of stdout"),
+) -> None:
+    """Print the supergraph SDL composed from the running subgraphs."""
+    urls = dict(s.split("=", 1) for s in subgraph) or None
+    sdl = compose(urls)
+    if out is not None:
+        out.write_text(sdl)
+    else:
+        typer.echo(sdl, nl=False)
+
+
+@gateway_app.command("serve")
+def serve_command(
+    supergraph: Path | None = typer.Option(None, "--supergraph", exists=True, dir_okay=False,
+                                           help="supergraph SDL file (default: compose at start)"),
+    port: int | None = typer.Option(None, help="listen port (default DOORWARD_GATEWAY_PORT)"),
+    auth: bool = typer.Option(True, "--auth/--no-auth", help="require access tokens"),
+) -> None:
+    """Serve the federated graph."""
+    serve(str(supergraph) if supergraph else None, port, auth)

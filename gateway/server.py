@@ -1,0 +1,336 @@
+"""The gateway's HTTP server: POST/GET /graphql, /healthz, /readyz.
+
+Authentication errors answer HTTP 401 with a GraphQL body whose error has
+`extensions.code = UNAUTHENTICATED` (Apollo Server's documented pattern: a GraphQLError with
+`extensions.http.status = 401`). Parse, validation and variable errors answer 400 like Apollo
+Server 4; rate limiting answers 429 with code RATE_LIMITED; execution errors answer 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+)
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from gateway.composition import CompositionError, Supergraph, compose
+from gateway.executor import Executor, VariablesInvalid
+from gateway.limits import Limits, RateLimiter, TrustedDocuments, check_document
+from gateway.planner import CachedOperation, PlanningError, QueryPlanner, ValidationFailed
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("doorward.gateway")
+
+Authenticator = Callable[[str | None], Awaitable[object]]
+PUBLIC_MUTATIONS = frozenset({"login", "refresh"})
+SDL_QUERY = orjson.dumps({"query": "{ _service { sdl } }"})
+
+
+class GatewayStartupError(RuntimeError):
+    """The gateway cannot start: names the subgraphs that are down or the composition errors."""
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _errors(message: str, code: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
+
+
+async def fetch_sdls(client: httpx.AsyncClient, urls: Mapping[str, str], timeout: float
+                     ) -> dict[str, tuple[str, str]]:
+    """Each subgraph's SDL, retrying until `timeout`; then one error naming every one still down."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, tuple[str, str]] = {}
+    problems: dict[str, str] = {}
+    delay = 0.1
+    while True:
+        for name, url in urls.items():
+            if name in found:
+                continue
+            try:
+                resp = await client.post(url, content=SDL_QUERY,
+                                         headers={"content-type": "application/json"}, timeout=5)
+                sdl = resp.json()["data"]["_service"]["sdl"]
+                found[name] = (url, sdl)
+                problems.pop(name, None)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                problems[name] = f"{url} ({type(exc).__name__})"
+        if len(found) == len(urls):
+            return {name: found[name] for name in urls}
+        if time.monotonic() + delay > deadline:
+            down = ", ".join(f"{n} at {p}" for n, p in problems.items())
+            raise GatewayStartupError(f"subgraphs unreachable after {timeout:.0f}s: {down}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def is_public_operation(document: DocumentNode, operation_name: str | None) -> bool:
+    """True when the operation only calls login/refresh: those run without a token."""
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name:
+        ops = [o for o in ops if o.name and o.name.value == operation_name]
+    if len(ops) != 1 or ops[0].operation is not OperationType.MUTATION:
+        return False
+    sels = ops[0].selection_set.selections
+    return bool(sels) and all(isinstance(s, FieldNode) and s.name.value in PUBLIC_MUTATIONS
+                              for s in sels)
+
+
+def _principal_key(principal: object) -> str | None:
+    for attr in ("user_id", "id", "sub"):
+        v = getattr(principal, attr, None)
+        if v:
+            return f"user:{v}"
+    return None
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, supergraph: Supergraph,
+                 client: httpx.AsyncClient, authenticator: Authenticator | None) -> None:
+        self.settings = settings
+        self.supergraph = supergraph
+        urls = dict(supergraph.urls)
+        urls.update({k: v for k, v in settings.subgraphs.items() if k in urls})
+        self.limits = Limits(settings.max_depth, settings.max_aliases, settings.max_fields,
+                             settings.max_cost, settings.default_list_size,
+                             settings.introspection_enabled)
+        self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
+                                    validators=[self._check_limits])
+        self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout)
+        self.authenticator = authenticator if settings.auth_enabled else None
+        self.trusted = (TrustedDocuments.load(settings.trusted_documents)
+                        if settings.trusted_documents else None)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+    def _check_limits(self, document: DocumentNode, _name: str | None,
+                      checks: dict[str, Any]) -> None:
+        check_document(self.supergraph.api_schema, document, self.limits)
+
+    async def handle(self, payload: Any, headers: Mapping[str, str], client: str,
+                     allow_mutation: bool = True) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, await self._handle(payload, headers, client, allow_mutation)
+        except RequestError as exc:
+            return exc.status, _errors(str(exc), exc.code)
+        except ValidationFailed as exc:
+            return 400, {"errors": [_format(e, "GRAPHQL_VALIDATION_FAILED") for e in exc.errors]}
+        except VariablesInvalid as exc:
+            return 400, {"errors": [_format(e, "BAD_USER_INPUT") for e in exc.errors]}
+        except GraphQLError as exc:
+            return 400, {"errors": [_format(exc, "GRAPHQL_VALIDATION_FAILED")]}
+        except PlanningError:
+            log.exception("query planning failed")
+            return 200, _errors("Internal server error", "INTERNAL_SERVER_ERROR")
+        except Exception:
+            log.exception("gateway request failed")  # request data stays out of the log
+            return 500, _errors("Internal server error", "INTERNAL_SERVER_ERROR")
+
+    async def _handle(self, payload: Any, headers: Mapping[str, str], client: str,
+                      allow_mutation: bool) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise RequestError(400, "The request body must be a JSON object.", "BAD_REQUEST")
+        query = payload.get("query")
+        operation_name = payload.get("operationName") or None
+        variables = payload.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise RequestError(400, "`variables` must be a JSON object.", "BAD_REQUEST")
+        sha = None
+        ext = payload.get("extensions")
+        if isinstance(ext, dict) and isinstance(ext.get("persistedQuery"), dict):
+            sha = ext["persistedQuery"].get("sha256Hash")
+        if self.trusted is not None:
+            query = self.trusted.resolve(query if isinstance(query, str) else None, sha)
+            if query is None:
+                raise RequestError(400, "This operation is not on the trusted documents list.",
+                                   "PERSISTED_QUERY_NOT_FOUND")
+        elif not isinstance(query, str) or not query:
+            if sha is not None:
+                raise RequestError(400, "PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
+            raise RequestError(400, "The request has no `query`.", "BAD_REQUEST")
+
+        principal: object | None = None
+        cached = self.planner.peek(query, operation_name)
+        document: DocumentNode | None = None
+        if self.authenticator is not None:
+            auth = headers.get("authorization")
+            try:
+                principal = await self.authenticator(auth)
+            except Exception as exc:
+                if cached is not None:
+                    public = cached.checks.get("public", False)
+                else:
+                    document = _parse(query)
+                    public = is_public_operation(document, operation_name)
+                if not public:
+                    raise RequestError(401, _auth_message(exc), "UNAUTHENTICATED") from None
+        key = _principal_key(principal) if principal is not None else None
+        if not self.rate_limiter.allow(key or f"addr:{client}"):
+            raise RequestError(429, "Too many requests: slow down.", "RATE_LIMITED")
+        if cached is None:
+            if document is None:
+                document = _parse(query)
+            cached = self.planner.get(query, operation_name, document)
+            cached.checks["public"] = is_public_operation(document, operation_name)
+        if not allow_mutation and cached.plan.operation_kind == "mutation":
+            raise RequestError(405, "Mutations are not allowed over GET.", "BAD_REQUEST")
+        return await self.executor.execute(cached.plan, variables, headers)
+
+
+def _parse(query: str) -> DocumentNode:
+    try:
+        return parse(query)
+    except GraphQLError as exc:
+        raise RequestError(400, exc.message, "GRAPHQL_PARSE_FAILED") from None
+
+
+def _auth_message(exc: Exception) -> str:
+    # DoorwardError messages are written to be safe to show; anything else stays generic.
+    code = getattr(getattr(exc, "code", None), "value", None)
+    if code == "UNAUTHENTICATED" and str(exc):
+        return str(getattr(exc, "message", None) or exc)
+    return "Authentication required: send a valid access token."
+
+
+def _format(err: GraphQLError, code: str) -> dict[str, Any]:
+    out = err.formatted
+    ext = dict(out.get("extensions") or {})
+    ext.setdefault("code", code)
+    out["extensions"] = ext
+    return dict(out)
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+GRAPHIQL = """<!doctype html><html><head><title>Doorward GraphiQL</title>
+<link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css"/></head>
+<body style="margin:0"><div id="g" style="height:100vh"></div>
+<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+<script src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
+<script>ReactDOM.createRoot(document.getElementById('g')).render(React.createElement(
+GraphiQL,{fetcher:GraphiQL.createFetcher({url:location.pathname})}));</script></body></html>"""
+
+
+def create_app(settings: GatewaySettings | None = None, authenticator: Authenticator | None = None,
+               supergraph_sdl: str | None = None) -> FastAPI:
+    """The gateway app. Without `supergraph_sdl`, composes the configured subgraphs at start."""
+    settings = settings or GatewaySettings()
+    if settings.supergraph_file and supergraph_sdl is None:
+        with open(settings.supergraph_file, encoding="utf-8") as fh:
+            supergraph_sdl = fh.read()
+    if settings.auth_enabled and authenticator is None:
+        raise ValueError("authentication is enabled but no authenticator was given "
+                         "(pass one, or disable auth with --no-auth)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=settings.max_connections,
+                              max_keepalive_connections=settings.max_connections)
+        async with httpx.AsyncClient(limits=limits, timeout=settings.subgraph_timeout) as client:
+            if supergraph_sdl is not None:
+                supergraph = Supergraph.from_sdl(supergraph_sdl)
+            else:
+                sdls = await fetch_sdls(client, settings.subgraph_urls(), settings.startup_timeout)
+                try:
+                    supergraph = Supergraph.from_sdl(compose(sdls))
+                except CompositionError as exc:
+                    raise GatewayStartupError(str(exc)) from exc
+            app.state.gateway = Gateway(settings, supergraph, client, authenticator)
+            yield
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = None
+
+    async def graphql_post(request: Request) -> Response:
+        gw: Gateway | None = request.app.state.gateway
+        if gw is None:
+            return _json(503, _errors("The gateway is starting.", "UNAVAILABLE"))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return _json(413, _errors("The request body is too large.", "BAD_REQUEST"))
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _json(413, _errors("The request body is too large.", "BAD_REQUEST"))
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _json(400, _errors("The request body is not valid JSON.", "BAD_REQUEST"))
+        return await _dispatch(gw, request, payload, allow_mutation=True)
+
+    async def graphql_get(request: Request) -> Response:
+        gw: Gateway | None = request.app.state.gateway
+        params = request.query_params
+        if "query" not in params and "extensions" not in params:
+            if settings.graphiql_enabled and "text/html" in request.headers.get("accept", ""):
+                return HTMLResponse(GRAPHIQL)
+            return _json(400, _errors("The request has no `query`.", "BAD_REQUEST"))
+        if gw is None:
+            return _json(503, _errors("The gateway is starting.", "UNAVAILABLE"))
+        try:
+            payload: dict[str, Any] = {"query": params.get("query"),
+                                       "operationName": params.get("operationName")}
+            for k in ("variables", "extensions"):
+                if params.get(k):
+                    payload[k] = orjson.loads(params[k])
+        except orjson.JSONDecodeError:
+            return _json(400, _errors("`variables`/`extensions` must be JSON.", "BAD_REQUEST"))
+        return await _dispatch(gw, request, payload, allow_mutation=False)
+
+    async def _dispatch(gw: Gateway, request: Request, payload: Any,
+                        allow_mutation: bool) -> Response:
+        headers = request.headers
+        client = request.client.host if request.client else "unknown"
+        # Continue the caller's trace: subgraph fetches become children of it.
+        token = otel_context.attach(propagate.extract(headers))
+        try:
+            if isinstance(payload, list):
+                if not payload or len(payload) > settings.max_batch:
+                    return _json(400, _errors(
+                        f"A batch holds 1 to {settings.max_batch} operations.", "BAD_REQUEST"))
+                results = await asyncio.gather(*(gw.handle(p, headers, client, allow_mutation)
+                                                 for p in payload))
+                return _json(200, [body for _, body in results])
+            status, body = await gw.handle(payload, headers, client, allow_mutation)
+            return _json(status, body)
+        finally:
+            otel_context.detach(token)
+
+    app.router.add_route("/graphql", graphql_post, methods=["POST"])
+    app.router.add_route("/graphql", graphql_get, methods=["GET"])
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        ready = request.app.state.gateway is not None
+        return JSONResponse({"status": "ready" if ready else "starting"},
+                            status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,59 @@
+"""Gateway settings (DOORWARD_GATEWAY_*); where the subgraphs live comes from StackSettings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from doorward_kit.settings import StackSettings
+
+# The Doorward subgraphs, in composition order.
+DOORWARD_SUBGRAPHS = ("identity", "workorders", "audit")
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOORWARD_GATEWAY_", extra="forbid")
+
+    stack: StackSettings = Field(default_factory=StackSettings)
+    port: int | None = None  # default: DOORWARD_GATEWAY_PORT via StackSettings
+    # name -> URL; empty means the Doorward subgraphs at their StackSettings ports.
+    subgraphs: dict[str, str] = Field(default_factory=dict)
+    supergraph_file: str | None = None
+    auth_enabled: bool = True
+    introspection: bool | None = None  # default: on in development only
+    graphiql: bool | None = None  # default: on in development only
+    subgraph_timeout: float = 5.0
+    startup_timeout: float = 30.0  # how long to retry fetching subgraph SDLs at start
+    plan_cache_size: int = 1000
+    max_body_bytes: int = 1_000_000
+    max_batch: int = 10
+    max_depth: int = 15
+    max_aliases: int = 30
+    max_fields: int = 500
+    max_cost: int = 10_000
+    default_list_size: int = 10  # cost multiplier for a list field without `first`/`last`
+    trusted_documents: str | None = None  # allow-list file: only these documents run
+    rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
+    rate_limit_burst: int = 100
+    max_connections: int = 200  # pooled connections to subgraphs
+
+    @property
+    def development(self) -> bool:
+        return self.stack.env == "development"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.development if self.introspection is None else self.introspection
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.development and (self.graphiql is None or self.graphiql)
+
+    @property
+    def listen_port(self) -> int:
+        return self.port if self.port is not None else self.stack.gateway_port
+
+    def subgraph_urls(self) -> dict[str, str]:
+        if self.subgraphs:
+            return dict(self.subgraphs)
+        return {name: f"{self.stack.http_url(name)}/graphql" for name in DOORWARD_SUBGRAPHS}
