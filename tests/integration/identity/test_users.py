@@ -254,3 +254,34 @@ async def test_bootstrap_gives_working_recovery_codes(running):
     assert result.totp_secret and len(result.recovery_codes) == 10
     body = await login(running, email, ADMIN_PASSWORD, result.recovery_codes[3])
     assert body["data"]["login"]["user"]["id"] == result.user_id
+
+
+async def test_auditor_must_enrol_mfa_then_reads_the_whole_org_but_administers_nothing(
+    running, org, london_manchester
+):
+    from tests.integration.identity.conftest import NEW_PASSWORD, login, otp_now
+
+    _, _, dispatcher, _, mcr_tech, _ = london_manchester
+    auditor = await create_staff(running, org, ["AUDITOR"], [])
+    first = (await login(running, auditor.email, NEW_PASSWORD))["data"]["login"]
+    assert first["mfaEnrollmentRequired"] is True
+    restricted = first["accessToken"]
+    secret = (await running.gql("mutation { enrollMfa { secret } }", token=restricted))["data"][
+        "enrollMfa"
+    ]["secret"]
+    confirm = await running.gql(
+        "mutation($o: String!) { confirmMfa(otp: $o) { recoveryCodes } }",
+        {"o": otp_now(secret)},
+        token=restricted,
+    )
+    assert len(confirm["data"]["confirmMfa"]["recoveryCodes"]) == 10
+    full = (await login(running, auditor.email, NEW_PASSWORD, otp_now(secret, offset=30)))["data"][
+        "login"
+    ]
+    assert full["mfaEnrollmentRequired"] is False
+    ids = {u["id"] for u in (await running.gql(USERS, token=full["accessToken"]))["data"]["users"]}
+    assert {dispatcher.id, mcr_tech.id, org.admin_id} <= ids
+    refused = await running.gql(
+        'mutation { createRegion(name: "Audit Land") { id } }', token=full["accessToken"]
+    )
+    assert error_code(refused) == "FORBIDDEN"
