@@ -51,7 +51,7 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
 
 @gateway_app.command("compose")
 def compose_command(
-    subgraph: list[str] = typer.Option(  # noqa: B006
+    subgraph: list[str] = typer.Option(
         [], "--subgraph", help="name=url (repeatable); default: the Doorward subgraphs"),
     out: Path | None = typer.Option(None, help="write the SDL here instead of stdout"),
 ) -> None:

@@ -115,7 +115,7 @@ class CompositionError(Exception):
 def parse_field_set(fields: str) -> SelectionSetNode:
     """A federation FieldSet ("id", "sku package { id }") as a selection set."""
     op = parse("{" + fields + "}", no_location=True).definitions[0]
-    return op.selection_set  # type: ignore[attr-defined, no-any-return]
+    return op.selection_set  # type: ignore[attr-defined]
 
 
 def _fed_name(name: str) -> str:
@@ -188,7 +188,7 @@ class Subgraph:
     roots: dict[str, str]  # operation kind -> type name in this subgraph
 
 
-_KIND = {
+_KIND: dict[type, str] = {
     ObjectTypeDefinitionNode: "object", ObjectTypeExtensionNode: "object",
     InterfaceTypeDefinitionNode: "interface", InterfaceTypeExtensionNode: "interface",
     UnionTypeDefinitionNode: "union", UnionTypeExtensionNode: "union",
@@ -264,16 +264,17 @@ def parse_subgraph(name: str, url: str, sdl: str) -> Subgraph:
         raise CompositionError([f'subgraph "{name}": invalid schema: {msg}']) from exc
     problems = validate_schema(schema)
     if problems:
-        raise CompositionError([f'subgraph "{name}": invalid schema: {e.message}' for e in problems])
+        raise CompositionError([f'subgraph "{name}": invalid schema: {e.message}'
+                                for e in problems])
     return _subgraph_model(name, url, fixed, schema)
 
 
 def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema) -> Subgraph:
     roots: dict[str, str] = {}
-    for kind in ROOT_KINDS:
-        t = schema.get_root_type(OperationType(kind))
+    for op_kind in ROOT_KINDS:
+        t = schema.get_root_type(OperationType(op_kind))
         if t is not None:
-            roots[kind] = t.name
+            roots[op_kind] = t.name
     root_rename = {v: ROOT_NAMES[k] for k, v in roots.items()}
     types: dict[str, SubType] = {}
     for d in defs:
@@ -367,7 +368,8 @@ def _check_field_set(sg: Subgraph, tname: str, fields: str, what: str, errors: l
     try:
         sels = parse_field_set(fields)
     except GraphQLError as exc:
-        errors.append(f'subgraph "{sg.name}": invalid {what} "{fields}" on "{tname}": {exc.message}')
+        errors.append(f'subgraph "{sg.name}": invalid {what} "{fields}" on "{tname}": '
+                      f'{exc.message}')
         return
     _check_selection(sg, tname, sels, what, fields, errors)
 
@@ -594,7 +596,8 @@ class _Composer:
                 required = isinstance(sf.node.type, NonNullTypeNode) and \
                     getattr(sf.node, "default_value", None) is None
                 if n not in names and required:
-                    missing = [o.name for o, ot in zip(sgs, subs, strict=True) if n not in ot.fields]
+                    missing = [o.name for o, ot in zip(sgs, subs, strict=True)
+                               if n not in ot.fields]
                     self.errors.append(
                         f'input field "{tname}.{n}" is required in subgraph "{sg.name}" but '
                         f'missing in subgraph(s) ' + ", ".join(f'"{m}"' for m in missing))
@@ -627,7 +630,7 @@ class _Composer:
             # @external copies do not widen the type: only resolving definitions decide it.
             typing_defs = [d for d in defs if not d[1].external] or defs
             ftype: TypeNode | None = typing_defs[0][1].node.type
-            for sg, sf in typing_defs[1:]:
+            for _sg, sf in typing_defs[1:]:
                 merged = _merge_output_type(ftype, sf.node.type) if ftype is not None else None
                 if merged is None:
                     self.errors.append(
@@ -688,7 +691,8 @@ class _Composer:
         names = [n for n in per[0] if all(n in p for p in per)]
         for (sg, _), p in zip(defs, per, strict=True):
             for n, a in p.items():
-                if n not in names and isinstance(a.type, NonNullTypeNode) and a.default_value is None:
+                required = isinstance(a.type, NonNullTypeNode) and a.default_value is None
+                if n not in names and required:
                     self.errors.append(f'argument "{tname}.{fname}({n}:)" is required in subgraph '
                                        f'"{sg.name}" but missing in other subgraphs defining the '
                                        f'field')
@@ -705,7 +709,8 @@ class _Composer:
         return ("(" + ", ".join(out) + ")") if out else ""
 
     def _check_field(self, tname: str, kind: str, fname: str,
-                     defs: list[tuple[Subgraph, SubField]], key_fields: dict[str, set[str]]) -> None:
+                     defs: list[tuple[Subgraph, SubField]],
+                     key_fields: dict[str, set[str]]) -> None:
         if kind != "object":
             return
         resolving = [(sg, sf) for sg, sf in defs if not sf.external and not sf.override]
@@ -724,7 +729,7 @@ class _Composer:
                 + ", ".join(f'"{n}"' for n in non_shareable))
 
     def _check_satisfiable(self, names: Mapping[str, list[Subgraph]]) -> None:
-        """Every field of an entity must be reachable through some key from each graph of the type."""
+        """Each entity field must be reachable through some key from every graph of the type."""
         for tname, sgs in names.items():
             if sgs[0].types[tname].kind != "object" or tname in ROOT_NAMES.values():
                 continue
@@ -832,7 +837,7 @@ class Supergraph:
             kind = _KIND.get(type(d))
             if kind is None:
                 continue
-            tname = d.name.value
+            tname = d.name.value  # type: ignore[attr-defined]
             if tname.startswith(("join__", "link__")):
                 continue
             tm = types.setdefault(tname, TypeMeta(tname, kind))

@@ -411,7 +411,7 @@ def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Ma
     shaper = _Shaper(schema, plan, variables)
     root = schema.get_root_type(plan.operation.operation)
     assert root is not None
-    sels: tuple[SelectionNode, ...] = plan.operation.selection_set.selections  # type: ignore
+    sels: tuple[SelectionNode, ...] = plan.operation.selection_set.selections
     r = shaper.obj(data, root, sels, ())
     # A nullable child that bubbled already set itself to null; a bubble at the root nulls data.
     return (None if r is BUBBLE else r), shaper.errors  # type: ignore[return-value]

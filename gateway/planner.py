@@ -307,7 +307,7 @@ class _Builder:
             sub_provided = provided[fname]
         elif g in fm.provides:
             sub_provided = _provided_tree(fm.provides[g])
-        self.plan_composite(fetch, g, fm.type_name, sub_sel, of.sub, path + (key,), sub_provided)
+        self.plan_composite(fetch, g, fm.type_name, sub_sel, of.sub, (*path, key), sub_provided)
 
     def _key_for(self, type_name: str, g: str, h: str, provided: dict[str, Any] | None
                  ) -> str | None:
@@ -353,12 +353,12 @@ class _Builder:
             by_graph.setdefault(h, []).append((key, nodes))
         out.add_field("__typename", "__typename")
         for h, items in by_graph.items():
-            key = self._key_for(type_name, g, h, provided)
-            assert key is not None
+            key_fields = self._key_for(type_name, g, h, provided)
+            assert key_fields is not None
             rep = OutSel()
             rep.add_field("__typename", "__typename")
-            self._emit_field_set(g, type_name, parse_field_set(key), out, provided)
-            self._emit_field_set(g, type_name, parse_field_set(key), rep, provided)
+            self._emit_field_set(g, type_name, parse_field_set(key_fields), out, provided)
+            self._emit_field_set(g, type_name, parse_field_set(key_fields), rep, provided)
             parent = fetch
             for _, nodes in items:
                 req = tm.fields[nodes[0][0].name.value].requires.get(h)

@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import Limits, RateLimiter, TrustedDocuments, check_document
-from gateway.planner import CachedOperation, PlanningError, QueryPlanner, ValidationFailed
+from gateway.planner import PlanningError, QueryPlanner, ValidationFailed
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("doorward.gateway")
@@ -59,10 +59,10 @@ def _errors(message: str, code: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
-async def fetch_sdls(client: httpx.AsyncClient, urls: Mapping[str, str], timeout: float
+async def fetch_sdls(client: httpx.AsyncClient, urls: Mapping[str, str], wait: float
                      ) -> dict[str, tuple[str, str]]:
     """Each subgraph's SDL, retrying until `timeout`; then one error naming every one still down."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     found: dict[str, tuple[str, str]] = {}
     problems: dict[str, str] = {}
     delay = 0.1
@@ -82,7 +82,7 @@ async def fetch_sdls(client: httpx.AsyncClient, urls: Mapping[str, str], timeout
             return {name: found[name] for name in urls}
         if time.monotonic() + delay > deadline:
             down = ", ".join(f"{n} at {p}" for n, p in problems.items())
-            raise GatewayStartupError(f"subgraphs unreachable after {timeout:.0f}s: {down}")
+            raise GatewayStartupError(f"subgraphs unreachable after {wait:.0f}s: {down}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
 
