@@ -21,7 +21,8 @@ class Base(DeclarativeBase):
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
-        UniqueConstraint("id", name="uq_audit_events_id"),
+        # Idempotency key: an org's event ids are unique (and this index serves the check).
+        UniqueConstraint("org_id", "id", name="uq_audit_events_org_id_id"),
         Index("ix_audit_events_actor", "org_id", "actor_id", "occurred_at"),
         Index("ix_audit_events_work_order", "org_id", "work_order_id", "seq"),
         Index("ix_audit_events_secret_ref", "org_id", "secret_ref_id", "seq"),

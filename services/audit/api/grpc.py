@@ -43,8 +43,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             async with self._db.unit_of_work() as session:
                 result = await self._service.append(session, items)
         except IntegrityError:
-            # Only an id reused across organisations gets here (retries are deduplicated).
-            raise conflict("an event id is already used by another event") from None
+            # Two batches raced past the duplicate check? The head lock makes that impossible;
+            # answer CONFLICT rather than a masked internal error if it ever happens.
+            raise conflict("an event with this id is being stored concurrently") from None
         return audit_pb2.AppendEventsResponse(
             accepted=result.accepted, duplicates=result.duplicates
         )

@@ -105,7 +105,7 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("org_id", "seq", name=op.f("pk_audit_events")),
-        sa.UniqueConstraint("id", name="uq_audit_events_id"),
+        sa.UniqueConstraint("org_id", "id", name="uq_audit_events_org_id_id"),
     )
     op.create_index(
         "ix_audit_events_action", "audit_events", ["org_id", "action", "target_id"], unique=False
