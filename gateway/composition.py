@@ -315,6 +315,13 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
                 provides=_str_arg(prov[0], "fields") if prov else None,
                 override=_str_arg(ovr[0], "from") if ovr else None,
             )
+    for st in types.values():
+        # A subgraph always resolves its own key fields (Fed 1 marked them @external on
+        # `extend type`); treating them as resolvable keeps jumps into it possible.
+        for fields, _ in st.keys:
+            for sel in parse_field_set(fields).selections:
+                if isinstance(sel, FieldNode) and sel.name.value in st.fields:
+                    st.fields[sel.name.value].external = False
     for st in types.values():  # root fields and renamed roots
         for sf in st.fields.values():
             if _named(sf.node.type) in root_rename:
