@@ -109,8 +109,9 @@ MAX_DETAILS = 32
 MAX_DETAIL_VALUE_LENGTH = 256
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
-# A run of digits with phone-ish separators; judged by how many digits it holds.
-_PHONE = re.compile(r"\+?\(?\d[\d\s().\-/]{5,}\d")
+# A run of digits with phone-ish separators, not part of a longer token (a hex id or a hash);
+# judged by how many digits it holds.
+_PHONE = re.compile(r"(?<![0-9A-Za-z])\+?\(?\d[\d\s().\-/]{5,}\d(?![0-9A-Za-z])")
 _MIN_PHONE_DIGITS = 7
 
 
@@ -132,7 +133,9 @@ _OUTCOME_TO_PROTO = {
 _OUTCOME_FROM_PROTO = {v: k for k, v in _OUTCOME_TO_PROTO.items()}
 
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_TEXT = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = re.compile(f"^{_UUID_TEXT}$")
+_UUID_ANYWHERE = re.compile(_UUID_TEXT)
 
 
 def _is_uuid(value: str) -> bool:
@@ -153,7 +156,8 @@ def looks_personal(value: str) -> bool:
         return False
     if _EMAIL.search(value):
         return True
-    for match in _PHONE.finditer(value):
+    # A list of ids ("id1,id2") is fine: only what is left around them may be a phone number.
+    for match in _PHONE.finditer(_UUID_ANYWHERE.sub(" ", value)):
         if sum(ch.isdigit() for ch in match.group()) >= _MIN_PHONE_DIGITS:
             return True
     return False

@@ -72,6 +72,7 @@ def test_details_refuse_keys_outside_the_allow_list(key):
         "(555) 123-4567",
         "0612345678",
         "call 555.123.4567",
+        "5b0c3f7e-3a59-4b1e-9d0c-1f1e2d3c4b5a,+44 20 7946 0958",
     ],
 )
 def test_details_refuse_values_that_look_like_contact_data(value):
@@ -89,6 +90,9 @@ def test_details_refuse_values_that_look_like_contact_data(value):
         "2026-11-23T10:00:00+00:00",
         "42",
         "DOOR_CODE",
+        "5b0c3f7e-3a59-4b1e-9d0c-1f1e2d3c4b5a,123e4567-e89b-12d3-a456-426614174000",
+        "ab12345678cd" * 2,
+        "v20261123",
     ],
 )
 def test_details_accept_ids_enums_numbers_and_times(value):
