@@ -388,8 +388,8 @@ def verify(
     except (OSError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as error:
         typer.echo(f"error: the dump or the key cannot be read ({type(error).__name__})", err=True)
         raise typer.Exit(2) from None
-    if not reports:
-        typer.echo("no events found", err=True)
+    if not reports or all(r.checked_events == 0 and r.ok for r in reports):
+        typer.echo("no events found" + (f" for org {org}" if org else ""), err=True)
         raise typer.Exit(2)
     for report in reports:
         for line in describe(report):

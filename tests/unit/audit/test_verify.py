@@ -264,3 +264,33 @@ def test_pg_dump_copy_blocks():
 )
 def test_copy_text_escapes(raw, value):
     assert _copy_field(raw) == value
+
+
+def test_the_command_exit_codes(tmp_path):
+    from typer.testing import CliRunner
+
+    from services.audit.signing import public_key_pem
+    from services.audit.verify import audit_app
+
+    rows = make_chain(6)
+    key = tmp_path / "pub.pem"
+    key.write_text(public_key_pem(SIGNER.public_key))
+    good = tmp_path / "good.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines += [json.dumps({"record": "checkpoint", **c}) for c in checkpoint_rows(rows, 6)]
+    good.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(audit_app, ["verify", "--dump", str(good), "--public-key", str(key)])
+    assert result.exit_code == 0 and "org org-1: OK, 6 events" in result.output
+    assert "signed checkpoint: tree size 6" in result.output
+    rows[3]["action"] = "x.y"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = runner.invoke(audit_app, ["verify", "--dump", str(bad), "--public-key", str(key)])
+    assert result.exit_code == 1 and "BROKEN at seq 4 " in result.output
+    args = ["verify", "--dump", str(good), "--public-key", str(key), "--org", "nobody"]
+    assert runner.invoke(audit_app, args).exit_code == 2
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("{not json\n")
+    args = ["verify", "--dump", str(garbage), "--public-key", str(key)]
+    assert runner.invoke(audit_app, args).exit_code == 2
