@@ -365,6 +365,19 @@ def _merge_output_type(a: TypeNode, b: TypeNode) -> TypeNode | None:
     return None
 
 
+def _is_subtype(a: TypeNode, b: TypeNode) -> bool:
+    """Whether output type `a` may stand where `b` is expected (equal or stricter nullability)."""
+    if isinstance(a, NonNullTypeNode) and not isinstance(b, NonNullTypeNode):
+        return _is_subtype(a.type, b)
+    if isinstance(a, NonNullTypeNode) and isinstance(b, NonNullTypeNode):
+        return _is_subtype(a.type, b.type)
+    if isinstance(a, ListTypeNode) and isinstance(b, ListTypeNode):
+        return _is_subtype(a.type, b.type)
+    if isinstance(a, NamedTypeNode) and isinstance(b, NamedTypeNode):
+        return a.name.value == b.name.value
+    return False
+
+
 def _field_set_fields(fields: str) -> Iterable[tuple[str, SelectionSetNode | None]]:
     for sel in parse_field_set(fields).selections:
         if isinstance(sel, FieldNode):
@@ -648,6 +661,12 @@ class _Composer:
                 ftype = merged
             if ftype is None:
                 continue
+            for sg, sf in defs:
+                if sf.external and not _is_subtype(sf.node.type, ftype):
+                    self.errors.append(
+                        f'type of field "{tname}.{fname}" is incompatible across subgraphs (where '
+                        f'marked @external): it has type "{print_ast(ftype)}" where resolved but '
+                        f'type "{print_ast(sf.node.type)}" in subgraph "{sg.name}"')
             self._check_field(tname, kind, fname, defs, key_fields)
             resolving = [sg for sg, sf in defs if not sf.external]
             overridden = {sf.override for _, sf in defs if sf.override}

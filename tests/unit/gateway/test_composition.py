@@ -26,7 +26,8 @@ def test_supergraph_has_link_and_join_machinery(supergraph_sdl):
     assert 'shippingEstimate: Int! @join__field(graph: REVIEWS, requires: "price weight")' \
         in supergraph_sdl
     assert '@join__field(graph: REVIEWS, provides: "username")' in supergraph_sdl
-    assert "@join__field(graph: REVIEWS, type: \"Int\", external: true)" in supergraph_sdl
+    assert "price: Int! @join__field(graph: PRODUCTS) @join__field(graph: REVIEWS, external: " \
+        "true)" in supergraph_sdl
     assert '@join__unionMember(graph: PRODUCTS, member: "Book")' in supergraph_sdl
     assert '@join__implements(graph: ACCOUNTS, interface: "Account")' in supergraph_sdl
     assert "TOOLS @join__enumValue(graph: PRODUCTS)" in supergraph_sdl
@@ -100,6 +101,13 @@ def test_nullability_difference_takes_the_nullable_type():
                    "b": sg('type T @key(fields: "id") { id: ID! n: Int @shareable } '
                            'type Query { x: Int }')})
     assert 'n: Int @join__field(graph: A, type: "Int!") @join__field(graph: B)' in out
+
+
+def test_external_type_must_not_be_looser_than_the_resolved_one():
+    with pytest.raises(CompositionError, match=r'"T\.n" is incompatible .*where marked @external'):
+        compose({"a": sg('type Query { t: T } type T @key(fields: "id") { id: ID! n: Int! }'),
+                 "b": sg('type T @key(fields: "id") { id: ID! n: Int @external '
+                         'm: Int @requires(fields: "n") } type Query { x: Int }')})
 
 
 def test_external_everywhere_is_an_error():
