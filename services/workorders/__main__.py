@@ -1,0 +1,97 @@
+"""`python -m services.workorders`: migrations, then FastAPI (GraphQL subgraph) and gRPC
+(GetAccessContext) in one loop, with the audit and grant-revocation outbox senders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from doorward_kit.audit_client import OutboxSender
+from doorward_kit.auth import TokenVerifier
+from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.http import create_app
+from doorward_kit.logging import register_secret
+from doorward_kit.runner import ServiceParts, run_service
+from doorward_kit.session_guard import build_token_verifier
+from doorward_kit.settings import StackSettings
+from services.workorders.api.graphql import build_router
+from services.workorders.api.grpc import add_to_server
+from services.workorders.clients import GrpcIdentity, GrpcSecrets
+from services.workorders.crypto import ContactCrypto, DataKeyCache
+from services.workorders.models import AuditOutbox
+from services.workorders.outbox import RevocationSender
+from services.workorders.runtime import Runtime
+from services.workorders.service import WorkOrdersService
+from services.workorders.settings import WorkOrdersSettings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def build_parts(
+    stack: StackSettings,
+    settings: WorkOrdersSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+) -> tuple[ServiceParts, Runtime]:
+    """Everything the process runs; tests pass their own verifier (no identity needed)."""
+    internal_token = stack.require_internal_token()
+    register_secret(internal_token)
+    await run_migrations_async(MIGRATIONS, settings.db_url)
+    db = Database(settings.db_url)
+
+    def channel(service: str) -> ServiceChannel:
+        return ServiceChannel(stack.grpc_target(service), internal_token, stack.grpc_deadline)
+
+    secrets_channel, identity_channel, audit_channel = (
+        channel("secrets"),
+        channel("identity"),
+        channel("audit"),
+    )
+    guard = None
+    if verifier is None:
+        verifier, guard = build_token_verifier(stack)
+    secrets = GrpcSecrets(secrets_channel)
+    crypto = ContactCrypto(
+        secrets.create_data_key,
+        secrets.decrypt_data_key,
+        DataKeyCache(
+            settings.workorders_data_key_cache_seconds, settings.workorders_data_key_cache_size
+        ),
+    )
+    service = WorkOrdersService(secrets, GrpcIdentity(identity_channel), crypto)
+    runtime = Runtime(db=db, service=service, verifier=verifier)
+
+    app = create_app("doorward-workorders", readiness=db.ping)
+    app.include_router(
+        build_router(runtime, development=stack.env == "development"), prefix="/graphql"
+    )
+    grpc_server = GrpcServer(stack.host, stack.workorders_grpc_port, internal_token)
+    add_to_server(grpc_server.server, db, service)
+    audit_sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="workorders")
+    revoker = RevocationSender(db, secrets, poll_seconds=settings.workorders_outbox_poll_seconds)
+
+    async def close() -> None:
+        if guard is not None:
+            await guard.close()
+        for ch in (secrets_channel, identity_channel, audit_channel):
+            await ch.close()
+        await db.dispose()
+
+    parts = ServiceParts(
+        app=app,
+        host=stack.host,
+        http_port=stack.workorders_http_port,
+        grpc=grpc_server,
+        background=[audit_sender.run, revoker.run],
+        close=close,
+    )
+    return parts, runtime
+
+
+async def build() -> ServiceParts:
+    parts, _ = await build_parts(StackSettings(), WorkOrdersSettings())  # type: ignore[call-arg]
+    return parts
+
+
+if __name__ == "__main__":
+    run_service("workorders", build)

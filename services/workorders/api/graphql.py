@@ -1,0 +1,1049 @@
+"""Work orders' GraphQL subgraph (Federation v2): the contract's names, exactly.
+
+Every resolver and every resolve_reference verifies the caller's token through the context and
+goes through the rules (which ask doorward_kit.policy); `_entities` is not a back door. Related
+objects load through per-request DataLoaders, so a list of N work orders costs one query per
+relation, not N. Refusals of mutations are audited (DENIED) in their own transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+import strawberry.federation
+from fastapi import Request
+from graphql import GraphQLError
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.federation.schema_directives import Key
+from strawberry.federation.types import FieldSet
+from strawberry.types import ExecutionContext, Info
+
+from doorward_kit.audit_client import Outcome
+from doorward_kit.auth import Principal
+from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, not_found
+from doorward_kit.graphql import (
+    Edge,
+    PageInfo,
+    RequestContext,
+    client_ip,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    schema_extensions,
+    split_page,
+)
+from services.workorders import models
+from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
+from services.workorders.runtime import Runtime
+from services.workorders.service import Contact, Refusal, WindowPolicy, WorkOrderInput, source_ip
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Refusals that are audited as DENIED events.
+_AUDITED_CODES = (ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.OUTSIDE_ACCESS_WINDOW)
+
+
+@strawberry.enum
+class WorkOrderStatus(enum.Enum):
+    DRAFT = "DRAFT"
+    SCHEDULED = "SCHEDULED"
+    DISPATCHED = "DISPATCHED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.enum
+class Priority(enum.Enum):
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    URGENT = "URGENT"
+
+
+@strawberry.enum
+class SecretKind(enum.Enum):
+    DOOR_CODE = "DOOR_CODE"
+    ALARM_CODE = "ALARM_CODE"
+    KEY_SAFE = "KEY_SAFE"
+    GATE_CODE = "GATE_CODE"
+    OTHER = "OTHER"
+
+
+# ---- per-request plumbing ------------------------------------------------------------------
+
+
+@dataclass
+class WorkOrdersContext(RequestContext, BaseContext):
+    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
+
+    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def loader(
+        self, name: str, load: Callable[[list[Any]], Awaitable[Sequence[Any]]]
+    ) -> DataLoader[Any, Any]:
+        if name not in self._loaders:
+            self._loaders[name] = DataLoader(load_fn=load)
+        return self._loaders[name]
+
+
+def _runtime(info: Info) -> Runtime:
+    runtime: Runtime = info.context.services
+    return runtime
+
+
+async def _caller(info: Info) -> Principal:
+    context: RequestContext = info.context
+    return await context.principal()
+
+
+def _batched(
+    name: str,
+    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]],
+    default: Any = None,
+) -> Callable[[Info, str], Awaitable[Any]]:
+    """A per-request DataLoader: all keys asked for in one tick are fetched in one call."""
+
+    async def load(info: Info, key: str) -> Any:
+        context: WorkOrdersContext = info.context
+        runtime = _runtime(info)
+
+        async def batch(keys: list[str]) -> list[Any]:
+            principal = await context.principal()
+            source_ip.set(context.source_ip)  # the batch runs in its own task
+            async with runtime.db.unit_of_work() as session:
+                found = await fetch(runtime, session, principal, keys)
+            return [found.get(k, default() if callable(default) else default) for k in keys]
+
+        return await context.loader(name, batch).load(key)
+
+    return load
+
+
+def _service_fetch(
+    method: str,
+) -> Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[Any]]:
+    async def fetch(
+        runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
+    ) -> Any:
+        return await getattr(runtime.service, method)(session, principal, keys)
+
+    return fetch
+
+
+async def _secret_refs_fetch(
+    runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
+) -> dict[str, SecretRefView]:
+    return await runtime.service.secret_refs(principal.org_id, keys)
+
+
+async def _customer_sites_fetch(
+    runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
+) -> dict[str, list[models.Site]]:
+    rows = await runtime.service.sites_of_customers(session, principal, keys)
+    result: dict[str, list[models.Site]] = {k: [] for k in keys}
+    for row in rows:
+        result[row.customer_id].append(row)
+    return result
+
+
+load_order = _batched("orders", _service_fetch("visible_orders"))
+load_site = _batched("sites", _service_fetch("visible_sites"))
+load_customer = _batched("customers", _service_fetch("visible_customers"))
+load_contact = _batched("contacts", _service_fetch("read_contacts"))
+load_address = _batched("addresses", _service_fetch("read_addresses"))
+load_invoice = _batched("invoice", _service_fetch("invoice_lines"), list)
+load_notes = _batched("notes", _service_fetch("notes"), list)
+load_order_secrets = _batched("order_secrets", _service_fetch("secret_ids_of_orders"), list)
+load_site_secrets = _batched("site_secrets", _service_fetch("secret_ids_of_sites"), list)
+load_secret_ref = _batched("secret_refs", _secret_refs_fetch)
+load_customer_sites = _batched("customer_sites", _customer_sites_fetch, list)
+
+
+async def _mutate(
+    info: Info,
+    action: str,
+    run: Callable[[AsyncSession, Principal], Awaitable[T]],
+    *,
+    target_type: str = "",
+    target_id: str = "",
+    work_order_id: str = "",
+    secret_ref_id: str = "",
+    denied_action: str | None = None,
+) -> T:
+    """Run one change in one transaction; a refusal is audited (DENIED) in a new one."""
+    principal = await _caller(info)
+    runtime = _runtime(info)
+    source_ip.set(info.context.source_ip)
+    try:
+        async with runtime.db.unit_of_work() as session:
+            return await run(session, principal)
+    except DoorwardError as error:
+        if isinstance(error, Refusal) or error.code in _AUDITED_CODES:
+            reason = error.reason if isinstance(error, Refusal) else error.code.value.lower()
+            async with runtime.db.unit_of_work() as session:
+                await runtime.service.audit(
+                    session,
+                    principal,
+                    denied_action or action,
+                    outcome=Outcome.DENIED,
+                    target_type=target_type,
+                    target_id=target_id,
+                    work_order_id=work_order_id,
+                    secret_ref_id=secret_ref_id,
+                    details={"reason": reason, "code": error.code.value},
+                )
+        raise
+
+
+def _id(value: strawberry.ID | str) -> str:
+    return str(value)
+
+
+# ---- federated stubs ----------------------------------------------------------------------
+
+
+@strawberry.federation.type(keys=[Key(fields=FieldSet("id"), resolvable=False)])
+class Region:
+    id: strawberry.ID
+
+
+@strawberry.federation.type(keys=["id"])
+class User:
+    """identity's User, extended with the jobs assigned to them."""
+
+    id: strawberry.ID
+
+    @strawberry.field
+    async def assigned_work_orders(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+    ) -> list[WorkOrder]:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.assigned_work_orders(
+                session, principal, str(self.id), from_, to
+            )
+        return [WorkOrder.from_row(r) for r in rows]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User:
+        await _caller(info)
+        return cls(id=id)
+
+
+# ---- types --------------------------------------------------------------------------------
+
+
+@strawberry.type
+class SecretRef:
+    """A reference only: no type anywhere in the graph carries a secret's value."""
+
+    id: strawberry.ID
+    kind: SecretKind
+    label: str
+    version: int
+    updated_at: datetime | None
+
+    @classmethod
+    def from_view(cls, view: SecretRefView) -> SecretRef:
+        try:
+            kind = SecretKind(view.kind)
+        except ValueError:
+            kind = SecretKind.OTHER
+        return cls(
+            id=strawberry.ID(view.id),
+            kind=kind,
+            label=view.label,
+            version=view.version,
+            updated_at=view.updated_at,
+        )
+
+
+async def _refs(info: Info, ids: list[str]) -> list[SecretRef]:
+    views = [await load_secret_ref(info, i) for i in ids] if ids else []
+    return [SecretRef.from_view(v) for v in views if v is not None]
+
+
+@strawberry.type
+class Customer:
+    id: strawberry.ID
+    region_id: strawberry.Private[str]
+    erased_at: strawberry.Private[datetime | None]
+
+    @classmethod
+    def from_row(cls, row: models.Customer) -> Customer:
+        return cls(id=strawberry.ID(row.id), region_id=row.region_id, erased_at=row.erased_at)
+
+    async def _contact(self, info: Info) -> Contact | None:
+        contact: Contact | None = await load_contact(info, str(self.id))
+        return contact
+
+    @strawberry.field(description="Personal data: null when erased or not for this caller.")
+    async def name(self, info: Info) -> str | None:
+        contact = await self._contact(info)
+        return contact.name if contact else None
+
+    @strawberry.field(description="Personal data: null for subcontractors and when erased.")
+    async def phone(self, info: Info) -> str | None:
+        contact = await self._contact(info)
+        return contact.phone if contact else None
+
+    @strawberry.field(description="Personal data: null for subcontractors and when erased.")
+    async def email(self, info: Info) -> str | None:
+        contact = await self._contact(info)
+        return contact.email if contact else None
+
+    @strawberry.field
+    def erased(self) -> bool:
+        return self.erased_at is not None
+
+    @strawberry.field
+    def region(self) -> Region:
+        return Region(id=strawberry.ID(self.region_id))
+
+    @strawberry.field
+    async def sites(self, info: Info) -> list[Site]:
+        rows: list[models.Site] = await load_customer_sites(info, str(self.id))
+        return [Site.from_row(r) for r in rows]
+
+
+@strawberry.federation.type(keys=["id"])
+class Site:
+    id: strawberry.ID
+    customer_id: strawberry.Private[str]
+    region_id: strawberry.Private[str]
+
+    @classmethod
+    def from_row(cls, row: models.Site) -> Site:
+        return cls(id=strawberry.ID(row.id), customer_id=row.customer_id, region_id=row.region_id)
+
+    @strawberry.field
+    async def customer(self, info: Info) -> Customer | None:
+        row = await load_customer(info, self.customer_id)
+        return Customer.from_row(row) if row else None
+
+    @strawberry.field(description="Personal data: null when erased or not for this caller.")
+    async def address(self, info: Info) -> str | None:
+        value: str | None = await load_address(info, str(self.id))
+        return value
+
+    @strawberry.field
+    def region(self) -> Region:
+        return Region(id=strawberry.ID(self.region_id))
+
+    @strawberry.field
+    async def secrets(self, info: Info) -> list[SecretRef]:
+        return await _refs(info, await load_site_secrets(info, str(self.id)))
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Site | None:
+        await _caller(info)
+        row = await load_site(info, str(id))
+        return cls.from_row(row) if row else None
+
+
+@strawberry.type
+class InvoiceLine:
+    id: strawberry.ID
+    description: str
+    quantity: str = strawberry.field(description='Decimal as a string, e.g. "1.5".')
+    unit_price: str = strawberry.field(description='Decimal as a string, e.g. "89.90".')
+    total: str
+
+    @classmethod
+    def from_row(cls, row: models.InvoiceLine) -> InvoiceLine:
+        return cls(
+            id=strawberry.ID(row.id),
+            description=row.description,
+            quantity=str(row.quantity.normalize()),
+            unit_price=f"{row.unit_price:.2f}",
+            total=f"{(row.quantity * row.unit_price).quantize(row.unit_price):.2f}",
+        )
+
+
+@strawberry.type
+class WorkNote:
+    id: strawberry.ID
+    text: str
+    created_at: datetime
+    author_id: strawberry.Private[str]
+
+    @strawberry.field
+    def author(self) -> User:
+        return User(id=strawberry.ID(self.author_id))
+
+
+@strawberry.federation.type(keys=["id"])
+class WorkOrder:
+    id: strawberry.ID
+    number: int
+    title: str
+    description: str
+    status: WorkOrderStatus
+    priority: Priority
+    scheduled_start: datetime | None
+    scheduled_end: datetime | None
+    created_at: datetime
+    completed_at: datetime | None
+    site_id: strawberry.Private[str]
+    region_id: strawberry.Private[str]
+    assignee_id: strawberry.Private[str | None]
+    cursor_key: strawberry.Private[tuple[datetime, str]]
+
+    @classmethod
+    def from_row(cls, row: models.WorkOrder) -> WorkOrder:
+        return cls(
+            id=strawberry.ID(row.id),
+            number=row.number,
+            title=row.title,
+            description=row.description,
+            status=WorkOrderStatus(row.status),
+            priority=Priority(row.priority),
+            scheduled_start=row.scheduled_start,
+            scheduled_end=row.scheduled_end,
+            created_at=row.created_at,
+            completed_at=row.completed_at,
+            site_id=row.site_id,
+            region_id=row.region_id,
+            assignee_id=row.assignee_id,
+            cursor_key=(row.created_at, row.id),
+        )
+
+    @strawberry.field
+    async def site(self, info: Info) -> Site | None:
+        row = await load_site(info, self.site_id)
+        return Site.from_row(row) if row else None
+
+    @strawberry.field
+    def region(self) -> Region:
+        return Region(id=strawberry.ID(self.region_id))
+
+    @strawberry.field
+    def assignee(self) -> User | None:
+        return User(id=strawberry.ID(self.assignee_id)) if self.assignee_id else None
+
+    @strawberry.field
+    async def secret_refs(self, info: Info) -> list[SecretRef]:
+        return await _refs(info, await load_order_secrets(info, str(self.id)))
+
+    @strawberry.field(description="Editable by DISPATCHER and ADMIN only.")
+    async def invoice_lines(self, info: Info) -> list[InvoiceLine]:
+        rows: list[models.InvoiceLine] = await load_invoice(info, str(self.id))
+        return [InvoiceLine.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def work_notes(self, info: Info) -> list[WorkNote]:
+        rows: list[models.WorkNote] = await load_notes(info, str(self.id))
+        return [
+            WorkNote(
+                id=strawberry.ID(r.id), text=r.text, created_at=r.created_at, author_id=r.author_id
+            )
+            for r in rows
+        ]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder | None:
+        await _caller(info)
+        row = await load_order(info, str(id))
+        return cls.from_row(row) if row else None
+
+
+@strawberry.type
+class WorkOrderConnection:
+    edges: list[Edge[WorkOrder]]
+    page_info: PageInfo
+
+
+@strawberry.type
+class CustomerConnection:
+    edges: list[Edge[Customer]]
+    page_info: PageInfo
+
+
+@strawberry.type
+class SecretUpload:
+    secret_ref: SecretRef
+    upload_url: str
+    upload_token: str
+    expires_at: datetime | None
+
+    @classmethod
+    def from_view(cls, view: UploadSlotView) -> SecretUpload:
+        return cls(
+            secret_ref=SecretRef.from_view(view.secret_ref),
+            upload_url=view.upload_url,
+            upload_token=view.upload_token,
+            expires_at=view.expires_at,
+        )
+
+
+@strawberry.type
+class SecretAccessGrant:
+    id: strawberry.ID
+    secret_ref: SecretRef
+    expires_at: datetime | None
+    reveal_url: str
+    reveal_token: str
+    work_order_id: strawberry.Private[str]
+
+    @strawberry.field
+    async def work_order(self, info: Info) -> WorkOrder | None:
+        row = await load_order(info, self.work_order_id)
+        return WorkOrder.from_row(row) if row else None
+
+    @classmethod
+    def from_view(cls, view: GrantView) -> SecretAccessGrant:
+        return cls(
+            id=strawberry.ID(view.id),
+            secret_ref=SecretRef.from_view(view.secret_ref),
+            expires_at=view.expires_at,
+            reveal_url=view.reveal_url,
+            reveal_token=view.reveal_token,
+            work_order_id=view.work_order_id,
+        )
+
+
+@strawberry.type
+class AccessWindowPolicy:
+    lead_minutes: int
+    grace_minutes: int
+    max_window_hours: float
+    timezone: str
+
+    @classmethod
+    def from_policy(cls, policy: WindowPolicy) -> AccessWindowPolicy:
+        return cls(
+            lead_minutes=int(policy.lead.total_seconds() // 60),
+            grace_minutes=int(policy.grace.total_seconds() // 60),
+            max_window_hours=policy.max_window.total_seconds() / 3600,
+            timezone=policy.timezone,
+        )
+
+
+# ---- inputs -------------------------------------------------------------------------------
+
+
+@strawberry.input
+class CreateCustomerInput:
+    name: str
+    phone: str = ""
+    email: str = ""
+    region_id: strawberry.ID
+
+
+@strawberry.input
+class CreateSiteInput:
+    customer_id: strawberry.ID
+    address: str
+    region_id: strawberry.ID
+
+
+@strawberry.input
+class CreateWorkOrderInput:
+    site_id: strawberry.ID
+    title: str
+    description: str = ""
+    priority: Priority = Priority.NORMAL
+    scheduled_start: datetime | None = None
+    scheduled_end: datetime | None = None
+
+
+@strawberry.input
+class UpdateWorkOrderInput:
+    title: str | None = None
+    description: str | None = None
+    priority: Priority | None = None
+    scheduled_start: datetime | None = None
+    scheduled_end: datetime | None = None
+
+
+@strawberry.input
+class InvoiceLineInput:
+    description: str
+    quantity: str
+    unit_price: str
+
+
+@strawberry.input
+class AccessWindowPolicyInput:
+    lead_minutes: int | None = None
+    grace_minutes: int | None = None
+    max_window_hours: float | None = None
+    timezone: str | None = None
+
+
+def _after(after: str | None) -> tuple[datetime, str] | None:
+    if after is None:
+        return None
+    stamp, key = decode_cursor(after, 2)
+    try:
+        return datetime.fromisoformat(stamp), key
+    except ValueError:
+        raise bad_input("after: not a cursor from this API") from None
+
+
+def _cursor(created_at: datetime, key: str) -> str:
+    return encode_cursor(created_at.isoformat(), key)
+
+
+# ---- queries ------------------------------------------------------------------------------
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def work_order(self, info: Info, id: strawberry.ID) -> WorkOrder | None:
+        await _caller(info)
+        row = await load_order(info, _id(id))
+        if row is None:
+            raise not_found("work order")
+        return WorkOrder.from_row(row)
+
+    @strawberry.field
+    async def work_orders(
+        self,
+        info: Info,
+        status: WorkOrderStatus | None = None,
+        region_id: strawberry.ID | None = None,
+        assignee_id: strawberry.ID | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> WorkOrderConnection:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        size = page_size(first)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.list_work_orders(
+                session,
+                principal,
+                status=status.value if status else None,
+                region_id=_id(region_id) if region_id is not None else None,
+                assignee_id=_id(assignee_id) if assignee_id is not None else None,
+                start_from=from_,
+                start_to=to,
+                after=_after(after),
+                limit=size + 1,
+            )
+        page, more = split_page(rows, size)
+        edges = [Edge(cursor=_cursor(r.created_at, r.id), node=WorkOrder.from_row(r)) for r in page]
+        return WorkOrderConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @strawberry.field(
+        description="The signed-in technician's jobs whose window touches the day, in the "
+        "organisation's time zone (UTC unless set); today when no date is given."
+    )
+    async def my_jobs(self, info: Info, date: date | None = None) -> list[WorkOrder]:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.my_jobs(session, principal, date)
+        return [WorkOrder.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
+        await _caller(info)
+        row = await load_customer(info, _id(id))
+        if row is None:
+            raise not_found("customer")
+        return Customer.from_row(row)
+
+    @strawberry.field
+    async def customers(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> CustomerConnection:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        size = page_size(first)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.list_customers(session, principal, _after(after), size + 1)
+        page, more = split_page(rows, size)
+        edges = [Edge(cursor=_cursor(r.created_at, r.id), node=Customer.from_row(r)) for r in page]
+        return CustomerConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @strawberry.field
+    async def site(self, info: Info, id: strawberry.ID) -> Site | None:
+        await _caller(info)
+        row = await load_site(info, _id(id))
+        if row is None:
+            raise not_found("site")
+        return Site.from_row(row)
+
+    @strawberry.field
+    async def access_window_policy(self, info: Info) -> AccessWindowPolicy:
+        principal = await _caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            policy = await runtime.service.get_window_policy(session, principal)
+        return AccessWindowPolicy.from_policy(policy)
+
+
+# ---- mutations ----------------------------------------------------------------------------
+
+
+def _order_input(
+    data: CreateWorkOrderInput | UpdateWorkOrderInput,
+) -> WorkOrderInput:
+    return WorkOrderInput(
+        title=data.title,
+        description=data.description,
+        priority=data.priority.value if data.priority is not None else None,
+        scheduled_start=data.scheduled_start,
+        scheduled_end=data.scheduled_end,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_customer(self, info: Info, input: CreateCustomerInput) -> Customer:
+        async def run(session: AsyncSession, principal: Principal) -> models.Customer:
+            return await _runtime(info).service.create_customer(
+                session,
+                principal,
+                name=input.name,
+                phone=input.phone,
+                email=input.email,
+                region_id=_id(input.region_id),
+            )
+
+        return Customer.from_row(
+            await _mutate(info, "customer.create", run, target_type="Customer")
+        )
+
+    @strawberry.mutation
+    async def create_site(self, info: Info, input: CreateSiteInput) -> Site:
+        async def run(session: AsyncSession, principal: Principal) -> models.Site:
+            return await _runtime(info).service.create_site(
+                session,
+                principal,
+                customer_id=_id(input.customer_id),
+                address=input.address,
+                region_id=_id(input.region_id),
+            )
+
+        row = await _mutate(
+            info, "site.create", run, target_type="Customer", target_id=_id(input.customer_id)
+        )
+        return Site.from_row(row)
+
+    @strawberry.mutation
+    async def create_work_order(self, info: Info, input: CreateWorkOrderInput) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.create_work_order(
+                session, principal, _id(input.site_id), _order_input(input)
+            )
+
+        row = await _mutate(
+            info, "workorder.create", run, target_type="Site", target_id=_id(input.site_id)
+        )
+        return WorkOrder.from_row(row)
+
+    @strawberry.mutation
+    async def update_work_order(
+        self, info: Info, id: strawberry.ID, input: UpdateWorkOrderInput
+    ) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.update_work_order(
+                session, principal, _id(id), _order_input(input)
+            )
+
+        return await _order_change(info, "workorder.update", _id(id), run)
+
+    @strawberry.mutation
+    async def assign_work_order(
+        self, info: Info, id: strawberry.ID, assignee_id: strawberry.ID
+    ) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.assign(
+                session, principal, _id(id), _id(assignee_id)
+            )
+
+        return await _order_change(info, "workorder.assign", _id(id), run)
+
+    @strawberry.mutation
+    async def dispatch_work_order(self, info: Info, id: strawberry.ID) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.dispatch(session, principal, _id(id))
+
+        return await _order_change(info, "workorder.dispatch", _id(id), run)
+
+    @strawberry.mutation
+    async def start_work_order(self, info: Info, id: strawberry.ID) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.start(session, principal, _id(id))
+
+        return await _order_change(info, "workorder.start", _id(id), run)
+
+    @strawberry.mutation
+    async def complete_work_order(self, info: Info, id: strawberry.ID) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.complete(session, principal, _id(id))
+
+        return await _order_change(info, "workorder.complete", _id(id), run)
+
+    @strawberry.mutation
+    async def cancel_work_order(self, info: Info, id: strawberry.ID, reason: str) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.cancel(session, principal, _id(id), reason)
+
+        return await _order_change(info, "workorder.cancel", _id(id), run)
+
+    @strawberry.mutation
+    async def add_invoice_line(
+        self, info: Info, work_order_id: strawberry.ID, input: InvoiceLineInput
+    ) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.add_invoice_line(
+                session,
+                principal,
+                _id(work_order_id),
+                input.description,
+                input.quantity,
+                input.unit_price,
+            )
+
+        return await _order_change(info, "workorder.invoice.add", _id(work_order_id), run)
+
+    @strawberry.mutation
+    async def remove_invoice_line(self, info: Info, id: strawberry.ID) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.remove_invoice_line(session, principal, _id(id))
+
+        row = await _mutate(
+            info, "workorder.invoice.remove", run, target_type="InvoiceLine", target_id=_id(id)
+        )
+        return WorkOrder.from_row(row)
+
+    @strawberry.mutation
+    async def add_work_note(self, info: Info, work_order_id: strawberry.ID, text: str) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.add_note(
+                session, principal, _id(work_order_id), text
+            )
+
+        return await _order_change(info, "workorder.note.add", _id(work_order_id), run)
+
+    @strawberry.mutation
+    async def attach_secret(
+        self, info: Info, work_order_id: strawberry.ID, secret_ref_id: strawberry.ID
+    ) -> WorkOrder:
+        async def run(session: AsyncSession, principal: Principal) -> models.WorkOrder:
+            return await _runtime(info).service.attach_secret(
+                session, principal, _id(work_order_id), _id(secret_ref_id)
+            )
+
+        row = await _mutate(
+            info,
+            "secret.attach",
+            run,
+            target_type="WorkOrder",
+            target_id=_id(work_order_id),
+            work_order_id=_id(work_order_id),
+            secret_ref_id=_id(secret_ref_id),
+        )
+        return WorkOrder.from_row(row)
+
+    @strawberry.mutation
+    async def prepare_secret_upload(
+        self, info: Info, site_id: strawberry.ID, kind: SecretKind, label: str
+    ) -> SecretUpload:
+        async def run(session: AsyncSession, principal: Principal) -> UploadSlotView:
+            return await _runtime(info).service.prepare_upload(
+                session, principal, _id(site_id), kind.value, label
+            )
+
+        slot = await _mutate(
+            info, "secret.upload.prepare", run, target_type="Site", target_id=_id(site_id)
+        )
+        return SecretUpload.from_view(slot)
+
+    @strawberry.mutation
+    async def prepare_secret_rotation(
+        self, info: Info, secret_ref_id: strawberry.ID
+    ) -> SecretUpload:
+        async def run(session: AsyncSession, principal: Principal) -> UploadSlotView:
+            return await _runtime(info).service.prepare_rotation(
+                session, principal, _id(secret_ref_id)
+            )
+
+        slot = await _mutate(
+            info,
+            "secret.rotation.prepare",
+            run,
+            target_type="SecretRef",
+            target_id=_id(secret_ref_id),
+            secret_ref_id=_id(secret_ref_id),
+        )
+        return SecretUpload.from_view(slot)
+
+    @strawberry.mutation
+    async def request_secret_access(
+        self, info: Info, work_order_id: strawberry.ID, secret_ref_id: strawberry.ID
+    ) -> SecretAccessGrant:
+        async def run(session: AsyncSession, principal: Principal) -> GrantView:
+            return await _runtime(info).service.request_access(
+                session, principal, _id(work_order_id), _id(secret_ref_id)
+            )
+
+        grant = await _mutate(
+            info,
+            "secret.access.request",
+            run,
+            target_type="SecretRef",
+            target_id=_id(secret_ref_id),
+            work_order_id=_id(work_order_id),
+            secret_ref_id=_id(secret_ref_id),
+            denied_action="secret.access.denied",
+        )
+        return SecretAccessGrant.from_view(grant)
+
+    @strawberry.mutation(description="ADMIN only; the reason is mandatory and audited.")
+    async def request_break_glass_access(
+        self,
+        info: Info,
+        secret_ref_id: strawberry.ID,
+        reason: str,
+        work_order_id: strawberry.ID | None = None,
+    ) -> SecretAccessGrant:
+        async def run(session: AsyncSession, principal: Principal) -> GrantView:
+            return await _runtime(info).service.break_glass(
+                session,
+                principal,
+                _id(secret_ref_id),
+                reason,
+                _id(work_order_id) if work_order_id is not None else None,
+            )
+
+        grant = await _mutate(
+            info,
+            "secret.break_glass.request",
+            run,
+            target_type="SecretRef",
+            target_id=_id(secret_ref_id),
+            secret_ref_id=_id(secret_ref_id),
+            denied_action="secret.access.denied",
+        )
+        return SecretAccessGrant.from_view(grant)
+
+    @strawberry.mutation(description="ADMIN only. Organisation rules for access windows.")
+    async def update_access_window_policy(
+        self, info: Info, input: AccessWindowPolicyInput
+    ) -> AccessWindowPolicy:
+        async def run(session: AsyncSession, principal: Principal) -> WindowPolicy:
+            return await _runtime(info).service.update_window_policy(
+                session,
+                principal,
+                lead_minutes=input.lead_minutes,
+                grace_minutes=input.grace_minutes,
+                max_window_hours=input.max_window_hours,
+                timezone=input.timezone,
+            )
+
+        policy = await _mutate(info, "org.access_window.update", run, target_type="Organisation")
+        return AccessWindowPolicy.from_policy(policy)
+
+    @strawberry.mutation(description="ADMIN only. Everything held about the customer, as JSON.")
+    async def export_customer_data(self, info: Info, customer_id: strawberry.ID) -> str:
+        async def run(session: AsyncSession, principal: Principal) -> str:
+            return await _runtime(info).service.export_customer(
+                session, principal, _id(customer_id)
+            )
+
+        return await _mutate(
+            info, "customer.export", run, target_type="Customer", target_id=_id(customer_id)
+        )
+
+    @strawberry.mutation(description="ADMIN only. Destroys the customer's key: irreversible.")
+    async def erase_customer(self, info: Info, customer_id: strawberry.ID, reason: str) -> Customer:
+        async def run(session: AsyncSession, principal: Principal) -> models.Customer:
+            return await _runtime(info).service.erase_customer(
+                session, principal, _id(customer_id), reason
+            )
+
+        row = await _mutate(
+            info, "customer.erase", run, target_type="Customer", target_id=_id(customer_id)
+        )
+        return Customer.from_row(row)
+
+
+async def _order_change(
+    info: Info,
+    action: str,
+    work_order_id: str,
+    run: Callable[[AsyncSession, Principal], Awaitable[models.WorkOrder]],
+) -> WorkOrder:
+    row = await _mutate(
+        info,
+        action,
+        run,
+        target_type="WorkOrder",
+        target_id=work_order_id,
+        work_order_id=work_order_id,
+    )
+    return WorkOrder.from_row(row)
+
+
+class WorkOrdersSchema(strawberry.federation.Schema):
+    """Log refusals by code only: an operation's text may carry contact data."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, DoorwardError):
+                code = original.code.value
+            elif original is not None:
+                log.error("workorders resolver failed", exc_info=original)
+                code = "INTERNAL_SERVER_ERROR"
+            else:
+                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
+            log.info("graphql request refused", extra={"fields": {"error.code": code}})
+
+
+def build_schema() -> strawberry.federation.Schema:
+    return WorkOrdersSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Region, WorkOrder, Site],
+        extensions=schema_extensions(),
+    )
+
+
+def build_router(runtime: Runtime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+    async def context_getter(request: Request) -> WorkOrdersContext:
+        return WorkOrdersContext(
+            request=request,
+            verifier=runtime.verifier,
+            services=runtime,
+            source_ip=client_ip(request),
+        )
+
+    return GraphQLRouter(
+        build_schema(),
+        context_getter=context_getter,
+        graphql_ide="graphiql" if development else None,
+    )

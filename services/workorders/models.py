@@ -1,0 +1,179 @@
+"""Work orders' own tables. Contact data lives only as AES-GCM ciphertext under a per-customer
+data key; the key itself is stored only wrapped (Vault transit, through the secrets service)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from doorward_kit.audit_client import AuditOutboxMixin
+from doorward_kit.db import new_metadata
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class OrgSettings(Base):
+    """Per-organisation access-window rules; a missing row means the defaults."""
+
+    __tablename__ = "org_settings"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lead_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    grace_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_window_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    next_number: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
+    updated_at: Mapped[datetime] = _now()
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    region_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The data key wrapped by the customer's transit key; None once erased.
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    key_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # nonce || AES-256-GCM(JSON {name, phone, email}), associated data = customer id.
+    contact: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_customers_org_region", "org_id", "region_id"),)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), nullable=False)
+    region_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # nonce || AES-256-GCM(address), associated data = customer id.
+    address: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_sites_org_customer", "org_id", "customer_id"),)
+
+
+class SiteSecretRef(Base):
+    """Which secret references belong to which site (their metadata is the secrets service's)."""
+
+    __tablename__ = "site_secret_refs"
+
+    secret_ref_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), nullable=False, index=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class WorkOrder(Base):
+    __tablename__ = "work_orders"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    number: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), nullable=False, index=True)
+    region_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[str] = mapped_column(String(8), nullable=False)
+    scheduled_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    assignee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        # myJobs and User.assignedWorkOrders: one assignee's jobs by time.
+        Index("ix_work_orders_assignee_start", "org_id", "assignee_id", "scheduled_start"),
+        # workOrders(): keyset pagination inside an org, optionally by region.
+        Index("ix_work_orders_org_created", "org_id", "created_at", "id"),
+        Index("ix_work_orders_org_region_created", "org_id", "region_id", "created_at", "id"),
+        Index("uq_work_orders_org_number", "org_id", "number", unique=True),
+    )
+
+
+class WorkOrderSecret(Base):
+    __tablename__ = "work_order_secrets"
+
+    work_order_id: Mapped[str] = mapped_column(ForeignKey("work_orders.id"), primary_key=True)
+    secret_ref_id: Mapped[str] = mapped_column(
+        ForeignKey("site_secret_refs.secret_ref_id"), primary_key=True
+    )
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    attached_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    attached_at: Mapped[datetime] = _now()
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    work_order_id: Mapped[str] = mapped_column(
+        ForeignKey("work_orders.id"), nullable=False, index=True
+    )
+    description: Mapped[str] = mapped_column(String(500), nullable=False)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3), nullable=False)
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class WorkNote(Base):
+    __tablename__ = "work_notes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    work_order_id: Mapped[str] = mapped_column(
+        ForeignKey("work_orders.id"), nullable=False, index=True
+    )
+    author_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class SecretsOutbox(Base):
+    """RevokeGrants calls owed to the secrets service, written in the same transaction as the
+    completion / cancellation / reassignment / rescheduling that makes them due."""
+
+    __tablename__ = "secrets_outbox"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    work_order_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class AuditOutbox(AuditOutboxMixin, Base):
+    __tablename__ = "audit_outbox"

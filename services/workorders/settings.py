@@ -1,0 +1,27 @@
+"""Work orders' settings (environment, prefix DOORWARD_). Nothing secret has a default.
+
+DOORWARD_WORKORDERS_DB_URL                  postgresql+asyncpg://... (required)
+DOORWARD_WORKORDERS_DATA_KEY_CACHE_SECONDS  how long a customer's plaintext data key stays in
+                                            memory (default 60; 0 disables the cache)
+DOORWARD_WORKORDERS_DATA_KEY_CACHE_SIZE     at most this many cached data keys (default 1000)
+DOORWARD_WORKORDERS_OUTBOX_POLL_SECONDS     RevokeGrants outbox poll interval (default 1)
+Ports and the identity/secrets/audit targets come from StackSettings.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkOrdersSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOORWARD_", extra="forbid", frozen=True)
+
+    workorders_db_url: SecretStr
+    workorders_data_key_cache_seconds: float = Field(default=60.0, ge=0, le=600)
+    workorders_data_key_cache_size: int = Field(default=1000, ge=1)
+    workorders_outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def db_url(self) -> str:
+        return self.workorders_db_url.get_secret_value()
