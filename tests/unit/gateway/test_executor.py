@@ -1,0 +1,149 @@
+"""Merging, representation building, null propagation and error re-rooting (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from gateway.executor import Executor, VariablesInvalid, collect_targets, deep_merge
+from gateway.planner import QueryPlanner
+
+pytestmark = pytest.mark.unit
+
+
+def test_deep_merge_objects_and_lists():
+    a = {"me": {"id": "1", "reviews": [{"id": "r1"}, {"id": "r2"}]}}
+    deep_merge(a, {"me": {"name": "Ada", "reviews": [{"body": "x"}, {"body": "y"}]}})
+    assert a == {"me": {"id": "1", "name": "Ada",
+                        "reviews": [{"id": "r1", "body": "x"}, {"id": "r2", "body": "y"}]}}
+
+
+def test_collect_targets_flattens_lists_with_paths():
+    data = {"a": [{"b": {"c": 1}}, None, {"b": [{"c": 2}, {"c": 3}]}]}
+    assert collect_targets(data, ("a", "b")) == [
+        ({"c": 1}, ("a", 0, "b")), ({"c": 2}, ("a", 2, "b", 0)), ({"c": 3}, ("a", 2, "b", 1))]
+
+
+class FakeSubgraphs:
+    """Answers per subgraph with canned bodies and records every request."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls: list[tuple[str, dict, dict]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.host.split(".")[0]
+        body = json.loads(request.content)
+        self.calls.append((name, body, dict(request.headers)))
+        answer = self.answers[name]
+        if isinstance(answer, Exception):
+            raise answer
+        if callable(answer):
+            answer = answer(body)
+        return httpx.Response(200, json=answer)
+
+
+def run(supergraph, query, answers, variables=None, headers=None, timeout=5.0):
+    fake = FakeSubgraphs(answers)
+    qp = QueryPlanner(supergraph)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+            ex = Executor(supergraph.urls, supergraph.api_schema, client, timeout)
+            return await ex.execute(qp.get(query, None).plan, variables or {}, headers or {})
+
+    return asyncio.run(go()), fake.calls
+
+
+def test_entities_are_deduplicated_and_merged_back(supergraph):
+    def reviews(body):
+        return {"data": {"reviews": [
+            {"id": "r1", "author": {"__typename": "User", "id": "1"}},
+            {"id": "r2", "author": {"__typename": "User", "id": "2"}},
+            {"id": "r3", "author": {"__typename": "User", "id": "1"}}]}}
+
+    def accounts(body):
+        reps = body["variables"]["r0"]
+        return {"data": {"_0": [{"__typename": "User", "name": f"n{r['id']}"} for r in reps]}}
+
+    result, calls = run(supergraph, "{ reviews { id author { name } } }",
+                        {"reviews": reviews, "accounts": accounts})
+    assert result == {"data": {"reviews": [{"id": "r1", "author": {"name": "n1"}},
+                                           {"id": "r2", "author": {"name": "n2"}},
+                                           {"id": "r3", "author": {"name": "n1"}}]}}
+    assert calls[1][1]["variables"]["r0"] == [{"__typename": "User", "id": "1"},
+                                              {"__typename": "User", "id": "2"}]
+
+
+def test_entity_error_paths_are_rerooted(supergraph):
+    answers = {
+        "reviews": {"data": {"reviews": [{"author": {"__typename": "User", "id": "1"}},
+                                         {"author": {"__typename": "User", "id": "2"}}]}},
+        "accounts": {"data": {"_0": [{"name": "a"}, {"name": None}]},
+                     "errors": [{"message": "no", "path": ["_0", 1, "name"],
+                                 "extensions": {"code": "FORBIDDEN"}}]},
+    }
+    result, _ = run(supergraph, "{ reviews { author { name } } }", answers)
+    # User.name is non-null: the null bubbles to the nullable... author is User! so to Review,
+    # then [Review!]! so to the root.
+    assert result["data"] is None
+    assert result["errors"] == [{"message": "no", "path": ["reviews", 1, "author", "name"],
+                                 "extensions": {"code": "FORBIDDEN", "serviceName": "accounts"}}]
+
+
+def test_missing_non_null_without_errors_goes_to_value_completion(supergraph):
+    result, _ = run(supergraph, '{ user(id: "1") { id name } }',
+                    {"accounts": {"data": {"user": {"id": "1", "name": None}}}})
+    assert result["data"] == {"user": None}
+    assert "errors" not in result
+    assert result["extensions"]["valueCompletion"][0]["path"] == ["user", "name"]
+
+
+def test_unreachable_subgraph_nulls_its_fields_with_unavailable(supergraph):
+    result, _ = run(supergraph, "{ me { id } topProducts { upc } }",
+                    {"accounts": {"data": {"me": {"id": "1"}}},
+                     "products": httpx.ConnectError("refused")})
+    assert result["data"] is None  # topProducts is non-null: the null reaches the root
+    assert result["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+    assert result["errors"][0]["path"] == ["topProducts"]
+    assert "refused" not in json.dumps(result)
+
+
+def test_error_without_code_and_stacktrace_is_cleaned(supergraph):
+    result, _ = run(supergraph, "{ boom }", {"accounts": {"data": {"boom": None}, "errors": [
+        {"message": "x", "path": ["boom"], "extensions": {"stacktrace": ["secret"]}}]}})
+    assert result["errors"] == [{"message": "x", "path": ["boom"], "extensions": {
+        "code": "DOWNSTREAM_SERVICE_ERROR", "serviceName": "accounts"}}]
+
+
+def test_authorization_and_traceparent_are_forwarded(supergraph):
+    from opentelemetry import context, propagate
+
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = context.attach(propagate.extract({"traceparent": tp}))
+    try:
+        _, calls = run(supergraph, "{ me { id } }", {"accounts": {"data": {"me": {"id": "1"}}}},
+                       headers={"authorization": "Bearer abc", "cookie": "no"})
+    finally:
+        context.detach(token)
+    headers = calls[0][2]
+    assert headers["authorization"] == "Bearer abc"
+    assert "cookie" not in headers
+    assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_variables_are_coerced_and_invalid_ones_rejected(supergraph):
+    with pytest.raises(VariablesInvalid):
+        run(supergraph, "query($id: ID!) { user(id: $id) { id } }", {}, variables={})
+    _, calls = run(supergraph, "query($id: ID!) { user(id: $id) { id } }",
+                   {"accounts": {"data": {"user": {"id": "7"}}}}, variables={"id": "7"})
+    assert calls[0][1]["variables"] == {"id": "7"}
+
+
+def test_aliases_and_typename_shape_the_result(supergraph):
+    result, _ = run(supergraph, "{ a: me { t: __typename n: name } }",
+                    {"accounts": {"data": {"a": {"n": "Ada"}}}})
+    assert result == {"data": {"a": {"t": "User", "n": "Ada"}}}

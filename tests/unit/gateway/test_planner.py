@@ -1,0 +1,119 @@
+"""Query plans: which subgraph fetches what, in which order, batched how."""
+
+from __future__ import annotations
+
+import pytest
+from graphql import parse
+
+from gateway.planner import QueryPlanner, ValidationFailed, build_plan
+
+pytestmark = pytest.mark.unit
+
+
+def plan_of(supergraph, query: str, name: str | None = None):
+    return build_plan(supergraph, supergraph.api_schema, parse(query), name).describe()
+
+
+def test_root_fields_grouped_by_subgraph_in_one_level(supergraph):
+    groups = plan_of(supergraph, "{ me { id } users { name } topProducts { upc } }")
+    assert groups == [[[("accounts", "query{me{id} users{name}}"),
+                        ("products", "query{topProducts{upc}}")]]]
+
+
+def test_entity_jump_injects_typename_and_key(supergraph):
+    (group,) = plan_of(supergraph, "{ me { name reviews { body } } }")
+    assert group[0] == [("accounts", "query{me{name __typename id}}")]
+    assert group[1] == [("reviews", "query($r0:[_Any!]!){_0:_entities(representations:$r0)"
+                                    "{__typename ...on User{reviews{body}}}}")]
+
+
+def test_compound_key_is_used_to_reach_reviews(supergraph):
+    (group,) = plan_of(supergraph, "{ topProducts { reviews { id } } }")
+    assert group[0] == [("products", "query{topProducts{__typename sku variant}}")]
+
+
+def test_provides_avoids_a_jump(supergraph):
+    (group,) = plan_of(supergraph, "{ reviews { author { username } } }")
+    assert len(group) == 1  # username is provided by reviews: no call to accounts
+    (group,) = plan_of(supergraph, "{ reviews { author { name } } }")
+    assert [b[0] for b in group[1]] == ["accounts"]
+
+
+def test_requires_fetches_required_fields_first(supergraph):
+    (group,) = plan_of(supergraph, "{ reviews { product { shippingEstimate } } }")
+    graphs = [[b[0] for b in level] for level in group]
+    assert graphs == [["reviews"], ["products"], ["reviews"]]
+    assert "...on Product{price weight}" in group[1][0][1]
+    assert "...on Product{shippingEstimate}" in group[2][0][1]
+
+
+def test_requires_fields_from_the_parent_fetch_when_it_has_them(supergraph):
+    (group,) = plan_of(supergraph, "{ topProducts { shippingEstimate } }")
+    assert group[0] == [("products", "query{topProducts{__typename sku variant price weight}}")]
+    assert [b[0] for b in group[1]] == ["reviews"]
+
+
+def test_nested_jumps_a_b_a(supergraph):
+    (group,) = plan_of(supergraph, "{ me { reviews { author { name } } } }")
+    assert [[b[0] for b in level] for level in group] == [["accounts"], ["reviews"],
+                                                          ["accounts"]]
+
+
+def test_one_entities_call_per_subgraph_per_level(supergraph):
+    (group,) = plan_of(supergraph, "{ me { reviews { id } } topProducts { reviews { id } } }")
+    assert len(group[1]) == 1
+    graph, query = group[1][0]
+    assert graph == "reviews"
+    assert "_0:_entities(representations:$r0)" in query
+    assert "_1:_entities(representations:$r1)" in query
+
+
+def test_mutations_are_sequential_groups_in_order(supergraph):
+    groups = plan_of(supergraph, 'mutation { login(username: "a") refresh(token: "t") '
+                                 'addReview(upc: "p1", body: "b") { id } '
+                                 'rename(id: "1", name: "n") { name } }')
+    assert [[level[0][0] for level in g] for g in groups] == [["accounts"], ["reviews"],
+                                                              ["accounts"]]
+    assert groups[0][0][0][1] == 'mutation{login(username: "a") refresh(token: "t")}'
+
+
+def test_abstract_types_are_split_by_concrete_type(supergraph):
+    (group,) = plan_of(supergraph, "{ accounts { name ... on User { reviews { id } } } }")
+    assert group[0] == [("accounts", "query{accounts{__typename ...on Bot{name} "
+                                     "...on User{name __typename id}}}")]
+    (group,) = plan_of(supergraph, '{ search(term: "") { ... on Book { title } } }')
+    assert group[0] == [("products", 'query{search(term: ""){__typename ...on Book{title}}}')]
+
+
+def test_variables_are_declared_only_where_used(supergraph):
+    (group,) = plan_of(supergraph, "query($n: Int, $u: ID!) { topProducts(first: $n) { upc } "
+                                   "user(id: $u) { id } }")
+    assert ("products", "query($n: Int){topProducts(first: $n){upc}}") in group[0]
+    assert ("accounts", "query($u: ID!){user(id: $u){id}}") in group[0]
+
+
+def test_fragments_and_aliases_are_inlined(supergraph):
+    (group,) = plan_of(supergraph, "{ x: me { ...F } } fragment F on User { n: name }")
+    assert group == [[("accounts", "query{x:me{n:name}}")]]
+
+
+def test_include_skip_directives_are_forwarded(supergraph):
+    (group,) = plan_of(supergraph, "query($x: Boolean!) { me { name @include(if: $x) } }")
+    assert group == [[("accounts", "query($x: Boolean!){me{name @include(if: $x)}}")]]
+
+
+def test_introspection_is_answered_locally(supergraph):
+    plan = build_plan(supergraph, supergraph.api_schema,
+                      parse('{ __type(name: "User") { name } }'), None)
+    assert plan.groups == [] and plan.introspection is not None
+
+
+def test_plan_cache_is_lru_and_whitespace_insensitive(supergraph):
+    qp = QueryPlanner(supergraph, cache_size=2)
+    a = qp.get("{ me { id } }", None)
+    assert qp.get("{ me {   id } }", None) is a
+    qp.get("{ users { id } }", None)
+    qp.get("{ reviews { id } }", None)
+    assert qp.peek("{ me { id } }", None) is None
+    with pytest.raises(ValidationFailed):
+        qp.get("{ _service { sdl } }", None)
