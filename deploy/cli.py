@@ -58,3 +58,7 @@ def bootstrap(
 from services.audit.verify import audit_app  # noqa: E402 - `doorward audit verify` (audit's)
 
 app.add_typer(audit_app, name="audit")
+
+from gateway.cli import gateway_app  # noqa: E402 - `doorward gateway compose|serve` (gateway's)
+
+app.add_typer(gateway_app, name="gateway")
