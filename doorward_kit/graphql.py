@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -13,7 +13,8 @@ import strawberry
 import strawberry.federation
 from graphql import GraphQLError
 from starlette.requests import Request
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import SchemaExtension
+from strawberry.fastapi import BaseContext, GraphQLRouter
 from strawberry.types import ExecutionContext
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
@@ -26,8 +27,10 @@ MAX_PAGE_SIZE = 200
 
 
 @dataclass
-class RequestContext:
-    """What every resolver gets. The token is verified lazily, once per request."""
+class RequestContext(BaseContext):
+    """What every resolver gets. The token is verified lazily, once per request.
+
+    A strawberry BaseContext because its FastAPI router accepts no other custom context."""
 
     request: Request
     verifier: TokenVerifier
@@ -100,7 +103,40 @@ class DoorwardErrors(SchemaExtension):
 
 
 def schema_extensions() -> list[Any]:
-    return [DoorwardErrors, MaskErrors(should_mask_error=lambda e: False)]
+    return [DoorwardErrors]
+
+
+class SubgraphSchema(strawberry.federation.Schema):
+    """strawberry logs every error with the operation's source text, and an operation written
+    without variables can carry a password or a contact detail in it: log the code only."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, DoorwardError):
+                code = original.code.value
+            elif original is not None:
+                log.error("resolver failed", exc_info=original)
+                code = ErrorCode.INTERNAL.value
+            else:
+                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
+            log.info("graphql request refused", extra={"fields": {"error.code": code}})
+
+
+def subgraph_router(
+    schema: strawberry.federation.Schema,
+    context_getter: Callable[[Request], Awaitable[RequestContext]],
+    *,
+    development: bool = False,
+) -> GraphQLRouter[Any, Any]:
+    """/graphql of a subgraph: GraphiQL only in development."""
+    return GraphQLRouter(
+        schema,
+        context_getter=context_getter,
+        graphql_ide="graphiql" if development else None,
+    )
 
 
 # ---- Relay connections -------------------------------------------------------------------

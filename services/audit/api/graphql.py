@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
 import strawberry.federation
 from fastapi import Request
-from graphql import GraphQLError
-from strawberry.fastapi import BaseContext, GraphQLRouter
-from strawberry.types import ExecutionContext, Info
+from strawberry.fastapi import GraphQLRouter
+from strawberry.types import Info
 
 from doorward_kit.auth import Principal
-from doorward_kit.errors import DoorwardError, bad_input
+from doorward_kit.errors import bad_input
 from doorward_kit.graphql import (
     Edge,
     PageInfo,
     RequestContext,
+    SubgraphSchema,
     client_ip,
     decode_cursor,
     encode_cursor,
     page_size,
     schema_extensions,
     split_page,
+    subgraph_router,
 )
 from doorward_kit.policy import Action, Resource, authorize
 from services.audit.models import AuditEvent as EventRow
@@ -413,44 +413,17 @@ class Query:
         )
 
 
-class AuditSchema(strawberry.federation.Schema):
-    """Log refusals by code only (never the operation's text)."""
-
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        for error in errors:
-            original = error.original_error
-            if isinstance(original, DoorwardError):
-                code = original.code.value
-            elif original is not None:
-                log.error("audit resolver failed", exc_info=original)
-                code = "INTERNAL_SERVER_ERROR"
-            else:
-                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
-            log.info("graphql request refused", extra={"fields": {"error.code": code}})
-
-
 def build_schema() -> strawberry.federation.Schema:
-    return AuditSchema(query=Query, types=[User, WorkOrder], extensions=schema_extensions())
-
-
-@dataclass
-class AuditContext(RequestContext, BaseContext):  # type: ignore[misc]
-    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
+    return SubgraphSchema(query=Query, types=[User, WorkOrder], extensions=schema_extensions())
 
 
 def build_router(runtime: AuditRuntime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
-    async def context_getter(request: Request) -> AuditContext:
-        return AuditContext(
+    async def context_getter(request: Request) -> RequestContext:
+        return RequestContext(
             request=request,
             verifier=runtime.verifier,
             services=runtime,
             source_ip=client_ip(request),
         )
 
-    return GraphQLRouter(
-        build_schema(),
-        context_getter=context_getter,
-        graphql_ide="graphiql" if development else None,
-    )
+    return subgraph_router(build_schema(), context_getter, development=development)

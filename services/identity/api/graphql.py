@@ -10,21 +10,25 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import strawberry
 import strawberry.federation
 from fastapi import Request
-from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession
-from strawberry.fastapi import BaseContext, GraphQLRouter
-from strawberry.types import ExecutionContext, Info
+from strawberry.fastapi import GraphQLRouter
+from strawberry.types import Info
 
 from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
-from doorward_kit.graphql import RequestContext, client_ip, schema_extensions
+from doorward_kit.graphql import (
+    RequestContext,
+    SubgraphSchema,
+    client_ip,
+    schema_extensions,
+    subgraph_router,
+)
 from services.identity.models import Region as RegionRow
 from services.identity.runtime import Identity
 from services.identity.service.identity import AuthResult, UserChanges, UserView
@@ -389,24 +393,8 @@ class Mutation:
         return User.from_view(done.user)
 
 
-class IdentitySchema(strawberry.federation.Schema):
-    """strawberry logs every error together with the operation's source text, and a login
-    written without variables carries the password in it. Log the error code only."""
-
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        for error in errors:
-            original = error.original_error
-            if isinstance(original, DoorwardError):
-                code = original.code.value
-            else:
-                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
-            log.info("graphql request refused", extra={"fields": {"error.code": code}})
-
-
 def build_schema() -> strawberry.federation.Schema:
-    return IdentitySchema(
+    return SubgraphSchema(
         query=Query,
         mutation=Mutation,
         types=[User, Region],
@@ -414,22 +402,13 @@ def build_schema() -> strawberry.federation.Schema:
     )
 
 
-@dataclass
-class IdentityContext(RequestContext, BaseContext):  # type: ignore[misc]
-    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
-
-
 def build_router(identity: Identity, *, development: bool = False) -> GraphQLRouter[Any, Any]:
     assert identity.verifier is not None
     verifier = identity.verifier
 
-    async def context_getter(request: Request) -> IdentityContext:
-        return IdentityContext(
+    async def context_getter(request: Request) -> RequestContext:
+        return RequestContext(
             request=request, verifier=verifier, services=identity, source_ip=client_ip(request)
         )
 
-    return GraphQLRouter(
-        build_schema(),
-        context_getter=context_getter,
-        graphql_ide="graphiql" if development else None,
-    )
+    return subgraph_router(build_schema(), context_getter, development=development)
