@@ -113,11 +113,17 @@ def _error(message: str, code: str, path: Path | None = None, **ext: Any) -> dic
 
 class Executor:
     def __init__(self, urls: Mapping[str, str], schema: GraphQLSchema,
-                 client: httpx.AsyncClient, timeout: float = 5.0) -> None:
+                 client: httpx.AsyncClient, timeout: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.urls = dict(urls)
+        self._parsed_urls = {k: httpx.URL(v) for k, v in urls.items()}
         self.schema = schema
         self.client = client
         self.timeout = timeout
+        # The client's own transport (its connection pool): calling it directly skips the
+        # client's per-request cookie, auth and redirect machinery, which subgraph calls never use.
+        self.transport = transport
+        self._timeouts = httpx.Timeout(timeout).as_dict()
 
     async def execute(self, plan: Plan, variables: Mapping[str, Any],
                       headers: Mapping[str, str]) -> dict[str, Any]:
@@ -216,9 +222,20 @@ class Executor:
             propagate.inject(out_headers)
             payload = orjson.dumps({"query": query, "variables": variables})
             async with asyncio.timeout(self.timeout):
-                resp = await self.client.post(self.urls[graph], content=payload,
-                                              headers=out_headers)
-            body = orjson.loads(resp.content)
+                if self.transport is None:
+                    resp = await self.client.post(self.urls[graph], content=payload,
+                                                  headers=out_headers)
+                    content = resp.content
+                else:
+                    request = httpx.Request("POST", self._parsed_urls[graph], content=payload,
+                                            headers=out_headers,
+                                            extensions={"timeout": self._timeouts})
+                    resp = await self.transport.handle_async_request(request)
+                    try:
+                        content = await resp.aread()
+                    finally:
+                        await resp.aclose()
+            body = orjson.loads(content)
             if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
                 raise ValueError(f"bad response from {graph}")
             return body

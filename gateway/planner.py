@@ -565,6 +565,7 @@ class QueryPlanner:
         self.cache_size = cache_size
         self.validators = list(validators)
         self._cache: OrderedDict[tuple[str, str | None], CachedOperation] = OrderedDict()
+        self._exact: OrderedDict[tuple[str, str | None], CachedOperation] = OrderedDict()
 
     @staticmethod
     def cache_key(query: str, operation_name: str | None) -> tuple[str, str | None]:
@@ -572,20 +573,30 @@ class QueryPlanner:
         return (" ".join(query.split()), operation_name)
 
     def peek(self, query: str, operation_name: str | None) -> CachedOperation | None:
+        # Exact text first: most clients send the same bytes every time.
+        hit = self._exact.get((query, operation_name))
+        if hit is not None:
+            return hit
         key = self.cache_key(query, operation_name)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
+            self._remember_exact(query, operation_name, hit)
         return hit
+
+    def _remember_exact(self, query: str, operation_name: str | None,
+                        entry: CachedOperation) -> None:
+        self._exact[(query, operation_name)] = entry
+        if len(self._exact) > self.cache_size:
+            self._exact.popitem(last=False)
 
     def get(self, query: str, operation_name: str | None,
             document: DocumentNode | None = None) -> CachedOperation:
         """Cached plan, or parse (unless given), validate, check limits and plan."""
-        key = self.cache_key(query, operation_name)
-        hit = self._cache.get(key)
+        hit = self.peek(query, operation_name)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
+        key = self.cache_key(query, operation_name)
         if document is None:
             document = parse(query)
         errors = validate(self.schema, document)
@@ -599,6 +610,7 @@ class QueryPlanner:
         self._cache[key] = cached
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+        self._remember_exact(query, operation_name, cached)
         return cached
 
 

@@ -109,7 +109,8 @@ def _principal_key(principal: object) -> str | None:
 
 class Gateway:
     def __init__(self, settings: GatewaySettings, supergraph: Supergraph,
-                 client: httpx.AsyncClient, authenticator: Authenticator | None) -> None:
+                 client: httpx.AsyncClient, authenticator: Authenticator | None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.supergraph = supergraph
         urls = dict(supergraph.urls)
@@ -119,7 +120,8 @@ class Gateway:
                              settings.introspection_enabled)
         self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
                                     validators=[self._check_limits])
-        self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout)
+        self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout,
+                                 transport)
         self.authenticator = authenticator if settings.auth_enabled else None
         self.trusted = (TrustedDocuments.load(settings.trusted_documents)
                         if settings.trusted_documents else None)
@@ -251,7 +253,9 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=settings.max_connections,
                               max_keepalive_connections=settings.max_connections)
-        async with httpx.AsyncClient(limits=limits, timeout=settings.subgraph_timeout) as client:
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+        async with httpx.AsyncClient(transport=transport,
+                                     timeout=settings.subgraph_timeout) as client:
             if supergraph_sdl is not None:
                 supergraph = Supergraph.from_sdl(supergraph_sdl)
             else:
@@ -260,7 +264,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                     supergraph = Supergraph.from_sdl(compose(sdls))
                 except CompositionError as exc:
                     raise GatewayStartupError(str(exc)) from exc
-            app.state.gateway = Gateway(settings, supergraph, client, authenticator)
+            app.state.gateway = Gateway(settings, supergraph, client, authenticator, transport)
             yield
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
