@@ -1,0 +1,170 @@
+"""The whole stack as separate processes: `doorward up` against the session's PostgreSQL and
+OpenBao (external mode), on free ports, with every log line and span written to files that the
+canary tests search. Stopped by the supervisor's PID (it stops its children) even on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.embedded import free_port_pair, stop_pid
+from doorward_kit.net import free_port
+from tests.e2e.world import PASSWORD, Actor, GraphQLClient, World, bootstrap_org
+
+SERVICES = ("identity", "workorders", "audit", "secrets")
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    data_dir: Path
+    log_file: Path
+    span_file: Path
+    pid: int
+    db_names: dict[str, str]
+    admin_db_url: str
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['DOORWARD_GATEWAY_PORT']}/graphql"
+
+    def http_url(self, svc: str) -> str:
+        return f"http://127.0.0.1:{self.env[f'DOORWARD_{svc.upper()}_HTTP_PORT']}"
+
+    def grpc_target(self, svc: str) -> str:
+        return f"127.0.0.1:{self.env[f'DOORWARD_{svc.upper()}_GRPC_PORT']}"
+
+    def internal_token(self) -> str:
+        return (self.data_dir / "internal-token").read_text().strip()
+
+    def logs(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def stack_env(
+    data_dir: Path, span_file: Path, database_url: str, vault_addr: str, vault_token: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORWARD_", "OTEL_"))}
+    env.update(
+        {
+            "DOORWARD_DATA_DIR": str(data_dir),
+            "DOORWARD_DATABASE_URL": database_url,
+            "DOORWARD_VAULT_ADDR": vault_addr,
+            "DOORWARD_VAULT_TOKEN": vault_token,
+            "DOORWARD_GATEWAY_PORT": str(free_port()),
+            "DOORWARD_OTEL_FILE": str(span_file),
+            "DOORWARD_READY_TIMEOUT": str(START_TIMEOUT),
+            # Tests are on a 2-core machine: cheap password hashing, same algorithm.
+            "DOORWARD_IDENTITY_ARGON2_TIME_COST": "1",
+            "DOORWARD_IDENTITY_ARGON2_MEMORY_COST": "8192",
+            "DOORWARD_IDENTITY_ARGON2_PARALLELISM": "1",
+        }
+    )
+    for svc in SERVICES:
+        env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
+        env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
+    env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
+    return env
+
+
+def start_up(env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    log = open(log_file, "ab")  # noqa: SIM115 - the child writes it for the whole run
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("doorward")), "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return proc
+
+
+def wait_for_gateway(
+    proc: subprocess.Popen[bytes], url: str, log_file: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"doorward up exited with {proc.returncode}:\n{log_file.read_text()[-4000:]}"
+            )
+        try:
+            if httpx.get(url.replace("/graphql", "/readyz"), timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(
+        f"the stack was not ready within {timeout:.0f}s:\n{log_file.read_text()[-4000:]}"
+    )
+
+
+def stop_up(proc: subprocess.Popen[bytes]) -> None:
+    # SIGTERM lets the supervisor stop its children; then make sure of the whole group.
+    stop_pid(proc.pid, signal.SIGTERM, timeout=30)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def stack(postgres, openbao) -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="doorward-e2e-"))
+    data_dir, log_file, span_file = root / "data", root / "stack.log", root / "spans.jsonl"
+    env = stack_env(data_dir, span_file, postgres.admin_url(), openbao.addr, openbao.root_token)
+    proc = start_up(env, log_file)
+    try:
+        wait_for_gateway(
+            proc,
+            f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql",
+            log_file,
+            START_TIMEOUT,
+        )
+        yield Stack(
+            env=env,
+            data_dir=data_dir,
+            log_file=log_file,
+            span_file=span_file,
+            pid=proc.pid,
+            db_names={svc: f"doorward_{svc}" for svc in SERVICES},
+            admin_db_url=postgres.admin_url(),
+        )
+    finally:
+        stop_up(proc)
+
+
+@pytest.fixture(scope="session")
+def world(stack: Stack, postgres) -> World:
+    """Acme: London and Manchester; an admin, dispatchers, technicians, a subcontractor and
+    an auditor, each logged in through the gateway (password changed, MFA enrolled as needed)."""
+    gql = GraphQLClient(stack.gateway_url)
+    admin_email = "admin@acme-maintenance.com"
+    org_id, totp = bootstrap_org(
+        stack.env, postgres.url_for(stack.db_names["identity"]), "Acme", admin_email, PASSWORD
+    )
+    admin = Actor(email=admin_email, password=PASSWORD, totp_secret=totp or None)
+    w = World(gql=gql, org_id=org_id, admin=admin)
+    w.login(admin)
+    w.create_region("London")
+    w.create_region("Manchester")
+    w.create_person("dispatcher", "DISPATCHER", ["London"])
+    w.create_person("manchester_dispatcher", "DISPATCHER", ["Manchester"])
+    w.create_person("tom", "TECHNICIAN", ["London"])
+    w.create_person("tina", "TECHNICIAN", ["London"])
+    w.create_person("manny", "TECHNICIAN", ["Manchester"])
+    w.create_person("sub", "SUBCONTRACTOR", ["London"])
+    w.create_person("auditor", "AUDITOR", ["London", "Manchester"])
+    return w
