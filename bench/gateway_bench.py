@@ -62,6 +62,12 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to compare per-request cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -134,6 +140,7 @@ def main() -> None:
                            env={"DOORWARD_GATEWAY_RATE_LIMIT_PER_SECOND": "0",
                                 "DOORWARD_ENV": "production"}))
         targets = {"gateway (python)": f"http://127.0.0.1:{ours_port}/graphql"}
+        pids = {"gateway (python)": procs[-1].pid, "direct subgraph": sub.pid}
 
         cache = ROOT / ".cache" / "node-gateway"
         if (cache / "node_modules" / "@apollo" / "gateway").exists():
@@ -144,6 +151,7 @@ def main() -> None:
                                env={"SUBGRAPHS": json.dumps(urls), "PORT": str(apollo_port),
                                     "NODE_ENV": "production"}))
             targets["@apollo/gateway"] = f"http://127.0.0.1:{apollo_port}/"
+            pids["@apollo/gateway"] = procs[-1].pid
         else:
             print("(@apollo/gateway not installed: run the compat test once to install it)")
         for url in targets.values():
@@ -152,19 +160,27 @@ def main() -> None:
         results: dict[tuple[str, str], dict[str, float]] = {}
         for qname, query in (("simple", SIMPLE), ("federated", FEDERATED)):
             for tname, url in targets.items():
+                before = cpu_seconds(pids[tname])
                 results[(qname, tname)] = asyncio.run(
                     load(url, query, args.requests, args.concurrency))
+                used = cpu_seconds(pids[tname]) - before
+                results[(qname, tname)]["cpu"] = used * 1000 / (args.requests + 20)
+        before = cpu_seconds(sub.pid)
         results[("simple", "direct subgraph")] = asyncio.run(
             load(urls["accounts"], DIRECT["accounts"], args.requests, args.concurrency))
+        results[("simple", "direct subgraph")]["cpu"] = \
+            (cpu_seconds(sub.pid) - before) * 1000 / (args.requests + 20)
         # Sequential (concurrency 1) latency: gateway overhead = gateway p50 - direct p50.
         seq = max(200, args.requests // 10)
         lat_direct = asyncio.run(load(urls["accounts"], SIMPLE, seq, 1))
         lat_ours = asyncio.run(load(targets["gateway (python)"], SIMPLE, seq, 1))
 
         print(f"\n{args.requests} requests per row, concurrency {args.concurrency}\n")
-        print(f"{'query':<10} {'target':<18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'query':<10} {'target':<18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU ms/req':>10}")
         for (qname, tname), r in results.items():
-            print(f"{qname:<10} {tname:<18} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}")
+            print(f"{qname:<10} {tname:<18} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                  f"{r['cpu']:>10.2f}")
         for qname in ("simple", "federated"):
             ours = results[(qname, "gateway (python)")]
             apollo = results.get((qname, "@apollo/gateway"))
