@@ -156,7 +156,7 @@ def world(stack: Stack, postgres) -> World:
         stack.env, postgres.url_for(stack.db_names["identity"]), "Acme", admin_email, PASSWORD
     )
     admin = Actor(email=admin_email, password=PASSWORD, totp_secret=totp or None)
-    w = World(gql=gql, org_id=org_id, admin=admin)
+    w = World(gql=gql, org_id=org_id, admin=admin, stack=stack)
     w.login(admin)
     w.create_region("London")
     w.create_region("Manchester")

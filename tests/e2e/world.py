@@ -77,6 +77,7 @@ class World:
     admin: Actor
     regions: dict[str, str] = field(default_factory=dict)
     people: dict[str, Actor] = field(default_factory=dict)
+    stack: Any = None
 
     def login(self, actor: Actor, otp: str | None = None) -> Actor:
         payload = self.gql.data(
