@@ -302,7 +302,7 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
         env="production",
     )
     settings = WorkOrdersSettings(
-        workorders_db_url=db_url,  # type: ignore[arg-type]
+        workorders_db_url=db_url,
         workorders_outbox_poll_seconds=0.1,
     )
     fakes = GrpcServer("127.0.0.1", fakes_port, INTERNAL_TOKEN)

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
 
+from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import ServiceChannel
 from tests.integration.workorders.conftest import (
     ATTACH,
@@ -282,14 +283,14 @@ async def test_get_access_context_over_grpc(running: Running, org: Org) -> None:
         assert list(reply.secret_ref_ids) == [job.secret_ref_id]
         assert reply.HasField("scheduled_start") and reply.HasField("scheduled_end")
         # Another organisation's id for the same job: not found.
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(DoorwardError) as raised:
             await channel.call(
                 stub.GetAccessContext,
                 workorders_pb2.GetAccessContextRequest(
                     org_id=running.new_org().id, work_order_id=job.work_order_id
                 ),
             )
-        assert getattr(raised.value, "code").value == "NOT_FOUND"
+        assert raised.value.code is ErrorCode.NOT_FOUND
         # Without the internal credential nothing answers.
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.GetAccessContext(
