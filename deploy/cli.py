@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
@@ -40,6 +41,18 @@ def provision(
         raise typer.Exit(1) from None
 
 
+def identity_db_url(env: Mapping[str, str]) -> str:
+    """Where `make up` keeps identity's database: on DOORWARD_DATABASE_URL's server, else in
+    the embedded PostgreSQL of the data folder (its unix socket lives in its folder)."""
+    from deploy.embedded import database_url
+
+    server = env.get("DOORWARD_DATABASE_URL")
+    if server:
+        return database_url(server, "doorward_identity")
+    pg_dir = Path(env.get("DOORWARD_DATA_DIR", ".doorward")).expanduser().resolve() / "postgres"
+    return f"postgresql+asyncpg://postgres@/doorward_identity?host={pg_dir}"
+
+
 @app.command()
 def bootstrap(
     org: str = typer.Option(..., "--org", help="the organisation's name"),
@@ -49,6 +62,7 @@ def bootstrap(
     admin's TOTP secret when the organisation requires MFA). Refuses to run twice per org."""
     from services.identity.cli import run_bootstrap
 
+    os.environ.setdefault("DOORWARD_IDENTITY_DB_URL", identity_db_url(os.environ))
     code = run_bootstrap(
         org, admin_email, echo=typer.echo, echo_err=lambda line: typer.echo(line, err=True)
     )

@@ -20,7 +20,7 @@ import pytest
 
 from deploy.embedded import free_port_pair, stop_pid
 from doorward_kit.net import free_port
-from tests.e2e.world import PASSWORD, Actor, GraphQLClient, World, bootstrap_org
+from tests.e2e.world import PASSWORD, GraphQLClient, World, bootstrap_org
 
 SERVICES = ("identity", "workorders", "audit", "secrets")
 START_TIMEOUT = 120.0
@@ -152,10 +152,7 @@ def world(stack: Stack, postgres) -> World:
     an auditor, each logged in through the gateway (password changed, MFA enrolled as needed)."""
     gql = GraphQLClient(stack.gateway_url)
     admin_email = "admin@acme-maintenance.com"
-    org_id, totp = bootstrap_org(
-        stack.env, postgres.url_for(stack.db_names["identity"]), "Acme", admin_email, PASSWORD
-    )
-    admin = Actor(email=admin_email, password=PASSWORD, totp_secret=totp or None)
+    org_id, admin = bootstrap_org(stack.env, "Acme", admin_email, PASSWORD)
     w = World(gql=gql, org_id=org_id, admin=admin, stack=stack)
     w.login(admin)
     w.create_region("London")

@@ -135,11 +135,10 @@ class World:
         return actor
 
 
-def bootstrap_org(
-    env: dict[str, str], identity_db_url: str, org: str, email: str, password: str
-) -> tuple[str, str]:
-    """Runs the real `doorward bootstrap`; returns (org id, TOTP secret)."""
-    run_env = dict(env, DOORWARD_IDENTITY_DB_URL=identity_db_url)
+def bootstrap_org(env: dict[str, str], org: str, email: str, password: str) -> tuple[str, Actor]:
+    """Runs the real `doorward bootstrap` against the stack's data folder or database server;
+    returns the organisation id and its first admin (TOTP secret and recovery codes)."""
+    run_env = dict(env)
     doorward = str(Path(sys.executable).with_name("doorward"))
     done = subprocess.run(
         [doorward, "bootstrap", "--org", org, "--admin-email", email],
@@ -153,5 +152,12 @@ def bootstrap_org(
     assert done.returncode == 0, done.stderr
     org_id = re.search(r"organisation id:\s*(\S+)", done.stdout)
     secret = re.search(r"TOTP secret:\s*(\S+)", done.stdout)
+    codes = re.search(r"recovery codes:\s*(.+)", done.stdout)
     assert org_id, done.stdout
-    return org_id.group(1), secret.group(1) if secret else ""
+    admin = Actor(
+        email=email,
+        password=password,
+        totp_secret=secret.group(1) if secret else None,
+        recovery_codes=codes.group(1).split() if codes else [],
+    )
+    return org_id.group(1), admin
