@@ -114,15 +114,17 @@ def _error(message: str, code: str, path: Path | None = None, **ext: Any) -> dic
 class Executor:
     def __init__(self, urls: Mapping[str, str], schema: GraphQLSchema,
                  client: httpx.AsyncClient, timeout: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
         self.urls = dict(urls)
         self._parsed_urls = {k: httpx.URL(v) for k, v in urls.items()}
         self.schema = schema
         self.client = client
         self.timeout = timeout
-        # The client's own transport (its connection pool): calling it directly skips the
-        # client's per-request cookie, auth and redirect machinery, which subgraph calls never use.
-        self.transport = transport
+        # The client's own transports (one connection pool per subgraph, mounted on the client):
+        # calling them directly skips the client's per-request cookie, auth and redirect
+        # machinery, which subgraph calls never use. Small per-subgraph pools also keep
+        # httpcore's per-request scan of its connections short.
+        self.transports = dict(transports or {})
         self._timeouts = httpx.Timeout(timeout).as_dict()
 
     async def execute(self, plan: Plan, variables: Mapping[str, Any],
@@ -222,7 +224,8 @@ class Executor:
             propagate.inject(out_headers)
             payload = orjson.dumps({"query": query, "variables": variables})
             async with asyncio.timeout(self.timeout):
-                if self.transport is None:
+                transport = self.transports.get(graph)
+                if transport is None:
                     resp = await self.client.post(self.urls[graph], content=payload,
                                                   headers=out_headers)
                     content = resp.content
@@ -230,7 +233,7 @@ class Executor:
                     request = httpx.Request("POST", self._parsed_urls[graph], content=payload,
                                             headers=out_headers,
                                             extensions={"timeout": self._timeouts})
-                    resp = await self.transport.handle_async_request(request)
+                    resp = await transport.handle_async_request(request)
                     try:
                         content = await resp.aread()
                     finally:

@@ -110,7 +110,7 @@ def _principal_key(principal: object) -> str | None:
 class Gateway:
     def __init__(self, settings: GatewaySettings, supergraph: Supergraph,
                  client: httpx.AsyncClient, authenticator: Authenticator | None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
         self.settings = settings
         self.supergraph = supergraph
         urls = dict(supergraph.urls)
@@ -121,7 +121,7 @@ class Gateway:
         self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
                                     validators=[self._check_limits])
         self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout,
-                                 transport)
+                                 transports)
         self.authenticator = authenticator if settings.auth_enabled else None
         self.trusted = (TrustedDocuments.load(settings.trusted_documents)
                         if settings.trusted_documents else None)
@@ -251,20 +251,31 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if supergraph_sdl is not None:
+            supergraph = Supergraph.from_sdl(supergraph_sdl)
+        else:
+            async with httpx.AsyncClient() as bootstrap:
+                sdls = await fetch_sdls(bootstrap, settings.subgraph_urls(),
+                                        settings.startup_timeout)
+            try:
+                supergraph = Supergraph.from_sdl(compose(sdls))
+            except CompositionError as exc:
+                raise GatewayStartupError(str(exc)) from exc
+        urls = {**supergraph.urls,
+                **{k: v for k, v in settings.subgraphs.items() if k in supergraph.urls}}
         limits = httpx.Limits(max_connections=settings.max_connections,
                               max_keepalive_connections=settings.max_connections)
-        transport = httpx.AsyncHTTPTransport(limits=limits)
-        async with httpx.AsyncClient(transport=transport,
+        # One client; one connection pool per subgraph origin, mounted on it.
+        by_origin: dict[str, httpx.AsyncHTTPTransport] = {}
+        transports: dict[str, httpx.AsyncBaseTransport] = {}
+        for name, url in urls.items():
+            u = httpx.URL(url)
+            origin = f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
+            transports[name] = by_origin.setdefault(origin,
+                                                    httpx.AsyncHTTPTransport(limits=limits))
+        async with httpx.AsyncClient(mounts=dict(by_origin.items()),
                                      timeout=settings.subgraph_timeout) as client:
-            if supergraph_sdl is not None:
-                supergraph = Supergraph.from_sdl(supergraph_sdl)
-            else:
-                sdls = await fetch_sdls(client, settings.subgraph_urls(), settings.startup_timeout)
-                try:
-                    supergraph = Supergraph.from_sdl(compose(sdls))
-                except CompositionError as exc:
-                    raise GatewayStartupError(str(exc)) from exc
-            app.state.gateway = Gateway(settings, supergraph, client, authenticator, transport)
+            app.state.gateway = Gateway(settings, supergraph, client, authenticator, transports)
             yield
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

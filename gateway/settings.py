@@ -35,7 +35,7 @@ class GatewaySettings(BaseSettings):
     trusted_documents: str | None = None  # allow-list file: only these documents run
     rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
     rate_limit_burst: int = 100
-    max_connections: int = 200  # pooled connections to subgraphs
+    max_connections: int = 32  # pooled connections per subgraph
 
     @property
     def development(self) -> bool:
