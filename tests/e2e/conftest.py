@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,7 @@ def stack(postgres, openbao) -> Iterator[Stack]:
         )
     finally:
         stop_up(proc)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

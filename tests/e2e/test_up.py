@@ -4,6 +4,7 @@ folder): a restart keeps everything; a dead infrastructure process is reported b
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -69,4 +70,5 @@ def test_restart_keeps_everything_and_deaths_are_named():
         assert "PostgreSQL" in log.read_text()
     finally:
         stop_up(proc)
+        shutil.rmtree(root, ignore_errors=True)
     print(f"\ndoorward up: cold start {cold:.1f}s, warm start {warm:.1f}s")

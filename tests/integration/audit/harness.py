@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -126,3 +127,4 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
         await parts.grpc.stop(0)
         if parts.close is not None:
             await parts.close()
+        shutil.rmtree(key_dir, ignore_errors=True)

@@ -3,6 +3,7 @@ producer committed arrives exactly once, and the chain still verifies."""
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +90,8 @@ async def test_every_event_arrives_exactly_once_across_a_crash(postgres, produce
     audit_db = f"audit_restart_{uuid.uuid4().hex[:8]}"
     audit_url = postgres.create_database(audit_db)
     http_port, grpc_port = free_port(), free_port()
-    key_file = Path(tempfile.mkdtemp(prefix="doorward-audit-key-")) / "key.pem"
+    key_dir = Path(tempfile.mkdtemp(prefix="doorward-audit-key-"))
+    key_file = key_dir / "key.pem"
     env = {
         **os.environ,
         "DOORWARD_ENV": "development",
@@ -171,3 +173,4 @@ async def test_every_event_arrives_exactly_once_across_a_crash(postgres, produce
     )
     assert report.ok, report.problems
     assert report.checkpoint is not None and report.checkpoint.tree_size == TOTAL
+    shutil.rmtree(key_dir, ignore_errors=True)
