@@ -10,6 +10,7 @@ of customers does not cost a Vault round trip per read; destroying the customer'
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import OrderedDict
@@ -95,6 +96,9 @@ class ContactCrypto:
         self._create = create_key
         self._decrypt = decrypt_key
         self.cache = cache
+        # Concurrent readers of one customer (name and address resolve in parallel) share
+        # one unwrap instead of racing to Vault.
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
 
     async def new_key(self, org_id: str, customer_id: str) -> DataKey:
         key = await self._create(org_id, customer_id)
@@ -107,6 +111,22 @@ class ContactCrypto:
         cached = self.cache.get(customer_id)
         if cached is not None:
             return cached
-        key = await self._decrypt(org_id, customer_id, wrapped)
+        pending = self._inflight.get(customer_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight[customer_id] = future
+        try:
+            key = await self._decrypt(org_id, customer_id, wrapped)
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: no warning when nobody else waits
+            raise
+        finally:
+            self._inflight.pop(customer_id, None)
         self.cache.put(customer_id, key)
+        future.set_result(key)
         return key
