@@ -35,7 +35,8 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
     import uvicorn
 
     from gateway.auth import doorward_authenticator
-    from gateway.server import create_app
+    from gateway.composition import CompositionError
+    from gateway.server import GatewayStartupError, create_app
 
     overrides: dict[str, object] = {"auth_enabled": auth_enabled}
     if supergraph_file is not None:
@@ -44,7 +45,15 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
         overrides["port"] = port
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
     authenticator = doorward_authenticator(settings) if auth_enabled else None
-    app = create_app(settings, authenticator)
+    sdl = None
+    if settings.supergraph_file is None:
+        # Compose before listening, so a down subgraph is one clear line, not a traceback.
+        try:
+            sdl = compose(settings.subgraph_urls(), settings.startup_timeout)
+        except (GatewayStartupError, CompositionError) as exc:
+            typer.echo(f"gateway: cannot start: {exc}", err=True)
+            raise typer.Exit(1) from None
+    app = create_app(settings, authenticator, sdl)
     uvicorn.run(app, host=settings.stack.host, port=settings.listen_port, log_level="warning",
                 access_log=False)
 
