@@ -92,9 +92,10 @@ def project(obj: Any, sel: OutSel) -> Any:
         return obj
     out: dict[str, Any] = {}
     for key, f in sel.fields.items():
-        if key not in obj:
-            raise KeyError(key)
-        v = obj[key]
+        src = f.source or key
+        if src not in obj:
+            raise KeyError(src)
+        v = obj[src]
         out[key] = project(v, f.sub) if f.sub is not None and v is not None else v
     typename = obj.get("__typename")
     for cond, fsel in sel.fragments.items():

@@ -56,6 +56,7 @@ class OutField:
     args: str
     directives: str
     sub: OutSel | None = None
+    source: str | None = None  # representations: response key the value is read from
 
 
 @dataclass
@@ -358,7 +359,8 @@ class _Builder:
             rep = OutSel()
             rep.add_field("__typename", "__typename")
             self._emit_field_set(g, type_name, parse_field_set(key_fields), out, provided)
-            self._emit_field_set(g, type_name, parse_field_set(key_fields), rep, provided)
+            self._emit_field_set(g, type_name, parse_field_set(key_fields), rep, provided,
+                                 source=out)
             parent = fetch
             for _, nodes in items:
                 req = tm.fields[nodes[0][0].name.value].requires.get(h)
@@ -371,7 +373,7 @@ class _Builder:
                     # Required fields live elsewhere: fetch them first, depend on that fetch.
                     parent = self._require_remote(fetch, g, type_name, req_sel, out, path,
                                                   provided)
-                self._emit_field_set(g, type_name, req_sel, rep, None, force=True)
+                self._emit_field_set(g, type_name, req_sel, rep, None, force=True, source=out)
             child = next((c for c in parent.children if c.graph == h and c.path == path), None)
             if child is None:
                 child = Fetch(graph=h, path=path)
@@ -398,11 +400,18 @@ class _Builder:
         return created[-1]
 
     def _emit_field_set(self, g: str, type_name: str, sel: SelectionSetNode, out: OutSel,
-                        provided: dict[str, Any] | None, force: bool = False) -> None:
+                        provided: dict[str, Any] | None, force: bool = False,
+                        source: OutSel | None = None) -> None:
+        """Add a field set (key or @requires) to `out`.
+
+        Into fetched data (`source` None) a field whose response key a client alias already
+        took for another field goes under `_fk_<name>`; into a representation (`source` given)
+        each field records which response key of `source` holds its value."""
         for s in sel.selections:
             if isinstance(s, InlineFragmentNode):
                 cond = s.type_condition.name.value if s.type_condition else type_name
-                self._emit_field_set(g, cond, s.selection_set, out.fragment(cond), provided, force)
+                self._emit_field_set(g, cond, s.selection_set, out.fragment(cond), provided, force,
+                                     source.fragment(cond) if source is not None else None)
                 continue
             if not isinstance(s, FieldNode):
                 continue
@@ -411,12 +420,36 @@ class _Builder:
                 out.add_field(fname, fname)
                 continue
             fm = self.sg.types[type_name].fields[fname]
-            of = out.add_field(fname, fname, composite=s.selection_set is not None)
+            composite = s.selection_set is not None
+            src_key: str | None = None
+            if source is None:
+                key = fname
+                taken = out.fields.get(fname)
+                if taken is not None and (taken.name != fname or taken.args):
+                    key = f"_fk_{fname}"
+                of = out.add_field(key, fname, key if key != fname else None,
+                                   composite=composite)
+            else:
+                src_key = _source_key(source, fname)
+                of = out.add_field(fname, fname, composite=composite)
+                of.source = src_key if src_key != fname else None
             if s.selection_set is not None and of.sub is not None:
                 tm = self.sg.types[fm.type_name]
                 if tm.kind != "object":
                     of.sub.add_field("__typename", "__typename")
-                self._emit_field_set(g, fm.type_name, s.selection_set, of.sub, None, force)
+                sub_source = None
+                if source is not None and src_key is not None:
+                    sub_source = source.fields[src_key].sub or OutSel()
+                self._emit_field_set(g, fm.type_name, s.selection_set, of.sub, None, force,
+                                     sub_source)
+
+
+def _source_key(source: OutSel, fname: str) -> str:
+    plain = source.fields.get(fname)
+    if plain is not None and plain.name == fname and not plain.args:
+        return fname
+    alias = f"_fk_{fname}"
+    return alias if alias in source.fields else fname
 
 
 def _merge_out(into: OutSel, other: OutSel) -> None:

@@ -1,4 +1,9 @@
-"""Operations run through both gateways by the compatibility test: (name, query, variables)."""
+"""Operations run through both gateways by the compatibility test: (name, query, variables).
+
+Left out on purpose: `{ me { id: name reviews { id } } }` (a client alias on a key field's
+name). @apollo/gateway 2.14 answers `me.id` with the key value instead of `name`; this gateway
+answers `name` (see tests/unit/gateway/test_planner.py and test_executor.py).
+"""
 
 from __future__ import annotations
 

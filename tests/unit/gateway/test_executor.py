@@ -147,3 +147,16 @@ def test_aliases_and_typename_shape_the_result(supergraph):
     result, _ = run(supergraph, "{ a: me { t: __typename n: name } }",
                     {"accounts": {"data": {"a": {"n": "Ada"}}}})
     assert result == {"data": {"a": {"t": "User", "n": "Ada"}}}
+
+
+def test_representation_reads_an_aliased_key(supergraph):
+    def accounts(body):
+        return {"data": {"me": {"id": "Ada", "__typename": "User", "_fk_id": "1"}}}
+
+    def reviews(body):
+        assert body["variables"]["r0"] == [{"__typename": "User", "id": "1"}]
+        return {"data": {"_0": [{"__typename": "User", "reviews": [{"id": "r1"}]}]}}
+
+    result, _ = run(supergraph, "{ me { id: name reviews { id } } }",
+                    {"accounts": accounts, "reviews": reviews})
+    assert result == {"data": {"me": {"id": "Ada", "reviews": [{"id": "r1"}]}}}

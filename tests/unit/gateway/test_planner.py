@@ -117,3 +117,8 @@ def test_plan_cache_is_lru_and_whitespace_insensitive(supergraph):
     assert qp.peek("{ me { id } }", None) is None
     with pytest.raises(ValidationFailed):
         qp.get("{ _service { sdl } }", None)
+
+
+def test_client_alias_on_a_key_name_does_not_clash_with_the_key(supergraph):
+    (group,) = plan_of(supergraph, "{ me { id: name reviews { id } } }")
+    assert group[0] == [("accounts", "query{me{id:name __typename _fk_id:id}}")]
