@@ -265,3 +265,29 @@ async def test_startup_names_the_subgraph_that_is_down(subgraphs):
     async with httpx.AsyncClient() as client:
         with pytest.raises(GatewayStartupError, match=r"audit at http://127\.0\.0\.1:9"):
             await asyncio.wait_for(fetch_sdls(client, urls, wait=0.5), 10)
+
+
+def test_authentication_with_doorward_tokens(subgraphs):
+    from gateway.auth import authenticator_from_verifier
+    from tests.fixtures.tokens import TestTokenIssuer
+
+    issuer = TestTokenIssuer()
+    gw = start_gateway(gateway_settings(subgraphs.urls, auth_enabled=True),
+                       authenticator=authenticator_from_verifier(issuer.verifier()))
+    try:
+        good = issuer.token(user_id="u1")
+        assert ok(gw.post("{ whoami }", headers={"Authorization": f"Bearer {good}"})) == \
+            {"whoami": f"Bearer {good}"}
+        restricted = issuer.token(scope="restricted")
+        assert gw.post("{ me { id } }",
+                       headers={"Authorization": f"Bearer {restricted}"}).status_code == 200
+        expired = issuer.token(lifetime=-60)
+        r = gw.post("{ me { id } }", headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == 401
+        assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert expired not in r.text
+        other = TestTokenIssuer(kid="other").token()
+        assert gw.post("{ me { id } }",
+                       headers={"Authorization": f"Bearer {other}"}).status_code == 401
+    finally:
+        gw.stop()
