@@ -172,11 +172,17 @@ class Repository:
         return {r[0] for r in rows}
 
     async def customers_with_jobs_of(
-        self, org_id: str, user_id: str, customer_ids: Collection[str]
+        self,
+        org_id: str,
+        user_id: str,
+        customer_ids: Collection[str],
+        *,
+        statuses: Collection[str] | None = None,
     ) -> set[str]:
+        """Which of these customers the user has a job at (in one of `statuses`, if given)."""
         if not customer_ids:
             return set()
-        rows = await self.session.execute(
+        query = (
             select(Site.customer_id)
             .join(WorkOrder, WorkOrder.site_id == Site.id)
             .where(
@@ -187,6 +193,9 @@ class Repository:
             )
             .distinct()
         )
+        if statuses is not None:
+            query = query.where(WorkOrder.status.in_(list(statuses)))
+        rows = await self.session.execute(query)
         return {r[0] for r in rows}
 
     # ---- secret references ----------------------------------------------------------------

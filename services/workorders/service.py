@@ -397,7 +397,10 @@ class WorkOrdersService:
         assigned: set[str] = set()
         windowed: set[str] = set()
         if principal.roles & {Role.TECHNICIAN, Role.SUBCONTRACTOR}:
-            assigned = await repo.customers_with_jobs_of(principal.org_id, principal.user_id, ids)
+            # Contact data is for the job at hand: a finished job from last year opens nothing.
+            assigned = await repo.customers_with_jobs_of(
+                principal.org_id, principal.user_id, ids, statuses=OPEN
+            )
             if Role.SUBCONTRACTOR in principal.roles and assigned:
                 windowed = await self._customers_in_window(repo, principal, assigned)
         result: dict[str, tuple[bool, bool]] = {}

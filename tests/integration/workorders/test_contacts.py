@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.workorders.conftest import (
+    COMPLETE,
     CREATE_CUSTOMER,
+    START,
     Org,
     Running,
     error_code,
@@ -221,3 +223,20 @@ async def test_data_keys_are_cached_briefly(running: Running, org: Org) -> None:
     for _ in range(3):
         await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.admin.token)
     assert running.secrets.decrypt_calls - before == 1
+
+
+async def test_technician_contact_ends_with_the_job(running: Running, org: Org) -> None:
+    job = await _contact_job(running, org)
+    data = await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.tech.token)
+    assert data["workOrder"]["site"]["customer"]["phone"] == PHONE
+    await ok(running, START, {"id": job.work_order_id}, org.tech.token)
+    await ok(running, COMPLETE, {"id": job.work_order_id}, org.tech.token)
+    # The job stays in their history; the customer's contact data does not.
+    data = await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.tech.token)
+    customer = data["workOrder"]["site"]["customer"]
+    assert customer["id"] == job.customer_id
+    assert customer["name"] is None and customer["phone"] is None
+    assert data["workOrder"]["site"]["address"] is None
+    # Planners still see it.
+    data = await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.dispatcher.token)
+    assert data["workOrder"]["site"]["customer"]["phone"] == PHONE
