@@ -174,3 +174,25 @@ def test_apollo_gateway_accepts_our_supergraph(script, subgraphs, tmp_path):
             assert "data" in result, (name, result)
     finally:
         gw.stop()
+
+
+def test_same_api_schema_and_join_metadata_as_apollo_composition(apollo, apollo_sdl_path,
+                                                                 subgraphs):
+    from graphql import lexicographic_sort_schema, print_schema
+
+    from gateway.composition import compose
+
+    theirs = Supergraph.from_sdl(apollo_sdl_path.read_text())
+    ours = Supergraph.from_sdl(compose(subgraphs.sdls()))
+
+    def api(sg: Supergraph) -> str:
+        return print_schema(lexicographic_sort_schema(sg.api_schema))
+
+    assert api(ours) == api(theirs)
+    assert ours.urls == theirs.urls
+    for name, tm in theirs.types.items():
+        mine = ours.types[name]
+        assert (mine.kind, mine.graphs, mine.keys, mine.possible) == \
+            (tm.kind, tm.graphs, tm.keys, tm.possible), name
+        for fname, fm in tm.fields.items():
+            assert mine.fields[fname] == fm, f"{name}.{fname}"
