@@ -195,7 +195,7 @@ async def main(orders: int, runs: int) -> None:
 
         db = Database(url)
         crypto = ContactCrypto(_Unused().create, _Unused().decrypt, DataKeyCache(60, 10))
-        service = WorkOrdersService(_Unused(), _Unused(), crypto)  # type: ignore[arg-type]
+        service = WorkOrdersService(_Unused(), _Unused(), crypto)
         issuer = TestTokenIssuer()
         principal = issuer.principal(
             user_id=tech_id, org_id=org_id, roles=[Role.TECHNICIAN], regions=[region]
