@@ -161,6 +161,14 @@ def parse_decimal(name: str, value: str, *, places: int, maximum: Decimal) -> De
     return number
 
 
+def _region_id(value: str) -> str:
+    # identity's region ids are UUIDs; anything else cannot name a region.
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise bad_input("regionId is not a region id") from None
+
+
 def _text(name: str, value: str, maximum: int, *, required: bool = True) -> str:
     value = value.strip()
     if required and not value:
@@ -529,6 +537,7 @@ class WorkOrdersService:
         email: str,
         region_id: str,
     ) -> Customer:
+        region_id = _region_id(region_id)
         authorize(principal, Action.CUSTOMER_CREATE, Resource(principal.org_id, region_id))
         name = _text("name", name, 200)
         phone = _text("phone", phone, 64, required=False)
@@ -573,6 +582,7 @@ class WorkOrdersService:
         region_id: str,
     ) -> Site:
         customer = await self.customer_for(session, principal, customer_id)
+        region_id = _region_id(region_id)
         authorize(principal, Action.SITE_CREATE, Resource(principal.org_id, region_id))
         if customer.erased_at is not None:
             raise conflict("this customer has been erased")

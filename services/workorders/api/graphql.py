@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -199,9 +200,9 @@ async def _mutate(
                     denied_action or action,
                     outcome=Outcome.DENIED,
                     target_type=target_type,
-                    target_id=target_id,
-                    work_order_id=work_order_id,
-                    secret_ref_id=secret_ref_id,
+                    target_id=_audit_id(target_id),
+                    work_order_id=_audit_id(work_order_id),
+                    secret_ref_id=_audit_id(secret_ref_id),
                     details={"reason": reason, "code": error.code.value},
                 )
         raise
@@ -209,6 +210,15 @@ async def _mutate(
 
 def _id(value: strawberry.ID | str) -> str:
     return str(value)
+
+
+def _audit_id(value: str) -> str:
+    """Only real ids reach a refusal event: a junk or phone-like id from a caller would fail the
+    audit allow-list and turn a clean refusal into an internal error."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return ""
 
 
 # ---- federated stubs ----------------------------------------------------------------------

@@ -112,3 +112,18 @@ async def test_outsiders_are_refused(
         token=org.admin.token,
     )
     assert body["data"]["workOrder"] == {"status": "DISPATCHED", "assignee": {"id": org.tech.id}}
+
+
+async def test_junk_ids_are_refused_cleanly(running: Running, org: Org) -> None:
+    """Phone-like or junk ids get NOT_FOUND / BAD_USER_INPUT, never an internal error."""
+    for junk in ("+44 20 7946 0000", "someone@example.com", "not-an-id"):
+        body = await running.gql(REQUEST_ACCESS, {"w": junk, "s": junk}, token=org.tech.token)
+        assert error_code(body) == "NOT_FOUND", body
+        body = await running.gql(EXPORT, {"c": junk}, token=org.admin.token)
+        assert error_code(body) == "NOT_FOUND", body
+        body = await running.gql(
+            'mutation($r: ID!) { createCustomer(input: {name: "n", regionId: $r}) { id } }',
+            {"r": junk},
+            token=org.admin.token,
+        )
+        assert error_code(body) == "BAD_USER_INPUT", body
