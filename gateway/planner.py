@@ -41,6 +41,10 @@ from gateway.composition import Supergraph, parse_field_set
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 
+class OperationResolutionError(GraphQLError):
+    """The request names no operation of the document (or none when it must)."""
+
+
 class PlanningError(Exception):
     """The supergraph cannot answer the operation (a composition gap, not a client error)."""
 
@@ -516,16 +520,17 @@ def build_plan(sg: Supergraph, schema: GraphQLSchema, document: DocumentNode,
     if operation_name:
         op = next((o for o in ops if o.name and o.name.value == operation_name), None)
         if op is None:
-            raise GraphQLError(f'Unknown operation named "{operation_name}".')
+            raise OperationResolutionError(f'Unknown operation named "{operation_name}".')
     elif len(ops) == 1:
         op = ops[0]
     else:
-        raise GraphQLError("Must provide operation name if query contains multiple operations.")
+        raise OperationResolutionError(
+            "Must provide operation name if query contains multiple operations.")
     fragments = {d.name.value: d for d in document.definitions
                  if isinstance(d, FragmentDefinitionNode)}
     kind = op.operation.value
     if kind == "subscription":
-        raise GraphQLError("Subscriptions are not supported by this gateway.")
+        raise OperationResolutionError("Subscriptions are not supported by this gateway.")
     root = schema.get_root_type(OperationType(kind))
     assert isinstance(root, GraphQLObjectType)
     b = _Builder(sg, schema, fragments)

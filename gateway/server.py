@@ -34,7 +34,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import Limits, RateLimiter, TrustedDocuments, check_document
-from gateway.planner import PlanningError, QueryPlanner, ValidationFailed
+from gateway.planner import (
+    OperationResolutionError,
+    PlanningError,
+    QueryPlanner,
+    ValidationFailed,
+)
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("doorward.gateway")
@@ -141,6 +146,8 @@ class Gateway:
             return 400, {"errors": [_format(e, "GRAPHQL_VALIDATION_FAILED") for e in exc.errors]}
         except VariablesInvalid as exc:
             return 400, {"errors": [_format(e, "BAD_USER_INPUT") for e in exc.errors]}
+        except OperationResolutionError as exc:
+            return 400, {"errors": [_format(exc, "INVALID_GRAPHQL")]}
         except GraphQLError as exc:
             return 400, {"errors": [_format(exc, "GRAPHQL_VALIDATION_FAILED")]}
         except PlanningError:

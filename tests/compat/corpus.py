@@ -58,6 +58,8 @@ CORPUS: list[tuple[str, str, dict[str, Any] | None]] = [
      "fragment A on User { name username }", None),
     ("inline_fragment_same_type", "{ me { ... on User { name } id } }", None),
     ("operation_name", "query A { me { id } } query B { users { id } }", None),
+    ("operation_name_missing", "query A { me { id } } query B { users { id } }", None),
+    ("operation_name_unknown", "query A { me { id } }", None),
     # @include / @skip
     ("include_true", "query($x: Boolean!) { me { name @include(if: $x) } }", {"x": True}),
     ("include_false", "query($x: Boolean!) { me { name @include(if: $x) id } }", {"x": False}),
@@ -116,4 +118,4 @@ CORPUS: list[tuple[str, str, dict[str, Any] | None]] = [
 ]
 
 # Operations sent with an operationName.
-OPERATION_NAMES = {"operation_name": "B"}
+OPERATION_NAMES = {"operation_name": "B", "operation_name_unknown": "Nope"}
