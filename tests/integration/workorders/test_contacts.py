@@ -4,6 +4,7 @@ reduced for subcontractors and hidden outside their window; GDPR export and eras
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -240,3 +241,42 @@ async def test_technician_contact_ends_with_the_job(running: Running, org: Org) 
     # Planners still see it.
     data = await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.dispatcher.token)
     assert data["workOrder"]["site"]["customer"]["phone"] == PHONE
+
+
+async def test_no_contact_value_in_logs_or_errors(running: Running, org: Org) -> None:
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage() + repr(getattr(record, "fields", "")))
+            if record.exc_info:
+                records.append(repr(record.exc_info[1]))
+
+    handler = Collect(level=logging.DEBUG)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        job = await _contact_job(running, org)
+        await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.admin.token)
+        # Refused and invalid requests written with the values inline in the operation text.
+        inline = (
+            f'mutation {{ createCustomer(input: {{name: "{NAME}", phone: "{PHONE}", '
+            f'email: "{EMAIL}", regionId: "{org.r1}"}}) {{ id }} }}'
+        )
+        refused = await running.gql(inline, token=org.tech.token)
+        assert error_code(refused) == "FORBIDDEN"
+        invalid = inline.replace(EMAIL, "zebulon-at-nowhere")
+        bad = await running.gql(invalid, token=org.admin.token)
+        assert error_code(bad) == "BAD_USER_INPUT"
+        for body in (refused, bad):
+            for needle in (NAME, PHONE, EMAIL, "zebulon-at-nowhere"):
+                assert needle not in json.dumps(body)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    text_seen = "\n".join(records)
+    assert records
+    for needle in (NAME, PHONE, EMAIL, ADDRESS, "zebulon-at-nowhere"):
+        assert needle not in text_seen
