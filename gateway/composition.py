@@ -755,32 +755,35 @@ class _Composer:
                 + ", ".join(f'"{n}"' for n in non_shareable))
 
     def _check_satisfiable(self, names: Mapping[str, list[Subgraph]]) -> None:
-        """Each entity field must be reachable through some key from every graph of the type."""
+        """Each entity field must be reachable from every subgraph of the type, through keys.
+
+        From subgraph s, a subgraph h is reachable when the fields of one of h's resolvable
+        keys are resolved by s or by subgraphs already reachable (multi-hop, as the planner
+        does)."""
         for tname, sgs in names.items():
             if sgs[0].types[tname].kind != "object" or tname in ROOT_NAMES.values():
                 continue
+            resolves = {sg.name: {n for n, sf in sg.types[tname].fields.items()
+                                  if not sf.external} for sg in sgs}
+            keys = {sg.name: [{f for f, _ in _field_set_fields(fs)}
+                              for fs, ok in sg.types[tname].keys if ok] for sg in sgs}
             for sg in sgs:
-                st = sg.types[tname]
+                reached = {sg.name}
+                grew = True
+                while grew:
+                    available = set().union(*(resolves[r] for r in reached))
+                    new = {h for h in resolves if h not in reached and
+                           any(k <= available for k in keys[h])}
+                    reached |= new
+                    grew = bool(new)
                 for other in sgs:
-                    if other is sg:
-                        continue
-                    ot = other.types[tname]
-                    only_there = [n for n, sf in ot.fields.items() if not sf.external and
-                                  (n not in st.fields or st.fields[n].external) and
-                                  not any(n in g.types[tname].fields and
-                                          not g.types[tname].fields[n].external for g in sgs
-                                          if g is not other and g is not sg)]
-                    if not only_there:
-                        continue
-                    reachable = any(
-                        resolvable and all(f in st.fields and not st.fields[f].external
-                                           for f, _ in _field_set_fields(fs))
-                        for fs, resolvable in ot.keys)
-                    if not reachable:
-                        self.errors.append(
-                            f'cannot satisfy "{tname}.{only_there[0]}": it is resolved only by '
-                            f'subgraph "{other.name}", which has no resolvable @key whose fields '
-                            f'subgraph "{sg.name}" can provide')
+                    for fname in sorted(resolves[other.name]):
+                        if not any(fname in resolves[r] for r in reached):
+                            self.errors.append(
+                                f'cannot satisfy "{tname}.{fname}": it is resolved only by '
+                                f'subgraph "{other.name}", which has no resolvable @key whose '
+                                f'fields subgraph "{sg.name}" can reach')
+                            break
 
 
 def _deprecation(node: Any) -> str:

@@ -39,6 +39,7 @@ from graphql.type import GraphQLObjectType
 from gateway.composition import Supergraph, parse_field_set
 
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+MAX_KEY_HOPS = 3
 
 
 class OperationResolutionError(GraphQLError):
@@ -190,6 +191,7 @@ class _Builder:
         self.sg = sg
         self.schema = schema
         self.fragments = fragments
+        self._hops = 0  # nesting of multi-hop key fetches, bounded by MAX_KEY_HOPS
 
     # -- field collection --------------------------------------------------------------------
 
@@ -343,6 +345,12 @@ class _Builder:
         for h in ordered:
             if self._key_for(type_name, g, h, provided) is not None:
                 return h
+        if self._hops < MAX_KEY_HOPS:
+            # No key of h is at hand in g: h is still reachable if another subgraph can
+            # supply one of its keys first (g -> m -> h).
+            for h in ordered:
+                if self.sg.types[type_name].keys.get(h):
+                    return h
         raise PlanningError(f'no @key of "{type_name}" lets subgraph "{g}" reach any of '
                             f'{sorted(fm_graphs)}')
 
@@ -359,13 +367,23 @@ class _Builder:
         out.add_field("__typename", "__typename")
         for h, items in by_graph.items():
             key_fields = self._key_for(type_name, g, h, provided)
-            assert key_fields is not None
+            parent = fetch
+            if key_fields is None:
+                # Multi-hop: fetch h's key fields through other subgraphs, then jump to h.
+                key_fields = self.sg.types[type_name].keys[h][0]
+                self._hops += 1
+                try:
+                    parent = self._require_remote(fetch, g, type_name,
+                                                  parse_field_set(key_fields), out, path,
+                                                  provided)
+                finally:
+                    self._hops -= 1
+            else:
+                self._emit_field_set(g, type_name, parse_field_set(key_fields), out, provided)
             rep = OutSel()
             rep.add_field("__typename", "__typename")
-            self._emit_field_set(g, type_name, parse_field_set(key_fields), out, provided)
             self._emit_field_set(g, type_name, parse_field_set(key_fields), rep, provided,
                                  source=out)
-            parent = fetch
             for _, nodes in items:
                 req = tm.fields[nodes[0][0].name.value].requires.get(h)
                 if req is None:
@@ -396,12 +414,21 @@ class _Builder:
     def _require_remote(self, fetch: Fetch, g: str, type_name: str, req_sel: SelectionSetNode,
                         out: OutSel, path: tuple[str, ...], provided: dict[str, Any] | None
                         ) -> Fetch:
-        before = {id(c) for c in fetch.children}
+        """Plan `req_sel` on the objects at `path`; the fetch a dependent fetch must follow.
+
+        That is the deepest fetch at `path` below `fetch`: levels run one after another, so
+        everything it and its ancestors fetch is merged before its children run."""
         self.plan_object(fetch, g, type_name, list(req_sel.selections), out, path, provided)
-        created = [c for c in fetch.children if id(c) not in before or c.path == path]
-        if not created:
-            raise PlanningError(f'cannot fetch @requires fields of "{type_name}"')
-        return created[-1]
+        deepest: tuple[int, Fetch] | None = None
+        stack: list[tuple[int, Fetch]] = [(1, c) for c in fetch.children]
+        while stack:
+            depth, f = stack.pop()
+            if f.path == path and (deepest is None or depth > deepest[0]):
+                deepest = (depth, f)
+            stack.extend((depth + 1, c) for c in f.children)
+        if deepest is None:
+            raise PlanningError(f'cannot fetch fields {print_ast(req_sel)} of "{type_name}"')
+        return deepest[1]
 
     def _emit_field_set(self, g: str, type_name: str, sel: SelectionSetNode, out: OutSel,
                         provided: dict[str, Any] | None, force: bool = False,

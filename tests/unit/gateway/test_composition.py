@@ -166,3 +166,11 @@ def test_fed1_style_extend_type_and_renamed_roots():
 def test_reading_a_supergraph_without_join_graph_fails():
     with pytest.raises(CompositionError, match="no join__Graph"):
         Supergraph.from_sdl("type Query { a: Int }")
+
+
+def test_unreachable_even_through_other_subgraphs():
+    with pytest.raises(CompositionError, match=r'cannot satisfy "T\.extra"'):
+        compose({"a": sg('type Query { t: T } type T @key(fields: "id") { id: ID! }'),
+                 "b": sg('type T @key(fields: "id") { id: ID! } type Query { b: Int }'),
+                 "c": sg('type T @key(fields: "sku") { sku: String! extra: Int } '
+                         'type Query { c: Int }')})

@@ -160,3 +160,30 @@ def test_representation_reads_an_aliased_key(supergraph):
     result, _ = run(supergraph, "{ me { id: name reviews { id } } }",
                     {"accounts": accounts, "reviews": reviews})
     assert result == {"data": {"me": {"id": "Ada", "reviews": [{"id": "r1"}]}}}
+
+
+def test_multi_hop_execution_merges_each_hop():
+    from gateway.composition import Supergraph, compose
+
+    link = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
+            'import: ["@key"])\n')
+    sg = Supergraph.from_sdl(compose({
+        "a": ("http://a.test", link + 'type Query { t: [T] } type T @key(fields: "id") '
+              '{ id: ID! }'),
+        "b": ("http://b.test", link + 'type T @key(fields: "id") @key(fields: "sku") '
+              '{ id: ID! sku: String! } type Query { b: Int }'),
+        "c": ("http://c.test", link + 'type T @key(fields: "sku") { sku: String! extra: Int } '
+              'type Query { c: Int }'),
+    }))
+    answers = {
+        "a": {"data": {"t": [{"__typename": "T", "id": "1"}, {"__typename": "T", "id": "2"}]}},
+        "b": lambda body: {"data": {"_0": [{"__typename": "T", "sku": f"s{r['id']}"}
+                                           for r in body["variables"]["r0"]]}},
+        "c": lambda body: {"data": {"_0": [{"__typename": "T", "extra": len(r["sku"])}
+                                           for r in body["variables"]["r0"]]}},
+    }
+    result, calls = run(sg, "{ t { id extra } }", answers)
+    assert result == {"data": {"t": [{"id": "1", "extra": 2}, {"id": "2", "extra": 2}]}}
+    assert [c[0] for c in calls] == ["a", "b", "c"]
+    assert calls[2][1]["variables"]["r0"] == [{"__typename": "T", "sku": "s1"},
+                                              {"__typename": "T", "sku": "s2"}]

@@ -122,3 +122,22 @@ def test_plan_cache_is_lru_and_whitespace_insensitive(supergraph):
 def test_client_alias_on_a_key_name_does_not_clash_with_the_key(supergraph):
     (group,) = plan_of(supergraph, "{ me { id: name reviews { id } } }")
     assert group[0] == [("accounts", "query{me{id:name __typename _fk_id:id}}")]
+
+
+def test_multi_hop_key_chain(tmp_path):
+    from gateway.composition import Supergraph, compose
+
+    link = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
+            'import: ["@key"])\n')
+    sdl = compose({
+        "a": ("http://a", link + 'type Query { t: T } type T @key(fields: "id") { id: ID! }'),
+        "b": ("http://b", link + 'type T @key(fields: "id") @key(fields: "sku") '
+              '{ id: ID! sku: String! } type Query { b: Int }'),
+        "c": ("http://c", link + 'type T @key(fields: "sku") { sku: String! extra: Int } '
+              'type Query { c: Int }'),
+    })
+    sg = Supergraph.from_sdl(sdl)
+    (group,) = build_plan(sg, sg.api_schema, parse("{ t { extra } }"), None).describe()
+    assert [[b[0] for b in level] for level in group] == [["a"], ["b"], ["c"]]
+    assert "...on T{sku}" in group[1][0][1]
+    assert "...on T{extra}" in group[2][0][1]
