@@ -260,10 +260,13 @@ def test_gateway_starts_from_supergraph_file(subgraphs):
 
 
 async def test_startup_names_the_subgraph_that_is_down(subgraphs):
+    from doorward_kit.net import free_port
+
+    dead = free_port()  # nobody listens there
     urls = dict(subgraphs.urls)
-    urls["audit"] = "http://127.0.0.1:9/graphql"
+    urls["audit"] = f"http://127.0.0.1:{dead}/graphql"
     async with httpx.AsyncClient() as client:
-        with pytest.raises(GatewayStartupError, match=r"audit at http://127\.0\.0\.1:9"):
+        with pytest.raises(GatewayStartupError, match=rf"audit at http://127\.0\.0\.1:{dead}/"):
             await asyncio.wait_for(fetch_sdls(client, urls, wait=0.5), 10)
 
 
