@@ -5,6 +5,7 @@ small in-test gRPC servicers on a free port; tokens are real EdDSA JWTs (TestTok
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import time
@@ -15,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import hvac
+import hvac.exceptions
 import pytest_asyncio
 import uvicorn
 from cryptography.exceptions import InvalidTag
@@ -24,6 +27,7 @@ from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from deploy.embedded import TRANSIT_MOUNT
 from doorward_kit.auth import Role
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import GrpcServer, abort_with
@@ -154,7 +158,24 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
             del self.refs[key]
         return secrets_pb2.DeleteSiteSecretsResponse(deleted=len(gone))
 
+    # When set (an hvac client), data keys come from real Vault transit, one key per customer.
+    vault: Any = None
+
+    def _vault_key(self, request: Any) -> str:
+        return f"wo-test-{request.customer_id}"
+
     async def CreateDataKey(self, request: Any, context: Any) -> secrets_pb2.DataKey:
+        if self.vault is not None:
+            name = self._vault_key(request)
+            self.vault.secrets.transit.create_key(name=name, mount_point=TRANSIT_MOUNT)
+            data = self.vault.secrets.transit.generate_data_key(
+                name=name, key_type="plaintext", mount_point=TRANSIT_MOUNT
+            )["data"]
+            return secrets_pb2.DataKey(
+                plaintext=base64.b64decode(data["plaintext"]),
+                ciphertext=data["ciphertext"].encode(),
+                key_version=int(data.get("key_version", 1)),
+            )
         master = self.masters.setdefault(request.customer_id, AESGCM.generate_key(256))
         plaintext = AESGCM.generate_key(256)
         nonce = os.urandom(12)
@@ -163,6 +184,16 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
 
     async def DecryptDataKey(self, request: Any, context: Any) -> secrets_pb2.DataKey:
         self.decrypt_calls += 1
+        if self.vault is not None:
+            try:
+                data = self.vault.secrets.transit.decrypt_data(
+                    name=self._vault_key(request),
+                    ciphertext=bytes(request.ciphertext).decode(),
+                    mount_point=TRANSIT_MOUNT,
+                )["data"]
+            except hvac.exceptions.VaultError:
+                await abort_with(context, DoorwardError(ErrorCode.NOT_FOUND, "customer key"))
+            return secrets_pb2.DataKey(plaintext=base64.b64decode(data["plaintext"]))
         master = self.masters.get(request.customer_id)
         if master is None:
             await abort_with(context, DoorwardError(ErrorCode.NOT_FOUND, "customer key not found"))
@@ -180,6 +211,12 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
     ) -> secrets_pb2.DestroyCustomerKeyResponse:
         self.masters.pop(request.customer_id, None)
         self.destroyed.add(request.customer_id)
+        if self.vault is not None:
+            name = self._vault_key(request)
+            self.vault.secrets.transit.update_key_configuration(
+                name=name, deletion_allowed=True, mount_point=TRANSIT_MOUNT
+            )
+            self.vault.secrets.transit.delete_key(name=name, mount_point=TRANSIT_MOUNT)
         return secrets_pb2.DestroyCustomerKeyResponse()
 
 
