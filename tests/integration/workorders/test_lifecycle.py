@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
+from services.workorders.outbox import RevocationSender
 from tests.integration.workorders.conftest import (
     ASSIGN,
     CANCEL,
@@ -212,3 +214,81 @@ async def test_reassignment_and_rescheduling_revoke(running: Running, org: Org) 
             >= {"reassigned", "rescheduled"}
         )
     )
+
+
+async def test_the_revocation_is_written_with_the_change(running: Running, org: Org) -> None:
+    """The outbox row commits with the completion; a fresh sender (a restarted process) that
+    finds it delivers it, so a crash between the two loses nothing."""
+    job = await make_job(running, org, with_secret=False)
+    running.secrets.revoke_failures_left = 10_000
+    try:
+        await ok(running, START, {"id": job.work_order_id}, org.tech.token)
+        await ok(running, COMPLETE, {"id": job.work_order_id}, org.tech.token)
+        async with running.runtime.db.engine.connect() as conn:
+            owed = (
+                (
+                    await conn.execute(
+                        text("SELECT reason FROM secrets_outbox WHERE work_order_id = :id"),
+                        {"id": job.work_order_id},
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert owed == ["completed"]
+    finally:
+        running.secrets.revoke_failures_left = 0
+    restarted = RevocationSender(running.runtime.db, running.runtime.service.secrets)
+    async with running.runtime.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE secrets_outbox SET next_attempt_at = now() WHERE work_order_id = :id"),
+            {"id": job.work_order_id},
+        )
+    await restarted.deliver_once()
+    await eventually(
+        lambda: any(
+            r.work_order_id == job.work_order_id and r.reason == "completed"
+            for r in running.secrets.revocations
+        )
+    )
+
+
+async def test_every_mutation_is_on_the_trail(running: Running, org: Org) -> None:
+    job = await make_job(running, org)
+    await ok(
+        running,
+        "mutation($w: ID!) { addInvoiceLine(workOrderId: $w, "
+        'input: {description: "x", quantity: "1", unitPrice: "2"}) { id } }',
+        {"w": job.work_order_id},
+        org.dispatcher.token,
+    )
+    await ok(
+        running,
+        'mutation($w: ID!) { addWorkNote(workOrderId: $w, text: "done") { id } }',
+        {"w": job.work_order_id},
+        org.tech.token,
+    )
+    await ok(
+        running,
+        "mutation { updateAccessWindowPolicy(input: {leadMinutes: 30}) { leadMinutes } }",
+        {},
+        org.admin.token,
+    )
+    expected = {
+        "customer.create",
+        "site.create",
+        "workorder.create",
+        "secret.upload.prepare",
+        "secret.attach",
+        "workorder.assign",
+        "workorder.dispatch",
+        "workorder.invoice.add",
+        "workorder.note.add",
+        "org.access_window.update",
+    }
+    await eventually(
+        lambda: {e.action for e in running.audit.events if e.org_id == org.id} >= expected
+    )
+    for event in running.audit.events:
+        if event.org_id == org.id:
+            assert event.service == "workorders" and event.actor_id and event.id
