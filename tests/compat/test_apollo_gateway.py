@@ -33,15 +33,18 @@ def ensure_node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("Node.js is missing: install node and npm to compare with @apollo/gateway")
     CACHE.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "apollo_gateway.mjs"):
+    changed = False
+    for name in ("package.json", "package-lock.json", "apollo_gateway.mjs"):
         src, dst = HERE / name, CACHE / name
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
             shutil.copyfile(src, dst)
-    if not (CACHE / "node_modules" / "@apollo" / "gateway").exists():
-        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            changed = changed or name != "apollo_gateway.mjs"
+    if changed or not (CACHE / "node_modules" / "@apollo" / "gateway").exists():
+        # The committed lock file pins every package: the same versions on every machine.
+        proc = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
                               cwd=CACHE, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
-            pytest.fail(f"npm install failed: {proc.stderr[-2000:]}")
+            pytest.fail(f"npm ci failed: {proc.stderr[-2000:]}")
     return CACHE / "apollo_gateway.mjs"
 
 
