@@ -23,7 +23,7 @@ from graphql import (
     is_leaf_type,
 )
 from graphql.execution.values import get_variable_values
-from graphql.language import SelectionSetNode, VariableNode
+from graphql.language import VariableNode
 from opentelemetry import propagate, trace
 
 from gateway.planner import Batch, Fetch, OutSel, Plan
@@ -438,5 +438,4 @@ def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Ma
     return (None if r is BUBBLE else r), shaper.errors  # type: ignore[return-value]
 
 
-__all__ = ["BUBBLE", "Executor", "GraphQLError", "SelectionSetNode", "collect_targets",
-           "deep_merge", "project", "shape"]
+__all__ = ["Executor", "VariablesInvalid", "collect_targets", "deep_merge", "project", "shape"]

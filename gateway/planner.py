@@ -8,7 +8,6 @@ most one HTTP call per subgraph (several `_entities` selections aliased in one d
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from graphql import (
     validate,
     visit,
 )
-from graphql.language import DirectiveNode, NameNode, SelectionSetNode
+from graphql.language import DirectiveNode, SelectionSetNode
 from graphql.type import GraphQLObjectType
 
 from gateway.composition import Supergraph, parse_field_set
@@ -138,7 +137,6 @@ class Plan:
     fragments: dict[str, FragmentDefinitionNode]
     groups: list[list[list[Batch]]]  # group -> level -> batches
     introspection: DocumentNode | None
-    default_variables: dict[str, Any]
     # Per-request checks that depend on variables are done by the executor; this is static data.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -562,7 +560,6 @@ def build_plan(sg: Supergraph, schema: GraphQLSchema, document: DocumentNode,
     assert isinstance(root, GraphQLObjectType)
     b = _Builder(sg, schema, fragments)
     var_defs = {v.variable.name.value: print_ast(v) for v in op.variable_definitions or ()}
-    defaults: dict[str, Any] = {}
     fields = b.collect(root.name, op.selection_set.selections)
     introspection = any(nodes[0][0].name.value in INTROSPECTION_ROOTS for nodes in fields.values())
     roots: list[Fetch] = []
@@ -588,7 +585,7 @@ def build_plan(sg: Supergraph, schema: GraphQLSchema, document: DocumentNode,
     intro_doc = None
     if introspection:
         intro_doc = DocumentNode(definitions=(op, *fragments.values()))
-    plan = Plan(kind, op, fragments, groups, intro_doc, defaults)
+    plan = Plan(kind, op, fragments, groups, intro_doc)
     if not _has_conditions(document):
         plan.extra["shape_cache"] = {}
     plan.extra["introspection_keys"] = [k for k, nodes in fields.items()
@@ -685,11 +682,7 @@ class ValidationFailed(Exception):
         self.errors = errors
 
 
-def document_hash(query: str) -> str:
-    return hashlib.sha256(query.encode()).hexdigest()
 
 
 __all__ = ["Batch", "CachedOperation", "Fetch", "Plan", "PlanningError", "QueryPlanner",
-           "ValidationFailed", "build_plan", "document_hash"]
-
-_ = NameNode  # re-exported node type used by tests building selections by hand
+           "ValidationFailed", "build_plan"]
