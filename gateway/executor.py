@@ -254,7 +254,7 @@ class Executor:
         for f, rep_targets in zip(batch.fetches, targets, strict=True):
             if not rep_targets:
                 continue
-            first_field = next((k for t in f.reps for k in f.out.fragment(t).fields
+            first_field = next((k for t in f.reps for k in f.out.fragments[t].fields
                                 if k != "__typename"), None)
             at = rep_targets[0][0][1]
             out.append(_error(msg, "UNAVAILABLE",

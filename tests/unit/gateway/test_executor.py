@@ -187,3 +187,16 @@ def test_multi_hop_execution_merges_each_hop():
     assert [c[0] for c in calls] == ["a", "b", "c"]
     assert calls[2][1]["variables"]["r0"] == [{"__typename": "T", "sku": "s1"},
                                               {"__typename": "T", "sku": "s2"}]
+
+
+def test_entity_subgraph_timeout_nulls_only_its_fields(supergraph):
+    answers = {
+        "accounts": {"data": {"me": {"name": "Ada", "__typename": "User", "id": "1"}}},
+        "reviews": httpx.ReadTimeout("slow"),
+    }
+    result, _ = run(supergraph, "{ me { name reviews { id } } }", answers)
+    # reviews is [Review!]!: its null reaches `me`, which is nullable.
+    assert result["data"] == {"me": None}
+    assert result["errors"] == [{"message": 'Subgraph "reviews" is unavailable.',
+                                 "path": ["me", "reviews"],
+                                 "extensions": {"code": "UNAVAILABLE", "serviceName": "reviews"}}]
