@@ -692,6 +692,9 @@ class _Composer:
                     if sf.override:
                         parts.append(f"override: {_gql_literal(sf.override)}")
                     if sg.name in overridden and not sf.override:
+                        # The overridden copy only stays if that subgraph still needs it (key).
+                        if fname not in key_fields.get(sg.name, set()):
+                            continue
                         parts.append("usedOverridden: true")
                     joins.append("@join__field(" + ", ".join(parts) + ")")
             if not resolving:

@@ -174,3 +174,15 @@ def test_unreachable_even_through_other_subgraphs():
                  "b": sg('type T @key(fields: "id") { id: ID! } type Query { b: Int }'),
                  "c": sg('type T @key(fields: "sku") { sku: String! extra: Int } '
                          'type Query { c: Int }')})
+
+
+def test_override_moves_the_field_like_apollo():
+    link = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
+            'import: ["@key", "@override"])\n')
+    out = compose({
+        "a": ("http://a", link + 'type Query { t: T } type T @key(fields: "id") '
+              '{ id: ID! n: Int old: Int }'),
+        "b": ("http://b", link + 'type T @key(fields: "id") { id: ID! n: Int @override(from: "a") }'
+              ' type Query { x: Int }')})
+    assert '  n: Int @join__field(graph: B, override: "a")\n' in out
+    assert Supergraph.from_sdl(out).types["T"].fields["n"].graphs == {"b"}
