@@ -772,7 +772,8 @@ class WorkOrdersService:
         self, session: AsyncSession, principal: Principal, work_order_id: str, data: WorkOrderInput
     ) -> WorkOrder:
         order = await self._for_change(session, principal, work_order_id, Action.WORKORDER_UPDATE)
-        self._require_status(order, "update", ("DRAFT", "SCHEDULED", "DISPATCHED"))
+        # A running job may still be extended (a job running late); a closed one is history.
+        self._require_status(order, "update", OPEN)
         previous = order.status
         changed: list[str] = []
         if data.title is not None:
@@ -798,7 +799,7 @@ class WorkOrdersService:
             changed.append("schedule")
             if order.status == "DRAFT" and start is not None and end is not None:
                 order.status = "SCHEDULED"
-            if order.status == "DISPATCHED":
+            if order.status in ACTIVE:
                 # Grants issued for the old window must not outlive it.
                 Repository(session).owe_revocation(order.org_id, order.id, "rescheduled")
         return await self._changed(
