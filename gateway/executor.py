@@ -11,6 +11,7 @@ import orjson
 from graphql import (
     FieldNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLList,
     GraphQLNonNull,
@@ -415,7 +416,13 @@ class _Shaper:
                 items.append(None if r is NULLED else r)
             return items
         if is_leaf_type(type_):
-            return value
+            if _valid_leaf(type_, value):
+                return value
+            # Like Apollo: never pass on a value the API schema cannot have (an @inaccessible
+            # enum value, a string for an Int); it becomes null with a completion error.
+            self.errors.append({"message": f"Invalid value found for field {parent}.{fname}.",
+                                "path": list(path), "extensions": {"code": "INVALID_GRAPHQL"}})
+            return NULLED
         if not isinstance(value, dict):
             return None
         if is_abstract_type(type_):
@@ -425,6 +432,24 @@ class _Shaper:
             type_ = rt
         r = self.obj(value, type_, sels, path)
         return NULLED if r is BUBBLE else r
+
+
+def _valid_leaf(type_: Any, value: Any) -> bool:
+    if isinstance(type_, GraphQLEnumType):
+        return isinstance(value, str) and value in type_.values
+    name = type_.name
+    if name == "String":
+        return isinstance(value, str)
+    if name == "Int":
+        return isinstance(value, int) and not isinstance(value, bool) and \
+            -(2**31) <= value < 2**31
+    if name == "Float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "Boolean":
+        return isinstance(value, bool)
+    if name == "ID":
+        return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    return True  # custom scalars: the subgraph owns their format
 
 
 def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Mapping[str, Any]

@@ -200,3 +200,13 @@ def test_entity_subgraph_timeout_nulls_only_its_fields(supergraph):
     assert result["errors"] == [{"message": 'Subgraph "reviews" is unavailable.',
                                  "path": ["me", "reviews"],
                                  "extensions": {"code": "UNAVAILABLE", "serviceName": "reviews"}}]
+
+
+def test_invalid_leaf_values_never_reach_the_client(supergraph):
+    result, _ = run(supergraph, '{ product(upc: "p1") { upc category price } }',
+                    {"products": {"data": {"product": {"upc": "p1", "category": "SECRET",
+                                                       "price": "ten"}}}})
+    # category and price are non-null: the product becomes null, with no extra null error.
+    assert result["data"] == {"product": None}
+    paths = [e["path"] for e in result["extensions"]["valueCompletion"]]
+    assert paths == [["product", "category"], ["product", "price"]]
