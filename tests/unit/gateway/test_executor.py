@@ -123,7 +123,7 @@ def test_authorization_and_traceparent_are_forwarded(supergraph):
     from opentelemetry import context, propagate
 
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    token = context.attach(propagate.extract({"traceparent": tp}))
+    token = context.attach(propagate.extract({"traceparent": tp, "tracestate": "vendor=x"}))
     try:
         _, calls = run(supergraph, "{ me { id } }", {"accounts": {"data": {"me": {"id": "1"}}}},
                        headers={"authorization": "Bearer abc", "cookie": "no"})
@@ -133,6 +133,7 @@ def test_authorization_and_traceparent_are_forwarded(supergraph):
     assert headers["authorization"] == "Bearer abc"
     assert "cookie" not in headers
     assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert headers["tracestate"] == "vendor=x"
 
 
 def test_variables_are_coerced_and_invalid_ones_rejected(supergraph):
