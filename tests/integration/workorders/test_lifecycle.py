@@ -292,3 +292,29 @@ async def test_every_mutation_is_on_the_trail(running: Running, org: Org) -> Non
     for event in running.audit.events:
         if event.org_id == org.id:
             assert event.service == "workorders" and event.actor_id and event.id
+
+
+async def test_a_running_job_may_be_extended_and_its_grants_are_revoked(
+    running: Running, org: Org
+) -> None:
+    job = await make_job(running, org)
+    await ok(running, START, {"id": job.work_order_id}, org.tech.token)
+    later = datetime.now(UTC) + timedelta(hours=4)
+    data = await ok(
+        running,
+        UPDATE,
+        {"id": job.work_order_id, "input": {"scheduledEnd": iso(later)}},
+        org.dispatcher.token,
+    )
+    assert data["updateWorkOrder"]["status"] == "IN_PROGRESS"
+    await eventually(
+        lambda: any(
+            r.work_order_id == job.work_order_id and r.reason == "rescheduled"
+            for r in running.secrets.revocations
+        )
+    )
+    await ok(running, COMPLETE, {"id": job.work_order_id}, org.tech.token)
+    body = await running.gql(
+        UPDATE, {"id": job.work_order_id, "input": {"title": "late"}}, token=org.dispatcher.token
+    )
+    assert error_code(body) == "CONFLICT"

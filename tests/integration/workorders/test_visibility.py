@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -183,3 +184,24 @@ async def test_my_jobs_for_a_day(running: Running, org: Org) -> None:
     # Dispatchers have no "my jobs".
     data = await ok(running, MY_JOBS, {}, org.dispatcher.token)
     assert data["myJobs"] == []
+
+
+async def test_my_jobs_day_follows_the_organisation_time_zone(running: Running) -> None:
+    org = running.new_org()
+    await ok(
+        running,
+        'mutation { updateAccessWindowPolicy(input: {timezone: "Pacific/Kiritimati"}) '
+        "{ timezone } }",
+        {},
+        org.admin.token,
+    )
+    job = await make_job(running, org, start_in=timedelta(hours=30), with_secret=False)
+    data = await ok(running, WORK_ORDER, {"id": job.work_order_id}, org.tech.token)
+    start = datetime.fromisoformat(data["workOrder"]["scheduledStart"])
+    local_day = start.astimezone(ZoneInfo("Pacific/Kiritimati")).date()
+    utc_day = start.astimezone(UTC).date()
+    data = await ok(running, MY_JOBS, {"d": local_day.isoformat()}, org.tech.token)
+    assert job.work_order_id in {j["id"] for j in data["myJobs"]}
+    if local_day != utc_day and start.astimezone(UTC).hour >= 2:
+        data = await ok(running, MY_JOBS, {"d": utc_day.isoformat()}, org.tech.token)
+        assert job.work_order_id not in {j["id"] for j in data["myJobs"]}
