@@ -161,6 +161,12 @@ def parse_decimal(name: str, value: str, *, places: int, maximum: Decimal) -> De
     return number
 
 
+def _zoned(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise bad_input(f"{name} must carry a zone offset (ISO 8601)")
+    return value
+
+
 def _region_id(value: str) -> str:
     # identity's region ids are UUIDs; anything else cannot name a region.
     try:
@@ -624,6 +630,8 @@ class WorkOrdersService:
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[WorkOrder]:
+        _zoned("from", start_from)
+        _zoned("to", start_to)
         regions = region_filter(principal, Action.WORKORDER_READ)
         if regions is not None and not regions:
             return []
@@ -675,6 +683,8 @@ class WorkOrdersService:
         start_from: datetime | None,
         start_to: datetime | None,
     ) -> list[WorkOrder]:
+        _zoned("from", start_from)
+        _zoned("to", start_to)
         regions = region_filter(principal, Action.WORKORDER_READ)
         if only_assigned(principal, Action.WORKORDER_READ) and user_id != principal.user_id:
             raise DoorwardError(ErrorCode.FORBIDDEN, "you may see only your own work orders")

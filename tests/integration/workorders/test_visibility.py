@@ -164,6 +164,10 @@ async def test_pagination_and_filters(running: Running, org: Org) -> None:
     assert error_code(body) == "BAD_USER_INPUT"
     body = await running.gql(LIST, {"first": -1}, token=fresh.admin.token)
     assert error_code(body) == "BAD_USER_INPUT"
+    body = await running.gql(LIST, {"from": "2026-11-23T10:00:00"}, token=fresh.admin.token)
+    assert error_code(body) == "BAD_USER_INPUT"
+    data = await ok(running, LIST, {"first": 500}, fresh.admin.token)
+    assert len(data["workOrders"]["edges"]) == 5
 
 
 async def test_my_jobs_for_a_day(running: Running, org: Org) -> None:
