@@ -662,6 +662,8 @@ class WorkOrdersService:
         policy = WindowPolicy.of(await repo.org_settings(principal.org_id))
         zone = ZoneInfo(policy.timezone)
         day = day or self.clock().astimezone(zone).date()
+        if not 1970 <= day.year <= 9000:
+            raise bad_input("date must be between 1970 and 9000")
         start = datetime.combine(day, time.min, tzinfo=zone)
         end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
         rows = await repo.jobs_of(

@@ -185,6 +185,8 @@ async def test_my_jobs_for_a_day(running: Running, org: Org) -> None:
     assert tomorrow.work_order_id in {j["id"] for j in data["myJobs"]}
     data = await ok(running, MY_JOBS, {"d": date(2000, 1, 1).isoformat()}, org.tech.token)
     assert data["myJobs"] == []
+    body = await running.gql(MY_JOBS, {"d": "0001-01-01"}, token=org.tech.token)
+    assert error_code(body) == "BAD_USER_INPUT"
     # Dispatchers have no "my jobs".
     data = await ok(running, MY_JOBS, {}, org.dispatcher.token)
     assert data["myJobs"] == []
