@@ -111,6 +111,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--sequential", type=int, default=500,
+                    help="requests at concurrency 1 for the gateway-overhead figure")
     ap.add_argument("--serve-subgraphs", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_subgraphs:
@@ -171,7 +173,7 @@ def main() -> None:
         results[("simple", "direct subgraph")]["cpu"] = \
             (cpu_seconds(sub.pid) - before) * 1000 / (args.requests + 20)
         # Sequential (concurrency 1) latency: gateway overhead = gateway p50 - direct p50.
-        seq = max(200, args.requests // 10)
+        seq = args.sequential
         lat_direct = asyncio.run(load(urls["accounts"], SIMPLE, seq, 1))
         lat_ours = asyncio.run(load(targets["gateway (python)"], SIMPLE, seq, 1))
 
