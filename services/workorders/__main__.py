@@ -69,6 +69,7 @@ async def build_parts(
     add_to_server(grpc_server.server, db, service)
     audit_sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="workorders")
     revoker = RevocationSender(db, secrets, poll_seconds=settings.workorders_outbox_poll_seconds)
+    runtime.wake_revoker = revoker.kick
 
     async def close() -> None:
         if guard is not None:

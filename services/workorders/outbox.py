@@ -8,14 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
-
-from sqlalchemy import delete, func, update
 
 from doorward_kit.audit_client import backoff_delay
 from doorward_kit.db import Database
 from doorward_kit.errors import DoorwardError
-from services.workorders.models import SecretsOutbox
 from services.workorders.ports import SecretsPort
 from services.workorders.repository import Repository
 
@@ -48,7 +44,8 @@ class RevocationSender:
         """One pass over due rows; returns how many secrets confirmed."""
         delivered = 0
         async with self._db.unit_of_work() as session:
-            rows = await Repository(session).due_revocations(self._batch)
+            repo = Repository(session)
+            rows = await repo.due_revocations(self._batch)
             for row in rows:
                 try:
                     await self._secrets.revoke_grants(row.org_id, row.work_order_id, row.reason)
@@ -64,21 +61,16 @@ class RevocationSender:
                             }
                         },
                     )
-                    await session.execute(
-                        update(SecretsOutbox)
-                        .where(SecretsOutbox.id == row.id)
-                        .values(
-                            attempts=SecretsOutbox.attempts + 1,
-                            next_attempt_at=func.now() + timedelta(seconds=delay),
-                        )
-                    )
+                    await repo.retry_revocation_later(row.id, delay)
                     continue
-                await session.execute(delete(SecretsOutbox).where(SecretsOutbox.id == row.id))
+                await repo.forget_revocation(row.id)
                 delivered += 1
         return delivered
 
     async def run(self) -> None:
         while True:
+            # Cleared before the pass: a kick that arrives during it triggers another pass.
+            self._wake.clear()
             try:
                 delivered = await self.deliver_once()
             except asyncio.CancelledError:
@@ -88,6 +80,5 @@ class RevocationSender:
                 delivered = 0
             if delivered >= self._batch:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)

@@ -463,3 +463,16 @@ class Repository:
                 )
             ).scalars()
         )
+
+    async def retry_revocation_later(self, outbox_id: str, delay_seconds: float) -> None:
+        await self.session.execute(
+            update(SecretsOutbox)
+            .where(SecretsOutbox.id == outbox_id)
+            .values(
+                attempts=SecretsOutbox.attempts + 1,
+                next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
+            )
+        )
+
+    async def forget_revocation(self, outbox_id: str) -> None:
+        await self.session.execute(delete(SecretsOutbox).where(SecretsOutbox.id == outbox_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from doorward_kit.auth import TokenVerifier
@@ -14,3 +15,5 @@ class Runtime:
     db: Database
     service: WorkOrdersService
     verifier: TokenVerifier
+    # Woken after every change so owed revocations go out at once, not at the next poll.
+    wake_revoker: Callable[[], None] = lambda: None

@@ -189,7 +189,9 @@ async def _mutate(
     source_ip.set(info.context.source_ip)
     try:
         async with runtime.db.unit_of_work() as session:
-            return await run(session, principal)
+            result = await run(session, principal)
+        runtime.wake_revoker()
+        return result
     except DoorwardError as error:
         if isinstance(error, Refusal) or error.code in _AUDITED_CODES:
             reason = error.reason if isinstance(error, Refusal) else error.code.value.lower()
