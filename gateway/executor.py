@@ -29,7 +29,7 @@ from opentelemetry import propagate, trace
 
 from gateway.planner import Batch, Fetch, OutSel, Plan
 
-tracer = trace.get_tracer("doorward.gateway")
+_tracer = trace.get_tracer("doorward.gateway")
 
 # Fields that are forwarded from the client request to every subgraph call.
 FORWARDED_HEADERS = ("authorization",)
@@ -116,8 +116,10 @@ def _error(message: str, code: str, path: Path | None = None, **ext: Any) -> dic
 class Executor:
     def __init__(self, urls: Mapping[str, str], schema: GraphQLSchema,
                  client: httpx.AsyncClient, timeout: float = 5.0,
-                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
+                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+                 tracer: trace.Tracer | None = None) -> None:
         self.urls = dict(urls)
+        self.tracer = tracer or _tracer
         self._parsed_urls = {k: httpx.URL(v) for k, v in urls.items()}
         self.schema = schema
         self.client = client
@@ -219,7 +221,7 @@ class Executor:
 
     async def _post(self, graph: str, query: str, variables: dict[str, Any],
                     headers: dict[str, str]) -> dict[str, Any]:
-        with tracer.start_as_current_span(f"gateway.fetch {graph}",
+        with self.tracer.start_as_current_span(f"gateway.fetch {graph}",
                                           attributes={"graphql.subgraph": graph}):
             out_headers = {"content-type": "application/json", "accept": "application/json",
                            **headers}

@@ -46,13 +46,13 @@ class FakeSubgraphs:
         return httpx.Response(200, json=answer)
 
 
-def run(supergraph, query, answers, variables=None, headers=None, timeout=5.0):
+def run(supergraph, query, answers, variables=None, headers=None, timeout=5.0, tracer=None):
     fake = FakeSubgraphs(answers)
     qp = QueryPlanner(supergraph)
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
-            ex = Executor(supergraph.urls, supergraph.api_schema, client, timeout)
+            ex = Executor(supergraph.urls, supergraph.api_schema, client, timeout, tracer=tracer)
             return await ex.execute(qp.get(query, None).plan, variables or {}, headers or {})
 
     return asyncio.run(go()), fake.calls
@@ -211,3 +211,21 @@ def test_invalid_leaf_values_never_reach_the_client(supergraph):
     assert result["data"] == {"product": None}
     paths = [e["path"] for e in result["extensions"]["valueCompletion"]]
     assert paths == [["product", "category"], ["product", "price"]]
+
+
+def test_one_span_per_subgraph_fetch_and_it_is_the_forwarded_parent(supergraph):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    answers = {"accounts": {"data": {"me": {"__typename": "User", "id": "1"}}},
+               "reviews": {"data": {"_0": [{"__typename": "User", "reviews": []}]}}}
+    _, calls = run(supergraph, "{ me { reviews { id } } }", answers,
+                   tracer=provider.get_tracer("test"))
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["gateway.fetch accounts", "gateway.fetch reviews"]
+    for span, call in zip(spans, calls, strict=True):
+        assert call[2]["traceparent"].split("-")[2] == format(span.context.span_id, "016x")
