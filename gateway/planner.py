@@ -307,11 +307,13 @@ class _Builder:
         for n, _ in nodes:
             if n.selection_set is not None:
                 sub_sel.extend(n.selection_set.selections)
+        # What g may answer below this field although it does not own it: an enclosing
+        # @provides, and this field's own @provides in g.
         sub_provided: dict[str, Any] | None = None
-        if provided is not None and fname in provided and g not in fm.graphs:
-            sub_provided = provided[fname]
-        elif g in fm.provides:
-            sub_provided = _provided_tree(fm.provides[g])
+        if provided is not None and provided.get(fname):
+            sub_provided = dict(provided[fname])
+        if g in fm.provides:
+            sub_provided = {**(sub_provided or {}), **_provided_tree(fm.provides[g])}
         self.plan_composite(fetch, g, fm.type_name, sub_sel, of.sub, (*path, key), sub_provided)
 
     def _key_for(self, type_name: str, g: str, h: str, provided: dict[str, Any] | None
