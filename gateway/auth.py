@@ -22,9 +22,18 @@ def authenticator_from_verifier(verifier: TokenVerifier) -> Authenticator:
 
 
 def doorward_authenticator(settings: GatewaySettings) -> Authenticator:
-    """Signature and expiry are checked here, against identity's JWKS; subgraphs re-verify every
-    token with the session guard (deactivation, restricted scope) in each resolver."""
-    from doorward_kit.auth import HttpJwksSource, NoSessionGuard, TokenVerifier
+    """Signature and expiry against identity's JWKS, then the session guard: a deactivated
+    user's or a logged-out session's token is refused here, before planning, from the moment
+    identity says so (the subgraphs check again in every resolver)."""
+    from doorward_kit.session_guard import build_token_verifier
 
-    jwks = HttpJwksSource(f"{settings.stack.http_url('identity')}/.well-known/jwks.json")
-    return authenticator_from_verifier(TokenVerifier(jwks, NoSessionGuard()))
+    built: list[Authenticator] = []
+
+    async def authenticate(authorization: str | None) -> object:
+        # Built on first use: the guard's gRPC channel belongs to the server's event loop.
+        if not built:
+            verifier: TokenVerifier = build_token_verifier(settings.stack)[0]
+            built.append(authenticator_from_verifier(verifier))
+        return await built[0](authorization)
+
+    return authenticate

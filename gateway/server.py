@@ -194,6 +194,11 @@ class Gateway:
                     document = _parse(query)
                     public = is_public_operation(document, operation_name)
                 if not public:
+                    if getattr(getattr(exc, "code", None), "value", None) == "UNAVAILABLE":
+                        # identity cannot be asked: not the caller's fault, and not a 401.
+                        raise RequestError(
+                            503, "Sign-in cannot be checked right now.", "UNAVAILABLE"
+                        ) from None
                     raise RequestError(401, _auth_message(exc), "UNAUTHENTICATED") from None
         key = _principal_key(principal) if principal is not None else None
         if not self.rate_limiter.allow(key or f"addr:{client}"):

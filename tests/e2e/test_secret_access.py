@@ -239,6 +239,14 @@ def test_deactivation_ends_tokens_and_grants(scenario, site_secret, world):
     # From the moment deactivateUser returns: refused by the gateway, by a subgraph called
     # directly, and by the secrets REST door.
     assert world.gql.error_codes("{ me { id } }", token=leaver.token) == ["UNAUTHENTICATED"]
+    # The gateway itself refuses it before planning (HTTP 401), not only the subgraph behind it.
+    at_gateway = httpx.post(
+        world.stack.gateway_url,
+        json={"query": "{ __typename }"},
+        headers={"authorization": f"Bearer {leaver.token}"},
+        timeout=10,
+    )
+    assert at_gateway.status_code == 401
     direct = httpx.post(
         scenario_stack_url(world, "workorders"),
         json={"query": "{ myJobs { id } }"},
