@@ -7,6 +7,7 @@ completion, cancellation, reassignment or deactivation. Every refusal leaves an 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.world import World
+from tests.e2e.world import NEW_PASSWORD, PASSWORD, World
 
 pytestmark = pytest.mark.e2e
 
@@ -313,9 +314,21 @@ def _pg_dump(stack, dbname: str) -> str:
     ).stdout
 
 
+def _issued_credentials(transcript: list[str]) -> set[str]:
+    """Every access, refresh, upload and reveal token the API handed out during the run."""
+    found: set[str] = set()
+    for body in transcript:
+        for match in re.finditer(
+            r'"(accessToken|refreshToken|uploadToken|revealToken)":"([^"]+)"', body
+        ):
+            found.add(match.group(2))
+    return found
+
+
 def test_canaries_appear_only_in_the_reveal_response(scenario, world):
     """Run last in this module: the door code and the customer's contact details must appear
-    in no log line, no span, no database dump and no GraphQL response."""
+    in no log line, no span, no database dump and no GraphQL response; passwords, tokens and
+    staff emails in no log line, span or audit record."""
     stack = world.stack
     haystacks = {
         "logs": stack.logs(),
@@ -331,3 +344,17 @@ def test_canaries_appear_only_in_the_reveal_response(scenario, world):
         if where != "graphql":
             for detail in (CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
                 assert detail not in text, f"customer contact data leaked into {where}"
+
+    credentials = _issued_credentials(world.gql.transcript)
+    assert len(credentials) > 10
+    staff_emails = {world.admin.email} | {actor.email for actor in world.people.values()}
+    for where, text in haystacks.items():
+        if where == "graphql":
+            continue
+        for password in (PASSWORD, NEW_PASSWORD):
+            assert password not in text, f"a password leaked into {where}"
+        # identity keeps refresh tokens only as hashes, secrets only token hashes too
+        leaked = [c for c in credentials if c in text]
+        assert not leaked, f"{len(leaked)} tokens leaked into {where}"
+        if where != "pg_dump identity":  # the staff directory itself
+            assert not [e for e in staff_emails if e in text], f"a staff email leaked into {where}"
