@@ -19,13 +19,12 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 import strawberry.federation
 from fastapi import Request
-from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
-from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.fastapi import GraphQLRouter
 from strawberry.federation.schema_directives import Key
 from strawberry.federation.types import FieldSet
-from strawberry.types import ExecutionContext, Info
+from strawberry.types import Info
 
 from doorward_kit.audit_client import Outcome
 from doorward_kit.auth import Principal
@@ -34,12 +33,14 @@ from doorward_kit.graphql import (
     Edge,
     PageInfo,
     RequestContext,
+    SubgraphSchema,
     client_ip,
     decode_cursor,
     encode_cursor,
     page_size,
     schema_extensions,
     split_page,
+    subgraph_router,
 )
 from services.workorders import models
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
@@ -86,8 +87,8 @@ class SecretKind(enum.Enum):
 
 
 @dataclass
-class WorkOrdersContext(RequestContext, BaseContext):
-    """strawberry's FastAPI router accepts only a BaseContext (or a dict) as custom context."""
+class WorkOrdersContext(RequestContext):
+    """Adds per-request DataLoaders, so federation references resolve in batches."""
 
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -1018,26 +1019,8 @@ async def _order_change(
     return WorkOrder.from_row(row)
 
 
-class WorkOrdersSchema(strawberry.federation.Schema):
-    """Log refusals by code only: an operation's text may carry contact data."""
-
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        for error in errors:
-            original = error.original_error
-            if isinstance(original, DoorwardError):
-                code = original.code.value
-            elif original is not None:
-                log.error("workorders resolver failed", exc_info=original)
-                code = "INTERNAL_SERVER_ERROR"
-            else:
-                code = str((error.extensions or {}).get("code", "GRAPHQL_ERROR"))
-            log.info("graphql request refused", extra={"fields": {"error.code": code}})
-
-
 def build_schema() -> strawberry.federation.Schema:
-    return WorkOrdersSchema(
+    return SubgraphSchema(
         query=Query,
         mutation=Mutation,
         types=[User, Region, WorkOrder, Site],
@@ -1054,8 +1037,4 @@ def build_router(runtime: Runtime, *, development: bool = False) -> GraphQLRoute
             source_ip=client_ip(request),
         )
 
-    return GraphQLRouter(
-        build_schema(),
-        context_getter=context_getter,
-        graphql_ide="graphiql" if development else None,
-    )
+    return subgraph_router(build_schema(), context_getter, development=development)
