@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,30 +38,56 @@ def run_service(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]
 
 async def _serve(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
     parts = await build()
-    config = uvicorn.Config(
-        parts.app,
-        host=parts.host,
-        port=parts.http_port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
+    async with serving(parts, name) as http:
+        log.info("%s serving", name, extra={"fields": {"http_port": parts.http_port}})
+        # uvicorn handles SIGINT/SIGTERM itself and then returns.
+        await http.finished
+    log.info("%s stopped", name)
+
+
+@dataclass
+class RunningHttp:
+    server: uvicorn.Server
+    finished: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
+    """Start the parts (gRPC, HTTP, background jobs); stop them all on exit, whatever happens.
+
+    The process entry point and the in-process integration tests both use this."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            parts.app,
+            host=parts.host,
+            port=parts.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
     )
-    server = uvicorn.Server(config)
     if parts.grpc is not None:
         await parts.grpc.start()
+    finished = asyncio.create_task(server.serve(), name=f"{name}-http")
     tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in parts.background]
-    log.info("%s serving", name, extra={"fields": {"http_port": parts.http_port}})
     try:
-        await server.serve()
+        while not server.started:
+            if finished.done():
+                finished.result()  # re-raise why it stopped
+                raise RuntimeError(f"{name}: the HTTP server stopped while starting")
+            await asyncio.sleep(0.02)
+        yield RunningHttp(server, finished)
     finally:
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(finished, 10)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if parts.grpc is not None:
-            await parts.grpc.stop()
+            await parts.grpc.stop(0.5)
         if parts.close is not None:
             await parts.close()
-        log.info("%s stopped", name)

@@ -5,7 +5,6 @@ services it calls are small in-test gRPC servicers that record what they receive
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import tempfile
 import time
@@ -20,13 +19,13 @@ import httpx
 import pyotp
 import pytest
 import pytest_asyncio
-import uvicorn
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 
 from doorward_kit.db import Database
 from doorward_kit.grpc import GrpcServer
 from doorward_kit.net import free_port
+from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
 from services.identity.__main__ import build_parts
 from services.identity.bootstrap import bootstrap
@@ -245,47 +244,18 @@ async def identity_service(postgres: Any) -> AsyncIterator[Running]:
 
     parts, identity = await build_parts(stack, settings)
     assert parts.grpc is not None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            parts.app,
-            host=stack.host,
-            port=stack.identity_http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    await parts.grpc.start()
-    serving = asyncio.create_task(server.serve())
-    background = [asyncio.create_task(job()) for job in parts.background]
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "identity's HTTP server did not start"
-    running = Running(
-        stack=stack,
-        settings=settings,
-        identity=identity,
-        audit=audit,
-        secrets=secrets,
-        http_url=stack.http_url("identity"),
-        grpc_target=stack.grpc_target("identity"),
-    )
     try:
-        yield running
+        async with serving(parts, "identity"):
+            yield Running(
+                stack=stack,
+                settings=settings,
+                identity=identity,
+                audit=audit,
+                secrets=secrets,
+                http_url=stack.http_url("identity"),
+                grpc_target=stack.grpc_target("identity"),
+            )
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 10)
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await parts.grpc.stop(0.5)
-        if parts.close is not None:
-            await parts.close()
         await fakes.stop(0.5)
         shutil.rmtree(key_dir, ignore_errors=True)
 

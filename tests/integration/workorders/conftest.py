@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import time
 import uuid
@@ -19,7 +18,6 @@ import httpx
 import hvac
 import hvac.exceptions
 import pytest_asyncio
-import uvicorn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -32,6 +30,7 @@ from doorward_kit.auth import Role
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import GrpcServer, abort_with
 from doorward_kit.net import free_port
+from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
 from services.workorders.__main__ import build_parts
 from services.workorders.runtime import Runtime
@@ -352,48 +351,19 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
     issuer = TestTokenIssuer()
     parts, runtime = await build_parts(stack, settings, verifier=issuer.verifier())
     assert parts.grpc is not None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            parts.app,
-            host=stack.host,
-            port=stack.workorders_http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    await parts.grpc.start()
-    serving = asyncio.create_task(server.serve())
-    background = [asyncio.create_task(job()) for job in parts.background]
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "workorders' HTTP server did not start"
-    running = Running(
-        stack=stack,
-        runtime=runtime,
-        issuer=issuer,
-        audit=audit,
-        identity=identity,
-        secrets=secrets,
-        http_url=stack.http_url("workorders"),
-        grpc_target=stack.grpc_target("workorders"),
-    )
     try:
-        yield running
+        async with serving(parts, "workorders"):
+            yield Running(
+                stack=stack,
+                runtime=runtime,
+                issuer=issuer,
+                audit=audit,
+                identity=identity,
+                secrets=secrets,
+                http_url=stack.http_url("workorders"),
+                grpc_target=stack.grpc_target("workorders"),
+            )
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 10)
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await parts.grpc.stop(0.5)
-        if parts.close is not None:
-            await parts.close()
         await fakes.stop(0.5)
 
 
