@@ -17,7 +17,6 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
@@ -27,6 +26,7 @@ from doorward_kit.auth import Role
 from doorward_kit.grpc import GrpcServer, ServiceChannel
 from doorward_kit.logging import JsonFormatter
 from doorward_kit.net import free_port
+from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
 from doorward_kit.telemetry import setup_telemetry
 from services.secrets.__main__ import build_parts
@@ -294,17 +294,9 @@ async def running_secrets(
         await wo_server.stop(0)
         root.removeHandler(logs)
         raise
-    server = uvicorn.Server(
-        uvicorn.Config(parts.app, host=host, port=http_port, log_config=None, lifespan="off")
-    )
-    serve = asyncio.create_task(server.serve())
     assert parts.grpc is not None
-    await parts.grpc.start()
-    tasks = [asyncio.create_task(job()) for job in parts.background]
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
+    running = serving(parts, "secrets")
+    await running.__aenter__()
     channel = ServiceChannel(stack.grpc_target("secrets"), INTERNAL_TOKEN)
     http = httpx.AsyncClient(timeout=10.0)
     try:
@@ -323,17 +315,7 @@ async def running_secrets(
     finally:
         await http.aclose()
         await channel.close()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await serve
-        await parts.grpc.stop(0)
-        if parts.close is not None:
-            await parts.close()
+        await running.__aexit__(None, None, None)
         await fakes.stop(0)
         await wo_server.stop(0)
         root.removeHandler(logs)
