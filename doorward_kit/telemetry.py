@@ -60,8 +60,11 @@ def _exporter_from_env() -> SpanExporter | None:
     return None
 
 
-def setup_telemetry(service_name: str) -> TracerProvider:
-    """Install the tracer provider and the library instrumentations (idempotent)."""
+def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> TracerProvider:
+    """Install the tracer provider and the library instrumentations (idempotent).
+
+    The gateway passes instrument_libraries=False: it makes one span per subgraph fetch and
+    injects trace context itself, and an httpx span per fetch would only cost time."""
     global _configured
     if _configured:
         provider = trace.get_tracer_provider()
@@ -77,7 +80,8 @@ def setup_telemetry(service_name: str) -> TracerProvider:
     if span_file:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesFileExporter(span_file)))
     trace.set_tracer_provider(provider)
-    _instrument_libraries()
+    if instrument_libraries:
+        _instrument_libraries()
     _configured = True
     return provider
 

@@ -34,9 +34,14 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
     """Run the gateway in the foreground (uvicorn)."""
     import uvicorn
 
+    from doorward_kit.logging import setup_logging
+    from doorward_kit.telemetry import setup_telemetry
     from gateway.auth import doorward_authenticator
     from gateway.composition import CompositionError
     from gateway.server import GatewayStartupError, create_app
+
+    setup_logging("gateway")
+    setup_telemetry("gateway", instrument_libraries=False)
 
     overrides: dict[str, object] = {"auth_enabled": auth_enabled}
     if supergraph_file is not None:

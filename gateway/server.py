@@ -27,7 +27,7 @@ from graphql import (
     parse,
 )
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -43,6 +43,7 @@ from gateway.planner import (
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("doorward.gateway")
+_tracer = trace.get_tracer("doorward.gateway")
 
 Authenticator = Callable[[str | None], Awaitable[object]]
 PUBLIC_MUTATIONS = frozenset({"login", "refresh"})
@@ -332,8 +333,10 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                         allow_mutation: bool) -> Response:
         headers = request.headers
         client = request.client.host if request.client else "unknown"
-        # Continue the caller's trace: subgraph fetches become children of it.
+        # Continue the caller's trace (or start one): subgraph fetches become its children.
         token = otel_context.attach(propagate.extract(headers))
+        span = _tracer.start_span("POST /graphql", kind=trace.SpanKind.SERVER)
+        span_token = otel_context.attach(trace.set_span_in_context(span))
         try:
             if isinstance(payload, list):
                 if not payload or len(payload) > settings.max_batch:
@@ -343,8 +346,11 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                                                  for p in payload))
                 return _json(200, [body for _, body in results])
             status, body = await gw.handle(payload, headers, client, allow_mutation)
+            span.set_attribute("http.status_code", status)
             return _json(status, body)
         finally:
+            span.end()
+            otel_context.detach(span_token)
             otel_context.detach(token)
 
     app.router.add_route("/graphql", graphql_post, methods=["POST"])

@@ -177,8 +177,9 @@ class VaultGateway:
         generation = self._token_generation
         with self._tracer.start_as_current_span("vault.login"):
             try:
+                context = contextvars.copy_context()
                 await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._login, generation
+                    self._pool, context.run, self._login, generation
                 )
             except _DOWN:
                 raise DoorwardError(ErrorCode.UNAVAILABLE, VAULT_UNAVAILABLE) from None

@@ -358,3 +358,58 @@ def test_canaries_appear_only_in_the_reveal_response(scenario, world):
         assert not leaked, f"{len(leaked)} tokens leaked into {where}"
         if where != "pg_dump identity":  # the staff directory itself
             assert not [e for e in staff_emails if e in text], f"a staff email leaked into {where}"
+
+
+def _spans_by_trace(span_file: Path) -> dict[str, list[dict]]:
+    import json
+
+    traces: dict[str, list[dict]] = {}
+    for line in span_file.read_text().splitlines():
+        span = json.loads(line)
+        traces.setdefault(span["context"]["trace_id"].removeprefix("0x"), []).append(span)
+    return traces
+
+
+def test_security_ops_can_follow_a_reveal_through_the_trace(scenario, site_secret, world):
+    """The audit event's trace id leads to one trace that crosses the secrets REST door, the
+    job re-check in workorders (gRPC), the Vault calls and the audit write."""
+    import time
+
+    site, secret = site_secret
+    tom = world.people["tom"]
+    job = scenario.job(site, secret, tom.user_id, start=now() - timedelta(minutes=5))
+    grant = scenario.gql.data(REQUEST, {"w": job, "s": secret}, tom.token)["requestSecretAccess"]
+    assert scenario.reveal(grant, tom.token).status_code == 200
+    auditor = world.people["auditor"]
+    edges = world.gql.data(
+        'query($s: ID) { auditEvents(secretRefId: $s, action: "secret.reveal", first: 200) { edges { node { traceId } } } }',
+        {"s": secret},
+        auditor.token,
+    )["auditEvents"]["edges"]
+    trace_id = edges[-1]["node"]["traceId"]
+    assert len(trace_id) == 32
+    deadline = time.monotonic() + 10
+    while True:
+        spans = _spans_by_trace(world.stack.span_file).get(trace_id, [])
+        services = {s["resource"]["attributes"]["service.name"] for s in spans}
+        vault_calls = [
+            s
+            for s in spans
+            if "/v1/sys/wrapping/unwrap" in str(s["attributes"].get("http.url", ""))
+        ]
+        if {
+            "doorward-secrets",
+            "doorward-workorders",
+            "doorward-audit",
+        } <= services and vault_calls:
+            break
+        assert time.monotonic() < deadline, f"trace {trace_id} crosses only {services}"
+        time.sleep(0.3)
+    # The grant request went through the gateway: one trace from the gateway to secrets.
+    grant_traces = [
+        spans
+        for spans in _spans_by_trace(world.stack.span_file).values()
+        if {"doorward-gateway", "doorward-workorders", "doorward-secrets"}
+        <= {s["resource"]["attributes"]["service.name"] for s in spans}
+    ]
+    assert grant_traces
