@@ -60,6 +60,7 @@ class Action(enum.StrEnum):
     SECRET_ACCESS_REQUEST = "secret.access.request"
     SECRET_BREAK_GLASS = "secret.break_glass"
     AUDIT_READ = "audit.read"
+    AUDIT_OWN_HISTORY_READ = "audit.own_history.read"
     AUDIT_INTEGRITY_READ = "audit.integrity.read"
     SECURITY_ALERT_READ = "security.alert.read"
 
@@ -113,6 +114,9 @@ RULES: dict[Action, dict[Role, Scope]] = {
     Action.SECRET_ACCESS_REQUEST: {_T: Scope.IN_WINDOW, _S: Scope.IN_WINDOW},
     Action.SECRET_BREAK_GLASS: {_A: Scope.ORG},
     Action.AUDIT_READ: {_A: Scope.ORG, _U: Scope.ORG},
+    # Everybody may read their own User.accessHistory (transparency; the GDPR right of access
+    # to their own records) and nothing else of the trail; AUDIT_READ covers everyone's.
+    Action.AUDIT_OWN_HISTORY_READ: {role: Scope.SELF for role in Role},
     Action.AUDIT_INTEGRITY_READ: {_A: Scope.ORG, _U: Scope.ORG},
     Action.SECURITY_ALERT_READ: {_A: Scope.ORG, _U: Scope.ORG},
 }

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from doorward_kit.audit_client import AuditRecord, Outcome
 from doorward_kit.auth import Principal
 from doorward_kit.errors import bad_input, not_found
-from doorward_kit.policy import Action, Resource, authorize
+from doorward_kit.policy import Action, Resource, authorize, can
 from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, SecurityAlert
@@ -297,6 +297,15 @@ class AuditService:
     def authorize_read(principal: Principal) -> None:
         authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
 
+    @staticmethod
+    def authorize_history(principal: Principal, user_id: str) -> None:
+        """One user's accessHistory: everybody may read their own (audit.own_history.read),
+        anyone else's needs audit.read as the rest of the trail does."""
+        own = Resource(org_id=principal.org_id, user_id=user_id)
+        if user_id and can(principal, Action.AUDIT_OWN_HISTORY_READ, own):
+            return
+        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+
     async def list_events(
         self,
         session: AsyncSession,
@@ -322,7 +331,7 @@ class AuditService:
     async def access_history(
         self, session: AsyncSession, principal: Principal, user_id: str
     ) -> list[AuditEvent]:
-        self.authorize_read(principal)
+        self.authorize_history(principal, user_id)
         return await Repository(session).recent_events(
             principal.org_id, EventFilter(actor_id=user_id), TRAIL_LIMIT
         )

@@ -2,7 +2,8 @@
 
 Readers are AUDITOR and ADMIN of the caller's organisation (policy: audit.read,
 audit.integrity.read, security.alert.read); everybody else gets FORBIDDEN, including through
-`_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too.
+`_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too. One
+exception: every user may read their OWN User.accessHistory (audit.own_history.read).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from services.audit.models import AuditEvent as EventRow
 from services.audit.models import SecurityAlert as AlertRow
 from services.audit.repository import EventFilter
 from services.audit.runtime import AuditRuntime
-from services.audit.service import ConsistencyProof, InclusionProof
+from services.audit.service import AuditService, ConsistencyProof, InclusionProof
 from services.audit.signing import Checkpoint, public_key_pem
 from services.audit.verify import IntegrityReport
 
@@ -91,7 +92,8 @@ class User:
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User:
         principal = await _caller(info)
-        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+        # Their own history for everybody; anyone else's for audit readers only.
+        AuditService.authorize_history(principal, str(id))
         return cls(id=id)
 
 

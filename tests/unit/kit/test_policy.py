@@ -65,6 +65,8 @@ SPEC: dict[Action, dict[Role, str]] = {
     Action.SECRET_ACCESS_REQUEST: {T: "W", S: "W"},
     Action.SECRET_BREAK_GLASS: {A: "O"},
     Action.AUDIT_READ: {A: "O", U: "O"},
+    # Everyone reads their own access history (GDPR right of access), nobody else's.
+    Action.AUDIT_OWN_HISTORY_READ: {A: "M", U: "M", D: "M", T: "M", S: "M"},
     Action.AUDIT_INTEGRITY_READ: {A: "O", U: "O"},
     Action.SECURITY_ALERT_READ: {A: "O", U: "O"},
 }
