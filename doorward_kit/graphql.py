@@ -183,3 +183,19 @@ def page_size(first: int | None) -> int:
 def split_page(rows: Sequence[Any], size: int) -> tuple[list[Any], bool]:
     """Repositories fetch size+1 rows; the extra one only says there is a next page."""
     return list(rows[:size]), len(rows) > size
+
+
+RowT = TypeVar("RowT")
+
+
+def connection_page(
+    rows: Sequence[RowT],
+    size: int,
+    cursor: Callable[[RowT], str],
+    node: Callable[[RowT], NodeT],
+) -> tuple[list[Edge[NodeT]], PageInfo]:
+    """The edges and PageInfo of one page, from the size+1 rows a repository fetched."""
+    page, has_next = split_page(rows, size)
+    edges = [Edge(cursor=cursor(r), node=node(r)) for r in page]
+    end_cursor = edges[-1].cursor if edges else None
+    return edges, PageInfo(has_next_page=has_next, end_cursor=end_cursor)

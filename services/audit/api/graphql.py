@@ -27,11 +27,11 @@ from doorward_kit.graphql import (
     RequestContext,
     SubgraphSchema,
     client_ip,
+    connection_page,
     decode_cursor,
     encode_cursor,
     page_size,
     schema_extensions,
-    split_page,
     subgraph_router,
 )
 from doorward_kit.policy import Action, Resource, authorize
@@ -331,14 +331,10 @@ class Query:
             rows = await runtime.service.list_events(
                 session, principal, event_filter, before_seq=before, limit=size + 1
             )
-        page, has_next = split_page(rows, size)
-        edges = [Edge(cursor=encode_cursor(str(r.seq)), node=AuditEvent.from_row(r)) for r in page]
-        return AuditEventConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        edges, page_info = connection_page(
+            rows, size, lambda r: encode_cursor(str(r.seq)), AuditEvent.from_row
         )
+        return AuditEventConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="Verifies the organisation's whole chain and checkpoints.")
     async def audit_integrity(self, info: Info) -> AuditIntegrityReport:
@@ -358,19 +354,13 @@ class Query:
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.alerts(session, principal, before=before, limit=size + 1)
-        page, has_next = split_page(rows, size)
-        edges = [
-            Edge(
-                cursor=encode_cursor(r.raised_at.isoformat(), r.id), node=SecurityAlert.from_row(r)
-            )
-            for r in page
-        ]
-        return SecurityAlertConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        edges, page_info = connection_page(
+            rows,
+            size,
+            lambda r: encode_cursor(r.raised_at.isoformat(), r.id),
+            SecurityAlert.from_row,
         )
+        return SecurityAlertConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(
         description="Merkle inclusion proof of one event (default: latest checkpoint)."

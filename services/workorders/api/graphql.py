@@ -35,11 +35,11 @@ from doorward_kit.graphql import (
     RequestContext,
     SubgraphSchema,
     client_ip,
+    connection_page,
     decode_cursor,
     encode_cursor,
     page_size,
     schema_extensions,
-    split_page,
     subgraph_router,
 )
 from services.workorders import models
@@ -610,8 +610,8 @@ def _after(after: str | None) -> tuple[datetime, str] | None:
         raise bad_input("after: not a cursor from this API") from None
 
 
-def _cursor(created_at: datetime, key: str) -> str:
-    return encode_cursor(created_at.isoformat(), key)
+def _cursor(row: models.WorkOrder | models.Customer) -> str:
+    return encode_cursor(row.created_at.isoformat(), row.id)
 
 
 # ---- queries ------------------------------------------------------------------------------
@@ -654,12 +654,8 @@ class Query:
                 after=_after(after),
                 limit=size + 1,
             )
-        page, more = split_page(rows, size)
-        edges = [Edge(cursor=_cursor(r.created_at, r.id), node=WorkOrder.from_row(r)) for r in page]
-        return WorkOrderConnection(
-            edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
-        )
+        edges, page_info = connection_page(rows, size, _cursor, WorkOrder.from_row)
+        return WorkOrderConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(
         description="The signed-in technician's jobs whose window touches the day, in the "
@@ -689,12 +685,8 @@ class Query:
         size = page_size(first)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.list_customers(session, principal, _after(after), size + 1)
-        page, more = split_page(rows, size)
-        edges = [Edge(cursor=_cursor(r.created_at, r.id), node=Customer.from_row(r)) for r in page]
-        return CustomerConnection(
-            edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
-        )
+        edges, page_info = connection_page(rows, size, _cursor, Customer.from_row)
+        return CustomerConnection(edges=edges, page_info=page_info)
 
     @strawberry.field
     async def site(self, info: Info, id: strawberry.ID) -> Site | None:

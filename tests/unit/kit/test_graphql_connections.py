@@ -4,6 +4,7 @@ from doorward_kit.errors import DoorwardError
 from doorward_kit.graphql import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    connection_page,
     decode_cursor,
     encode_cursor,
     page_size,
@@ -34,3 +35,14 @@ def test_split_page_uses_the_extra_row_only_as_a_flag():
     assert rows == [1, 2]
     assert has_next
     assert split_page([1, 2], 2) == ([1, 2], False)
+
+
+def test_connection_page_builds_edges_and_page_info():
+    edges, info = connection_page([1, 2, 3], 2, lambda r: f"c{r}", lambda r: r * 10)
+    assert [(e.cursor, e.node) for e in edges] == [("c1", 10), ("c2", 20)]
+    assert info.has_next_page
+    assert info.end_cursor == "c2"
+    edges, info = connection_page([], 2, str, str)
+    assert edges == []
+    assert not info.has_next_page
+    assert info.end_cursor is None
