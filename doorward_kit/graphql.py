@@ -7,6 +7,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -170,6 +171,22 @@ def decode_cursor(cursor: str, parts: int) -> list[str]:
     if len(values) != parts:
         raise bad_input("after: not a cursor from this API")
     return values
+
+
+def encode_time_cursor(at: datetime, key: str) -> str:
+    """A keyset cursor for lists ordered by (time, id)."""
+    return encode_cursor(at.isoformat(), key)
+
+
+def decode_time_cursor(after: str | None) -> tuple[datetime, str] | None:
+    """The (time, id) position of a cursor from encode_time_cursor; None when there is none."""
+    if after is None:
+        return None
+    stamp, key = decode_cursor(after, 2)
+    try:
+        return datetime.fromisoformat(stamp), key
+    except ValueError:
+        raise bad_input("after: not a cursor from this API") from None
 
 
 def page_size(first: int | None) -> int:

@@ -29,7 +29,9 @@ from doorward_kit.graphql import (
     client_ip,
     connection_page,
     decode_cursor,
+    decode_time_cursor,
     encode_cursor,
+    encode_time_cursor,
     page_size,
     schema_extensions,
     subgraph_router,
@@ -287,16 +289,6 @@ def _after_seq(after: str | None) -> int | None:
         raise bad_input("after: not a cursor from this API") from None
 
 
-def _after_alert(after: str | None) -> tuple[datetime, str] | None:
-    if after is None:
-        return None
-    raised, alert_id = decode_cursor(after, 2)
-    try:
-        return datetime.fromisoformat(raised), alert_id
-    except ValueError:
-        raise bad_input("after: not a cursor from this API") from None
-
-
 @strawberry.type
 class Query:
     @strawberry.field(description="The organisation's trail, newest first (AUDITOR, ADMIN).")
@@ -350,14 +342,14 @@ class Query:
     ) -> SecurityAlertConnection:
         principal = await _caller(info)
         size = page_size(first)
-        before = _after_alert(after)
+        before = decode_time_cursor(after)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.alerts(session, principal, before=before, limit=size + 1)
         edges, page_info = connection_page(
             rows,
             size,
-            lambda r: encode_cursor(r.raised_at.isoformat(), r.id),
+            lambda r: encode_time_cursor(r.raised_at, r.id),
             SecurityAlert.from_row,
         )
         return SecurityAlertConnection(edges=edges, page_info=page_info)

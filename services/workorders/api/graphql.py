@@ -28,7 +28,7 @@ from strawberry.types import Info
 
 from doorward_kit.audit_client import Outcome
 from doorward_kit.auth import Principal
-from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, not_found
+from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
     Edge,
     PageInfo,
@@ -36,8 +36,8 @@ from doorward_kit.graphql import (
     SubgraphSchema,
     client_ip,
     connection_page,
-    decode_cursor,
-    encode_cursor,
+    decode_time_cursor,
+    encode_time_cursor,
     page_size,
     schema_extensions,
     subgraph_router,
@@ -600,18 +600,8 @@ class AccessWindowPolicyInput:
     timezone: str | None = None
 
 
-def _after(after: str | None) -> tuple[datetime, str] | None:
-    if after is None:
-        return None
-    stamp, key = decode_cursor(after, 2)
-    try:
-        return datetime.fromisoformat(stamp), key
-    except ValueError:
-        raise bad_input("after: not a cursor from this API") from None
-
-
 def _cursor(row: models.WorkOrder | models.Customer) -> str:
-    return encode_cursor(row.created_at.isoformat(), row.id)
+    return encode_time_cursor(row.created_at, row.id)
 
 
 # ---- queries ------------------------------------------------------------------------------
@@ -651,7 +641,7 @@ class Query:
                 assignee_id=_id(assignee_id) if assignee_id is not None else None,
                 start_from=from_,
                 start_to=to,
-                after=_after(after),
+                after=decode_time_cursor(after),
                 limit=size + 1,
             )
         edges, page_info = connection_page(rows, size, _cursor, WorkOrder.from_row)
@@ -684,7 +674,9 @@ class Query:
         runtime = _runtime(info)
         size = page_size(first)
         async with runtime.db.unit_of_work() as session:
-            rows = await runtime.service.list_customers(session, principal, _after(after), size + 1)
+            rows = await runtime.service.list_customers(
+                session, principal, decode_time_cursor(after), size + 1
+            )
         edges, page_info = connection_page(rows, size, _cursor, Customer.from_row)
         return CustomerConnection(edges=edges, page_info=page_info)
 

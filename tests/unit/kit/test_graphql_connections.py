@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from doorward_kit.errors import DoorwardError
@@ -6,7 +8,9 @@ from doorward_kit.graphql import (
     MAX_PAGE_SIZE,
     connection_page,
     decode_cursor,
+    decode_time_cursor,
     encode_cursor,
+    encode_time_cursor,
     page_size,
     split_page,
 )
@@ -46,3 +50,13 @@ def test_connection_page_builds_edges_and_page_info():
     assert edges == []
     assert not info.has_next_page
     assert info.end_cursor is None
+
+
+def test_time_cursor_round_trip_and_rejects_foreign_cursors():
+    at = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert decode_time_cursor(encode_time_cursor(at, "abc")) == (at, "abc")
+    assert decode_time_cursor(None) is None
+    with pytest.raises(DoorwardError):
+        decode_time_cursor(encode_cursor("not a time", "abc"))
+    with pytest.raises(DoorwardError):
+        decode_time_cursor(encode_cursor("42"))
