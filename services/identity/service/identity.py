@@ -211,6 +211,29 @@ class IdentityService:
         self.throttling = throttling or Throttling()
         self.clock = clock
 
+    async def _audit_own(
+        self,
+        session: AsyncSession,
+        user: User,
+        action: str,
+        outcome: str,
+        *,
+        source_ip: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """An event about a user's own account, done by that user (login, password, MFA)."""
+        await self.audit(
+            session,
+            org_id=user.org_id,
+            actor_id=user.id,
+            action=action,
+            outcome=outcome,
+            target_type="User",
+            target_id=user.id,
+            source_ip=source_ip,
+            details=details,
+        )
+
     # ---- password hashing off the event loop -------------------------------------------------
 
     async def hash_password(self, password: str) -> str:
@@ -288,14 +311,11 @@ class IdentityService:
         if user is None or not password_ok or user.status != ACTIVE:
             await self._count_failure(repo, account, address)
             if user is not None:
-                await self.audit(
+                await self._audit_own(
                     session,
-                    org_id=user.org_id,
-                    actor_id=user.id,
-                    action="auth.login",
-                    outcome="DENIED",
-                    target_type="User",
-                    target_id=user.id,
+                    user,
+                    "auth.login",
+                    "DENIED",
                     source_ip=source_ip,
                     details={"reason": "password" if user.status == ACTIVE else "deactivated"},
                 )
@@ -309,14 +329,11 @@ class IdentityService:
             second_factor = await self._check_second_factor(repo, user, otp)
             if not second_factor:
                 await self._count_failure(repo, account, address)
-                await self.audit(
+                await self._audit_own(
                     session,
-                    org_id=user.org_id,
-                    actor_id=user.id,
-                    action="auth.login",
-                    outcome="DENIED",
-                    target_type="User",
-                    target_id=user.id,
+                    user,
+                    "auth.login",
+                    "DENIED",
                     source_ip=source_ip,
                     details={"reason": "otp"},
                 )
@@ -327,14 +344,11 @@ class IdentityService:
             user.password_hash = await self.hash_password(password)
         required_roles = await self.mfa_required_roles(session, user.org_id)
         result = await self._start_session(repo, user, required_roles)
-        await self.audit(
+        await self._audit_own(
             session,
-            org_id=user.org_id,
-            actor_id=user.id,
-            action="auth.login",
-            outcome="ALLOWED",
-            target_type="User",
-            target_id=user.id,
+            user,
+            "auth.login",
+            "ALLOWED",
             source_ip=source_ip,
             details={
                 "mfa": second_factor,
@@ -512,14 +526,11 @@ class IdentityService:
         check_new_password(new_password)
         if not await self.verify_password(user.password_hash, current_password):
             await self._count_failure(repo, self._account_key(user.email), None)
-            await self.audit(
+            await self._audit_own(
                 session,
-                org_id=user.org_id,
-                actor_id=user.id,
-                action="user.password.change",
-                outcome="DENIED",
-                target_type="User",
-                target_id=user.id,
+                user,
+                "user.password.change",
+                "DENIED",
                 source_ip=source_ip,
                 details={"reason": "current_password"},
             )
@@ -531,14 +542,11 @@ class IdentityService:
         # Every session ends (a stolen one too); the user logs in again with the new password.
         epoch = await repo.bump_epoch(user.org_id, user.id)
         ended = await repo.end_all_families(user.org_id, user.id, "password_changed", _utcnow())
-        await self.audit(
+        await self._audit_own(
             session,
-            org_id=user.org_id,
-            actor_id=user.id,
-            action="user.password.change",
-            outcome="ALLOWED",
-            target_type="User",
-            target_id=user.id,
+            user,
+            "user.password.change",
+            "ALLOWED",
             source_ip=source_ip,
             details={"count": ended},
         )
@@ -552,15 +560,7 @@ class IdentityService:
             raise conflict("MFA is already enabled for this account")
         secret = mfa.new_secret()
         user.mfa_pending_secret_enc = self.secret_box.seal(user.id, secret)
-        await self.audit(
-            session,
-            org_id=user.org_id,
-            actor_id=user.id,
-            action="user.mfa.enroll",
-            outcome="ALLOWED",
-            target_type="User",
-            target_id=user.id,
-        )
+        await self._audit_own(session, user, "user.mfa.enroll", "ALLOWED")
         return MfaEnrollment(secret=secret, otpauth_uri=mfa.otpauth_uri(secret, user.email))
 
     async def confirm_mfa(
@@ -575,15 +575,8 @@ class IdentityService:
         secret = self.secret_box.open(user.id, user.mfa_pending_secret_enc)
         step = mfa.verify_totp(secret, otp, 0, self.clock())
         if step is None:
-            await self.audit(
-                session,
-                org_id=user.org_id,
-                actor_id=user.id,
-                action="user.mfa.enable",
-                outcome="DENIED",
-                target_type="User",
-                target_id=user.id,
-                details={"reason": "otp"},
+            await self._audit_own(
+                session, user, "user.mfa.enable", "DENIED", details={"reason": "otp"}
             )
             return Outcome(error=bad_input("the one-time code is wrong"))
         user.mfa_secret_enc = user.mfa_pending_secret_enc
@@ -594,15 +587,7 @@ class IdentityService:
         await repo.replace_recovery_codes(
             user.org_id, user.id, [mfa.hash_recovery_code(c) for c in codes]
         )
-        await self.audit(
-            session,
-            org_id=user.org_id,
-            actor_id=user.id,
-            action="user.mfa.enable",
-            outcome="ALLOWED",
-            target_type="User",
-            target_id=user.id,
-        )
+        await self._audit_own(session, user, "user.mfa.enable", "ALLOWED")
         return Outcome(value=codes)
 
     # ---- reading users and regions ------------------------------------------------------------
