@@ -1,8 +1,10 @@
 """`doorward up`: run the whole stack on one machine, in the foreground, from one data folder.
 
-Order: PostgreSQL, OpenBao, then identity, audit, secrets, workorders (each waited for on its
-/readyz) and the gateway last. Stop order is the reverse: services first, then OpenBao, then
-PostgreSQL.
+Order: PostgreSQL, OpenBao, then the processes in waves (WAVES): identity first (the others
+verify tokens with its JWKS and ask its gRPC), then audit, secrets and workorders together (none
+needs another to become ready), then the gateway, which composes the subgraphs. Each wave is
+spawned at once and waited for on every member's /readyz. Stop order is the reverse: processes
+last started first, then OpenBao, then PostgreSQL.
 
 Decision: when any process dies (a service, OpenBao or PostgreSQL), the supervisor reports it
 by name and stops the whole stack with exit code 1 rather than restarting it. A half-running
@@ -50,8 +52,13 @@ from deploy.errors import DeployError
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
 
-# Start order; the gateway composes the subgraphs, so it comes last.
 SERVICES: tuple[str, ...] = ("identity", "audit", "secrets", "workorders")
+# Start order: each wave starts together and is ready before the next one starts.
+WAVES: tuple[tuple[str, ...], ...] = (
+    ("identity",),
+    ("audit", "secrets", "workorders"),
+    ("gateway",),
+)
 DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in SERVICES}
 # Never handed to a service: the supervisor's own credentials.
 _SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
@@ -509,31 +516,36 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def wait_ready(self, child: Child) -> None:
-        url = ready_url(child.name, self.cfg.stack)
+    def start_wave(self, names: tuple[str, ...], infra: Infra) -> None:
+        """Spawn `names` at once, then wait until each answers /readyz (reported as each does)."""
+        pending: dict[str, Callable[[], None]] = {}
+        for svc in names:
+            pending[svc] = self._timed(svc)
+            self.spawn(svc, infra)
         deadline = time.monotonic() + self.cfg.ready_timeout
         with httpx.Client(timeout=2.0, trust_env=False) as http:  # no proxy for loopback
-            while True:
-                if self.stopping.is_set():
-                    raise Interrupted
-                death = self.first_death()  # an earlier process may die meanwhile, too
-                if death and not death.startswith(child.name + " "):
-                    raise DeployError(f"{death} while {child.name} was starting")
-                code = child.proc.poll()
-                if code is not None:
+            while pending:
+                self._check_stop()
+                death = self.first_death()  # one of these, or an earlier process
+                if death:
+                    svc = death.split()[0]
+                    if svc in pending:
+                        raise DeployError(f"{death} while starting (see its lines above)")
+                    starting = f"{', '.join(pending)} {'was' if len(pending) == 1 else 'were'}"
+                    raise DeployError(f"{death} while {starting} starting")
+                for svc in list(pending):
+                    with contextlib.suppress(httpx.TransportError):
+                        if http.get(ready_url(svc, self.cfg.stack)).status_code == 200:
+                            pending.pop(svc)()
+                if pending and time.monotonic() > deadline:
+                    svc = next(iter(pending))
                     raise DeployError(
-                        f"{child.name} exited with code {code} while starting (see its lines above)"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get(url).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise DeployError(
-                        f"{child.name} was not ready at {url} within "
+                        f"{svc} was not ready at {ready_url(svc, self.cfg.stack)} within "
                         f"{self.cfg.ready_timeout:.0f}s: see its lines above "
                         "(raise DOORWARD_READY_TIMEOUT if it is just slow)"
                     )
-                time.sleep(0.2)
+                if pending:
+                    time.sleep(0.1)
 
     def start(self) -> None:
         self.preflight()
@@ -544,10 +556,8 @@ class Supervisor:
         token, audit_key, identity_dir = self.prepare_files()
         infra = Infra(db_urls, vault_addr, creds, token, audit_key, identity_dir)
         self.out.say(f"internal token, keys and AppRole credentials: {self.cfg.data_dir}")
-        for svc in (*SERVICES, "gateway"):
-            done = self._timed(svc)
-            self.wait_ready(self.spawn(svc, infra))
-            done()
+        for wave in WAVES:
+            self.start_wave(wave, infra)
         for line in address_lines(self.cfg, pg_where, vault_where):
             self.out.say(line)
         self.out.say("stack is up; Ctrl-C stops it")

@@ -108,8 +108,21 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         root = json.loads((data / "openbao" / "init.json").read_text())["root_token"]
         for secret in (secret_id, token, root):
             assert secret not in output
+        # identity alone, then audit, secrets and workorders together, then the gateway.
         order = [line.split()[2] for line in up.seen if "ready in" in line]
-        assert order == ["PostgreSQL", "OpenBao", *SERVICES, "gateway"]
+        assert order[:3] == ["PostgreSQL", "OpenBao", "identity"] and order[-1] == "gateway"
+        assert sorted(order[3:-1]) == ["audit", "secrets", "workorders"]
+        said = [line.split("| ", 1)[1] for line in up.seen if line.startswith("doorward ")]
+
+        def at(start: str) -> int:
+            return next(i for i, text in enumerate(said) if text.startswith(start))
+
+        wave = ("audit", "secrets", "workorders")
+        assert at("identity ready in") < min(at(f"starting {svc} ") for svc in wave)
+        assert max(at(f"starting {svc} ") for svc in wave) < min(
+            at(f"{svc} ready in") for svc in wave
+        )
+        assert max(at(f"{svc} ready in") for svc in wave) < at("starting gateway ")
         # A second `up` on the same data folder refuses, in one line, and touches nothing.
         second = Up(stack_env)
         assert second.finish() == 1

@@ -11,6 +11,7 @@ from deploy.embedded import AppRoleCreds
 from deploy.errors import DeployError
 from deploy.supervisor import (
     SERVICES,
+    WAVES,
     Infra,
     UpConfig,
     address_lines,
@@ -49,6 +50,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.vault_port == 8200
     assert cfg.database_url is None and cfg.vault_addr is None
     assert "DOORWARD_DATA_DIR" in env_names() and "DOORWARD_GATEWAY_PORT" in env_names()
+
+
+def test_start_waves_identity_first_gateway_last() -> None:
+    started = [svc for wave in WAVES for svc in wave]
+    assert sorted(started) == sorted((*SERVICES, "gateway"))  # each exactly once
+    assert WAVES[0] == ("identity",) and WAVES[-1] == ("gateway",)
 
 
 def test_bad_setting_is_one_line(tmp_path: Path) -> None:
