@@ -270,19 +270,7 @@ class SecretsService:
             slot = await repo.get_slot_for_update(session, org_id, slot_id)
             if slot is None:
                 raise Denial(not_found("upload"), "not_found")
-            if slot.user_id != user_id:
-                raise Denial(
-                    DoorwardError(ErrorCode.FORBIDDEN, "this upload belongs to another user"),
-                    "wrong_user",
-                )
-            if not rules.token_matches(token, slot.token_hash):
-                raise Denial(
-                    DoorwardError(ErrorCode.FORBIDDEN, "the upload token does not match"),
-                    "invalid_token",
-                )
-            state = _state(slot.used_at, slot.revoked_at, slot.expires_at, now)
-            if state:
-                raise Denial(_gone("upload", state), state)
+            _check_holder(slot, "upload", "upload", user_id, token, now)
             ref = await repo.get_ref(session, org_id, slot.secret_ref_id, for_update=True)
             if ref is None:
                 raise Denial(_gone("upload", "deleted"), "deleted", burn_slot=slot.id)
@@ -298,11 +286,7 @@ class SecretsService:
             except VaultRejected:
                 raise Denial(_gone("upload", "vault"), "vault_refused", burn_slot=slot.id) from None
             if binding.get("slot") != slot.id or binding.get("user") != user_id:
-                raise Denial(
-                    DoorwardError(ErrorCode.FORBIDDEN, "the upload token does not match"),
-                    "binding_mismatch",
-                    burn_slot=slot.id,
-                )
+                raise _mismatch("upload", "binding_mismatch", burn_slot=slot.id)
             try:
                 version = await self.vault.kv_write(ref.kv_path, value, cas=ref.version)
             except VaultRejected:
@@ -335,17 +319,11 @@ class SecretsService:
     async def _unseal(self, prefix: str, context: str, token: str, what: str) -> str:
         sealed = rules.decode_token(prefix, token)
         if sealed is None:
-            raise Denial(
-                DoorwardError(ErrorCode.FORBIDDEN, f"the {what} token does not match"),
-                "invalid_token",
-            )
+            raise _mismatch(what)
         try:
             return await self.vault.unseal(context, sealed)
         except VaultRejected:
-            raise Denial(
-                DoorwardError(ErrorCode.FORBIDDEN, f"the {what} token does not match"),
-                "invalid_token",
-            ) from None
+            raise _mismatch(what) from None
 
     # ---- grants ---------------------------------------------------------------------------
 
@@ -564,19 +542,7 @@ class SecretsService:
             if grant is None:
                 raise Denial(not_found("grant"), "not_found")
             base.update(work_order_id=grant.work_order_id, secret_ref_id=grant.secret_ref_id)
-            if grant.user_id != user_id:
-                raise Denial(
-                    DoorwardError(ErrorCode.FORBIDDEN, "this grant belongs to another user"),
-                    "wrong_user",
-                )
-            if not rules.token_matches(token, grant.token_hash):
-                raise Denial(
-                    DoorwardError(ErrorCode.FORBIDDEN, "the reveal token does not match"),
-                    "invalid_token",
-                )
-            state = _state(grant.used_at, grant.revoked_at, grant.expires_at, now)
-            if state:
-                raise Denial(_gone("reveal", state), state)
+            _check_holder(grant, "grant", "reveal", user_id, token, now)
             ref = await repo.get_ref(session, org_id, grant.secret_ref_id)
             if ref is None:
                 raise Denial(_gone("reveal", "revoked"), "deleted", revoke_grant=grant.id)
@@ -831,6 +797,31 @@ class SecretsService:
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(interval)
+
+
+def _mismatch(what: str, reason: str = "invalid_token", *, burn_slot: str | None = None) -> Denial:
+    return Denial(
+        DoorwardError(ErrorCode.FORBIDDEN, f"the {what} token does not match"),
+        reason,
+        burn_slot=burn_slot,
+    )
+
+
+def _check_holder(
+    row: UploadSlot | Grant, owner: str, what: str, user_id: str, token: str, now: datetime
+) -> None:
+    """What every single-use token goes through, in this order: the row is the caller's, the
+    token is the row's, and the row is still usable (not used, revoked or expired)."""
+    if row.user_id != user_id:
+        raise Denial(
+            DoorwardError(ErrorCode.FORBIDDEN, f"this {owner} belongs to another user"),
+            "wrong_user",
+        )
+    if not rules.token_matches(token, row.token_hash):
+        raise _mismatch(what)
+    state = _state(row.used_at, row.revoked_at, row.expires_at, now)
+    if state:
+        raise Denial(_gone(what, state), state)
 
 
 def _state(
