@@ -38,6 +38,7 @@ from services.workorders.ports import (
     SecretRefView,
     SecretsPort,
     UploadSlotView,
+    UserFacts,
 )
 from services.workorders.repository import Repository
 
@@ -823,7 +824,7 @@ class WorkOrdersService:
     ) -> WorkOrder:
         order = await self._for_change(session, principal, work_order_id, Action.WORKORDER_ASSIGN)
         self._require_status(order, "assign", ("DRAFT", "SCHEDULED", "DISPATCHED"))
-        await self._check_assignee(order, assignee_id)
+        await self._check_assignee(order, assignee_id, principal)
         previous_assignee = order.assignee_id
         previous = order.status
         if previous_assignee and previous_assignee != assignee_id:
@@ -834,9 +835,15 @@ class WorkOrdersService:
             details["previous_assignee_id"] = previous_assignee
         return await self._changed(session, principal, order, "workorder.assign", previous, details)
 
-    async def _check_assignee(self, order: WorkOrder, assignee_id: str) -> None:
+    async def _check_assignee(
+        self, order: WorkOrder, assignee_id: str, principal: Principal | None = None
+    ) -> None:
         users = await self.identity.get_users(order.org_id, [assignee_id])
         user = next((u for u in users if u.id == assignee_id and u.org_id == order.org_id), None)
+        if user is not None and principal is not None and not self._may_see_user(principal, user):
+            # Someone the caller may not see (another region's person): the same answer as for
+            # an unknown id, so the reasons below reveal nothing about them.
+            user = None
         if user is None:
             raise bad_input("assignee: no such user in this organisation")
         if not user.active:
@@ -845,6 +852,18 @@ class WorkOrdersService:
             raise bad_input("assignee: must be a TECHNICIAN or SUBCONTRACTOR")
         if order.region_id not in user.region_ids:
             raise bad_input("assignee: the user does not hold the work order's region")
+
+    @staticmethod
+    def _may_see_user(principal: Principal, user: UserFacts) -> bool:
+        regions: list[str | None] = [*sorted(user.region_ids)] or [None]
+        return any(
+            can(
+                principal,
+                Action.USER_READ,
+                Resource(org_id=user.org_id, region_id=region, user_id=user.id),
+            )
+            for region in regions
+        )
 
     async def dispatch(
         self, session: AsyncSession, principal: Principal, work_order_id: str

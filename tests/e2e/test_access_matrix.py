@@ -35,6 +35,7 @@ import pytest
 
 from tests.e2e.test_secret_access import (
     ASSIGN,
+    ATTACH,
     CREATE_JOB,
     CREATE_SITE,
     PREPARE_UPLOAD,
@@ -87,6 +88,11 @@ UPDATE_JOB = 'mutation($id: ID!) { updateWorkOrder(id: $id, input: {title: "Mine
 CANCEL_JOB = 'mutation($id: ID!) { cancelWorkOrder(id: $id, reason: "not yours") { id } }'
 BREAK_GLASS = """mutation($s: ID!, $r: String!) {
   requestBreakGlassAccess(secretRefId: $s, reason: $r) { id secretRef { id } } }"""
+ROTATE = "mutation($s: ID!) { prepareSecretRotation(secretRefId: $s) { secretRef { id } } }"
+START_JOB = "mutation($id: ID!) { startWorkOrder(id: $id) { id status } }"
+WINDOW_POLICY = (
+    """mutation { updateAccessWindowPolicy(input: {leadMinutes: 600}) { leadMinutes } }"""
+)
 AUDIT_EVENTS = "query($a: ID) { auditEvents(actorId: $a, first: 50) { edges { node { id } } } }"
 INTEGRITY = "{ auditIntegrity { ok checkedEvents } }"
 ALERTS = "{ securityAlerts(first: 5) { edges { node { id rule } } } }"
@@ -216,6 +222,7 @@ def m(world: World) -> Matrix:
     ids["GX"] = gql.data(PREPARE_UPLOAD, {"s": ids["GS"], "l": "Gate"}, ga)["prepareSecretUpload"][
         "secretRef"
     ]["id"]
+    ids["GL"] = gql.data(ADD_LINE, {"w": ids["GJ"]}, ga)["addInvoiceLine"]["invoiceLines"][0]["id"]
     ids["G_tech"] = _new_user(globex, "TECHNICIAN", "Paris", "gtech")
     ids["G_admin"], ids["Paris"] = admin.user_id, paris
     for key, actor in [("admin", world.admin), *p.items()]:
@@ -227,6 +234,7 @@ def m(world: World) -> Matrix:
 # ---- the matrix ----------------------------------------------------------------------------
 
 Vars = dict[str, Any]
+Check = Callable[[dict[str, Any], Matrix], bool]
 
 
 def V(**values: Any) -> Callable[[Matrix], Vars]:
@@ -251,881 +259,248 @@ class Case:
     actor: str
     vars: Callable[[Matrix], Vars] = field(default=V())
     error: str | None = None  # the precise extensions.code of a refusal
-    check: Callable[[dict[str, Any], Matrix], bool] | None = None  # on the data otherwise
-
-
-def ok(check: Callable[[dict[str, Any], Matrix], bool] | None = None) -> dict[str, Any]:
-    return {"check": check or (lambda data, mx: True)}
-
-
-def refused(code: str) -> dict[str, Any]:
-    return {"error": code}
-
-
-def edge_ids(conn: dict[str, Any]) -> set[str]:
-    return {e["node"]["id"] for e in conn["edges"]}
-
-
-def node_ids(nodes: list[dict[str, Any]]) -> set[str]:
-    return {n["id"] for n in nodes}
-
-
-def has(mx: Matrix, found: set[str], *keys: str) -> bool:
-    return {mx[k] for k in keys} <= found
-
-
-def lacks(mx: Matrix, found: set[str], *keys: str) -> bool:
-    return not ({mx[k] for k in keys} & found)
+    check: Check | None = None  # on the data otherwise
 
 
 def C(id: str, op: str, actor: str, vars: Callable[[Matrix], Vars] = V(), **expect: Any) -> Case:
     return Case(id, op, actor, vars, **expect)
 
 
-FULL_CONTACT = {"name": NAME, "phone": PHONE, "email": EMAIL}
-REDUCED_CONTACT = {"name": NAME, "phone": None, "email": None}
-NO_CONTACT = {"name": None, "phone": None, "email": None}
+def refused(code: str) -> dict[str, Any]:
+    return {"error": code}
 
+
+def ok(check: Check = lambda d, mx: True) -> dict[str, Any]:
+    return {"check": check}
+
+
+def dig(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def found(value: Any) -> set[str]:
+    """The ids in a list of objects, a Relay connection or one object."""
+    if isinstance(value, dict) and "edges" in value:
+        return {e["node"]["id"] for e in value["edges"]}
+    if isinstance(value, dict):
+        return {value["id"]}
+    return {item["id"] for item in value}
+
+
+def sees(path: str, *keys: str, hides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The list at `path` holds every one of `keys` and none of `hides`."""
+
+    def check(d: dict[str, Any], mx: Matrix) -> bool:
+        got = found(dig(d, path))
+        return {mx[k] for k in keys} <= got and not {mx[k] for k in hides} & got
+
+    return ok(check)
+
+
+def exactly(path: str, *keys: str) -> dict[str, Any]:
+    return ok(lambda d, mx: found(dig(d, path)) == {mx[k] for k in keys})
+
+
+def nothing(path: str) -> dict[str, Any]:
+    return exactly(path)
+
+
+def equals(path: str, expected: Callable[[Matrix], Any]) -> dict[str, Any]:
+    return ok(lambda d, mx: dig(d, path) == expected(mx))
+
+
+FULL = {"name": NAME, "phone": PHONE, "email": EMAIL}
+REDUCED = {"name": NAME, "phone": None, "email": None}  # what a subcontractor's job needs
+NONE = {"name": None, "phone": None, "email": None}
+REASON = "water leak, customer unreachable"
+NEW_USER = {
+    "displayName": "New",
+    "roles": ["TECHNICIAN"],
+    "regionIds": ["@London"],
+    "initialPassword": PASSWORD,
+}
+AUDIT_READERS = ("auditor", "admin")
+
+# fmt: off
 MATRIX: list[Case] = [
-    # -- users / user(id): a dispatcher sees their regions' people only; field staff only self
-    C(
-        "users/dispatcher-london",
-        USERS,
-        "dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, node_ids(d["users"]), "tom", "tina", "sub", "dispatcher")
-                and lacks(mx, node_ids(d["users"]), "manny", "manchester_dispatcher", "G_admin")
-            )
-        ),
-    ),
-    C(
-        "users/dispatcher-london-filter-manchester",
-        USERS,
-        "dispatcher",
-        V(r="@Manchester"),
-        **ok(lambda d, mx: d["users"] == []),
-    ),
-    C(
-        "users/dispatcher-manchester",
-        USERS,
-        "manchester_dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, node_ids(d["users"]), "manny")
-                and lacks(mx, node_ids(d["users"]), "tom", "tina", "dispatcher")
-            )
-        ),
-    ),
-    C(
-        "users/technician-only-self",
-        USERS,
-        "tom",
-        **ok(lambda d, mx: node_ids(d["users"]) == {mx["tom"]}),
-    ),
-    C(
-        "users/admin-whole-org",
-        USERS,
-        "admin",
-        **ok(
-            lambda d, mx: (
-                has(mx, node_ids(d["users"]), "tom", "manny", "auditor")
-                and lacks(mx, node_ids(d["users"]), "G_admin", "G_tech")
-            )
-        ),
-    ),
-    C(
-        "user/dispatcher-london-manchester-user",
-        USER,
-        "dispatcher",
-        V(id="@manny"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "user/dispatcher-manchester-own-user",
-        USER,
-        "manchester_dispatcher",
-        V(id="@manny"),
-        **ok(lambda d, mx: d["user"]["id"] == mx["manny"]),
-    ),
+    # -- users / user(id): a dispatcher sees the people of their regions; field staff only self
+    C("users/dispatcher-london", USERS, "dispatcher", **sees("users", "tom", "tina", "sub", "dispatcher", hides=("manny", "manchester_dispatcher", "G_admin"))),
+    C("users/dispatcher-london-filter-manchester", USERS, "dispatcher", V(r="@Manchester"), **nothing("users")),
+    C("users/dispatcher-manchester", USERS, "manchester_dispatcher", **sees("users", "manny", hides=("tom", "tina", "dispatcher"))),
+    C("users/technician-only-self", USERS, "tom", **exactly("users", "tom")),
+    C("users/admin-whole-org", USERS, "admin", **sees("users", "tom", "manny", "auditor", hides=("G_admin", "G_tech"))),
+    C("user/dispatcher-london-manchester-user", USER, "dispatcher", V(id="@manny"), **refused("NOT_FOUND")),
+    C("user/dispatcher-manchester-own-user", USER, "manchester_dispatcher", V(id="@manny"), **exactly("user", "manny")),
     C("user/technician-colleague", USER, "tom", V(id="@tina"), **refused("NOT_FOUND")),
-    C(
-        "user/technician-self",
-        USER,
-        "tom",
-        V(id="@tom"),
-        **ok(lambda d, mx: d["user"]["id"] == mx["tom"]),
-    ),
-    C(
-        "user/auditor-any-in-org",
-        USER,
-        "auditor",
-        V(id="@manny"),
-        **ok(lambda d, mx: d["user"]["id"] == mx["manny"]),
-    ),
+    C("user/technician-self", USER, "tom", V(id="@tom"), **exactly("user", "tom")),
+    C("user/auditor-anyone-in-org", USER, "auditor", V(id="@manny"), **exactly("user", "manny")),
     # -- regions: one's own regions; the admin the whole organisation
-    C(
-        "regions/dispatcher-london",
-        REGIONS,
-        "dispatcher",
-        **ok(lambda d, mx: node_ids(d["regions"]) == {mx["London"]}),
-    ),
-    C(
-        "regions/technician-manchester",
-        REGIONS,
-        "manny",
-        **ok(lambda d, mx: node_ids(d["regions"]) == {mx["Manchester"]}),
-    ),
-    C(
-        "regions/admin",
-        REGIONS,
-        "admin",
-        **ok(
-            lambda d, mx: (
-                has(mx, node_ids(d["regions"]), "London", "Manchester")
-                and lacks(mx, node_ids(d["regions"]), "Paris")
-            )
-        ),
-    ),
+    C("regions/dispatcher-london", REGIONS, "dispatcher", **exactly("regions", "London")),
+    C("regions/technician-manchester", REGIONS, "manny", **exactly("regions", "Manchester")),
+    C("regions/admin", REGIONS, "admin", **sees("regions", "London", "Manchester", hides=("Paris",))),
     # -- administration: ADMIN only
-    C(
-        "createRegion/admin",
-        CREATE_REGION,
-        "admin",
-        V(n=f"Leeds {RUN}"),
-        **ok(lambda d, mx: d["createRegion"]["name"] == f"Leeds {RUN}"),
-    ),
-    C(
-        "createRegion/dispatcher",
-        CREATE_REGION,
-        "dispatcher",
-        V(n=f"York {RUN}"),
-        **refused("FORBIDDEN"),
-    ),
-    C("createRegion/auditor", CREATE_REGION, "auditor", V(n=f"York {RUN}"), **refused("FORBIDDEN")),
-    C(
-        "createUser/admin",
-        CREATE_USER,
-        "admin",
-        V(
-            i={
-                "email": f"new-{RUN}@example-staff.com",
-                "displayName": "New",
-                "roles": ["TECHNICIAN"],
-                "regionIds": ["@London"],
-                "initialPassword": PASSWORD,
-            }
-        ),
-        **ok(lambda d, mx: bool(d["createUser"]["id"])),
-    ),
-    *[
-        C(
-            f"createUser/{who}",
-            CREATE_USER,
-            who,
-            V(
-                i={
-                    "email": f"sneaky-{who}-{RUN}@example-staff.com",
-                    "displayName": "Sneaky",
-                    "roles": ["ADMIN"],
-                    "regionIds": ["@London"],
-                    "initialPassword": PASSWORD,
-                }
-            ),
-            **refused("FORBIDDEN"),
-        )
-        for who in ("dispatcher", "auditor", "tom")
-    ],
-    C(
-        "updateUser/admin",
-        UPDATE_USER,
-        "admin",
-        V(id="@victim", n="Renamed"),
-        **ok(lambda d, mx: d["updateUser"]["displayName"] == "Renamed"),
-    ),
-    C(
-        "updateUser/dispatcher",
-        UPDATE_USER,
-        "dispatcher",
-        V(id="@victim", n="Hacked"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "updateUser/technician-self",
-        UPDATE_USER,
-        "tom",
-        V(id="@tom", n="Hacked"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "deactivateUser/dispatcher",
-        DEACTIVATE,
-        "dispatcher",
-        V(id="@leaver", r="left"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "deactivateUser/auditor",
-        DEACTIVATE,
-        "auditor",
-        V(id="@leaver", r="left"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "deactivateUser/admin",
-        DEACTIVATE,
-        "admin",
-        V(id="@leaver", r="left the company"),
-        **ok(lambda d, mx: d["deactivateUser"]["status"] == "DEACTIVATED"),
-    ),
+    C("createRegion/admin", CREATE_REGION, "admin", V(n=f"Leeds {RUN}"), **equals("createRegion.name", lambda mx: f"Leeds {RUN}")),
+    *[C(f"createRegion/{who}", CREATE_REGION, who, V(n=f"York {RUN}"), **refused("FORBIDDEN")) for who in ("dispatcher", "auditor", "tom")],
+    C("createUser/admin", CREATE_USER, "admin", V(i={"email": f"new-{RUN}@example-staff.com", **NEW_USER}), **ok()),
+    *[C(f"createUser/{who}", CREATE_USER, who, V(i={"email": f"sneaky-{who}-{RUN}@example-staff.com", **NEW_USER}), **refused("FORBIDDEN")) for who in ("dispatcher", "auditor", "tom")],
+    C("updateUser/admin", UPDATE_USER, "admin", V(id="@victim", n="Renamed"), **equals("updateUser.displayName", lambda mx: "Renamed")),
+    C("updateUser/dispatcher", UPDATE_USER, "dispatcher", V(id="@victim", n="Hacked"), **refused("FORBIDDEN")),
+    C("updateUser/technician-self", UPDATE_USER, "tom", V(id="@tom", n="Hacked"), **refused("FORBIDDEN")),
+    C("deactivateUser/dispatcher", DEACTIVATE, "dispatcher", V(id="@leaver", r="left"), **refused("FORBIDDEN")),
+    C("deactivateUser/auditor", DEACTIVATE, "auditor", V(id="@leaver", r="left"), **refused("FORBIDDEN")),
+    C("deactivateUser/admin", DEACTIVATE, "admin", V(id="@leaver", r="left the company"), **equals("deactivateUser.status", lambda mx: "DEACTIVATED")),
     # -- customers: dispatcher only in own region; no directory for field staff or auditors
-    C(
-        "customers/dispatcher-london",
-        CUSTOMERS,
-        "dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["customers"]), "C")
-                and lacks(mx, edge_ids(d["customers"]), "CM", "GC")
-            )
-        ),
-    ),
-    C(
-        "customers/dispatcher-manchester",
-        CUSTOMERS,
-        "manchester_dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["customers"]), "CM") and lacks(mx, edge_ids(d["customers"]), "C")
-            )
-        ),
-    ),
-    C("customers/technician", CUSTOMERS, "tom", **ok(lambda d, mx: d["customers"]["edges"] == [])),
-    C("customers/auditor", CUSTOMERS, "auditor", **ok(lambda d, mx: d["customers"]["edges"] == [])),
-    C(
-        "customers/admin",
-        CUSTOMERS,
-        "admin",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["customers"]), "C", "CM")
-                and lacks(mx, edge_ids(d["customers"]), "GC")
-            )
-        ),
-    ),
-    C(
-        "customer/dispatcher-manchester-london-customer",
-        CUSTOMER,
-        "manchester_dispatcher",
-        V(id="@C"),
-        **refused("NOT_FOUND"),
-    ),
-    C("customer/technician-other-region", CUSTOMER, "manny", V(id="@C"), **refused("NOT_FOUND")),
-    C(
-        "createCustomer/dispatcher-own-region",
-        CREATE_CUSTOMER,
-        "dispatcher",
-        V(i={"name": "New London", "regionId": "@London"}),
-        **ok(lambda d, mx: bool(d["createCustomer"]["id"])),
-    ),
-    C(
-        "createCustomer/dispatcher-other-region",
-        CREATE_CUSTOMER,
-        "dispatcher",
-        V(i={"name": "Sneaky", "regionId": "@Manchester"}),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "createCustomer/technician",
-        CREATE_CUSTOMER,
-        "tom",
-        V(i={"name": "Sneaky", "regionId": "@London"}),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "createCustomer/auditor",
-        CREATE_CUSTOMER,
-        "auditor",
-        V(i={"name": "Sneaky", "regionId": "@London"}),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "createSite/dispatcher-own-region",
-        CREATE_SITE,
-        "dispatcher",
-        V(i={"customerId": "@C", "address": "2 Matrix Street", "regionId": "@London"}),
-        **ok(lambda d, mx: bool(d["createSite"]["id"])),
-    ),
-    C(
-        "createSite/dispatcher-other-region",
-        CREATE_SITE,
-        "dispatcher",
-        V(i={"customerId": "@C", "address": "2 Matrix Street", "regionId": "@Manchester"}),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "createSite/dispatcher-other-regions-customer",
-        CREATE_SITE,
-        "manchester_dispatcher",
-        V(i={"customerId": "@C", "address": "2 Matrix Street", "regionId": "@Manchester"}),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "createSite/technician-own-customer",
-        CREATE_SITE,
-        "tom",
-        V(i={"customerId": "@C", "address": "2 Matrix Street", "regionId": "@London"}),
-        **refused("FORBIDDEN"),
-    ),
+    C("customers/dispatcher-london", CUSTOMERS, "dispatcher", **sees("customers", "C", hides=("CM", "GC"))),
+    C("customers/dispatcher-manchester", CUSTOMERS, "manchester_dispatcher", **sees("customers", "CM", hides=("C",))),
+    C("customers/technician", CUSTOMERS, "tom", **nothing("customers")),
+    C("customers/auditor", CUSTOMERS, "auditor", **nothing("customers")),
+    C("customers/admin", CUSTOMERS, "admin", **sees("customers", "C", "CM", hides=("GC",))),
+    C("customer/other-region-dispatcher", CUSTOMER, "manchester_dispatcher", V(id="@C"), **refused("NOT_FOUND")),
+    C("customer/other-region-technician", CUSTOMER, "manny", V(id="@C"), **refused("NOT_FOUND")),
+    C("createCustomer/dispatcher-own-region", CREATE_CUSTOMER, "dispatcher", V(i={"name": "New", "regionId": "@London"}), **ok()),
+    C("createCustomer/dispatcher-other-region", CREATE_CUSTOMER, "dispatcher", V(i={"name": "New", "regionId": "@Manchester"}), **refused("FORBIDDEN")),
+    C("createCustomer/technician", CREATE_CUSTOMER, "tom", V(i={"name": "New", "regionId": "@London"}), **refused("FORBIDDEN")),
+    C("createCustomer/auditor", CREATE_CUSTOMER, "auditor", V(i={"name": "New", "regionId": "@London"}), **refused("FORBIDDEN")),
+    C("createSite/dispatcher-own-region", CREATE_SITE, "dispatcher", V(i={"customerId": "@C", "address": "2 Lane", "regionId": "@London"}), **ok()),
+    C("createSite/dispatcher-other-region", CREATE_SITE, "dispatcher", V(i={"customerId": "@C", "address": "2 Lane", "regionId": "@Manchester"}), **refused("FORBIDDEN")),
+    C("createSite/other-regions-customer", CREATE_SITE, "manchester_dispatcher", V(i={"customerId": "@C", "address": "2 Lane", "regionId": "@Manchester"}), **refused("NOT_FOUND")),
+    C("createSite/technician-own-customer", CREATE_SITE, "tom", V(i={"customerId": "@C", "address": "2 Lane", "regionId": "@London"}), **refused("FORBIDDEN")),
     # -- contact fields: dispatcher yes; auditor never; subcontractor reduced; technician only
     #    while their job is open
-    C(
-        "contact/dispatcher",
-        CUSTOMER,
-        "dispatcher",
-        V(id="@C"),
-        **ok(lambda d, mx: d["customer"] == {"id": mx["C"], **FULL_CONTACT}),
-    ),
-    C(
-        "contact/admin",
-        CUSTOMER,
-        "admin",
-        V(id="@C"),
-        **ok(lambda d, mx: d["customer"] == {"id": mx["C"], **FULL_CONTACT}),
-    ),
-    C(
-        "contact/technician-open-job",
-        JOB_CONTACT,
-        "tom",
-        V(id="@J_tom"),
-        **ok(
-            lambda d, mx: d["workOrder"]["site"] == {"address": ADDRESS, "customer": FULL_CONTACT}
-        ),
-    ),
-    C(
-        "contact/subcontractor-reduced",
-        JOB_CONTACT,
-        "sub",
-        V(id="@J_sub"),
-        **ok(
-            lambda d, mx: (
-                d["workOrder"]["site"] == {"address": ADDRESS, "customer": REDUCED_CONTACT}
-            )
-        ),
-    ),
-    C(
-        "contact/subcontractor-reduced-by-id",
-        CUSTOMER,
-        "sub",
-        V(id="@C"),
-        **ok(lambda d, mx: d["customer"] == {"id": mx["C"], **REDUCED_CONTACT}),
-    ),
-    C(
-        "contact/technician-completed-job",
-        JOB_CONTACT,
-        "tina",
-        V(id="@J_done"),
-        **ok(lambda d, mx: d["workOrder"]["site"] == {"address": None, "customer": NO_CONTACT}),
-    ),
-    C("contact/auditor-by-id", CUSTOMER, "auditor", V(id="@C"), **refused("NOT_FOUND")),
+    C("contact/dispatcher", CUSTOMER, "dispatcher", V(id="@C"), **equals("customer", lambda mx: {"id": mx["C"], **FULL})),
+    C("contact/admin", CUSTOMER, "admin", V(id="@C"), **equals("customer", lambda mx: {"id": mx["C"], **FULL})),
+    C("contact/technician-open-job", JOB_CONTACT, "tom", V(id="@J_tom"), **equals("workOrder.site", lambda mx: {"address": ADDRESS, "customer": FULL})),
+    C("contact/subcontractor-reduced", JOB_CONTACT, "sub", V(id="@J_sub"), **equals("workOrder.site", lambda mx: {"address": ADDRESS, "customer": REDUCED})),
+    C("contact/subcontractor-reduced-by-id", CUSTOMER, "sub", V(id="@C"), **equals("customer", lambda mx: {"id": mx["C"], **REDUCED})),
+    C("contact/technician-completed-job", JOB_CONTACT, "tina", V(id="@J_done"), **equals("workOrder.site", lambda mx: {"address": None, "customer": NONE})),
+    C("contact/auditor-customer", CUSTOMER, "auditor", V(id="@C"), **refused("NOT_FOUND")),
     C("contact/auditor-site", SITE, "auditor", V(id="@S"), **refused("NOT_FOUND")),
-    C(
-        "contact/auditor-through-job",
-        JOB_CONTACT,
-        "auditor",
-        V(id="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
+    C("contact/auditor-through-job", JOB_CONTACT, "auditor", V(id="@J_tom"), **refused("NOT_FOUND")),
     # -- work orders: technicians only their own; another region's dispatcher sees nothing
-    C(
-        "workOrders/dispatcher-london",
-        WORK_ORDERS,
-        "dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["workOrders"]), "J_tom", "J_sub", "J_done")
-                and lacks(mx, edge_ids(d["workOrders"]), "JM", "GJ")
-            )
-        ),
-    ),
-    C(
-        "workOrders/dispatcher-london-filter-manchester",
-        WORK_ORDERS,
-        "dispatcher",
-        V(r="@Manchester"),
-        **ok(lambda d, mx: d["workOrders"]["edges"] == []),
-    ),
-    C(
-        "workOrders/dispatcher-london-filter-manny",
-        WORK_ORDERS,
-        "dispatcher",
-        V(a="@manny"),
-        **ok(lambda d, mx: d["workOrders"]["edges"] == []),
-    ),
-    C(
-        "workOrders/dispatcher-manchester",
-        WORK_ORDERS,
-        "manchester_dispatcher",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["workOrders"]), "JM")
-                and lacks(mx, edge_ids(d["workOrders"]), "J_tom", "J_sub")
-            )
-        ),
-    ),
-    C(
-        "workOrders/dispatcher-manchester-filter-london",
-        WORK_ORDERS,
-        "manchester_dispatcher",
-        V(r="@London"),
-        **ok(lambda d, mx: d["workOrders"]["edges"] == []),
-    ),
-    C(
-        "workOrders/technician-own",
-        WORK_ORDERS,
-        "tom",
-        **ok(
-            lambda d, mx: (
-                has(mx, edge_ids(d["workOrders"]), "J_tom")
-                and lacks(mx, edge_ids(d["workOrders"]), "J_sub", "J_done", "JM")
-            )
-        ),
-    ),
-    C(
-        "workOrders/technician-filter-colleague",
-        WORK_ORDERS,
-        "tom",
-        V(a="@tina"),
-        **ok(lambda d, mx: d["workOrders"]["edges"] == []),
-    ),
-    C(
-        "workOrders/subcontractor-own",
-        WORK_ORDERS,
-        "sub",
-        **ok(lambda d, mx: edge_ids(d["workOrders"]) == {mx["J_sub"]}),
-    ),
-    C(
-        "workOrders/auditor",
-        WORK_ORDERS,
-        "auditor",
-        **ok(lambda d, mx: d["workOrders"]["edges"] == []),
-    ),
-    C(
-        "workOrder/technician-own",
-        WORK_ORDER,
-        "tom",
-        V(id="@J_tom"),
-        **ok(lambda d, mx: d["workOrder"]["id"] == mx["J_tom"]),
-    ),
-    C(
-        "workOrder/technician-colleagues",
-        WORK_ORDER,
-        "tina",
-        V(id="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "workOrder/subcontractor-technicians",
-        WORK_ORDER,
-        "sub",
-        V(id="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "workOrder/dispatcher-other-region",
-        WORK_ORDER,
-        "manchester_dispatcher",
-        V(id="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "workOrder/dispatcher-london-manchester-job",
-        WORK_ORDER,
-        "dispatcher",
-        V(id="@JM"),
-        **refused("NOT_FOUND"),
-    ),
+    C("workOrders/dispatcher-london", WORK_ORDERS, "dispatcher", **sees("workOrders", "J_tom", "J_sub", "J_done", hides=("JM", "GJ"))),
+    C("workOrders/dispatcher-london-filter-manchester", WORK_ORDERS, "dispatcher", V(r="@Manchester"), **nothing("workOrders")),
+    C("workOrders/dispatcher-london-filter-manny", WORK_ORDERS, "dispatcher", V(a="@manny"), **nothing("workOrders")),
+    C("workOrders/dispatcher-manchester", WORK_ORDERS, "manchester_dispatcher", **sees("workOrders", "JM", hides=("J_tom", "J_sub"))),
+    C("workOrders/dispatcher-manchester-filter-london", WORK_ORDERS, "manchester_dispatcher", V(r="@London"), **nothing("workOrders")),
+    C("workOrders/technician-own", WORK_ORDERS, "tom", **sees("workOrders", "J_tom", hides=("J_sub", "J_done", "JM"))),
+    C("workOrders/technician-filter-colleague", WORK_ORDERS, "tom", V(a="@tina"), **nothing("workOrders")),
+    C("workOrders/subcontractor-own", WORK_ORDERS, "sub", **exactly("workOrders", "J_sub")),
+    C("workOrders/auditor", WORK_ORDERS, "auditor", **nothing("workOrders")),
+    C("workOrder/technician-own", WORK_ORDER, "tom", V(id="@J_tom"), **exactly("workOrder", "J_tom")),
+    C("workOrder/technician-colleagues", WORK_ORDER, "tina", V(id="@J_tom"), **refused("NOT_FOUND")),
+    C("workOrder/subcontractor-technicians", WORK_ORDER, "sub", V(id="@J_tom"), **refused("NOT_FOUND")),
+    C("workOrder/other-region-dispatcher", WORK_ORDER, "manchester_dispatcher", V(id="@J_tom"), **refused("NOT_FOUND")),
+    C("workOrder/dispatcher-london-manchester-job", WORK_ORDER, "dispatcher", V(id="@JM"), **refused("NOT_FOUND")),
     C("workOrder/auditor", WORK_ORDER, "auditor", V(id="@J_tom"), **refused("NOT_FOUND")),
-    C(
-        "workOrder/admin",
-        WORK_ORDER,
-        "admin",
-        V(id="@JM"),
-        **ok(lambda d, mx: d["workOrder"]["id"] == mx["JM"]),
-    ),
+    C("workOrder/admin", WORK_ORDER, "admin", V(id="@JM"), **exactly("workOrder", "JM")),
     # -- myJobs: the signed-in technician's own jobs only
-    C(
-        "myJobs/technician",
-        MY_JOBS,
-        "tom",
-        **ok(
-            lambda d, mx: (
-                has(mx, node_ids(d["myJobs"]), "J_tom")
-                and lacks(mx, node_ids(d["myJobs"]), "J_sub", "J_done", "JM")
-            )
-        ),
-    ),
-    C(
-        "myJobs/subcontractor",
-        MY_JOBS,
-        "sub",
-        **ok(lambda d, mx: node_ids(d["myJobs"]) == {mx["J_sub"]}),
-    ),
-    C(
-        "myJobs/other-region-technician",
-        MY_JOBS,
-        "manny",
-        **ok(lambda d, mx: lacks(mx, node_ids(d["myJobs"]), "J_tom", "J_sub")),
-    ),
-    C("myJobs/dispatcher", MY_JOBS, "dispatcher", **ok(lambda d, mx: d["myJobs"] == [])),
+    C("myJobs/technician", MY_JOBS, "tom", **sees("myJobs", "J_tom", hides=("J_sub", "J_done", "JM"))),
+    C("myJobs/subcontractor", MY_JOBS, "sub", **exactly("myJobs", "J_sub")),
+    C("myJobs/other-region-technician", MY_JOBS, "manny", **sees("myJobs", hides=("J_tom", "J_sub"))),
+    C("myJobs/dispatcher", MY_JOBS, "dispatcher", **nothing("myJobs")),
     # -- User.assignedWorkOrders of someone else
-    C(
-        "assignedWorkOrders/dispatcher-of-technician",
-        ASSIGNED,
-        "dispatcher",
-        V(id="@tom"),
-        **ok(lambda d, mx: has(mx, node_ids(d["user"]["assignedWorkOrders"]), "J_tom")),
-    ),
-    C(
-        "assignedWorkOrders/other-region-dispatcher",
-        ASSIGNED,
-        "manchester_dispatcher",
-        V(id="@tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "assignedWorkOrders/auditor",
-        ASSIGNED,
-        "auditor",
-        V(id="@tom"),
-        **ok(lambda d, mx: d["user"]["assignedWorkOrders"] == []),
-    ),
-    C(
-        "assignedWorkOrders/technician-of-note-author",
-        NOTE_AUTHORS_JOBS,
-        "tom",
-        V(id="@J_tom"),
-        **refused("FORBIDDEN"),
-    ),
-    # -- invoice lines (DISPATCHER/ADMIN) and work notes (also the job's own field staff)
-    C(
-        "invoiceLines/technician-reads-own",
-        INVOICE,
-        "tom",
-        V(id="@J_tom"),
-        **ok(lambda d, mx: has(mx, node_ids(d["workOrder"]["invoiceLines"]), "L1", "L2")),
-    ),
-    C(
-        "addInvoiceLine/dispatcher",
-        ADD_LINE,
-        "dispatcher",
-        V(w="@J_tom"),
-        **ok(lambda d, mx: len(d["addInvoiceLine"]["invoiceLines"]) >= 3),
-    ),
-    C(
-        "addInvoiceLine/admin",
-        ADD_LINE,
-        "admin",
-        V(w="@J_tom"),
-        **ok(lambda d, mx: len(d["addInvoiceLine"]["invoiceLines"]) >= 4),
-    ),
+    C("assignedWorkOrders/dispatcher-of-technician", ASSIGNED, "dispatcher", V(id="@tom"), **sees("user.assignedWorkOrders", "J_tom")),
+    C("assignedWorkOrders/other-region-dispatcher", ASSIGNED, "manchester_dispatcher", V(id="@tom"), **refused("NOT_FOUND")),
+    C("assignedWorkOrders/auditor", ASSIGNED, "auditor", V(id="@tom"), **nothing("user.assignedWorkOrders")),
+    C("assignedWorkOrders/technician-of-note-author", NOTE_AUTHORS_JOBS, "tom", V(id="@J_tom"), **refused("FORBIDDEN")),
+    # -- invoice lines (DISPATCHER/ADMIN edit) and work notes (also the job's own field staff)
+    C("invoiceLines/technician-reads-own", INVOICE, "tom", V(id="@J_tom"), **sees("workOrder.invoiceLines", "L1", "L2")),
+    C("addInvoiceLine/dispatcher", ADD_LINE, "dispatcher", V(w="@J_tom"), **sees("addInvoiceLine.invoiceLines", "L1", "L2")),
+    C("addInvoiceLine/admin", ADD_LINE, "admin", V(w="@J_tom"), **sees("addInvoiceLine.invoiceLines", "L1", "L2")),
     C("addInvoiceLine/technician-own-job", ADD_LINE, "tom", V(w="@J_tom"), **refused("FORBIDDEN")),
-    C(
-        "addInvoiceLine/subcontractor-own-job",
-        ADD_LINE,
-        "sub",
-        V(w="@J_sub"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "addInvoiceLine/technician-colleagues-job",
-        ADD_LINE,
-        "tina",
-        V(w="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "addInvoiceLine/other-region-dispatcher",
-        ADD_LINE,
-        "manchester_dispatcher",
-        V(w="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "removeInvoiceLine/technician-own-job",
-        REMOVE_LINE,
-        "tom",
-        V(id="@L1"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "removeInvoiceLine/other-region-dispatcher",
-        REMOVE_LINE,
-        "manchester_dispatcher",
-        V(id="@L1"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "removeInvoiceLine/dispatcher",
-        REMOVE_LINE,
-        "dispatcher",
-        V(id="@L2"),
-        **ok(lambda d, mx: lacks(mx, node_ids(d["removeInvoiceLine"]["invoiceLines"]), "L2")),
-    ),
-    C(
-        "addWorkNote/technician-own-job",
-        NOTE,
-        "tom",
-        V(w="@J_tom"),
-        **ok(lambda d, mx: d["addWorkNote"]["id"] == mx["J_tom"]),
-    ),
-    C(
-        "addWorkNote/subcontractor-own-job",
-        NOTE,
-        "sub",
-        V(w="@J_sub"),
-        **ok(lambda d, mx: d["addWorkNote"]["id"] == mx["J_sub"]),
-    ),
+    C("addInvoiceLine/subcontractor-own-job", ADD_LINE, "sub", V(w="@J_sub"), **refused("FORBIDDEN")),
+    C("addInvoiceLine/technician-colleagues-job", ADD_LINE, "tina", V(w="@J_tom"), **refused("NOT_FOUND")),
+    C("addInvoiceLine/other-region-dispatcher", ADD_LINE, "manchester_dispatcher", V(w="@J_tom"), **refused("NOT_FOUND")),
+    C("removeInvoiceLine/technician-own-job", REMOVE_LINE, "tom", V(id="@L1"), **refused("FORBIDDEN")),
+    C("removeInvoiceLine/other-region-dispatcher", REMOVE_LINE, "manchester_dispatcher", V(id="@L1"), **refused("NOT_FOUND")),
+    C("removeInvoiceLine/dispatcher", REMOVE_LINE, "dispatcher", V(id="@L2"), **sees("removeInvoiceLine.invoiceLines", "L1", hides=("L2",))),
+    C("addWorkNote/technician-own-job", NOTE, "tom", V(w="@J_tom"), **exactly("addWorkNote", "J_tom")),
+    C("addWorkNote/subcontractor-own-job", NOTE, "sub", V(w="@J_sub"), **exactly("addWorkNote", "J_sub")),
     C("addWorkNote/technician-colleagues-job", NOTE, "tina", V(w="@J_tom"), **refused("NOT_FOUND")),
-    C(
-        "addWorkNote/other-region-dispatcher",
-        NOTE,
-        "manchester_dispatcher",
-        V(w="@J_tom"),
-        **refused("NOT_FOUND"),
-    ),
+    C("addWorkNote/other-region-dispatcher", NOTE, "manchester_dispatcher", V(w="@J_tom"), **refused("NOT_FOUND")),
     C("addWorkNote/auditor", NOTE, "auditor", V(w="@J_tom"), **refused("NOT_FOUND")),
+    C("startWorkOrder/colleagues-job", START_JOB, "tina", V(id="@J_tom"), **refused("NOT_FOUND")),
+    C("startWorkOrder/other-region-dispatcher", START_JOB, "manchester_dispatcher", V(id="@J_tom"), **refused("NOT_FOUND")),
+    C("updateAccessWindowPolicy/dispatcher", WINDOW_POLICY, "dispatcher", **refused("FORBIDDEN")),
+    C("updateAccessWindowPolicy/auditor", WINDOW_POLICY, "auditor", **refused("FORBIDDEN")),
     # -- secrets: uploads by the region's dispatcher; grants only to the assignee
-    C(
-        "prepareSecretUpload/dispatcher-own-region",
-        PREPARE_UPLOAD,
-        "dispatcher",
-        V(s="@S", l="Side gate"),
-        **ok(lambda d, mx: bool(d["prepareSecretUpload"]["uploadUrl"])),
-    ),
-    C(
-        "prepareSecretUpload/technician-with-job-at-site",
-        PREPARE_UPLOAD,
-        "tom",
-        V(s="@S", l="Side gate"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "prepareSecretUpload/technician-other-region",
-        PREPARE_UPLOAD,
-        "manny",
-        V(s="@S", l="Side gate"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "prepareSecretUpload/other-region-dispatcher",
-        PREPARE_UPLOAD,
-        "manchester_dispatcher",
-        V(s="@S", l="Side gate"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "prepareSecretUpload/auditor",
-        PREPARE_UPLOAD,
-        "auditor",
-        V(s="@S", l="Side gate"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "requestSecretAccess/assignee",
-        REQUEST,
-        "tom",
-        V(w="@J_tom", s="@X"),
-        **ok(lambda d, mx: d["requestSecretAccess"]["workOrder"]["id"] == mx["J_tom"]),
-    ),
-    C(
-        "requestSecretAccess/colleague",
-        REQUEST,
-        "tina",
-        V(w="@J_tom", s="@X"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "requestSecretAccess/subcontractor-not-assignee",
-        REQUEST,
-        "sub",
-        V(w="@J_tom", s="@X"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "requestSecretAccess/dispatcher",
-        REQUEST,
-        "dispatcher",
-        V(w="@J_tom", s="@X"),
-        **refused("FORBIDDEN"),
-    ),
+    C("prepareSecretUpload/dispatcher-own-region", PREPARE_UPLOAD, "dispatcher", V(s="@S", l="Side gate"), **ok(lambda d, mx: bool(d["prepareSecretUpload"]["uploadUrl"]))),
+    C("prepareSecretUpload/technician-with-job-at-site", PREPARE_UPLOAD, "tom", V(s="@S", l="Side gate"), **refused("FORBIDDEN")),
+    C("prepareSecretUpload/other-region-technician", PREPARE_UPLOAD, "manny", V(s="@S", l="Side gate"), **refused("NOT_FOUND")),
+    C("prepareSecretUpload/other-region-dispatcher", PREPARE_UPLOAD, "manchester_dispatcher", V(s="@S", l="Side gate"), **refused("NOT_FOUND")),
+    C("prepareSecretUpload/auditor", PREPARE_UPLOAD, "auditor", V(s="@S", l="Side gate"), **refused("NOT_FOUND")),
+    C("prepareSecretRotation/dispatcher-own-region", ROTATE, "dispatcher", V(s="@X"), **exactly("prepareSecretRotation.secretRef", "X")),
+    C("prepareSecretRotation/technician-with-job-at-site", ROTATE, "tom", V(s="@X"), **refused("FORBIDDEN")),
+    C("prepareSecretRotation/other-region-dispatcher", ROTATE, "manchester_dispatcher", V(s="@X"), **refused("NOT_FOUND")),
+    C("requestSecretAccess/assignee", REQUEST, "tom", V(w="@J_tom", s="@X"), **exactly("requestSecretAccess.workOrder", "J_tom")),
+    C("requestSecretAccess/colleague", REQUEST, "tina", V(w="@J_tom", s="@X"), **refused("NOT_FOUND")),
+    C("requestSecretAccess/subcontractor-not-assignee", REQUEST, "sub", V(w="@J_tom", s="@X"), **refused("NOT_FOUND")),
+    C("requestSecretAccess/dispatcher", REQUEST, "dispatcher", V(w="@J_tom", s="@X"), **refused("FORBIDDEN")),
     C("requestSecretAccess/admin", REQUEST, "admin", V(w="@J_tom", s="@X"), **refused("FORBIDDEN")),
-    C(
-        "requestSecretAccess/auditor",
-        REQUEST,
-        "auditor",
-        V(w="@J_tom", s="@X"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "requestBreakGlassAccess/admin",
-        BREAK_GLASS,
-        "admin",
-        V(s="@X", r="water leak, customer unreachable"),
-        **ok(lambda d, mx: d["requestBreakGlassAccess"]["secretRef"]["id"] == mx["X"]),
-    ),
-    C(
-        "requestBreakGlassAccess/admin-without-reason",
-        BREAK_GLASS,
-        "admin",
-        V(s="@X", r=""),
-        **refused("BAD_USER_INPUT"),
-    ),
-    C(
-        "requestBreakGlassAccess/admin-blank-reason",
-        BREAK_GLASS,
-        "admin",
-        V(s="@X", r="   "),
-        **refused("BAD_USER_INPUT"),
-    ),
-    *[
-        C(
-            f"requestBreakGlassAccess/{who}",
-            BREAK_GLASS,
-            who,
-            V(s="@X", r="water leak, customer unreachable"),
-            **refused("FORBIDDEN"),
-        )
-        for who in ("dispatcher", "tom", "auditor")
-    ],
+    C("requestSecretAccess/auditor", REQUEST, "auditor", V(w="@J_tom", s="@X"), **refused("NOT_FOUND")),
+    C("requestBreakGlassAccess/admin", BREAK_GLASS, "admin", V(s="@X", r=REASON), **exactly("requestBreakGlassAccess.secretRef", "X")),
+    C("requestBreakGlassAccess/admin-without-reason", BREAK_GLASS, "admin", V(s="@X", r=""), **refused("BAD_USER_INPUT")),
+    C("requestBreakGlassAccess/admin-blank-reason", BREAK_GLASS, "admin", V(s="@X", r="   "), **refused("BAD_USER_INPUT")),
+    *[C(f"requestBreakGlassAccess/{who}", BREAK_GLASS, who, V(s="@X", r=REASON), **refused("FORBIDDEN")) for who in ("dispatcher", "tom", "auditor")],
     # -- the audit trail: AUDITOR and ADMIN only
     *[
-        C(
-            f"{name}/{who}",
-            op,
-            who,
-            **(ok() if who in ("auditor", "admin") else refused("FORBIDDEN")),
-        )
-        for name, op in (
-            ("auditEvents", AUDIT_EVENTS),
-            ("auditIntegrity", INTEGRITY),
-            ("securityAlerts", ALERTS),
-        )
-        for who in ("auditor", "admin", "dispatcher", "tom", "sub")
+        C(f"{name}/{who}", op, who, **(ok() if who in AUDIT_READERS else refused("FORBIDDEN")))
+        for name, op in (("auditEvents", AUDIT_EVENTS), ("auditIntegrity", INTEGRITY), ("securityAlerts", ALERTS))
+        for who in (*AUDIT_READERS, "dispatcher", "tom", "sub")
     ],
     # -- GDPR: ADMIN only
-    C(
-        "exportCustomerData/admin",
-        EXPORT,
-        "admin",
-        V(c="@C"),
-        **ok(lambda d, mx: json.loads(d["exportCustomerData"])["customer"]["phone"] == PHONE),
-    ),
+    C("exportCustomerData/admin", EXPORT, "admin", V(c="@C"), **ok(lambda d, mx: json.loads(d["exportCustomerData"])["customer"]["phone"] == PHONE)),
     C("exportCustomerData/dispatcher", EXPORT, "dispatcher", V(c="@C"), **refused("FORBIDDEN")),
     C("exportCustomerData/technician-with-job", EXPORT, "tom", V(c="@C"), **refused("FORBIDDEN")),
     C("exportCustomerData/auditor", EXPORT, "auditor", V(c="@C"), **refused("NOT_FOUND")),
-    C(
-        "exportCustomerData/other-region-dispatcher",
-        EXPORT,
-        "manchester_dispatcher",
-        V(c="@C"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "eraseCustomer/dispatcher",
-        ERASE,
-        "dispatcher",
-        V(c="@CE", r="asked by phone"),
-        **refused("FORBIDDEN"),
-    ),
-    C(
-        "eraseCustomer/auditor",
-        ERASE,
-        "auditor",
-        V(c="@CE", r="asked by phone"),
-        **refused("NOT_FOUND"),
-    ),
-    C(
-        "eraseCustomer/admin-without-reason",
-        ERASE,
-        "admin",
-        V(c="@CE", r=" "),
-        **refused("BAD_USER_INPUT"),
-    ),
-    C(
-        "eraseCustomer/admin",
-        ERASE,
-        "admin",
-        V(c="@CE", r="right to erasure, ticket 42"),
-        **ok(lambda d, mx: d["eraseCustomer"] == {"id": mx["CE"], "erased": True}),
-    ),
+    C("exportCustomerData/other-region-dispatcher", EXPORT, "manchester_dispatcher", V(c="@C"), **refused("NOT_FOUND")),
+    C("eraseCustomer/dispatcher", ERASE, "dispatcher", V(c="@CE", r="asked by phone"), **refused("FORBIDDEN")),
+    C("eraseCustomer/auditor", ERASE, "auditor", V(c="@CE", r="asked by phone"), **refused("NOT_FOUND")),
+    C("eraseCustomer/admin-without-reason", ERASE, "admin", V(c="@CE", r=" "), **refused("BAD_USER_INPUT")),
+    C("eraseCustomer/admin", ERASE, "admin", V(c="@CE", r="right to erasure, ticket 42"), **equals("eraseCustomer", lambda mx: {"id": mx["CE"], "erased": True})),
 ]
 
-# Two organisations: nobody in one sees or changes anything of the other, by id or by list.
-CROSS_ORG_READS = [
-    ("workOrder", WORK_ORDER, {"id": "<job>"}),
-    ("customer", CUSTOMER, {"id": "<customer>"}),
-    ("site", SITE, {"id": "<site>"}),
-    ("user", USER, {"id": "<user>"}),
-    ("admin", USER, {"id": "<admin>"}),
-    ("assignedWorkOrders", ASSIGNED, {"id": "<user>"}),
-]
-CROSS_ORG_CHANGES = [
+# Two organisations: each admin (everything inside their own organisation) against the other
+# organisation's things, named by placeholder: <job> <customer> <site> <user> ...
+SIDES = {
+    "acme->globex": ("admin", {"job": "GJ", "customer": "GC", "site": "GS", "user": "G_tech", "admin": "G_admin",
+                               "secret": "GX", "line": "GL", "own_region": "London", "own_job": "J_tom"}),
+    "globex->acme": ("globex_admin", {"job": "J_tom", "customer": "C", "site": "S", "user": "tom", "admin": "admin",
+                                      "secret": "X", "line": "L1", "own_region": "Paris", "own_job": "GJ"}),
+}
+CROSS_ORG_OPERATIONS = [
+    # by id
+    ("workOrder", WORK_ORDER, {"id": "<job>"}, "NOT_FOUND"),
+    ("customer", CUSTOMER, {"id": "<customer>"}, "NOT_FOUND"),
+    ("site", SITE, {"id": "<site>"}, "NOT_FOUND"),
+    ("user", USER, {"id": "<user>"}, "NOT_FOUND"),
+    ("user-admin", USER, {"id": "<admin>"}, "NOT_FOUND"),
+    ("assignedWorkOrders", ASSIGNED, {"id": "<user>"}, "NOT_FOUND"),
+    # changes
     ("updateWorkOrder", UPDATE_JOB, {"id": "<job>"}, "NOT_FOUND"),
     ("cancelWorkOrder", CANCEL_JOB, {"id": "<job>"}, "NOT_FOUND"),
+    ("startWorkOrder", START_JOB, {"id": "<job>"}, "NOT_FOUND"),
     ("addWorkNote", NOTE, {"w": "<job>"}, "NOT_FOUND"),
     ("addInvoiceLine", ADD_LINE, {"w": "<job>"}, "NOT_FOUND"),
-    (
-        "createSite",
-        CREATE_SITE,
-        {"i": {"customerId": "<customer>", "address": "x", "regionId": "<own_region>"}},
-        "NOT_FOUND",
-    ),
+    ("removeInvoiceLine", REMOVE_LINE, {"id": "<line>"}, "NOT_FOUND"),
+    ("createSite", CREATE_SITE, {"i": {"customerId": "<customer>", "address": "x", "regionId": "<own_region>"}}, "NOT_FOUND"),
     ("createWorkOrder", CREATE_JOB, {"i": {"siteId": "<site>", "title": "x"}}, "NOT_FOUND"),
     ("prepareSecretUpload", PREPARE_UPLOAD, {"s": "<site>", "l": "x"}, "NOT_FOUND"),
-    (
-        "requestBreakGlassAccess",
-        BREAK_GLASS,
-        {"s": "<secret>", "r": "water leak, customer unreachable"},
-        "NOT_FOUND",
-    ),
+    ("prepareSecretRotation", ROTATE, {"s": "<secret>"}, "NOT_FOUND"),
+    ("attachSecret", ATTACH, {"w": "<own_job>", "s": "<secret>"}, "NOT_FOUND"),
     ("requestSecretAccess", REQUEST, {"w": "<job>", "s": "<secret>"}, "NOT_FOUND"),
+    ("requestBreakGlassAccess", BREAK_GLASS, {"s": "<secret>", "r": REASON}, "NOT_FOUND"),
     ("exportCustomerData", EXPORT, {"c": "<customer>"}, "NOT_FOUND"),
     ("eraseCustomer", ERASE, {"c": "<customer>", "r": "right to erasure"}, "NOT_FOUND"),
     ("updateUser", UPDATE_USER, {"id": "<user>", "n": "Taken over"}, "NOT_FOUND"),
     ("deactivateUser", DEACTIVATE, {"id": "<user>", "r": "hostile"}, "NOT_FOUND"),
-    # Assigning one's own job to the other organisation's person: no such user here.
+    # one's own job to the other organisation's person: no such user (as for any unknown id)
     ("assignWorkOrder", ASSIGN, {"id": "<own_job>", "a": "<user>"}, "BAD_USER_INPUT"),
 ]
-# Who acts (admin of one org: everything in their own org) and the other org's things.
-SIDES = {
-    "acme->globex": (
-        "admin",
-        {
-            "job": "GJ",
-            "customer": "GC",
-            "site": "GS",
-            "user": "G_tech",
-            "admin": "G_admin",
-            "secret": "GX",
-            "own_region": "London",
-            "own_job": "J_tom",
-        },
-    ),
-    "globex->acme": (
-        "globex_admin",
-        {
-            "job": "J_tom",
-            "customer": "C",
-            "site": "S",
-            "user": "tom",
-            "admin": "admin",
-            "secret": "X",
-            "own_region": "Paris",
-            "own_job": "GJ",
-        },
-    ),
-}
+LISTS = "{ users { id } regions { id } customers(first: 200) { edges { node { id } } } workOrders(first: 200) { edges { node { id } } } }"
+# fmt: on
 
 
 def _sub(template: Any, theirs: dict[str, str]) -> Any:
@@ -1137,59 +512,32 @@ def _sub(template: Any, theirs: dict[str, str]) -> Any:
     return template
 
 
+def _sealed_lists(own: tuple[str, ...], theirs: tuple[str, ...]) -> Check:
+    def check(d: dict[str, Any], mx: Matrix) -> bool:
+        got = found(d["users"]) | found(d["regions"]) | found(d["customers"])
+        got |= found(d["workOrders"])
+        return {mx[k] for k in own} <= got and not {mx[k] for k in theirs} & got
+
+    return check
+
+
+GLOBEX_THINGS = ("G_admin", "G_tech", "Paris", "GC", "GJ")
+ACME_THINGS = ("admin", "tom", "manny", "London", "Manchester", "C", "CM", "J_tom", "JM")
+
+# fmt: off
 CROSS_ORG: list[Case] = [
     *[
         C(f"{side}/{name}", op, actor, V(**_sub(variables, theirs)), **refused(code))
         for side, (actor, theirs) in SIDES.items()
-        for name, op, variables, code in [
-            *((name, op, variables, "NOT_FOUND") for name, op, variables in CROSS_ORG_READS),
-            *CROSS_ORG_CHANGES,
-        ]
+        for name, op, variables, code in CROSS_ORG_OPERATIONS
     ],
     # Lists: the other organisation's things are simply not there.
-    C(
-        "acme->globex/lists",
-        "{ users { id } regions { id } customers(first: 200) { edges { node { id } } }"
-        " workOrders(first: 200) { edges { node { id } } } }",
-        "admin",
-        **ok(
-            lambda d, mx: (
-                lacks(mx, node_ids(d["users"]), "G_admin", "G_tech")
-                and lacks(mx, node_ids(d["regions"]), "Paris")
-                and lacks(mx, edge_ids(d["customers"]), "GC")
-                and lacks(mx, edge_ids(d["workOrders"]), "GJ")
-            )
-        ),
-    ),
-    C(
-        "globex->acme/lists",
-        "{ users { id } regions { id } customers(first: 200) { edges { node { id } } }"
-        " workOrders(first: 200) { edges { node { id } } } }",
-        "globex_admin",
-        **ok(
-            lambda d, mx: (
-                node_ids(d["users"]) == {mx["G_admin"], mx["G_tech"]}
-                and node_ids(d["regions"]) == {mx["Paris"]}
-                and edge_ids(d["customers"]) == {mx["GC"]}
-                and edge_ids(d["workOrders"]) == {mx["GJ"]}
-            )
-        ),
-    ),
-    C(
-        "globex->acme/audit-by-actor",
-        AUDIT_EVENTS,
-        "globex_admin",
-        V(a="@tom"),
-        **ok(lambda d, mx: d["auditEvents"]["edges"] == []),
-    ),
-    C(
-        "acme->globex/audit-by-actor",
-        AUDIT_EVENTS,
-        "auditor",
-        V(a="@G_admin"),
-        **ok(lambda d, mx: d["auditEvents"]["edges"] == []),
-    ),
+    C("acme->globex/lists", LISTS, "admin", **ok(_sealed_lists(ACME_THINGS, GLOBEX_THINGS))),
+    C("globex->acme/lists", LISTS, "globex_admin", **ok(_sealed_lists(GLOBEX_THINGS, ACME_THINGS))),
+    C("globex->acme/audit-by-actor", AUDIT_EVENTS, "globex_admin", V(a="@tom"), **nothing("auditEvents")),
+    C("acme->globex/audit-by-actor", AUDIT_EVENTS, "auditor", V(a="@G_admin"), **nothing("auditEvents")),
 ]
+# fmt: on
 
 
 # ---- running a case ------------------------------------------------------------------------
@@ -1316,7 +664,9 @@ def test_federated_fields_never_cross_organisations(m):
 
     events = _poll(globex_trail)
     assert events, "Globex's refused attempts on Acme's job are on Globex's trail"
-    assert all(e["outcome"] == "DENIED" and e["actor"]["id"] == m["G_admin"] for e in events)
+    # Globex's admin's refusals (and the audit service's own alerts about them), nobody else's.
+    assert {(e["actor"] or {}).get("id") for e in events} <= {m["G_admin"], None}, events
+    assert any(e["outcome"] == "DENIED" for e in events), events
     assert all(e["workOrder"] is None for e in events), events
 
     acme_trail = gql.data(
@@ -1332,3 +682,79 @@ def test_federated_fields_never_cross_organisations(m):
     acme_events = gql.data(TRAIL_BY_JOB, {"w": m["J_tom"]}, m.acme.people["auditor"].token)
     text = json.dumps(acme_events)
     assert m["G_admin"] not in text and m.globex.admin.email not in text
+
+    # An Acme auditor follows the events to the job: AuditEvent.workOrder (workorders'
+    # `_entities`) is null for them, so no customer contact data rides along.
+    auditor_view = gql.raw(
+        """query($w: ID) { auditEvents(workOrderId: $w, first: 50) { edges { node {
+          workOrder { id title site { address customer { name phone email } } } } } } }""",
+        {"w": m["J_tom"]},
+        m.acme.people["auditor"].token,
+    )
+    nodes = [e["node"] for e in auditor_view["data"]["auditEvents"]["edges"]]
+    assert nodes and all(n["workOrder"] is None for n in nodes), auditor_view
+    for leaked in (PHONE, EMAIL, NAME, ADDRESS):
+        assert leaked not in json.dumps(auditor_view)
+
+
+ASSIGN_ERROR = "mutation($id: ID!, $a: ID!) { assignWorkOrder(id: $id, assigneeId: $a) { id } }"
+
+
+def test_assignment_does_not_reveal_people_the_caller_may_not_see(m):
+    """assignWorkOrder used to tell a London dispatcher that Manny's id is a person "who does not
+    hold the work order's region" (and would tell their role and status) while user(id) says
+    NOT_FOUND: an existence oracle for another region's people. Now the answer is the same as
+    for an unknown id or another organisation's person; the admin, who sees everybody, still
+    gets the precise reason."""
+    gql, d = m.acme.gql, m.acme.people["dispatcher"].token
+
+    def refusal(assignee: str, token: str = d) -> list[dict[str, Any]]:
+        body = gql.raw(ASSIGN_ERROR, {"id": m["J_tom"], "a": assignee}, token)
+        assert body["data"] is None, body
+        assert_refusal_leaks_nothing(body, m)
+        return [{k: e[k] for k in ("message", "extensions")} for e in body["errors"]]
+
+    unknown = refusal(str(uuid.uuid4()))
+    assert unknown[0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert refusal(m["manny"]) == unknown
+    assert refusal(m["G_tech"]) == unknown
+    admin_view = refusal(m["manny"], m.acme.admin.token)
+    assert admin_view[0]["extensions"]["code"] == "BAD_USER_INPUT" and admin_view != unknown
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known leak, not fixable minimally: emails are unique across all organisations "
+    "(login takes no organisation), so createUser answers CONFLICT for an email another "
+    "organisation uses",
+)
+def test_create_user_does_not_reveal_another_organisations_emails(m):
+    taken = m.acme.people["tom"].email
+    body = m.acme.gql.raw(
+        CREATE_USER,
+        {
+            "i": {
+                "email": taken,
+                "displayName": "Probe",
+                "roles": ["TECHNICIAN"],
+                "regionIds": [m["Paris"]],
+                "initialPassword": PASSWORD,
+            }
+        },
+        m.globex.admin.token,
+    )
+    fresh = m.acme.gql.raw(
+        CREATE_USER,
+        {
+            "i": {
+                "email": f"probe-{RUN}@example-staff.com",
+                "displayName": "Probe",
+                "roles": ["TECHNICIAN"],
+                "regionIds": [m["Paris"]],
+                "initialPassword": PASSWORD,
+            }
+        },
+        m.globex.admin.token,
+    )
+    assert not fresh.get("errors"), fresh
+    assert not body.get("errors"), "a Globex admin learns that this email has an account"
