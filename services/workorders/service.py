@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -115,6 +115,29 @@ class WorkOrderInput:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+PlacedT = TypeVar("PlacedT", Site, Customer)
+
+
+def _visible(
+    principal: Principal, action: Action, rows: Iterable[PlacedT], mine: Collection[str]
+) -> dict[str, PlacedT]:
+    """By id, the rows the policy lets the caller `action`; `mine`: ids they reach through
+    their own jobs (field staff)."""
+    return {
+        r.id: r
+        for r in rows
+        if can(
+            principal,
+            action,
+            Resource(
+                org_id=r.org_id,
+                region_id=r.region_id,
+                assignee_id=principal.user_id if r.id in mine else None,
+            ),
+        )
+    }
 
 
 def access_window(order: WorkOrder, policy: WindowPolicy) -> tuple[datetime, datetime] | None:
@@ -325,19 +348,7 @@ class WorkOrdersService:
         repo = Repository(session)
         rows = await repo.sites(principal.org_id, ids)
         mine = await self._field_user_sites(repo, principal, [r.id for r in rows])
-        return {
-            r.id: r
-            for r in rows
-            if can(
-                principal,
-                Action.SITE_READ,
-                Resource(
-                    org_id=r.org_id,
-                    region_id=r.region_id,
-                    assignee_id=principal.user_id if r.id in mine else None,
-                ),
-            )
-        }
+        return _visible(principal, Action.SITE_READ, rows, mine)
 
     async def _field_user_sites(
         self, repo: Repository, principal: Principal, site_ids: list[str]
@@ -362,19 +373,7 @@ class WorkOrdersService:
             mine = await repo.customers_with_jobs_of(
                 principal.org_id, principal.user_id, [r.id for r in rows]
             )
-        return {
-            r.id: r
-            for r in rows
-            if can(
-                principal,
-                Action.CUSTOMER_READ,
-                Resource(
-                    org_id=r.org_id,
-                    region_id=r.region_id,
-                    assignee_id=principal.user_id if r.id in mine else None,
-                ),
-            )
-        }
+        return _visible(principal, Action.CUSTOMER_READ, rows, mine)
 
     async def customer_for(
         self, session: AsyncSession, principal: Principal, customer_id: str
