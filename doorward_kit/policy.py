@@ -15,6 +15,7 @@ things it may do (changePassword, enrollMfa, confirmMfa) are not policy actions.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from doorward_kit.auth import Principal, Role, TokenScope
@@ -181,6 +182,18 @@ def authorize(principal: Principal, action: Action, resource: Resource) -> None:
     decision = decide(principal, action, resource)
     if not decision.allowed:
         raise DoorwardError(ErrorCode.FORBIDDEN, f"you may not {action.value.replace('.', ' ')}")
+
+
+def can_read_user(
+    principal: Principal, org_id: str, user_id: str, region_ids: Iterable[str]
+) -> bool:
+    """A person is visible through any region they hold; holding none, only by a rule that
+    needs no region (the organisation or themself)."""
+    regions: list[str | None] = [*sorted(region_ids)] or [None]
+    return any(
+        can(principal, Action.USER_READ, Resource(org_id=org_id, region_id=r, user_id=user_id))
+        for r in regions
+    )
 
 
 def _scopes(principal: Principal, action: Action) -> set[Scope]:

@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
 from doorward_kit.auth import Principal, Role
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
-from doorward_kit.policy import Action, Resource, authorize, can, only_assigned, region_filter
+from doorward_kit.policy import (
+    Action,
+    Resource,
+    authorize,
+    can,
+    can_read_user,
+    only_assigned,
+    region_filter,
+)
 from services.workorders.crypto import ContactCrypto, open_sealed, seal
 from services.workorders.models import (
     AuditOutbox,
@@ -38,7 +46,6 @@ from services.workorders.ports import (
     SecretRefView,
     SecretsPort,
     UploadSlotView,
-    UserFacts,
 )
 from services.workorders.repository import Repository
 
@@ -839,7 +846,11 @@ class WorkOrdersService:
     ) -> None:
         users = await self.identity.get_users(order.org_id, [assignee_id])
         user = next((u for u in users if u.id == assignee_id and u.org_id == order.org_id), None)
-        if user is not None and principal is not None and not self._may_see_user(principal, user):
+        if (
+            user is not None
+            and principal is not None
+            and not can_read_user(principal, user.org_id, user.id, user.region_ids)
+        ):
             # Someone the caller may not see (another region's person): the same answer as for
             # an unknown id, so the reasons below reveal nothing about them.
             user = None
@@ -851,18 +862,6 @@ class WorkOrdersService:
             raise bad_input("assignee: must be a TECHNICIAN or SUBCONTRACTOR")
         if order.region_id not in user.region_ids:
             raise bad_input("assignee: the user does not hold the work order's region")
-
-    @staticmethod
-    def _may_see_user(principal: Principal, user: UserFacts) -> bool:
-        regions: list[str | None] = [*sorted(user.region_ids)] or [None]
-        return any(
-            can(
-                principal,
-                Action.USER_READ,
-                Resource(org_id=user.org_id, region_id=region, user_id=user.id),
-            )
-            for region in regions
-        )
 
     async def dispatch(
         self, session: AsyncSession, principal: Principal, work_order_id: str

@@ -29,7 +29,14 @@ from doorward_kit.errors import (
     not_found,
     unauthenticated,
 )
-from doorward_kit.policy import Action, Resource, authorize, can, only_self, region_filter
+from doorward_kit.policy import (
+    Action,
+    Resource,
+    authorize,
+    can_read_user,
+    only_self,
+    region_filter,
+)
 from services.identity.models import (
     RefreshToken,
     Region,
@@ -592,17 +599,6 @@ class IdentityService:
 
     # ---- reading users and regions ------------------------------------------------------------
 
-    def may_read_user(self, principal: Principal, user: User, region_ids: Sequence[str]) -> bool:
-        candidates: Sequence[str | None] = list(region_ids) or [None]
-        return any(
-            can(
-                principal,
-                Action.USER_READ,
-                Resource(org_id=user.org_id, region_id=region, user_id=user.id),
-            )
-            for region in candidates
-        )
-
     def visible_regions(self, principal: Principal, region_ids: Iterable[str]) -> tuple[str, ...]:
         """Of a user's regions, those the caller may see (a London dispatcher looking at a
         colleague who also works Manchester sees only London)."""
@@ -638,7 +634,7 @@ class IdentityService:
         if user is None:
             return None
         regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
-        if not self.may_read_user(principal, user, regions):
+        if not can_read_user(principal, user.org_id, user.id, regions):
             return None
         return self._redact_view(principal, user_view(user, regions))
 
@@ -675,7 +671,7 @@ class IdentityService:
         views = []
         for user in users:
             # Belt and braces: the query already filtered; the policy has the last word.
-            if self.may_read_user(principal, user, memberships[user.id]):
+            if can_read_user(principal, user.org_id, user.id, memberships[user.id]):
                 views.append(self._redact_view(principal, user_view(user, memberships[user.id])))
         return views
 

@@ -19,6 +19,7 @@ from doorward_kit.policy import (
     Resource,
     authorize,
     can,
+    can_read_user,
     decide,
     only_assigned,
     only_self,
@@ -235,3 +236,14 @@ def test_technician_listing_users_sees_only_themself():
     assert only_self(technician, Action.USER_READ)
     assert region_filter(principal(D), Action.USER_READ) == frozenset({LONDON})
     assert not only_self(principal(D, T), Action.USER_READ)
+
+
+def test_can_read_user_through_any_region_the_person_holds():
+    dispatcher = principal(D)
+    assert can_read_user(dispatcher, ORG, OTHER_USER, [MANCHESTER, LONDON])
+    assert not can_read_user(dispatcher, ORG, OTHER_USER, [MANCHESTER])
+    # Holding no region: only a rule without one (organisation, or themself) lets them in.
+    assert not can_read_user(dispatcher, ORG, OTHER_USER, [])
+    assert can_read_user(principal(A), ORG, OTHER_USER, [])
+    assert can_read_user(principal(T), ORG, ME, [])
+    assert not can_read_user(principal(A), OTHER_ORG, OTHER_USER, [LONDON])
