@@ -16,7 +16,7 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext, GraphQLRouter
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
@@ -51,6 +51,12 @@ class RequestContext(BaseContext):
                 self.raw_token, allow_restricted=allow_restricted
             )
         return self._principal
+
+
+async def caller(info: Info, *, allow_restricted: bool = False) -> Principal:
+    """The verified caller of a resolver (through its RequestContext)."""
+    context: RequestContext = info.context
+    return await context.principal(allow_restricted=allow_restricted)
 
 
 def client_ip(request: Request) -> str:

@@ -19,13 +19,13 @@ from fastapi import Request
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
-from doorward_kit.auth import Principal
 from doorward_kit.errors import bad_input
 from doorward_kit.graphql import (
     Edge,
     PageInfo,
     RequestContext,
     SubgraphSchema,
+    caller,
     client_ip,
     connection_page,
     decode_cursor,
@@ -51,11 +51,6 @@ log = logging.getLogger(__name__)
 def _runtime(info: Info) -> AuditRuntime:
     runtime: AuditRuntime = info.context.services
     return runtime
-
-
-async def _caller(info: Info) -> Principal:
-    context: RequestContext = info.context
-    return await context.principal()
 
 
 def _opt(value: str) -> str | None:
@@ -85,7 +80,7 @@ class User:
 
     @strawberry.field(description="What this user did, newest 1000 events, oldest first.")
     async def access_history(self, info: Info) -> list[AuditEvent]:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.access_history(session, principal, str(self.id))
@@ -93,7 +88,7 @@ class User:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User:
-        principal = await _caller(info)
+        principal = await caller(info)
         # Their own history for everybody; anyone else's for audit readers only.
         AuditService.authorize_history(principal, str(id))
         return cls(id=id)
@@ -105,7 +100,7 @@ class WorkOrder:
 
     @strawberry.field(description="Events about this work order, newest 1000, oldest first.")
     async def audit_trail(self, info: Info) -> list[AuditEvent]:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.work_order_trail(session, principal, str(self.id))
@@ -113,7 +108,7 @@ class WorkOrder:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder:
-        principal = await _caller(info)
+        principal = await caller(info)
         authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
         return cls(id=id)
 
@@ -304,7 +299,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> AuditEventConnection:
-        principal = await _caller(info)
+        principal = await caller(info)
         size = page_size(first)
         before = _after_seq(after)
         for moment in (from_, to):
@@ -330,7 +325,7 @@ class Query:
 
     @strawberry.field(description="Verifies the organisation's whole chain and checkpoints.")
     async def audit_integrity(self, info: Info) -> AuditIntegrityReport:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             report = await runtime.service.integrity(session, principal)
@@ -340,7 +335,7 @@ class Query:
     async def security_alerts(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> SecurityAlertConnection:
-        principal = await _caller(info)
+        principal = await caller(info)
         size = page_size(first)
         before = decode_time_cursor(after)
         runtime = _runtime(info)
@@ -360,7 +355,7 @@ class Query:
     async def audit_inclusion_proof(
         self, info: Info, event_id: strawberry.ID, tree_size: int | None = None
     ) -> AuditInclusionProof:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             proof: InclusionProof = await runtime.service.inclusion_proof(
@@ -382,7 +377,7 @@ class Query:
     async def audit_consistency_proof(
         self, info: Info, from_tree_size: int, to_tree_size: int
     ) -> AuditConsistencyProof:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             proof: ConsistencyProof = await runtime.service.consistency_proof(

@@ -25,6 +25,7 @@ from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
     RequestContext,
     SubgraphSchema,
+    caller,
     client_ip,
     schema_extensions,
     subgraph_router,
@@ -57,11 +58,6 @@ def _identity(info: Info) -> Identity:
     return identity
 
 
-async def _caller(info: Info, *, allow_restricted: bool = False) -> Principal:
-    context: RequestContext = info.context
-    return await context.principal(allow_restricted=allow_restricted)
-
-
 @strawberry.federation.type(keys=["id"])
 class Region:
     id: strawberry.ID
@@ -73,7 +69,7 @@ class Region:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Region | None:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             rows = await identity.service.regions_by_id(session, principal, [str(id)])
@@ -109,7 +105,7 @@ class User:
     async def regions(self, info: Info) -> list[Region]:
         if self.preloaded_regions is not None:
             return self.preloaded_regions
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             rows = await identity.service.regions_by_id(session, principal, self.region_ids)
@@ -117,7 +113,7 @@ class User:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User | None:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             view = await identity.service.get_user(session, principal, str(id))
@@ -220,7 +216,7 @@ async def _admin(
 class Query:
     @strawberry.field
     async def me(self, info: Info) -> User:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             view = await identity.service.me(session, principal)
@@ -230,7 +226,7 @@ class Query:
     async def users(
         self, info: Info, region_id: strawberry.ID | None = None, role: Role | None = None
     ) -> list[User]:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             views = await identity.service.list_users(
@@ -243,7 +239,7 @@ class Query:
 
     @strawberry.field
     async def user(self, info: Info, id: strawberry.ID) -> User | None:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             view = await identity.service.get_user(session, principal, str(id))
@@ -253,7 +249,7 @@ class Query:
 
     @strawberry.field
     async def regions(self, info: Info) -> list[Region]:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             rows = await identity.service.regions(session, principal)
@@ -285,7 +281,7 @@ class Mutation:
 
     @strawberry.mutation
     async def logout(self, info: Info) -> bool:
-        principal = await _caller(info, allow_restricted=True)
+        principal = await caller(info, allow_restricted=True)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             outcome = await identity.service.logout(session, principal)
@@ -294,7 +290,7 @@ class Mutation:
 
     @strawberry.mutation
     async def change_password(self, info: Info, current_password: str, new_password: str) -> bool:
-        principal = await _caller(info, allow_restricted=True)
+        principal = await caller(info, allow_restricted=True)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             outcome = await identity.service.change_password(
@@ -309,7 +305,7 @@ class Mutation:
 
     @strawberry.mutation
     async def enroll_mfa(self, info: Info) -> MfaEnrollment:
-        principal = await _caller(info, allow_restricted=True)
+        principal = await caller(info, allow_restricted=True)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             enrollment = await identity.service.enroll_mfa(session, principal)
@@ -317,7 +313,7 @@ class Mutation:
 
     @strawberry.mutation
     async def confirm_mfa(self, info: Info, otp: str) -> MfaConfirmation:
-        principal = await _caller(info, allow_restricted=True)
+        principal = await caller(info, allow_restricted=True)
         identity = _identity(info)
         async with identity.db.unit_of_work() as session:
             outcome = await identity.service.confirm_mfa(session, principal, otp)
@@ -325,7 +321,7 @@ class Mutation:
 
     @strawberry.mutation
     async def create_region(self, info: Info, name: str) -> Region:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
 
         async def run() -> RegionRow:
@@ -337,7 +333,7 @@ class Mutation:
 
     @strawberry.mutation
     async def create_user(self, info: Info, input: CreateUserInput) -> User:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
 
         async def run() -> UserView:
@@ -357,7 +353,7 @@ class Mutation:
 
     @strawberry.mutation
     async def update_user(self, info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
         changes = UserChanges(
             display_name=input.display_name,
@@ -375,7 +371,7 @@ class Mutation:
 
     @strawberry.mutation
     async def deactivate_user(self, info: Info, id: strawberry.ID, reason: str) -> User:
-        principal = await _caller(info)
+        principal = await caller(info)
         identity = _identity(info)
 
         async def run() -> Any:

@@ -34,6 +34,7 @@ from doorward_kit.graphql import (
     PageInfo,
     RequestContext,
     SubgraphSchema,
+    caller,
     client_ip,
     connection_page,
     decode_time_cursor,
@@ -103,11 +104,6 @@ class WorkOrdersContext(RequestContext):
 def _runtime(info: Info) -> Runtime:
     runtime: Runtime = info.context.services
     return runtime
-
-
-async def _caller(info: Info) -> Principal:
-    context: RequestContext = info.context
-    return await context.principal()
 
 
 def _batched(
@@ -185,7 +181,7 @@ async def _mutate(
     denied_action: str | None = None,
 ) -> T:
     """Run one change in one transaction; a refusal is audited (DENIED) in a new one."""
-    principal = await _caller(info)
+    principal = await caller(info)
     runtime = _runtime(info)
     source_ip.set(info.context.source_ip)
     try:
@@ -245,7 +241,7 @@ class User:
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None,
     ) -> list[WorkOrder]:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.assigned_work_orders(
@@ -255,7 +251,7 @@ class User:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User:
-        await _caller(info)
+        await caller(info)
         return cls(id=id)
 
 
@@ -365,7 +361,7 @@ class Site:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Site | None:
-        await _caller(info)
+        await caller(info)
         row = await load_site(info, str(id))
         return cls.from_row(row) if row else None
 
@@ -471,7 +467,7 @@ class WorkOrder:
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder | None:
-        await _caller(info)
+        await caller(info)
         row = await load_order(info, str(id))
         return cls.from_row(row) if row else None
 
@@ -611,7 +607,7 @@ def _cursor(row: models.WorkOrder | models.Customer) -> str:
 class Query:
     @strawberry.field
     async def work_order(self, info: Info, id: strawberry.ID) -> WorkOrder | None:
-        await _caller(info)
+        await caller(info)
         row = await load_order(info, _id(id))
         if row is None:
             raise not_found("work order")
@@ -629,7 +625,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> WorkOrderConnection:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         size = page_size(first)
         async with runtime.db.unit_of_work() as session:
@@ -652,7 +648,7 @@ class Query:
         "organisation's time zone (UTC unless set); today when no date is given."
     )
     async def my_jobs(self, info: Info, date: date | None = None) -> list[WorkOrder]:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             rows = await runtime.service.my_jobs(session, principal, date)
@@ -660,7 +656,7 @@ class Query:
 
     @strawberry.field
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
-        await _caller(info)
+        await caller(info)
         row = await load_customer(info, _id(id))
         if row is None:
             raise not_found("customer")
@@ -670,7 +666,7 @@ class Query:
     async def customers(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> CustomerConnection:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         size = page_size(first)
         async with runtime.db.unit_of_work() as session:
@@ -682,7 +678,7 @@ class Query:
 
     @strawberry.field
     async def site(self, info: Info, id: strawberry.ID) -> Site | None:
-        await _caller(info)
+        await caller(info)
         row = await load_site(info, _id(id))
         if row is None:
             raise not_found("site")
@@ -690,7 +686,7 @@ class Query:
 
     @strawberry.field
     async def access_window_policy(self, info: Info) -> AccessWindowPolicy:
-        principal = await _caller(info)
+        principal = await caller(info)
         runtime = _runtime(info)
         async with runtime.db.unit_of_work() as session:
             policy = await runtime.service.get_window_policy(session, principal)
