@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -230,11 +231,38 @@ def address_lines(cfg: UpConfig, postgres: str, vault: str) -> list[str]:
     lines = [f"gateway      {s.http_url('gateway')}/graphql"]
     for svc in SERVICES:
         lines.append(f"{svc:<12} http {s.http_url(svc)}   grpc {s.grpc_target(svc)}")
-    lines.append(f"secrets REST {s.secrets_base_url}")
+    lines.append(f"secrets REST {s.secrets_base_url}   (base of uploadUrl / revealUrl)")
     lines.append(f"PostgreSQL   {postgres}")
     lines.append(f"Vault API    {vault}")
     lines.append(f"data folder  {cfg.data_dir}")
     return lines
+
+
+def doorward_command(cwd: Path | None = None) -> str:
+    """How to call the `doorward` CLI from `cwd`: the venv's script, relative when inside."""
+    script = Path(sys.executable).with_name("doorward")
+    if not script.exists():
+        return "doorward"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(cwd or Path.cwd()))
+    return str(script)
+
+
+def next_step_lines(cfg: UpConfig, doorward: str, cwd: Path | None = None) -> list[str]:
+    """The first thing to do once the stack is up, as a command to paste in another terminal;
+    it carries DOORWARD_DATA_DIR when that is not the default (bootstrap finds identity's
+    database and keys through it)."""
+    env = ""
+    if cfg.data_dir != (cwd or Path.cwd()) / ".doorward":
+        env = f"DOORWARD_DATA_DIR={shlex.quote(str(cfg.data_dir))} "
+    where = "another terminal"
+    if cfg.database_url:
+        where += " with the same DOORWARD_DATABASE_URL"
+    return [
+        f"next: create your organisation and its first admin, in {where}:",
+        f'  {env}{doorward} bootstrap --org "Acme Maintenance" --admin-email admin@acme.example',
+        "  (once per organisation; the admin's password is read from standard input)",
+    ]
 
 
 def prefixed(name: str, line: str, width: int = 10) -> str:
@@ -548,6 +576,7 @@ class Supervisor:
                     time.sleep(0.1)
 
     def start(self) -> None:
+        t0 = time.monotonic()
         self.preflight()
         db_urls, pg_where = self.start_postgres()
         self._check_stop()
@@ -560,7 +589,9 @@ class Supervisor:
             self.start_wave(wave, infra)
         for line in address_lines(self.cfg, pg_where, vault_where):
             self.out.say(line)
-        self.out.say("stack is up; Ctrl-C stops it")
+        self.out.say(f"stack is up in {time.monotonic() - t0:.1f}s; Ctrl-C stops it")
+        for line in next_step_lines(self.cfg, doorward_command()):
+            self.out.say(line)
 
     def _check_stop(self) -> None:
         if self.stopping.is_set():

@@ -18,6 +18,7 @@ from deploy.supervisor import (
     check_ports,
     child_env,
     env_names,
+    next_step_lines,
     port_plan,
     prefixed,
     read_or_create_secret,
@@ -100,6 +101,17 @@ def test_addresses_are_printed_without_secrets(tmp_path: Path) -> None:
     assert "http://127.0.0.1:4000/graphql" in text
     assert "grpc 127.0.0.1:5004" in text and "secrets REST http://127.0.0.1:4004" in text
     assert SECRET_ID not in text and TOKEN not in text
+
+
+def test_next_step_is_a_bootstrap_command_for_this_data_folder(tmp_path: Path) -> None:
+    default = UpConfig.from_env({"DOORWARD_DATA_DIR": str(tmp_path / ".doorward")})
+    lines = next_step_lines(default, ".venv/bin/doorward", cwd=tmp_path)
+    assert lines[1].strip().startswith(".venv/bin/doorward bootstrap --org ")
+    assert "--admin-email " in lines[1] and "DOORWARD_" not in "".join(lines)
+    elsewhere = _cfg(tmp_path / "my data", DOORWARD_DATABASE_URL="postgresql://u:db-pw@h/postgres")
+    text = "\n".join(next_step_lines(elsewhere, "doorward", cwd=tmp_path))
+    assert f"DOORWARD_DATA_DIR='{tmp_path / 'my data'}' doorward bootstrap" in text
+    assert "DOORWARD_DATABASE_URL" in text and "db-pw" not in text
 
 
 def test_secret_files_are_private_and_stable(tmp_path: Path) -> None:
