@@ -2,6 +2,8 @@
 
 Run on demand:  .venv/bin/python bench/gateway_bench.py [--requests 2000] [--concurrency 16]
 Every server runs in its own process on a free loopback port and is stopped by PID at the end.
+These are small test subgraphs; bench/doorward_gateway_bench.py measures the technician's
+`myJobs` query on the real stack (identity, workorders, audit, PostgreSQL, OpenBao).
 """
 
 from __future__ import annotations
