@@ -133,8 +133,18 @@ class SecretsService:
     def reveal_url(self, grant_id: str) -> str:
         return f"{self.base_url}/v1/reveals/{grant_id}"
 
-    async def _audit_denial(self, record: AuditRecord, denial: Denial) -> None:
-        """The request's transaction rolled back: record the refusal in a new one."""
+    async def _refuse(
+        self, denial: Denial, action: str, fields: dict[str, Any], **details: str
+    ) -> DoorwardError:
+        """Audit a refusal as `action` (DENIED, with its reason) and return the error to raise.
+
+        The request's transaction rolled back: the refusal is recorded in a new one."""
+        record = AuditRecord(
+            **fields,
+            action=action,
+            outcome=Outcome.DENIED,
+            details={"reason": denial.reason, **details},
+        )
         accessor: str | None = None
         async with self.db.unit_of_work() as session:
             if denial.revoke_grant is not None:
@@ -153,6 +163,7 @@ class SecretsService:
             await record_event(session, AuditOutbox, record)
         if accessor is not None:
             await self._revoke_in_vault([(denial.revoke_grant or "", accessor)], [])
+        return denial.error
 
     # ---- uploads --------------------------------------------------------------------------
 
@@ -251,16 +262,7 @@ class SecretsService:
         try:
             return await self._upload(org_id, user_id, slot_id, token, value, source_ip)
         except Denial as denial:
-            await self._audit_denial(
-                AuditRecord(
-                    **base,
-                    action="secret.upload.denied",
-                    outcome=Outcome.DENIED,
-                    details={"reason": denial.reason},
-                ),
-                denial,
-            )
-            raise denial.error from None
+            raise await self._refuse(denial, "secret.upload.denied", base) from None
 
     async def _upload(
         self, org_id: str, user_id: str, slot_id: str, token: str, value: str, source_ip: str
@@ -359,24 +361,16 @@ class SecretsService:
                 reason,
             )
         except Denial as denial:
-            await self._audit_denial(
-                AuditRecord(
-                    org_id=org_id,
-                    actor_id=user_id,
-                    action="secret.access.denied",
-                    outcome=Outcome.DENIED,
-                    target_type="SecretRef",
-                    target_id=rules.uuid_or_empty(secret_ref_id),
-                    secret_ref_id=rules.uuid_or_empty(secret_ref_id),
-                    work_order_id=rules.uuid_or_empty(work_order_id),
-                    details={
-                        "reason": denial.reason,
-                        "mode": "break_glass" if break_glass else "normal",
-                    },
-                ),
-                denial,
-            )
-            raise denial.error from None
+            fields: dict[str, Any] = {
+                "org_id": org_id,
+                "actor_id": user_id,
+                "target_type": "SecretRef",
+                "target_id": rules.uuid_or_empty(secret_ref_id),
+                "secret_ref_id": rules.uuid_or_empty(secret_ref_id),
+                "work_order_id": rules.uuid_or_empty(work_order_id),
+            }
+            mode = "break_glass" if break_glass else "normal"
+            raise await self._refuse(denial, "secret.access.denied", fields, mode=mode) from None
 
     async def _issue_grant(
         self,
@@ -522,16 +516,7 @@ class SecretsService:
         try:
             return await self._reveal(org_id, user_id, grant_id, token, base)
         except Denial as denial:
-            await self._audit_denial(
-                AuditRecord(
-                    **base,
-                    action="secret.reveal.denied",
-                    outcome=Outcome.DENIED,
-                    details={"reason": denial.reason},
-                ),
-                denial,
-            )
-            raise denial.error from None
+            raise await self._refuse(denial, "secret.reveal.denied", base) from None
 
     async def _reveal(
         self, org_id: str, user_id: str, grant_id: str, token: str, base: dict[str, Any]
