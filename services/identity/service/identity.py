@@ -174,6 +174,21 @@ def parse_roles(values: Iterable[str]) -> list[str]:
     return sorted(roles)
 
 
+def _required_roles(values: Iterable[str]) -> list[str]:
+    roles = parse_roles(values)
+    if not roles:
+        raise bad_input("roles: at least one role is required")
+    return roles
+
+
+def _required_text(name: str, value: str, maximum: int) -> str:
+    """`value` without surrounding blanks, which must leave 1 to `maximum` characters."""
+    clean = value.strip()
+    if not clean or len(clean) > maximum:
+        raise bad_input(f"{name} must have 1 to {maximum} characters")
+    return clean
+
+
 def _roles_and_regions(roles: Iterable[str], region_ids: Sequence[str]) -> dict[str, Any]:
     """Audit details of a new user. The audit client reads a list of ids as a phone number, so
     regions are counted here; each region change is its own event (see update_user)."""
@@ -701,9 +716,7 @@ class IdentityService:
 
     async def create_region(self, session: AsyncSession, principal: Principal, name: str) -> Region:
         authorize(principal, Action.REGION_CREATE, Resource(org_id=principal.org_id))
-        clean = name.strip()
-        if not clean or len(clean) > MAX_NAME:
-            raise bad_input(f"name must have 1 to {MAX_NAME} characters")
+        clean = _required_text("name", name, MAX_NAME)
         repo = Repository(session)
         if await repo.region_by_name(principal.org_id, clean) is not None:
             raise conflict("a region with this name already exists")
@@ -783,12 +796,8 @@ class IdentityService:
         except EmailNotValidError:
             raise bad_input("email is not a valid address") from None
         address = normalise_email(address)
-        name = display_name.strip()
-        if not name or len(name) > MAX_NAME:
-            raise bad_input(f"displayName must have 1 to {MAX_NAME} characters")
-        role_values = parse_roles(roles)
-        if not role_values:
-            raise bad_input("roles: at least one role is required")
+        name = _required_text("displayName", display_name, MAX_NAME)
+        role_values = _required_roles(roles)
         regions = await self._check_regions(repo, org_id, region_ids)
         check_new_password(password)
         if await repo.email_taken(address):
@@ -833,16 +842,12 @@ class IdentityService:
         audit_actions: list[tuple[str, dict[str, Any]]] = []
         claims_changed = False
         if changes.display_name is not None:
-            name = changes.display_name.strip()
-            if not name or len(name) > MAX_NAME:
-                raise bad_input(f"displayName must have 1 to {MAX_NAME} characters")
+            name = _required_text("displayName", changes.display_name, MAX_NAME)
             if name != user.display_name:
                 user.display_name = name
                 audit_actions.append(("user.update", {"fields": "displayName"}))
         if changes.roles is not None:
-            roles = parse_roles(changes.roles)
-            if not roles:
-                raise bad_input("roles: at least one role is required")
+            roles = _required_roles(changes.roles)
             if user.id == principal.user_id and Role.ADMIN.value not in roles:
                 raise bad_input("you cannot remove your own ADMIN role")
             if roles != sorted(user.roles):
@@ -895,9 +900,7 @@ class IdentityService:
     ) -> Deactivation:
         repo = Repository(session)
         user = await self._admin_target(repo, principal, user_id, Action.USER_DEACTIVATE)
-        clean_reason = reason.strip()
-        if not clean_reason or len(clean_reason) > MAX_REASON:
-            raise bad_input(f"reason must have 1 to {MAX_REASON} characters")
+        clean_reason = _required_text("reason", reason, MAX_REASON)
         if user.id == principal.user_id:
             raise bad_input("you cannot deactivate yourself")
         regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
