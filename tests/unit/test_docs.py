@@ -143,3 +143,15 @@ def test_readme_lists_nothing_that_does_not_exist() -> None:
     # Standard OpenTelemetry variables are read by the SDK itself, not named in our code.
     stale = sorted(n for n in config_rows() if n not in known and not n.startswith("OTEL_"))
     assert not stale, f"README.md documents variables nothing reads: {', '.join(stale)}"
+
+
+def test_every_benchmark_is_in_readme() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Benchmarks\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    missing = [
+        p.name
+        for p in sorted((ROOT / "bench").glob("*.py"))
+        if f"bench/{p.name}" not in section and f"bench.{p.stem} " not in section
+    ]
+    assert not missing, f"README.md's Benchmarks section lacks: {', '.join(missing)}"
