@@ -165,7 +165,7 @@ async def test_the_value_appears_only_in_the_reveal_response(persistent) -> None
     assert http_spans
     urls = {str(s.attributes.get("url.full") or s.attributes.get("http.url")) for s in http_spans}
     opaque = re.compile(
-        r"^http://[\d.:]+/v1/(auth/token/[a-z-]+|sys/wrapping/(un)?wrap|doorward-transit/"
+        r"^http://[\d.:]+/v1/(auth/token/[a-z-]+|auth/approle/login|sys/wrapping/(un)?wrap|doorward-transit/"
         r"(keys|encrypt|decrypt)/grant-seal|doorward-kv/data/orgs/[0-9a-f-]{36}/secrets/"
         r"[0-9a-f]{32}(\?version=\d+)?)$"
     )

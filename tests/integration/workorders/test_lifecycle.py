@@ -125,13 +125,16 @@ async def test_bad_moves_name_their_rule(running: Running, org: Org) -> None:
     body = await running.gql(DISPATCH, {"id": draft_id}, token=org.dispatcher.token)
     assert error_code(body) == "CONFLICT"
 
-    for assignee, rule in (
-        (org.inactive_tech, "ACTIVE"),
-        (org.tech_r2, "region"),
-        (org.dispatcher, "TECHNICIAN or SUBCONTRACTOR"),
+    # The admin sees everyone, so gets the precise rule; a dispatcher is told about the
+    # other region's technician only what an unknown id would tell them.
+    for assignee, rule, caller in (
+        (org.inactive_tech, "ACTIVE", org.dispatcher),
+        (org.tech_r2, "region", org.admin),
+        (org.tech_r2, "no such user", org.dispatcher),
+        (org.dispatcher, "TECHNICIAN or SUBCONTRACTOR", org.dispatcher),
     ):
         body = await running.gql(
-            ASSIGN, {"id": job.work_order_id, "a": assignee.id}, token=org.dispatcher.token
+            ASSIGN, {"id": job.work_order_id, "a": assignee.id}, token=caller.token
         )
         assert error_code(body) == "BAD_USER_INPUT", body
         assert rule in body["errors"][0]["message"]
