@@ -197,3 +197,11 @@ class GrpcIdentity:
             )
             for u in reply.users
         ]
+
+    async def existing_region_ids(self, org_id: str, region_ids: Collection[str]) -> set[str]:
+        reply = await self._channel.call(
+            self._stub.GetRegions,
+            identity_pb2.GetRegionsRequest(org_id=org_id, region_ids=list(region_ids)),
+            what="identity",
+        )
+        return {r.id for r in reply.regions}

@@ -552,6 +552,7 @@ class WorkOrdersService:
     ) -> Customer:
         region_id = _region_id(region_id)
         authorize(principal, Action.CUSTOMER_CREATE, Resource(principal.org_id, region_id))
+        await self._require_region(principal, region_id)
         name = _text("name", name, 200)
         phone = _text("phone", phone, 64, required=False)
         email = _text("email", email, 254, required=False)
@@ -585,6 +586,14 @@ class WorkOrdersService:
         )
         return row
 
+    async def _require_region(self, principal: Principal, region_id: str) -> None:
+        """An admin's region id is not vouched for by their token: ask identity, so a
+        customer can never be filed under another organisation's or a made-up region."""
+        if principal.holds_region(region_id):
+            return
+        if region_id not in await self.identity.existing_region_ids(principal.org_id, [region_id]):
+            raise bad_input("regionId: no such region in this organisation")
+
     async def create_site(
         self,
         session: AsyncSession,
@@ -597,6 +606,7 @@ class WorkOrdersService:
         customer = await self.customer_for(session, principal, customer_id)
         region_id = _region_id(region_id)
         authorize(principal, Action.SITE_CREATE, Resource(principal.org_id, region_id))
+        await self._require_region(principal, region_id)
         if customer.erased_at is not None:
             raise conflict("this customer has been erased")
         address = _text("address", address, 500)

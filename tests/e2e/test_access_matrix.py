@@ -21,7 +21,7 @@ no email, phone number or token anywhere in the errors.
 Beyond the table: `_entities` called directly on the subgraphs across organisations, federated
 fields (AuditEvent.workOrder, WorkOrder.auditTrail) across organisations, the assignee check
 of assignWorkOrder (it used to reveal another region's people), and two known gaps kept as
-strict xfails (an email used by another organisation; region ids not checked per organisation).
+a strict xfail (an email used by another organisation).
 """
 
 from __future__ import annotations
@@ -794,13 +794,6 @@ def test_create_user_does_not_reveal_another_organisations_emails(m):
     assert not body.get("errors"), "a Globex admin learns that this email has an account"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap, not a leak: workorders does not check that a region id names a region "
-    "of the caller's organisation (it cannot ask identity about regions today), so an ADMIN "
-    "can file a customer or site under another organisation's (or no) region; the other "
-    "organisation sees nothing of it and the region's name is not revealed",
-)
 def test_customers_and_sites_only_in_the_callers_own_regions(m):
     body = m.acme.gql.raw(
         CREATE_CUSTOMER,

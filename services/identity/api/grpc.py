@@ -112,6 +112,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         return identity_pb2.OrgPolicy(org_id=request.org_id, mfa_required_roles=sorted(roles))
 
 
+    @grpc_errors
+    async def GetRegions(
+        self, request: identity_pb2.GetRegionsRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.GetRegionsResponse:
+        if not request.org_id:
+            raise bad_input("org_id is required")
+        async with self._identity.db.unit_of_work() as session:
+            ids = await self._identity.service.existing_region_ids(
+                session, request.org_id, list(request.region_ids)
+            )
+        return identity_pb2.GetRegionsResponse(
+            regions=[identity_pb2.Region(id=i, org_id=request.org_id) for i in ids]
+        )
+
+
 async def _read_acks(
     hub: SessionHub, watcher: Watcher, requests: AsyncIterator[identity_pb2.SessionAck]
 ) -> None:

@@ -950,6 +950,13 @@ class IdentityService:
             return SessionState(False, current, "revoked")
         return SessionState(True, current, "")
 
+    async def existing_region_ids(
+        self, session: AsyncSession, org_id: str, region_ids: Sequence[str]
+    ) -> list[str]:
+        """The ids among these that name a region of this organisation."""
+        rows = await Repository(session).regions(org_id, only=list(region_ids)[:1000])
+        return [r.id for r in rows]
+
     async def get_users(
         self, session: AsyncSession, org_id: str, user_ids: Sequence[str]
     ) -> list[UserView]:

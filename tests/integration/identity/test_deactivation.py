@@ -4,6 +4,7 @@ verifies tokens with the kit's guard refuses the user's still-valid access token
 import asyncio
 import contextlib
 import time
+import uuid
 
 import grpc
 import httpx
@@ -244,3 +245,21 @@ async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, o
     finally:
         await guard.close()
         await server.stop(0)
+
+
+async def test_get_regions_answers_only_the_organisations_own(running, org):
+    from tests.integration.identity.conftest import create_region, new_org
+
+    mine = await create_region(running, org, f"Leeds-{uuid.uuid4().hex[:6]}")
+    other_org = await new_org(running)
+    theirs = await create_region(running, other_org, f"Paris-{uuid.uuid4().hex[:6]}")
+    md = (("x-doorward-internal", INTERNAL_TOKEN),)
+    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
+        stub = identity_pb2_grpc.IdentityStub(channel)
+        reply = await stub.GetRegions(
+            identity_pb2.GetRegionsRequest(
+                org_id=org.id, region_ids=[mine, theirs, str(uuid.uuid4())]
+            ),
+            metadata=md,
+        )
+    assert [r.id for r in reply.regions] == [mine]

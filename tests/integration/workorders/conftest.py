@@ -82,6 +82,17 @@ class FakeIdentity(identity_pb2_grpc.IdentityServicer):
             ]
         )
 
+    async def GetRegions(self, request: Any, context: Any) -> identity_pb2.GetRegionsResponse:
+        # The organisation's regions are the ones its people hold.
+        known = {r for u in self.users.values() if u.org_id == request.org_id for r in u.region_ids}
+        return identity_pb2.GetRegionsResponse(
+            regions=[
+                identity_pb2.Region(id=r, org_id=request.org_id)
+                for r in request.region_ids
+                if r in known
+            ]
+        )
+
 
 class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
     """Holds refs and per-customer wrapping keys in memory; records what it was asked."""
