@@ -14,6 +14,7 @@ import strawberry
 import strawberry.federation
 from graphql import GraphQLError
 from starlette.requests import Request
+from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext, GraphQLRouter
 from strawberry.types import ExecutionContext, Info
@@ -38,6 +39,15 @@ class RequestContext(BaseContext):
     services: Any = None
     source_ip: str = ""
     _principal: Principal | None = field(default=None, repr=False)
+    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def loader(
+        self, name: str, load: Callable[[list[Any]], Awaitable[Sequence[Any]]]
+    ) -> DataLoader[Any, Any]:
+        """One DataLoader per name per request: federation references resolve in one batch."""
+        if name not in self._loaders:
+            self._loaders[name] = DataLoader(load_fn=load)
+        return self._loaders[name]
 
     @property
     def raw_token(self) -> str | None:

@@ -115,8 +115,13 @@ class User:
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> User | None:
         principal = await caller(info)
         identity = _identity(info)
-        async with identity.db.unit_of_work() as session:
-            view = await identity.service.get_user(session, principal, str(id))
+
+        async def load(ids: list[str]) -> list[UserView | None]:
+            async with identity.db.unit_of_work() as session:
+                found = await identity.service.get_users_visible(session, principal, ids)
+            return [found.get(i) for i in ids]
+
+        view = await info.context.loader("users", load).load(str(id))
         return cls.from_view(view) if view else None
 
 

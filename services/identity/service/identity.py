@@ -653,6 +653,19 @@ class IdentityService:
             return None
         return self._redact_view(principal, user_view(user, regions))
 
+    async def get_users_visible(
+        self, session: AsyncSession, principal: Principal, user_ids: Sequence[str]
+    ) -> dict[str, UserView]:
+        """The ones among these the caller may see, by id, in two queries (federation batches)."""
+        repo = Repository(session)
+        users = await repo.users(principal.org_id, user_ids=list(user_ids)[:1000])
+        regions = await repo.region_ids_of(principal.org_id, [u.id for u in users])
+        return {
+            u.id: self._redact_view(principal, user_view(u, regions[u.id]))
+            for u in users
+            if can_read_user(principal, u.org_id, u.id, regions[u.id])
+        }
+
     async def list_users(
         self,
         session: AsyncSession,

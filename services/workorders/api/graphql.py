@@ -11,8 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -20,7 +19,6 @@ import strawberry
 import strawberry.federation
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
-from strawberry.dataloader import DataLoader
 from strawberry.fastapi import GraphQLRouter
 from strawberry.federation.schema_directives import Key
 from strawberry.federation.types import FieldSet
@@ -87,20 +85,6 @@ class SecretKind(enum.Enum):
 # ---- per-request plumbing ------------------------------------------------------------------
 
 
-@dataclass
-class WorkOrdersContext(RequestContext):
-    """Adds per-request DataLoaders, so federation references resolve in batches."""
-
-    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
-
-    def loader(
-        self, name: str, load: Callable[[list[Any]], Awaitable[Sequence[Any]]]
-    ) -> DataLoader[Any, Any]:
-        if name not in self._loaders:
-            self._loaders[name] = DataLoader(load_fn=load)
-        return self._loaders[name]
-
-
 def _runtime(info: Info) -> Runtime:
     runtime: Runtime = info.context.services
     return runtime
@@ -114,7 +98,7 @@ def _batched(
     """A per-request DataLoader: all keys asked for in one tick are fetched in one call."""
 
     async def load(info: Info, key: str) -> Any:
-        context: WorkOrdersContext = info.context
+        context: RequestContext = info.context
         runtime = _runtime(info)
 
         async def batch(keys: list[str]) -> list[Any]:
@@ -1009,8 +993,8 @@ def build_schema() -> strawberry.federation.Schema:
 
 
 def build_router(runtime: Runtime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
-    async def context_getter(request: Request) -> WorkOrdersContext:
-        return WorkOrdersContext(
+    async def context_getter(request: Request) -> RequestContext:
+        return RequestContext(
             request=request,
             verifier=runtime.verifier,
             services=runtime,

@@ -66,6 +66,26 @@ async def test_london_dispatcher_sees_no_manchester_user(running, org, london_ma
         ENTITIES, {"r": [{"__typename": "User", "id": ldn_tech.id}]}, token=dispatcher.token
     )
     assert entity["data"]["_entities"][0]["id"] == ldn_tech.id
+    # One batch of mixed references keeps their order, answers the visible ones and hides the
+    # others, exactly as one by one.
+    batch = await running.gql(
+        ENTITIES,
+        {
+            "r": [
+                {"__typename": "User", "id": ldn_tech.id},
+                {"__typename": "User", "id": mcr_tech.id},
+                {"__typename": "User", "id": dispatcher.id},
+                {"__typename": "User", "id": ldn_tech.id},
+            ]
+        },
+        token=dispatcher.token,
+    )
+    assert [e and e["id"] for e in batch["data"]["_entities"]] == [
+        ldn_tech.id,
+        None,
+        dispatcher.id,
+        ldn_tech.id,
+    ]
 
 
 async def test_admin_sees_the_whole_org(running, org, london_manchester):
