@@ -144,11 +144,18 @@ class SubgraphSchema(strawberry.federation.Schema):
 
 def subgraph_router(
     schema: strawberry.federation.Schema,
-    context_getter: Callable[[Request], Awaitable[RequestContext]],
     *,
+    verifier: TokenVerifier,
+    services: Any,
     development: bool = False,
 ) -> GraphQLRouter[Any, Any]:
-    """/graphql of a subgraph: GraphiQL only in development."""
+    """/graphql of a subgraph: a fresh RequestContext per request; GraphiQL only in development."""
+
+    async def context_getter(request: Request) -> RequestContext:
+        return RequestContext(
+            request=request, verifier=verifier, services=services, source_ip=client_ip(request)
+        )
+
     return GraphQLRouter(
         schema,
         context_getter=context_getter,

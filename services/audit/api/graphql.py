@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import strawberry
 import strawberry.federation
-from fastapi import Request
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
@@ -23,10 +22,8 @@ from doorward_kit.errors import bad_input
 from doorward_kit.graphql import (
     Edge,
     PageInfo,
-    RequestContext,
     SubgraphSchema,
     caller,
-    client_ip,
     connection_page,
     decode_cursor,
     decode_time_cursor,
@@ -397,12 +394,6 @@ def build_schema() -> strawberry.federation.Schema:
 
 
 def build_router(runtime: AuditRuntime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
-    async def context_getter(request: Request) -> RequestContext:
-        return RequestContext(
-            request=request,
-            verifier=runtime.verifier,
-            services=runtime,
-            source_ip=client_ip(request),
-        )
-
-    return subgraph_router(build_schema(), context_getter, development=development)
+    return subgraph_router(
+        build_schema(), verifier=runtime.verifier, services=runtime, development=development
+    )

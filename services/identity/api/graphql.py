@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import strawberry
 import strawberry.federation
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
@@ -23,10 +22,8 @@ from strawberry.types import Info
 from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
-    RequestContext,
     SubgraphSchema,
     caller,
-    client_ip,
     schema_extensions,
     subgraph_router,
 )
@@ -405,11 +402,6 @@ def build_schema() -> strawberry.federation.Schema:
 
 def build_router(identity: Identity, *, development: bool = False) -> GraphQLRouter[Any, Any]:
     assert identity.verifier is not None
-    verifier = identity.verifier
-
-    async def context_getter(request: Request) -> RequestContext:
-        return RequestContext(
-            request=request, verifier=verifier, services=identity, source_ip=client_ip(request)
-        )
-
-    return subgraph_router(build_schema(), context_getter, development=development)
+    return subgraph_router(
+        build_schema(), verifier=identity.verifier, services=identity, development=development
+    )

@@ -17,7 +17,6 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 import strawberry.federation
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.fastapi import GraphQLRouter
 from strawberry.federation.schema_directives import Key
@@ -33,7 +32,6 @@ from doorward_kit.graphql import (
     RequestContext,
     SubgraphSchema,
     caller,
-    client_ip,
     connection_page,
     decode_time_cursor,
     encode_time_cursor,
@@ -993,12 +991,6 @@ def build_schema() -> strawberry.federation.Schema:
 
 
 def build_router(runtime: Runtime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
-    async def context_getter(request: Request) -> RequestContext:
-        return RequestContext(
-            request=request,
-            verifier=runtime.verifier,
-            services=runtime,
-            source_ip=client_ip(request),
-        )
-
-    return subgraph_router(build_schema(), context_getter, development=development)
+    return subgraph_router(
+        build_schema(), verifier=runtime.verifier, services=runtime, development=development
+    )
