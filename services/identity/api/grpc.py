@@ -111,7 +111,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
             roles = await self._identity.service.mfa_required_roles(session, request.org_id)
         return identity_pb2.OrgPolicy(org_id=request.org_id, mfa_required_roles=sorted(roles))
 
-
     @grpc_errors
     async def GetRegions(
         self, request: identity_pb2.GetRegionsRequest, context: grpc.aio.ServicerContext
