@@ -171,14 +171,3 @@ def error_from_rpc(rpc_error: grpc.aio.AioRpcError, what: str) -> DoorwardError:
     if code is ErrorCode.INTERNAL:
         return DoorwardError(code, f"{what} failed")
     return DoorwardError(code, rpc_error.details() or code.value)
-
-
-def bearer_from_context(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if (
-            key == AUTHORIZATION_KEY
-            and isinstance(value, str)
-            and value.lower().startswith("bearer ")
-        ):
-            return value[7:].strip()
-    return None

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -123,16 +123,5 @@ def current_trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
-def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
-    carrier: dict[str, str] = dict(headers or {})
-    propagate.inject(carrier)
-    return carrier
-
-
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
-
-
-def span_attributes_safe(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Keep only ids and enums on spans: never values, contact data or tokens."""
-    return {k: v for k, v in attrs.items() if k.endswith((".id", ".kind", ".outcome", ".code"))}

@@ -373,6 +373,9 @@ MATRIX: list[Case] = [
     C("customer/other-region-technician", CUSTOMER, "manny", V(id="@C"), **refused("NOT_FOUND")),
     C("createCustomer/dispatcher-own-region", CREATE_CUSTOMER, "dispatcher", V(i={"name": "New", "regionId": "@London"}), **ok()),
     C("createCustomer/dispatcher-other-region", CREATE_CUSTOMER, "dispatcher", V(i={"name": "New", "regionId": "@Manchester"}), **refused("FORBIDDEN")),
+    # The admin holds no region: the region id is vouched for by identity (GetRegions).
+    C("createCustomer/admin-any-org-region", CREATE_CUSTOMER, "admin", V(i={"name": "New", "regionId": "@Manchester"}), **ok()),
+    C("createSite/admin-any-org-region", CREATE_SITE, "admin", V(i={"customerId": "@C", "address": "3 Lane", "regionId": "@Manchester"}), **ok()),
     C("createCustomer/technician", CREATE_CUSTOMER, "tom", V(i={"name": "New", "regionId": "@London"}), **refused("FORBIDDEN")),
     C("createCustomer/auditor", CREATE_CUSTOMER, "auditor", V(i={"name": "New", "regionId": "@London"}), **refused("FORBIDDEN")),
     C("createSite/dispatcher-own-region", CREATE_SITE, "dispatcher", V(i={"customerId": "@C", "address": "2 Lane", "regionId": "@London"}), **ok()),
