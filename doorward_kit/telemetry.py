@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -24,7 +24,54 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from doorward_kit.span_policy import allowed_event, filter_attributes
+
 _configured = False
+
+
+def redacted(span: ReadableSpan) -> ReadableSpan:
+    """A copy of `span` with only allow-listed attributes (doorward_kit.span_policy), only
+    allow-listed events, link attributes filtered and no status description (an exception's
+    message can quote input)."""
+    events = [
+        Event(event.name, filter_attributes(event.attributes), event.timestamp)
+        for event in span.events
+        if allowed_event(event.name)
+    ]
+    links = [
+        trace.Link(link.context, filter_attributes(link.attributes)) for link in span.links
+    ]
+    status = trace.Status(span.status.status_code)
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=filter_attributes(span.attributes),
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactingExporter(SpanExporter):
+    """Wraps every exporter of a Doorward process: nothing leaves unfiltered."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([redacted(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 class JsonLinesFileExporter(SpanExporter):
@@ -75,10 +122,12 @@ def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> 
     )
     exporter = _exporter_from_env()
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(exporter)))
     span_file = os.environ.get("DOORWARD_OTEL_FILE")
     if span_file:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesFileExporter(span_file)))
+        provider.add_span_processor(
+            SimpleSpanProcessor(RedactingExporter(JsonLinesFileExporter(span_file)))
+        )
     trace.set_tracer_provider(provider)
     if instrument_libraries:
         _instrument_libraries()
