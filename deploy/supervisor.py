@@ -60,7 +60,11 @@ WAVES: tuple[tuple[str, ...], ...] = (
     ("audit", "secrets", "workorders"),
     ("gateway",),
 )
-DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in SERVICES}
+# The embedded trace store: an HTTP-only process with its own database, started unless the
+# standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names an external collector.
+TRACES = "traces"
+DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in (*SERVICES, TRACES)}
+_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # Never handed to a service: the supervisor's own credentials.
 _SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
 
@@ -82,6 +86,19 @@ class UpConfig:
     vault_secret_id: str | None = field(repr=False)
     vault_port: int
     ready_timeout: float
+    # False when an external OTLP collector is configured: then no trace store is started.
+    embedded_traces: bool = True
+
+    @property
+    def waves(self) -> tuple[tuple[str, ...], ...]:
+        """WAVES, with the trace store starting beside identity when it is embedded."""
+        if not self.embedded_traces:
+            return WAVES
+        return ((TRACES, *WAVES[0]), *WAVES[1:])
+
+    @property
+    def traces_endpoint(self) -> str:
+        return self.stack.http_url(TRACES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> UpConfig:
@@ -105,6 +122,7 @@ class UpConfig:
             vault_secret_id=get("DOORWARD_VAULT_SECRET_ID"),
             vault_port=vault_port,
             ready_timeout=ready_timeout,
+            embedded_traces=not any(env.get(name) for name in _OTLP_ENDPOINTS),
         )
 
 
@@ -149,6 +167,8 @@ def port_plan(cfg: UpConfig) -> list[Port]:
                 Port(f"{svc} {kind.upper()}", f"DOORWARD_{name.upper()}", getattr(s, name))
             )
     ports.append(Port("gateway", "DOORWARD_GATEWAY_PORT", s.gateway_port))
+    if cfg.embedded_traces:
+        ports.append(Port("trace store", "DOORWARD_TRACES_HTTP_PORT", s.traces_http_port))
     if cfg.vault_addr is None:
         ports.append(Port("OpenBao", "DOORWARD_VAULT_PORT", cfg.vault_port))
         ports.append(Port("OpenBao cluster", "DOORWARD_VAULT_PORT (+1)", cfg.vault_port + 1))
@@ -205,6 +225,11 @@ def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) ->
         # Only the secrets service talks to Vault.
         for name in ("DOORWARD_VAULT_ADDR", "DOORWARD_VAULT_ROLE_ID", "DOORWARD_VAULT_SECRET_ID"):
             env.pop(name, None)
+    if cfg.embedded_traces and svc != TRACES:
+        # The standard OTLP exporter of every process sends to the embedded store.
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = cfg.traces_endpoint
+    if svc == TRACES:
+        env["OTEL_TRACES_EXPORTER"] = "none"  # the store does not trace itself
     if svc == "audit":
         env["DOORWARD_AUDIT_SIGNING_KEY_FILE"] = str(infra.audit_signing_key_file)
     if svc == "identity":
@@ -232,6 +257,8 @@ def address_lines(cfg: UpConfig, postgres: str, vault: str) -> list[str]:
     for svc in SERVICES:
         lines.append(f"{svc:<12} http {s.http_url(svc)}   grpc {s.grpc_target(svc)}")
     lines.append(f"secrets REST {s.secrets_base_url}   (base of uploadUrl / revealUrl)")
+    if cfg.embedded_traces:
+        lines.append(f"trace store  {cfg.traces_endpoint}   (OTLP/HTTP /v1/traces, /v1/metrics)")
     lines.append(f"PostgreSQL   {postgres}")
     lines.append(f"Vault API    {vault}")
     lines.append(f"data folder  {cfg.data_dir}")
@@ -400,7 +427,8 @@ class Supervisor:
     # ---- start --------------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        for svc in (*SERVICES, "gateway") if self.command is default_command else ():
+        extra = (TRACES,) if self.cfg.embedded_traces else ()
+        for svc in (*SERVICES, "gateway", *extra) if self.command is default_command else ():
             module = module_of(svc)
             try:
                 found = importlib.util.find_spec(f"{module}.__main__") is not None
@@ -585,7 +613,7 @@ class Supervisor:
         token, audit_key, identity_dir = self.prepare_files()
         infra = Infra(db_urls, vault_addr, creds, token, audit_key, identity_dir)
         self.out.say(f"internal token, keys and AppRole credentials: {self.cfg.data_dir}")
-        for wave in WAVES:
+        for wave in self.cfg.waves:
             self.start_wave(wave, infra)
         for line in address_lines(self.cfg, pg_where, vault_where):
             self.out.say(line)

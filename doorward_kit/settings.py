@@ -25,6 +25,8 @@ class StackSettings(BaseSettings):
     secrets_http_port: int = 4004
     secrets_grpc_port: int = 5004
     secrets_public_url: str | None = None
+    # The embedded trace store's OTLP/HTTP receiver (4318 is OTLP/HTTP's registered port).
+    traces_http_port: int = 4318
     # Service-to-service credential carried on every internal gRPC call.
     internal_token: SecretStr | None = None
     # Default deadline for internal gRPC calls, seconds.

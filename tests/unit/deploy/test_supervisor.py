@@ -137,3 +137,27 @@ def test_reprs_hide_credentials(tmp_path: Path) -> None:
     text = repr(cfg) + repr(_infra(tmp_path))
     for secret in ("root-token-value", "db-password", SECRET_ID, TOKEN):
         assert secret not in text
+
+
+def test_the_trace_store_starts_with_identity_and_every_process_exports_to_it(
+    tmp_path: Path,
+) -> None:
+    cfg = _cfg(tmp_path, DOORWARD_TRACES_HTTP_PORT="7318")
+    assert cfg.embedded_traces and cfg.waves[0] == ("traces", "identity")
+    assert any(p.env == "DOORWARD_TRACES_HTTP_PORT" and p.port == 7318 for p in port_plan(cfg))
+    infra = _infra(tmp_path)
+    for svc in (*SERVICES, "gateway"):
+        env = child_env(svc, cfg, infra, {})
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:7318"
+    store = child_env("traces", cfg, infra, {})
+    assert store["OTEL_TRACES_EXPORTER"] == "none"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in store
+
+
+def test_an_external_collector_replaces_the_trace_store(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318")
+    assert not cfg.embedded_traces
+    assert cfg.waves == WAVES
+    assert all(p.env != "DOORWARD_TRACES_HTTP_PORT" for p in port_plan(cfg))
+    env = child_env("workorders", cfg, _infra(tmp_path), {"OTEL_EXPORTER_OTLP_ENDPOINT": "x"})
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "x"  # the operator's own, untouched

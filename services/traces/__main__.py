@@ -1,0 +1,87 @@
+"""`python -m services.traces`: the embedded trace store (migrations, OTLP receiver, retention).
+
+It exports no spans of its own: a store that traced its own ingestion would feed itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.http import create_app
+from doorward_kit.logging import setup_logging
+from doorward_kit.runner import ServiceParts, serving
+from doorward_kit.settings import StackSettings
+from services.traces.api.http import otlp_router
+from services.traces.service import TraceStore
+from services.traces.settings import TracesSettings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+async def prune_loop(db: Database, store: TraceStore, period: float) -> None:
+    """Delete what is past retention, in short batches, every `period` seconds. Safe with
+    several replicas: a transaction-scoped advisory lock lets one of them work at a time."""
+    while True:
+        with contextlib.suppress(Exception):
+            total = 0
+            while True:
+                async with db.unit_of_work() as session:
+                    if not await _try_lock(session):
+                        break
+                    deleted = await store.prune(session)
+                total += deleted
+                if deleted == 0:
+                    break
+            if total:
+                log.info("trace store pruned", extra={"fields": {"rows": total}})
+        await asyncio.sleep(period)
+
+
+async def _try_lock(session: object) -> bool:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    assert isinstance(session, AsyncSession)
+    # 0x7472616365 = "trace": one key for the retention job of every replica.
+    result = await session.execute(text("SELECT pg_try_advisory_xact_lock(498469676901)"))
+    return bool(result.scalar())
+
+
+async def build_parts(
+    stack: StackSettings, settings: TracesSettings
+) -> tuple[ServiceParts, Database, TraceStore]:
+    await run_migrations_async(MIGRATIONS, settings.db_url)
+    db = Database(settings.db_url)
+    store = TraceStore(retention=timedelta(days=settings.traces_retention_days))
+    app = create_app("doorward-traces", readiness=db.ping)
+    app.include_router(otlp_router(db, store, settings.traces_max_body_bytes))
+
+    async def retention() -> None:
+        await prune_loop(db, store, settings.traces_prune_seconds)
+
+    parts = ServiceParts(
+        app=app,
+        host=stack.host,
+        http_port=stack.traces_http_port,
+        background=[retention],
+        close=db.dispose,
+    )
+    return parts, db, store
+
+
+async def _main() -> None:
+    parts, _, _ = await build_parts(StackSettings(), TracesSettings())  # type: ignore[call-arg]
+    async with serving(parts, "traces") as http:
+        log.info("traces serving", extra={"fields": {"http_port": parts.http_port}})
+        await http.finished
+
+
+if __name__ == "__main__":
+    setup_logging("traces")
+    asyncio.run(_main())

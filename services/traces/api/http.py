@@ -1,0 +1,122 @@
+"""The OTLP/HTTP receiver: POST /v1/traces and /v1/metrics, protobuf or JSON, gzip or not.
+
+Answers as the OTLP specification asks: 200 with an (empty) Export*ServiceResponse in the
+request's encoding; 400 for a body that is not OTLP (not retryable), 413 for one over the limit,
+415 for another content type, 503 while the database is unreachable (retryable).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from doorward_kit.db import Database
+from services.traces.otlp import JSON, PROTOBUF, PayloadError, decode_metrics, decode_traces
+from services.traces.service import TraceStore
+
+log = logging.getLogger(__name__)
+
+
+class Refusal(Exception):
+    """An OTLP request refused with `status`; the message names no content of the body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self) -> Response:
+        code = "BAD_USER_INPUT" if self.status < 500 else "UNAVAILABLE"
+        return JSONResponse({"error": {"code": code, "message": self.message}}, self.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, streamed and stopped at `limit` bytes; gzip inflated with the same limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refusal(413, f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refusal(413, f"body over {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise Refusal(415, "content encoding must be gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise Refusal(400, "the gzip body is corrupt") from error
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise Refusal(413, f"body over {limit} bytes inflated")
+    return inflated
+
+
+def _answer(message: Message, content_type: str) -> Response:
+    if content_type.split(";", 1)[0].strip().lower() == JSON:
+        return Response(json_format.MessageToJson(message), media_type=JSON)
+    return Response(message.SerializeToString(), media_type=PROTOBUF)
+
+
+def _media(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in (PROTOBUF, JSON):
+        raise Refusal(415, f"use {PROTOBUF} or {JSON} for OTLP/HTTP")
+    return media
+
+
+def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/traces")
+    async def traces(request: Request) -> Response:
+        try:
+            return await _traces(request)
+        except Refusal as refusal:
+            return refusal.response()
+
+    @router.post("/v1/metrics")
+    async def metrics(request: Request) -> Response:
+        try:
+            return await _metrics(request)
+        except Refusal as refusal:
+            return refusal.response()
+
+    async def _traces(request: Request) -> Response:
+        media = _media(request)
+        body = await read_body(request, max_body_bytes)
+        try:
+            records = decode_traces(body, media)
+        except PayloadError as error:
+            raise Refusal(400, str(error)) from None
+        async with db.unit_of_work() as session:
+            await store.ingest_spans(session, records)
+        return _answer(ExportTraceServiceResponse(), media)
+
+    async def _metrics(request: Request) -> Response:
+        media = _media(request)
+        body = await read_body(request, max_body_bytes)
+        try:
+            records = decode_metrics(body, media)
+        except PayloadError as error:
+            raise Refusal(400, str(error)) from None
+        async with db.unit_of_work() as session:
+            await store.ingest_metrics(session, records)
+        return _answer(ExportMetricsServiceResponse(), media)
+
+    return router

@@ -1,0 +1,88 @@
+"""The trace store's rules: ingest (idempotent), read one organisation's traces, prune by age.
+
+No FastAPI, gRPC or strawberry here: adapters translate, this decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from doorward_kit.errors import DoorwardError, ErrorCode
+from services.traces.models import Span
+from services.traces.otlp import MetricRecord, SpanRecord
+from services.traces.repository import TraceQuery, TraceRepository, TraceSummary
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TraceView:
+    summary: TraceSummary
+    spans: list[Span]
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.summary.ended_at - self.summary.started_at).total_seconds() * 1000
+
+
+def valid_trace_id(trace_id: str) -> str:
+    """32 lowercase hex digits, not all zero (W3C trace context), or BAD_USER_INPUT."""
+    value = trace_id.strip().lower()
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value) or not value.strip("0"):
+        raise DoorwardError(ErrorCode.BAD_USER_INPUT, "traceId must be 32 hex digits")
+    return value
+
+
+class TraceStore:
+    def __init__(self, retention: timedelta, clock: Clock = utc_now) -> None:
+        self.retention = retention
+        self.clock = clock
+
+    async def ingest_spans(self, session: AsyncSession, records: Sequence[SpanRecord]) -> int:
+        """Store spans not seen before; spans already past retention are dropped at the door."""
+        horizon = self.clock() - self.retention
+        fresh = [r for r in records if r.started_at >= horizon]
+        repo = TraceRepository(session)
+        new = await repo.add_spans(fresh)
+        await repo.merge_traces(new)
+        return len(new)
+
+    async def ingest_metrics(self, session: AsyncSession, records: Sequence[MetricRecord]) -> int:
+        return await TraceRepository(session).add_metric_points(records)
+
+    async def trace(self, session: AsyncSession, org_id: str, trace_id: str) -> TraceView | None:
+        """One trace of `org_id`; None when unknown, expired or another organisation's (the
+        same answer, so ids of other organisations cannot be probed)."""
+        repo = TraceRepository(session)
+        summary = await repo.trace(org_id, valid_trace_id(trace_id))
+        if summary is None or summary.ended_at < self.clock() - self.retention:
+            return None
+        return TraceView(summary, await repo.spans_of(summary.trace_id))
+
+    async def traces(
+        self,
+        session: AsyncSession,
+        org_id: str,
+        query: TraceQuery,
+        first: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[TraceSummary]:
+        horizon = self.clock() - self.retention
+        if query.started_from is None or query.started_from < horizon:
+            query = TraceQuery(**{**query.__dict__, "started_from": horizon})
+        return await TraceRepository(session).traces(org_id, query, first, after)
+
+    async def prune(self, session: AsyncSession, batch: int = 5000) -> int:
+        """One batch of deletions past retention; call until it returns 0."""
+        return await TraceRepository(session).prune(self.clock() - self.retention, batch)
