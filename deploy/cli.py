@@ -41,16 +41,20 @@ def provision(
         raise typer.Exit(1) from None
 
 
-def identity_db_url(env: Mapping[str, str]) -> str:
-    """Where `make up` keeps identity's database: on DOORWARD_DATABASE_URL's server, else in
+def service_db_url(env: Mapping[str, str], svc: str) -> str:
+    """Where `make up` keeps a service's database: on DOORWARD_DATABASE_URL's server, else in
     the embedded PostgreSQL of the data folder (its unix socket lives in its folder)."""
     from deploy.embedded import database_url
 
     server = env.get("DOORWARD_DATABASE_URL")
     if server:
-        return database_url(server, "doorward_identity")
+        return database_url(server, f"doorward_{svc}")
     pg_dir = Path(env.get("DOORWARD_DATA_DIR", ".doorward")).expanduser().resolve() / "postgres"
-    return f"postgresql+asyncpg://postgres@/doorward_identity?host={pg_dir}"
+    return f"postgresql+asyncpg://postgres@/doorward_{svc}?host={pg_dir}"
+
+
+def identity_db_url(env: Mapping[str, str]) -> str:
+    return service_db_url(env, "identity")
 
 
 @app.command()
@@ -65,6 +69,24 @@ def bootstrap(
     os.environ.setdefault("DOORWARD_IDENTITY_DB_URL", identity_db_url(os.environ))
     code = run_bootstrap(
         org, admin_email, echo=typer.echo, echo_err=lambda line: typer.echo(line, err=True)
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def trace(
+    reference: str = typer.Argument(..., help="a trace id (32 hex digits) or an audit event id"),
+) -> None:
+    """Print a trace's span tree from the embedded trace store (DOORWARD_TRACES_DB_URL, else
+    the stack of DOORWARD_DATABASE_URL / DOORWARD_DATA_DIR, as `up` runs it)."""
+    from services.traces.cli import run_trace
+
+    env = os.environ
+    code = run_trace(
+        reference,
+        env.get("DOORWARD_TRACES_DB_URL") or service_db_url(env, "traces"),
+        env.get("DOORWARD_AUDIT_DB_URL") or service_db_url(env, "audit"),
+        typer.echo,
     )
     raise typer.Exit(code)
 

@@ -79,6 +79,7 @@ def stack_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     env["DOORWARD_DATA_DIR"] = str(data)
     env["DOORWARD_GATEWAY_PORT"] = str(free_port())
     env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
+    env["DOORWARD_TRACES_HTTP_PORT"] = str(free_port())
     for svc in SERVICES:
         env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
         env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
@@ -108,10 +109,12 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         root = json.loads((data / "openbao" / "init.json").read_text())["root_token"]
         for secret in (secret_id, token, root):
             assert secret not in output
-        # identity alone, then audit, secrets and workorders together, then the gateway.
+        # identity (beside the trace store), then audit, secrets and workorders together, then
+        # the gateway.
         order = [line.split()[2] for line in up.seen if "ready in" in line]
-        assert order[:3] == ["PostgreSQL", "OpenBao", "identity"] and order[-1] == "gateway"
-        assert sorted(order[3:-1]) == ["audit", "secrets", "workorders"]
+        assert order[:2] == ["PostgreSQL", "OpenBao"] and order[-1] == "gateway"
+        assert sorted(order[2:4]) == ["identity", "traces"]
+        assert sorted(order[4:-1]) == ["audit", "secrets", "workorders"]
         said = [line.split("| ", 1)[1] for line in up.seen if line.startswith("doorward ")]
 
         def at(start: str) -> int:

@@ -241,3 +241,30 @@ async def test_filters_find_the_denied_trace(postgres) -> None:
             )
         assert [t.trace_id for t in deny] == [denied] == [t.trace_id for t in by_order]
         assert allow == [] and later == []
+
+
+async def test_doorward_trace_prints_the_tree_by_trace_id_and_by_audit_event_id(postgres) -> None:
+    from doorward_kit.audit_client import Outcome
+    from services.traces.cli import run_trace
+    from tests.integration.audit.harness import record, running_audit
+
+    async with running_store(postgres) as s, running_audit(postgres) as audit:
+        trace_id = await asyncio.to_thread(export_spans, s.url, "org-e")
+        event = record("org-e", action="secret.reveal", outcome=Outcome.DENIED, trace_id=trace_id)
+        await audit.append([event])
+        traces_url = s.dsn
+        for reference in (trace_id, event.id):
+            lines: list[str] = []
+            code = await asyncio.to_thread(
+                run_trace, reference, traces_url, audit.admin_dsn, lines.append
+            )
+            assert code == 0, lines
+            assert lines[0] == f"trace {trace_id}: 2 spans from doorward-secrets"
+            assert lines[1].startswith("doorward-secrets POST /v1/reveals/{grant_id}")
+            assert lines[2].startswith("  doorward-secrets doorward.secret.reveal")
+            assert "doorward.decision=deny doorward.decision.reason=consumed" in lines[2]
+        missing: list[str] = []
+        code = await asyncio.to_thread(
+            run_trace, "not-an-id", traces_url, audit.admin_dsn, missing.append
+        )
+        assert code == 1 and "neither a trace id" in missing[0]

@@ -57,3 +57,38 @@ def test_the_exporter_wrapper_drops_values_messages_and_status_descriptions() ->
     ]
     assert exported.status.status_code is StatusCode.ERROR
     assert not exported.status.description
+
+
+def test_the_tree_puts_children_under_parents_and_orphans_at_the_root() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.traces.cli import SpanLine, render_tree
+
+    t0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+    def span(sid: str, parent: str | None, ms: int, **attrs: object) -> SpanLine:
+        return SpanLine(
+            sid,
+            parent,
+            "svc",
+            f"span-{sid}",
+            t0 + timedelta(milliseconds=ms),
+            1500,
+            "UNSET",
+            dict(attrs),
+        )
+
+    lines = render_tree(
+        [
+            span("c", "a", 2, **{"doorward.decision": "allow"}),
+            span("a", None, 0),
+            span("o", "gone", 5),
+            span("b", "a", 1),
+        ]
+    )
+    assert lines == [
+        "svc span-a  +0.0ms 1.5ms",
+        "  svc span-b  +1.0ms 1.5ms",
+        "  svc span-c  +2.0ms 1.5ms  doorward.decision=allow",
+        "svc span-o  +5.0ms 1.5ms",
+    ]
