@@ -98,3 +98,18 @@ app.add_typer(audit_app, name="audit")
 from gateway.cli import gateway_app  # noqa: E402 - `doorward gateway compose|serve` (gateway's)
 
 app.add_typer(gateway_app, name="gateway")
+
+
+@gateway_app.command("schema")
+def gateway_schema(
+    out: Path | None = typer.Option(None, help="write the SDL here instead of stdout"),
+) -> None:
+    """Print the public API schema (SDL) that frontend teams generate types from; no process
+    needs to run. `schema.graphql` at the repository root is its committed snapshot."""
+    from deploy.schema import api_schema_sdl
+
+    sdl = api_schema_sdl()
+    if out is not None:
+        out.write_text(sdl)
+    else:
+        typer.echo(sdl, nl=False)
