@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.telemetry import instrument_fastapi
@@ -21,6 +21,35 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 
 def error_response(error: DoorwardError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error.to_json(), status_code=error.http_status, headers=headers)
+
+
+def add_metrics_route(app: FastAPI, allowed_networks: str | None = None) -> None:
+    """GET /metrics (Prometheus text, or OpenMetrics with trace-id exemplars when asked for),
+    answered only to scrapers in `allowed_networks` (comma-separated CIDRs; default
+    DOORWARD_METRICS_ALLOWED_NETWORKS, else loopback): counts are not for the internet."""
+    import ipaddress
+
+    from doorward_kit.metrics import render
+    from doorward_kit.settings import StackSettings
+
+    spec = (
+        allowed_networks
+        if allowed_networks is not None
+        else (StackSettings().metrics_allowed_networks)
+    )
+    networks = [ipaddress.ip_network(part.strip()) for part in spec.split(",") if part.strip()]
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        peer = request.client.host if request.client else ""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            address = None
+        if address is None or not any(address in network for network in networks):
+            return error_response(DoorwardError(ErrorCode.FORBIDDEN, "metrics are not served here"))
+        body, content_type = render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
 
 def create_app(
@@ -62,5 +91,6 @@ def create_app(
         log.exception("unhandled error")
         return error_response(DoorwardError(ErrorCode.INTERNAL, "internal error"))
 
+    add_metrics_route(app)
     instrument_fastapi(app)
     return app

@@ -29,6 +29,8 @@ class StackSettings(BaseSettings):
     traces_http_port: int = 4318
     # Service-to-service credential carried on every internal gRPC call.
     internal_token: SecretStr | None = None
+    # Who may read GET /metrics (comma-separated CIDRs of Prometheus scrapers).
+    metrics_allowed_networks: str = "127.0.0.0/8,::1/128"
     # Default deadline for internal gRPC calls, seconds.
     grpc_deadline: float = 5.0
 

@@ -129,6 +129,9 @@ def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> 
             SimpleSpanProcessor(RedactingExporter(JsonLinesFileExporter(span_file)))
         )
     trace.set_tracer_provider(provider)
+    from doorward_kit.metrics import setup_metrics_export
+
+    setup_metrics_export(service_name)
     if instrument_libraries:
         _instrument_libraries()
     _configured = True

@@ -31,6 +31,7 @@ from opentelemetry import propagate, trace
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from doorward_kit.http import add_metrics_route
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import Limits, RateLimiter, TrustedDocuments, check_document
@@ -355,6 +356,8 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
 
     app.router.add_route("/graphql", graphql_post, methods=["POST"])
     app.router.add_route("/graphql", graphql_get, methods=["GET"])
+
+    add_metrics_route(app, settings.stack.metrics_allowed_networks)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
