@@ -108,6 +108,17 @@ SECRET_REVEALS = Counter(
 SECRET_GRANTS = Counter(
     "doorward_secret_grants", "Grant requests by decision and reason", ("decision", "reason")
 )
+# Must stay 0: a reveal that succeeded for a grant already used (Vault's single-use wrapping
+# makes it impossible; counting it keeps the invariant visible).
+SECRET_DOUBLE_REVEALS = Counter(
+    "doorward_secret_double_reveals", "Reveals that succeeded for an already used grant", ()
+)
+# Per technician pseudonym (enduser.pseudo.id, never a user id): the denial ratio alert.
+ACCESS_DECISIONS_BY_ACTOR = Counter(
+    "doorward_access_decisions_by_actor",
+    "Access decisions per pseudonymous actor",
+    ("decision", "actor"),
+)
 ACTIVE_GRANTS = Gauge("doorward_secret_grants_active", "Grants issued and not yet used or ended")
 VAULT_REQUEST_SECONDS = Histogram(
     "doorward_vault_request_duration_seconds", "Vault API calls by operation", ("operation",)
