@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ ISSUER = "doorward-identity"
 AUDIENCE = "doorward"
 ALGORITHMS = ["EdDSA"]
 MAX_TOKEN_LIFETIME_SECONDS = 600
+# Step-up assertions (identity's VerifyStepUp): proof that a user typed a fresh one-time code.
+STEP_UP_AUDIENCE = "doorward-step-up"
+STEP_UP_LIFETIME_SECONDS = 900
+PURPOSE_BREAK_GLASS_REQUEST = "break_glass.request"
+PURPOSE_BREAK_GLASS_APPROVE = "break_glass.approve"
 
 
 class Role(enum.StrEnum):
@@ -65,6 +71,28 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return Role.ADMIN in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """A verified step-up assertion: `user_id` proved presence for `purpose` on `binding`."""
+
+    user_id: str
+    org_id: str
+    roles: frozenset[Role]
+    purpose: str
+    binding: str
+    assertion_id: str
+    expires_at: float
+
+
+def break_glass_binding(
+    request_id: str, secret_ref_id: str, work_order_id: str, reason: str
+) -> str:
+    """What a requester's break-glass step-up is bound to: this request, secret, job and reason
+    (as a digest: free text never goes into a token)."""
+    digest = hashlib.sha256(reason.strip().encode()).hexdigest()[:32]
+    return f"{request_id}/{secret_ref_id}/{work_order_id}/{digest}"
 
 
 class SessionGuard(Protocol):
@@ -162,26 +190,30 @@ class TokenVerifier:
         await self._guard.check(principal)
         return principal
 
-    async def decode(self, token: str) -> Principal:
+    async def _signing_key(self, token: str, what: str) -> Any:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise unauthenticated("the access token is malformed") from None
+            raise unauthenticated(f"the {what} is malformed") from None
         if header.get("alg") not in ALGORITHMS:
-            raise unauthenticated("the access token's algorithm is not accepted")
+            raise unauthenticated(f"the {what}'s algorithm is not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str):
-            raise unauthenticated("the access token names no signing key")
+            raise unauthenticated(f"the {what} names no signing key")
         keys = await self._jwks.keys()
         if kid not in keys:
             keys = await self._jwks.keys(refresh=True)
         key = keys.get(kid)
         if key is None:
-            raise unauthenticated("the access token was signed by an unknown key")
+            raise unauthenticated(f"the {what} was signed by an unknown key")
+        return key.key
+
+    async def decode(self, token: str) -> Principal:
+        key = await self._signing_key(token, "access token")
         try:
             claims = jwt.decode(
                 token,
-                key=key.key,
+                key=key,
                 algorithms=ALGORITHMS,
                 audience=AUDIENCE,
                 issuer=ISSUER,
@@ -194,6 +226,41 @@ class TokenVerifier:
         if int(claims["exp"]) - int(claims["iat"]) > MAX_TOKEN_LIFETIME_SECONDS:
             raise unauthenticated("the access token lives too long")
         return principal_from_claims(claims, token)
+
+    async def verify_step_up(self, assertion: str) -> StepUp:
+        """A step-up assertion identity signed after checking a fresh one-time code (see
+        identity's VerifyStepUp). Another audience than access tokens: neither passes for the
+        other. The caller still checks purpose, binding and whose it is."""
+        if not assertion or len(assertion) > 4096:
+            raise unauthenticated("a step-up assertion is required")
+        key = await self._signing_key(assertion, "step-up assertion")
+        try:
+            claims = jwt.decode(
+                assertion,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=STEP_UP_AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "org", "purpose", "bind", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("the step-up assertion has expired") from None
+        except jwt.PyJWTError:
+            raise unauthenticated("the step-up assertion is invalid") from None
+        if int(claims["exp"]) - int(claims["iat"]) > STEP_UP_LIFETIME_SECONDS:
+            raise unauthenticated("the step-up assertion lives too long")
+        try:
+            return StepUp(
+                user_id=str(claims["sub"]),
+                org_id=str(claims["org"]),
+                roles=frozenset(_roles(claims.get("roles", []))),
+                purpose=str(claims["purpose"]),
+                binding=str(claims["bind"]),
+                assertion_id=str(claims["jti"]),
+                expires_at=float(claims["exp"]),
+            )
+        except (ValueError, TypeError):
+            raise unauthenticated("the step-up assertion's claims are invalid") from None
 
 
 def principal_from_claims(claims: dict[str, Any], token: str = "") -> Principal:

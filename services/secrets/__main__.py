@@ -80,7 +80,12 @@ async def build_parts(
             grant_ttl=settings.secrets_grant_ttl,
             break_glass_ttl=settings.secrets_break_glass_ttl,
             recheck_job=settings.secrets_recheck_job,
+            max_open_grants=settings.secrets_max_open_grants,
+            grant_rate=settings.secrets_grant_rate_limit,
+            max_open_uploads=settings.secrets_max_open_uploads,
+            upload_rate=settings.secrets_upload_rate_limit,
         ),
+        step_ups=verifier,
     )
 
     async def ready() -> bool:
@@ -91,7 +96,7 @@ async def build_parts(
         build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
     )
     grpc_server = GrpcServer(stack.host, stack.secrets_grpc_port, internal_token)
-    add_to_server(grpc_server.server, service)
+    add_to_server(grpc_server.server, service, verifier)
     sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="secrets")
 
     async def sweep() -> None:

@@ -89,6 +89,10 @@ class Grant(Base):
     version: Mapped[int] = mapped_column(Integer)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The workorders break-glass request this grant answers (unique: one grant per approval).
+    break_glass_request_id: Mapped[str | None] = mapped_column(
+        String(36), nullable=True, unique=True
+    )
     token_hash: Mapped[str] = mapped_column(String(64))
     wrap_accessor: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

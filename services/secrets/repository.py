@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.secrets.models import Grant, SecretRef, UploadSlot
@@ -191,3 +191,42 @@ async def unclean_slots(
         .with_for_update(skip_locked=True)
     )
     return [(str(r[0]), str(r[1]), bool(r[2])) for r in (await session.execute(query)).all()]
+
+
+# ---- per-user limits ------------------------------------------------------------------------
+
+
+async def lock_user(session: AsyncSession, org_id: str, user_id: str) -> None:
+    """Serialise one user's grant/slot creation until the transaction ends, so that the count
+    below and the insert after it cannot race with another request of the same user."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"{org_id}/{user_id}", 0)))
+    )
+
+
+async def count_open_grants(session: AsyncSession, org_id: str, user_id: str, now: datetime) -> int:
+    query = select(func.count()).where(
+        Grant.org_id == org_id,
+        Grant.user_id == user_id,
+        Grant.used_at.is_(None),
+        Grant.revoked_at.is_(None),
+        Grant.expires_at > now,
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def count_open_slots(session: AsyncSession, org_id: str, user_id: str, now: datetime) -> int:
+    query = select(func.count()).where(
+        UploadSlot.org_id == org_id,
+        UploadSlot.user_id == user_id,
+        UploadSlot.used_at.is_(None),
+        UploadSlot.revoked_at.is_(None),
+        UploadSlot.expires_at > now,
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def break_glass_used(session: AsyncSession, request_id: str) -> bool:
+    """Has a grant been issued for this break-glass request (in any organisation)?"""
+    query = select(Grant.id).where(Grant.break_glass_request_id == request_id)
+    return (await session.execute(query)).first() is not None

@@ -12,6 +12,10 @@ DOORWARD_SECRETS_BREAK_GLASS_TTL    seconds a break-glass grant lives (300)
 DOORWARD_SECRETS_REVEAL_RATE_LIMIT  requests per user per minute on the value routes (30)
 DOORWARD_SECRETS_RECHECK_JOB        re-check the job with workorders (GetAccessContext) (true)
 DOORWARD_SECRETS_SWEEP_SECONDS      how often the sweeper cleans Vault-side tokens (30)
+DOORWARD_SECRETS_MAX_OPEN_GRANTS    grants one user may hold unused at once (10)
+DOORWARD_SECRETS_GRANT_RATE_LIMIT   grant requests per user per minute (20)
+DOORWARD_SECRETS_MAX_OPEN_UPLOADS   upload slots one user may hold unused at once (20)
+DOORWARD_SECRETS_UPLOAD_RATE_LIMIT  upload-slot requests per user per minute (30)
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ class SecretsSettings(BaseSettings):
     secrets_reveal_rate_limit: int = Field(default=30, ge=1)
     secrets_recheck_job: bool = True
     secrets_sweep_seconds: float = Field(default=30.0, gt=0)
+    # Per-user limits: a stolen token (or a bug upstream) cannot stockpile grants or slots.
+    secrets_max_open_grants: int = Field(default=10, ge=1)
+    secrets_grant_rate_limit: int = Field(default=20, ge=1)
+    secrets_max_open_uploads: int = Field(default=20, ge=1)
+    secrets_upload_rate_limit: int = Field(default=30, ge=1)
 
     @property
     def db_url(self) -> str:

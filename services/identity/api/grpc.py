@@ -11,9 +11,11 @@ from typing import Any
 import grpc
 from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 
-from doorward_kit.errors import bad_input
+from doorward_kit.acting import acting_user
+from doorward_kit.errors import bad_input, unavailable
 from doorward_kit.grpc import grpc_errors
 from services.identity.runtime import Identity
+from services.identity.service.step_up import StepUps
 from services.identity.session_hub import SessionHub, Watcher
 
 HEARTBEAT_SECONDS = 1.0
@@ -24,6 +26,7 @@ _STATUS = {"ACTIVE": identity_pb2.ACTIVE, "DEACTIVATED": identity_pb2.DEACTIVATE
 class IdentityServicer(identity_pb2_grpc.IdentityServicer):
     def __init__(self, identity: Identity) -> None:
         self._identity = identity
+        self._step_ups = StepUps(identity.service)
 
     @grpc_errors
     async def CheckSession(
@@ -124,6 +127,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         return identity_pb2.GetRegionsResponse(
             regions=[identity_pb2.Region(id=i, org_id=request.org_id) for i in ids]
         )
+
+    @grpc_errors
+    async def VerifyStepUp(
+        self, request: identity_pb2.VerifyStepUpRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.StepUp:
+        # The user is the one of the access token the call carries; never a request field.
+        if self._identity.verifier is None:
+            raise unavailable("identity cannot verify tokens yet")
+        principal = await acting_user(context, self._identity.verifier)
+        async with self._identity.db.unit_of_work() as session:
+            outcome = await self._step_ups.verify(
+                session, principal, request.otp, request.purpose, request.binding
+            )
+        result = outcome.unwrap()  # a refusal's audit event is committed first
+        return identity_pb2.StepUp(assertion=result.assertion, expires_at=result.expires_at)
 
 
 async def _read_acks(

@@ -1,6 +1,9 @@
 """gRPC servicer of the secrets service (callers: workorders, identity). Never carries a value.
 
 The callers authorize the user first; this side re-checks what it can (window, job) itself.
+Calls that act for a user (PrepareUpload, IssueGrant, DeleteSiteSecrets, DestroyCustomerKey)
+carry that user's access token; the principal is taken from the verified token only
+(doorward_kit.acting), never from a request field.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from doorward_kit.acting import acting_user
+from doorward_kit.auth import Role, TokenVerifier
 from doorward_kit.grpc import grpc_errors
 from services.secrets.models import SecretRef
-from services.secrets.service.secrets import SecretsService
+from services.secrets.service.secrets import BreakGlassApproval, SecretsService
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -44,16 +49,17 @@ def ref_to_proto(ref: SecretRef) -> secrets_pb2.SecretRef:
 
 
 class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
-    def __init__(self, service: SecretsService) -> None:
+    def __init__(self, service: SecretsService, verifier: TokenVerifier) -> None:
         self.service = service
+        self.verifier = verifier
 
     @grpc_errors
     async def PrepareUpload(
         self, request: secrets_pb2.PrepareUploadRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.UploadSlot:
+        principal = await acting_user(context, self.verifier)
         prepared = await self.service.prepare_upload(
-            org_id=request.org_id,
-            user_id=request.user_id,
+            principal,
             site_id=request.site_id,
             region_id=request.region_id,
             kind=request.kind,
@@ -71,14 +77,21 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
     async def IssueGrant(
         self, request: secrets_pb2.IssueGrantRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.Grant:
+        principal = await acting_user(context, self.verifier)
+        approval = None
+        if request.HasField("break_glass"):
+            approval = BreakGlassApproval(
+                request_id=request.break_glass.request_id,
+                step_up=request.break_glass.step_up,
+                approvals=tuple(request.break_glass.approvals),
+            )
         issued = await self.service.issue_grant(
-            org_id=request.org_id,
-            user_id=request.user_id,
+            principal,
             work_order_id=request.work_order_id,
             secret_ref_id=request.secret_ref_id,
             window_start=_time(request, "window_start"),
             window_end=_time(request, "window_end"),
-            break_glass=request.break_glass,
+            break_glass=approval,
             reason=request.reason,
         )
         return secrets_pb2.Grant(
@@ -117,9 +130,8 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
     async def DeleteSiteSecrets(
         self, request: secrets_pb2.DeleteSiteSecretsRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.DeleteSiteSecretsResponse:
-        deleted = await self.service.delete_site_secrets(
-            org_id=request.org_id, site_id=request.site_id
-        )
+        principal = await acting_user(context, self.verifier, Role.ADMIN)
+        deleted = await self.service.delete_site_secrets(principal, site_id=request.site_id)
         return secrets_pb2.DeleteSiteSecretsResponse(deleted=deleted)
 
     @grpc_errors
@@ -146,9 +158,12 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
     async def DestroyCustomerKey(
         self, request: secrets_pb2.DestroyCustomerKeyRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.DestroyCustomerKeyResponse:
-        await self.service.destroy_customer_key(request.org_id, request.customer_id)
+        principal = await acting_user(context, self.verifier, Role.ADMIN)
+        await self.service.destroy_customer_key(principal, request.customer_id)
         return secrets_pb2.DestroyCustomerKeyResponse()
 
 
-def add_to_server(server: grpc.aio.Server, service: SecretsService) -> None:
-    secrets_pb2_grpc.add_SecretsServicer_to_server(SecretsServicer(service), server)
+def add_to_server(
+    server: grpc.aio.Server, service: SecretsService, verifier: TokenVerifier
+) -> None:
+    secrets_pb2_grpc.add_SecretsServicer_to_server(SecretsServicer(service, verifier), server)

@@ -20,13 +20,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
+from doorward_kit.auth import (
+    PURPOSE_BREAK_GLASS_APPROVE,
+    PURPOSE_BREAK_GLASS_REQUEST,
+    Principal,
+    Role,
+    StepUp,
+    break_glass_binding,
+)
 from doorward_kit.db import Database
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
+from doorward_kit.policy import Action, Resource, authorize, can
 from services.secrets import repository as repo
 from services.secrets.models import AuditOutbox, Grant, SecretRef, UploadSlot, new_id
+from services.secrets.ratelimit import RateLimiter
 from services.secrets.service import rules
 from services.secrets.service.rules import JobContext
 from services.secrets.vault import VaultGateway, VaultRejected
@@ -42,6 +53,22 @@ class JobSource(Protocol):
     async def access_context(self, org_id: str, work_order_id: str) -> JobContext | None: ...
 
 
+class StepUpVerifier(Protocol):
+    """Checks identity's signature on a step-up assertion (doorward_kit.auth.TokenVerifier)."""
+
+    async def verify_step_up(self, assertion: str) -> StepUp: ...
+
+
+@dataclass(frozen=True)
+class BreakGlassApproval:
+    """What a break-glass IssueGrant carries instead of a flag: the workorders request id, the
+    requester's step-up assertion and any second approvers' assertions."""
+
+    request_id: str
+    step_up: str
+    approvals: tuple[str, ...] = ()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -52,6 +79,10 @@ class Limits:
     grant_ttl: int = 900
     break_glass_ttl: int = 300
     recheck_job: bool = True
+    max_open_grants: int = 10
+    grant_rate: int = 20
+    max_open_uploads: int = 20
+    upload_rate: int = 30
 
 
 @dataclass(frozen=True)
@@ -117,6 +148,7 @@ class SecretsService:
         *,
         base_url: str,
         limits: Limits | None = None,
+        step_ups: StepUpVerifier | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -125,7 +157,11 @@ class SecretsService:
         self.jobs = jobs
         self.base_url = base_url.rstrip("/")
         self.limits = limits or Limits()
+        # Without a step-up verifier no break-glass grant can be issued at all.
+        self.step_ups = step_ups
         self.clock = clock
+        self._grant_rate = RateLimiter(self.limits.grant_rate)
+        self._upload_rate = RateLimiter(self.limits.upload_rate)
 
     def upload_url(self, slot_id: str) -> str:
         return f"{self.base_url}/v1/uploads/{slot_id}"
@@ -169,25 +205,40 @@ class SecretsService:
 
     async def prepare_upload(
         self,
+        principal: Principal,
         *,
-        org_id: str,
-        user_id: str,
         site_id: str,
         region_id: str,
         kind: str,
         label: str,
         secret_ref_id: str = "",
     ) -> PreparedUpload:
-        rules.require_id(org_id, "org_id")
-        rules.require_id(user_id, "user_id")
+        """An upload slot for the verified user `principal` (never a user named by a field)."""
+        org_id = rules.require_id(principal.org_id, "org_id")
+        user_id = rules.require_id(principal.user_id, "user_id")
+        self._upload_rate.check(f"{org_id}/{user_id}")
         now = self.clock()
         async with self.db.unit_of_work() as session:
+            await repo.lock_user(session, org_id, user_id)
+            if await repo.count_open_slots(session, org_id, user_id, now) >= (
+                self.limits.max_open_uploads
+            ):
+                raise DoorwardError(
+                    ErrorCode.RATE_LIMITED,
+                    "too many open uploads; use or let some expire, then try again",
+                )
             if secret_ref_id:
                 ref = await repo.get_ref(session, org_id, secret_ref_id, for_update=True)
                 if ref is None:
                     raise not_found("secret reference")
+                authorize(principal, Action.SECRET_ROTATE, Resource(org_id, ref.region_id))
                 action = "secret.rotate.prepare"
             else:
+                authorize(
+                    principal,
+                    Action.SECRET_UPLOAD,
+                    Resource(org_id, rules.require_id(region_id, "region_id")),
+                )
                 ref = SecretRef(
                     id=new_id(),
                     org_id=org_id,
@@ -331,29 +382,30 @@ class SecretsService:
 
     async def issue_grant(
         self,
+        principal: Principal,
         *,
-        org_id: str,
-        user_id: str,
         work_order_id: str,
         secret_ref_id: str,
         window_start: datetime | None,
         window_end: datetime | None,
-        break_glass: bool = False,
+        break_glass: BreakGlassApproval | None = None,
         reason: str = "",
     ) -> IssuedGrant:
-        rules.require_id(org_id, "org_id")
-        rules.require_id(user_id, "user_id")
+        """A reveal grant for the verified user `principal`: the job's assignee in its window,
+        or an ADMIN holding a verified break-glass approval."""
+        org_id = rules.require_id(principal.org_id, "org_id")
+        user_id = rules.require_id(principal.user_id, "user_id")
         rules.require_id(work_order_id, "work_order_id")
         rules.require_id(secret_ref_id, "secret_ref_id")
         reason = (reason or "").strip()
-        if break_glass and not reason:
+        if break_glass is not None and not reason:
             raise bad_input("break-glass access needs a reason")
         if len(reason) > rules.MAX_BREAK_GLASS_REASON:
             raise bad_input(f"reason must be at most {rules.MAX_BREAK_GLASS_REASON} characters")
+        self._grant_rate.check(f"{org_id}/{user_id}")
         try:
             return await self._issue_grant(
-                org_id,
-                user_id,
+                principal,
                 work_order_id,
                 secret_ref_id,
                 (window_start, window_end),
@@ -369,27 +421,92 @@ class SecretsService:
                 "secret_ref_id": rules.uuid_or_empty(secret_ref_id),
                 "work_order_id": rules.uuid_or_empty(work_order_id),
             }
-            mode = "break_glass" if break_glass else "normal"
-            raise await self._refuse(denial, "secret.access.denied", fields, mode=mode) from None
+            extra = {"mode": "break_glass" if break_glass is not None else "normal"}
+            if break_glass is not None and rules.uuid_or_empty(break_glass.request_id):
+                extra["request_id"] = break_glass.request_id
+            raise await self._refuse(denial, "secret.access.denied", fields, **extra) from None
+
+    async def _check_break_glass(
+        self,
+        principal: Principal,
+        approval: BreakGlassApproval,
+        secret_ref_id: str,
+        work_order_id: str,
+        reason: str,
+    ) -> list[str]:
+        """The approval is real: the requester (the caller's verified token) typed a fresh
+        one-time code for exactly this request, secret, job and reason; every approver is
+        another ADMIN of the organisation who typed theirs for this request. Returns the
+        approvers' ids. A caller holding only a process's credentials has none of this."""
+        if not can(principal, Action.SECRET_BREAK_GLASS, Resource(principal.org_id)):
+            raise Denial(
+                DoorwardError(ErrorCode.FORBIDDEN, "break-glass access is for ADMINs only"),
+                "not_admin",
+            )
+        if not rules.uuid_or_empty(approval.request_id) or self.step_ups is None:
+            raise _step_up_denial("step_up_missing")
+        if not approval.step_up:
+            raise _step_up_denial("step_up_missing")
+        try:
+            own = await self.step_ups.verify_step_up(approval.step_up)
+        except DoorwardError:
+            raise _step_up_denial("step_up_invalid") from None
+        binding = break_glass_binding(approval.request_id, secret_ref_id, work_order_id, reason)
+        if (
+            own.purpose != PURPOSE_BREAK_GLASS_REQUEST
+            or own.user_id != principal.user_id
+            or own.org_id != principal.org_id
+            or Role.ADMIN not in own.roles
+            or own.binding != binding
+        ):
+            raise _step_up_denial("step_up_mismatch")
+        approvers: list[str] = []
+        for assertion in approval.approvals:
+            try:
+                other = await self.step_ups.verify_step_up(assertion)
+            except DoorwardError:
+                raise _step_up_denial("approval_invalid") from None
+            if (
+                other.purpose != PURPOSE_BREAK_GLASS_APPROVE
+                or other.org_id != principal.org_id
+                or Role.ADMIN not in other.roles
+                or other.binding != approval.request_id
+            ):
+                raise _step_up_denial("approval_mismatch")
+            if other.user_id == principal.user_id or other.user_id in approvers:
+                raise _step_up_denial("approver_not_distinct")
+            approvers.append(other.user_id)
+        async with self.db.unit_of_work() as session:
+            if await repo.break_glass_used(session, approval.request_id):
+                raise Denial(
+                    conflict("this break-glass request has already been used"), "request_used"
+                )
+        return approvers
 
     async def _issue_grant(
         self,
-        org_id: str,
-        user_id: str,
+        principal: Principal,
         work_order_id: str,
         secret_ref_id: str,
         window: tuple[datetime | None, datetime | None],
-        break_glass: bool,
+        approval: BreakGlassApproval | None,
         reason: str,
     ) -> IssuedGrant:
+        org_id, user_id = principal.org_id, principal.user_id
+        break_glass = approval is not None
         async with self.db.unit_of_work() as session:
             ref = await repo.get_ref(session, org_id, secret_ref_id)
             if ref is None:
                 raise Denial(not_found("secret reference"), "not_found")
             if ref.version < 1:
                 raise Denial(conflict("no value has been uploaded for this secret yet"), "no_value")
+            await self._check_open_grants(session, org_id, user_id)
         now = self.clock()
-        if break_glass:
+        approvers: list[str] = []
+        if approval is not None:
+            approvers = await self._check_break_glass(
+                principal, approval, secret_ref_id, work_order_id, reason
+            )
             seconds = self.limits.break_glass_ttl
             if self.limits.recheck_job and self.jobs is not None:
                 job = await self.jobs.access_context(org_id, work_order_id)
@@ -403,6 +520,8 @@ class SecretsService:
                         "secret_not_attached",
                     )
         else:
+            if not principal.has_role(Role.TECHNICIAN, Role.SUBCONTRACTOR):
+                raise Denial(_job_error("not_assignee"), "not_assignee")
             if self.limits.recheck_job and self.jobs is not None:
                 job = await self.jobs.access_context(org_id, work_order_id)
                 why = rules.job_denial(
@@ -415,6 +534,18 @@ class SecretsService:
                 if why is not None:
                     raise Denial(_job_error(why), why)
                 assert job is not None
+                # The policy again, on the job's facts: the assignee, in a region they hold.
+                if not can(
+                    principal,
+                    Action.SECRET_ACCESS_REQUEST,
+                    Resource(
+                        org_id,
+                        region_id=job.region_id,
+                        assignee_id=job.assignee_id,
+                        in_window=True,
+                    ),
+                ):
+                    raise Denial(_job_error("not_assignee"), "not_allowed")
                 window = rules.intersect(window, (job.window_start, job.window_end))
             try:
                 seconds = rules.grant_lifetime(now, *window, ttl=self.limits.grant_ttl)
@@ -427,6 +558,7 @@ class SecretsService:
             token = rules.encode_token(rules.REVEAL_PREFIX, sealed)
             expires_at = rules.expiry(now, min(seconds, wrapped.ttl))
             async with self.db.unit_of_work() as session:
+                await self._check_open_grants(session, org_id, user_id, lock=True)
                 session.add(
                     Grant(
                         id=grant_id,
@@ -437,6 +569,7 @@ class SecretsService:
                         site_id=ref.site_id,
                         version=ref.version,
                         break_glass=break_glass,
+                        break_glass_request_id=approval.request_id if approval else None,
                         reason=reason or None,
                         token_hash=rules.token_hash(token),
                         wrap_accessor=wrapped.accessor,
@@ -444,8 +577,24 @@ class SecretsService:
                         vault_clean=False,
                     )
                 )
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    # Two grants raced for one break-glass request: the unique index decides.
+                    raise Denial(
+                        conflict("this break-glass request has already been used"),
+                        "request_used",
+                    ) from None
                 await self._record_grant(
-                    session, org_id, user_id, work_order_id, ref, grant_id, seconds, break_glass
+                    session,
+                    org_id,
+                    user_id,
+                    work_order_id,
+                    ref,
+                    grant_id,
+                    seconds,
+                    approval,
+                    approvers,
                 )
         except BaseException:
             await self._revoke_quietly(wrapped.accessor)
@@ -458,6 +607,22 @@ class SecretsService:
             expires_at=expires_at,
         )
 
+    async def _check_open_grants(
+        self, session: AsyncSession, org_id: str, user_id: str, *, lock: bool = False
+    ) -> None:
+        if lock:
+            await repo.lock_user(session, org_id, user_id)
+        if await repo.count_open_grants(session, org_id, user_id, self.clock()) >= (
+            self.limits.max_open_grants
+        ):
+            raise Denial(
+                DoorwardError(
+                    ErrorCode.RATE_LIMITED,
+                    "too many open grants; use or let some expire, then try again",
+                ),
+                "too_many_grants",
+            )
+
     async def _record_grant(
         self,
         session: AsyncSession,
@@ -467,7 +632,8 @@ class SecretsService:
         ref: SecretRef,
         grant_id: str,
         seconds: int,
-        break_glass: bool,
+        approval: BreakGlassApproval | None,
+        approvers: Sequence[str],
     ) -> None:
         common: dict[str, Any] = {
             "org_id": org_id,
@@ -479,7 +645,7 @@ class SecretsService:
             "work_order_id": work_order_id,
         }
         details = {"grant_id": grant_id, "version": str(ref.version), "ttl_seconds": str(seconds)}
-        if not break_glass:
+        if approval is None:
             await record_event(
                 session,
                 AuditOutbox,
@@ -489,7 +655,16 @@ class SecretsService:
         await record_event(
             session,
             AuditOutbox,
-            AuditRecord(**common, action="secret.break_glass", details=details),
+            AuditRecord(
+                **common,
+                action="secret.break_glass",
+                details={
+                    **details,
+                    "request_id": approval.request_id,
+                    "count": str(len(approvers)),
+                    "mfa": "totp",
+                },
+            ),
         )
         await record_event(
             session,
@@ -497,7 +672,12 @@ class SecretsService:
             AuditRecord(
                 **common,
                 action="security.alert",
-                details={"reason": "break_glass", "grant_id": grant_id, "user_id": user_id},
+                details={
+                    "reason": "break_glass",
+                    "grant_id": grant_id,
+                    "user_id": user_id,
+                    "request_id": approval.request_id,
+                },
             ),
         )
 
@@ -689,10 +869,15 @@ class SecretsService:
         async with self.db.unit_of_work() as session:
             return await repo.list_refs(session, org_id, ref_ids, site_ids)
 
-    async def delete_site_secrets(self, *, org_id: str, site_id: str, actor_id: str = "") -> int:
-        rules.require_id(org_id, "org_id")
+    async def delete_site_secrets(self, principal: Principal, *, site_id: str) -> int:
+        """Erasure of a customer's site: only for a verified ADMIN acting for it."""
+        authorize(principal, Action.CUSTOMER_ERASE, Resource(principal.org_id))
+        org_id = rules.require_id(principal.org_id, "org_id")
+        actor_id = principal.user_id
         rules.require_id(site_id, "site_id")
-        await self.revoke_grants(org_id=org_id, site_id=site_id, reason="deleted")
+        await self.revoke_grants(
+            org_id=org_id, site_id=site_id, reason="deleted", actor_id=actor_id
+        )
         now = self.clock()
         async with self.db.unit_of_work() as session:
             refs = await repo.site_refs(session, org_id, site_id)
@@ -733,7 +918,11 @@ class SecretsService:
                 raise not_found("customer key") from None
             raise bad_input("the ciphertext is not a data key of this customer") from None
 
-    async def destroy_customer_key(self, org_id: str, customer_id: str, actor_id: str = "") -> None:
+    async def destroy_customer_key(self, principal: Principal, customer_id: str) -> None:
+        """Crypto-shredding on erasure: only for a verified ADMIN acting for it. A process's
+        own credentials are never enough to destroy a customer's key."""
+        authorize(principal, Action.CUSTOMER_ERASE, Resource(principal.org_id))
+        org_id, actor_id = principal.org_id, principal.user_id
         name = rules.customer_key_name(org_id, customer_id)
         destroyed = await self.vault.destroy_key(name)
         async with self.db.unit_of_work() as session:
@@ -782,6 +971,17 @@ class SecretsService:
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(interval)
+
+
+def _step_up_denial(reason: str) -> Denial:
+    return Denial(
+        DoorwardError(
+            ErrorCode.FORBIDDEN,
+            "break-glass access needs a verified approval: a fresh one-time code of the "
+            "requesting ADMIN (and of a second ADMIN when the organisation requires one)",
+        ),
+        reason,
+    )
 
 
 def _mismatch(what: str, reason: str = "invalid_token", *, burn_slot: str | None = None) -> Denial:

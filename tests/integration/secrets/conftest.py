@@ -22,7 +22,13 @@ from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from doorward_kit.auth import Role
+from doorward_kit.auth import (
+    PURPOSE_BREAK_GLASS_APPROVE,
+    PURPOSE_BREAK_GLASS_REQUEST,
+    Role,
+    SessionGuard,
+    break_glass_binding,
+)
 from doorward_kit.grpc import GrpcServer, ServiceChannel
 from doorward_kit.logging import JsonFormatter
 from doorward_kit.net import free_port
@@ -160,8 +166,10 @@ class SecretsHarness:
     logs: ListHandler
     _stop: list[Any] = field(default_factory=list)
 
-    async def call(self, method: str, request: Any) -> Any:
-        return await getattr(self.stub, method)(request, metadata=self.channel.metadata())
+    async def call(self, method: str, request: Any, token: str | None = None) -> Any:
+        """A gRPC call as workorders makes it: the process's credentials, plus the access token
+        of the user it acts for (`token`; None = the process's own credentials only)."""
+        return await getattr(self.stub, method)(request, metadata=self.channel.metadata(token))
 
     def token(self, user_id: str, org_id: str, roles: tuple[Role, ...] = (Role.TECHNICIAN,)) -> str:
         return self.issuer.token(user_id=user_id, org_id=org_id, roles=roles)
@@ -172,22 +180,17 @@ class SecretsHarness:
         """Prepare + upload a value as a dispatcher; returns (secret_ref_id, site_id)."""
         site_id = site_id or str(uuid.uuid4())
         dispatcher = str(uuid.uuid4())
+        token = self.token(dispatcher, org_id, (Role.DISPATCHER,))
         slot = await self.call(
             "PrepareUpload",
             secrets_pb2.PrepareUploadRequest(
-                org_id=org_id,
-                user_id=dispatcher,
-                site_id=site_id,
-                region_id="region-1",
-                kind="DOOR_CODE",
-                label="Back door",
+                site_id=site_id, region_id="region-1", kind="DOOR_CODE", label="Back door"
             ),
+            token,
         )
         response = await self.http.put(
             slot.upload_url,
-            headers={
-                "Authorization": f"Bearer {self.token(dispatcher, org_id, (Role.DISPATCHER,))}"
-            },
+            headers={"Authorization": f"Bearer {token}"},
             json={"uploadToken": slot.upload_token, "value": value},
         )
         assert response.status_code == 201, response.text
@@ -210,16 +213,48 @@ class SecretsHarness:
         c = job.context
         start = c.scheduled_start.ToDatetime(tzinfo=UTC) - timedelta(seconds=c.lead_seconds)
         end = c.scheduled_end.ToDatetime(tzinfo=UTC) + timedelta(seconds=c.grace_seconds)
+        token = kwargs.pop("token", job.token)
         request = secrets_pb2.IssueGrantRequest(
-            org_id=job.org_id,
-            user_id=kwargs.pop("user_id", job.user_id),
             work_order_id=job.work_order_id,
             secret_ref_id=secret_ref_id,
             window_start=_ts(kwargs.pop("window_start", start)),
             window_end=_ts(kwargs.pop("window_end", end)),
             **kwargs,
         )
-        return await self.call("IssueGrant", request)
+        return await self.call("IssueGrant", request, token)
+
+    def break_glass(
+        self,
+        job: Job,
+        secret_ref_id: str,
+        admin: str,
+        reason: str,
+        *,
+        approvers: tuple[str, ...] = (),
+        request_id: str | None = None,
+    ) -> tuple[str, secrets_pb2.BreakGlassApproval]:
+        """An ADMIN's token and the approval workorders passes after identity's step-ups."""
+        request_id = request_id or str(uuid.uuid4())
+        binding = break_glass_binding(request_id, secret_ref_id, job.work_order_id, reason)
+        approval = secrets_pb2.BreakGlassApproval(
+            request_id=request_id,
+            step_up=self.issuer.step_up(
+                user_id=admin,
+                org_id=job.org_id,
+                purpose=PURPOSE_BREAK_GLASS_REQUEST,
+                binding=binding,
+            ),
+            approvals=[
+                self.issuer.step_up(
+                    user_id=other,
+                    org_id=job.org_id,
+                    purpose=PURPOSE_BREAK_GLASS_APPROVE,
+                    binding=request_id,
+                )
+                for other in approvers
+            ],
+        )
+        return self.token(admin, job.org_id, (Role.ADMIN,)), approval
 
     async def reveal(
         self, grant: secrets_pb2.Grant, access_token: str | None, reveal_token: str | None = None
@@ -246,6 +281,7 @@ async def running_secrets(
     secret_id: str,
     audit: RecordingAudit | None = None,
     workorders: FakeWorkOrders | None = None,
+    guard: SessionGuard | None = None,
     **settings: Any,
 ) -> AsyncIterator[SecretsHarness]:
     setup_telemetry("secrets-tests")
@@ -288,7 +324,7 @@ async def running_secrets(
         **options,
     )
     try:
-        parts, service = await build_parts(stack, config, verifier=issuer.verifier())
+        parts, service = await build_parts(stack, config, verifier=issuer.verifier(guard))
     except BaseException:
         await fakes.stop(0)
         await wo_server.stop(0)

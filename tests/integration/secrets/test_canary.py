@@ -100,7 +100,8 @@ async def test_the_value_appears_only_in_the_reveal_response(persistent) -> None
     dispatcher = str(uuid.uuid4())
     slot = await h.call(
         "PrepareUpload",
-        secrets_pb2.PrepareUploadRequest(org_id=org_id, user_id=dispatcher, secret_ref_id=ref_id),
+        secrets_pb2.PrepareUploadRequest(secret_ref_id=ref_id),
+        h.token(dispatcher, org_id, (Role.DISPATCHER,)),
     )
     tokens.append(slot.upload_token)
     put = await h.http.put(
@@ -110,9 +111,12 @@ async def test_the_value_appears_only_in_the_reveal_response(persistent) -> None
     )
     assert put.status_code == 201
     admin = str(uuid.uuid4())
-    glass = await h.grant(job, ref_id, user_id=admin, break_glass=True, reason="locked out")
+    admin_token, approval = h.break_glass(job, ref_id, admin, "locked out")
+    glass = await h.grant(
+        job, ref_id, token=admin_token, break_glass=approval, reason="locked out"
+    )
     tokens.append(glass.reveal_token)
-    assert (await h.reveal(glass, h.token(admin, org_id))).json()["value"] == canary2
+    assert (await h.reveal(glass, admin_token)).json()["value"] == canary2
     pending = await h.grant(job, ref_id)
     tokens.append(pending.reveal_token)
     await h.call(

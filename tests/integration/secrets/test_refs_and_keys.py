@@ -8,6 +8,7 @@ import grpc
 import pytest
 from doorward.secrets.v1 import secrets_pb2
 
+from doorward_kit.auth import Role
 from tests.integration.secrets.conftest import SecretsHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -51,8 +52,9 @@ async def test_delete_site_secrets_destroys_every_version(
     ref_id, site = await h.new_secret(org_id, "doomed")
     job = await h.job(org_id, ref_id, site)
     grant = await h.grant(job, ref_id)
+    admin = h.token(str(uuid.uuid4()), org_id, (Role.ADMIN,))
     deleted = await h.call(
-        "DeleteSiteSecrets", secrets_pb2.DeleteSiteSecretsRequest(org_id=org_id, site_id=site)
+        "DeleteSiteSecrets", secrets_pb2.DeleteSiteSecretsRequest(site_id=site), admin
     )
     assert deleted.deleted == 1
     assert (await h.reveal(grant, job.token)).status_code == 410
@@ -100,7 +102,8 @@ async def test_data_keys_round_trip_and_crypto_shredding(
 
     await h.call(
         "DestroyCustomerKey",
-        secrets_pb2.DestroyCustomerKeyRequest(org_id=org_id, customer_id=customer),
+        secrets_pb2.DestroyCustomerKeyRequest(customer_id=customer),
+        h.token(str(uuid.uuid4()), org_id, (Role.ADMIN,)),
     )
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await h.call(
@@ -113,7 +116,8 @@ async def test_data_keys_round_trip_and_crypto_shredding(
     # Idempotent.
     await h.call(
         "DestroyCustomerKey",
-        secrets_pb2.DestroyCustomerKeyRequest(org_id=org_id, customer_id=customer),
+        secrets_pb2.DestroyCustomerKeyRequest(customer_id=customer),
+        h.token(str(uuid.uuid4()), org_id, (Role.ADMIN,)),
     )
     await h.audit.wait_for(org_id, "customer.key.destroy")
 

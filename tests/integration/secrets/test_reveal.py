@@ -169,7 +169,7 @@ async def test_before_dispatch_and_for_someone_else_no_grant(
 
     job = await h.job(org_id, ref_id, site_id)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await h.grant(job, ref_id, user_id=str(uuid.uuid4()))
+        await h.grant(job, ref_id, token=h.token(str(uuid.uuid4()), org_id))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await h.audit.wait_for(org_id, "secret.access.denied", reason="not_assignee")
 
@@ -298,13 +298,13 @@ async def test_break_glass_is_audited_and_alerted(secrets_svc: SecretsHarness, o
     ref_id, site_id = await h.new_secret(org_id, "break-glass-canary")
     job = await h.job(org_id, ref_id, site_id)
     admin = str(uuid.uuid4())
+    reason = "technician locked out, fire alarm"
+    admin_token, approval = h.break_glass(job, ref_id, admin, reason)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await h.grant(job, ref_id, user_id=admin, break_glass=True)
+        await h.grant(job, ref_id, token=admin_token, break_glass=approval)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    grant = await h.grant(
-        job, ref_id, user_id=admin, break_glass=True, reason="technician locked out, fire alarm"
-    )
+    grant = await h.grant(job, ref_id, token=admin_token, break_glass=approval, reason=reason)
     await h.audit.wait_for(org_id, "secret.break_glass")
     alert = await h.audit.wait_for(org_id, "security.alert", reason="break_glass")
     assert alert.details["grant_id"] == grant.id
@@ -312,7 +312,7 @@ async def test_break_glass_is_audited_and_alerted(secrets_svc: SecretsHarness, o
 
     # Only the admin it was issued to may use it; the assignee's token does not.
     assert (await h.reveal(grant, job.token)).status_code == 403
-    ok = await h.reveal(grant, h.token(admin, org_id))
+    ok = await h.reveal(grant, admin_token)
     assert ok.status_code == 200
     reveal = h.audit.of(org_id, "secret.reveal")[0]
     assert reveal.details["mode"] == "break_glass"

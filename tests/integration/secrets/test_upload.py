@@ -18,15 +18,14 @@ async def _prepare(
     h: SecretsHarness, org_id: str, user_id: str, **kwargs
 ) -> secrets_pb2.UploadSlot:
     fields = {
-        "org_id": org_id,
-        "user_id": user_id,
         "site_id": str(uuid.uuid4()),
         "region_id": "region-1",
         "kind": "ALARM_CODE",
         "label": "Alarm panel",
     }
     fields.update(kwargs)
-    return await h.call("PrepareUpload", secrets_pb2.PrepareUploadRequest(**fields))
+    token = h.token(user_id, org_id, (Role.DISPATCHER,))
+    return await h.call("PrepareUpload", secrets_pb2.PrepareUploadRequest(**fields), token)
 
 
 async def test_upload_token_is_single_use_and_bound_to_its_user(
