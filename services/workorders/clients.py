@@ -12,7 +12,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from doorward_kit.grpc import ServiceChannel
 from services.workorders.crypto import DataKey
-from services.workorders.ports import GrantView, SecretRefView, UploadSlotView, UserFacts
+from services.workorders.ports import (
+    BreakGlassProof,
+    GrantView,
+    SecretRefView,
+    UploadSlotView,
+    UserFacts,
+)
 
 
 def _time(message: object, name: str) -> datetime | None:
@@ -48,8 +54,6 @@ class GrpcSecrets:
     async def prepare_upload(
         self,
         *,
-        org_id: str,
-        user_id: str,
         site_id: str,
         region_id: str,
         kind: str,
@@ -60,8 +64,6 @@ class GrpcSecrets:
         slot = await self._channel.call(
             self._stub.PrepareUpload,
             secrets_pb2.PrepareUploadRequest(
-                org_id=org_id,
-                user_id=user_id,
                 site_id=site_id,
                 region_id=region_id,
                 kind=kind,
@@ -81,24 +83,25 @@ class GrpcSecrets:
     async def issue_grant(
         self,
         *,
-        org_id: str,
-        user_id: str,
         work_order_id: str,
         secret_ref_id: str,
         window_start: datetime | None,
         window_end: datetime | None,
-        break_glass: bool,
+        break_glass: BreakGlassProof | None,
         reason: str,
         bearer: str,
     ) -> GrantView:
         request = secrets_pb2.IssueGrantRequest(
-            org_id=org_id,
-            user_id=user_id,
-            work_order_id=work_order_id,
-            secret_ref_id=secret_ref_id,
-            break_glass=break_glass,
-            reason=reason,
+            work_order_id=work_order_id, secret_ref_id=secret_ref_id, reason=reason
         )
+        if break_glass is not None:
+            request.break_glass.CopyFrom(
+                secrets_pb2.BreakGlassApproval(
+                    request_id=break_glass.request_id,
+                    step_up=break_glass.step_up,
+                    approvals=list(break_glass.approvals),
+                )
+            )
         if window_start is not None:
             request.window_start.CopyFrom(_ts(window_start))
         if window_end is not None:
@@ -127,18 +130,20 @@ class GrpcSecrets:
         )
         return [ref_from_proto(r) for r in reply.secret_refs if r.org_id in ("", org_id)]
 
-    async def delete_site_secrets(self, org_id: str, site_id: str) -> int:
+    async def delete_site_secrets(self, site_id: str, *, bearer: str) -> int:
         reply = await self._channel.call(
             self._stub.DeleteSiteSecrets,
-            secrets_pb2.DeleteSiteSecretsRequest(org_id=org_id, site_id=site_id),
+            secrets_pb2.DeleteSiteSecretsRequest(site_id=site_id),
+            bearer_token=bearer,
             what="secrets",
         )
         return int(reply.deleted)
 
-    async def destroy_customer_key(self, org_id: str, customer_id: str) -> None:
+    async def destroy_customer_key(self, customer_id: str, *, bearer: str) -> None:
         await self._channel.call(
             self._stub.DestroyCustomerKey,
-            secrets_pb2.DestroyCustomerKeyRequest(org_id=org_id, customer_id=customer_id),
+            secrets_pb2.DestroyCustomerKeyRequest(customer_id=customer_id),
+            bearer_token=bearer,
             what="secrets",
         )
 
@@ -205,3 +210,12 @@ class GrpcIdentity:
             what="identity",
         )
         return {r.id for r in reply.regions}
+
+    async def verify_step_up(self, *, otp: str, purpose: str, binding: str, bearer: str) -> str:
+        reply = await self._channel.call(
+            self._stub.VerifyStepUp,
+            identity_pb2.VerifyStepUpRequest(otp=otp, purpose=purpose, binding=binding),
+            bearer_token=bearer,
+            what="identity",
+        )
+        return str(reply.assertion)

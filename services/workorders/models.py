@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -43,7 +44,41 @@ class OrgSettings(Base):
     max_window_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
     next_number: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
+    # Break-glass needs a second ADMIN's approval (updateBreakGlassPolicy).
+    break_glass_second_approver: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default="false"
+    )
     updated_at: Mapped[datetime] = _now()
+
+
+class BreakGlassRequest(Base):
+    """One ADMIN's request for a secret outside the normal rules, and what became of it.
+
+    The step-up assertions are identity's signatures over a fresh one-time code of the requester
+    (and of the approver); secrets checks them before it issues the grant, once per request.
+    They are useless without the requester's own access token. The free-text reason stays here
+    (it may name people); audit events carry ids only."""
+
+    __tablename__ = "break_glass_requests"
+    __table_args__ = (Index("ix_break_glass_requests_org_id_status", "org_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    requester_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    secret_ref_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    work_order_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    site_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    # PENDING | APPROVED | DENIED | EXPIRED
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    requires_approval: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    step_up: Mapped[str] = mapped_column(Text, nullable=False)
+    approver_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approval: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    grant_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class Customer(Base):

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.workorders.models import (
+    BreakGlassRequest,
     Customer,
     InvoiceLine,
     OrgSettings,
@@ -63,6 +64,45 @@ class Repository:
         row = await self.session.get(OrgSettings, org_id, populate_existing=True)
         assert row is not None
         return row
+
+    async def save_break_glass_policy(self, org_id: str, second_approver: bool) -> bool:
+        values = {"break_glass_second_approver": second_approver, "updated_at": func.now()}
+        await self.session.execute(
+            insert(OrgSettings)
+            .values(
+                org_id=org_id,
+                lead_minutes=DEFAULT_LEAD_MINUTES,
+                grace_minutes=DEFAULT_GRACE_MINUTES,
+                max_window_minutes=DEFAULT_MAX_WINDOW_MINUTES,
+                **values,
+            )
+            .on_conflict_do_update(index_elements=[OrgSettings.org_id], set_=values)
+        )
+        return second_approver
+
+    # ---- break-glass requests ---------------------------------------------------------------
+
+    def add_break_glass_request(self, row: BreakGlassRequest) -> None:
+        self.session.add(row)
+
+    async def break_glass_request(
+        self, org_id: str, request_id: str, *, for_update: bool = False
+    ) -> BreakGlassRequest | None:
+        query = select(BreakGlassRequest).where(
+            BreakGlassRequest.org_id == org_id, BreakGlassRequest.id == request_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def break_glass_requests(
+        self, org_id: str, statuses: Collection[str] | None, limit: int = 200
+    ) -> list[BreakGlassRequest]:
+        query = select(BreakGlassRequest).where(BreakGlassRequest.org_id == org_id)
+        if statuses is not None:
+            query = query.where(BreakGlassRequest.status.in_(list(statuses)))
+        query = query.order_by(BreakGlassRequest.created_at.desc()).limit(limit)
+        return list((await self.session.execute(query)).scalars())
 
     async def next_number(self, org_id: str) -> int:
         """Work order numbers count up per organisation (the row lock serialises creators)."""

@@ -1014,8 +1014,6 @@ class WorkOrdersService:
             raise bad_input("kind must be one of " + ", ".join(SECRET_KINDS))
         label = _text("label", label, MAX_LABEL)
         slot = await self.secrets.prepare_upload(
-            org_id=principal.org_id,
-            user_id=principal.user_id,
             site_id=site.id,
             region_id=site.region_id,
             kind=kind,
@@ -1052,8 +1050,6 @@ class WorkOrdersService:
         site = await self._site_of_secret(session, principal, secret_ref_id)
         authorize(principal, Action.SECRET_ROTATE, Resource(site.org_id, site.region_id))
         slot = await self.secrets.prepare_upload(
-            org_id=principal.org_id,
-            user_id=principal.user_id,
             site_id=site.id,
             region_id=site.region_id,
             kind="",
@@ -1151,13 +1147,11 @@ class WorkOrdersService:
         window = access_window(order, policy)
         assert window is not None
         grant = await self.secrets.issue_grant(
-            org_id=principal.org_id,
-            user_id=principal.user_id,
             work_order_id=order.id,
             secret_ref_id=secret_ref_id,
             window_start=window[0],
             window_end=window[1],
-            break_glass=False,
+            break_glass=None,
             reason="",
             bearer=principal.token,
         )
@@ -1170,53 +1164,6 @@ class WorkOrdersService:
             work_order_id=order.id,
             secret_ref_id=secret_ref_id,
             details={"grant_id": grant.id},
-        )
-        return grant
-
-    async def break_glass(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        secret_ref_id: str,
-        reason: str,
-        work_order_id: str | None,
-    ) -> GrantView:
-        authorize(principal, Action.SECRET_BREAK_GLASS, Resource(principal.org_id))
-        if len(reason.strip()) < MIN_BREAK_GLASS_REASON:
-            raise bad_input(
-                f"break-glass access needs a reason of at least {MIN_BREAK_GLASS_REASON} characters"
-            )
-        site = await self._site_of_secret(session, principal, secret_ref_id)
-        repo = Repository(session)
-        if work_order_id:
-            order = await self.order_for(session, principal, work_order_id)
-            if order.site_id != site.id:
-                raise conflict("the secret belongs to another site than the work order")
-        else:
-            latest = await repo.latest_order_at_site(principal.org_id, site.id)
-            if latest is None:
-                raise conflict("break-glass access needs a work order at the secret's site")
-            order = latest
-        grant = await self.secrets.issue_grant(
-            org_id=principal.org_id,
-            user_id=principal.user_id,
-            work_order_id=order.id,
-            secret_ref_id=secret_ref_id,
-            window_start=None,
-            window_end=None,
-            break_glass=True,
-            reason=reason.strip(),
-            bearer=principal.token,
-        )
-        await self.audit(
-            session,
-            principal,
-            "secret.break_glass.request",
-            target_type="SecretRef",
-            target_id=secret_ref_id,
-            work_order_id=order.id,
-            secret_ref_id=secret_ref_id,
-            details={"grant_id": grant.id, "mode": "break_glass"},
         )
         return grant
 
@@ -1350,12 +1297,13 @@ class WorkOrdersService:
         sites = await repo.sites_of_customers(principal.org_id, [customer.id])
         deleted = 0
         for site in sites:
-            deleted += await self.secrets.delete_site_secrets(principal.org_id, site.id)
+            deleted += await self.secrets.delete_site_secrets(site.id, bearer=principal.token)
         for order in await repo.orders_at_sites(principal.org_id, [s.id for s in sites]):
             if order.status in OPEN:
                 repo.owe_revocation(order.org_id, order.id, "cancelled")
         # The key goes last: if anything above failed, the erasure can simply be retried.
-        await self.secrets.destroy_customer_key(principal.org_id, customer.id)
+        # Secrets destroys the key only for the verified ADMIN token acting for this erasure.
+        await self.secrets.destroy_customer_key(customer.id, bearer=principal.token)
         self.crypto.cache.forget(customer.id)
         await repo.erase_customer(principal.org_id, customer.id)
         await self.audit(

@@ -40,6 +40,8 @@ from doorward_kit.graphql import (
     subgraph_router,
 )
 from services.workorders import models
+from services.workorders.breakglass import BreakGlass, BreakGlassView
+from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
 from services.workorders.runtime import Runtime
 from services.workorders.service import Contact, Refusal, WindowPolicy, WorkOrderInput, source_ip
@@ -86,6 +88,10 @@ class SecretKind(enum.Enum):
 def _runtime(info: Info) -> Runtime:
     runtime: Runtime = info.context.services
     return runtime
+
+
+def _break_glass(info: Info) -> BreakGlass:
+    return BreakGlass(_runtime(info).service)
 
 
 def _batched(
@@ -509,6 +515,92 @@ class SecretAccessGrant:
         )
 
 
+@strawberry.enum
+class BreakGlassStatus(enum.Enum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    DENIED = "DENIED"
+    EXPIRED = "EXPIRED"
+
+
+@strawberry.type
+class BreakGlassPolicy:
+    require_second_approver: bool
+
+
+@strawberry.type
+class BreakGlassRequest:
+    id: strawberry.ID
+    status: BreakGlassStatus
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    requester_id: strawberry.Private[str]
+    approver_id: strawberry.Private[str | None]
+    secret_ref_id: strawberry.Private[str]
+    work_order_id: strawberry.Private[str]
+    issued: strawberry.Private[GrantView | None]
+    claimable: strawberry.Private[bool]
+
+    @classmethod
+    def from_view(cls, view: BreakGlassView) -> BreakGlassRequest:
+        row = view.row
+        return cls(
+            id=strawberry.ID(row.id),
+            status=BreakGlassStatus(view.status.value),
+            reason=row.reason,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            decided_at=row.decided_at,
+            requester_id=row.requester_id,
+            approver_id=row.approver_id,
+            secret_ref_id=row.secret_ref_id,
+            work_order_id=row.work_order_id,
+            issued=view.grant,
+            claimable=view.claimable,
+        )
+
+    @strawberry.field
+    def requester(self) -> User:
+        return User(id=strawberry.ID(self.requester_id))
+
+    @strawberry.field
+    def approver(self) -> User | None:
+        return User(id=strawberry.ID(self.approver_id)) if self.approver_id else None
+
+    @strawberry.field
+    async def secret_ref(self, info: Info) -> SecretRef | None:
+        view = await load_secret_ref(info, self.secret_ref_id)
+        return SecretRef.from_view(view) if view else None
+
+    @strawberry.field
+    async def work_order(self, info: Info) -> WorkOrder | None:
+        row = await load_order(info, self.work_order_id)
+        return WorkOrder.from_row(row) if row else None
+
+    @strawberry.field(
+        description="Present once approved, for the requester only, and only once: the "
+        "reveal token is shown a single time."
+    )
+    async def grant(self, info: Info) -> SecretAccessGrant | None:
+        if self.issued is not None:
+            return SecretAccessGrant.from_view(self.issued)
+        if not self.claimable:
+            return None
+        principal = await caller(info)
+        if principal.user_id != self.requester_id:
+            return None
+        runtime = _runtime(info)
+        source_ip.set(info.context.source_ip)
+        async with runtime.db.unit_of_work() as session:
+            view = await _break_glass(info).claim(session, principal, str(self.id))
+        if view is None:
+            return None
+        self.issued, self.claimable = view, False
+        return SecretAccessGrant.from_view(view)
+
+
 @strawberry.type
 class AccessWindowPolicy:
     lead_minutes: int
@@ -665,6 +757,25 @@ class Query:
         if row is None:
             raise not_found("site")
         return Site.from_row(row)
+
+    @strawberry.field(description="ADMIN only: the organisation's break-glass requests.")
+    async def break_glass_requests(
+        self, info: Info, status: BreakGlassStatus | None = None
+    ) -> list[BreakGlassRequest]:
+        principal = await caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            views = await _break_glass(info).requests(
+                session, principal, _BreakGlassStatus(status.value) if status else None
+            )
+        return [BreakGlassRequest.from_view(v) for v in views]
+
+    @strawberry.field(description="ADMIN only: the organisation's break-glass policy.")
+    async def break_glass_policy(self, info: Info) -> BreakGlassPolicy:
+        principal = await caller(info)
+        async with _runtime(info).db.unit_of_work() as session:
+            value = await _break_glass(info).policy(session, principal)
+        return BreakGlassPolicy(require_second_approver=value)
 
     @strawberry.field
     async def access_window_policy(self, info: Info) -> AccessWindowPolicy:
@@ -895,33 +1006,84 @@ class Mutation:
         )
         return SecretAccessGrant.from_view(grant)
 
-    @strawberry.mutation(description="ADMIN only; the reason is mandatory and audited.")
+    @strawberry.mutation(
+        description="ADMIN only: a reason and a fresh one-time code (otp) of the requester. "
+        "APPROVED at once (with its grant) unless the organisation requires a second approver."
+    )
     async def request_break_glass_access(
         self,
         info: Info,
         secret_ref_id: strawberry.ID,
         reason: str,
+        otp: str,
         work_order_id: strawberry.ID | None = None,
-    ) -> SecretAccessGrant:
-        async def run(session: AsyncSession, principal: Principal) -> GrantView:
-            return await _runtime(info).service.break_glass(
+    ) -> BreakGlassRequest:
+        async def run(session: AsyncSession, principal: Principal) -> BreakGlassView:
+            return await _break_glass(info).request(
                 session,
                 principal,
                 _id(secret_ref_id),
                 reason,
+                otp,
                 _id(work_order_id) if work_order_id is not None else None,
             )
 
-        grant = await _mutate(
+        view = await _mutate(
             info,
             "secret.break_glass.request",
             run,
             target_type="SecretRef",
             target_id=_id(secret_ref_id),
             secret_ref_id=_id(secret_ref_id),
-            denied_action="secret.access.denied",
         )
-        return SecretAccessGrant.from_view(grant)
+        return BreakGlassRequest.from_view(view)
+
+    @strawberry.mutation(
+        description="ADMIN only, never the requester: approve a PENDING break-glass request "
+        "with your own fresh one-time code."
+    )
+    async def approve_break_glass(
+        self, info: Info, request_id: strawberry.ID, otp: str
+    ) -> BreakGlassRequest:
+        async def run(session: AsyncSession, principal: Principal) -> BreakGlassView:
+            return await _break_glass(info).approve(session, principal, _id(request_id), otp)
+
+        view = await _mutate(
+            info,
+            "secret.break_glass.approve",
+            run,
+            target_type="BreakGlassRequest",
+            target_id=_id(request_id),
+        )
+        return BreakGlassRequest.from_view(view)
+
+    @strawberry.mutation(description="ADMIN only: refuse (or withdraw) a PENDING request.")
+    async def deny_break_glass(self, info: Info, request_id: strawberry.ID) -> BreakGlassRequest:
+        async def run(session: AsyncSession, principal: Principal) -> BreakGlassView:
+            return await _break_glass(info).deny(session, principal, _id(request_id))
+
+        view = await _mutate(
+            info,
+            "secret.break_glass.deny",
+            run,
+            target_type="BreakGlassRequest",
+            target_id=_id(request_id),
+        )
+        return BreakGlassRequest.from_view(view)
+
+    @strawberry.mutation(description="ADMIN only: whether break-glass needs a second ADMIN.")
+    async def update_break_glass_policy(
+        self, info: Info, require_second_approver: bool
+    ) -> BreakGlassPolicy:
+        async def run(session: AsyncSession, principal: Principal) -> bool:
+            return await _break_glass(info).update_policy(
+                session, principal, require_second_approver
+            )
+
+        value = await _mutate(
+            info, "org.break_glass_policy.update", run, target_type="Organisation"
+        )
+        return BreakGlassPolicy(require_second_approver=value)
 
     @strawberry.mutation(description="ADMIN only. Organisation rules for access windows.")
     async def update_access_window_policy(

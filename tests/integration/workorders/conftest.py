@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import hvac
 import hvac.exceptions
+import jwt
 import pytest_asyncio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,6 +54,19 @@ def _bearer(context: Any) -> str | None:
     return None
 
 
+def _claims(context: Any) -> dict[str, Any]:
+    """The (unverified: this is a fake) claims of the access token a call carries; the real
+    services verify it and take org and user from it, so the fakes do the same."""
+    bearer = _bearer(context) or ""
+    if not bearer.startswith("Bearer "):
+        return {}
+    claims: dict[str, Any] = jwt.decode(bearer[7:], options={"verify_signature": False})
+    return claims
+
+
+FRESH_OTP = "123456"
+
+
 class RecordingAudit(audit_pb2_grpc.AuditServicer):
     def __init__(self) -> None:
         self.events: list[audit_pb2.AuditEvent] = []
@@ -72,6 +86,20 @@ class RecordingAudit(audit_pb2_grpc.AuditServicer):
 class FakeIdentity(identity_pb2_grpc.IdentityServicer):
     def __init__(self) -> None:
         self.users: dict[str, identity_pb2.User] = {}
+        # (user id, purpose, binding) of every step-up that passed.
+        self.step_ups: list[tuple[str, str, str]] = []
+
+    async def VerifyStepUp(self, request: Any, context: Any) -> identity_pb2.StepUp:
+        claims = _claims(context)
+        if not claims:
+            await abort_with(context, DoorwardError(ErrorCode.UNAUTHENTICATED, "no token"))
+        if request.otp != FRESH_OTP:
+            await abort_with(context, DoorwardError(ErrorCode.FORBIDDEN, "wrong code (test)"))
+        self.step_ups.append((claims["sub"], request.purpose, request.binding))
+        return identity_pb2.StepUp(
+            assertion=f"step-up:{claims['sub']}:{request.purpose}:{request.binding}",
+            expires_at=int(time.time()) + 900,
+        )
 
     async def GetUsers(self, request: Any, context: Any) -> identity_pb2.GetUsersResponse:
         return identity_pb2.GetUsersResponse(
@@ -110,12 +138,13 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
 
     async def PrepareUpload(self, request: Any, context: Any) -> secrets_pb2.UploadSlot:
         self.uploads.append((request, _bearer(context)))
+        org_id = _claims(context).get("org", "")
         if request.secret_ref_id:
             ref = self.refs[request.secret_ref_id]
         else:
             ref = secrets_pb2.SecretRef(
                 id=str(uuid.uuid4()),
-                org_id=request.org_id,
+                org_id=org_id,
                 site_id=request.site_id,
                 region_id=request.region_id,
                 kind=request.kind,
@@ -162,6 +191,8 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
     async def DeleteSiteSecrets(
         self, request: Any, context: Any
     ) -> secrets_pb2.DeleteSiteSecretsResponse:
+        if "ADMIN" not in _claims(context).get("roles", []):
+            await abort_with(context, DoorwardError(ErrorCode.UNAUTHENTICATED, "no admin"))
         self.deleted_sites.append(request.site_id)
         gone = [k for k, r in self.refs.items() if r.site_id == request.site_id]
         for key in gone:
@@ -219,6 +250,8 @@ class FakeSecrets(secrets_pb2_grpc.SecretsServicer):
     async def DestroyCustomerKey(
         self, request: Any, context: Any
     ) -> secrets_pb2.DestroyCustomerKeyResponse:
+        if "ADMIN" not in _claims(context).get("roles", []):
+            await abort_with(context, DoorwardError(ErrorCode.UNAUTHENTICATED, "no admin"))
         self.masters.pop(request.customer_id, None)
         self.destroyed.add(request.customer_id)
         if self.vault is not None:

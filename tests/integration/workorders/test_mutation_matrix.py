@@ -39,7 +39,7 @@ EXPORT = "mutation($c: ID!) { exportCustomerData(customerId: $c) }"
 ERASE = 'mutation($c: ID!) { eraseCustomer(customerId: $c, reason: "asked") { id } }'
 ROTATE = "mutation($s: ID!) { prepareSecretRotation(secretRefId: $s) { uploadToken } }"
 BREAK_GLASS = """mutation($s: ID!) { requestBreakGlassAccess(secretRefId: $s,
-  reason: "because the building is on fire") { id } }"""
+  reason: "because the building is on fire", otp: "123456") { id } }"""
 
 Case = tuple[str, str, Callable[[Job, Org], dict[str, Any]]]
 

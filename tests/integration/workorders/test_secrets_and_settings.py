@@ -33,8 +33,9 @@ pytestmark = pytest.mark.integration
 
 ROTATE = """mutation($s: ID!) { prepareSecretRotation(secretRefId: $s) {
   secretRef { id } uploadUrl uploadToken expiresAt } }"""
-BREAK_GLASS = """mutation($s: ID!, $r: String!, $w: ID) {
-  requestBreakGlassAccess(secretRefId: $s, reason: $r, workOrderId: $w) { id revealToken } }"""
+BREAK_GLASS = """mutation($s: ID!, $r: String!, $w: ID, $o: String!) {
+  requestBreakGlassAccess(secretRefId: $s, reason: $r, workOrderId: $w, otp: $o) {
+    id status grant { id revealToken } } }"""
 SITE_SECRETS = "query($id: ID!) { site(id: $id) { id secrets { id kind label version } } }"
 POLICY = """mutation($input: AccessWindowPolicyInput!) { updateAccessWindowPolicy(input: $input) {
   leadMinutes graceMinutes maxWindowHours timezone } }"""
@@ -62,8 +63,8 @@ async def test_assignee_in_window_gets_a_grant(running: Running, org: Org) -> No
     grant = data["requestSecretAccess"]
     assert grant["revealToken"] and grant["workOrder"]["id"] == job.work_order_id
     request, bearer = running.secrets.grants[-1]
-    assert request.user_id == org.tech.id and not request.break_glass
-    assert bearer == f"Bearer {org.tech.token}"  # the user's token travels with the call
+    assert not request.HasField("break_glass")
+    assert bearer == f"Bearer {org.tech.token}"  # the user's token is who the call acts for
     start = request.window_start.ToDatetime(tzinfo=UTC)
     end = request.window_end.ToDatetime(tzinfo=UTC)
     assert start < datetime.now(UTC) < end
@@ -175,15 +176,20 @@ async def test_attach_rules(running: Running, org: Org) -> None:
 async def test_break_glass(running: Running, org: Org) -> None:
     job = await make_job(running, org)
     variables = {"s": job.secret_ref_id, "r": "Fire brigade needs access now", "w": None}
+    variables["o"] = "123456"
     for person in (org.dispatcher, org.tech, org.auditor):
         body = await running.gql(BREAK_GLASS, variables, token=person.token)
         assert error_code(body) == "FORBIDDEN"
     body = await running.gql(BREAK_GLASS, dict(variables, r="   "), token=org.admin.token)
     assert error_code(body) == "BAD_USER_INPUT"
+    body = await running.gql(BREAK_GLASS, dict(variables, o="000000"), token=org.admin.token)
+    assert error_code(body) == "FORBIDDEN"
     data = await ok(running, BREAK_GLASS, variables, org.admin.token)
-    assert data["requestBreakGlassAccess"]["revealToken"]
+    answer = data["requestBreakGlassAccess"]
+    assert answer["status"] == "APPROVED" and answer["grant"]["revealToken"]
     request, bearer = running.secrets.grants[-1]
-    assert request.break_glass and request.reason == variables["r"]
+    assert request.break_glass.request_id == answer["id"]
+    assert request.break_glass.step_up and request.reason == variables["r"]
     assert request.work_order_id == job.work_order_id
     assert bearer == f"Bearer {org.admin.token}"
 
