@@ -112,9 +112,7 @@ async def test_the_value_appears_only_in_the_reveal_response(persistent) -> None
     assert put.status_code == 201
     admin = str(uuid.uuid4())
     admin_token, approval = h.break_glass(job, ref_id, admin, "locked out")
-    glass = await h.grant(
-        job, ref_id, token=admin_token, break_glass=approval, reason="locked out"
-    )
+    glass = await h.grant(job, ref_id, token=admin_token, break_glass=approval, reason="locked out")
     tokens.append(glass.reveal_token)
     assert (await h.reveal(glass, admin_token)).json()["value"] == canary2
     pending = await h.grant(job, ref_id)
