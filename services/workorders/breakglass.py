@@ -12,8 +12,8 @@ The flow (contract section "Break-glass"):
    the caller's access token AND both assertions before it issues anything, and issues at most
    one grant per request id. workorders alone cannot mint one: it has no way to make identity
    sign an assertion without a real ADMIN token and that ADMIN's fresh code.
-Every step is audited (`secret.break_glass.request|approve|deny|expire`, refusals DENIED) and
-raises a `security.alert`.
+Every step is audited (`secret.break_glass.request|approve|deny|grant`; refusals, e.g. of an
+expired request, as DENIED with their reason) and raises a `security.alert`.
 """
 
 from __future__ import annotations
@@ -241,11 +241,14 @@ class BreakGlass:
         if row is None:
             raise not_found("break-glass request")
         status = self.status_of(row)
-        if status is BreakGlassStatus.EXPIRED and row.status != status.value:
-            row.status = status.value
-            await self._record(session, principal, row, "secret.break_glass.expire")
         if status is not BreakGlassStatus.PENDING:
-            raise conflict(f"this break-glass request is {status.value}, not PENDING")
+            # A Refusal: the adapter audits it (DENIED, reason `expired`, `approved`, ...) in a
+            # transaction of its own. Expiry itself needs no write: the status is computed.
+            raise Refusal(
+                ErrorCode.CONFLICT,
+                f"this break-glass request is {status.value}, not PENDING",
+                status.value.lower(),
+            )
         return row
 
     async def _step_up(self, principal: Principal, otp: str, purpose: str, binding: str) -> str:
