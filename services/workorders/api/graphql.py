@@ -1071,19 +1071,17 @@ class Mutation:
         )
         return BreakGlassRequest.from_view(view)
 
-    @strawberry.mutation(description="ADMIN only: whether break-glass needs a second ADMIN.")
-    async def update_break_glass_policy(
-        self, info: Info, require_second_approver: bool
-    ) -> BreakGlassPolicy:
+    @strawberry.mutation(
+        description="ADMIN only: whether break-glass needs a second ADMIN's approval. "
+        "Returns the new setting."
+    )
+    async def update_break_glass_policy(self, info: Info, require_second_approver: bool) -> bool:
         async def run(session: AsyncSession, principal: Principal) -> bool:
             return await _break_glass(info).update_policy(
                 session, principal, require_second_approver
             )
 
-        value = await _mutate(
-            info, "org.break_glass_policy.update", run, target_type="Organisation"
-        )
-        return BreakGlassPolicy(require_second_approver=value)
+        return await _mutate(info, "org.break_glass_policy.update", run, target_type="Organisation")
 
     @strawberry.mutation(description="ADMIN only. Organisation rules for access windows.")
     async def update_access_window_policy(
