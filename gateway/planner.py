@@ -633,8 +633,9 @@ class QueryPlanner:
 
     @staticmethod
     def cache_key(query: str, operation_name: str | None) -> tuple[str, str | None]:
-        # Whitespace-insensitive enough for clients that re-indent; exact text otherwise.
-        return (" ".join(query.split()), operation_name)
+        # The exact text: collapsing whitespace also collapsed it inside string literals, so one
+        # client's `"a  b"` was answered with the plan made for another's `"a b"`.
+        return (query, operation_name)
 
     def peek(self, query: str, operation_name: str | None) -> CachedOperation | None:
         # Exact text first: most clients send the same bytes every time.
