@@ -21,6 +21,8 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     # REST only: a used, expired or revoked upload/reveal token (410 Gone).
     GONE = "GONE"
+    # REST only: a request body longer than the route accepts (413).
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     INTERNAL = "INTERNAL_SERVER_ERROR"
 
 
@@ -34,6 +36,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.GONE: 410,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -47,6 +50,7 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GONE: grpc.StatusCode.OUT_OF_RANGE,
+    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -54,7 +58,9 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
 # share one gRPC status (e.g. FORBIDDEN and OUTSIDE_ACCESS_WINDOW would both be lossy otherwise).
 GRPC_CODE_METADATA_KEY = "x-doorward-error-code"
 
-_FROM_GRPC: dict[grpc.StatusCode, ErrorCode] = {v: k for k, v in GRPC_STATUS.items()}
+_FROM_GRPC: dict[grpc.StatusCode, ErrorCode] = {}
+for _code, _status in GRPC_STATUS.items():
+    _FROM_GRPC.setdefault(_status, _code)  # a shared status falls back to the first code
 
 
 class DoorwardError(Exception):

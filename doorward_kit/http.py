@@ -16,6 +16,9 @@ from doorward_kit.telemetry import instrument_fastapi
 
 log = logging.getLogger(__name__)
 
+# A refused oversized body is not read to its end: close the connection rather than drain it.
+CLOSE = {"Connection": "close"}
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -52,12 +55,36 @@ def add_metrics_route(app: FastAPI, allowed_networks: str | None = None) -> None
         return Response(body, media_type=content_type)
 
 
+class BodyTooLarge(Exception):
+    """The request body is longer than the route accepts."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, counted as it arrives and refused (BodyTooLarge) the moment it passes
+    `limit` bytes. Content-Length is only a shortcut for an honest client's refusal: a chunked
+    body has none, and a declared length may lie, so the bytes themselves are counted."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(
     title: str,
     *,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    edge: bool = False,
 ) -> FastAPI:
+    """`edge=True` for a port clients reach directly (the secrets REST door): see
+    doorward_kit.telemetry.instrument_fastapi."""
     app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz", include_in_schema=False)
@@ -92,5 +119,5 @@ def create_app(
         return error_response(DoorwardError(ErrorCode.INTERNAL, "internal error"))
 
     add_metrics_route(app)
-    instrument_fastapi(app)
+    instrument_fastapi(app, edge=edge)
     return app

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -163,10 +164,74 @@ def instrument_engine(engine: Any) -> None:
     )
 
 
-def instrument_fastapi(app: Any) -> None:
+# Trace-context headers a client may send. At the edge they never choose the trace: a client
+# could otherwise pick the traceId the audit trail records for its own requests.
+CLIENT_TRACE_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
+_CLIENT_TRACE_SCOPE_KEY = "doorward.client_trace"
+
+
+def client_trace_links(carrier: Mapping[str, str]) -> list[trace.Link]:
+    """The client's trace context (if any) as a span link for a new trace started at the edge:
+    kept for correlation, never continued. Internal hops propagate normally."""
+    sc = trace.get_current_span(propagate.extract(carrier, context=Context())).get_span_context()
+    if not sc.is_valid:
+        return []
+    return [trace.Link(sc, {"doorward.link": "client"})]
+
+
+_Scope = MutableMapping[str, Any]
+_Asgi = Callable[[_Scope, Any, Any], Awaitable[None]]
+
+
+class _ClientTraceAsLink:
+    """ASGI wrapper outside the OpenTelemetry middleware: takes the trace-context headers out of
+    the request so the server span starts a new trace, and keeps them for the link."""
+
+    def __init__(self, app: _Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            client = {
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in scope.get("headers") or ()
+                if k.decode("latin-1").lower() in CLIENT_TRACE_HEADERS
+            }
+            if client:
+                scope = dict(scope)
+                scope["headers"] = [
+                    (k, v)
+                    for k, v in scope.get("headers") or ()
+                    if k.decode("latin-1").lower() not in CLIENT_TRACE_HEADERS
+                ]
+                scope[_CLIENT_TRACE_SCOPE_KEY] = client_trace_links(client)
+        await self.app(scope, receive, send)
+
+
+def _link_client_trace(span: trace.Span, scope: Mapping[str, Any]) -> None:
+    for link in scope.get(_CLIENT_TRACE_SCOPE_KEY) or ():
+        span.add_link(link.context, link.attributes)
+
+
+def instrument_fastapi(app: Any, *, edge: bool = False) -> None:
+    """Server spans for `app`. `edge=True` for a port the internet reaches: a client's
+    traceparent becomes a link of a new trace instead of the trace the request joins."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls="healthz,readyz",
+        server_request_hook=_link_client_trace if edge else None,
+    )
+    if edge:
+        # The instrumentation wraps the middleware stack; this wraps it once more, outermost,
+        # so the headers are gone before the instrumentation extracts a parent from them.
+        instrumented = app.build_middleware_stack
+
+        def build_middleware_stack() -> Any:
+            return _ClientTraceAsLink(instrumented())
+
+        app.build_middleware_stack = build_middleware_stack
 
 
 def current_trace_id() -> str:

@@ -91,7 +91,8 @@ async def build_parts(
     async def ready() -> bool:
         return await db.ping() and await vault.healthy()
 
-    app = create_app("doorward-secrets", readiness=ready)
+    # Clients reach this port directly: a traceparent they send is a link, not our trace.
+    app = create_app("doorward-secrets", readiness=ready, edge=True)
     app.include_router(
         build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
     )
