@@ -24,17 +24,18 @@ from graphql import (
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
-    parse,
 )
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
+from opentelemetry.context import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from doorward_kit.http import add_metrics_route
+from doorward_kit.http import CLOSE, BodyTooLarge, add_metrics_route, read_body
+from doorward_kit.telemetry import client_trace_links
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
-from gateway.limits import Limits, RateLimiter, TrustedDocuments, check_document
+from gateway.limits import LimitChecker, Limits, RateLimiter, TrustedDocuments, parse_document
 from gateway.planner import (
     OperationResolutionError,
     PlanningError,
@@ -124,9 +125,11 @@ class Gateway:
         urls.update({k: v for k, v in settings.subgraphs.items() if k in urls})
         self.limits = Limits(settings.max_depth, settings.max_aliases, settings.max_fields,
                              settings.max_cost, settings.default_list_size,
-                             settings.introspection_enabled)
-        self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
-                                    validators=[self._check_limits])
+                             settings.introspection_enabled, settings.max_directives,
+                             settings.max_tokens, settings.max_document_chars)
+        self.checker = LimitChecker(supergraph.api_schema, self.limits)
+        # Limits are checked here, before the planner validates or plans anything.
+        self.planner = QueryPlanner(supergraph, settings.plan_cache_size)
         self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout,
                                  transports)
         self.authenticator = authenticator if settings.auth_enabled else None
@@ -134,14 +137,11 @@ class Gateway:
                         if settings.trusted_documents else None)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
-    def _check_limits(self, document: DocumentNode, _name: str | None,
-                      checks: dict[str, Any]) -> None:
-        check_document(self.supergraph.api_schema, document, self.limits)
-
     async def handle(self, payload: Any, headers: Mapping[str, str], client: str,
-                     allow_mutation: bool = True) -> tuple[int, dict[str, Any]]:
+                     allow_mutation: bool = True, batch_size: int = 1
+                     ) -> tuple[int, dict[str, Any]]:
         try:
-            return 200, await self._handle(payload, headers, client, allow_mutation)
+            return 200, await self._handle(payload, headers, client, allow_mutation, batch_size)
         except RequestError as exc:
             return exc.status, _errors(str(exc), exc.code)
         except ValidationFailed as exc:
@@ -159,8 +159,15 @@ class Gateway:
             log.exception("gateway request failed")  # request data stays out of the log
             return 500, _errors("Internal server error", "INTERNAL_SERVER_ERROR")
 
+    def _token_budget(self, anonymous: bool, batch_size: int) -> int:
+        """Lexical tokens one document may hold. Parsing and validating cost time in proportion
+        to tokens, so the budget bounds how long a request holds the event loop: strangers
+        (who may only log in) get a small one, and a batch shares one budget."""
+        budget = self.settings.anonymous_max_tokens if anonymous else self.limits.max_tokens
+        return max(1, budget // max(1, batch_size))
+
     async def _handle(self, payload: Any, headers: Mapping[str, str], client: str,
-                      allow_mutation: bool) -> dict[str, Any]:
+                      allow_mutation: bool, batch_size: int = 1) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise RequestError(400, "The request body must be a JSON object.", "BAD_REQUEST")
         query = payload.get("query")
@@ -193,7 +200,7 @@ class Gateway:
                 if cached is not None:
                     public = cached.checks.get("public", False)
                 else:
-                    document = _parse(query)
+                    document = _parse(query, self.limits, self._token_budget(True, batch_size))
                     public = is_public_operation(document, operation_name)
                 if not public:
                     if getattr(getattr(exc, "code", None), "value", None) == "UNAVAILABLE":
@@ -207,17 +214,25 @@ class Gateway:
             raise RequestError(429, "Too many requests: slow down.", "RATE_LIMITED")
         if cached is None:
             if document is None:
-                document = _parse(query)
+                anonymous = self.authenticator is not None and principal is None
+                document = _parse(query, self.limits, self._token_budget(anonymous, batch_size))
+            # One pass over the document, stopping at the first limit it is over: nothing
+            # unbounded (validation, planning) runs on a document that has not passed it.
+            variable_cost = self.checker.check(document)
             cached = self.planner.get(query, operation_name, document)
             cached.checks["public"] = is_public_operation(document, operation_name)
+            cached.checks["variable_cost"] = variable_cost
+        if cached.checks.get("variable_cost"):
+            # Over the cost limit if a `first: $n` were at its cap: count with this request's n.
+            self.checker.check_cost(cached.document, operation_name, variables)
         if not allow_mutation and cached.plan.operation_kind == "mutation":
             raise RequestError(405, "Mutations are not allowed over GET.", "BAD_REQUEST")
         return await self.executor.execute(cached.plan, variables, headers)
 
 
-def _parse(query: str) -> DocumentNode:
+def _parse(query: str, limits: Limits, max_tokens: int) -> DocumentNode:
     try:
-        return parse(query)
+        return parse_document(query, limits, max_tokens)
     except GraphQLError as exc:
         raise RequestError(400, exc.message, "GRAPHQL_PARSE_FAILED") from None
 
@@ -299,12 +314,12 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         gw: Gateway | None = request.app.state.gateway
         if gw is None:
             return _json(503, _errors("The gateway is starting.", "UNAVAILABLE"))
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return _json(413, _errors("The request body is too large.", "BAD_REQUEST"))
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _json(413, _errors("The request body is too large.", "BAD_REQUEST"))
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return Response(orjson.dumps(_errors("The request body is too large.",
+                                                 "PAYLOAD_TOO_LARGE")),
+                            status_code=413, media_type="application/json", headers=CLOSE)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -334,16 +349,19 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                         allow_mutation: bool) -> Response:
         headers = request.headers
         client = request.client.host if request.client else "unknown"
-        # Continue the caller's trace (or start one): subgraph fetches become its children.
-        token = otel_context.attach(propagate.extract(headers))
-        span = _tracer.start_span("POST /graphql", kind=trace.SpanKind.SERVER)
-        span_token = otel_context.attach(trace.set_span_in_context(span))
+        # The edge starts the trace: a client's traceparent is only a link, so a client cannot
+        # choose the traceId of the audit events its request causes. Subgraph fetches are
+        # children of this span (internal hops propagate as usual).
+        span = _tracer.start_span("POST /graphql", context=Context(), kind=trace.SpanKind.SERVER,
+                                  links=client_trace_links(headers))
+        span_token = otel_context.attach(trace.set_span_in_context(span, Context()))
         try:
             if isinstance(payload, list):
                 if not payload or len(payload) > settings.max_batch:
                     return _json(400, _errors(
                         f"A batch holds 1 to {settings.max_batch} operations.", "BAD_REQUEST"))
-                results = await asyncio.gather(*(gw.handle(p, headers, client, allow_mutation)
+                results = await asyncio.gather(*(gw.handle(p, headers, client, allow_mutation,
+                                                           len(payload))
                                                  for p in payload))
                 return _json(200, [body for _, body in results])
             status, body = await gw.handle(payload, headers, client, allow_mutation)
@@ -352,7 +370,6 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         finally:
             span.end()
             otel_context.detach(span_token)
-            otel_context.detach(token)
 
     app.router.add_route("/graphql", graphql_post, methods=["POST"])
     app.router.add_route("/graphql", graphql_get, methods=["GET"])

@@ -32,6 +32,11 @@ class GatewaySettings(BaseSettings):
     max_fields: int = 500
     max_cost: int = 10_000
     default_list_size: int = 10  # cost multiplier for a list field without `first`/`last`
+    max_directives: int = 50
+    max_tokens: int = 5_000  # lexical tokens of one document (comments counted apart, same cap)
+    max_document_chars: int = 100_000
+    # Tokens of a document sent without a valid token (only login/refresh run): these need few.
+    anonymous_max_tokens: int = 200
     trusted_documents: str | None = None  # allow-list file: only these documents run
     rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
     rate_limit_burst: int = 100
