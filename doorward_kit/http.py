@@ -16,9 +16,6 @@ from doorward_kit.telemetry import instrument_fastapi
 
 log = logging.getLogger(__name__)
 
-# A refused oversized body is not read to its end: close the connection rather than drain it.
-CLOSE = {"Connection": "close"}
-
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -62,7 +59,10 @@ class BodyTooLarge(Exception):
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, counted as it arrives and refused (BodyTooLarge) the moment it passes
     `limit` bytes. Content-Length is only a shortcut for an honest client's refusal: a chunked
-    body has none, and a declared length may lie, so the bytes themselves are counted."""
+    body has none, and a declared length may lie, so the bytes themselves are counted. Once the
+    answer is sent, uvicorn discards whatever of the body still arrives (never buffered); the
+    connection stays open so the client can read the refusal (closing it with unread bytes
+    makes the kernel reset it, and the client sees a broken connection instead of a 413)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge

@@ -205,12 +205,21 @@ class _Walk:
         if directives > self.limits.max_directives:
             self._over_directives()
         root = self.schema.get_root_type(op.operation)
-        total = self.selection_set(root, op.selection_set.selections)
+        total = self.selection_set(root, op.selection_set.selections, 1)
         total.directives += directives
         self._check(total)
         return total
 
-    def selection_set(self, parent: Any, selections: Iterable[SelectionNode]) -> _Summary:
+    def selection_set(
+        self, parent: Any, selections: Iterable[SelectionNode], level: int
+    ) -> _Summary:
+        """`level`: the depth of these fields below the operation or fragment walked; a level
+        past the limit is refused on the way down, before anything below it is walked."""
+        if level > self.limits.max_depth:
+            raise LimitExceeded(
+                f"The operation is at least {level} levels deep; the limit is "
+                f"{self.limits.max_depth}."
+            )
         self.nesting += 1
         if self.nesting > self.max_nesting:
             raise LimitExceeded(
@@ -221,14 +230,14 @@ class _Walk:
             for sel in selections:
                 out.directives += len(sel.directives or ())
                 if isinstance(sel, FieldNode):
-                    self._field(out, parent, sel)
+                    self._field(out, parent, sel, level)
                 elif isinstance(sel, InlineFragmentNode):
                     cond = (
                         self.schema.get_type(sel.type_condition.name.value)
                         if sel.type_condition
                         else parent
                     )
-                    out.absorb(self.selection_set(cond, sel.selection_set.selections))
+                    out.absorb(self.selection_set(cond, sel.selection_set.selections, level))
                 elif isinstance(sel, FragmentSpreadNode):
                     summary = self.fragment(sel.name.value)
                     if summary is not None:
@@ -238,7 +247,7 @@ class _Walk:
         finally:
             self.nesting -= 1
 
-    def _field(self, out: _Summary, parent: Any, node: FieldNode) -> None:
+    def _field(self, out: _Summary, parent: Any, node: FieldNode, level: int) -> None:
         name = node.name.value
         out.fields += 1
         if node.alias is not None:
@@ -258,7 +267,7 @@ class _Walk:
         child: _Summary | None = None
         if node.selection_set is not None:
             child_type = get_named_type(fdef.type) if fdef is not None else None
-            child = self.selection_set(child_type, node.selection_set.selections)
+            child = self.selection_set(child_type, node.selection_set.selections, level + 1)
             out.fields += child.fields
             out.aliases += child.aliases
             out.directives += child.directives
@@ -332,7 +341,7 @@ class _Walk:
         self.open.append(name)
         try:
             cond = self.schema.get_type(frag.type_condition.name.value)
-            summary = self.selection_set(cond, frag.selection_set.selections)
+            summary = self.selection_set(cond, frag.selection_set.selections, 1)
             summary.directives += len(frag.directives or ())
         finally:
             self.open.pop()

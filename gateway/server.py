@@ -31,7 +31,7 @@ from opentelemetry.context import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from doorward_kit.http import CLOSE, BodyTooLarge, add_metrics_route, read_body
+from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
 from doorward_kit.telemetry import client_trace_links
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
@@ -317,9 +317,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         try:
             body = await read_body(request, settings.max_body_bytes)
         except BodyTooLarge:
-            return Response(orjson.dumps(_errors("The request body is too large.",
-                                                 "PAYLOAD_TOO_LARGE")),
-                            status_code=413, media_type="application/json", headers=CLOSE)
+            return _json(413, _errors("The request body is too large.", "PAYLOAD_TOO_LARGE"))
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:

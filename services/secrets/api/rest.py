@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
-from doorward_kit.http import CLOSE, BodyTooLarge, read_body
+from doorward_kit.http import BodyTooLarge, read_body
 from services.secrets.ratelimit import RateLimiter
 from services.secrets.service.secrets import SecretsService
 
@@ -33,21 +33,11 @@ def _json(status: int, content: dict[str, Any]) -> JSONResponse:
 async def _guarded(handler: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
     try:
         return await handler()
-    except _TooLarge as error:
-        # The rest of the body is never read: close the connection instead of draining it.
-        return JSONResponse(
-            error.to_json(), status_code=error.http_status, headers={**NO_STORE, **CLOSE}
-        )
     except DoorwardError as error:
         return _json(error.http_status, error.to_json())
     except Exception:
         log.exception("value route failed")
         return _json(500, DoorwardError(ErrorCode.INTERNAL, "internal error").to_json())
-
-
-class _TooLarge(DoorwardError):
-    def __init__(self) -> None:
-        super().__init__(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
 
 
 async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
@@ -56,7 +46,7 @@ async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
         # off at the limit instead of being read whole first.
         raw = await read_body(request, MAX_BODY_BYTES)
     except BodyTooLarge:
-        raise _TooLarge() from None
+        raise DoorwardError(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large") from None
     try:
         parsed = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
