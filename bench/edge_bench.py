@@ -12,8 +12,10 @@ failure or Ctrl-C):
      and records how late it wakes. A request that holds the loop for X ms makes it X ms late;
   3. sends each request of the corpus (fragment, alias, field-merge, directive, variable, token,
      nesting and batch bombs, all anonymous under the public `login` root, each at most 4 KB)
-     --repeat times, one at a time, and prints the longest loop hold and the response time
-     beside an honest login's. The goal is under 50 ms for every bomb.
+     --repeat times, one at a time, and prints the longest loop hold (wall clock), the loop
+     thread's CPU time over that same gap, and the response time, beside an honest login's.
+     The goal is under 50 ms for every bomb. On a shared machine the wall figure also counts
+     the time the OS gave other processes; the CPU figure is the gateway's own work.
 
 --gateway-source DIR runs the gateway from another checkout (e.g. `git archive main | tar -x -C
 DIR`) for before/after figures; a request still running after --timeout seconds is reported as
