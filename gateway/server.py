@@ -200,8 +200,15 @@ class Gateway:
                 if cached is not None:
                     public = cached.checks.get("public", False)
                 else:
-                    document = _parse(query, self.limits, self._token_budget(True, batch_size))
-                    public = is_public_operation(document, operation_name)
+                    try:
+                        document = _parse(query, self.limits, self._token_budget(True, batch_size))
+                        public = is_public_operation(document, operation_name)
+                    except RequestError:
+                        if auth is None:
+                            raise  # a stranger's document: its parse error (or the budget)
+                        # A refused token (say, expired) matters more than a document too long
+                        # for a stranger: 401 lets the client refresh and send it again.
+                        public = False
                 if not public:
                     if getattr(getattr(exc, "code", None), "value", None) == "UNAVAILABLE":
                         # identity cannot be asked: not the caller's fault, and not a 401.

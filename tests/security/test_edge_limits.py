@@ -242,6 +242,21 @@ def test_a_batch_shares_one_token_budget(edge: Edge) -> None:
     assert [item["data"]["login"]["accessToken"] for item in r.json()] == ["access"] * 2
 
 
+def test_an_expired_token_still_gets_401_for_a_long_document(edge: Edge) -> None:
+    # The small budget is for strangers; a client whose token expired must see 401 (and
+    # refresh), not a parse error about a budget it never had.
+    expired = edge.issuer.token(user_id="u1", lifetime=-60)
+    query = "{ me { " + "id " * 300 + "} }"
+    r = httpx.post(
+        edge.gateway.url,
+        json={"query": query},
+        headers={"authorization": f"Bearer {expired}"},
+        timeout=30,
+    )
+    assert r.status_code == 401
+    assert codes(r.json()) == ["UNAUTHENTICATED"]
+
+
 def test_an_anonymous_query_that_is_not_a_login_is_refused(edge: Edge) -> None:
     r, took = edge.post({"query": "{ me { " + "id " * 1000 + "} }"})
     assert took < FAST
