@@ -20,6 +20,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from doorward_kit.db import Database
+from doorward_kit.http import BodyTooLarge
+from doorward_kit.http import read_body as read_limited
 from services.traces.otlp import JSON, PROTOBUF, PayloadError, decode_metrics, decode_traces
 from services.traces.service import TraceStore
 
@@ -40,18 +42,12 @@ class Refusal(Exception):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, streamed and stopped at `limit` bytes; gzip inflated with the same limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Refusal(413, f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refusal(413, f"body over {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    """The body, streamed against `limit` (the kit's read_body), then gzip inflated against the
+    same limit, so a small bomb cannot inflate past it either."""
+    try:
+        body = await read_limited(request, limit)
+    except BodyTooLarge:
+        raise Refusal(413, f"body over {limit} bytes") from None
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
