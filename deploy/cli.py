@@ -42,15 +42,20 @@ def provision(
 
 
 def service_db_url(env: Mapping[str, str], svc: str) -> str:
-    """Where `make up` keeps a service's database: on DOORWARD_DATABASE_URL's server, else in
-    the embedded PostgreSQL of the data folder (its unix socket lives in its folder)."""
+    """Where `make up` keeps a service's database: on DOORWARD_DATABASE_URL's server (with that
+    login), else in the embedded PostgreSQL of the data folder (its unix socket lives in its
+    folder), as the service's own login, whose password `up` keeps in its credentials folder."""
     from deploy.embedded import database_url
 
     server = env.get("DOORWARD_DATABASE_URL")
     if server:
         return database_url(server, f"doorward_{svc}")
-    pg_dir = Path(env.get("DOORWARD_DATA_DIR", ".doorward")).expanduser().resolve() / "postgres"
-    return f"postgresql+asyncpg://postgres@/doorward_{svc}?host={pg_dir}"
+    data = Path(env.get("DOORWARD_DATA_DIR", ".doorward")).expanduser().resolve()
+    password_file = data / "credentials" / svc / "db-password"
+    password = password_file.read_text().strip() if password_file.exists() else ""
+    return (
+        f"postgresql+asyncpg://doorward_{svc}:{password}@/doorward_{svc}?host={data / 'postgres'}"
+    )
 
 
 def identity_db_url(env: Mapping[str, str]) -> str:

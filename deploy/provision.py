@@ -1,9 +1,18 @@
 """`doorward provision`: prepare an external PostgreSQL and Vault for Doorward, without running it.
 
 For deployments where something else runs the processes (docker-compose.yml, systemd, ...):
-creates the four databases, provisions Vault (mounts, policy, AppRole) and writes into one
-0700 folder the files the services read: internal-token, audit-signing-key.pem,
-vault-role-id, vault-secret-id (each 0600). Idempotent: existing files are kept.
+creates one login role and one database per service (deploy/pgroles.py; audit migrated as its
+owner), provisions Vault (mounts, policy, AppRole) and writes into OUT one 0700 folder per
+service holding only that service's files (each 0600), the convention of `doorward up`'s
+`credentials/<service>/`:
+
+    OUT/internal-token                 shared by every process (until service certificates)
+    OUT/<service>/db-password, db-url  identity, workorders, secrets, audit: its own login
+    OUT/secrets/vault-role-id, vault-secret-id
+    OUT/audit/audit-signing-key.pem
+
+The gateway gets no folder: it reads no key (it fetches identity's JWKS over HTTP).
+Idempotent: existing files are kept (passwords are set again to the kept values).
 """
 
 from __future__ import annotations
@@ -14,9 +23,17 @@ from pathlib import Path
 
 import hvac
 
-from deploy.embedded import create_database, database_url, provision_vault
+from deploy.embedded import _write_private, database_url, provision_vault
 from deploy.errors import DeployError
+from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from deploy.supervisor import DATABASES, ed25519_pem, read_or_create_secret
+
+
+def _folder(out_dir: Path, svc: str) -> Path:
+    path = out_dir / svc
+    path.mkdir(exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
 
 
 def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None]) -> None:
@@ -34,23 +51,25 @@ def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None])
     from sqlalchemy.engine import make_url
 
     admin = database_url(db, make_url(db).database or "postgres", driver="postgresql")
-    for name in DATABASES.values():
-        create_database(admin, name)
-        say(f"database {name} ready")
+    passwords = {
+        svc: read_or_create_password(_folder(out_dir, svc) / "db-password") for svc in DATABASES
+    }
+    logins = provision_service_databases(admin, DATABASES, passwords)
+    for svc, sl in logins.items():
+        _write_private(_folder(out_dir, svc) / "db-url", login_url(db, sl))
+        say(f"database {sl.database} ready, login {sl.login}")
 
-    known_path = out_dir / "vault-secret-id"
+    secrets_dir = _folder(out_dir, "secrets")
+    known_path = secrets_dir / "vault-secret-id"
     known = known_path.read_text().strip() if known_path.exists() else None
     creds = provision_vault(hvac.Client(url=addr, token=token), secret_id=known)
     for name, value in (("vault-role-id", creds.role_id), ("vault-secret-id", creds.secret_id)):
-        path = out_dir / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value)
-    say(f"Vault provisioned; AppRole credentials in {out_dir}")
+        _write_private(secrets_dir / name, value)
+    say(f"Vault provisioned; AppRole credentials in {secrets_dir}")
 
     read_or_create_secret(out_dir / "internal-token", _token)
-    read_or_create_secret(out_dir / "audit-signing-key.pem", ed25519_pem)
-    say(f"internal token and audit signing key in {out_dir}")
+    read_or_create_secret(_folder(out_dir, "audit") / "audit-signing-key.pem", ed25519_pem)
+    say(f"internal token in {out_dir}, audit signing key in {out_dir / 'audit'}")
 
 
 def _token() -> str:

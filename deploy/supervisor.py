@@ -42,14 +42,16 @@ from deploy.embedded import (
     AppRoleCreds,
     EmbeddedOpenBao,
     EmbeddedPostgres,
-    create_database,
+    _write_private,
     database_url,
     die_with_parent,
     pid_alive,
+    provision_fingerprint,
     provision_vault,
     stop_pid,
 )
 from deploy.errors import DeployError
+from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
 
@@ -206,14 +208,15 @@ class Infra:
 def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) -> dict[str, str]:
     """The environment of one child process: the caller's, minus supervisor-only credentials,
     plus the whole stack's addresses (so every process agrees) and that service's own items."""
-    env = {k: v for k, v in base.items() if k not in _SUPERVISOR_ONLY}
+    env = _without_others_settings(
+        svc, {k: v for k, v in base.items() if k not in _SUPERVISOR_ONLY}
+    )
     s = cfg.stack
     for name in StackSettings.model_fields:
         value = getattr(s, name)
         if value is not None and name != "internal_token":
             env[f"DOORWARD_{name.upper()}"] = str(value)
     env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
-    env["DOORWARD_DATA_DIR"] = str(cfg.data_dir)
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the prefixer as they happen
     if svc in infra.db_urls:
         env[f"DOORWARD_{svc.upper()}_DB_URL"] = infra.db_urls[svc]
@@ -235,6 +238,47 @@ def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) ->
     if svc == "identity":
         env["DOORWARD_IDENTITY_KEY_DIR"] = str(infra.identity_key_dir)
     return env
+
+
+def _without_others_settings(svc: str, env: dict[str, str]) -> dict[str, str]:
+    """The caller's environment minus what belongs to another process: another service's
+    DOORWARD_<SVC>_* (its database URL, key paths, ...; the shared addresses are added back from
+    StackSettings) and the data folder, which leads to everybody's files."""
+    others = tuple(f"DOORWARD_{other.upper()}_" for other in (*SERVICES, TRACES) if other != svc)
+    return {k: v for k, v in env.items() if not k.startswith(others) and k != "DOORWARD_DATA_DIR"}
+
+
+# --------------------------------------------------------------------------- credentials
+
+CREDENTIALS = "credentials"
+
+
+def credentials_dir(data_dir: Path, who: str) -> Path:
+    """`<data_dir>/credentials/<who>/`: one 0700 folder per process (`supervisor` for `up`'s own
+    secrets), holding only that process's files (each 0600)."""
+    top = data_dir / CREDENTIALS
+    path = top / who
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(top, 0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def adopt_legacy(old: Path, new: Path) -> None:
+    """Move a credential from where an older version kept it (the same key, never a new one)."""
+    if old.exists() and not new.exists():
+        os.replace(old, new)
+
+
+def isolation_note(euid: int | None = None) -> str:
+    """Why file modes alone do not separate the services here (printed once by `up`)."""
+    euid = os.geteuid() if euid is None else euid
+    who = "root" if euid == 0 else "your user"
+    return (
+        f"warning: every service runs as {who}, so each could read the others' credential "
+        "folders; `up` passes each only its own, but only separate users (a real process "
+        "manager) make the file modes separate them (README: Least privilege)"
+    )
 
 
 def module_of(svc: str) -> str:
@@ -447,38 +491,53 @@ class Supervisor:
         return lambda: self.out.say(f"{what} ready in {time.monotonic() - t0:.1f}s")
 
     def start_postgres(self) -> tuple[dict[str, str], str]:
-        """Create the databases; returns (service -> URL, printable server address)."""
+        """Service roles and databases; returns (service -> its own login's URL, printable
+        server address). The admin login never reaches a service."""
+        d = self.cfg.data_dir
+        passwords = {
+            svc: read_or_create_password(credentials_dir(d, svc) / "db-password")
+            for svc in DATABASES
+        }
         if self.cfg.database_url:
             done = self._timed("databases on DOORWARD_DATABASE_URL")
             admin = database_url(
                 self.cfg.database_url, _dbname(self.cfg.database_url), driver="postgresql"
             )
-            urls = {}
-            for svc, db in DATABASES.items():
-                try:
-                    create_database(admin, db)
-                except (OSError, ValueError) as exc:
-                    raise DeployError(
-                        f"cannot reach DOORWARD_DATABASE_URL ({type(exc).__name__}): "
-                        "check host, port and that the user may CREATE DATABASE"
-                    ) from exc
-                urls[svc] = database_url(self.cfg.database_url, db)
+            try:
+                logins = provision_service_databases(admin, DATABASES, passwords)
+            except (OSError, ValueError) as exc:
+                raise DeployError(
+                    f"cannot reach DOORWARD_DATABASE_URL ({type(exc).__name__}): "
+                    "check host, port and that the user may CREATE DATABASE and CREATE ROLE"
+                ) from exc
+            urls = {svc: login_url(self.cfg.database_url, sl) for svc, sl in logins.items()}
             done()
             return urls, _redacted(self.cfg.database_url)
         done = self._timed("PostgreSQL (embedded)")
-        self.postgres = EmbeddedPostgres(self.cfg.data_dir / "postgres")
+        self.postgres = EmbeddedPostgres(
+            d / "postgres", password_file=credentials_dir(d, "supervisor") / "postgres-password"
+        )
         self.postgres.start()
+        logins = provision_service_databases(
+            self.postgres.admin_url(), DATABASES, passwords, lock_down_cluster=True
+        )
         done()
-        urls = {svc: self.postgres.create_database(db) for svc, db in DATABASES.items()}
+        urls = {
+            svc: self.postgres.login_url(sl.login, sl.password, sl.database)
+            for svc, sl in logins.items()
+        }
         where = (
-            f"{self.postgres.admin_url()} (pid {self.postgres.pid}, log {self.postgres.log_path})"
+            f"postgresql://{self.postgres.user}@/postgres?host={self.postgres.socket_dir} "
+            f"(pid {self.postgres.pid}, log {self.postgres.log_path}; superuser password in "
+            f"{self.postgres.password_file})"
         )
         return urls, where
 
     def start_vault(self) -> tuple[str, AppRoleCreds, str]:
         """Returns (address, the secrets service's AppRole, printable description)."""
         cfg = self.cfg
-        creds_file = cfg.data_dir / "vault-approle.json"
+        creds_file = credentials_dir(cfg.data_dir, "secrets") / "vault-approle.json"
+        adopt_legacy(cfg.data_dir / "vault-approle.json", creds_file)
         if cfg.vault_addr is None:
             if cfg.stack.env == "production":
                 self.out.say(
@@ -489,12 +548,12 @@ class Supervisor:
             self.openbao = EmbeddedOpenBao(
                 cfg.data_dir / "openbao", cfg.vault_port, host=cfg.stack.host
             )
-            self.openbao.start()
+            creds = self._start_and_provision_openbao(self.openbao, creds_file)
             done()
-            creds = self._provision(self.openbao.client(), creds_file)
             where = (
-                f"{self.openbao.addr} (pid {self.openbao.pid}; unseal key and root token in "
-                f"{self.openbao.init_file}; audit log {self.openbao.audit_log_path})"
+                f"{self.openbao.addr} (pid {self.openbao.pid}; unseal key in "
+                f"{self.openbao.init_file}, no root token kept; audit log "
+                f"{self.openbao.audit_log_path})"
             )
             return self.openbao.addr, creds, where
         if cfg.vault_role_id and cfg.vault_secret_id:
@@ -514,6 +573,35 @@ class Supervisor:
             "DOORWARD_VAULT_ADDR is set but neither DOORWARD_VAULT_TOKEN (to provision it) nor "
             "DOORWARD_VAULT_ROLE_ID and DOORWARD_VAULT_SECRET_ID are: set one of them"
         )
+
+    def _start_and_provision_openbao(self, bao: EmbeddedOpenBao, creds_file: Path) -> AppRoleCreds:
+        """Start the embedded OpenBao; provision it only when needed, with a root token that is
+        revoked right after: the initial one on the first start, else a fresh one from
+        generate-root. Needed = first start, no AppRole credential yet, or the policy or the
+        provisioning code changed since the last provisioning (provision_fingerprint)."""
+        state_file = bao.data_dir / "provisioned.json"
+        fingerprint = provision_fingerprint()
+        known = json.loads(creds_file.read_text()) if creds_file.exists() else {}
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if state.get("fingerprint") == fingerprint and known.get("secret_id"):
+            bao.start()
+            return AppRoleCreds(str(known["role_id"]), str(known["secret_id"]))
+        # The unauthenticated generate-root endpoints are opened only for this start, and only
+        # when no root token is left (after the first provisioning).
+        regenerate = bao.init_file.exists() and bao.stored_root_token() is None
+        bao.start(allow_generate_root=regenerate)
+        token = bao.stored_root_token() or bao.generate_root()
+        try:
+            creds = self._provision(bao.client(token), creds_file)
+        finally:
+            bao.revoke_root(token)
+        _write_private(state_file, json.dumps({"fingerprint": fingerprint}))
+        if regenerate:
+            # Close the generate-root endpoints again (config is read at start only).
+            bao.stop()
+            bao.start()
+        self.out.say("OpenBao provisioned; its root token is revoked")
+        return creds
 
     def _provision(self, client: object, creds_file: Path) -> AppRoleCreds:
         import hvac
@@ -540,19 +628,19 @@ class Supervisor:
         return creds
 
     def prepare_files(self) -> tuple[str, Path, Path]:
-        """Internal token, audit signing key, identity key folder: created once, 0600/0700."""
+        """Internal token, audit signing key, identity key folder: created once, 0600/0700,
+        each key in its service's own credentials folder (moved there from older layouts)."""
         d = self.cfg.data_dir
-        keys = d / "keys"
-        keys.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(keys, 0o700)
         if self.cfg.stack.internal_token is not None:
             token = self.cfg.stack.internal_token.get_secret_value()
         else:
             # At the top of the data folder: tests and tools read it from there.
             token = read_or_create_secret(d / "internal-token", lambda: secrets.token_urlsafe(32))
-        audit_key = keys / "audit-signing-key.pem"
+        audit_key = credentials_dir(d, "audit") / "audit-signing-key.pem"
+        adopt_legacy(d / "keys" / "audit-signing-key.pem", audit_key)
         read_or_create_secret(audit_key, ed25519_pem)
-        identity_dir = keys / "identity"
+        identity_dir = credentials_dir(d, "identity") / "keys"
+        adopt_legacy(d / "keys" / "identity", identity_dir)
         identity_dir.mkdir(exist_ok=True, mode=0o700)
         return token, audit_key, identity_dir
 
@@ -612,7 +700,10 @@ class Supervisor:
         self._check_stop()
         token, audit_key, identity_dir = self.prepare_files()
         infra = Infra(db_urls, vault_addr, creds, token, audit_key, identity_dir)
-        self.out.say(f"internal token, keys and AppRole credentials: {self.cfg.data_dir}")
+        self.out.say(
+            f"credentials: {self.cfg.data_dir / CREDENTIALS}/<service>/ (each only its own)"
+        )
+        self.out.say(isolation_note())
         for wave in self.cfg.waves:
             self.start_wave(wave, infra)
         for line in address_lines(self.cfg, pg_where, vault_where):

@@ -72,8 +72,9 @@ class Database:
         await self.engine.dispose()
 
 
-def run_migrations(migrations_dir: Path, url: str) -> None:
-    """Upgrade the service's database to head (blocking; call before serving)."""
+def run_migrations(migrations_dir: Path, url: str, *, role: str | None = None) -> None:
+    """Upgrade the service's database to head (blocking; call before serving). With `role`,
+    the migrations run after `SET ROLE role`, so what they create belongs to that role."""
     from alembic import command
     from alembic.config import Config
 
@@ -81,6 +82,8 @@ def run_migrations(migrations_dir: Path, url: str) -> None:
     config.set_main_option("script_location", str(migrations_dir))
     # Alembic's ini interpolation treats % specially.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if role:
+        config.set_main_option("doorward.role", role)
     command.upgrade(config, "head")
 
 

@@ -9,11 +9,14 @@ A service's migrations/env.py is just:
 from __future__ import annotations
 
 import asyncio
+import re
 
 from alembic import context
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def _run_sync(connection: Connection, metadata: MetaData) -> None:
@@ -22,10 +25,14 @@ def _run_sync(connection: Connection, metadata: MetaData) -> None:
         context.run_migrations()
 
 
-async def _run_online(url: str, metadata: MetaData) -> None:
+async def _run_online(url: str, metadata: MetaData, role: str | None) -> None:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
+            if role:
+                # Objects the migrations create belong to `role` (e.g. audit's NOLOGIN owner),
+                # not to the login that connected.
+                await connection.exec_driver_sql(f'SET ROLE "{role}"')
             await connection.run_sync(_run_sync, metadata)
     finally:
         await engine.dispose()
@@ -50,4 +57,7 @@ def run_alembic_env(metadata: MetaData) -> None:
         return
     if _in_running_loop():
         raise RuntimeError("run migrations through doorward_kit.db.run_migrations_async")
-    asyncio.run(_run_online(url, metadata))
+    role = context.config.get_main_option("doorward.role")
+    if role and not _ROLE.match(role):
+        raise RuntimeError("alembic: doorward.role must be a plain lower-case role name")
+    asyncio.run(_run_online(url, metadata, role))

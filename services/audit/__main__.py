@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from doorward.audit.v1 import audit_pb2_grpc
 
 from doorward_kit.auth import TokenVerifier
-from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.db import Database
 from doorward_kit.grpc import GrpcServer
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
@@ -18,12 +17,11 @@ from doorward_kit.settings import StackSettings
 from services.audit.api.graphql import build_router
 from services.audit.api.grpc import AuditServicer
 from services.audit.api.http import export_router
-from services.audit.runtime import AuditRuntime, checkpoint_loop, use_role
+from services.audit.dbroles import ensure_schema
+from services.audit.runtime import AuditRuntime, checkpoint_loop
 from services.audit.service import AuditService
 from services.audit.settings import AuditSettings
 from services.audit.signing import load_or_create_signer
-
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 async def build_parts(
@@ -35,9 +33,9 @@ async def build_parts(
     """Everything but the serving; tests pass their own verifier (no identity running)."""
     internal_token = stack.require_internal_token()
     register_secret(internal_token)
-    await run_migrations_async(MIGRATIONS, settings.db_url)
+    # Migrations run as the owner role (doorward up does it first); see dbroles.py.
+    await ensure_schema(settings.db_url)
     db = Database(settings.db_url)
-    use_role(db, settings.audit_db_role)
     signer = await asyncio.to_thread(
         load_or_create_signer,
         settings.audit_signing_key_file,

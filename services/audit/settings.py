@@ -4,8 +4,6 @@ DOORWARD_AUDIT_DB_URL                 postgresql+asyncpg://... (required)
 DOORWARD_AUDIT_SIGNING_KEY_FILE       Ed25519 private key PEM that signs checkpoints (generated,
                                       0600, when missing and DOORWARD_ENV=development)
 DOORWARD_AUDIT_CHECKPOINT_INTERVAL    seconds between signed checkpoints, default 60
-DOORWARD_AUDIT_DB_ROLE                role the service switches to on every connection (SET ROLE),
-                                      default doorward_audit_writer (INSERT/SELECT only); "" = none
 DOORWARD_AUDIT_ALERT_*                thresholds of the security alert rules (see below)
 """
 
@@ -25,7 +23,6 @@ class AuditSettings(BaseSettings):
     audit_db_url: SecretStr
     audit_signing_key_file: Path = Path(".doorward/audit/audit-signing-key.pem")
     audit_checkpoint_interval: float = Field(default=60.0, gt=0)
-    audit_db_role: str = "doorward_audit_writer"
     # Many reveals by one user: at least `reveals` within `reveal_window` seconds.
     audit_alert_reveals: int = Field(default=20, ge=1)
     audit_alert_reveal_window: int = Field(default=3600, ge=1)

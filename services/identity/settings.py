@@ -2,7 +2,8 @@
 
 DOORWARD_IDENTITY_DB_URL               postgresql+asyncpg://... (required)
 DOORWARD_IDENTITY_KEY_DIR              signing keys + the data key (0600, generated if missing);
-                                       default DOORWARD_DATA_DIR/keys/identity (as `make up`)
+                                       default DOORWARD_DATA_DIR/credentials/identity/keys
+                                       (as `make up`)
 DOORWARD_IDENTITY_ACCESS_TOKEN_TTL     seconds, default 600, at most 600
 DOORWARD_IDENTITY_REFRESH_TOKEN_TTL    seconds, default 43200 (a working day)
 DOORWARD_IDENTITY_SIGNING_KEY_MAX_AGE  seconds before the signing key is rotated (default 1 day)
@@ -50,7 +51,7 @@ class IdentitySettings(BaseSettings):
     def key_dir(self) -> Path:
         # Same place as `doorward up` puts it, so `doorward bootstrap` seals TOTP secrets with
         # the key the running service opens them with.
-        return self.identity_key_dir or self.data_dir / "keys" / "identity"
+        return self.identity_key_dir or self.data_dir / "credentials" / "identity" / "keys"
 
     @property
     def db_url(self) -> str:

@@ -86,26 +86,33 @@ def test_corrupt_postgres_folder_is_a_one_line_error(tmp_path: Path) -> None:
         EmbeddedPostgres(tmp_path / "pg").start()
 
 
-def test_provision_writes_private_credential_files(postgres, openbao, tmp_path: Path) -> None:
+def test_provision_writes_private_credential_files(
+    private_postgres, openbao, tmp_path: Path
+) -> None:
     from deploy.provision import provision
 
     env = {
-        "DOORWARD_DATABASE_URL": postgres.admin_url(),
+        "DOORWARD_DATABASE_URL": private_postgres.admin_url(),
         "DOORWARD_VAULT_ADDR": openbao.addr,
         "DOORWARD_VAULT_TOKEN": openbao.root_token,
     }
     said: list[str] = []
-    provision(tmp_path / "creds", env, said.append)
-    files = {p.name: p for p in (tmp_path / "creds").iterdir()}
+    out = tmp_path / "creds"
+    provision(out, env, said.append)
+    # One 0700 folder per service with only its own files (0600); the shared internal token.
+    files = {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
     assert set(files) == {
         "internal-token",
-        "audit-signing-key.pem",
-        "vault-role-id",
-        "vault-secret-id",
-    }
+        "identity/db-password", "identity/db-url",
+        "workorders/db-password", "workorders/db-url",
+        "secrets/db-password", "secrets/db-url", "secrets/vault-role-id", "secrets/vault-secret-id",
+        "audit/db-password", "audit/db-url", "audit/audit-signing-key.pem",
+    }  # fmt: skip
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
-    secret_id = files["vault-secret-id"].read_text()
-    provision(tmp_path / "creds", env, said.append)  # idempotent: same secret_id kept
-    assert files["vault-secret-id"].read_text() == secret_id
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in out.iterdir() if p.is_dir())
+    assert "doorward_workorders:" in files["workorders/db-url"].read_text()
+    secret_id = files["secrets/vault-secret-id"].read_text()
+    provision(out, env, said.append)  # idempotent: same secret_id kept
+    assert files["secrets/vault-secret-id"].read_text() == secret_id
     assert not any(secret_id in line or openbao.root_token in line for line in said)
-    postgres.create_database("doorward_audit")  # already there: no error
+    assert not any(files["audit/db-password"].read_text() in line for line in said)

@@ -104,10 +104,13 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         assert "DOORWARD_VAULT_TOKEN" not in names
         output = "\n".join(up.seen)
         assert f"http://127.0.0.1:{stack_env['DOORWARD_GATEWAY_PORT']}/graphql" in output
-        secret_id = json.loads((data / "vault-approle.json").read_text())["secret_id"]
+        approle = data / "credentials" / "secrets" / "vault-approle.json"
+        secret_id = json.loads(approle.read_text())["secret_id"]
         token = (data / "internal-token").read_text()
-        root = json.loads((data / "openbao" / "init.json").read_text())["root_token"]
-        for secret in (secret_id, token, root):
+        # The root token was used to provision OpenBao, then revoked and forgotten.
+        assert "root_token" not in json.loads((data / "openbao" / "init.json").read_text())
+        pg_password = (data / "credentials" / "supervisor" / "postgres-password").read_text()
+        for secret in (secret_id, token, pg_password):
             assert secret not in output
         # identity (beside the trace store), then audit, secrets and workorders together, then
         # the gateway.
@@ -144,7 +147,7 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         again.wait_for("stack is up")
         # Same secrets, same AppRole credential, no second initialisation of OpenBao.
         assert (data / "internal-token").read_text() == token
-        assert json.loads((data / "vault-approle.json").read_text())["secret_id"] == secret_id
+        assert json.loads(approle.read_text())["secret_id"] == secret_id
         assert not any("initialised" in line for line in again.seen)
     finally:
         again.proc.send_signal(signal.SIGINT)
@@ -175,7 +178,10 @@ def test_port_in_use_is_a_one_line_error(stack_env: dict[str, str]) -> None:
     assert not (Path(stack_env["DOORWARD_DATA_DIR"]) / "postgres").exists()
 
 
-def test_up_with_external_postgres_and_vault(stack_env: dict[str, str], postgres, openbao) -> None:
+def test_up_with_external_postgres_and_vault(
+    stack_env: dict[str, str], private_postgres, openbao
+) -> None:
+    postgres = private_postgres
     env = {
         **stack_env,
         "DOORWARD_DATABASE_URL": postgres.admin_url(),

@@ -44,7 +44,7 @@ def test_bootstrap_command(postgres):
         assert len(out["TOTP secret"].strip()) == 32
         assert PASSWORD not in first.stdout + first.stderr
         # The key folder is where `doorward up` keeps it, private.
-        keys = Path(data_dir) / "keys" / "identity"
+        keys = Path(data_dir) / "credentials" / "identity" / "keys"
         assert (keys / "data.key").exists()
         assert oct(keys.stat().st_mode & 0o777) == "0o700"
 

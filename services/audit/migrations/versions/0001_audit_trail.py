@@ -7,7 +7,7 @@ Create Date: 2026-11-23 10:09:20.478257
 Append-only twice over:
 - a trigger refuses UPDATE, DELETE and TRUNCATE on events, checkpoints and alerts, whoever asks;
 - the role `doorward_audit_writer` holds only SELECT and INSERT on them (plus UPDATE on the
-  chain heads); the service switches to it (SET ROLE) on every connection. It is created here
+  chain heads); the service's login only inherits it (services/audit/dbroles.py). It is created here
   when the migrating user may create roles; on an external database where it may not, a DBA runs
   the statements of ROLE_SQL once (see services/audit/README.md).
 """
