@@ -21,6 +21,7 @@ database made by an older version (owned by the admin) is handed over with its o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import secrets
@@ -211,7 +212,9 @@ def provision_logins(
             _in_thread(lambda sl=sl: _adopt(admin_url, sl))  # type: ignore[misc]
         for sl in logins:
             if sl.service == "audit":
-                run_owner_migrations(database_url(admin_url, sl.database))
+                url = database_url(admin_url, sl.database)
+                # Alembic runs its own event loop: off any loop the caller may be running.
+                _in_thread(lambda url=url: asyncio.to_thread(run_owner_migrations, url))  # type: ignore[misc]
     except OSError as exc:
         raise DeployError(
             f"cannot reach PostgreSQL to set up the service roles ({type(exc).__name__})"

@@ -33,6 +33,9 @@ async def _run_online(url: str, metadata: MetaData, role: str | None) -> None:
                 # Objects the migrations create belong to `role` (e.g. audit's NOLOGIN owner),
                 # not to the login that connected.
                 await connection.exec_driver_sql(f'SET ROLE "{role}"')
+                # Ends the transaction SQLAlchemy began (the session keeps the role); else
+                # alembic would nest in it and nothing would ever be committed.
+                await connection.commit()
             await connection.run_sync(_run_sync, metadata)
     finally:
         await engine.dispose()

@@ -58,9 +58,11 @@ async def _state(url: str) -> tuple[str | None, bool, bool, bool]:
         current = None
         if await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
             current = await conn.fetchval("SELECT version_num FROM alembic_version")
+        # The owner role owns this database and the login may act as it.
         as_owner = bool(
             await conn.fetchval(
-                "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+                "SELECT pg_has_role(current_user, datdba, 'MEMBER') FROM pg_database "
+                "WHERE datname = current_database() AND datdba::regrole::text = $1",
                 OWNER_ROLE,
             )
         )

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import uvicorn
 
+from deploy.pgroles import ServiceLogin, new_password, provision_logins
 from doorward_kit.audit_client import AuditClient, AuditRecord, Outcome
 from doorward_kit.auth import Role
 from doorward_kit.grpc import ServiceChannel
@@ -23,6 +24,7 @@ from doorward_kit.net import free_port
 from doorward_kit.runner import ServiceParts
 from doorward_kit.settings import StackSettings
 from services.audit.__main__ import build_parts
+from services.audit.dbroles import OWNER_ROLE
 from services.audit.runtime import AuditRuntime, run_checkpoints
 from services.audit.settings import AuditSettings
 from tests.fixtures.tokens import TestTokenIssuer
@@ -35,7 +37,8 @@ class AuditHarness:
     parts: ServiceParts
     runtime: AuditRuntime
     issuer: TestTokenIssuer
-    db_url: str
+    db_url: str  # the service's own login
+    login: str
     admin_dsn: str  # plain asyncpg DSN of the superuser, same database
     http_url: str
     grpc_target: str
@@ -78,8 +81,12 @@ def record(org_id: str = "org-1", **kw) -> AuditRecord:
 
 @contextlib.asynccontextmanager
 async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHarness]:
+    # As `doorward up` does: the tables belong to the NOLOGIN owner, the service logs in as a
+    # role that only inherits the writer's INSERT/SELECT (deploy/pgroles.py).
     dbname = f"audit_{uuid.uuid4().hex[:12]}"
-    db_url = postgres.create_database(dbname)
+    login = ServiceLogin("audit", dbname, f"{dbname}_login", OWNER_ROLE, new_password())
+    provision_logins(postgres.admin_url(), [login])
+    db_url = postgres.server.login_url(login.login, login.password, dbname)
     key_dir = Path(tempfile.mkdtemp(prefix="doorward-audit-key-"))
     http_port, grpc_port = free_port(), free_port()
     stack = StackSettings(
@@ -113,6 +120,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
             runtime=runtime,
             issuer=issuer,
             db_url=db_url,
+            login=login.login,
             admin_dsn=postgres.server.admin_url(dbname),
             http_url=f"http://127.0.0.1:{http_port}",
             grpc_target=f"127.0.0.1:{grpc_port}",

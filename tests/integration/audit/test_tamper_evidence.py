@@ -177,11 +177,10 @@ async def test_the_trail_refuses_update_delete_and_truncate(postgres):
                     await conn.execute(statement)
         finally:
             await conn.close()
-        # And the service really runs as that role.
+        # And the service really runs as its own login, which is no superuser.
         async with audit.runtime.db.engine.connect() as c:
-            assert (await c.exec_driver_sql("SELECT current_user")).scalar() == (
-                "doorward_audit_writer"
-            )
+            assert (await c.exec_driver_sql("SELECT current_user")).scalar() == audit.login
+            assert (await c.exec_driver_sql("SHOW is_superuser")).scalar() == "off"
 
 
 INCLUSION = """
