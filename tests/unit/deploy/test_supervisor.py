@@ -81,6 +81,26 @@ def test_each_service_gets_only_its_own_credentials(tmp_path: Path) -> None:
     assert envs["identity"]["DOORWARD_IDENTITY_KEY_DIR"].endswith("identity")
 
 
+def test_another_services_settings_and_the_data_folder_are_not_passed_on(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    base = {
+        "DOORWARD_DATA_DIR": str(tmp_path),  # leads to every credential folder
+        "DOORWARD_AUDIT_SIGNING_KEY_FILE": "/k/audit.pem",
+        "DOORWARD_IDENTITY_ARGON2_TIME_COST": "1",
+        "DOORWARD_SECRETS_DB_URL": "postgresql+asyncpg://doorward_secrets:pw@/x",
+    }
+    for svc in (*SERVICES, "gateway"):
+        env = child_env(svc, cfg, _infra(tmp_path), base)
+        assert "DOORWARD_DATA_DIR" not in env
+        assert ("DOORWARD_IDENTITY_ARGON2_TIME_COST" in env) == (svc == "identity")
+        assert env.get("DOORWARD_AUDIT_SIGNING_KEY_FILE") == (
+            str(tmp_path / "keys" / "audit.pem") if svc == "audit" else None
+        )
+        assert ":pw@" not in "".join(env.values())
+        # Everybody still finds everybody.
+        assert env["DOORWARD_AUDIT_GRPC_PORT"] == "5003"
+
+
 def test_port_conflicts_name_the_variable(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     plan = port_plan(cfg)
