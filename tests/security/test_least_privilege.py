@@ -25,6 +25,7 @@ import pytest
 
 from deploy.embedded import EmbeddedOpenBao, database_url, free_port_pair
 from deploy.supervisor import (
+    DATABASES,
     SERVICES,
     Infra,
     Output,
@@ -138,7 +139,7 @@ def test_each_service_login_opens_only_its_own_database(up: Started) -> None:
             finally:
                 await conn.close()
             # Attack: the same credentials on every other database of the server.
-            for other in [*(f"doorward_{o}" for o in SERVICES if o != svc), "postgres"]:
+            for other in [*(f"doorward_{o}" for o in DATABASES if o != svc), "postgres"]:
                 with pytest.raises(
                     asyncpg.InsufficientPrivilegeError, match="permission denied for database"
                 ):
@@ -169,7 +170,7 @@ def test_no_connection_without_the_right_password_also_on_the_socket(up: Started
                 "SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE 'doorward_%'"
                 " AND rolcanlogin"
             )
-            assert {r["rolname"] for r in stored} == {f"doorward_{s}" for s in SERVICES}
+            assert {r["rolname"] for r in stored} == {f"doorward_{s}" for s in DATABASES}
             assert all(r["rolpassword"].startswith("SCRAM-SHA-256$") for r in stored)
         finally:
             await admin.close()
@@ -323,7 +324,8 @@ def test_each_process_gets_only_its_own_credentials(up: Started) -> None:
     data = up.data
     creds = data / "credentials"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o700
-    assert {p.name for p in creds.iterdir()} == {*SERVICES, "supervisor"}  # none for gateway
+    # One folder per process but the gateway, which reads no key.
+    assert {p.name for p in creds.iterdir()} == {*DATABASES, "supervisor"}
     for folder in creds.iterdir():
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         for path in folder.rglob("*"):
@@ -339,10 +341,10 @@ def test_each_process_gets_only_its_own_credentials(up: Started) -> None:
     base["DOORWARD_IDENTITY_KEY_DIR"] = str(creds / "identity" / "keys")
     base["DOORWARD_SECRETS_DB_URL"] = up.infra.db_urls["secrets"]
     base["DOORWARD_VAULT_SECRET_ID"] = up.infra.approle.secret_id
-    for svc in (*SERVICES, "gateway"):
+    for svc in (*DATABASES, "gateway"):
         env = child_env(svc, up.cfg, up.infra, base)
         text = "\n".join(env.values())
-        for other in (*SERVICES, "supervisor"):
+        for other in (*DATABASES, "supervisor"):
             if other != svc:
                 assert str(creds / other) not in text, (svc, other)
         for owner, values in secrets_by_owner.items():

@@ -107,6 +107,7 @@ def test_provision_writes_private_credential_files(
         "workorders/db-password", "workorders/db-url",
         "secrets/db-password", "secrets/db-url", "secrets/vault-role-id", "secrets/vault-secret-id",
         "audit/db-password", "audit/db-url", "audit/audit-signing-key.pem",
+        "traces/db-password", "traces/db-url",
     }  # fmt: skip
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in out.iterdir() if p.is_dir())
