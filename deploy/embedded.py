@@ -375,7 +375,11 @@ class EmbeddedPostgres:
         hba = self.data_dir / "pg_hba.conf"
         text = hba.read_text()
         if not _TRUST_LINE.search(text):
-            self._password()  # the folder already requires passwords: the file must exist
+            if not self.password_file.exists():
+                raise DeployError(
+                    f"PostgreSQL in {self.data_dir} requires passwords but the superuser's "
+                    f"password file {self.password_file} is missing: restore it from a backup"
+                )
             return
         password = self._password()
         trusting = f"postgresql://{self.user}@/postgres?host={self.socket_dir}"
