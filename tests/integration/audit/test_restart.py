@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -54,8 +55,10 @@ class AuditProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # A deadline, not a count: on a loaded two-core machine the imports alone can take 30 s.
+        deadline = time.monotonic() + 120
         async with httpx.AsyncClient(timeout=1) as client:
-            for _ in range(300):
+            while time.monotonic() < deadline:
                 assert self.proc.poll() is None, "the audit service exited"
                 try:
                     r = await client.get(f"http://127.0.0.1:{self.http_port}/readyz")
