@@ -343,10 +343,14 @@ class AuditService:
         return Repository(session).stream_events(principal.org_id, f)
 
     async def export_metadata(
-        self, session: AsyncSession, principal: Principal
+        self, session: AsyncSession, principal: Principal, signed_head: tuple[int, str] | None
     ) -> tuple[list[AuditCheckpoint], tuple[int, str] | None]:
+        """Checkpoints and head of an export; with `signed_head` (sign_for_export's) the export
+        stops there, and checkpoints signed meanwhile over later events are left out."""
         self.authorize_read(principal)
         repo = Repository(session)
+        if signed_head is not None:
+            return await repo.checkpoints(principal.org_id, signed_head[0]), signed_head
         checkpoints = await repo.checkpoints(principal.org_id)
         head = await repo.head(principal.org_id)
         return checkpoints, head
@@ -420,8 +424,14 @@ class AuditService:
 
     async def checkpoint_org(self, session: AsyncSession, org_id: str) -> Checkpoint | None:
         """Sign the org's current tree, but only over a chain that verifies."""
+        checkpoint, _ = await self._sign(session, org_id)
+        return checkpoint
+
+    async def _sign(
+        self, session: AsyncSession, org_id: str
+    ) -> tuple[Checkpoint | None, IntegrityReport | None]:
         if self.signer is None:
-            return None
+            return None, None
         report, (size, root) = await self.verify_org(session, org_id)
         if not report.ok:
             log.error(
@@ -429,9 +439,9 @@ class AuditService:
                 extra={"fields": {"org.id": org_id, "first_broken_seq": report.first_broken_seq}},
             )
             await self._integrity_alert(session, org_id, report)
-            return None
+            return None, report
         if size == 0:
-            return None
+            return None, report
         checkpoint = self.signer.sign(org_id, size, root, datetime.now(UTC))
         await Repository(session).insert_checkpoint(
             {
@@ -443,7 +453,26 @@ class AuditService:
                 "signature": checkpoint.signature,
             }
         )
-        return checkpoint
+        return checkpoint, report
+
+    async def sign_for_export(
+        self, session: AsyncSession, principal: Principal
+    ) -> tuple[int, str] | None:
+        """Sign a checkpoint over the whole trail for an unfiltered export and return the
+        export's head (seq, hash): the export ends exactly where the signature does, so
+        `doorward audit verify` finds every exported event vouched for by the key. None when
+        no fresh checkpoint could be signed (no key, a broken chain: the export then shows
+        what is missing or broken)."""
+        self.authorize_read(principal)
+        repo = Repository(session)
+        head = await repo.head(principal.org_id)
+        latest = await repo.latest_checkpoint(principal.org_id)
+        if head is not None and latest is not None and latest.tree_size == head[0]:
+            return head
+        checkpoint, report = await self._sign(session, principal.org_id)
+        if checkpoint is None or report is None:
+            return None
+        return report.head_seq, report.head_hash
 
     async def orgs_needing_checkpoint(self, session: AsyncSession) -> list[str]:
         return await Repository(session).orgs_needing_checkpoint()

@@ -11,6 +11,14 @@ What each check catches:
 - signed checkpoints: a chain rewritten from some event on with fresh hashes (the Merkle root
   over the stored hashes no longer matches what the key signed), and a deleted tail;
 - head row: a deleted tail after the last checkpoint.
+
+With a public key (always, offline) a dump must also carry what the key vouches for: at least
+one valid signed checkpoint, the head, and checkpoints covering every event. Without that, a
+writer who rewrites events, recomputes every hash and leaves the checkpoint and head lines out
+would hand over a chain that verifies: so a missing checkpoint, a missing head or events after
+the newest valid checkpoint are named and the trail is NOT VERIFIED. An operator may accept an
+unsigned tail after a valid checkpoint explicitly (`--allow-unsigned-tail`, e.g. for a pg_dump
+of a live database); it is still listed.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class IntegrityReport:
     # The newest checkpoint whose signature and Merkle root both check out.
     checkpoint: Checkpoint | None
     problems: list[str] = field(default_factory=list)
+    # Events 1..signed_up_to are vouched for by a valid signed checkpoint.
+    signed_up_to: int = 0
 
 
 def checkpoint_from_row(row: Row) -> Checkpoint:
@@ -67,10 +77,20 @@ class ChainVerifier:
         public_key: Ed25519PublicKey | None = None,
         checkpoints: Iterable[Checkpoint] = (),
         head: tuple[int, str] | None = None,
+        require_signed: bool = False,
+        allow_unsigned_tail: bool = False,
     ) -> None:
+        """`require_signed`: the offline check; a trail is verified only as far as a valid
+        signed checkpoint reaches, and a head must be given (see the module docstring). The
+        service's own live check leaves it off: its newest events wait for the next
+        checkpoint."""
+        if require_signed and public_key is None:
+            raise ValueError("require_signed needs a public key")
         self.org_id = org_id
         self._public_key = public_key
         self._head = head
+        self._require_signed = require_signed
+        self._allow_unsigned_tail = allow_unsigned_tail
         self._accumulator = merkle.Accumulator()
         self._last_seq = 0
         self._last_hash = GENESIS_HASH
@@ -154,6 +174,8 @@ class ChainVerifier:
                 self._broken(self._last_seq + 1, f"seq {self._last_seq + 1} is missing (head)")
             elif head_seq == self._last_seq and head_hash != self._last_hash:
                 self._broken(head_seq, f"seq {head_seq} differs from the recorded head")
+        if self._require_signed and self._checked:
+            self._require_signatures()
         first = self._chain_break
         if self._checkpoint_break is not None:
             low, high = self._checkpoint_break
@@ -173,7 +195,34 @@ class ChainVerifier:
             head_hash=self._last_hash if self._checked else "",
             checkpoint=self._valid_checkpoint,
             problems=problems,
+            signed_up_to=self._last_good_size,
         )
+
+    def _require_signatures(self) -> None:
+        """Name what a signature should vouch for but does not (not a chain break: the events
+        may be honest, but nothing proves it)."""
+        last = self._last_seq
+        if self._head is None:
+            self._problems.append(
+                "no head record: a deleted tail cannot be seen (CSV and filtered exports carry "
+                "none; use an unfiltered JSON Lines export or a pg_dump)"
+            )
+        elif self._head[0] < last:
+            self._problems.append(
+                f"seq {self._head[0] + 1}..{last} come after the recorded head {self._head[0]}"
+            )
+        signed = self._last_good_size
+        if signed == 0:
+            self._problems.append(
+                f"no valid signed checkpoint: nothing the key signed vouches for seq 1..{last} "
+                "(a chain recomputed from scratch would look the same)"
+            )
+        elif signed < last and not self._allow_unsigned_tail:
+            self._problems.append(
+                f"seq {signed + 1}..{last} are not covered by a signed checkpoint (the newest "
+                f"valid one covers 1..{signed}): export again (an unfiltered JSON Lines export "
+                "signs one) or pass --allow-unsigned-tail"
+            )
 
 
 def verify_rows(
@@ -183,8 +232,12 @@ def verify_rows(
     heads: Iterable[Row] = (),
     public_key: Ed25519PublicKey | None = None,
     org_id: str | None = None,
+    allow_unsigned_tail: bool = False,
 ) -> list[IntegrityReport]:
-    """Verify every organisation found in the rows (or only `org_id`), whatever their order."""
+    """Verify every organisation found in the rows (or only `org_id`), whatever their order.
+
+    Given a public key, the signatures are required, not merely checked when present: a dump
+    without valid checkpoints over its events, or without its head, does not verify."""
     events: dict[str, list[ChainEvent]] = defaultdict(list)
     problems: dict[str, list[str]] = defaultdict(list)
     for number, row in enumerate(rows, start=1):
@@ -209,7 +262,12 @@ def verify_rows(
     reports = []
     for org in orgs:
         verifier = ChainVerifier(
-            org, public_key=public_key, checkpoints=cps.get(org, ()), head=head_of.get(org)
+            org,
+            public_key=public_key,
+            checkpoints=cps.get(org, ()),
+            head=head_of.get(org),
+            require_signed=public_key is not None,
+            allow_unsigned_tail=allow_unsigned_tail,
         )
         for event in sorted(events.get(org, ()), key=lambda e: e.seq):
             verifier.feed(event)
@@ -327,7 +385,11 @@ def load_dump(path: Path) -> Dump:
 
 
 def verify_dump(
-    dump: Dump, public_key: Ed25519PublicKey | None, org_id: str | None = None
+    dump: Dump,
+    public_key: Ed25519PublicKey | None,
+    org_id: str | None = None,
+    *,
+    allow_unsigned_tail: bool = False,
 ) -> list[IntegrityReport]:
     return verify_rows(
         dump.events,
@@ -335,6 +397,7 @@ def verify_dump(
         heads=dump.heads,
         public_key=public_key,
         org_id=org_id,
+        allow_unsigned_tail=allow_unsigned_tail,
     )
 
 
@@ -359,6 +422,11 @@ def describe(report: IntegrityReport) -> Iterator[str]:
         )
     else:
         yield "  no valid signed checkpoint: only the hash chain was checked"
+    if report.ok and cp is not None and report.signed_up_to < report.head_seq:
+        yield (
+            f"  seq {report.signed_up_to + 1}..{report.head_seq} are NOT signed: only the hash "
+            "chain and the head vouch for them"
+        )
     for problem in report.problems:
         yield f"  - {problem}"
 
@@ -380,11 +448,19 @@ def verify(
         ..., "--public-key", exists=True, dir_okay=False, help="Ed25519 public key PEM"
     ),
     org: str | None = typer.Option(None, "--org", help="only this organisation"),
+    allow_unsigned_tail: bool = typer.Option(
+        False,
+        "--allow-unsigned-tail",
+        help="accept events after the newest valid signed checkpoint (listed as NOT signed)",
+    ),
 ) -> None:
-    """Verify an audit trail from a dump: prints the first broken sequence number, if any."""
+    """Verify an audit trail from a dump: prints the first broken sequence number, if any.
+
+    OK needs valid signed checkpoints over every event and the head; anything missing is named
+    and the trail is NOT VERIFIED (exit 1)."""
     try:
         key = load_public_key(public_key)
-        reports = verify_dump(load_dump(dump), key, org)
+        reports = verify_dump(load_dump(dump), key, org, allow_unsigned_tail=allow_unsigned_tail)
     except (OSError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as error:
         typer.echo(f"error: the dump or the key cannot be read ({type(error).__name__})", err=True)
         raise typer.Exit(2) from None

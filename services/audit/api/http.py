@@ -1,7 +1,8 @@
 """GET /export: a filtered trail as JSON Lines or CSV, streamed (AUDITOR, ADMIN; bearer token).
 
 Each line carries every field the hash covers, so an unfiltered JSON Lines export (which also
-lists the signed checkpoints and the head) is what `doorward audit verify --dump` reads.
+lists the signed checkpoints and the head, after signing a fresh checkpoint over every exported
+event) is what `doorward audit verify --dump` reads.
 """
 
 from __future__ import annotations
@@ -111,10 +112,18 @@ def export_router(runtime: AuditRuntime) -> APIRouter:
         # The export itself goes on the trail before a single line leaves.
         async with runtime.db.unit_of_work() as session:
             await runtime.service.record_export(session, principal, format, client_ip(request))
+        signed_head = None
+        if format == "jsonl" and unfiltered:
+            # Signed in its own transaction (committed before a line leaves): the export's last
+            # event, the audit.export just written included, is then covered by a signature.
+            async with runtime.db.unit_of_work() as session:
+                signed_head = await runtime.service.sign_for_export(session, principal)
 
         async def lines() -> AsyncIterator[str]:
             async with runtime.db.unit_of_work() as session:
-                checkpoints, head = await runtime.service.export_metadata(session, principal)
+                checkpoints, head = await runtime.service.export_metadata(
+                    session, principal, signed_head
+                )
                 up_to = head[0] if head else 0
                 if format == "csv":
                     yield _csv_line(list(EXPORT_FIELDS))

@@ -90,9 +90,10 @@ async def _verify_everywhere(audit, tmp_path: Path, expected: int | None) -> Non
     _pg_dump(audit.admin_dsn, dump)
     public = tmp_path / "audit.pub.pem"
     public.write_text(public_key_pem(load_public_key(audit.key_file)))
-    result = CliRunner().invoke(
-        audit_app, ["verify", "--dump", str(dump), "--public-key", str(public), "--org", "org-1"]
-    )
+    # A pg_dump of a live database ends with events no checkpoint covers yet: accepted here
+    # explicitly (tests/security/test_audit_verify.py shows the default refuses them).
+    args = ["verify", "--dump", str(dump), "--public-key", str(public), "--org", "org-1"]
+    result = CliRunner().invoke(audit_app, [*args, "--allow-unsigned-tail"])
     if expected is None:
         assert result.exit_code == 0, result.output
         assert "OK" in result.output

@@ -62,14 +62,27 @@ def checkpoint_rows(rows: list[dict], *sizes: int) -> list[dict]:
 
 
 def first_broken(rows, cps=(), heads=()):
-    (report,) = verify_rows(rows, checkpoints=cps, heads=heads, public_key=SIGNER.public_key)
+    """The hash chain (and whatever checkpoints and head are given), without the key's demand
+    for signatures: the chain's own checks."""
+    (report,) = verify_rows(rows, checkpoints=cps, heads=heads)
+    return report
+
+
+def head_of(rows: list[dict]) -> list[dict]:
+    return [{"org_id": rows[-1]["org_id"], "seq": rows[-1]["seq"], "hash": rows[-1]["hash"]}]
+
+
+def with_key(rows, cps=(), heads=(), **kwargs):
+    (report,) = verify_rows(
+        rows, checkpoints=cps, heads=heads, public_key=SIGNER.public_key, **kwargs
+    )
     return report
 
 
 def test_an_untouched_chain_verifies_in_any_row_order():
     rows = make_chain(20)
-    report = first_broken(rows[::-1], checkpoint_rows(rows, 5, 20))
-    assert report.ok and report.first_broken_seq is None
+    report = with_key(rows[::-1], checkpoint_rows(rows, 5, 20), head_of(rows))
+    assert report.ok and report.first_broken_seq is None and report.signed_up_to == 20
     assert report.checked_events == 20 and report.head_seq == 20
     assert report.head_hash == rows[-1]["hash"]
     assert report.checkpoint is not None and report.checkpoint.tree_size == 20
@@ -130,7 +143,7 @@ def test_a_rewritten_chain_is_caught_between_checkpoints():
     cps = checkpoint_rows(rows, 4, 8, 16)
     forged = _rewrite(rows, 10)
     assert first_broken(forged).ok  # the chain alone cannot tell
-    report = first_broken(forged, cps)
+    report = with_key(forged, cps, head_of(forged))
     assert report.first_broken_seq == 9  # the earliest event the signatures cannot vouch for
     assert report.checkpoint is not None and report.checkpoint.tree_size == 8
 
@@ -139,7 +152,7 @@ def test_forged_or_foreign_checkpoints_do_not_count():
     rows = make_chain(6)
     cps = checkpoint_rows(rows, 6)
     cps[0]["root_hash"] = "00" * 32
-    report = first_broken(rows, cps)
+    report = with_key(rows, cps, head_of(rows))
     assert not report.ok and "signature" in report.problems[0]
     other = Signer(Ed25519PrivateKey.generate())
     root = merkle.root([bytes.fromhex(r["hash"]) for r in rows]).hex()
@@ -185,7 +198,7 @@ def test_jsonl_with_checkpoints_and_head():
     )
     dump = parse_jsonl(lines)
     assert len(dump.events) == 5 and len(dump.checkpoints) == 1 and len(dump.heads) == 1
-    assert first_broken(dump.events, dump.checkpoints, dump.heads).ok
+    assert with_key(dump.events, dump.checkpoints, dump.heads).ok
 
 
 def test_csv_export():
@@ -278,6 +291,7 @@ def test_the_command_exit_codes(tmp_path):
     good = tmp_path / "good.jsonl"
     lines = [json.dumps(r) for r in rows]
     lines += [json.dumps({"record": "checkpoint", **c}) for c in checkpoint_rows(rows, 6)]
+    lines += [json.dumps({"record": "head", **h}) for h in head_of(rows)]
     good.write_text("\n".join(lines) + "\n")
     runner = CliRunner()
     result = runner.invoke(audit_app, ["verify", "--dump", str(good), "--public-key", str(key)])
