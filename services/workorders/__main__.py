@@ -57,6 +57,7 @@ async def build_parts(
         DataKeyCache(
             settings.workorders_data_key_cache_seconds, settings.workorders_data_key_cache_size
         ),
+        upgrade_v1=settings.workorders_contact_v1_upgrade,
     )
     service = WorkOrdersService(secrets, GrpcIdentity(identity_channel), crypto)
     runtime = Runtime(db=db, service=service, verifier=verifier)

@@ -90,7 +90,8 @@ class Customer(Base):
     # The data key wrapped by the customer's transit key; None once erased.
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     key_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    # nonce || AES-256-GCM(JSON {name, phone, email}), associated data = customer id.
+    # crypto.seal: b"dwc2" || nonce || AES-256-GCM(JSON {name, phone, email}), bound to
+    # (customer id, "contact").
     contact: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = _now()
@@ -105,7 +106,8 @@ class Site(Base):
     org_id: Mapped[str] = mapped_column(String(64), nullable=False)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), nullable=False)
     region_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    # nonce || AES-256-GCM(address), associated data = customer id.
+    # crypto.seal: b"dwc2" || nonce || AES-256-GCM(address), bound to (customer id,
+    # "address", site id).
     address: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = _now()
 

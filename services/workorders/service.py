@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -30,7 +31,14 @@ from doorward_kit.policy import (
     only_assigned,
     region_filter,
 )
-from services.workorders.crypto import ContactCrypto, open_sealed, seal
+from services.workorders.crypto import (
+    Binding,
+    CiphertextRejected,
+    ContactCrypto,
+    address_binding,
+    contact_binding,
+    seal,
+)
 from services.workorders.models import (
     AuditOutbox,
     Customer,
@@ -48,6 +56,8 @@ from services.workorders.ports import (
     UploadSlotView,
 )
 from services.workorders.repository import Repository
+
+log = logging.getLogger(__name__)
 
 # The address the request came from; set by the adapter, read when writing audit events.
 source_ip: contextvars.ContextVar[str] = contextvars.ContextVar("workorders_source_ip", default="")
@@ -85,6 +95,22 @@ class Contact:
     phone: str | None
     email: str | None
     erased: bool = False
+    # The stored ciphertext did not open here (tampered or moved): the reader gets an error.
+    unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class _Plain:
+    value: str
+    # Set when the stored ciphertext was v1: its v2 form, to be stored instead.
+    resealed: bytes | None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A site address whose ciphertext did not open here (see Contact.unreadable)."""
+
+    site_id: str
 
 
 @dataclass(frozen=True)
@@ -480,7 +506,15 @@ class WorkOrdersService:
                 result[customer.id] = Contact(customer.id, None, None, None, erased=True)
                 continue
             key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
-            data = json.loads(open_sealed(key, customer.id, customer.contact))
+            try:
+                text = self._open(key, contact_binding(customer.id), customer.contact)
+            except CiphertextRejected:
+                await self._audit_unreadable(session, principal, customer.id, "contact")
+                result[customer.id] = Contact(customer.id, None, None, None, unreadable=True)
+                continue
+            if text.resealed is not None:
+                customer.contact = text.resealed
+            data = json.loads(text.value)
             result[customer.id] = Contact(
                 customer.id,
                 data.get("name"),
@@ -499,7 +533,7 @@ class WorkOrdersService:
 
     async def read_addresses(
         self, session: AsyncSession, principal: Principal, site_ids: Collection[str]
-    ) -> dict[str, str | None]:
+    ) -> dict[str, str | Unreadable | None]:
         """Site addresses are contact data too (sealed with the customer's key)."""
         sites = list((await self.visible_sites(session, principal, site_ids)).values())
         customers = await Repository(session).customers(
@@ -507,7 +541,7 @@ class WorkOrdersService:
         )
         by_id = {c.id: c for c in customers}
         access = await self._contact_access(session, principal, customers)
-        result: dict[str, str | None] = {}
+        result: dict[str, str | Unreadable | None] = {}
         for site in sites:
             customer = by_id[site.customer_id]
             allowed, _ = access[customer.id]
@@ -527,7 +561,15 @@ class WorkOrdersService:
                 result[site.id] = None
                 continue
             key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
-            result[site.id] = open_sealed(key, customer.id, site.address)
+            try:
+                text = self._open(key, address_binding(customer.id, site.id), site.address)
+            except CiphertextRejected:
+                await self._audit_unreadable(session, principal, customer.id, "address", site.id)
+                result[site.id] = Unreadable(site.id)
+                continue
+            if text.resealed is not None:
+                site.address = text.resealed
+            result[site.id] = text.value
             await self.audit(
                 session,
                 principal,
@@ -537,6 +579,39 @@ class WorkOrdersService:
                 details={"field": "address", "site_id": site.id},
             )
         return result
+
+    def _open(self, key: bytes, binding: Binding, sealed: bytes) -> _Plain:
+        """Open a stored field where it is read; a v1 ciphertext (upgrade mode only) comes back
+        with its v2 form for the caller to store in place of it."""
+        opened = self.crypto.open(key, binding, sealed)
+        return _Plain(opened.text, seal(key, binding, opened.text) if opened.legacy else None)
+
+    async def _audit_unreadable(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        customer_id: str,
+        field: str,
+        site_id: str = "",
+    ) -> None:
+        """A ciphertext that does not open where it is stored was tampered with or moved (a
+        database writer swapping fields or sites): on the trail, and loud in the log."""
+        details = {"reason": "integrity", "field": field}
+        if site_id:
+            details["site_id"] = site_id
+        log.error(
+            "customer data failed its integrity check",
+            extra={"fields": {"customer.id": customer_id, "field": field, "site.id": site_id}},
+        )
+        await self.audit(
+            session,
+            principal,
+            "customer.contact.read",
+            outcome=Outcome.ERROR,
+            target_type="Customer",
+            target_id=customer_id,
+            details=details,
+        )
 
     # ---- customers and sites --------------------------------------------------------------
 
@@ -568,7 +643,7 @@ class WorkOrdersService:
             key_version=key.version,
             contact=seal(
                 key.plaintext,
-                customer_id,
+                contact_binding(customer_id),
                 json.dumps({"name": name, "phone": phone, "email": email}),
             ),
             created_at=self.clock(),
@@ -611,12 +686,13 @@ class WorkOrdersService:
             raise conflict("this customer has been erased")
         address = _text("address", address, 500)
         key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
+        site_id = str(uuid.uuid4())
         row = Site(
-            id=str(uuid.uuid4()),
+            id=site_id,
             org_id=principal.org_id,
             customer_id=customer.id,
             region_id=region_id,
-            address=seal(key, customer.id, address),
+            address=seal(key, address_binding(customer.id, site_id), address),
             created_at=self.clock(),
         )
         repo = Repository(session)
@@ -1198,7 +1274,11 @@ class WorkOrdersService:
         key: bytes | None = None
         if customer.erased_at is None and customer.contact is not None:
             key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
-            contact = json.loads(open_sealed(key, customer.id, customer.contact))
+            # A tampered field fails the whole export (CiphertextRejected): a partial or
+            # wrong-field answer to a subject access request is worse than an error.
+            contact = json.loads(
+                self._open(key, contact_binding(customer.id), customer.contact).value
+            )
         sites = await repo.sites_of_customers(principal.org_id, [customer.id])
         site_refs = await repo.secrets_of_sites(principal.org_id, [s.id for s in sites])
         orders = await repo.orders_at_sites(principal.org_id, [s.id for s in sites])
@@ -1227,7 +1307,7 @@ class WorkOrdersService:
                 {
                     "id": s.id,
                     "regionId": s.region_id,
-                    "address": open_sealed(key, customer.id, s.address)
+                    "address": self._open(key, address_binding(customer.id, s.id), s.address).value
                     if key is not None and s.address is not None
                     else None,
                     "secretRefs": [

@@ -5,6 +5,9 @@ DOORWARD_WORKORDERS_DATA_KEY_CACHE_SECONDS  how long a customer's plaintext data
                                             memory (default 60; 0 disables the cache)
 DOORWARD_WORKORDERS_DATA_KEY_CACHE_SIZE     at most this many cached data keys (default 1000)
 DOORWARD_WORKORDERS_OUTBOX_POLL_SECONDS     RevokeGrants outbox poll interval (default 1)
+DOORWARD_WORKORDERS_CONTACT_V1_UPGRADE      accept contact ciphertexts of the old v1 format (bound
+                                            to the customer only) and seal each again as v2 when
+                                            read; default false: v1 is refused (see crypto.py)
 Ports and the identity/secrets/audit targets come from StackSettings.
 """
 
@@ -21,6 +24,9 @@ class WorkOrdersSettings(BaseSettings):
     workorders_data_key_cache_seconds: float = Field(default=60.0, ge=0, le=600)
     workorders_data_key_cache_size: int = Field(default=1000, ge=1)
     workorders_outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # One-off upgrade of data written before contact ciphertexts were bound to field and site.
+    # Outside the database on purpose: a database writer cannot turn it back on.
+    workorders_contact_v1_upgrade: bool = False
 
     @property
     def db_url(self) -> str:

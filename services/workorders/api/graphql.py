@@ -42,9 +42,17 @@ from doorward_kit.graphql import (
 from services.workorders import models
 from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
+from services.workorders.crypto import CiphertextRejected
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
 from services.workorders.runtime import Runtime
-from services.workorders.service import Contact, Refusal, WindowPolicy, WorkOrderInput, source_ip
+from services.workorders.service import (
+    Contact,
+    Refusal,
+    Unreadable,
+    WindowPolicy,
+    WorkOrderInput,
+    source_ip,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -288,6 +296,9 @@ class Customer:
 
     async def _contact(self, info: Info) -> Contact | None:
         contact: Contact | None = await load_contact(info, str(self.id))
+        if contact is not None and contact.unreadable:
+            # Already audited by the service; the field errors, no other field's data shows.
+            raise CiphertextRejected()
         return contact
 
     @strawberry.field(description="Personal data: null when erased or not for this caller.")
@@ -336,7 +347,9 @@ class Site:
 
     @strawberry.field(description="Personal data: null when erased or not for this caller.")
     async def address(self, info: Info) -> str | None:
-        value: str | None = await load_address(info, str(self.id))
+        value: str | Unreadable | None = await load_address(info, str(self.id))
+        if isinstance(value, Unreadable):
+            raise CiphertextRejected()
         return value
 
     @strawberry.field

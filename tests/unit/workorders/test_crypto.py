@@ -7,25 +7,68 @@ import asyncio
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from doorward_kit.errors import DoorwardError, ErrorCode
-from services.workorders.crypto import ContactCrypto, DataKey, DataKeyCache, open_sealed, seal
+from services.workorders.crypto import (
+    V2_MAGIC,
+    CiphertextRejected,
+    ContactCrypto,
+    DataKey,
+    DataKeyCache,
+    address_binding,
+    contact_binding,
+    open_sealed,
+    seal,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_seal_opens_only_for_the_same_customer() -> None:
     key = os.urandom(32)
-    sealed = seal(key, "customer-a", "Ada Lovelace")
+    sealed = seal(key, contact_binding("customer-a"), "Ada Lovelace")
     assert b"Ada" not in sealed
-    assert open_sealed(key, "customer-a", sealed) == "Ada Lovelace"
+    assert open_sealed(key, contact_binding("customer-a"), sealed).text == "Ada Lovelace"
     with pytest.raises(DoorwardError) as moved:
-        open_sealed(key, "customer-b", sealed)
+        open_sealed(key, contact_binding("customer-b"), sealed)
     assert "Ada" not in moved.value.message
     with pytest.raises(DoorwardError):
-        open_sealed(os.urandom(32), "customer-a", sealed)
+        open_sealed(os.urandom(32), contact_binding("customer-a"), sealed)
     # A fresh nonce every time: equal plaintexts do not give equal ciphertexts.
-    assert seal(key, "customer-a", "x") != seal(key, "customer-a", "x")
+    assert seal(key, contact_binding("a"), "x") != seal(key, contact_binding("a"), "x")
+
+
+def test_a_ciphertext_opens_only_in_its_own_field_and_site() -> None:
+    key = os.urandom(32)
+    home = address_binding("customer-a", "site-1")
+    sealed = seal(key, home, "1 High Street")
+    assert open_sealed(key, home, sealed).text == "1 High Street"
+    for elsewhere in (address_binding("customer-a", "site-2"), contact_binding("customer-a")):
+        with pytest.raises(CiphertextRejected) as refused:
+            open_sealed(key, elsewhere, sealed)
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+        assert "High" not in refused.value.message
+
+
+def _v1(key: bytes, customer_id: str, text: str, nonce: bytes | None = None) -> bytes:
+    """The format before field binding: nonce || AES-GCM(text, AD = customer id)."""
+    nonce = nonce or os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, text.encode(), customer_id.encode())
+
+
+def test_v1_opens_only_in_upgrade_mode_and_is_flagged_for_resealing() -> None:
+    key = os.urandom(32)
+    old = _v1(key, "customer-a", "1 High Street")
+    where = address_binding("customer-a", "site-1")
+    with pytest.raises(CiphertextRejected):
+        open_sealed(key, where, old)
+    opened = open_sealed(key, where, old, accept_v1=True)
+    assert opened.text == "1 High Street" and opened.legacy
+    # A v1 ciphertext whose random nonce happens to begin with the v2 magic still opens.
+    lucky = _v1(key, "customer-a", "x", nonce=V2_MAGIC + os.urandom(8))
+    assert open_sealed(key, where, lucky, accept_v1=True).text == "x"
+    assert not open_sealed(key, where, seal(key, where, "y"), accept_v1=True).legacy
 
 
 def test_cache_expires_and_is_bounded() -> None:
