@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from doorward_kit.errors import DoorwardError, ErrorCode
+from doorward_kit.headers import SecurityHeaders
 from doorward_kit.telemetry import instrument_fastapi
 
 log = logging.getLogger(__name__)
@@ -119,5 +120,6 @@ def create_app(
         return error_response(DoorwardError(ErrorCode.INTERNAL, "internal error"))
 
     add_metrics_route(app)
+    app.add_middleware(SecurityHeaders)
     instrument_fastapi(app, edge=edge)
     return app

@@ -31,6 +31,7 @@ from opentelemetry.context import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from doorward_kit.headers import SecurityHeaders
 from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
 from doorward_kit.telemetry import client_trace_links
 from gateway.composition import CompositionError, Supergraph, compose
@@ -316,6 +317,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = None
+    app.add_middleware(SecurityHeaders)
 
     async def graphql_post(request: Request) -> Response:
         gw: Gateway | None = request.app.state.gateway
