@@ -11,9 +11,12 @@ where they exist rather than repeated:
   API3  Broken Object Property Level Authorization  contact fields per role in the access matrix
   API4  Unrestricted Resource Consumption ........ tests/unit/gateway/test_limits.py,
         tests/security/test_edge_*.py (the edge's one-pass limits and streamed bodies)
-  API5  Broken Function Level Authorization ...... the access matrix's administration rows
+  API5  Broken Function Level Authorization ...... the access matrix's administration rows,
+        tests/security/test_acting_for_user.py (secrets takes the principal from the user's
+        token, never from request fields)
   API6  Unrestricted Access to Sensitive Business Flows  tests/e2e/test_secret_access.py (the
-        door-code grant and reveal rules in full)
+        door-code grant and reveal rules in full), tests/security/test_break_glass.py
+        (step-up and a second approver), tests/security/test_grant_limits.py (per-user limits)
   API7  Server Side Request Forgery .............. here only: no API takes a URL to fetch
   API8  Security Misconfiguration ................ tests/integration/gateway/test_gateway.py
   API9  Improper Inventory Management ............ tests/integration/gateway/test_gateway.py
