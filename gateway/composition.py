@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from graphql import (
@@ -32,11 +31,8 @@ from graphql import (
     ObjectTypeDefinitionNode,
     ObjectTypeExtensionNode,
     OperationType,
-    OperationTypeDefinitionNode,
     ScalarTypeDefinitionNode,
     ScalarTypeExtensionNode,
-    SchemaDefinitionNode,
-    SchemaExtensionNode,
     SelectionSetNode,
     StringValueNode,
     TypeNode,
@@ -48,18 +44,22 @@ from graphql import (
     validate_schema,
 )
 from graphql.language import (
-    BooleanValueNode,
     DirectiveDefinitionNode,
-    EnumValueNode,
     FieldNode,
     TypeDefinitionNode,
     TypeExtensionNode,
-    ValueNode,
 )
 
+from gateway.sdl import KIND as _KIND
+from gateway.sdl import ROOT_KINDS, ROOT_NAMES, CompositionError, parse_field_set
+from gateway.sdl import bool_arg as _bool_arg
+from gateway.sdl import directives as _directives
+from gateway.sdl import fed_name as _fed_name
+from gateway.sdl import named_type as _named
+from gateway.sdl import str_arg as _str_arg
+from gateway.supergraph import Supergraph
+
 JOIN_URL = "https://specs.apollo.dev/join/v0.3"
-ROOT_KINDS = ("query", "mutation", "subscription")
-ROOT_NAMES = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
 
 # Federation internals a subgraph exposes that never reach the supergraph.
 FED_TYPES = {"_Any", "_Entity", "_Service", "FieldSet", "_FieldSet", "link__Import",
@@ -103,53 +103,6 @@ _PRELUDE_DOC = parse(FED_PRELUDE, no_location=True)
 _PRELUDE_NAMES = {d.name.value for d in _PRELUDE_DOC.definitions if hasattr(d, "name")}
 
 
-class CompositionError(Exception):
-    """Composition failed; `errors` holds one message per problem, each naming subgraphs."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("composition failed:\n- " + "\n- ".join(errors))
-        self.errors = errors
-
-
-@lru_cache(maxsize=1024)
-def parse_field_set(fields: str) -> SelectionSetNode:
-    """A federation FieldSet ("id", "sku package { id }") as a selection set."""
-    op = parse("{" + fields + "}", no_location=True).definitions[0]
-    return op.selection_set  # type: ignore[attr-defined]
-
-
-def _fed_name(name: str) -> str:
-    return name[len("federation__"):] if name.startswith("federation__") else name
-
-
-def _directives(node: Any, name: str) -> list[DirectiveNode]:
-    return [d for d in (node.directives or ()) if _fed_name(d.name.value) == name]
-
-
-def _arg(directive: DirectiveNode, name: str) -> ValueNode | None:
-    for a in directive.arguments or ():
-        if a.name.value == name:
-            return a.value
-    return None
-
-
-def _str_arg(directive: DirectiveNode, name: str) -> str | None:
-    v = _arg(directive, name)
-    return v.value if isinstance(v, StringValueNode | EnumValueNode) else None
-
-
-def _bool_arg(directive: DirectiveNode, name: str, default: bool) -> bool:
-    v = _arg(directive, name)
-    return v.value if isinstance(v, BooleanValueNode) else default
-
-
-def _named(t: TypeNode) -> str:
-    while isinstance(t, NonNullTypeNode | ListTypeNode):
-        t = t.type
-    assert isinstance(t, NamedTypeNode)
-    return t.name.value
-
-
 # ---------------------------------------------------------------------------------------------
 # Subgraph model (input of composition)
 
@@ -188,14 +141,6 @@ class Subgraph:
     roots: dict[str, str]  # operation kind -> type name in this subgraph
 
 
-_KIND: dict[type, str] = {
-    ObjectTypeDefinitionNode: "object", ObjectTypeExtensionNode: "object",
-    InterfaceTypeDefinitionNode: "interface", InterfaceTypeExtensionNode: "interface",
-    UnionTypeDefinitionNode: "union", UnionTypeExtensionNode: "union",
-    EnumTypeDefinitionNode: "enum", EnumTypeExtensionNode: "enum",
-    InputObjectTypeDefinitionNode: "input", InputObjectTypeExtensionNode: "input",
-    ScalarTypeDefinitionNode: "scalar", ScalarTypeExtensionNode: "scalar",
-}
 _DEF_OF = {
     ObjectTypeExtensionNode: ObjectTypeDefinitionNode,
     InterfaceTypeExtensionNode: InterfaceTypeDefinitionNode,
@@ -807,185 +752,6 @@ def _gql_literal(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return print_ast(StringValueNode(value=str(v)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Runtime model, read from a supergraph SDL
-
-
-@dataclass(frozen=True)
-class FieldMeta:
-    graphs: frozenset[str]  # subgraphs that resolve the field
-    defined_in: frozenset[str]  # subgraphs whose schema has the field (resolving or @external)
-    requires: Mapping[str, str]  # subgraph -> field set
-    provides: Mapping[str, str]
-    type_name: str  # named output type
-
-
-@dataclass
-class TypeMeta:
-    name: str
-    kind: str
-    graphs: set[str] = field(default_factory=set)
-    keys: dict[str, list[str]] = field(default_factory=dict)  # graph -> resolvable key field sets
-    fields: dict[str, FieldMeta] = field(default_factory=dict)
-    # graph -> concrete object types (interfaces: implementations; unions: members)
-    possible: dict[str, set[str]] = field(default_factory=dict)
-
-
-@dataclass
-class Supergraph:
-    sdl: str
-    urls: dict[str, str]  # subgraph name -> url
-    types: dict[str, TypeMeta]
-    api_schema: GraphQLSchema
-
-    @classmethod
-    def from_sdl(cls, sdl: str) -> Supergraph:
-        doc = parse(sdl, no_location=True)
-        graph_names: dict[str, str] = {}
-        urls: dict[str, str] = {}
-        for d in doc.definitions:
-            if isinstance(d, EnumTypeDefinitionNode) and d.name.value == "join__Graph":
-                for v in d.values or ():
-                    for jg in _directives(v, "join__graph"):
-                        graph_names[v.name.value] = _str_arg(jg, "name") or v.name.value
-                        urls[graph_names[v.name.value]] = _str_arg(jg, "url") or ""
-        if not graph_names:
-            raise CompositionError(["not a supergraph SDL: no join__Graph enum"])
-        roots = dict(ROOT_NAMES)
-        for d in doc.definitions:
-            if isinstance(d, SchemaDefinitionNode | SchemaExtensionNode):
-                for ot in d.operation_types or ():
-                    roots[ot.operation.value] = ot.type.name.value
-
-        def graph(dn: DirectiveNode) -> str | None:
-            v = _arg(dn, "graph")
-            return graph_names.get(v.value) if isinstance(v, EnumValueNode) else None
-
-        types: dict[str, TypeMeta] = {}
-        implements: list[tuple[str, str, str]] = []  # graph, object, interface
-        for d in doc.definitions:
-            kind = _KIND.get(type(d))
-            if kind is None:
-                continue
-            tname = d.name.value  # type: ignore[attr-defined]
-            if tname.startswith(("join__", "link__")):
-                continue
-            tm = types.setdefault(tname, TypeMeta(tname, kind))
-            for jt in _directives(d, "join__type"):
-                g = graph(jt)
-                if g is None:
-                    continue
-                tm.graphs.add(g)
-                key = _str_arg(jt, "key")
-                tm.keys.setdefault(g, [])
-                if key is not None and _bool_arg(jt, "resolvable", True):
-                    tm.keys[g].append(key)
-            for ji in _directives(d, "join__implements"):
-                g = graph(ji)
-                if g is not None:
-                    implements.append((g, tname, _str_arg(ji, "interface") or ""))
-            if kind == "union":
-                for jm in _directives(d, "join__unionMember"):
-                    g = graph(jm)
-                    if g is not None:
-                        tm.possible.setdefault(g, set()).add(_str_arg(jm, "member") or "")
-            for f in getattr(d, "fields", None) or ():
-                if kind == "input":
-                    continue
-                jfs = _directives(f, "join__field")
-                graphs: set[str] = set()
-                defined: set[str] = set()
-                requires: dict[str, str] = {}
-                provides: dict[str, str] = {}
-                if not jfs or all(graph(j) is None for j in jfs):
-                    graphs = set(tm.graphs)
-                    defined = set(tm.graphs)
-                for j in jfs:
-                    g = graph(j)
-                    if g is None:
-                        continue
-                    if _bool_arg(j, "usedOverridden", False):
-                        continue
-                    defined.add(g)
-                    if not _bool_arg(j, "external", False):
-                        graphs.add(g)
-                    if (r := _str_arg(j, "requires")) is not None:
-                        requires[g] = r
-                    if (p := _str_arg(j, "provides")) is not None:
-                        provides[g] = p
-                tm.fields[f.name.value] = FieldMeta(frozenset(graphs), frozenset(defined),
-                                                    requires, provides, _named(f.type))
-        for g, obj, iface in implements:
-            if iface in types:
-                types[iface].possible.setdefault(g, set()).add(obj)
-        # A type with no join__type at all (older supergraphs) lives in every graph.
-        for tm in types.values():
-            if not tm.graphs:
-                tm.graphs = set(graph_names.values())
-        api = build_api_schema(doc, roots)
-        return cls(sdl, urls, types, api)
-
-    def possible_types(self, abstract: str, graph: str) -> set[str]:
-        tm = self.types[abstract]
-        if tm.kind == "object":
-            return {abstract}
-        return tm.possible.get(graph, set())
-
-
-def _is_inaccessible(node: Any) -> bool:
-    return bool(_directives(node, "inaccessible"))
-
-
-def _keep_public_directives(node: Any) -> Any:
-    node = copy.copy(node)
-    node.directives = tuple(d for d in node.directives or ()
-                            if d.name.value in ("deprecated", "specifiedBy", "oneOf"))
-    return node
-
-
-def build_api_schema(doc: DocumentNode, roots: Mapping[str, str]) -> GraphQLSchema:
-    """The client-facing schema: no join/link machinery, no @inaccessible element."""
-    hidden = {d.name.value for d in doc.definitions
-              if isinstance(d, TypeDefinitionNode) and _is_inaccessible(d)}
-    defs: list[Any] = []
-    present: set[str] = set()
-    for d in doc.definitions:
-        if not isinstance(d, TypeDefinitionNode | TypeExtensionNode):
-            continue
-        name = d.name.value
-        if name.startswith(("join__", "link__")) or name in hidden:
-            continue
-        node = _keep_public_directives(d)
-        if getattr(node, "fields", None):
-            kept = []
-            for f in node.fields:
-                if _is_inaccessible(f) or _named(f.type) in hidden:
-                    continue
-                f = _keep_public_directives(f)
-                if getattr(f, "arguments", None):
-                    f.arguments = tuple(_keep_public_directives(a) for a in f.arguments
-                                        if not _is_inaccessible(a))
-                kept.append(f)
-            node.fields = tuple(kept)
-        if getattr(node, "values", None):
-            node.values = tuple(_keep_public_directives(v) for v in node.values
-                                if not _is_inaccessible(v))
-        if getattr(node, "types", None):
-            node.types = tuple(t for t in node.types if t.name.value not in hidden)
-        if getattr(node, "interfaces", None):
-            node.interfaces = tuple(t for t in node.interfaces if t.name.value not in hidden)
-        defs.append(node)
-        present.add(name)
-    ops = [OperationTypeDefinitionNode(operation=OperationType(k), type=NamedTypeNode(
-        name=NameNode(value=v))) for k, v in roots.items() if v in present]
-    defs.insert(0, SchemaDefinitionNode(operation_types=tuple(ops), directives=()))
-    schema = build_ast_schema(DocumentNode(definitions=tuple(defs)), assume_valid_sdl=True)
-    problems = validate_schema(schema)
-    if problems:
-        raise CompositionError([f"invalid API schema: {e.message}" for e in problems])
-    return schema
 
 
 def print_supergraph_sdl(subgraphs: Mapping[str, tuple[str, str]]) -> str:
