@@ -87,3 +87,32 @@ def serve_command(
 ) -> None:
     """Serve the federated graph."""
     serve(str(supergraph) if supergraph else None, port, auth)
+
+
+def plan_text(supergraph_sdl: str, query: str, operation_name: str | None = None) -> str:
+    """The typed query plan of one operation, printed."""
+    from graphql import parse
+
+    from gateway.planner import QueryPlanner
+    from gateway.supergraph import Supergraph
+
+    planner = QueryPlanner(Supergraph.from_sdl(supergraph_sdl))
+    return planner.get(query, operation_name, parse(query)).plan.print()
+
+
+@gateway_app.command("plan")
+def plan_command(
+    supergraph: Path = typer.Option(..., "--supergraph", exists=True, dir_okay=False,
+                                    help="supergraph SDL file"),
+    query: str = typer.Option(..., "--query", help="the operation, or @FILE to read it"),
+    operation_name: str | None = typer.Option(None, "--operation-name"),
+) -> None:
+    """Print the query plan of an operation against a supergraph."""
+    from gateway.planner import PlanningError, ValidationFailed
+
+    text = Path(query[1:]).read_text() if query.startswith("@") else query
+    try:
+        typer.echo(plan_text(supergraph.read_text(), text, operation_name))
+    except (ValidationFailed, PlanningError) as exc:
+        typer.echo(f"gateway plan: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -13,6 +13,7 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLError,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -27,7 +28,16 @@ from graphql.execution.values import get_variable_values
 from graphql.language import VariableNode
 from opentelemetry import propagate, trace
 
-from gateway.planner import Batch, Fetch, OutSel, Plan
+from gateway.planning.builder import Fetch, OutSel
+from gateway.planning.plan import (
+    ConditionNode,
+    FetchNode,
+    FlattenNode,
+    ParallelNode,
+    Plan,
+    PlanNode,
+    SequenceNode,
+)
 
 _tracer = trace.get_tracer("doorward.gateway")
 
@@ -105,6 +115,16 @@ def project(obj: Any, sel: OutSel) -> Any:
     return out
 
 
+def _has_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return any(_has_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_null(v) for v in value)
+    return False
+
+
 def _error(message: str, code: str, path: Path | None = None, **ext: Any) -> dict[str, Any]:
     err: dict[str, Any] = {"message": message}
     if path is not None:
@@ -143,12 +163,7 @@ class Executor:
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
         fwd = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
-        for group in plan.groups:
-            for level in group:
-                results = await asyncio.gather(
-                    *(self._run_batch(b, data, variables, fwd) for b in level))
-                for batch_errors in results:
-                    errors.extend(batch_errors)
+        await self._run(plan.node, data, variables, coerced, fwd, errors)
         if plan.introspection is not None:
             intro = execute(self.schema, plan.introspection, variable_values=dict(variables),
                             operation_name=plan.operation.name.value if plan.operation.name
@@ -166,7 +181,27 @@ class Executor:
             response["extensions"] = {"valueCompletion": completion}
         return response
 
-    async def _run_batch(self, batch: Batch, data: dict[str, Any], variables: Mapping[str, Any],
+    async def _run(self, node: PlanNode | None, data: dict[str, Any],
+                   variables: Mapping[str, Any], coerced: Mapping[str, Any],
+                   headers: dict[str, str], errors: list[dict[str, Any]]) -> None:
+        """Follow the typed plan: a node starts when the node before it in its sequence ends."""
+        if node is None:
+            return
+        if isinstance(node, SequenceNode):
+            for n in node.nodes:
+                await self._run(n, data, variables, coerced, headers, errors)
+        elif isinstance(node, ParallelNode):
+            await asyncio.gather(*(self._run(n, data, variables, coerced, headers, errors)
+                                   for n in node.nodes))
+        elif isinstance(node, FlattenNode):
+            await self._run(node.node, data, variables, coerced, headers, errors)
+        elif isinstance(node, ConditionNode):
+            branch = node.if_clause if coerced.get(node.variable) else node.else_clause
+            await self._run(branch, data, variables, coerced, headers, errors)
+        else:
+            errors.extend(await self._run_batch(node, data, variables, headers))
+
+    async def _run_batch(self, batch: FetchNode, data: dict[str, Any], variables: Mapping[str, Any],
                          headers: dict[str, str]) -> list[dict[str, Any]]:
         sub_vars = {v: variables[v] for v in batch.variables if v in variables}
         targets: list[list[list[tuple[dict[str, Any], Path]]]] = []
@@ -189,6 +224,11 @@ class Executor:
                     entities = result.get(f"_{f.index}") or []
                     for j, entity in enumerate(entities):
                         if isinstance(entity, dict) and j < len(rep_targets):
+                            if not isinstance(self.schema.get_type(
+                                    entity.get("__typename") or ""), GraphQLObjectType):
+                                # An @interfaceObject answers with the interface's name: the
+                                # object keeps its own runtime type.
+                                entity = {k: v for k, v in entity.items() if k != "__typename"}
                             for obj, _ in rep_targets[j]:
                                 deep_merge(obj, entity)
         elif isinstance(result, dict):
@@ -203,13 +243,19 @@ class Executor:
         rep_targets: list[list[tuple[dict[str, Any], Path]]] = []
         index: dict[bytes, int] = {}
         for obj, at in collect_targets(data, f.path):
-            sel = f.reps.get(obj.get("__typename"))  # type: ignore[arg-type]
+            typename = obj.get("__typename")
+            sel = f.reps.get(typename)  # type: ignore[arg-type]
             if sel is None:
                 continue
             try:
                 rep = project(obj, sel)
+                if _has_null(project(obj, f.keys[typename])):  # type: ignore[index]
+                    continue  # a null key identifies nothing: never sent to _entities
             except KeyError:
                 continue  # a key field is missing (null parent): nothing to fetch
+            renamed = f.rep_typename.get(typename)  # type: ignore[arg-type]
+            if renamed is not None:
+                rep["__typename"] = renamed
             k = orjson.dumps(rep)
             n = index.get(k)
             if n is None:
@@ -247,7 +293,7 @@ class Executor:
                 raise ValueError(f"bad response from {graph}")
             return body
 
-    def _unavailable(self, batch: Batch, targets: list[list[list[tuple[dict[str, Any], Path]]]]
+    def _unavailable(self, batch: FetchNode, targets: list[list[list[tuple[dict[str, Any], Path]]]]
                      ) -> list[dict[str, Any]]:
         msg = f'Subgraph "{batch.graph}" is unavailable.'
         if not batch.is_entity:
@@ -257,14 +303,14 @@ class Executor:
         for f, rep_targets in zip(batch.fetches, targets, strict=True):
             if not rep_targets:
                 continue
-            first_field = next((k for t in f.reps for k in f.out.fragments[t].fields
+            first_field = next((k for sel in f.out.fragments.values() for k in sel.fields
                                 if k != "__typename"), None)
             at = rep_targets[0][0][1]
             out.append(_error(msg, "UNAVAILABLE",
                               (*at, first_field) if first_field else at, serviceName=batch.graph))
         return out
 
-    def _reroot(self, err: Any, batch: Batch,
+    def _reroot(self, err: Any, batch: FetchNode,
                 targets: list[list[list[tuple[dict[str, Any], Path]]]]) -> dict[str, Any]:
         if not isinstance(err, dict):
             err = {"message": str(err)}
@@ -429,9 +475,14 @@ class _Shaper:
             return None
         if is_abstract_type(type_):
             rt = self.schema.get_type(value.get("__typename") or "")
-            if not isinstance(rt, GraphQLObjectType):
+            if rt is type_ and isinstance(rt, GraphQLInterfaceType):
+                # From an @interfaceObject, with no runtime type asked for: the interface's
+                # own fields are all the selection can name.
+                type_ = rt
+            elif not isinstance(rt, GraphQLObjectType):
                 return None  # unknown or @inaccessible runtime type
-            type_ = rt
+            else:
+                type_ = rt
         r = self.obj(value, type_, sels, path)
         return NULLED if r is BUBBLE else r
 

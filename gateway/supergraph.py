@@ -188,9 +188,11 @@ class _Reader:
         requires: dict[str, str] = {}
         provides: dict[str, str] = {}
         labels: dict[str, tuple[str, str]] = {}
-        if not jfs or all(self.graph(j) is None for j in jfs):
+        if not jfs:
             graphs = set(tm.graphs)
             defined = set(tm.graphs)
+        # A bare `@join__field` (no graph): no subgraph of the type resolves it; it comes from
+        # an @interfaceObject of one of the type's interfaces.
         for j in jfs:
             g = self.graph(j)
             if g is None or bool_arg(j, "usedOverridden", False):

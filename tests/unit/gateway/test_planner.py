@@ -59,13 +59,22 @@ def test_nested_jumps_a_b_a(supergraph):
                                                           ["accounts"]]
 
 
-def test_one_entities_call_per_subgraph_per_level(supergraph):
-    (group,) = plan_of(supergraph, "{ me { reviews { id } } topProducts { reviews { id } } }")
+def test_entity_fetches_of_one_parent_share_a_call(supergraph):
+    (group,) = plan_of(supergraph, "{ me { reviews { id } } users { reviews { id } } }")
     assert len(group[1]) == 1
     graph, query = group[1][0]
     assert graph == "reviews"
     assert "_0:_entities(representations:$r0)" in query
     assert "_1:_entities(representations:$r1)" in query
+
+
+def test_a_fetch_waits_only_for_its_parent(supergraph):
+    # Two parents (accounts, products): two calls, each started when its own parent is done.
+    plan = build_plan(supergraph, supergraph.api_schema,
+                      parse("{ me { reviews { id } } topProducts { reviews { id } } }"), None)
+    text = plan.print()
+    assert text.count('Fetch(service: "reviews")') == 2
+    assert text.startswith("QueryPlan {\n  Parallel {\n    Sequence {")
 
 
 def test_mutations_are_sequential_groups_in_order(supergraph):
@@ -140,5 +149,5 @@ def test_multi_hop_key_chain(tmp_path):
     sg = Supergraph.from_sdl(sdl)
     (group,) = build_plan(sg, sg.api_schema, parse("{ t { extra } }"), None).describe()
     assert [[b[0] for b in level] for level in group] == [["a"], ["b"], ["c"]]
-    assert "...on T{sku}" in group[1][0][1]
+    assert "...on T{__typename sku}" in group[1][0][1]
     assert "...on T{extra}" in group[2][0][1]

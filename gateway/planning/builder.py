@@ -1,0 +1,541 @@
+"""The fetch-dependency graph of one operation.
+
+Each `Fetch` is one subgraph selection at one response path: a root fetch, or an `_entities`
+fetch whose representations are read from the objects at its path. A fetch has one tree
+parent (the fetch whose objects it extends) and may wait for more (`after`: the fetches that
+bring the fields its @requires needs). Which subgraph answers a field is decided by the
+query-graph search (`paths.PathFinder`): the cheapest route of key jumps, counting the fetches
+the field's sub-selection would still need from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLSchema,
+    InlineFragmentNode,
+    SelectionNode,
+    VariableNode,
+    Visitor,
+    print_ast,
+    visit,
+)
+from graphql.language import DirectiveNode, SelectionSetNode
+
+from gateway.planning.fields import (
+    Collected,
+    Conditions,
+    FieldCollector,
+    Occurrences,
+    condition_directives,
+)
+from gateway.planning.paths import PathFinder, Provided, Route
+from gateway.querygraph import Edge, EdgeKind, QueryGraph, Vertex
+from gateway.sdl import parse_field_set
+from gateway.supergraph import Supergraph
+
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+
+
+
+class PlanningError(Exception):
+    """The supergraph cannot answer the operation (a composition gap, not a client error)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgraph selection tree (mutable while planning, printed once)
+
+
+@dataclass
+class OutField:
+    name: str
+    alias: str | None
+    args: str
+    directives: str
+    sub: OutSel | None = None
+    source: str | None = None  # representations: response key the value is read from
+
+
+@dataclass
+class OutSel:
+    fields: dict[str, OutField] = field(default_factory=dict)
+    fragments: dict[str, OutSel] = field(default_factory=dict)  # type condition -> selections
+
+    def add_field(self, key: str, name: str, alias: str | None = None, args: str = "",
+                  directives: str = "", composite: bool = False) -> OutField:
+        existing = self.fields.get(key)
+        if existing is not None:
+            if existing.directives != directives:
+                # Same response key reached under different conditions: fetch it always.
+                existing.directives = ""
+            if composite and existing.sub is None:
+                existing.sub = OutSel()
+            return existing
+        f = OutField(name, alias, args, directives, OutSel() if composite else None)
+        self.fields[key] = f
+        return f
+
+    def fragment(self, type_name: str) -> OutSel:
+        sel = self.fragments.get(type_name)
+        if sel is None:
+            sel = self.fragments[type_name] = OutSel()
+        return sel
+
+    def print(self) -> str:
+        parts: list[str] = []
+        for f in self.fields.values():
+            text = (f"{f.alias}:" if f.alias else "") + f.name + f.args + f.directives
+            if f.sub is not None:
+                text += f.sub.print()
+            parts.append(text)
+        for cond, sel in self.fragments.items():
+            parts.append(f"...on {cond}{sel.print()}")
+        return "{" + " ".join(parts) + "}"
+
+
+@dataclass(eq=False)
+class Fetch:
+    graph: str
+    path: tuple[str, ...]  # response keys from the root to the parent objects (lists flattened)
+    out: OutSel = field(default_factory=OutSel)
+    # Entity fetches: per runtime type of the objects at `path`, the representation selection
+    # (typename + key + requires) and the key part alone (a null key is never sent).
+    reps: dict[str, OutSel] = field(default_factory=dict)
+    keys: dict[str, OutSel] = field(default_factory=dict)
+    # Runtime type -> the __typename its representation carries (an @interfaceObject stand-in
+    # is asked for by the interface's name).
+    rep_typename: dict[str, str] = field(default_factory=dict)
+    parent: Fetch | None = None
+    children: list[Fetch] = field(default_factory=list)
+    after: list[Fetch] = field(default_factory=list)  # more fetches to wait for (@requires)
+    variables: set[str] = field(default_factory=set)
+    root_fields: list[str] = field(default_factory=list)  # response keys of a root fetch
+    index: int = 0  # alias of this fetch's `_entities` inside its batch
+
+    @property
+    def is_entity(self) -> bool:
+        return bool(self.reps)
+
+    @property
+    def depends_on(self) -> list[Fetch]:
+        return ([self.parent] if self.parent is not None else []) + self.after
+
+
+def _provided_tree(fields: str) -> dict[str, Any]:
+    return _sel_tree(parse_field_set(fields))
+
+
+def _sel_tree(sel: SelectionSetNode) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in sel.selections:
+        if isinstance(s, FieldNode):
+            out[s.name.value] = _sel_tree(s.selection_set) if s.selection_set else {}
+        elif isinstance(s, InlineFragmentNode):
+            out.update(_sel_tree(s.selection_set))
+    return out
+
+
+class _VarCollector(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        self.names.add(node.name.value)
+
+
+def vars_in(nodes: Iterable[Any]) -> set[str]:
+    vc = _VarCollector()
+    for n in nodes:
+        visit(n, vc)
+    return vc.names
+
+
+@dataclass
+class _Jump:
+    route: Route
+    items: list[tuple[str, Occurrences]] = field(default_factory=list)
+    abstract: list[SelectionNode] = field(default_factory=list)  # planned as the abstract type
+
+
+class FetchGraphBuilder:
+    def __init__(self, sg: Supergraph, qg: QueryGraph, finder: PathFinder,
+                 schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode],
+                 labels: frozenset[str] = frozenset()) -> None:
+        self.sg = sg
+        self.qg = qg
+        self.finder = finder
+        self.schema = schema
+        self.collector = FieldCollector(schema, fragments)
+        self.labels = labels
+        self._recorders: list[set[Fetch]] = []
+
+    def collect(self, type_name: str, selections: Iterable[SelectionNode],
+                conds: Conditions = ()) -> Collected:
+        return self.collector.collect(type_name, selections, conds)
+
+    def _touch(self, fetch: Fetch) -> None:
+        for r in self._recorders:
+            r.add(fetch)
+
+    # -- locality -------------------------------------------------------------------------------
+
+    def _local(self, g: str, type_name: str, fname: str, provided: Provided,
+               entity_top: bool = False) -> bool:
+        if fname == "__typename":
+            return True
+        fm = self.sg.types[type_name].fields.get(fname)
+        if fm is None:
+            raise PlanningError(f'unknown field "{type_name}.{fname}"')
+        if g in fm.requires:
+            # Only the top of an entity fetch carries the required fields in its representation.
+            return entity_top
+        if provided is not None and fname in provided:
+            return True
+        return g in self.sg.field_graphs(type_name, fname, self.labels)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan_composite(self, fetch: Fetch, g: str, type_name: str,
+                       selections: list[SelectionNode], out: OutSel, path: tuple[str, ...],
+                       provided: Provided) -> None:
+        tm = self.sg.types[type_name]
+        if tm.kind == "object":
+            self.plan_object(fetch, g, type_name, selections, out, path, provided)
+            return
+        if g in tm.interface_objects:
+            self.plan_interface_object(fetch, g, type_name, selections, out, path, provided)
+            return
+        out.add_field("__typename", "__typename")
+        for concrete in sorted(self.sg.possible_types(type_name, g)):
+            if self.schema.get_type(concrete) is None:
+                continue  # @inaccessible: clients cannot select it
+            fields = self.collect(concrete, selections)
+            only_typename = all(k == "__typename" or nodes[0][0].name.value == "__typename"
+                                for k, nodes in fields.items())
+            if not fields or only_typename:
+                continue
+            self.plan_object(fetch, g, concrete, selections, out.fragment(concrete), path,
+                             provided)
+
+    def plan_object(self, fetch: Fetch, g: str, type_name: str,
+                    selections: list[SelectionNode], out: OutSel, path: tuple[str, ...],
+                    provided: Provided, entity_top: bool = False) -> None:
+        remote: list[tuple[str, Occurrences]] = []
+        for key, nodes in self.collect(type_name, selections).items():
+            fname = nodes[0][0].name.value
+            if fname in INTROSPECTION_ROOTS:
+                continue
+            if fname == "__typename" and g in self.sg.types[type_name].interface_objects:
+                # An @interfaceObject stand-in does not know the runtime type: its owner does.
+                remote.append((key, nodes))
+                continue
+            if not self._local(g, type_name, fname, provided, entity_top):
+                remote.append((key, nodes))
+                continue
+            self.emit_field(fetch, g, type_name, key, nodes, out, path, provided)
+        if remote:
+            self._jump(fetch, g, type_name, remote, out, path, provided)
+
+    def emit_field(self, fetch: Fetch, g: str, type_name: str, key: str, nodes: Occurrences,
+                   out: OutSel, path: tuple[str, ...], provided: Provided) -> None:
+        self._touch(fetch)
+        node = nodes[0][0]
+        fname = node.name.value
+        # Directives survive only if every occurrence carries the same ones.
+        dir_texts = {" ".join(print_ast(d) for d in conds) for _, conds in nodes}
+        directives = (" " + dir_texts.pop()) if len(dir_texts) == 1 and "" not in dir_texts \
+            else ""
+        if directives:
+            fetch.variables |= vars_in(nodes[0][1])
+        args = ""
+        if node.arguments:
+            args = "(" + ",".join(print_ast(a) for a in node.arguments) + ")"
+            fetch.variables |= vars_in(node.arguments)
+        alias = key if key != fname else None
+        if fname == "__typename":
+            out.add_field(key, fname, alias, "", directives)
+            return
+        fm = self.sg.types[type_name].fields[fname]
+        composite = self.sg.types.get(fm.type_name) is not None and \
+            self.sg.types[fm.type_name].kind in ("object", "interface", "union")
+        of = out.add_field(key, fname, alias, args, directives, composite)
+        if not composite:
+            return
+        assert of.sub is not None
+        sub_sel: list[SelectionNode] = []
+        for n, _ in nodes:
+            if n.selection_set is not None:
+                sub_sel.extend(n.selection_set.selections)
+        # What g may answer below this field although it does not own it: an enclosing
+        # @provides, and this field's own @provides in g.
+        sub_provided: Provided = None
+        if provided is not None and provided.get(fname):
+            sub_provided = dict(provided[fname])
+        if g in fm.provides:
+            sub_provided = {**(sub_provided or {}), **_provided_tree(fm.provides[g])}
+        self.plan_composite(fetch, g, fm.type_name, sub_sel, of.sub, (*path, key), sub_provided)
+
+    # -- jumps ----------------------------------------------------------------------------------
+
+    def _estimate(self, v: Vertex, fname: str, nodes: Occurrences) -> int:
+        """Fetches the field's sub-selection would still need at v (one level deep)."""
+        edge = self.qg.field_edge(v, fname)
+        if edge is None:
+            return 0
+        cost = 1 if v.graph in self.sg.types[v.type_name].fields[fname].requires else 0
+        sub_type = edge.tail.type_name
+        if sub_type not in self.sg.types:
+            return cost
+        for n, _ in nodes:
+            if n.selection_set is None:
+                continue
+            for sub in self.collect(sub_type, n.selection_set.selections).values():
+                sname = sub[0][0].name.value
+                if sname != "__typename" and sname not in INTROSPECTION_ROOTS and \
+                        self.qg.field_edge(edge.tail, sname) is None and \
+                        sname in self.sg.types[sub_type].fields:
+                    cost += 1
+        return cost
+
+    def _choose(self, start: Vertex, type_name: str, key: str, nodes: Occurrences,
+                routes: Mapping[Vertex, Route], chosen: Mapping[Vertex, _Jump]) -> Vertex:
+        fname = nodes[0][0].name.value
+        if fname == "__typename":
+            owners = [v for v in routes if v.graph not in
+                      self.sg.types[v.type_name].interface_objects and v != start]
+            if not owners:
+                raise PlanningError(f'no subgraph can tell the runtime type of "{type_name}" '
+                                    f'from subgraph "{start.graph}"')
+            return min(owners, key=lambda v: (routes[v].cost, v))
+        best: tuple[int, Vertex] | None = None
+        for target in self.finder.targets(type_name, fname, self.labels):
+            route = routes.get(target)
+            if target == start and self.sg.types[type_name].keys.get(start.graph):
+                # A field that @requires others of its own subgraph: jump to itself by a key.
+                route = self._self_route(start)
+            if route is None or (target == start and not route.edges):
+                continue
+            cost = (0 if target in chosen else 2 * route.cost) + \
+                self._estimate(target, fname, nodes)
+            if best is None or (cost, target) < best:
+                best = (cost, target)
+        if best is None:
+            graphs = sorted({t.graph for t in self.finder.targets(type_name, fname,
+                                                                  self.labels)})
+            raise PlanningError(f'no @key of "{type_name}" lets subgraph "{start.graph}" '
+                                f'reach "{type_name}.{fname}" in any of {graphs}')
+        return best[1]
+
+    def _jump(self, fetch: Fetch, g: str, type_name: str, remote: list[tuple[str, Occurrences]],
+              out: OutSel, path: tuple[str, ...], provided: Provided) -> None:
+        start = Vertex(type_name, g)
+        routes = self.finder.routes(start, provided)
+        jumps: dict[Vertex, _Jump] = {}
+        for key, nodes in remote:
+            target = self._choose(start, type_name, key, nodes, routes, jumps)
+            route = routes[target] if target != start else self._self_route(start)
+            jumps.setdefault(target, _Jump(route)).items.append((key, nodes))
+        for target, jump in jumps.items():
+            self._follow(fetch, g, type_name, out, path, provided, target, jump)
+
+    def _follow(self, fetch: Fetch, g: str, type_name: str, out: OutSel, path: tuple[str, ...],
+                provided: Provided, target: Vertex, jump: _Jump) -> None:
+        """Emit the key jumps of a route, then the fields at its end."""
+        after: set[Fetch] = set()
+        requires = self._requires(target, jump)
+        local_requires = False
+        if requires is not None:
+            if self.finder.fetchable(Vertex(type_name, g), requires, provided):
+                local_requires = True
+            else:
+                # The required fields live elsewhere: plan them first, wait for what they used.
+                recorder: set[Fetch] = set()
+                self._recorders.append(recorder)
+                try:
+                    self.plan_object(fetch, g, type_name, list(requires.selections), out, path,
+                                     provided)
+                finally:
+                    self._recorders.pop()
+                after = recorder - {fetch}
+        cur_fetch, cur_out, cur_g, cur_type, cur_prov = fetch, out, g, type_name, provided
+        for i, edge in enumerate(jump.route.edges):
+            last = i == len(jump.route.edges) - 1
+            key_sel = parse_field_set(edge.condition or "")
+            cur_out.add_field("__typename", "__typename")
+            self._emit_field_set(cur_g, cur_type, key_sel, cur_out, cur_prov)
+            if i == 0 and local_requires:
+                assert requires is not None
+                self._emit_field_set(g, type_name, requires, out, provided)
+            self._touch(cur_fetch)
+            rep = OutSel()
+            rep.add_field("__typename", "__typename")
+            self._emit_field_set(cur_g, cur_type, key_sel, rep, cur_prov, source=cur_out)
+            keys = OutSel()
+            self._emit_field_set(cur_g, cur_type, key_sel, keys, cur_prov, source=cur_out)
+            if last and requires is not None:
+                self._emit_field_set(g, type_name, requires, rep, None, source=out)
+            child = self._child(cur_fetch, edge.tail.graph, path, fresh=bool(after) and last)
+            child.after.extend(f for f in sorted(after, key=id) if f not in child.after)
+            self._add_rep(child, type_name, rep, keys, edge.tail.type_name)
+            cur_fetch, cur_g, cur_type, cur_prov = child, edge.tail.graph, edge.tail.type_name, \
+                None
+            cur_out = child.out.fragment(edge.tail.type_name)
+        if jump.abstract:
+            self.plan_composite(cur_fetch, cur_g, cur_type, jump.abstract, cur_out, path, None)
+            return
+        sels: list[SelectionNode] = []
+        for _, nodes in jump.items:
+            sels.extend(_with_conditions(n, conds) for n, conds in nodes)
+        self.plan_object(cur_fetch, cur_g, cur_type, sels, cur_out, path, None, entity_top=True)
+
+    def _self_route(self, v: Vertex) -> Route:
+        key = self.sg.types[v.type_name].keys[v.graph][0]
+        return Route((Edge(EdgeKind.KEY, v, v, "", key),))
+
+    def plan_interface_object(self, fetch: Fetch, g: str, type_name: str,
+                              selections: list[SelectionNode], out: OutSel,
+                              path: tuple[str, ...], provided: Provided) -> None:
+        """An entity interface in a subgraph that sees it as an object: its own fields here,
+        the runtime type and type-conditioned fields through the interface's owner."""
+        concrete_only = [s for s in selections
+                         if isinstance(s, InlineFragmentNode | FragmentSpreadNode)
+                         and self._condition_of(s) not in (None, type_name)]
+        self.plan_object(fetch, g, type_name, [s for s in selections if s not in concrete_only],
+                         out, path, provided)
+        if not concrete_only:
+            return
+        start = Vertex(type_name, g)
+        routes = self.finder.routes(start, provided)
+        owners = [v for v in routes if v != start and
+                  v.graph not in self.sg.types[v.type_name].interface_objects]
+        if not owners:
+            raise PlanningError(f'no subgraph can tell the runtime type of "{type_name}" '
+                                f'from subgraph "{g}"')
+        target = min(owners, key=lambda v: (routes[v].cost, v))
+        jump = _Jump(routes[target], abstract=concrete_only)
+        self._follow(fetch, g, type_name, out, path, provided, target, jump)
+
+    def _condition_of(self, s: SelectionNode) -> str | None:
+        if isinstance(s, InlineFragmentNode):
+            return s.type_condition.name.value if s.type_condition else None
+        if isinstance(s, FragmentSpreadNode):
+            return self.collector.fragments[s.name.value].type_condition.name.value
+        return None
+
+    def _requires(self, target: Vertex, jump: _Jump) -> SelectionSetNode | None:
+        """The @requires of the jumped-to fields at the target, as one field set."""
+        sels: list[SelectionNode] = []
+        tm = self.sg.types[target.type_name]
+        for _, nodes in jump.items:
+            fm = tm.fields.get(nodes[0][0].name.value)
+            req = fm.requires.get(target.graph) if fm is not None else None
+            if req is not None:
+                sels.extend(parse_field_set(req).selections)
+        return SelectionSetNode(selections=tuple(sels)) if sels else None
+
+    def _child(self, parent: Fetch, graph: str, path: tuple[str, ...], fresh: bool) -> Fetch:
+        if not fresh:
+            for c in parent.children:
+                if c.graph == graph and c.path == path and not c.after:
+                    return c
+        child = Fetch(graph=graph, path=path, parent=parent)
+        parent.children.append(child)
+        self._touch(child)
+        return child
+
+    @staticmethod
+    def _add_rep(child: Fetch, type_name: str, rep: OutSel, keys: OutSel, as_type: str) -> None:
+        if as_type != type_name:
+            child.rep_typename[type_name] = as_type
+        existing = child.reps.get(type_name)
+        if existing is None:
+            child.reps[type_name] = rep
+            child.keys[type_name] = keys
+        else:
+            merge_out(existing, rep)
+            merge_out(child.keys[type_name], keys)
+
+    def _emit_field_set(self, g: str, type_name: str, sel: SelectionSetNode, out: OutSel,
+                        provided: Provided, source: OutSel | None = None) -> None:
+        """Add a field set (key or @requires) to `out`.
+
+        Into fetched data (`source` None) a field whose response key a client alias already
+        took for another field goes under `_fk_<name>`; into a representation (`source` given)
+        each field records which response key of `source` holds its value."""
+        for s in sel.selections:
+            if isinstance(s, InlineFragmentNode):
+                cond = s.type_condition.name.value if s.type_condition else type_name
+                target = out if cond == type_name else out.fragment(cond)
+                src = source
+                if source is not None and cond != type_name:
+                    src = source.fragment(cond)
+                self._emit_field_set(g, cond, s.selection_set, target, provided, src)
+                continue
+            if not isinstance(s, FieldNode):
+                continue
+            fname = s.name.value
+            if fname == "__typename":
+                out.add_field(fname, fname)
+                continue
+            fm = self.sg.types[type_name].fields[fname]
+            composite = s.selection_set is not None
+            args = "(" + ",".join(print_ast(a) for a in s.arguments) + ")" if s.arguments else ""
+            src_key: str | None = None
+            if source is None:
+                key = fname
+                taken = out.fields.get(fname)
+                if taken is not None and (taken.name != fname or taken.args != args):
+                    key = f"_fk_{fname}"
+                of = out.add_field(key, fname, key if key != fname else None, args,
+                                   composite=composite)
+            else:
+                src_key = _source_key(source, fname, args)
+                of = out.add_field(fname, fname, composite=composite)
+                of.source = src_key if src_key != fname else None
+            if s.selection_set is not None and of.sub is not None:
+                tm = self.sg.types[fm.type_name]
+                if tm.kind != "object":
+                    of.sub.add_field("__typename", "__typename")
+                sub_source = None
+                if source is not None and src_key is not None:
+                    sub_source = source.fields[src_key].sub if src_key in source.fields \
+                        else None
+                    sub_source = sub_source or OutSel()
+                self._emit_field_set(g, fm.type_name, s.selection_set, of.sub, None, sub_source)
+
+
+def _source_key(source: OutSel, fname: str, args: str = "") -> str:
+    plain = source.fields.get(fname)
+    if plain is not None and plain.name == fname and plain.args == args:
+        return fname
+    alias = f"_fk_{fname}"
+    return alias if alias in source.fields else fname
+
+
+def merge_out(into: OutSel, other: OutSel) -> None:
+    for k, f in other.fields.items():
+        mine = into.add_field(k, f.name, f.alias, f.args, f.directives, f.sub is not None)
+        if f.source is not None:
+            mine.source = f.source
+        if f.sub is not None and mine.sub is not None:
+            merge_out(mine.sub, f.sub)
+    for cond, sel in other.fragments.items():
+        merge_out(into.fragment(cond), sel)
+
+
+def _with_conditions(node: FieldNode, conds: tuple[DirectiveNode, ...]) -> FieldNode:
+    """The field carrying the @include/@skip it inherited from enclosing fragments."""
+    own = condition_directives(node)
+    if conds == own:
+        return node
+    inherited = [c for c in conds if c not in own]
+    return FieldNode(alias=node.alias, name=node.name, arguments=node.arguments,
+                     directives=tuple(node.directives or ()) + tuple(inherited),
+                     selection_set=node.selection_set)
