@@ -1,0 +1,16 @@
+// Serves one @apollo/gateway per small supergraph, all in this process.
+// stdin: JSON {case: supergraphSdl}; prints one line `READY {case: url}` when all listen.
+import { ApolloServer } from "@apollo/server";
+import { startStandaloneServer } from "@apollo/server/standalone";
+import { ApolloGateway } from "@apollo/gateway";
+
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+const urls = {};
+for (const [name, supergraphSdl] of Object.entries(JSON.parse(input))) {
+  const server = new ApolloServer({ gateway: new ApolloGateway({ supergraphSdl }),
+    includeStacktraceInErrorResponses: false });
+  const { url } = await startStandaloneServer(server, { listen: { port: 0, host: "127.0.0.1" } });
+  urls[name] = url;
+}
+console.log(`READY ${JSON.stringify(urls)}`);

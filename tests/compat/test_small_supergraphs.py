@@ -1,0 +1,117 @@
+"""Small supergraphs from the spec's examples, each served by @apollo/gateway and by this
+gateway over the same data-driven subgraphs (tests/compat/datagraph.py), composed by Apollo's
+composition: identical `data` and error paths for every operation of tests/compat/cases.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from doorward_kit.net import free_port
+from gateway.supergraph import Supergraph
+from tests.compat.cases import CASES
+from tests.compat.datagraph import DataSubgraph, World, app_for
+from tests.compat.test_apollo_gateway import ensure_node_modules, summary
+from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
+
+pytestmark = pytest.mark.compat
+
+OPS = [(c.name, op, q) for c in CASES for op, q in c.operations]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    subgraphs = {c.name: {n: DataSubgraph(n, sdl, World(c.objects, c.roots))
+                          for n, sdl in c.subgraphs.items()} for c in CASES}
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app_for(subgraphs), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True, name="datagraphs")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "data subgraphs did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def supergraphs(served) -> dict[str, str]:
+    script = ensure_node_modules().parent / "compose.mjs"
+    here = os.path.dirname(__file__)
+    for name in ("compose.mjs", "apollo_multi.mjs"):
+        with open(os.path.join(here, name), "rb") as src:
+            (script.parent / name).write_bytes(src.read())
+    request = {c.name: {n: {"url": f"{served}/{c.name}/{n}", "sdl": sdl}
+                        for n, sdl in c.subgraphs.items()} for c in CASES}
+    proc = subprocess.run(["node", str(script)], input=json.dumps(request), capture_output=True,
+                          text=True, timeout=120, cwd=script.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    failed = {k: v["errors"] for k, v in out.items() if "errors" in v}
+    assert not failed, failed
+    return {k: v["supergraphSdl"] for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def apollo(supergraphs) -> Iterator[dict[str, str]]:
+    script = ensure_node_modules().parent / "apollo_multi.mjs"
+    proc = subprocess.Popen(["node", str(script)], cwd=script.parent, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(supergraphs))
+        proc.stdin.close()
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), (line, proc.stderr.read() if proc.stderr else "")
+        yield json.loads(line[len("READY "):])
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ours(supergraphs) -> Iterator[dict[str, RunningGateway]]:
+    running: dict[str, RunningGateway] = {}
+    try:
+        for name, sdl in supergraphs.items():
+            Supergraph.from_sdl(sdl)
+            running[name] = start_gateway(gateway_settings({}, rate_limit_per_second=0),
+                                          supergraph_sdl=sdl)
+        yield running
+    finally:
+        for gw in running.values():
+            gw.stop()
+
+
+def _run(url: str, query: str) -> dict[str, Any]:
+    resp = httpx.post(url, json={"query": query}, timeout=15,
+                      headers={"apollo-require-preflight": "1"})
+    return resp.json()
+
+
+@pytest.mark.parametrize(("case", "name", "query"), OPS, ids=[o[1] for o in OPS])
+def test_same_result_as_apollo_gateway(apollo, ours, case, name, query):
+    expected = _run(apollo[case], query)
+    actual = _run(ours[case].url, query)
+    assert summary(actual) == summary(expected), (expected, actual)
+    assert expected.get("data") is not None, expected
