@@ -404,7 +404,7 @@ class FetchGraphBuilder:
                               path: tuple[str, ...], provided: Provided) -> None:
         """An entity interface in a subgraph that sees it as an object: its own fields here,
         the runtime type and type-conditioned fields through the interface's owner."""
-        concrete_only = [s for s in selections
+        concrete_only: list[SelectionNode] = [s for s in selections
                          if isinstance(s, InlineFragmentNode | FragmentSpreadNode)
                          and self._condition_of(s) not in (None, type_name)]
         self.plan_object(fetch, g, type_name, [s for s in selections if s not in concrete_only],
