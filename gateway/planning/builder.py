@@ -137,7 +137,19 @@ def _sel_tree(sel: SelectionSetNode) -> dict[str, Any]:
         if isinstance(s, FieldNode):
             out[s.name.value] = _sel_tree(s.selection_set) if s.selection_set else {}
         elif isinstance(s, InlineFragmentNode):
-            out.update(_sel_tree(s.selection_set))
+            # Kept under its type condition: `... on Book { title }` provides nothing on Film.
+            cond = s.type_condition.name.value if s.type_condition else ""
+            out.setdefault(f"...{cond}", {}).update(_sel_tree(s.selection_set))
+    return out
+
+
+def provided_for(provided: Provided, type_name: str) -> Provided:
+    """What an @provides tree provides on objects of `type_name`."""
+    if provided is None:
+        return None
+    out = {k: v for k, v in provided.items() if not k.startswith("...")}
+    for k in ("...", f"...{type_name}"):
+        out.update(provided.get(k) or {})
     return out
 
 
@@ -207,7 +219,8 @@ class FetchGraphBuilder:
                        provided: Provided) -> None:
         tm = self.sg.types[type_name]
         if tm.kind == "object":
-            self.plan_object(fetch, g, type_name, selections, out, path, provided)
+            self.plan_object(fetch, g, type_name, selections, out, path,
+                             provided_for(provided, type_name))
             return
         if g in tm.interface_objects:
             self.plan_interface_object(fetch, g, type_name, selections, out, path, provided)
@@ -222,7 +235,7 @@ class FetchGraphBuilder:
             if not fields or only_typename:
                 continue
             self.plan_object(fetch, g, concrete, selections, out.fragment(concrete), path,
-                             provided)
+                             provided_for(provided, concrete))
 
     def plan_object(self, fetch: Fetch, g: str, type_name: str,
                     selections: list[SelectionNode], out: OutSel, path: tuple[str, ...],

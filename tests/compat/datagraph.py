@@ -79,12 +79,15 @@ class DataSubgraph:
                     self.requires[(d.name.value, f.name.value)] = [
                         s.name.value for s in sel.selections if hasattr(s, "name")]
         extra = ENTITY_EXTRA
+        has_query = any(getattr(getattr(d, "name", None), "value", None) == "Query"
+                        for d in defs)
+        query = "extend type Query" if has_query else "type Query"
         if entities:
             extra += f"union _Entity = {' | '.join(entities)}\n"
-            extra += "extend type Query { _entities(representations: [_Any!]!): [_Entity]! " \
-                     "_service: _Service! }\n"
+            extra += query + " { _entities(representations: [_Any!]!): [_Entity]! " \
+                "_service: _Service! }\n"
         else:
-            extra += "extend type Query { _service: _Service! }\n"
+            extra += query + " { _service: _Service! }\n"
         full = DocumentNode(definitions=(*_PRELUDE_DOC.definitions, *defs,
                                          *parse(extra).definitions))
         self.schema: GraphQLSchema = build_ast_schema(full, assume_valid_sdl=True)
