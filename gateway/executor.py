@@ -171,7 +171,8 @@ class Executor:
             intro_data = intro.data or {}  # type: ignore[union-attr]
             for k in plan.extra.get("introspection_keys", ()):
                 data[k] = intro_data.get(k)
-        shaped, completion = shape(self.schema, plan, data, coerced)
+        shaped, completion, refused = shape(self.schema, plan, data, coerced)
+        errors.extend(refused)
         response: dict[str, Any] = {}
         if errors:
             response["errors"] = errors
@@ -357,6 +358,8 @@ class _Shaper:
         self.fragments = plan.fragments
         self.variables = variables
         self.errors: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []  # fields the caller may not see
+        self.denied: frozenset[int] = plan.extra.get("denied", frozenset())
         # Keyed by the identity of selection tuples that the cache itself keeps alive; shared
         # across requests when the operation has no @include/@skip (results cannot vary).
         cache = plan.extra.get("shape_cache")
@@ -428,6 +431,14 @@ class _Shaper:
             fdef = type_.fields.get(fname)
             if fdef is None:  # __schema / __type resolved locally
                 out[key] = value.get(key)
+                continue
+            if self.denied and id(fnode) in self.denied:
+                self.refused.append({"message": "Unauthorized field or type",
+                                     "path": [*path, key],
+                                     "extensions": {"code": "UNAUTHORIZED_FIELD_OR_TYPE"}})
+                out[key] = None
+                if isinstance(fdef.type, GraphQLNonNull):
+                    bubble = True
                 continue
             r = self.value(value.get(key), fdef.type, subs, (*path, key), type_.name, fname)
             if r is BUBBLE:
@@ -506,14 +517,14 @@ def _valid_leaf(type_: Any, value: Any) -> bool:
 
 
 def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Mapping[str, Any]
-          ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+          ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
     shaper = _Shaper(schema, plan, variables)
     root = schema.get_root_type(plan.operation.operation)
     assert root is not None
     sels: tuple[SelectionNode, ...] = plan.operation.selection_set.selections
     r = shaper.obj(data, root, sels, ())
     # A nullable child that bubbled already set itself to null; a bubble at the root nulls data.
-    return (None if r is BUBBLE else r), shaper.errors  # type: ignore[return-value]
+    return (None if r is BUBBLE else r), shaper.errors, shaper.refused  # type: ignore[return-value]
 
 
 __all__ = ["Executor", "VariablesInvalid", "collect_targets", "deep_merge", "project", "shape"]

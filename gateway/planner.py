@@ -30,6 +30,7 @@ from graphql import (
 from graphql.language import DirectiveNode, VariableNode
 from graphql.type import GraphQLObjectType
 
+from gateway.planning import access
 from gateway.planning.builder import (
     INTROSPECTION_ROOTS,
     Fetch,
@@ -188,6 +189,19 @@ class CachedOperation:
     checks: dict[str, Any]
 
 
+def _restricted_plan(planner: QueryPlanner, cached: CachedOperation, denied_ids: frozenset[int]
+                     ) -> Plan:
+    doc = access.without(cached.document, denied_ids)
+    plan = build_plan(planner.supergraph, planner.schema, doc, cached.plan.operation.name.value
+                      if cached.plan.operation.name else None)
+    # Shaped against the client's own operation: the removed fields answer null + an error.
+    plan.operation = cached.plan.operation
+    plan.fragments = cached.plan.fragments
+    plan.extra["denied"] = denied_ids
+    plan.extra.pop("shape_cache", None)
+    return plan
+
+
 class QueryPlanner:
     """Parses, validates and plans operations; results are cached (LRU) by document + name."""
 
@@ -223,6 +237,23 @@ class QueryPlanner:
         self._exact[(query, operation_name)] = entry
         if len(self._exact) > self.cache_size:
             self._exact.popitem(last=False)
+
+    def plan_for(self, cached: CachedOperation, principal: object | None) -> Plan:
+        """The plan for this caller: without the fields its grants do not cover."""
+        protected = cached.checks.get("protected")
+        if protected is None:
+            protected = cached.checks["protected"] = access.protected_fields(
+                self.supergraph, self.schema, cached.document)
+        if not protected:
+            return cached.plan
+        denied_ids = access.denied(protected, access.grants_of(principal))
+        if not denied_ids:
+            return cached.plan
+        plans: dict[frozenset[int], Plan] = cached.checks.setdefault("plans", {})
+        plan = plans.get(denied_ids)
+        if plan is None:
+            plan = plans[denied_ids] = _restricted_plan(self, cached, denied_ids)
+        return plan
 
     def get(self, query: str, operation_name: str | None,
             document: DocumentNode | None = None) -> CachedOperation:

@@ -235,7 +235,8 @@ class Gateway:
             self.checker.check_cost(cached.document, operation_name, variables)
         if not allow_mutation and cached.plan.operation_kind == "mutation":
             raise RequestError(405, "Mutations are not allowed over GET.", "BAD_REQUEST")
-        return await self.executor.execute(cached.plan, variables, headers)
+        plan = self.planner.plan_for(cached, principal)
+        return await self.executor.execute(plan, variables, headers)
 
 
 def _parse(query: str, limits: Limits, max_tokens: int) -> DocumentNode:
