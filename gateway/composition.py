@@ -33,6 +33,7 @@ from graphql import (
     OperationType,
     ScalarTypeDefinitionNode,
     ScalarTypeExtensionNode,
+    SchemaDefinitionNode,
     SelectionSetNode,
     StringValueNode,
     TypeNode,
@@ -57,7 +58,13 @@ from gateway.sdl import directives as _directives
 from gateway.sdl import fed_name as _fed_name
 from gateway.sdl import named_type as _named
 from gateway.sdl import str_arg as _str_arg
-from gateway.supergraph import Supergraph
+from gateway.supergraph import (
+    Access,
+    Supergraph,
+    access_directives,
+    access_of,
+    merge_access,
+)
 
 JOIN_URL = "https://specs.apollo.dev/join/v0.3"
 
@@ -100,6 +107,16 @@ directive @policy(policies: [[federation__Policy!]!]!) on FIELD_DEFINITION | OBJ
 | INTERFACE | SCALAR | ENUM
 """
 _PRELUDE_DOC = parse(FED_PRELUDE, no_location=True)
+ACCESS_DEFINITIONS = {
+    "authenticated": "directive @authenticated on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR "
+                     "| ENUM\n\n",
+    "requiresScopes": "directive @requiresScopes(scopes: [[requiresScopes__Scope!]!]!) on "
+                      "FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM\n\n"
+                      "scalar requiresScopes__Scope\n\n",
+    "policy": "directive @policy(policies: [[policy__Policy!]!]!) on FIELD_DEFINITION | OBJECT "
+              "| INTERFACE | SCALAR | ENUM\n\nscalar policy__Policy\n\n",
+}
+_QUERY_PLACEHOLDER = parse("type Query { _service: _Service }", no_location=True)
 _PRELUDE_NAMES = {d.name.value for d in _PRELUDE_DOC.definitions if hasattr(d, "name")}
 
 
@@ -116,6 +133,7 @@ class SubField:
     requires: str | None = None
     provides: str | None = None
     override: str | None = None
+    access: Access = field(default_factory=Access)
 
 
 @dataclass
@@ -131,6 +149,7 @@ class SubType:
     value_nodes: dict[str, Any] = field(default_factory=dict)
     inaccessible: bool = False
     extension: bool = False
+    access: Access = field(default_factory=Access)
 
 
 @dataclass
@@ -201,7 +220,11 @@ def parse_subgraph(name: str, url: str, sdl: str) -> Subgraph:
             defined.add(d.name.value)
         else:
             fixed.append(d)
-    check_doc = DocumentNode(definitions=(*_PRELUDE_DOC.definitions, *fixed))
+    # A subgraph may define no Query at all (it only adds fields to entities); graphql-core
+    # validates a schema only with a query root, so it gets a placeholder the model drops.
+    has_query = "Query" in defined or any(isinstance(d, SchemaDefinitionNode) for d in fixed)
+    placeholder = () if has_query else _QUERY_PLACEHOLDER.definitions
+    check_doc = DocumentNode(definitions=(*_PRELUDE_DOC.definitions, *fixed, *placeholder))
     try:
         schema = build_ast_schema(check_doc)
     except (GraphQLError, TypeError) as exc:
@@ -211,7 +234,11 @@ def parse_subgraph(name: str, url: str, sdl: str) -> Subgraph:
     if problems:
         raise CompositionError([f'subgraph "{name}": invalid schema: {e.message}'
                                 for e in problems])
-    return _subgraph_model(name, url, fixed, schema)
+    model = _subgraph_model(name, url, fixed, schema)
+    if not has_query:
+        model.roots.pop("query", None)
+        model.types.pop("Query", None)
+    return model
 
 
 def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema) -> Subgraph:
@@ -237,6 +264,7 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
         type_shareable = bool(_directives(d, "shareable"))
         type_external = bool(_directives(d, "external"))
         st.inaccessible = st.inaccessible or bool(_directives(d, "inaccessible"))
+        st.access = merge_access([st.access, access_of(d)])
         for k in _directives(d, "key"):
             st.keys.append((_str_arg(k, "fields") or "", _bool_arg(k, "resolvable", True)))
         st.interfaces += [i.name.value for i in getattr(d, "interfaces", None) or ()]
@@ -259,6 +287,7 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
                 requires=_str_arg(req[0], "fields") if req else None,
                 provides=_str_arg(prov[0], "fields") if prov else None,
                 override=_str_arg(ovr[0], "from") if ovr else None,
+                access=access_of(f),
             )
     for st in types.values():
         # A subgraph always resolves its own key fields (Fed 1 marked them @external on
@@ -384,6 +413,7 @@ class _Composer:
         self.errors: list[str] = []
         self.out: list[str] = []
         self.uses_inaccessible = False
+        self.uses_access: set[str] = set()
         self.inaccessible_types: set[str] = set()
         self.input_types_used: set[str] = set()
 
@@ -441,10 +471,15 @@ class _Composer:
 
     def _header(self, names: Mapping[str, list[Subgraph]]) -> str:
         roots = [f"  {k}: {ROOT_NAMES[k]}" for k in ROOT_KINDS if ROOT_NAMES[k] in names]
+        security_defs: list[str] = []
         links = ['@link(url: "https://specs.apollo.dev/link/v1.0")',
                  f'@link(url: "{JOIN_URL}", for: EXECUTION)']
         if self.uses_inaccessible:
             links.append('@link(url: "https://specs.apollo.dev/inaccessible/v0.2", for: SECURITY)')
+        for name in sorted(self.uses_access):
+            links.append(f'@link(url: "https://specs.apollo.dev/{name}/v0.1", for: SECURITY)')
+            inacc_defs = ACCESS_DEFINITIONS[name]
+            security_defs.append(inacc_defs)
         graphs = "\n".join(
             f'  {self.enum_of[sg.name]} @join__graph(name: {_gql_literal(sg.name)}, '
             f'url: {_gql_literal(sg.url)})' for sg in sorted(self.sgs, key=lambda s: s.name))
@@ -453,6 +488,7 @@ class _Composer:
                  "INPUT_FIELD_DEFINITION\n\n") if self.uses_inaccessible else ""
         return (
             "schema\n  " + "\n  ".join(links) + "\n{\n" + "\n".join(roots) + "\n}\n\n" + inacc +
+            "".join(security_defs) +
             "directive @join__enumValue(graph: join__Graph!) repeatable on ENUM_VALUE\n\n"
             "directive @join__field(graph: join__Graph, requires: join__FieldSet, provides: "
             "join__FieldSet, type: String, external: Boolean, override: String, usedOverridden: "
@@ -474,6 +510,15 @@ class _Composer:
             "securely resolve fields.\n  \"\"\"\n  SECURITY\n\n  \"\"\"\n  `EXECUTION` features "
             "provide metadata necessary for operation execution.\n  \"\"\"\n  EXECUTION\n}\n\n"
         )
+
+    def _access(self, access: Access, sep: str) -> str:
+        text = access_directives(access)
+        if not text:
+            return ""
+        for name in ("authenticated", "requiresScopes", "policy"):
+            if f"@{name}" in text:
+                self.uses_access.add(name)
+        return text if not sep else "".join(sep + " @" + d for d in text.split(" @")[1:])
 
     def _inacc(self, flag: bool) -> str:
         if flag:
@@ -499,7 +544,8 @@ class _Composer:
                                         resolvable=None if resolvable else False))
             else:
                 jts.append(self._jt(sg.name, extension=ext))
-        directives = "".join("\n  " + j for j in jts)
+        directives = "".join("\n  " + j for j in jts) + self._access(
+            merge_access([st.access for st in subs]), "\n ")
         if kind == "scalar":
             return f"{head}scalar {tname}{directives}{inacc}"
         if kind == "union":
@@ -656,6 +702,7 @@ class _Composer:
                                    f'"{_named(ftype)}" but is not @inaccessible itself')
             lines.append(self._desc(node.description, "  ") + f"  {fname}{args}: "
                          f"{print_ast(ftype)}" + "".join(" " + j for j in joins) + inacc
+                         + self._access(merge_access([sf.access for _, sf in defs]), "")
                          + _deprecation(node))
         return "\n".join(lines)
 

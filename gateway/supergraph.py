@@ -97,7 +97,36 @@ def _scopes(d: DirectiveNode, name: str) -> Scopes:
     return tuple(out)
 
 
-def _access(node: Any) -> Access:
+def merge_access(items: list[Access]) -> Access:
+    """Several subgraphs' requirements on one element: all of them hold (DNF conjunction)."""
+
+    def conj(a: Scopes, b: Scopes) -> Scopes:
+        if not a or not b:
+            return a or b
+        return tuple(sorted({tuple(sorted(set(x) | set(y))) for x in a for y in b}))
+
+    out = Access()
+    for it in items:
+        out = Access(out.authenticated or it.authenticated, conj(out.scopes, it.scopes),
+                     conj(out.policies, it.policies))
+    return out
+
+
+def access_directives(access: Access) -> str:
+    """The access directives as supergraph SDL (after a field or type head)."""
+
+    def lists(v: Scopes) -> str:
+        return "[" + ", ".join("[" + ", ".join(f'"{s}"' for s in alt) + "]" for alt in v) + "]"
+
+    out = " @authenticated" if access.authenticated else ""
+    if access.scopes:
+        out += f" @requiresScopes(scopes: {lists(access.scopes)})"
+    if access.policies:
+        out += f" @policy(policies: {lists(access.policies)})"
+    return out
+
+
+def access_of(node: Any) -> Access:
     scopes: Scopes = ()
     policies: Scopes = ()
     for d in node.directives or ():
@@ -142,7 +171,7 @@ class _Reader:
             if kind is None:
                 continue
             tname = d.name.value  # type: ignore[attr-defined]
-            if tname.startswith(("join__", "link__")):
+            if tname.startswith(("join__", "link__", "requiresScopes__", "policy__")):
                 continue
             tm = self.types.setdefault(tname, TypeMeta(tname, kind))
             self._type(d, tm)
@@ -159,7 +188,7 @@ class _Reader:
         return self.types
 
     def _type(self, d: Any, tm: TypeMeta) -> None:
-        tm.access = _access(d)
+        tm.access = access_of(d)
         for jt in directives(d, "join__type"):
             g = self.graph(jt)
             if g is None:
@@ -208,7 +237,7 @@ class _Reader:
             if label is not None:
                 labels[g] = (label, str_arg(j, "override") or "")
         return FieldMeta(frozenset(graphs), frozenset(defined), requires, provides,
-                         named_type(f.type), labels, _access(f))
+                         named_type(f.type), labels, access_of(f))
 
 
 @dataclass
@@ -292,7 +321,8 @@ def build_api_schema(doc: DocumentNode, roots: Mapping[str, str]) -> GraphQLSche
         if not isinstance(d, TypeDefinitionNode | TypeExtensionNode):
             continue
         name = d.name.value
-        if name.startswith(("join__", "link__")) or name in hidden:
+        if name.startswith(("join__", "link__", "requiresScopes__", "policy__")) or \
+                name in hidden:
             continue
         defs.append(_public_node(d, hidden))
         present.add(name)

@@ -94,3 +94,17 @@ def test_plans_per_grant_are_cached_and_the_unrestricted_plan_is_shared():
     anon = qp.plan_for(cached, None)
     assert qp.plan_for(cached, None) is anon
     assert qp.plan_for(cached, principal(Role.ADMIN)) is cached.plan
+
+
+def test_our_composition_carries_the_same_access_directives_as_apollos():
+    import json
+
+    from gateway.composition import compose
+
+    subgraphs = json.loads((Path(__file__).parent / "supergraphs" /
+                            "access_subgraphs.json").read_text())
+    ours = Supergraph.from_sdl(compose({k: (v["url"], v["sdl"]) for k, v in subgraphs.items()}))
+    for tname, tm in SG.types.items():
+        assert ours.types[tname].access == tm.access, tname
+        for fname, fm in tm.fields.items():
+            assert ours.types[tname].fields[fname].access == fm.access, f"{tname}.{fname}"
