@@ -67,6 +67,11 @@ from gateway.supergraph import (
 )
 
 JOIN_URL = "https://specs.apollo.dev/join/v0.3"
+# join v0.4 adds `overrideLabel` (progressive @override) and @join__directive.
+JOIN_URL_LABELS = "https://specs.apollo.dev/join/v0.4"
+JOIN_V04_EXTRA = ("directive @join__directive(graphs: [join__Graph!], name: String!, args: "
+                  "join__DirectiveArguments) repeatable on SCHEMA | OBJECT | INTERFACE | "
+                  "FIELD_DEFINITION\n\nscalar join__DirectiveArguments\n\n")
 
 # Federation internals a subgraph exposes that never reach the supergraph.
 FED_TYPES = {"_Any", "_Entity", "_Service", "FieldSet", "_FieldSet", "link__Import",
@@ -133,6 +138,7 @@ class SubField:
     requires: str | None = None
     provides: str | None = None
     override: str | None = None
+    override_label: str | None = None  # progressive @override(label:)
     access: Access = field(default_factory=Access)
 
 
@@ -287,6 +293,7 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
                 requires=_str_arg(req[0], "fields") if req else None,
                 provides=_str_arg(prov[0], "fields") if prov else None,
                 override=_str_arg(ovr[0], "from") if ovr else None,
+                override_label=_str_arg(ovr[0], "label") if ovr else None,
                 access=access_of(f),
             )
     for st in types.values():
@@ -414,6 +421,7 @@ class _Composer:
         self.out: list[str] = []
         self.uses_inaccessible = False
         self.uses_access: set[str] = set()
+        self.uses_labels = False
         self.inaccessible_types: set[str] = set()
         self.input_types_used: set[str] = set()
 
@@ -473,7 +481,8 @@ class _Composer:
         roots = [f"  {k}: {ROOT_NAMES[k]}" for k in ROOT_KINDS if ROOT_NAMES[k] in names]
         security_defs: list[str] = []
         links = ['@link(url: "https://specs.apollo.dev/link/v1.0")',
-                 f'@link(url: "{JOIN_URL}", for: EXECUTION)']
+                 f'@link(url: "{JOIN_URL_LABELS if self.uses_labels else JOIN_URL}", '
+                 'for: EXECUTION)']
         if self.uses_inaccessible:
             links.append('@link(url: "https://specs.apollo.dev/inaccessible/v0.2", for: SECURITY)')
         for name in sorted(self.uses_access):
@@ -488,11 +497,12 @@ class _Composer:
                  "INPUT_FIELD_DEFINITION\n\n") if self.uses_inaccessible else ""
         return (
             "schema\n  " + "\n  ".join(links) + "\n{\n" + "\n".join(roots) + "\n}\n\n" + inacc +
-            "".join(security_defs) +
+            "".join(security_defs) + (JOIN_V04_EXTRA if self.uses_labels else "") +
             "directive @join__enumValue(graph: join__Graph!) repeatable on ENUM_VALUE\n\n"
             "directive @join__field(graph: join__Graph, requires: join__FieldSet, provides: "
             "join__FieldSet, type: String, external: Boolean, override: String, usedOverridden: "
-            "Boolean) repeatable on FIELD_DEFINITION | INPUT_FIELD_DEFINITION\n\n"
+            "Boolean" + (", overrideLabel: String" if self.uses_labels else "") +
+            ") repeatable on FIELD_DEFINITION | INPUT_FIELD_DEFINITION\n\n"
             "directive @join__graph(name: String!, url: String!) on ENUM_VALUE\n\n"
             "directive @join__implements(graph: join__Graph!, interface: String!) repeatable on "
             "OBJECT | INTERFACE\n\n"
@@ -661,6 +671,8 @@ class _Composer:
             self._check_field(tname, kind, fname, defs, key_fields)
             resolving = [sg for sg, sf in defs if not sf.external]
             overridden = {sf.override for _, sf in defs if sf.override}
+            labels = {sf.override: sf.override_label for _, sf in defs
+                      if sf.override and sf.override_label}
             # A field with identical definitions in every subgraph of the type needs no join__field.
             plain = (len(defs) == len(sgs) and not overridden and all(
                 not sf.external and not sf.requires and not sf.provides and
@@ -682,7 +694,14 @@ class _Composer:
                         parts.append("external: true")
                     if sf.override:
                         parts.append(f"override: {_gql_literal(sf.override)}")
-                    if sg.name in overridden and not sf.override:
+                        if sf.override_label:
+                            self.uses_labels = True
+                            parts.append(f"overrideLabel: {_gql_literal(sf.override_label)}")
+                    label = labels.get(sg.name)
+                    if label is not None and not sf.override:
+                        # Progressive: the overridden subgraph still answers while it is off.
+                        parts.append(f"overrideLabel: {_gql_literal(label)}")
+                    elif sg.name in overridden and not sf.override:
                         # The overridden copy only stays if that subgraph still needs it (key).
                         if fname not in key_fields.get(sg.name, set()):
                             continue

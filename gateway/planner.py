@@ -9,6 +9,7 @@ cached (LRU) by the operation text and name.
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -189,11 +190,11 @@ class CachedOperation:
     checks: dict[str, Any]
 
 
-def _restricted_plan(planner: QueryPlanner, cached: CachedOperation, denied_ids: frozenset[int]
-                     ) -> Plan:
-    doc = access.without(cached.document, denied_ids)
+def _restricted_plan(planner: QueryPlanner, cached: CachedOperation, denied_ids: frozenset[int],
+                     labels: frozenset[str]) -> Plan:
+    doc = access.without(cached.document, denied_ids) if denied_ids else cached.document
     plan = build_plan(planner.supergraph, planner.schema, doc, cached.plan.operation.name.value
-                      if cached.plan.operation.name else None)
+                      if cached.plan.operation.name else None, labels)
     # Shaped against the client's own operation: the removed fields answer null + an error.
     plan.operation = cached.plan.operation
     plan.fragments = cached.plan.fragments
@@ -206,8 +207,12 @@ class QueryPlanner:
     """Parses, validates and plans operations; results are cached (LRU) by document + name."""
 
     def __init__(self, supergraph: Supergraph, cache_size: int = 1000,
-                 validators: Iterable[Any] = ()) -> None:
+                 validators: Iterable[Any] = (), enabled_labels: Iterable[str] = (),
+                 rng: random.Random | None = None) -> None:
         self.supergraph = supergraph
+        self._labels = sorted(supergraph.override_labels())
+        self.enabled_labels = frozenset(enabled_labels)
+        self._random = rng or random.Random()
         self.schema = supergraph.api_schema
         self.cache_size = cache_size
         self.validators = list(validators)
@@ -238,21 +243,41 @@ class QueryPlanner:
         if len(self._exact) > self.cache_size:
             self._exact.popitem(last=False)
 
-    def plan_for(self, cached: CachedOperation, principal: object | None) -> Plan:
-        """The plan for this caller: without the fields its grants do not cover."""
+    def draw_labels(self) -> frozenset[str]:
+        """Progressive @override labels on for one request: `percent(N)` with probability
+        N/100, every other label when the gateway was told it is on."""
+        on = set()
+        for label in self._labels:
+            if label.startswith("percent(") and label.endswith(")"):
+                try:
+                    share = float(label[len("percent("):-1])
+                except ValueError:
+                    continue
+                if self._random.random() * 100 < share:
+                    on.add(label)
+            elif label in self.enabled_labels:
+                on.add(label)
+        return frozenset(on)
+
+    def plan_for(self, cached: CachedOperation, principal: object | None,
+                 labels: frozenset[str] | None = None) -> Plan:
+        """The plan for this request: without the fields the caller's grants do not cover,
+        with the progressive @override labels drawn for it."""
+        labels = self.draw_labels() if labels is None else labels
         protected = cached.checks.get("protected")
         if protected is None:
             protected = cached.checks["protected"] = access.protected_fields(
                 self.supergraph, self.schema, cached.document)
-        if not protected:
+        denied_ids = access.denied(protected, access.grants_of(principal)) if protected \
+            else frozenset()
+        if not denied_ids and not labels:
             return cached.plan
-        denied_ids = access.denied(protected, access.grants_of(principal))
-        if not denied_ids:
-            return cached.plan
-        plans: dict[frozenset[int], Plan] = cached.checks.setdefault("plans", {})
-        plan = plans.get(denied_ids)
+        plans: dict[tuple[frozenset[int], frozenset[str]], Plan]
+        plans = cached.checks.setdefault("plans", {})
+        plan = plans.get((denied_ids, labels))
         if plan is None:
-            plan = plans[denied_ids] = _restricted_plan(self, cached, denied_ids)
+            plan = plans[(denied_ids, labels)] = _restricted_plan(self, cached, denied_ids,
+                                                                  labels)
         return plan
 
     def get(self, query: str, operation_name: str | None,

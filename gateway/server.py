@@ -130,7 +130,8 @@ class Gateway:
                              settings.max_tokens, settings.max_document_chars)
         self.checker = LimitChecker(supergraph.api_schema, self.limits)
         # Limits are checked here, before the planner validates or plans anything.
-        self.planner = QueryPlanner(supergraph, settings.plan_cache_size)
+        self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
+                                    enabled_labels=settings.override_labels)
         self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout,
                                  transports)
         self.authenticator = authenticator if settings.auth_enabled else None

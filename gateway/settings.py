@@ -25,6 +25,8 @@ class GatewaySettings(BaseSettings):
     subgraph_timeout: float = 5.0
     startup_timeout: float = 30.0  # how long to retry fetching subgraph SDLs at start
     plan_cache_size: int = 1000
+    # Progressive @override labels switched on (`percent(N)` labels are drawn per request).
+    override_labels: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
     max_batch: int = 10
     max_depth: int = 15

@@ -66,8 +66,8 @@ class FieldMeta:
     requires: Mapping[str, str]  # subgraph -> field set
     provides: Mapping[str, str]
     type_name: str  # named output type
-    # Progressive @override: subgraph -> label that must be on for it to resolve the field,
-    # and the subgraph that resolves it while the label is off.
+    # Progressive @override: subgraph -> (label, overridden subgraph or ""): the overriding
+    # subgraph resolves the field while the label is on, the overridden one while it is off.
     override_labels: Mapping[str, tuple[str, str]] = field(default_factory=dict, compare=False)
     access: Access = field(default_factory=Access, compare=False)
 
@@ -270,11 +270,13 @@ class Supergraph:
             return fm.graphs
         graphs = set(fm.graphs)
         for g, (label, source) in fm.override_labels.items():
-            if label in labels:
-                graphs.discard(source)
-            else:
+            if (label in labels) != bool(source):
                 graphs.discard(g)
         return frozenset(graphs)
+
+    def override_labels(self) -> frozenset[str]:
+        return frozenset(label for tm in self.types.values() for fm in tm.fields.values()
+                         for label, _ in fm.override_labels.values())
 
 
 def _is_inaccessible(node: Any) -> bool:

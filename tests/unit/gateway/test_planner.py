@@ -151,3 +151,37 @@ def test_multi_hop_key_chain(tmp_path):
     assert [[b[0] for b in level] for level in group] == [["a"], ["b"], ["c"]]
     assert "...on T{__typename sku}" in group[1][0][1]
     assert "...on T{extra}" in group[2][0][1]
+
+
+def _override_supergraph(label: str):
+    from gateway.composition import Supergraph, compose
+
+    link = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
+            'import: ["@key", "@override"])\n')
+    return Supergraph.from_sdl(compose({
+        "old": ("http://old", link + 'type Query { accounts: [Account] } '
+                'type Account @key(fields: "id") { id: ID! plan: String }'),
+        "new": ("http://new", link + 'type Account @key(fields: "id") { id: ID! '
+                f'plan: String @override(from: "old", label: "{label}") }}'),
+    }))
+
+
+def _graphs_asked(qp, query="{ accounts { plan } }"):
+    plan = qp.plan_for(qp.get(query, None), None)
+    return [b[0] for level in plan.describe()[0] for b in level]
+
+
+def test_progressive_override_percent_labels_are_drawn_per_request():
+    import random
+
+    assert _graphs_asked(QueryPlanner(_override_supergraph("percent(100)"))) == ["old", "new"]
+    assert _graphs_asked(QueryPlanner(_override_supergraph("percent(0)"))) == ["old"]
+    qp = QueryPlanner(_override_supergraph("percent(30)"), rng=random.Random(7))
+    moved = sum(_graphs_asked(qp) == ["old", "new"] for _ in range(400))
+    assert 80 < moved < 160  # about 30 % of requests go to the overriding subgraph
+
+
+def test_progressive_override_custom_label_only_when_switched_on():
+    sg = _override_supergraph("billing-v2")
+    assert _graphs_asked(QueryPlanner(sg)) == ["old"]
+    assert _graphs_asked(QueryPlanner(sg, enabled_labels=["billing-v2"])) == ["old", "new"]
