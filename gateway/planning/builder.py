@@ -117,6 +117,9 @@ class Fetch:
     variables: set[str] = field(default_factory=set)
     root_fields: list[str] = field(default_factory=list)  # response keys of a root fetch
     index: int = 0  # alias of this fetch's `_entities` inside its batch
+    # An @interfaceObject fetch is asked for one runtime type only: its selection is written
+    # on the interface, so objects of another type would be asked for fields they never need.
+    io_type: str | None = None
 
     @property
     def is_entity(self) -> bool:
@@ -394,7 +397,9 @@ class FetchGraphBuilder:
             self._emit_field_set(cur_g, cur_type, key_sel, keys, cur_prov, source=cur_out)
             if last and requires is not None:
                 self._emit_field_set(g, type_name, requires, rep, None, source=out)
-            child = self._child(cur_fetch, edge.tail.graph, path, fresh=bool(after) and last)
+            io_type = type_name if edge.tail.type_name != type_name else None
+            child = self._child(cur_fetch, edge.tail.graph, path, fresh=bool(after) and last,
+                                io_type=io_type)
             child.after.extend(f for f in sorted(after, key=id) if f not in child.after)
             self._add_rep(child, type_name, rep, keys, edge.tail.type_name)
             cur_fetch, cur_g, cur_type, cur_prov = child, edge.tail.graph, edge.tail.type_name, \
@@ -453,12 +458,13 @@ class FetchGraphBuilder:
                 sels.extend(parse_field_set(req).selections)
         return SelectionSetNode(selections=tuple(sels)) if sels else None
 
-    def _child(self, parent: Fetch, graph: str, path: tuple[str, ...], fresh: bool) -> Fetch:
+    def _child(self, parent: Fetch, graph: str, path: tuple[str, ...], fresh: bool,
+               io_type: str | None = None) -> Fetch:
         if not fresh:
             for c in parent.children:
-                if c.graph == graph and c.path == path and not c.after:
+                if c.graph == graph and c.path == path and not c.after and c.io_type == io_type:
                     return c
-        child = Fetch(graph=graph, path=path, parent=parent)
+        child = Fetch(graph=graph, path=path, parent=parent, io_type=io_type)
         parent.children.append(child)
         self._touch(child)
         return child
