@@ -156,6 +156,7 @@ class SubType:
     inaccessible: bool = False
     extension: bool = False
     access: Access = field(default_factory=Access)
+    interface_object: bool = False
 
 
 @dataclass
@@ -242,8 +243,9 @@ def parse_subgraph(name: str, url: str, sdl: str) -> Subgraph:
                                 for e in problems])
     model = _subgraph_model(name, url, fixed, schema)
     if not has_query:
-        model.roots.pop("query", None)
-        model.types.pop("Query", None)
+        # Like Apollo: every subgraph has a Query (its _entities), with no field of its own.
+        model.roots["query"] = "Query"
+        model.types["Query"] = SubType("Query", "object")
     return model
 
 
@@ -262,7 +264,12 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
         tname = root_rename.get(d.name.value, d.name.value)
         st = types.get(tname)
         if st is None:
+            if _directives(d, "interfaceObject"):
+                # An entity interface this subgraph sees as an object type: an interface in
+                # the supergraph, marked isInterfaceObject for this subgraph.
+                kind = "interface"
             st = types[tname] = SubType(tname, kind)
+            st.interface_object = kind == "interface" and bool(_directives(d, "interfaceObject"))
         if isinstance(d, TypeDefinitionNode):
             st.description = st.description or d.description
         if _directives(d, "extends"):
@@ -449,6 +456,11 @@ class _Composer:
                 continue
             if any(sg.types[tname].inaccessible for sg in sgs):
                 self.inaccessible_types.add(tname)
+            if all(sg.types[tname].interface_object for sg in sgs):
+                self.errors.append(
+                    f'type "{tname}" is @interfaceObject in every subgraph that defines it ('
+                    + ", ".join(f'"{sg.name}"' for sg in sgs) + "): one subgraph must define "
+                    "it as an interface with @key")
         if self.errors:
             raise CompositionError(self.errors)
         if "Query" not in names:
@@ -551,7 +563,9 @@ class _Composer:
                 for fields, resolvable in st.keys:
                     _check_field_set(sg, tname, fields, "@key", self.errors)
                     jts.append(self._jt(sg.name, key=fields, extension=ext,
-                                        resolvable=None if resolvable else False))
+                                        resolvable=None if resolvable else False,
+                                        isInterfaceObject=True if st.interface_object
+                                        else None))
             else:
                 jts.append(self._jt(sg.name, extension=ext))
         directives = "".join("\n  " + j for j in jts) + self._access(
@@ -587,8 +601,31 @@ class _Composer:
                           f"interface: {_gql_literal(i)})")
         keyword = "type" if kind == "object" else "interface"
         impl = (" implements " + " & ".join(impls)) if impls else ""
+        fields = self._fields(tname, kind, sgs, subs)
+        if kind == "object":
+            fields += self._interface_object_fields(tname, impls, subs)
         return (f"{head}{keyword} {tname}{impl}" + "".join("\n  " + j for j in ji) + directives +
-                f"{inacc}\n{{\n" + self._fields(tname, kind, sgs, subs) + "\n}")
+                f"{inacc}\n{{\n" + fields + "\n}")
+
+    def _interface_object_fields(self, tname: str, impls: list[str], subs: list[SubType]
+                                 ) -> str:
+        """Fields an @interfaceObject adds to an interface reach its implementations too;
+        no subgraph of the implementation resolves them (a bare @join__field)."""
+        own = {n for st in subs for n in st.fields}
+        lines: list[str] = []
+        for iface in impls:
+            for sg in self.sgs:
+                st = sg.types.get(iface)
+                if st is None or not st.interface_object:
+                    continue
+                for fname, sf in st.fields.items():
+                    if fname in own or not isinstance(sf.node, FieldDefinitionNode):
+                        continue
+                    own.add(fname)
+                    lines.append(f"  {fname}{self._args(tname, fname, [(sg, sf)])}: "
+                                 f"{print_ast(sf.node.type)} @join__field"
+                                 + self._access(sf.access, ""))
+        return "".join("\n" + line for line in lines)
 
     def _enum_values(self, tname: str, sgs: list[Subgraph], subs: list[SubType]) -> str:
         order: list[str] = []
@@ -769,11 +806,14 @@ class _Composer:
                 + ", ".join(f'"{n}"' for n in non_shareable))
 
     def _check_satisfiable(self, names: Mapping[str, list[Subgraph]]) -> None:
-        """Each entity field must be reachable from every subgraph of the type, through keys.
+        """Each field of an object type must be reachable from every subgraph where a query
+        can arrive at that type, through keys.
 
-        From subgraph s, a subgraph h is reachable when the fields of one of h's resolvable
-        keys are resolved by s or by subgraphs already reachable (multi-hop, as the planner
-        does)."""
+        A query arrives at T in subgraph s when s resolves (not @external) a field returning T,
+        or an interface or union s knows T by. From there, a subgraph h is reachable when the
+        fields of one of h's resolvable keys are resolved by s or by subgraphs already reached
+        (multi-hop, as the planner does)."""
+        arrivals = _arrivals(self.sgs)
         for tname, sgs in names.items():
             if sgs[0].types[tname].kind != "object" or tname in ROOT_NAMES.values():
                 continue
@@ -781,6 +821,7 @@ class _Composer:
                                   if not sf.external} for sg in sgs}
             keys = {sg.name: [{f for f, _ in _field_set_fields(fs)}
                               for fs, ok in sg.types[tname].keys if ok] for sg in sgs}
+            reach: dict[str, set[str]] = {}
             for sg in sgs:
                 reached = {sg.name}
                 grew = True
@@ -790,14 +831,51 @@ class _Composer:
                            any(k <= available for k in keys[h])}
                     reached |= new
                     grew = bool(new)
+                reach[sg.name] = set().union(*(resolves[r] for r in reached))
+            for group in sorted(arrivals.get(tname, ()), key=sorted):
+                # A field several subgraphs resolve (a shared root field, say) leads here from
+                # any of them: one that reaches everything is enough.
+                starts = [g for g in sorted(group) if g in reach]
+                if not starts:
+                    continue
                 for other in sgs:
                     for fname in sorted(resolves[other.name]):
-                        if not any(fname in resolves[r] for r in reached):
+                        if not any(fname in reach[g] for g in starts):
                             self.errors.append(
                                 f'cannot satisfy "{tname}.{fname}": it is resolved only by '
                                 f'subgraph "{other.name}", which has no resolvable @key whose '
-                                f'fields subgraph "{sg.name}" can reach')
+                                f'fields subgraph ' + " or ".join(f'"{g}"' for g in starts)
+                                + " can reach")
                             break
+
+
+def _arrivals(sgs: list[Subgraph]) -> dict[str, set[frozenset[str]]]:
+    """Object type -> the ways a query arrives at it: per field returning it (or an interface
+    or union it belongs to), the subgraphs resolving that field (not @external)."""
+    by_field: dict[tuple[str, str], set[str]] = {}
+    targets: dict[tuple[str, str], set[str]] = {}
+    for sg in sgs:
+        members: dict[str, set[str]] = {}
+        for st in sg.types.values():
+            for i in st.interfaces:
+                members.setdefault(i, set()).add(st.name)
+            if st.kind == "union":
+                members.setdefault(st.name, set()).update(st.members)
+        for st in sg.types.values():
+            if st.kind not in ("object", "interface"):
+                continue
+            for fname, sf in st.fields.items():
+                if sf.external or not isinstance(sf.node, FieldDefinitionNode):
+                    continue
+                target = _named(sf.node.type)
+                by_field.setdefault((st.name, fname), set()).add(sg.name)
+                targets.setdefault((st.name, fname), set()).update(
+                    {target} | members.get(target, set()))
+    out: dict[str, set[frozenset[str]]] = {}
+    for key, graphs in by_field.items():
+        for t in targets[key]:
+            out.setdefault(t, set()).add(frozenset(graphs))
+    return out
 
 
 def _deprecation(node: Any) -> str:

@@ -124,3 +124,25 @@ def test_same_result_as_apollo_gateway(apollo, ours, case, name, query):
     assert expected.get("data") is not None, expected
     if os.environ.get("COMPAT_SHOW"):
         print("\nSHOW", name, json.dumps(actual)[:300])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_our_composition_matches_apollos(supergraphs, served, case):
+    from graphql import lexicographic_sort_schema, print_schema
+
+    from gateway.composition import compose
+
+    theirs = Supergraph.from_sdl(supergraphs[case.name])
+    ours = Supergraph.from_sdl(compose({n: (f"{served}/{case.name}/{n}", sdl)
+                                        for n, sdl in case.subgraphs.items()}))
+    assert print_schema(lexicographic_sort_schema(ours.api_schema)) == \
+        print_schema(lexicographic_sort_schema(theirs.api_schema))
+    for name, tm in theirs.types.items():
+        mine = ours.types[name]
+        assert (mine.kind, mine.graphs, mine.keys, mine.possible, mine.interface_objects,
+                mine.access) == (tm.kind, tm.graphs, tm.keys, tm.possible,
+                                 tm.interface_objects, tm.access), name
+        for fname, fm in tm.fields.items():
+            got = mine.fields[fname]
+            assert (got, got.override_labels, got.access) == \
+                (fm, fm.override_labels, fm.access), f"{name}.{fname}"
