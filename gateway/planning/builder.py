@@ -252,12 +252,60 @@ class FetchGraphBuilder:
                 # An @interfaceObject stand-in does not know the runtime type: its owner does.
                 remote.append((key, nodes))
                 continue
-            if not self._local(g, type_name, fname, provided, entity_top):
+            if not self._local(g, type_name, fname, provided, entity_top) or \
+                    not self._value_type_answered(g, type_name, fname, nodes, provided):
                 remote.append((key, nodes))
                 continue
             self.emit_field(fetch, g, type_name, key, nodes, out, path, provided)
         if remote:
             self._jump(fetch, g, type_name, remote, out, path, provided)
+
+    def _value_type_answered(self, g: str, type_name: str, fname: str, nodes: Occurrences,
+                             provided: Provided) -> bool:
+        """A field returning a type without keys (a value type) can only be answered whole
+        where it is fetched: no jump can start inside it. False when g cannot."""
+        if fname == "__typename":
+            return True
+        target = self.sg.types[type_name].fields[fname].type_name
+        sels = [s for n, _ in nodes if n.selection_set is not None
+                for s in n.selection_set.selections]
+        if not sels or self._has_keys(target):
+            return True
+        sub_prov: Provided = None
+        if provided is not None and provided.get(fname):
+            sub_prov = provided[fname]
+        return self._answers_all(g, target, sels, sub_prov, depth=0)
+
+    def _has_keys(self, type_name: str) -> bool:
+        tm = self.sg.types.get(type_name)
+        if tm is None:
+            return True  # a leaf
+        types = {type_name} if tm.kind == "object" else \
+            set().union(*tm.possible.values()) if tm.possible else set()
+        return tm.kind not in ("object", "interface", "union") or any(
+            any(self.sg.types[t].keys.values()) for t in types if t in self.sg.types)
+
+    def _answers_all(self, g: str, type_name: str, sels: list[SelectionNode],
+                     provided: Provided, depth: int) -> bool:
+        tm = self.sg.types[type_name]
+        types = [type_name] if tm.kind == "object" else sorted(self.sg.possible_types(type_name,
+                                                                                      g))
+        for t in types:
+            prov = provided_for(provided, t)
+            for nodes in self.collect(t, sels).values():
+                fname = nodes[0][0].name.value
+                if fname == "__typename" or fname in INTROSPECTION_ROOTS:
+                    continue
+                if fname not in self.sg.types[t].fields or not self._local(g, t, fname, prov):
+                    return False
+                sub = [s for n, _ in nodes if n.selection_set is not None
+                       for s in n.selection_set.selections]
+                target = self.sg.types[t].fields[fname].type_name
+                if sub and not self._has_keys(target) and depth < 20:
+                    sub_prov = prov.get(fname) if prov else None
+                    if not self._answers_all(g, target, sub, sub_prov or None, depth + 1):
+                        return False
+        return True
 
     def emit_field(self, fetch: Fetch, g: str, type_name: str, key: str, nodes: Occurrences,
                    out: OutSel, path: tuple[str, ...], provided: Provided) -> None:

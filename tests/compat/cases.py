@@ -24,8 +24,12 @@ class Case:
     subgraphs: dict[str, str]
     objects: dict[str, dict[str, Any]]
     roots: dict[str, Any]
-    operations: list[tuple[str, str]] = field(default_factory=list)
+    # (name, query) or (name, query, variables)
+    operations: list[tuple[Any, ...]] = field(default_factory=list)
 
+
+# Operations whose `data` is rightly null (a non-null error reaches the root).
+NULL_DATA = {"nonnull_root_bubbles"}
 
 # Operations where @apollo/gateway 2.14 does not follow the spec:
 # (why, the spec's `data`, the spec's error paths).
@@ -199,7 +203,7 @@ type Author @key(fields: "id") { id: ID! name: String @shareable bio: String }
 
 
 def _case(name: str, subgraphs: dict[str, str], objects: list[dict[str, Any]],
-          roots: dict[str, Any], operations: list[tuple[str, str]]) -> Case:
+          roots: dict[str, Any], operations: list[tuple[Any, ...]]) -> Case:
     return Case(name, {k: LINK + v for k, v in subgraphs.items()}, _objs(*objects), roots,
                 operations)
 
@@ -727,6 +731,261 @@ type Book @key(fields: "isbn") { isbn: String! stars: Int }
         [
             ("string_key_jump", "{ books { title stars } }"),
             ("string_key_only_remote", "{ books { stars } }"),
+        ],
+    ),
+]
+
+_PEOPLE = """
+type Query { people: [Person] person(id: ID!): Person }
+type Person @key(fields: "id") { id: ID! name: String! nick: String }
+"""
+_PERSON_DATA = [{"__typename": "Person", "id": f"p{i}", "name": f"P{i}",
+                 "nick": None if i == 2 else f"n{i}", "score": i * 10, "level": i,
+                 "team": ref("Team", "t1" if i < 3 else "t2"),
+                 "tags": {"__args": {"[('first', 1)]": [f"tag{i}"]},
+                          "default": [f"tag{i}", "all"]}} for i in (1, 2, 3)]
+_TEAMS = [{"__typename": "Team", "id": "t1", "title": "Red", "members": [ref("Person", "p1"),
+                                                                        ref("Person", "p2")]},
+          {"__typename": "Team", "id": "t2", "title": "Blue",
+           "members": [ref("Person", "p3")]}]
+_PEOPLE_ROOTS = {"people": [ref("Person", f"p{i}") for i in (1, 2, 3)],
+                 "person": lambda id: ref("Person", id) if id in ("p1", "p2", "p3") else None}
+
+CASES += [
+    _case(
+        "shared_root_value_type",
+        {
+            "a": "type Query { t: T @shareable } type T @shareable { id: ID! x: Int }",
+            "b": "type Query { t: T @shareable } type T @shareable { id: ID! x: Int y: Int }",
+        },
+        [{"__typename": "T", "id": "t", "x": 1, "y": 2}],
+        {"t": ref("T", "t")},
+        [
+            ("value_root_x", "{ t { x } }"),
+            ("value_root_y_from_the_one_that_has_it", "{ t { y } }"),
+            ("value_root_all", "{ t { id x y } }"),
+        ],
+    ),
+    _case(
+        "conditions_and_variables",
+        {
+            "people": _PEOPLE,
+            "scores": """
+type Person @key(fields: "id") { id: ID! score: Int tags(first: Int): [String] }
+""",
+        },
+        _PERSON_DATA,
+        _PEOPLE_ROOTS,
+        [
+            ("include_jump_true", "query($x: Boolean!) { people { name score @include(if: $x) } }",
+             {"x": True}),
+            ("include_jump_false",
+             "query($x: Boolean!) { people { name score @include(if: $x) } }", {"x": False}),
+            ("skip_jump", "query($x: Boolean!) { people { score @skip(if: $x) } }", {"x": True}),
+            ("skip_root_field",
+             "query($x: Boolean!) { people @skip(if: $x) { name } person(id: \"p1\") { nick } }",
+             {"x": True}),
+            ("include_fragment_jump",
+             "query($x: Boolean!) { people { ... on Person @include(if: $x) { score } name } }",
+             {"x": True}),
+            ("variable_in_jump_args", "query($n: Int) { people { tags(first: $n) } }",
+             {"n": 1}),
+            ("variable_in_root_and_jump",
+             "query($id: ID!, $n: Int) { person(id: $id) { name tags(first: $n) } }",
+             {"id": "p3", "n": 1}),
+            ("literal_args_in_jump", "{ people { a: tags(first: 1) b: tags } }"),
+            ("missing_root_entity", '{ person(id: "nope") { name score } }'),
+            ("same_key_different_conditions",
+             "query($x: Boolean!) { people { score @include(if: $x) s2: score } }",
+             {"x": False}),
+        ],
+    ),
+    _case(
+        "entities_in_lists_and_teams",
+        {
+            "people": _PEOPLE,
+            "teams": """
+type Query { teams: [Team] }
+type Team @key(fields: "id") { id: ID! title: String members: [Person!]! }
+type Person @key(fields: "id") { id: ID! team: Team level: Int }
+""",
+        },
+        _PERSON_DATA + _TEAMS,
+        {**_PEOPLE_ROOTS, "teams": [ref("Team", "t1"), ref("Team", "t2")]},
+        [
+            ("team_members_names", "{ teams { title members { name } } }"),
+            ("people_team_titles", "{ people { name team { title } } }"),
+            ("round_trip", "{ teams { members { team { members { nick } } } } }"),
+            ("nullable_nick_in_list", "{ teams { members { nick level } } }"),
+            ("typename_in_lists", "{ teams { __typename members { __typename id } } }"),
+            ("aliases_same_field_twice",
+             "{ teams { a: members { name } b: members { level } } }"),
+            ("people_and_teams", "{ people { level } teams { id } }"),
+            ("person_team_members",
+             '{ person(id: "p1") { team { members { name level } } } }'),
+        ],
+    ),
+    _case(
+        "null_propagation",
+        {
+            "a": """
+type Query { rows: [Row!] row: Row! maybeRows: [Row] }
+type Row @key(fields: "id") { id: ID! label: String! }
+""",
+            "b": """
+type Row @key(fields: "id") { id: ID! must: String! may: String cells: [Cell!]! }
+type Cell { v: Int! }
+""",
+        },
+        [{"__typename": "Row", "id": "r1", "label": "one", "must": "m", "may": None,
+          "cells": [{"v": 1}, {"v": 2}]},
+         {"__typename": "Row", "id": "r2", "label": "two", "must": None, "may": "x",
+          "cells": [{"v": None}]}],
+        {"rows": [ref("Row", "r1"), ref("Row", "r2")], "row": ref("Row", "r2"),
+         "maybeRows": [ref("Row", "r1"), ref("Row", "r2")]},
+        [
+            ("nonnull_entity_field_null_in_nonnull_list", "{ rows { id must } }"),
+            ("nonnull_entity_field_null_in_nullable_list", "{ maybeRows { id must } }"),
+            ("nonnull_root_bubbles", "{ row { label must } }"),
+            ("nullable_is_fine", "{ maybeRows { may } }"),
+            ("nonnull_leaf_in_value_list", "{ maybeRows { cells { v } } }"),
+            ("nonnull_mixed_root", "{ maybeRows { label } row { may } }"),
+        ],
+    ),
+    _case(
+        "enums_and_scalars",
+        {
+            "a": """
+scalar JSON
+enum Color { RED GREEN BLUE }
+type Query { paints: [Paint] }
+type Paint @key(fields: "id") { id: ID! color: Color meta: JSON }
+""",
+            "b": """
+enum Color { RED GREEN BLUE }
+type Paint @key(fields: "id") { id: ID! fav: Color shade: Float }
+""",
+        },
+        [{"__typename": "Paint", "id": "x1", "color": "RED", "meta": {"a": [1, 2]},
+          "fav": "BLUE", "shade": 0.5},
+         {"__typename": "Paint", "id": "x2", "color": "GREEN", "meta": None, "fav": "RED",
+          "shade": 1}],
+        {"paints": [ref("Paint", "x1"), ref("Paint", "x2")]},
+        [
+            ("enum_local", "{ paints { color } }"),
+            ("enum_remote", "{ paints { fav } }"),
+            ("custom_scalar", "{ paints { meta } }"),
+            ("float_remote", "{ paints { shade color } }"),
+        ],
+    ),
+    _case(
+        "interface_hierarchy",
+        {
+            "a": """
+type Query { things: [Named] }
+interface Named { name: String }
+interface Living implements Named { name: String age: Int }
+type Dog implements Living & Named @key(fields: "id") { id: ID! name: String age: Int }
+type Rock implements Named @key(fields: "id") { id: ID! name: String }
+""",
+            "b": """
+type Dog @key(fields: "id") { id: ID! owner: String }
+type Rock @key(fields: "id") { id: ID! weight: Int }
+""",
+        },
+        [{"__typename": "Dog", "id": "d1", "name": "Rex", "age": 3, "owner": "Ann"},
+         {"__typename": "Rock", "id": "r1", "name": "Stone", "weight": 9}],
+        {"things": [ref("Dog", "d1"), ref("Rock", "r1")]},
+        [
+            ("hierarchy_names", "{ things { name } }"),
+            ("hierarchy_sub_interface", "{ things { ... on Living { age } } }"),
+            ("hierarchy_jumps",
+             "{ things { ... on Dog { owner } ... on Rock { weight } __typename } }"),
+            ("hierarchy_named_fragments",
+             "{ things { ...L ...R } } fragment L on Living { age ... on Dog { owner } } "
+             "fragment R on Rock { weight name }"),
+        ],
+    ),
+    _case(
+        "union_in_entity",
+        {
+            "a": """
+type Query { orders: [Order] }
+type Order @key(fields: "id") { id: ID! }
+""",
+            "b": """
+type Order @key(fields: "id") { id: ID! payment: Payment }
+union Payment = Card | Cash
+type Card @key(fields: "id") { id: ID! last4: String }
+type Cash { amount: Int }
+""",
+            "c": """
+type Card @key(fields: "id") { id: ID! bank: String }
+""",
+        },
+        [{"__typename": "Order", "id": "o1", "payment": ref("Card", "c1")},
+         {"__typename": "Order", "id": "o2", "payment": {"__typename": "Cash", "amount": 5}},
+         {"__typename": "Card", "id": "c1", "last4": "4242", "bank": "ZB"}],
+        {"orders": [ref("Order", "o1"), ref("Order", "o2")]},
+        [
+            ("entity_union_members",
+             "{ orders { payment { ... on Card { last4 } ... on Cash { amount } } } }"),
+            ("entity_union_jump", "{ orders { id payment { ... on Card { bank last4 } } } }"),
+            ("entity_union_typename", "{ orders { payment { __typename } } }"),
+        ],
+    ),
+    _case(
+        "provides_nested",
+        {
+            "posts": """
+type Query { posts: [Post] }
+type Post @key(fields: "id") {
+  id: ID!
+  author: User @provides(fields: "name address { city }")
+}
+type User @key(fields: "id") { id: ID! name: String @external address: Address @external }
+type Address @shareable { city: String @external }
+""",
+            "users": """
+type User @key(fields: "id") { id: ID! name: String @shareable address: Address @shareable }
+type Address @shareable { city: String street: String }
+""",
+        },
+        [{"__typename": "Post", "id": "x", "author": ref("User", "u")},
+         {"__typename": "User", "id": "u", "name": "Uma",
+          "address": {"city": "Oslo", "street": "Main"}}],
+        {"posts": [ref("Post", "x")]},
+        [
+            ("provides_nested_city", "{ posts { author { name address { city } } } }"),
+            ("provides_nested_then_street", "{ posts { author { address { city street } } } }"),
+            ("provides_nested_id_only", "{ posts { author { id } } }"),
+        ],
+    ),
+    _case(
+        "keys_per_subgraph",
+        {
+            "a": """
+type Query { products: [Product] }
+type Product @key(fields: "id") { id: ID! upc: String! @shareable }
+""",
+            "b": """
+type Product @key(fields: "id") @key(fields: "upc") { id: ID! upc: String! @shareable
+  name: String }
+""",
+            "c": """
+type Product @key(fields: "upc") { upc: String! price: Int }
+""",
+            "d": """
+type Product @key(fields: "upc") { upc: String! stock: Int }
+""",
+        },
+        [{"__typename": "Product", "id": "p1", "upc": "U1", "name": "Pen", "price": 2,
+          "stock": 8}],
+        {"products": [ref("Product", "p1")]},
+        [
+            ("upc_key_direct", "{ products { price } }"),
+            ("two_upc_subgraphs", "{ products { price stock } }"),
+            ("all_four", "{ products { id upc name price stock } }"),
         ],
     ),
 ]
