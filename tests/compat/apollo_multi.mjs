@@ -6,11 +6,12 @@ import { ApolloGateway } from "@apollo/gateway";
 
 let input = "";
 for await (const chunk of process.stdin) input += chunk;
-const urls = {};
-for (const [name, supergraphSdl] of Object.entries(JSON.parse(input))) {
-  const server = new ApolloServer({ gateway: new ApolloGateway({ supergraphSdl }),
-    includeStacktraceInErrorResponses: false });
-  const { url } = await startStandaloneServer(server, { listen: { port: 0, host: "127.0.0.1" } });
-  urls[name] = url;
-}
-console.log(`READY ${JSON.stringify(urls)}`);
+const started = await Promise.all(Object.entries(JSON.parse(input)).map(
+  async ([name, supergraphSdl]) => {
+    const server = new ApolloServer({ gateway: new ApolloGateway({ supergraphSdl }),
+      includeStacktraceInErrorResponses: false });
+    const { url } = await startStandaloneServer(server,
+      { listen: { port: 0, host: "127.0.0.1" } });
+    return [name, url];
+  }));
+console.log(`READY ${JSON.stringify(Object.fromEntries(started))}`);

@@ -92,12 +92,18 @@ def apollo(supergraphs) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def ours(supergraphs) -> Iterator[dict[str, RunningGateway]]:
+    from concurrent.futures import ThreadPoolExecutor
+
     running: dict[str, RunningGateway] = {}
+
+    def start(item: tuple[str, str]) -> None:
+        name, sdl = item
+        running[name] = start_gateway(gateway_settings({}, rate_limit_per_second=0),
+                                      supergraph_sdl=sdl)
+
     try:
-        for name, sdl in supergraphs.items():
-            Supergraph.from_sdl(sdl)
-            running[name] = start_gateway(gateway_settings({}, rate_limit_per_second=0),
-                                          supergraph_sdl=sdl)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(start, supergraphs.items()))
         yield running
     finally:
         for gw in running.values():
