@@ -470,6 +470,7 @@ class FetchGraphBuilder:
                               path: tuple[str, ...], provided: Provided) -> None:
         """An entity interface in a subgraph that sees it as an object: its own fields here,
         the runtime type and type-conditioned fields through the interface's owner."""
+        out.add_field("__typename", "__typename")  # the interface's name: shaped as it
         concrete_only: list[SelectionNode] = [s for s in selections
                          if isinstance(s, InlineFragmentNode | FragmentSpreadNode)
                          and self._condition_of(s) not in (None, type_name)]

@@ -989,3 +989,287 @@ type Product @key(fields: "upc") { upc: String! stock: Int }
         ],
     ),
 ]
+
+CASES += [
+    _case(
+        "deep_provides_and_requires",
+        {
+            "orders": """
+type Query { orders: [Order] }
+type Order @key(fields: "id") { id: ID! buyer: Buyer @provides(fields: "country") total: Int }
+type Buyer @key(fields: "id") { id: ID! country: String @external }
+""",
+            "buyers": """
+type Buyer @key(fields: "id") { id: ID! country: String @shareable name: String }
+""",
+            "tax": """
+type Order @key(fields: "id") {
+  id: ID!
+  total: Int @external
+  tax: Int @requires(fields: "total")
+}
+type Buyer @key(fields: "id") { id: ID! vatId: String }
+""",
+        },
+        [{"__typename": "Order", "id": "o1", "buyer": ref("Buyer", "b1"), "total": 100,
+          "tax": 21},
+         {"__typename": "Buyer", "id": "b1", "country": "NO", "name": "Bea", "vatId": "V1"}],
+        {"orders": [ref("Order", "o1")]},
+        [
+            ("provided_country", "{ orders { buyer { country } } }"),
+            ("provided_and_jump", "{ orders { buyer { country name vatId } } }"),
+            ("requires_and_provides", "{ orders { tax buyer { country } } }"),
+            ("everything", "{ orders { id total tax buyer { id country name vatId } } }"),
+        ],
+    ),
+    _case(
+        "many_root_fields",
+        {
+            "a": """
+type Query { one: Int two: String things: [Thing] thing(id: ID!): Thing }
+type Thing @key(fields: "id") { id: ID! a: Int }
+""",
+            "b": """
+type Query { three: Boolean four: [Int] }
+type Thing @key(fields: "id") { id: ID! b: Int }
+""",
+            "c": """
+type Query { five: Float }
+type Thing @key(fields: "id") { id: ID! c: Int }
+""",
+        },
+        [{"__typename": "Thing", "id": f"t{i}", "a": i, "b": i * 2, "c": i * 3}
+         for i in (1, 2)],
+        {"one": 1, "two": "2", "three": True, "four": [4, 4], "five": 5.5,
+         "things": [ref("Thing", "t1"), ref("Thing", "t2")],
+         "thing": lambda id: ref("Thing", id)},
+        [
+            ("roots_all_subgraphs", "{ one two three four five }"),
+            ("roots_typename", "{ __typename one five }"),
+            ("roots_aliases", "{ x: one y: one z: three }"),
+            ("roots_and_entities", "{ five things { a b c } }"),
+            ("root_twice_with_args",
+             '{ p: thing(id: "t1") { b } q: thing(id: "t2") { c } }'),
+            ("named_operation", "query Named { one things { c } }"),
+            ("fragment_on_query", "{ ...Q } fragment Q on Query { one three }"),
+        ],
+    ),
+    _case(
+        "diamond",
+        {
+            "top": """
+type Query { item: Item }
+type Item @key(fields: "id") { id: ID! }
+""",
+            "left": """
+type Item @key(fields: "id") { id: ID! left: Int sku: String! @shareable }
+""",
+            "right": """
+type Item @key(fields: "id") { id: ID! right: Int sku: String! @shareable }
+""",
+            "bottom": """
+type Item @key(fields: "sku") { sku: String! bottom: Int }
+""",
+        },
+        [{"__typename": "Item", "id": "i1", "left": 1, "right": 2, "sku": "S", "bottom": 3}],
+        {"item": ref("Item", "i1")},
+        [
+            ("diamond_sides", "{ item { left right } }"),
+            ("diamond_bottom", "{ item { bottom } }"),
+            ("diamond_all", "{ item { id left right sku bottom } }"),
+        ],
+    ),
+    _case(
+        "inaccessible_parts",
+        {
+            "a": """
+type Query { docs: [Doc] }
+type Doc @key(fields: "id") { id: ID! title: String internal: String @inaccessible
+  kind: Kind }
+enum Kind { PUBLIC SECRET @inaccessible }
+""",
+            "b": """
+type Doc @key(fields: "id") { id: ID! pages: Int }
+""",
+        },
+        [{"__typename": "Doc", "id": "d1", "title": "A", "internal": "x", "kind": "PUBLIC",
+          "pages": 2},
+         {"__typename": "Doc", "id": "d2", "title": "B", "internal": "y", "kind": "SECRET",
+          "pages": 3}],
+        {"docs": [ref("Doc", "d1"), ref("Doc", "d2")]},
+        [
+            ("inaccessible_hidden", "{ docs { title pages } }"),
+            ("inaccessible_enum_value_nulls", "{ docs { kind } }"),
+        ],
+    ),
+    _case(
+        "interface_object_root_and_nested",
+        {
+            "owner": """
+type Query { feed: [Post] }
+interface Post @key(fields: "id") { id: ID! body: String }
+type Text implements Post @key(fields: "id") { id: ID! body: String words: Int }
+type Photo implements Post @key(fields: "id") { id: ID! body: String pixels: Int }
+""",
+            "likes": """
+type Query { top: [Post] }
+type Post @key(fields: "id") @interfaceObject { id: ID! likes: Int fans: [Fan] }
+type Fan { name: String }
+""",
+        },
+        [{"__typename": "Text", "__interfaces": ["Post"], "id": "t1", "body": "hi", "words": 1,
+          "likes": 3, "fans": [{"name": "a"}]},
+         {"__typename": "Photo", "__interfaces": ["Post"], "id": "p1", "body": "pic",
+          "pixels": 9, "likes": 5, "fans": []}],
+        {"feed": [ref("Text", "t1"), ref("Photo", "p1")],
+         "top": [ref("Photo", "p1"), ref("Text", "t1")]},
+        [
+            ("io_nested_value", "{ feed { likes fans { name } } }"),
+            ("io_top_body", "{ top { id body likes } }"),
+            ("io_top_concrete", "{ top { ... on Text { words } ... on Photo { pixels } } }"),
+            ("io_top_everything",
+             "{ top { __typename id body likes fans { name } ... on Text { words } } }"),
+            ("io_feed_everything",
+             "{ feed { __typename body likes ... on Photo { pixels } } }"),
+        ],
+    ),
+]
+
+_MORE: dict[str, list[tuple[Any, ...]]] = {
+    "interface_object": [
+        ("io_alias_stand_in_field", "{ media { r: rating t: title } }"),
+        ("io_featured_only_stand_in", "{ featured { rating } }"),
+        ("io_named_fragment", "{ media { ...M } } fragment M on Media { id rating }"),
+        ("io_top_rated_concrete",
+         "{ topRated { ... on Book { pages } ... on Movie { minutes } rating } }"),
+    ],
+    "shared_root_fields": [
+        ("shared_root_typename", '{ product(id: "p1") { __typename id } }'),
+        ("shared_root_aliases",
+         '{ a: product(id: "p1") { name } b: product(id: "p1") { price } }'),
+        ("shared_root_stock_only", '{ product(id: "p1") { inStock } }'),
+    ],
+    "requires": [
+        ("requires_only_label", "{ parcels { label } }"),
+        ("requires_with_size", "{ parcels { size { w } cost } }"),
+        ("requires_typename", "{ parcels { __typename cost } }"),
+    ],
+    "provides_abstract": [
+        ("provides_author_id_name", "{ feed { id author { id name } } }"),
+        ("provides_bio_only", "{ feed { author { bio } } }"),
+    ],
+    "requires_with_arguments": [
+        ("requires_args_two_costs", "{ items { a: cost b: cost } }"),
+        ("requires_args_variable_price",
+         "query($c: String!) { items { price(currency: $c) cost } }", {"c": "USD"}),
+    ],
+    "requires_chain": [
+        ("requires_only_w", "{ ts { w } }"),
+        ("requires_only_y", "{ ts { y } }"),
+        ("requires_chain_plain", "{ ts { x z } }"),
+    ],
+    "back_through_another_key": [
+        ("manager_inbox", "{ users { manager { inbox } } }"),
+        ("manager_chain", "{ users { manager { manager { name } } } }"),
+        ("email_and_inbox", "{ users { email inbox } }"),
+    ],
+    "union_intersection": [
+        ("union_fragment_spread",
+         "{ results { ...D } } fragment D on Dog { bark age }"),
+        ("union_aliases", "{ r: results { ... on Cat { m: meow } } }"),
+    ],
+    "interface_entity_keys": [
+        ("interface_views_only", "{ nodes { ... on Page { views } } }"),
+        ("interface_all", "{ nodes { __typename id ... on Page { url views } "
+                          "... on Post { body } } }"),
+    ],
+    "entity_errors": [
+        ("entity_safe_only", "{ things { safe } }"),
+        ("entity_error_aliased", "{ things { r: risky } }"),
+    ],
+    "override_and_inaccessible": [
+        ("override_tier_only", "{ accounts { tier } }"),
+        ("override_typename", "{ accounts { __typename plan } }"),
+    ],
+    "compound_and_nested_keys": [
+        ("nested_key_fields_only", "{ seats { row num venue { id } } }"),
+        ("nested_key_all", "{ seats { row num price venue { id name } } }"),
+    ],
+    "several_keys": [
+        ("several_keys_sku_color", "{ things { sku color } }"),
+        ("several_keys_color_only", "{ things { color } }"),
+    ],
+    "shareable_shape_mismatch": [
+        ("mismatch_rank_only", "{ products { rank } }"),
+        ("mismatch_all", "{ products { id tags name rank } }"),
+    ],
+    "provides_on_union": [
+        ("union_book_year", "{ picks { ... on Book { year } } }"),
+        ("union_picks_typename", "{ picks { __typename ... on Film { id } } }"),
+    ],
+    "provides_on_interface": [
+        ("interface_provided_typename", "{ stars { __typename name } }"),
+        ("interface_films_only", "{ stars { ... on Actor { films } } }"),
+    ],
+    "mutations_across_subgraphs": [
+        ("mutation_note_author", 'mutation { addNote(text: "z") { text author { name } } }'),
+        ("mutation_variables", "mutation($n: String!) { rename(name: $n) { id name } }",
+         {"n": "Q"}),
+    ],
+    "deep_chain_four": [
+        ("chain_typenames", "{ a { __typename b { __typename c { __typename d { __typename } "
+                            "} } } }"),
+        ("chain_three", "{ a { b { c { d { id } } } } }"),
+    ],
+    "value_types": [
+        ("value_typename", "{ places { geo { __typename lat } } }"),
+    ],
+    "null_keys": [
+        ("null_keys_label_only", "{ items { label } }"),
+    ],
+    "fed1_style_extends": [
+        ("string_key_all", "{ books { isbn title stars } }"),
+    ],
+    "interface_object_two_stand_ins": [
+        ("two_stand_ins_one_each", "{ items { price } cheapest { count } }"),
+    ],
+    "shared_root_three_ways": [
+        ("shared_user_missing", '{ user(id: "u9") { name age } }'),
+    ],
+}
+for _c in CASES:
+    _c.operations.extend(_MORE.get(_c.name, []))
+
+_MORE2: dict[str, list[tuple[Any, ...]]] = {
+    "conditions_and_variables": [
+        ("include_literal_false", "{ people { name score @include(if: false) } }"),
+        ("skip_literal_true_on_jump", "{ people { id score @skip(if: true) } }"),
+        ("default_variable", "query($n: Int = 1) { people { tags(first: $n) } }"),
+    ],
+    "entities_in_lists_and_teams": [
+        ("team_member_teams", "{ teams { members { team { title } } } }"),
+        ("person_by_id_level", '{ person(id: "p2") { level nick } }'),
+    ],
+    "null_propagation": [
+        ("rows_label_only", "{ rows { label } }"),
+        ("rows_may", "{ rows { may } }"),
+    ],
+    "many_root_fields": [
+        ("root_single_remote", "{ three }"),
+        ("root_entity_remote_only", '{ thing(id: "t2") { b c } }'),
+    ],
+    "diamond": [
+        ("diamond_left_bottom", "{ item { left bottom } }"),
+    ],
+    "keys_per_subgraph": [
+        ("upc_stock_only", "{ products { stock } }"),
+    ],
+    "interface_hierarchy": [
+        ("hierarchy_typename", "{ things { __typename } }"),
+    ],
+    "union_in_entity": [
+        ("entity_union_cash_only", "{ orders { payment { ... on Cash { amount } } } }"),
+    ],
+}
+for _c in CASES:
+    _c.operations.extend(_MORE2.get(_c.name, []))
