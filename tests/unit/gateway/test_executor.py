@@ -229,3 +229,23 @@ def test_one_span_per_subgraph_fetch_and_it_is_the_forwarded_parent(supergraph):
     assert [s.name for s in spans] == ["gateway.fetch accounts", "gateway.fetch reviews"]
     for span, call in zip(spans, calls, strict=True):
         assert call[2]["traceparent"].split("-")[2] == format(span.context.span_id, "016x")
+
+
+def test_condition_node_skips_the_fetch_when_false(supergraph):
+    q = "query($x: Boolean!) { me @include(if: $x) { name } }"
+    answers = {"accounts": {"data": {"me": {"name": "Ada"}}}}
+    result, calls = run(supergraph, q, answers, variables={"x": False})
+    assert result == {"data": {}} and calls == []
+    result, calls = run(supergraph, q, answers, variables={"x": True})
+    assert result == {"data": {"me": {"name": "Ada"}}} and len(calls) == 1
+
+
+def test_null_key_is_not_sent_to_entities(supergraph):
+    answers = {
+        "accounts": {"data": {"users": [{"__typename": "User", "id": "1", "name": "A"},
+                                        {"__typename": "User", "id": None, "name": "B"}]}},
+        "reviews": lambda body: {"data": {"_0": [{"__typename": "User", "reviews": []}
+                                                 for _ in body["variables"]["r0"]]}},
+    }
+    _, calls = run(supergraph, "{ users { name reviews { id } } }", answers)
+    assert calls[1][1]["variables"]["r0"] == [{"__typename": "User", "id": "1"}]

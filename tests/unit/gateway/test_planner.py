@@ -185,3 +185,27 @@ def test_progressive_override_custom_label_only_when_switched_on():
     sg = _override_supergraph("billing-v2")
     assert _graphs_asked(QueryPlanner(sg)) == ["old"]
     assert _graphs_asked(QueryPlanner(sg, enabled_labels=["billing-v2"])) == ["old", "new"]
+
+
+def test_doorward_gateway_plan_prints_a_typed_plan(supergraph_sdl, tmp_path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import gateway_app
+
+    path = tmp_path / "supergraph.graphql"
+    path.write_text(supergraph_sdl)
+    result = CliRunner().invoke(gateway_app, ["plan", "--supergraph", str(path), "--query",
+                                              "{ me { name reviews { body } } }"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:3] == ["QueryPlan {", "  Sequence {",
+                                              '    Fetch(service: "accounts") {']
+    assert 'Flatten(path: "me")' in result.output
+    bad = CliRunner().invoke(gateway_app, ["plan", "--supergraph", str(path), "--query",
+                                           "{ nope }"])
+    assert bad.exit_code == 1
+
+
+def test_condition_node_for_a_root_fetch_under_one_variable(supergraph):
+    plan = build_plan(supergraph, supergraph.api_schema,
+                      parse("query($x: Boolean!) { me @include(if: $x) { name } }"), None)
+    assert plan.print().splitlines()[1] == "  Include(if: $x) {"
