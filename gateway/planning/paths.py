@@ -11,7 +11,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
+from graphql import FieldNode, InlineFragmentNode, SelectionSetNode, print_ast
 
 from gateway.querygraph import Edge, EdgeKind, QueryGraph, Vertex
 from gateway.sdl import parse_field_set
@@ -32,7 +32,7 @@ class PathFinder:
     def __init__(self, qg: QueryGraph) -> None:
         self.qg = qg
         self.sg = qg.supergraph
-        self._fetchable: dict[tuple[Vertex, int], bool] = {}
+        self._fetchable: dict[tuple[Vertex, str], bool] = {}
         self._routes: dict[Vertex, dict[Vertex, Route]] = {}
         self._targets: dict[tuple[str, str], list[Vertex]] = {}
 
@@ -42,7 +42,9 @@ class PathFinder:
         """Can one fetch in v's subgraph answer the whole field set at v?"""
         if provided is not None:
             return self._fetchable_now(v, sel, provided)
-        key = (v, id(sel))
+        # Keyed by the field set's text: selection nodes are rebuilt per operation, and an
+        # id() may be reused once one is gone.
+        key = (v, print_ast(sel))
         hit = self._fetchable.get(key)
         if hit is None:
             hit = self._fetchable[key] = self._fetchable_now(v, sel, None)
