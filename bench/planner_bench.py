@@ -27,8 +27,10 @@ from gateway.planner import QueryPlanner  # noqa: E402
 from gateway.supergraph import Supergraph  # noqa: E402
 
 NODE = ROOT / ".cache" / "node-gateway"
-LINK = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
-        'import: ["@key", "@shareable", "@requires", "@external"])\n')
+LINK = (
+    'extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", '
+    'import: ["@key", "@shareable", "@requires", "@external"])\n'
+)
 
 
 def doorward_supergraph() -> str:
@@ -56,20 +58,24 @@ def synthetic_supergraph(n: int = 20) -> tuple[str, list[str]]:
     shared `Node` entity every subgraph adds one field to."""
     sdls = {}
     for i in range(n):
-        parts = [f"type T{i} @key(fields: \"id\") {{ id: ID! name{i}: String "
-                 f"node: Node }}",
-                 f'type Node @key(fields: "id") {{ id: ID! f{i}: Int }}']
+        parts = [
+            f'type T{i} @key(fields: "id") {{ id: ID! name{i}: String node: Node }}',
+            f'type Node @key(fields: "id") {{ id: ID! f{i}: Int }}',
+        ]
         if i == 0:
             parts.append("type Query { root: [T0] }")
         else:
             parts.append(f'type T{i - 1} @key(fields: "id") {{ id: ID! next: T{i} }}')
             parts.append(f"type Query {{ q{i}: Int }}")
         sdls[f"s{i}"] = (f"http://s{i}.test/graphql", LINK + "\n".join(parts))
-    deep = "{ root { " + " ".join(f"next {{ name{i} " for i in range(1, 8)) + \
-        "}" * 7 + " } }"
+    deep = "{ root { " + " ".join(f"next {{ name{i} " for i in range(1, 8)) + "}" * 7 + " } }"
     wide = "{ root { name0 node { " + " ".join(f"f{i}" for i in range(n)) + " } } }"
-    chain = "{ root { " + " ".join(f"next {{ node {{ f{i} }} " for i in range(1, n)) + \
-        "}" * (n - 1) + " } }"
+    chain = (
+        "{ root { "
+        + " ".join(f"next {{ node {{ f{i} }} " for i in range(1, n))
+        + "}" * (n - 1)
+        + " } }"
+    )
     return compose(sdls), [deep, wide, chain]
 
 
@@ -95,13 +101,20 @@ def ours(sdl: str, queries: list[str], rounds: int) -> tuple[float, list[float],
 
 
 def apollo(sdl: str, queries: list[str], rounds: int) -> dict | None:
-    if shutil.which("node") is None or not (NODE / "node_modules" / "@apollo" /
-                                            "query-planner").exists():
+    if (
+        shutil.which("node") is None
+        or not (NODE / "node_modules" / "@apollo" / "query-planner").exists()
+    ):
         return None
     shutil.copyfile(ROOT / "bench" / "apollo_planner.mjs", NODE / "apollo_planner.mjs")
-    proc = subprocess.run(["node", "apollo_planner.mjs"], cwd=NODE, capture_output=True,
-                          text=True, timeout=600, input=json.dumps(
-                              {"supergraph": sdl, "queries": queries, "rounds": rounds}))
+    proc = subprocess.run(
+        ["node", "apollo_planner.mjs"],
+        cwd=NODE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        input=json.dumps({"supergraph": sdl, "queries": queries, "rounds": rounds}),
+    )
     if proc.returncode != 0:
         print(proc.stderr[-1000:], file=sys.stderr)
         return None
@@ -113,14 +126,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     synth, synth_queries = synthetic_supergraph()
-    for label, sdl, queries in (("doorward (3 subgraphs)", doorward_supergraph(),
-                                 DOORWARD_QUERIES),
-                                ("synthetic (20 subgraphs)", synth, synth_queries)):
+    for label, sdl, queries in (
+        ("doorward (3 subgraphs)", doorward_supergraph(), DOORWARD_QUERIES),
+        ("synthetic (20 subgraphs)", synth, synth_queries),
+    ):
         build, cold, cached = ours(sdl, queries, args.rounds)
         theirs = apollo(sdl, queries, args.rounds)
-        print(f"{label}: supergraph + query graph + first plan {build:.1f} ms"
-              + (f"; Apollo Supergraph.build + QueryPlanner {theirs['build_ms']:.1f} ms"
-                 if theirs else ""))
+        print(
+            f"{label}: supergraph + query graph + first plan {build:.1f} ms"
+            + (
+                f"; Apollo Supergraph.build + QueryPlanner {theirs['build_ms']:.1f} ms"
+                if theirs
+                else ""
+            )
+        )
         for i, q in enumerate(queries):
             line = f"  q{i}: ours cold {cold[i]:.2f} ms, cached {cached[i] * 1000:.1f} us"
             if theirs:

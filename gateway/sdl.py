@@ -35,12 +35,18 @@ ROOT_KINDS = ("query", "mutation", "subscription")
 ROOT_NAMES = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
 
 KIND: dict[type, str] = {
-    ObjectTypeDefinitionNode: "object", ObjectTypeExtensionNode: "object",
-    InterfaceTypeDefinitionNode: "interface", InterfaceTypeExtensionNode: "interface",
-    UnionTypeDefinitionNode: "union", UnionTypeExtensionNode: "union",
-    EnumTypeDefinitionNode: "enum", EnumTypeExtensionNode: "enum",
-    InputObjectTypeDefinitionNode: "input", InputObjectTypeExtensionNode: "input",
-    ScalarTypeDefinitionNode: "scalar", ScalarTypeExtensionNode: "scalar",
+    ObjectTypeDefinitionNode: "object",
+    ObjectTypeExtensionNode: "object",
+    InterfaceTypeDefinitionNode: "interface",
+    InterfaceTypeExtensionNode: "interface",
+    UnionTypeDefinitionNode: "union",
+    UnionTypeExtensionNode: "union",
+    EnumTypeDefinitionNode: "enum",
+    EnumTypeExtensionNode: "enum",
+    InputObjectTypeDefinitionNode: "input",
+    InputObjectTypeExtensionNode: "input",
+    ScalarTypeDefinitionNode: "scalar",
+    ScalarTypeExtensionNode: "scalar",
 }
 
 
@@ -60,7 +66,7 @@ def parse_field_set(fields: str) -> SelectionSetNode:
 
 
 def fed_name(name: str) -> str:
-    return name[len("federation__"):] if name.startswith("federation__") else name
+    return name[len("federation__") :] if name.startswith("federation__") else name
 
 
 def directives(node: Any, name: str) -> list[DirectiveNode]:

@@ -107,8 +107,11 @@ def merge_access(items: list[Access]) -> Access:
 
     out = Access()
     for it in items:
-        out = Access(out.authenticated or it.authenticated, conj(out.scopes, it.scopes),
-                     conj(out.policies, it.policies))
+        out = Access(
+            out.authenticated or it.authenticated,
+            conj(out.scopes, it.scopes),
+            conj(out.policies, it.policies),
+        )
     return out
 
 
@@ -236,8 +239,15 @@ class _Reader:
             label = str_arg(j, "overrideLabel")
             if label is not None:
                 labels[g] = (label, str_arg(j, "override") or "")
-        return FieldMeta(frozenset(graphs), frozenset(defined), requires, provides,
-                         named_type(f.type), labels, access_of(f))
+        return FieldMeta(
+            frozenset(graphs),
+            frozenset(defined),
+            requires,
+            provides,
+            named_type(f.type),
+            labels,
+            access_of(f),
+        )
 
 
 @dataclass
@@ -262,8 +272,9 @@ class Supergraph:
             return {abstract}
         return tm.possible.get(graph, set())
 
-    def field_graphs(self, type_name: str, field_name: str, labels: frozenset[str] = frozenset()
-                     ) -> frozenset[str]:
+    def field_graphs(
+        self, type_name: str, field_name: str, labels: frozenset[str] = frozenset()
+    ) -> frozenset[str]:
         """Subgraphs resolving a field, with progressive @override decided by `labels`."""
         fm = self.types[type_name].fields[field_name]
         if not fm.override_labels:
@@ -275,8 +286,12 @@ class Supergraph:
         return frozenset(graphs)
 
     def override_labels(self) -> frozenset[str]:
-        return frozenset(label for tm in self.types.values() for fm in tm.fields.values()
-                         for label, _ in fm.override_labels.values())
+        return frozenset(
+            label
+            for tm in self.types.values()
+            for fm in tm.fields.values()
+            for label, _ in fm.override_labels.values()
+        )
 
 
 def _is_inaccessible(node: Any) -> bool:
@@ -285,8 +300,9 @@ def _is_inaccessible(node: Any) -> bool:
 
 def _keep_public_directives(node: Any) -> Any:
     node = copy.copy(node)
-    node.directives = tuple(d for d in node.directives or ()
-                            if d.name.value in ("deprecated", "specifiedBy", "oneOf"))
+    node.directives = tuple(
+        d for d in node.directives or () if d.name.value in ("deprecated", "specifiedBy", "oneOf")
+    )
     return node
 
 
@@ -299,13 +315,15 @@ def _public_node(d: Any, hidden: set[str]) -> Any:
                 continue
             f = _keep_public_directives(f)
             if getattr(f, "arguments", None):
-                f.arguments = tuple(_keep_public_directives(a) for a in f.arguments
-                                    if not _is_inaccessible(a))
+                f.arguments = tuple(
+                    _keep_public_directives(a) for a in f.arguments if not _is_inaccessible(a)
+                )
             kept.append(f)
         node.fields = tuple(kept)
     if getattr(node, "values", None):
-        node.values = tuple(_keep_public_directives(v) for v in node.values
-                            if not _is_inaccessible(v))
+        node.values = tuple(
+            _keep_public_directives(v) for v in node.values if not _is_inaccessible(v)
+        )
     if getattr(node, "types", None):
         node.types = tuple(t for t in node.types if t.name.value not in hidden)
     if getattr(node, "interfaces", None):
@@ -315,21 +333,28 @@ def _public_node(d: Any, hidden: set[str]) -> Any:
 
 def build_api_schema(doc: DocumentNode, roots: Mapping[str, str]) -> GraphQLSchema:
     """The client-facing schema: no join/link machinery, no @inaccessible element."""
-    hidden = {d.name.value for d in doc.definitions
-              if isinstance(d, TypeDefinitionNode) and _is_inaccessible(d)}
+    hidden = {
+        d.name.value
+        for d in doc.definitions
+        if isinstance(d, TypeDefinitionNode) and _is_inaccessible(d)
+    }
     defs: list[Any] = []
     present: set[str] = set()
     for d in doc.definitions:
         if not isinstance(d, TypeDefinitionNode | TypeExtensionNode):
             continue
         name = d.name.value
-        if name.startswith(("join__", "link__", "requiresScopes__", "policy__")) or \
-                name in hidden:
+        if name.startswith(("join__", "link__", "requiresScopes__", "policy__")) or name in hidden:
             continue
         defs.append(_public_node(d, hidden))
         present.add(name)
-    ops = [OperationTypeDefinitionNode(operation=OperationType(k), type=NamedTypeNode(
-        name=NameNode(value=v))) for k, v in roots.items() if v in present]
+    ops = [
+        OperationTypeDefinitionNode(
+            operation=OperationType(k), type=NamedTypeNode(name=NameNode(value=v))
+        )
+        for k, v in roots.items()
+        if v in present
+    ]
     defs.insert(0, SchemaDefinitionNode(operation_types=tuple(ops), directives=()))
     schema = build_ast_schema(DocumentNode(definitions=tuple(defs)), assume_valid_sdl=True)
     problems = validate_schema(schema)

@@ -41,11 +41,11 @@ class Grants:
     def allow(self, access: Access) -> bool:
         if access.authenticated and not self.authenticated:
             return False
-        if access.scopes and not any(all(s in self.scopes for s in alt)
-                                     for alt in access.scopes):
+        if access.scopes and not any(all(s in self.scopes for s in alt) for alt in access.scopes):
             return False
-        return not access.policies or any(all(p in self.policies for p in alt)
-                                          for alt in access.policies)
+        return not access.policies or any(
+            all(p in self.policies for p in alt) for alt in access.policies
+        )
 
 
 NOBODY = Grants()
@@ -64,8 +64,9 @@ class Protected:
     access: tuple[Access, ...]  # all must be granted (the field's and its type's)
 
 
-def protected_fields(sg: Supergraph, schema: GraphQLSchema, document: DocumentNode
-                     ) -> list[Protected]:
+def protected_fields(
+    sg: Supergraph, schema: GraphQLSchema, document: DocumentNode
+) -> list[Protected]:
     """Every field node of the document that needs more than an anonymous caller has."""
     out: list[Protected] = []
     type_info = TypeInfo(schema)

@@ -43,7 +43,6 @@ from gateway.supergraph import Supergraph
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 
-
 class PlanningError(Exception):
     """The supergraph cannot answer the operation (a composition gap, not a client error)."""
 
@@ -67,8 +66,15 @@ class OutSel:
     fields: dict[str, OutField] = field(default_factory=dict)
     fragments: dict[str, OutSel] = field(default_factory=dict)  # type condition -> selections
 
-    def add_field(self, key: str, name: str, alias: str | None = None, args: str = "",
-                  directives: str = "", composite: bool = False) -> OutField:
+    def add_field(
+        self,
+        key: str,
+        name: str,
+        alias: str | None = None,
+        args: str = "",
+        directives: str = "",
+        composite: bool = False,
+    ) -> OutField:
         existing = self.fields.get(key)
         if existing is not None:
             if existing.directives != directives:
@@ -180,9 +186,15 @@ class _Jump:
 
 
 class FetchGraphBuilder:
-    def __init__(self, sg: Supergraph, qg: QueryGraph, finder: PathFinder,
-                 schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode],
-                 labels: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        sg: Supergraph,
+        qg: QueryGraph,
+        finder: PathFinder,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        labels: frozenset[str] = frozenset(),
+    ) -> None:
         self.sg = sg
         self.qg = qg
         self.finder = finder
@@ -191,8 +203,9 @@ class FetchGraphBuilder:
         self.labels = labels
         self._recorders: list[set[Fetch]] = []
 
-    def collect(self, type_name: str, selections: Iterable[SelectionNode],
-                conds: Conditions = ()) -> Collected:
+    def collect(
+        self, type_name: str, selections: Iterable[SelectionNode], conds: Conditions = ()
+    ) -> Collected:
         return self.collector.collect(type_name, selections, conds)
 
     def _touch(self, fetch: Fetch) -> None:
@@ -201,8 +214,9 @@ class FetchGraphBuilder:
 
     # -- locality -------------------------------------------------------------------------------
 
-    def _local(self, g: str, type_name: str, fname: str, provided: Provided,
-               entity_top: bool = False) -> bool:
+    def _local(
+        self, g: str, type_name: str, fname: str, provided: Provided, entity_top: bool = False
+    ) -> bool:
         if fname == "__typename":
             return True
         fm = self.sg.types[type_name].fields.get(fname)
@@ -217,13 +231,21 @@ class FetchGraphBuilder:
 
     # -- planning -------------------------------------------------------------------------------
 
-    def plan_composite(self, fetch: Fetch, g: str, type_name: str,
-                       selections: list[SelectionNode], out: OutSel, path: tuple[str, ...],
-                       provided: Provided) -> None:
+    def plan_composite(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        selections: list[SelectionNode],
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+    ) -> None:
         tm = self.sg.types[type_name]
         if tm.kind == "object":
-            self.plan_object(fetch, g, type_name, selections, out, path,
-                             provided_for(provided, type_name))
+            self.plan_object(
+                fetch, g, type_name, selections, out, path, provided_for(provided, type_name)
+            )
             return
         if g in tm.interface_objects:
             self.plan_interface_object(fetch, g, type_name, selections, out, path, provided)
@@ -233,16 +255,33 @@ class FetchGraphBuilder:
             if self.schema.get_type(concrete) is None:
                 continue  # @inaccessible: clients cannot select it
             fields = self.collect(concrete, selections)
-            only_typename = all(k == "__typename" or nodes[0][0].name.value == "__typename"
-                                for k, nodes in fields.items())
+            only_typename = all(
+                k == "__typename" or nodes[0][0].name.value == "__typename"
+                for k, nodes in fields.items()
+            )
             if not fields or only_typename:
                 continue
-            self.plan_object(fetch, g, concrete, selections, out.fragment(concrete), path,
-                             provided_for(provided, concrete))
+            self.plan_object(
+                fetch,
+                g,
+                concrete,
+                selections,
+                out.fragment(concrete),
+                path,
+                provided_for(provided, concrete),
+            )
 
-    def plan_object(self, fetch: Fetch, g: str, type_name: str,
-                    selections: list[SelectionNode], out: OutSel, path: tuple[str, ...],
-                    provided: Provided, entity_top: bool = False) -> None:
+    def plan_object(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        selections: list[SelectionNode],
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+        entity_top: bool = False,
+    ) -> None:
         remote: list[tuple[str, Occurrences]] = []
         for key, nodes in self.collect(type_name, selections).items():
             fname = nodes[0][0].name.value
@@ -252,23 +291,26 @@ class FetchGraphBuilder:
                 # An @interfaceObject stand-in does not know the runtime type: its owner does.
                 remote.append((key, nodes))
                 continue
-            if not self._local(g, type_name, fname, provided, entity_top) or \
-                    not self._value_type_answered(g, type_name, fname, nodes, provided):
+            if not self._local(
+                g, type_name, fname, provided, entity_top
+            ) or not self._value_type_answered(g, type_name, fname, nodes, provided):
                 remote.append((key, nodes))
                 continue
             self.emit_field(fetch, g, type_name, key, nodes, out, path, provided)
         if remote:
             self._jump(fetch, g, type_name, remote, out, path, provided)
 
-    def _value_type_answered(self, g: str, type_name: str, fname: str, nodes: Occurrences,
-                             provided: Provided) -> bool:
+    def _value_type_answered(
+        self, g: str, type_name: str, fname: str, nodes: Occurrences, provided: Provided
+    ) -> bool:
         """A field returning a type without keys (a value type) can only be answered whole
         where it is fetched: no jump can start inside it. False when g cannot."""
         if fname == "__typename":
             return True
         target = self.sg.types[type_name].fields[fname].type_name
-        sels = [s for n, _ in nodes if n.selection_set is not None
-                for s in n.selection_set.selections]
+        sels = [
+            s for n, _ in nodes if n.selection_set is not None for s in n.selection_set.selections
+        ]
         if not sels or self._has_keys(target):
             return True
         sub_prov: Provided = None
@@ -280,16 +322,22 @@ class FetchGraphBuilder:
         tm = self.sg.types.get(type_name)
         if tm is None:
             return True  # a leaf
-        types = {type_name} if tm.kind == "object" else \
-            set().union(*tm.possible.values()) if tm.possible else set()
+        types = (
+            {type_name}
+            if tm.kind == "object"
+            else set().union(*tm.possible.values())
+            if tm.possible
+            else set()
+        )
         return tm.kind not in ("object", "interface", "union") or any(
-            any(self.sg.types[t].keys.values()) for t in types if t in self.sg.types)
+            any(self.sg.types[t].keys.values()) for t in types if t in self.sg.types
+        )
 
-    def _answers_all(self, g: str, type_name: str, sels: list[SelectionNode],
-                     provided: Provided, depth: int) -> bool:
+    def _answers_all(
+        self, g: str, type_name: str, sels: list[SelectionNode], provided: Provided, depth: int
+    ) -> bool:
         tm = self.sg.types[type_name]
-        types = [type_name] if tm.kind == "object" else sorted(self.sg.possible_types(type_name,
-                                                                                      g))
+        types = [type_name] if tm.kind == "object" else sorted(self.sg.possible_types(type_name, g))
         for t in types:
             prov = provided_for(provided, t)
             for nodes in self.collect(t, sels).values():
@@ -298,8 +346,12 @@ class FetchGraphBuilder:
                     continue
                 if fname not in self.sg.types[t].fields or not self._local(g, t, fname, prov):
                     return False
-                sub = [s for n, _ in nodes if n.selection_set is not None
-                       for s in n.selection_set.selections]
+                sub = [
+                    s
+                    for n, _ in nodes
+                    if n.selection_set is not None
+                    for s in n.selection_set.selections
+                ]
                 target = self.sg.types[t].fields[fname].type_name
                 if sub and not self._has_keys(target) and depth < 20:
                     sub_prov = prov.get(fname) if prov else None
@@ -307,15 +359,23 @@ class FetchGraphBuilder:
                         return False
         return True
 
-    def emit_field(self, fetch: Fetch, g: str, type_name: str, key: str, nodes: Occurrences,
-                   out: OutSel, path: tuple[str, ...], provided: Provided) -> None:
+    def emit_field(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        key: str,
+        nodes: Occurrences,
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+    ) -> None:
         self._touch(fetch)
         node = nodes[0][0]
         fname = node.name.value
         # Directives survive only if every occurrence carries the same ones.
         dir_texts = {" ".join(print_ast(d) for d in conds) for _, conds in nodes}
-        directives = (" " + dir_texts.pop()) if len(dir_texts) == 1 and "" not in dir_texts \
-            else ""
+        directives = (" " + dir_texts.pop()) if len(dir_texts) == 1 and "" not in dir_texts else ""
         if directives:
             fetch.variables |= vars_in(nodes[0][1])
         args = ""
@@ -327,8 +387,9 @@ class FetchGraphBuilder:
             out.add_field(key, fname, alias, "", directives)
             return
         fm = self.sg.types[type_name].fields[fname]
-        composite = self.sg.types.get(fm.type_name) is not None and \
-            self.sg.types[fm.type_name].kind in ("object", "interface", "union")
+        composite = self.sg.types.get(fm.type_name) is not None and self.sg.types[
+            fm.type_name
+        ].kind in ("object", "interface", "union")
         of = out.add_field(key, fname, alias, args, directives, composite)
         if not composite:
             return
@@ -362,21 +423,36 @@ class FetchGraphBuilder:
                 continue
             for sub in self.collect(sub_type, n.selection_set.selections).values():
                 sname = sub[0][0].name.value
-                if sname != "__typename" and sname not in INTROSPECTION_ROOTS and \
-                        self.qg.field_edge(edge.tail, sname) is None and \
-                        sname in self.sg.types[sub_type].fields:
+                if (
+                    sname != "__typename"
+                    and sname not in INTROSPECTION_ROOTS
+                    and self.qg.field_edge(edge.tail, sname) is None
+                    and sname in self.sg.types[sub_type].fields
+                ):
                     cost += 1
         return cost
 
-    def _choose(self, start: Vertex, type_name: str, key: str, nodes: Occurrences,
-                routes: Mapping[Vertex, Route], chosen: Mapping[Vertex, _Jump]) -> Vertex:
+    def _choose(
+        self,
+        start: Vertex,
+        type_name: str,
+        key: str,
+        nodes: Occurrences,
+        routes: Mapping[Vertex, Route],
+        chosen: Mapping[Vertex, _Jump],
+    ) -> Vertex:
         fname = nodes[0][0].name.value
         if fname == "__typename":
-            owners = [v for v in routes if v.graph not in
-                      self.sg.types[v.type_name].interface_objects and v != start]
+            owners = [
+                v
+                for v in routes
+                if v.graph not in self.sg.types[v.type_name].interface_objects and v != start
+            ]
             if not owners:
-                raise PlanningError(f'no subgraph can tell the runtime type of "{type_name}" '
-                                    f'from subgraph "{start.graph}"')
+                raise PlanningError(
+                    f'no subgraph can tell the runtime type of "{type_name}" '
+                    f'from subgraph "{start.graph}"'
+                )
             return min(owners, key=lambda v: (routes[v].cost, v))
         best: tuple[int, Vertex] | None = None
         for target in self.finder.targets(type_name, fname, self.labels):
@@ -386,19 +462,29 @@ class FetchGraphBuilder:
                 route = self._self_route(start)
             if route is None or (target == start and not route.edges):
                 continue
-            cost = (0 if target in chosen else 2 * route.cost) + \
-                self._estimate(target, fname, nodes)
+            cost = (0 if target in chosen else 2 * route.cost) + self._estimate(
+                target, fname, nodes
+            )
             if best is None or (cost, target) < best:
                 best = (cost, target)
         if best is None:
-            graphs = sorted({t.graph for t in self.finder.targets(type_name, fname,
-                                                                  self.labels)})
-            raise PlanningError(f'no @key of "{type_name}" lets subgraph "{start.graph}" '
-                                f'reach "{type_name}.{fname}" in any of {graphs}')
+            graphs = sorted({t.graph for t in self.finder.targets(type_name, fname, self.labels)})
+            raise PlanningError(
+                f'no @key of "{type_name}" lets subgraph "{start.graph}" '
+                f'reach "{type_name}.{fname}" in any of {graphs}'
+            )
         return best[1]
 
-    def _jump(self, fetch: Fetch, g: str, type_name: str, remote: list[tuple[str, Occurrences]],
-              out: OutSel, path: tuple[str, ...], provided: Provided) -> None:
+    def _jump(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        remote: list[tuple[str, Occurrences]],
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+    ) -> None:
         start = Vertex(type_name, g)
         routes = self.finder.routes(start, provided)
         jumps: dict[Vertex, _Jump] = {}
@@ -409,8 +495,17 @@ class FetchGraphBuilder:
         for target, jump in jumps.items():
             self._follow(fetch, g, type_name, out, path, provided, target, jump)
 
-    def _follow(self, fetch: Fetch, g: str, type_name: str, out: OutSel, path: tuple[str, ...],
-                provided: Provided, target: Vertex, jump: _Jump) -> None:
+    def _follow(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+        target: Vertex,
+        jump: _Jump,
+    ) -> None:
         """Emit the key jumps of a route, then the fields at its end."""
         after: set[Fetch] = set()
         requires = self._requires(target, jump)
@@ -423,8 +518,9 @@ class FetchGraphBuilder:
                 recorder: set[Fetch] = set()
                 self._recorders.append(recorder)
                 try:
-                    self.plan_object(fetch, g, type_name, list(requires.selections), out, path,
-                                     provided)
+                    self.plan_object(
+                        fetch, g, type_name, list(requires.selections), out, path, provided
+                    )
                 finally:
                     self._recorders.pop()
                 after = recorder - {fetch}
@@ -446,12 +542,12 @@ class FetchGraphBuilder:
             if last and requires is not None:
                 self._emit_field_set(g, type_name, requires, rep, None, source=out)
             io_type = type_name if edge.tail.type_name != type_name else None
-            child = self._child(cur_fetch, edge.tail.graph, path, fresh=bool(after) and last,
-                                io_type=io_type)
+            child = self._child(
+                cur_fetch, edge.tail.graph, path, fresh=bool(after) and last, io_type=io_type
+            )
             child.after.extend(f for f in sorted(after, key=id) if f not in child.after)
             self._add_rep(child, type_name, rep, keys, edge.tail.type_name)
-            cur_fetch, cur_g, cur_type, cur_prov = child, edge.tail.graph, edge.tail.type_name, \
-                None
+            cur_fetch, cur_g, cur_type, cur_prov = child, edge.tail.graph, edge.tail.type_name, None
             cur_out = child.out.fragment(edge.tail.type_name)
         if jump.abstract:
             self.plan_composite(cur_fetch, cur_g, cur_type, jump.abstract, cur_out, path, None)
@@ -465,26 +561,47 @@ class FetchGraphBuilder:
         key = self.sg.types[v.type_name].keys[v.graph][0]
         return Route((Edge(EdgeKind.KEY, v, v, "", key),))
 
-    def plan_interface_object(self, fetch: Fetch, g: str, type_name: str,
-                              selections: list[SelectionNode], out: OutSel,
-                              path: tuple[str, ...], provided: Provided) -> None:
+    def plan_interface_object(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        selections: list[SelectionNode],
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+    ) -> None:
         """An entity interface in a subgraph that sees it as an object: its own fields here,
         the runtime type and type-conditioned fields through the interface's owner."""
         out.add_field("__typename", "__typename")  # the interface's name: shaped as it
-        concrete_only: list[SelectionNode] = [s for s in selections
-                         if isinstance(s, InlineFragmentNode | FragmentSpreadNode)
-                         and self._condition_of(s) not in (None, type_name)]
-        self.plan_object(fetch, g, type_name, [s for s in selections if s not in concrete_only],
-                         out, path, provided)
+        concrete_only: list[SelectionNode] = [
+            s
+            for s in selections
+            if isinstance(s, InlineFragmentNode | FragmentSpreadNode)
+            and self._condition_of(s) not in (None, type_name)
+        ]
+        self.plan_object(
+            fetch,
+            g,
+            type_name,
+            [s for s in selections if s not in concrete_only],
+            out,
+            path,
+            provided,
+        )
         if not concrete_only:
             return
         start = Vertex(type_name, g)
         routes = self.finder.routes(start, provided)
-        owners = [v for v in routes if v != start and
-                  v.graph not in self.sg.types[v.type_name].interface_objects]
+        owners = [
+            v
+            for v in routes
+            if v != start and v.graph not in self.sg.types[v.type_name].interface_objects
+        ]
         if not owners:
-            raise PlanningError(f'no subgraph can tell the runtime type of "{type_name}" '
-                                f'from subgraph "{g}"')
+            raise PlanningError(
+                f'no subgraph can tell the runtime type of "{type_name}" from subgraph "{g}"'
+            )
         target = min(owners, key=lambda v: (routes[v].cost, v))
         jump = _Jump(routes[target], abstract=concrete_only)
         self._follow(fetch, g, type_name, out, path, provided, target, jump)
@@ -507,8 +624,14 @@ class FetchGraphBuilder:
                 sels.extend(parse_field_set(req).selections)
         return SelectionSetNode(selections=tuple(sels)) if sels else None
 
-    def _child(self, parent: Fetch, graph: str, path: tuple[str, ...], fresh: bool,
-               io_type: str | None = None) -> Fetch:
+    def _child(
+        self,
+        parent: Fetch,
+        graph: str,
+        path: tuple[str, ...],
+        fresh: bool,
+        io_type: str | None = None,
+    ) -> Fetch:
         if not fresh:
             for c in parent.children:
                 if c.graph == graph and c.path == path and not c.after and c.io_type == io_type:
@@ -530,8 +653,15 @@ class FetchGraphBuilder:
             merge_out(existing, rep)
             merge_out(child.keys[type_name], keys)
 
-    def _emit_field_set(self, g: str, type_name: str, sel: SelectionSetNode, out: OutSel,
-                        provided: Provided, source: OutSel | None = None) -> None:
+    def _emit_field_set(
+        self,
+        g: str,
+        type_name: str,
+        sel: SelectionSetNode,
+        out: OutSel,
+        provided: Provided,
+        source: OutSel | None = None,
+    ) -> None:
         """Add a field set (key or @requires) to `out`.
 
         Into fetched data (`source` None) a field whose response key a client alias already
@@ -561,8 +691,9 @@ class FetchGraphBuilder:
                 taken = out.fields.get(fname)
                 if taken is not None and (taken.name != fname or taken.args != args):
                     key = f"_fk_{fname}"
-                of = out.add_field(key, fname, key if key != fname else None, args,
-                                   composite=composite)
+                of = out.add_field(
+                    key, fname, key if key != fname else None, args, composite=composite
+                )
             else:
                 src_key = _source_key(source, fname, args)
                 of = out.add_field(fname, fname, composite=composite)
@@ -573,8 +704,7 @@ class FetchGraphBuilder:
                     of.sub.add_field("__typename", "__typename")
                 sub_source = None
                 if source is not None and src_key is not None:
-                    sub_source = source.fields[src_key].sub if src_key in source.fields \
-                        else None
+                    sub_source = source.fields[src_key].sub if src_key in source.fields else None
                     sub_source = sub_source or OutSel()
                 self._emit_field_set(g, fm.type_name, s.selection_set, of.sub, None, sub_source)
 
@@ -604,6 +734,10 @@ def _with_conditions(node: FieldNode, conds: tuple[DirectiveNode, ...]) -> Field
     if conds == own:
         return node
     inherited = [c for c in conds if c not in own]
-    return FieldNode(alias=node.alias, name=node.name, arguments=node.arguments,
-                     directives=tuple(node.directives or ()) + tuple(inherited),
-                     selection_set=node.selection_set)
+    return FieldNode(
+        alias=node.alias,
+        name=node.name,
+        arguments=node.arguments,
+        directives=tuple(node.directives or ()) + tuple(inherited),
+        selection_set=node.selection_set,
+    )

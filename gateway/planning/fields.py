@@ -42,14 +42,16 @@ class FieldCollector:
             return False
         return self.schema.is_sub_type(ct, ot)  # type: ignore[arg-type]
 
-    def collect(self, type_name: str, selections: Iterable[SelectionNode],
-                conds: Conditions = ()) -> Collected:
+    def collect(
+        self, type_name: str, selections: Iterable[SelectionNode], conds: Conditions = ()
+    ) -> Collected:
         out: Collected = OrderedDict()
         self._collect(type_name, selections, conds, out)
         return out
 
-    def _collect(self, type_name: str, selections: Iterable[SelectionNode], conds: Conditions,
-                 out: Collected) -> None:
+    def _collect(
+        self, type_name: str, selections: Iterable[SelectionNode], conds: Conditions, out: Collected
+    ) -> None:
         for sel in selections:
             if isinstance(sel, FieldNode):
                 key = sel.alias.value if sel.alias else sel.name.value
@@ -57,10 +59,18 @@ class FieldCollector:
             elif isinstance(sel, InlineFragmentNode):
                 cond = sel.type_condition.name.value if sel.type_condition else None
                 if self.applies(cond, type_name):
-                    self._collect(type_name, sel.selection_set.selections,
-                                  conds + condition_directives(sel), out)
+                    self._collect(
+                        type_name,
+                        sel.selection_set.selections,
+                        conds + condition_directives(sel),
+                        out,
+                    )
             elif isinstance(sel, FragmentSpreadNode):
                 frag = self.fragments[sel.name.value]
                 if self.applies(frag.type_condition.name.value, type_name):
-                    self._collect(type_name, frag.selection_set.selections,
-                                  conds + condition_directives(sel), out)
+                    self._collect(
+                        type_name,
+                        frag.selection_set.selections,
+                        conds + condition_directives(sel),
+                        out,
+                    )

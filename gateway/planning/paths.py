@@ -114,8 +114,10 @@ class PathFinder:
             hit = self._targets.get(key)
             if hit is not None:
                 return hit
-        out = [Vertex(type_name, g)
-               for g in sorted(self.sg.field_graphs(type_name, field_name, labels))]
+        out = [
+            Vertex(type_name, g)
+            for g in sorted(self.sg.field_graphs(type_name, field_name, labels))
+        ]
         for iface, tm in sorted(self.sg.types.items()):
             if not tm.interface_objects or field_name not in tm.fields:
                 continue

@@ -118,8 +118,7 @@ def _all_fetches(roots: list[Fetch]) -> list[Fetch]:
     return out
 
 
-def batch_fetches(roots: list[Fetch], op_kind: str, var_defs: Mapping[str, str]
-                  ) -> list[FetchNode]:
+def batch_fetches(roots: list[Fetch], op_kind: str, var_defs: Mapping[str, str]) -> list[FetchNode]:
     """The fetch nodes of one group, each after every node it depends on."""
     grouped: dict[tuple[Any, ...], list[Fetch]] = {}
     for f in _all_fetches(roots):
@@ -134,8 +133,7 @@ def batch_fetches(roots: list[Fetch], op_kind: str, var_defs: Mapping[str, str]
     done: set[int] = set()
     pending = list(nodes)
     while pending:
-        ready = [n for n in pending
-                 if all(id(d) in done for f in n.fetches for d in f.depends_on)]
+        ready = [n for n in pending if all(id(d) in done for f in n.fetches for d in f.depends_on)]
         if not ready:
             raise PlanningError("the fetches of this operation depend on each other in a cycle")
         for n in ready:
@@ -163,8 +161,9 @@ def _fetch_node(fetches: list[Fetch], op_kind: str, var_defs: Mapping[str, str])
     return FetchNode(graph, fetches, query, used, fetches[0].is_entity)
 
 
-def compile_group(batches: list[FetchNode], condition: tuple[str, bool] | None = None
-                  ) -> PlanNode | None:
+def compile_group(
+    batches: list[FetchNode], condition: tuple[str, bool] | None = None
+) -> PlanNode | None:
     """The typed tree of one group: each node under its parent, the rest in later stages."""
     deps = {b: b_deps(b, batches) for b in batches}
     children: dict[FetchNode, list[FetchNode]] = {b: [] for b in batches}

@@ -99,8 +99,16 @@ def _field_edges(qg: QueryGraph, tname: str) -> None:
         for g in sorted(fm.graphs):
             tail_type = fm.type_name if target is not None and target.kind in COMPOSITE else ""
             tail = Vertex(tail_type or fm.type_name, g)
-            qg.add(Edge(EdgeKind.FIELD, Vertex(tname, g), tail, fname,
-                        fm.requires.get(g), fm.provides.get(g)))
+            qg.add(
+                Edge(
+                    EdgeKind.FIELD,
+                    Vertex(tname, g),
+                    tail,
+                    fname,
+                    fm.requires.get(g),
+                    fm.provides.get(g),
+                )
+            )
 
 
 def _downcast_edges(qg: QueryGraph, tname: str) -> None:
@@ -129,5 +137,8 @@ def _key_edges(qg: QueryGraph, tname: str) -> None:
         for g in sorted(sg.types[impl].graphs):
             for h in sorted(tm.interface_objects):
                 for key in tm.keys.get(h, []):
-                    qg.add(Edge(EdgeKind.INTERFACE_OBJECT, Vertex(impl, g), Vertex(tname, h),
-                                tname, key))
+                    qg.add(
+                        Edge(
+                            EdgeKind.INTERFACE_OBJECT, Vertex(impl, g), Vertex(tname, h), tname, key
+                        )
+                    )

@@ -13,9 +13,11 @@ from typing import Any
 
 from tests.compat.datagraph import ref
 
-LINK = ('extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: '
-        '["@key", "@shareable", "@external", "@requires", "@provides", "@interfaceObject", '
-        '"@override", "@inaccessible"])\n')
+LINK = (
+    'extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: '
+    '["@key", "@shareable", "@external", "@requires", "@provides", "@interfaceObject", '
+    '"@override", "@inaccessible"])\n'
+)
 
 
 @dataclass
@@ -38,16 +40,22 @@ SPEC_DIVERGENCES: dict[str, tuple[str, Any, list[Any]]] = {
         "a representation whose key field is null identifies no entity: it is not sent to "
         "_entities (@apollo/gateway sends {id: null} and shows whatever the subgraph makes of "
         "it)",
-        {"items": [{"label": "one", "extra": "x1"}, {"label": "none", "extra": None}]}, []),
+        {"items": [{"label": "one", "extra": "x1"}, {"label": "none", "extra": None}]},
+        [],
+    ),
     "null_key_with_key_field": (
         "as null_key_not_sent",
-        {"items": [{"id": "i1", "extra": "x1"}, {"id": None, "extra": None}]}, []),
+        {"items": [{"id": "i1", "extra": "x1"}, {"id": None, "extra": None}]},
+        [],
+    ),
     "io_requires_in_fragment": (
         "the client asked `slug` of Books only; @apollo/gateway asks the @interfaceObject "
         "subgraph for `slug` of every Media (one selection on the interface), and the Song's "
         "representation, rightly without the Book-only required field, fails at a path the "
         "operation never selected (media.1.slug). Per runtime type, nothing unasked is fetched",
-        {"media": [{"slug": "dune"}, {"plays": 7}]}, []),
+        {"media": [{"slug": "dune"}, {"plays": 7}]},
+        [],
+    ),
 }
 
 
@@ -59,50 +67,73 @@ CASES: list[Case] = [
     Case(
         "interface_object",
         {
-            "media": LINK + """
+            "media": LINK
+            + """
 type Query { media: [Media] }
 interface Media @key(fields: "id") { id: ID! title: String }
 type Book implements Media @key(fields: "id") { id: ID! title: String pages: Int }
 type Movie implements Media @key(fields: "id") { id: ID! title: String minutes: Int }
 """,
-            "ratings": LINK + """
+            "ratings": LINK
+            + """
 type Query { featured: Media topRated: [Media] }
 type Media @key(fields: "id") @interfaceObject { id: ID! rating: Int }
 """,
         },
-        _objs({"__typename": "Book", "__interfaces": ["Media"], "id": "b1", "title": "Dune",
-               "pages": 412, "rating": 5},
-              {"__typename": "Movie", "__interfaces": ["Media"], "id": "m1", "title": "Heat",
-               "minutes": 170, "rating": 4}),
-        {"media": [ref("Book", "b1"), ref("Movie", "m1")], "featured": ref("Movie", "m1"),
-         "topRated": [ref("Book", "b1"), ref("Movie", "m1")]},
+        _objs(
+            {
+                "__typename": "Book",
+                "__interfaces": ["Media"],
+                "id": "b1",
+                "title": "Dune",
+                "pages": 412,
+                "rating": 5,
+            },
+            {
+                "__typename": "Movie",
+                "__interfaces": ["Media"],
+                "id": "m1",
+                "title": "Heat",
+                "minutes": 170,
+                "rating": 4,
+            },
+        ),
+        {
+            "media": [ref("Book", "b1"), ref("Movie", "m1")],
+            "featured": ref("Movie", "m1"),
+            "topRated": [ref("Book", "b1"), ref("Movie", "m1")],
+        },
         [
             ("io_fields_from_stand_in", "{ media { id title rating } }"),
             ("io_typename_on_owner_side", "{ media { __typename rating } }"),
             ("io_stand_in_root_then_owner", "{ featured { id rating title } }"),
             ("io_typename_through_owner", "{ featured { __typename id } }"),
-            ("io_concrete_fragment_through_owner",
-             "{ featured { rating ... on Movie { minutes } ... on Book { pages } } }"),
+            (
+                "io_concrete_fragment_through_owner",
+                "{ featured { rating ... on Movie { minutes } ... on Book { pages } } }",
+            ),
             ("io_list_through_owner", "{ topRated { __typename title rating } }"),
         ],
     ),
     Case(
         "shared_root_fields",
         {
-            "catalog": LINK + """
+            "catalog": LINK
+            + """
 type Query { product(id: ID!): Product @shareable }
 type Product @key(fields: "id") { id: ID! name: String @shareable }
 """,
-            "pricing": LINK + """
+            "pricing": LINK
+            + """
 type Query { product(id: ID!): Product @shareable }
 type Product @key(fields: "id") { id: ID! name: String @shareable price: Int }
 """,
-            "stock": LINK + """
+            "stock": LINK
+            + """
 type Product @key(fields: "id") { id: ID! inStock: Boolean }
 """,
         },
-        _objs({"__typename": "Product", "id": "p1", "name": "Lamp", "price": 30,
-               "inStock": True}),
+        _objs({"__typename": "Product", "id": "p1", "name": "Lamp", "price": 30, "inStock": True}),
         {"product": ref("Product", "p1")},
         [
             ("shared_root_one_subgraph", '{ product(id: "p1") { id name } }'),
@@ -113,16 +144,20 @@ type Product @key(fields: "id") { id: ID! inStock: Boolean }
     Case(
         "null_keys",
         {
-            "a": LINK + """
+            "a": LINK
+            + """
 type Query { items: [Item] }
 type Item @key(fields: "id") { id: ID label: String }
 """,
-            "b": LINK + """
+            "b": LINK
+            + """
 type Item @key(fields: "id") { id: ID extra: String }
 """,
         },
-        _objs({"__typename": "Item", "id": "i1", "label": "one", "extra": "x1"},
-              {"__typename": "Item", "id": None, "label": "none", "extra": "never"}),
+        _objs(
+            {"__typename": "Item", "id": "i1", "label": "one", "extra": "x1"},
+            {"__typename": "Item", "id": None, "label": "none", "extra": "never"},
+        ),
         {"items": [ref("Item", "i1"), ref("Item", "None")]},
         [
             ("null_key_not_sent", "{ items { label extra } }"),
@@ -132,16 +167,19 @@ type Item @key(fields: "id") { id: ID extra: String }
     Case(
         "several_keys",
         {
-            "a": LINK + """
+            "a": LINK
+            + """
 type Query { things: [Thing] }
 type Thing @key(fields: "id") { id: ID! sku: String! @shareable }
 """,
-            "b": LINK + """
+            "b": LINK
+            + """
 type Thing @key(fields: "id") @key(fields: "sku", resolvable: false) {
   id: ID! sku: String! @shareable
 }
 """,
-            "c": LINK + """
+            "c": LINK
+            + """
 type Thing @key(fields: "sku") { sku: String! @shareable color: String }
 """,
         },
@@ -154,12 +192,14 @@ type Thing @key(fields: "sku") { sku: String! @shareable color: String }
     Case(
         "requires",
         {
-            "products": LINK + """
+            "products": LINK
+            + """
 type Query { parcels: [Parcel] }
 type Parcel @key(fields: "id") { id: ID! weight: Int size: Size }
 type Size @shareable { w: Int h: Int }
 """,
-            "shipping": LINK + """
+            "shipping": LINK
+            + """
 type Parcel @key(fields: "id") {
   id: ID!
   weight: Int @external
@@ -170,8 +210,16 @@ type Parcel @key(fields: "id") {
 type Size @shareable { w: Int h: Int }
 """,
         },
-        _objs({"__typename": "Parcel", "id": "x1", "weight": 3, "size": {"w": 1, "h": 2},
-               "cost": 9, "label": "3kg"}),
+        _objs(
+            {
+                "__typename": "Parcel",
+                "id": "x1",
+                "weight": 3,
+                "size": {"w": 1, "h": 2},
+                "cost": 9,
+                "label": "3kg",
+            }
+        ),
         {"parcels": [ref("Parcel", "x1")]},
         [
             ("requires_nested_field_set", "{ parcels { cost } }"),
@@ -182,17 +230,21 @@ type Size @shareable { w: Int h: Int }
     Case(
         "provides_abstract",
         {
-            "feed": LINK + """
+            "feed": LINK
+            + """
 type Query { feed: [Post] }
 type Post @key(fields: "id") { id: ID! author: Author @provides(fields: "name") }
 type Author @key(fields: "id") { id: ID! name: String @external }
 """,
-            "people": LINK + """
+            "people": LINK
+            + """
 type Author @key(fields: "id") { id: ID! name: String @shareable bio: String }
 """,
         },
-        _objs({"__typename": "Post", "id": "po1", "author": ref("Author", "au1")},
-              {"__typename": "Author", "id": "au1", "name": "Ann", "bio": "hi"}),
+        _objs(
+            {"__typename": "Post", "id": "po1", "author": ref("Author", "au1")},
+            {"__typename": "Author", "id": "au1", "name": "Ann", "bio": "hi"},
+        ),
         {"feed": [ref("Post", "po1")]},
         [
             ("provides_avoids_jump", "{ feed { author { name } } }"),
@@ -202,10 +254,16 @@ type Author @key(fields: "id") { id: ID! name: String @shareable bio: String }
 ]
 
 
-def _case(name: str, subgraphs: dict[str, str], objects: list[dict[str, Any]],
-          roots: dict[str, Any], operations: list[tuple[Any, ...]]) -> Case:
-    return Case(name, {k: LINK + v for k, v in subgraphs.items()}, _objs(*objects), roots,
-                operations)
+def _case(
+    name: str,
+    subgraphs: dict[str, str],
+    objects: list[dict[str, Any]],
+    roots: dict[str, Any],
+    operations: list[tuple[Any, ...]],
+) -> Case:
+    return Case(
+        name, {k: LINK + v for k, v in subgraphs.items()}, _objs(*objects), roots, operations
+    )
 
 
 CASES += [
@@ -224,15 +282,19 @@ type Item @key(fields: "id") {
 }
 """,
         },
-        [{"__typename": "Item", "id": "i1", "cost": 12,
-          "price": {"__args": {"[('currency', 'EUR')]": 10, "[('currency', 'USD')]": 11}}}],
+        [
+            {
+                "__typename": "Item",
+                "id": "i1",
+                "cost": 12,
+                "price": {"__args": {"[('currency', 'EUR')]": 10, "[('currency', 'USD')]": 11}},
+            }
+        ],
         {"items": [ref("Item", "i1")]},
         [
             ("requires_args", "{ items { cost } }"),
-            ("requires_args_client_asks_other_args",
-             '{ items { price(currency: "USD") cost } }'),
-            ("requires_args_client_asks_same_args",
-             '{ items { price(currency: "EUR") cost } }'),
+            ("requires_args_client_asks_other_args", '{ items { price(currency: "USD") cost } }'),
+            ("requires_args_client_asks_same_args", '{ items { price(currency: "EUR") cost } }'),
             ("requires_args_aliased", '{ items { eur: price(currency: "EUR") c: cost } }'),
         ],
     ),
@@ -257,15 +319,27 @@ type Circle implements Shape @shareable { name: String @external radius: Int @ex
 type Square implements Shape @shareable { name: String @external side: Int @external }
 """,
         },
-        [{"__typename": "Box", "id": "b1", "shape": {"__typename": "Circle", "name": "c",
-                                                   "radius": 2}, "area": 12},
-         {"__typename": "Box", "id": "b2", "shape": {"__typename": "Square", "name": "s",
-                                                   "side": 3}, "area": 9}],
+        [
+            {
+                "__typename": "Box",
+                "id": "b1",
+                "shape": {"__typename": "Circle", "name": "c", "radius": 2},
+                "area": 12,
+            },
+            {
+                "__typename": "Box",
+                "id": "b2",
+                "shape": {"__typename": "Square", "name": "s", "side": 3},
+                "area": 9,
+            },
+        ],
         {"boxes": [ref("Box", "b1"), ref("Box", "b2")]},
         [
             ("requires_inline_fragments", "{ boxes { id area } }"),
-            ("requires_fragments_and_client_fragments",
-             "{ boxes { area shape { name ... on Circle { radius } } } }"),
+            (
+                "requires_fragments_and_client_fragments",
+                "{ boxes { area shape { name ... on Circle { radius } } } }",
+            ),
         ],
     ),
     _case(
@@ -301,10 +375,14 @@ type Book @key(fields: "id") { id: ID! title: String @shareable year: Int }
 type Film @key(fields: "id") { id: ID! title: String @shareable }
 """,
         },
-        [{"__typename": "Book", "id": "b1", "title": "Emma", "year": 1815},
-         {"__typename": "Film", "id": "f1", "title": "Alien"}],
-        {"items": [ref("Book", "b1"), ref("Film", "f1")],
-         "picks": [ref("Book", "b1"), ref("Film", "f1")]},
+        [
+            {"__typename": "Book", "id": "b1", "title": "Emma", "year": 1815},
+            {"__typename": "Film", "id": "f1", "title": "Alien"},
+        ],
+        {
+            "items": [ref("Book", "b1"), ref("Film", "f1")],
+            "picks": [ref("Book", "b1"), ref("Film", "f1")],
+        },
         [
             ("provides_union_member", "{ picks { ... on Book { title } ... on Film { title } } }"),
             ("no_provides_union", "{ items { ... on Book { title year } ... on Film { id } } }"),
@@ -327,13 +405,17 @@ type Actor @key(fields: "id") { id: ID! name: String @shareable films: Int }
 type Singer @key(fields: "id") { id: ID! name: String @shareable songs: Int }
 """,
         },
-        [{"__typename": "Actor", "id": "a1", "name": "Bo", "films": 3},
-         {"__typename": "Singer", "id": "s1", "name": "Cy", "songs": 9}],
+        [
+            {"__typename": "Actor", "id": "a1", "name": "Bo", "films": 3},
+            {"__typename": "Singer", "id": "s1", "name": "Cy", "songs": 9},
+        ],
         {"stars": [ref("Actor", "a1"), ref("Singer", "s1")]},
         [
             ("provides_interface_field", "{ stars { name } }"),
-            ("provides_interface_then_jump",
-             "{ stars { name ... on Actor { films } ... on Singer { songs } } }"),
+            (
+                "provides_interface_then_jump",
+                "{ stars { name ... on Actor { films } ... on Singer { songs } } }",
+            ),
         ],
     ),
     _case(
@@ -347,10 +429,24 @@ type User @key(fields: "id") @key(fields: "email") { id: ID! email: String! name
 type User @key(fields: "email") { email: String! inbox: Int manager: User }
 """,
         },
-        [{"__typename": "User", "id": "u1", "email": "a@x", "name": "Ann", "inbox": 2,
-          "manager": ref("User", "u2")},
-         {"__typename": "User", "id": "u2", "email": "b@x", "name": "Bob", "inbox": 0,
-          "manager": None}],
+        [
+            {
+                "__typename": "User",
+                "id": "u1",
+                "email": "a@x",
+                "name": "Ann",
+                "inbox": 2,
+                "manager": ref("User", "u2"),
+            },
+            {
+                "__typename": "User",
+                "id": "u2",
+                "email": "b@x",
+                "name": "Bob",
+                "inbox": 0,
+                "manager": None,
+            },
+        ],
         {"users": [ref("User", "u1")]},
         [
             ("jump_by_second_key", "{ users { inbox } }"),
@@ -392,17 +488,25 @@ type Dog @key(fields: "id") { id: ID! age: Int }
 type Fox @key(fields: "id") { id: ID! tail: Int }
 """,
         },
-        [{"__typename": "Cat", "id": "c1", "meow": "m"},
-         {"__typename": "Dog", "id": "d1", "bark": "b", "age": 3},
-         {"__typename": "Fox", "id": "f1", "tail": 1}],
-        {"results": [ref("Cat", "c1"), ref("Dog", "d1")],
-         "others": [ref("Dog", "d1"), ref("Fox", "f1")]},
+        [
+            {"__typename": "Cat", "id": "c1", "meow": "m"},
+            {"__typename": "Dog", "id": "d1", "bark": "b", "age": 3},
+            {"__typename": "Fox", "id": "f1", "tail": 1},
+        ],
+        {
+            "results": [ref("Cat", "c1"), ref("Dog", "d1")],
+            "others": [ref("Dog", "d1"), ref("Fox", "f1")],
+        },
         [
             ("union_typename", "{ results { __typename } others { __typename } }"),
-            ("union_member_in_other_subgraph",
-             "{ results { ... on Dog { bark age } ... on Cat { meow } } }"),
-            ("union_partially_known",
-             "{ others { ... on Dog { age bark } ... on Fox { tail } ... on Cat { meow } } }"),
+            (
+                "union_member_in_other_subgraph",
+                "{ results { ... on Dog { bark age } ... on Cat { meow } } }",
+            ),
+            (
+                "union_partially_known",
+                "{ others { ... on Dog { age bark } ... on Fox { tail } ... on Cat { meow } } }",
+            ),
         ],
     ),
     _case(
@@ -418,14 +522,18 @@ type Post implements Node @key(fields: "id") { id: ID! body: String }
 type Page @key(fields: "id") { id: ID! views: Int }
 """,
         },
-        [{"__typename": "Page", "id": "p1", "url": "/a", "views": 5},
-         {"__typename": "Post", "id": "q1", "body": "hello"}],
+        [
+            {"__typename": "Page", "id": "p1", "url": "/a", "views": 5},
+            {"__typename": "Post", "id": "q1", "body": "hello"},
+        ],
         {"nodes": [ref("Page", "p1"), ref("Post", "q1")]},
         [
             ("interface_typename", "{ nodes { __typename id } }"),
             ("interface_concrete_jump", "{ nodes { id ... on Page { url views } } }"),
-            ("interface_fragment_spread",
-             "{ nodes { ...N } } fragment N on Node { id ... on Post { body } }"),
+            (
+                "interface_fragment_spread",
+                "{ nodes { ...N } } fragment N on Node { id ... on Post { body } }",
+            ),
         ],
     ),
     _case(
@@ -439,10 +547,24 @@ type Thing @key(fields: "id") { id: ID! name: String }
 type Thing @key(fields: "id") { id: ID! risky: String safe: String sure: String! }
 """,
         },
-        [{"__typename": "Thing", "id": "t1", "name": "one", "risky": {"__error": "boom"},
-          "safe": "ok", "sure": "s"},
-         {"__typename": "Thing", "id": "t2", "name": "two", "risky": "fine", "safe": "ok2",
-          "sure": {"__error": "nope"}}],
+        [
+            {
+                "__typename": "Thing",
+                "id": "t1",
+                "name": "one",
+                "risky": {"__error": "boom"},
+                "safe": "ok",
+                "sure": "s",
+            },
+            {
+                "__typename": "Thing",
+                "id": "t2",
+                "name": "two",
+                "risky": "fine",
+                "safe": "ok2",
+                "sure": {"__error": "nope"},
+            },
+        ],
         {"things": [ref("Thing", "t1"), ref("Thing", "t2")], "thing": ref("Thing", "t1")},
         [
             ("entity_field_error_path", "{ things { name risky safe } }"),
@@ -483,11 +605,25 @@ type Seat @key(fields: "row num venue { id }") {
 type Venue @key(fields: "id") { id: ID! }
 """,
         },
-        [{"__typename": "Seat", "id": "s1", "row": "A", "num": 1, "venue": ref("Venue", "v1"),
-          "price": 50},
-         {"__typename": "Seat", "id": "s2", "row": "B", "num": 2, "venue": ref("Venue", "v1"),
-          "price": 70},
-         {"__typename": "Venue", "id": "v1", "name": "Hall"}],
+        [
+            {
+                "__typename": "Seat",
+                "id": "s1",
+                "row": "A",
+                "num": 1,
+                "venue": ref("Venue", "v1"),
+                "price": 50,
+            },
+            {
+                "__typename": "Seat",
+                "id": "s2",
+                "row": "B",
+                "num": 2,
+                "venue": ref("Venue", "v1"),
+                "price": 70,
+            },
+            {"__typename": "Venue", "id": "v1", "name": "Hall"},
+        ],
         {"seats": [ref("Seat", "s1"), ref("Seat", "s2")]},
         [
             ("nested_key_jump", "{ seats { row price } }"),
@@ -496,9 +632,18 @@ type Venue @key(fields: "id") { id: ID! }
     ),
 ]
 
-_USERS = [{"__typename": "User", "id": f"u{i}", "name": f"User {i}", "email": f"u{i}@x",
-           "age": 20 + i, "status": "ACTIVE" if i % 2 else "AWAY",
-           "friends": [ref("User", f"u{(i % 3) + 1}")]} for i in (1, 2, 3)]
+_USERS = [
+    {
+        "__typename": "User",
+        "id": f"u{i}",
+        "name": f"User {i}",
+        "email": f"u{i}@x",
+        "age": 20 + i,
+        "status": "ACTIVE" if i % 2 else "AWAY",
+        "friends": [ref("User", f"u{(i % 3) + 1}")],
+    }
+    for i in (1, 2, 3)
+]
 
 CASES += [
     _case(
@@ -519,10 +664,24 @@ type Media @key(fields: "id") @interfaceObject {
 }
 """,
         },
-        [{"__typename": "Book", "__interfaces": ["Media"], "id": "b1", "title": "Dune",
-          "slug": "dune", "plays": 3},
-         {"__typename": "Song", "__interfaces": ["Media"], "id": "s1", "title": "Halo",
-          "slug": "halo", "plays": 7}],
+        [
+            {
+                "__typename": "Book",
+                "__interfaces": ["Media"],
+                "id": "b1",
+                "title": "Dune",
+                "slug": "dune",
+                "plays": 3,
+            },
+            {
+                "__typename": "Song",
+                "__interfaces": ["Media"],
+                "id": "s1",
+                "title": "Halo",
+                "slug": "halo",
+                "plays": 7,
+            },
+        ],
         {"media": [ref("Book", "b1"), ref("Song", "s1")]},
         [
             ("io_requires_from_owner", "{ media { slug } }"),
@@ -548,18 +707,34 @@ type Item @key(fields: "id") @interfaceObject { id: ID! price: Int }
 type Item @key(fields: "id") @interfaceObject { id: ID! count: Int }
 """,
         },
-        [{"__typename": "Hat", "__interfaces": ["Item"], "id": "h1", "size": 7, "price": 20,
-          "count": 2},
-         {"__typename": "Cap", "__interfaces": ["Item"], "id": "c1", "logo": "Z", "price": 9,
-          "count": 0}],
+        [
+            {
+                "__typename": "Hat",
+                "__interfaces": ["Item"],
+                "id": "h1",
+                "size": 7,
+                "price": 20,
+                "count": 2,
+            },
+            {
+                "__typename": "Cap",
+                "__interfaces": ["Item"],
+                "id": "c1",
+                "logo": "Z",
+                "price": 9,
+                "count": 0,
+            },
+        ],
         {"items": [ref("Hat", "h1"), ref("Cap", "c1")], "cheapest": ref("Cap", "c1")},
         [
             ("two_stand_ins_from_owner", "{ items { id price count } }"),
             ("stand_in_to_stand_in", "{ cheapest { price count } }"),
             ("stand_in_to_owner_fragment", "{ cheapest { count ... on Cap { logo } } }"),
             ("stand_in_typename", "{ cheapest { __typename } }"),
-            ("owner_concrete_and_stand_ins",
-             "{ items { ... on Hat { size price } ... on Cap { logo count } } }"),
+            (
+                "owner_concrete_and_stand_ins",
+                "{ items { ... on Hat { size price } ... on Cap { logo count } } }",
+            ),
         ],
     ),
     _case(
@@ -575,8 +750,7 @@ type Query { tagged: [Asset] }
 type Asset @key(fields: "id", resolvable: false) @interfaceObject { id: ID! }
 """,
         },
-        [{"__typename": "Car", "__interfaces": ["Asset"], "id": "c1", "name": "Zoe",
-          "wheels": 4}],
+        [{"__typename": "Car", "__interfaces": ["Asset"], "id": "c1", "name": "Zoe", "wheels": 4}],
         {"assets": [ref("Car", "c1")], "tagged": [ref("Car", "c1")]},
         [
             ("unresolvable_stand_in_to_owner", "{ tagged { id name } }"),
@@ -625,14 +799,17 @@ type Cat @key(fields: "id") { id: ID! legs: Int @external shoes: Int @requires(f
 type Bird @key(fields: "id") { id: ID! legs: Int @external shoes: Int @requires(fields: "legs") }
 """,
         },
-        [{"__typename": "Cat", "id": "c1", "legs": 4, "shoes": 4},
-         {"__typename": "Bird", "id": "b1", "legs": 2, "shoes": 0}],
+        [
+            {"__typename": "Cat", "id": "c1", "legs": 4, "shoes": 4},
+            {"__typename": "Bird", "id": "b1", "legs": 2, "shoes": 0},
+        ],
         {"animals": [ref("Cat", "c1"), ref("Bird", "b1")]},
         [
-            ("requires_per_implementation",
-             "{ animals { ... on Cat { shoes } ... on Bird { shoes } } }"),
-            ("requires_with_interface_field",
-             "{ animals { legs ... on Cat { shoes } } }"),
+            (
+                "requires_per_implementation",
+                "{ animals { ... on Cat { shoes } ... on Bird { shoes } } }",
+            ),
+            ("requires_with_interface_field", "{ animals { legs ... on Cat { shoes } } }"),
             ("interface_typename_only", "{ animals { __typename } }"),
         ],
     ),
@@ -649,8 +826,14 @@ type Place @key(fields: "id") { id: ID! home: Geo }
 type Geo @shareable { lat: Float lng: Float }
 """,
         },
-        [{"__typename": "Place", "id": "p1", "geo": {"lat": 1.5, "lng": 2.5},
-          "home": {"lat": 3.0, "lng": 4.0}}],
+        [
+            {
+                "__typename": "Place",
+                "id": "p1",
+                "geo": {"lat": 1.5, "lng": 2.5},
+                "home": {"lat": 3.0, "lng": 4.0},
+            }
+        ],
         {"places": [ref("Place", "p1")]},
         [
             ("value_type_local", "{ places { geo { lat lng } } }"),
@@ -678,10 +861,12 @@ type D @key(fields: "id") { id: ID! }
 type D @key(fields: "id") { id: ID! name: String }
 """,
         },
-        [{"__typename": "A", "id": "a1", "b": ref("B", "b1")},
-         {"__typename": "B", "id": "b1", "c": ref("C", "c1")},
-         {"__typename": "C", "id": "c1", "d": ref("D", "d1")},
-         {"__typename": "D", "id": "d1", "name": "deep"}],
+        [
+            {"__typename": "A", "id": "a1", "b": ref("B", "b1")},
+            {"__typename": "B", "id": "b1", "c": ref("C", "c1")},
+            {"__typename": "C", "id": "c1", "d": ref("D", "d1")},
+            {"__typename": "D", "id": "d1", "name": "deep"},
+        ],
         {"a": [ref("A", "a1")]},
         [
             ("chain_two", "{ a { b { c { id } } } }"),
@@ -703,15 +888,22 @@ type Note @key(fields: "id") { id: ID! text: String author: User }
 type User @key(fields: "id") { id: ID! notes: [Note] }
 """,
         },
-        [{"__typename": "User", "id": "u1", "name": "Ann", "notes": [ref("Note", "n1")]},
-         {"__typename": "Note", "id": "n1", "text": "hi", "author": ref("User", "u1")}],
-        {"me": ref("User", "u1"), "rename": lambda name: ref("User", "u1"),
-         "addNote": lambda text: ref("Note", "n1")},
+        [
+            {"__typename": "User", "id": "u1", "name": "Ann", "notes": [ref("Note", "n1")]},
+            {"__typename": "Note", "id": "n1", "text": "hi", "author": ref("User", "u1")},
+        ],
+        {
+            "me": ref("User", "u1"),
+            "rename": lambda name: ref("User", "u1"),
+            "addNote": lambda text: ref("Note", "n1"),
+        },
         [
             ("mutation_then_jump", 'mutation { rename(name: "Bo") { name notes { text } } }'),
-            ("mutation_sequence",
-             'mutation { a: addNote(text: "x") { id } b: rename(name: "C") { id } '
-             'c: addNote(text: "y") { author { name } } }'),
+            (
+                "mutation_sequence",
+                'mutation { a: addNote(text: "x") { id } b: rename(name: "C") { id } '
+                'c: addNote(text: "y") { author { name } } }',
+            ),
             ("query_after_mutation_types", "{ me { notes { author { name } } } }"),
         ],
     ),
@@ -739,17 +931,32 @@ _PEOPLE = """
 type Query { people: [Person] person(id: ID!): Person }
 type Person @key(fields: "id") { id: ID! name: String! nick: String }
 """
-_PERSON_DATA = [{"__typename": "Person", "id": f"p{i}", "name": f"P{i}",
-                 "nick": None if i == 2 else f"n{i}", "score": i * 10, "level": i,
-                 "team": ref("Team", "t1" if i < 3 else "t2"),
-                 "tags": {"__args": {"[('first', 1)]": [f"tag{i}"]},
-                          "default": [f"tag{i}", "all"]}} for i in (1, 2, 3)]
-_TEAMS = [{"__typename": "Team", "id": "t1", "title": "Red", "members": [ref("Person", "p1"),
-                                                                        ref("Person", "p2")]},
-          {"__typename": "Team", "id": "t2", "title": "Blue",
-           "members": [ref("Person", "p3")]}]
-_PEOPLE_ROOTS = {"people": [ref("Person", f"p{i}") for i in (1, 2, 3)],
-                 "person": lambda id: ref("Person", id) if id in ("p1", "p2", "p3") else None}
+_PERSON_DATA = [
+    {
+        "__typename": "Person",
+        "id": f"p{i}",
+        "name": f"P{i}",
+        "nick": None if i == 2 else f"n{i}",
+        "score": i * 10,
+        "level": i,
+        "team": ref("Team", "t1" if i < 3 else "t2"),
+        "tags": {"__args": {"[('first', 1)]": [f"tag{i}"]}, "default": [f"tag{i}", "all"]},
+    }
+    for i in (1, 2, 3)
+]
+_TEAMS = [
+    {
+        "__typename": "Team",
+        "id": "t1",
+        "title": "Red",
+        "members": [ref("Person", "p1"), ref("Person", "p2")],
+    },
+    {"__typename": "Team", "id": "t2", "title": "Blue", "members": [ref("Person", "p3")]},
+]
+_PEOPLE_ROOTS = {
+    "people": [ref("Person", f"p{i}") for i in (1, 2, 3)],
+    "person": lambda id: ref("Person", id) if id in ("p1", "p2", "p3") else None,
+}
 
 CASES += [
     _case(
@@ -777,27 +984,40 @@ type Person @key(fields: "id") { id: ID! score: Int tags(first: Int): [String] }
         _PERSON_DATA,
         _PEOPLE_ROOTS,
         [
-            ("include_jump_true", "query($x: Boolean!) { people { name score @include(if: $x) } }",
-             {"x": True}),
-            ("include_jump_false",
-             "query($x: Boolean!) { people { name score @include(if: $x) } }", {"x": False}),
+            (
+                "include_jump_true",
+                "query($x: Boolean!) { people { name score @include(if: $x) } }",
+                {"x": True},
+            ),
+            (
+                "include_jump_false",
+                "query($x: Boolean!) { people { name score @include(if: $x) } }",
+                {"x": False},
+            ),
             ("skip_jump", "query($x: Boolean!) { people { score @skip(if: $x) } }", {"x": True}),
-            ("skip_root_field",
-             "query($x: Boolean!) { people @skip(if: $x) { name } person(id: \"p1\") { nick } }",
-             {"x": True}),
-            ("include_fragment_jump",
-             "query($x: Boolean!) { people { ... on Person @include(if: $x) { score } name } }",
-             {"x": True}),
-            ("variable_in_jump_args", "query($n: Int) { people { tags(first: $n) } }",
-             {"n": 1}),
-            ("variable_in_root_and_jump",
-             "query($id: ID!, $n: Int) { person(id: $id) { name tags(first: $n) } }",
-             {"id": "p3", "n": 1}),
+            (
+                "skip_root_field",
+                'query($x: Boolean!) { people @skip(if: $x) { name } person(id: "p1") { nick } }',
+                {"x": True},
+            ),
+            (
+                "include_fragment_jump",
+                "query($x: Boolean!) { people { ... on Person @include(if: $x) { score } name } }",
+                {"x": True},
+            ),
+            ("variable_in_jump_args", "query($n: Int) { people { tags(first: $n) } }", {"n": 1}),
+            (
+                "variable_in_root_and_jump",
+                "query($id: ID!, $n: Int) { person(id: $id) { name tags(first: $n) } }",
+                {"id": "p3", "n": 1},
+            ),
             ("literal_args_in_jump", "{ people { a: tags(first: 1) b: tags } }"),
             ("missing_root_entity", '{ person(id: "nope") { name score } }'),
-            ("same_key_different_conditions",
-             "query($x: Boolean!) { people { score @include(if: $x) s2: score } }",
-             {"x": False}),
+            (
+                "same_key_different_conditions",
+                "query($x: Boolean!) { people { score @include(if: $x) s2: score } }",
+                {"x": False},
+            ),
         ],
     ),
     _case(
@@ -818,11 +1038,9 @@ type Person @key(fields: "id") { id: ID! team: Team level: Int }
             ("round_trip", "{ teams { members { team { members { nick } } } } }"),
             ("nullable_nick_in_list", "{ teams { members { nick level } } }"),
             ("typename_in_lists", "{ teams { __typename members { __typename id } } }"),
-            ("aliases_same_field_twice",
-             "{ teams { a: members { name } b: members { level } } }"),
+            ("aliases_same_field_twice", "{ teams { a: members { name } b: members { level } } }"),
             ("people_and_teams", "{ people { level } teams { id } }"),
-            ("person_team_members",
-             '{ person(id: "p1") { team { members { name level } } } }'),
+            ("person_team_members", '{ person(id: "p1") { team { members { name level } } } }'),
         ],
     ),
     _case(
@@ -837,12 +1055,29 @@ type Row @key(fields: "id") { id: ID! must: String! may: String cells: [Cell!]! 
 type Cell { v: Int! }
 """,
         },
-        [{"__typename": "Row", "id": "r1", "label": "one", "must": "m", "may": None,
-          "cells": [{"v": 1}, {"v": 2}]},
-         {"__typename": "Row", "id": "r2", "label": "two", "must": None, "may": "x",
-          "cells": [{"v": None}]}],
-        {"rows": [ref("Row", "r1"), ref("Row", "r2")], "row": ref("Row", "r2"),
-         "maybeRows": [ref("Row", "r1"), ref("Row", "r2")]},
+        [
+            {
+                "__typename": "Row",
+                "id": "r1",
+                "label": "one",
+                "must": "m",
+                "may": None,
+                "cells": [{"v": 1}, {"v": 2}],
+            },
+            {
+                "__typename": "Row",
+                "id": "r2",
+                "label": "two",
+                "must": None,
+                "may": "x",
+                "cells": [{"v": None}],
+            },
+        ],
+        {
+            "rows": [ref("Row", "r1"), ref("Row", "r2")],
+            "row": ref("Row", "r2"),
+            "maybeRows": [ref("Row", "r1"), ref("Row", "r2")],
+        },
         [
             ("nonnull_entity_field_null_in_nonnull_list", "{ rows { id must } }"),
             ("nonnull_entity_field_null_in_nullable_list", "{ maybeRows { id must } }"),
@@ -866,10 +1101,24 @@ enum Color { RED GREEN BLUE }
 type Paint @key(fields: "id") { id: ID! fav: Color shade: Float }
 """,
         },
-        [{"__typename": "Paint", "id": "x1", "color": "RED", "meta": {"a": [1, 2]},
-          "fav": "BLUE", "shade": 0.5},
-         {"__typename": "Paint", "id": "x2", "color": "GREEN", "meta": None, "fav": "RED",
-          "shade": 1}],
+        [
+            {
+                "__typename": "Paint",
+                "id": "x1",
+                "color": "RED",
+                "meta": {"a": [1, 2]},
+                "fav": "BLUE",
+                "shade": 0.5,
+            },
+            {
+                "__typename": "Paint",
+                "id": "x2",
+                "color": "GREEN",
+                "meta": None,
+                "fav": "RED",
+                "shade": 1,
+            },
+        ],
         {"paints": [ref("Paint", "x1"), ref("Paint", "x2")]},
         [
             ("enum_local", "{ paints { color } }"),
@@ -893,17 +1142,23 @@ type Dog @key(fields: "id") { id: ID! owner: String }
 type Rock @key(fields: "id") { id: ID! weight: Int }
 """,
         },
-        [{"__typename": "Dog", "id": "d1", "name": "Rex", "age": 3, "owner": "Ann"},
-         {"__typename": "Rock", "id": "r1", "name": "Stone", "weight": 9}],
+        [
+            {"__typename": "Dog", "id": "d1", "name": "Rex", "age": 3, "owner": "Ann"},
+            {"__typename": "Rock", "id": "r1", "name": "Stone", "weight": 9},
+        ],
         {"things": [ref("Dog", "d1"), ref("Rock", "r1")]},
         [
             ("hierarchy_names", "{ things { name } }"),
             ("hierarchy_sub_interface", "{ things { ... on Living { age } } }"),
-            ("hierarchy_jumps",
-             "{ things { ... on Dog { owner } ... on Rock { weight } __typename } }"),
-            ("hierarchy_named_fragments",
-             "{ things { ...L ...R } } fragment L on Living { age ... on Dog { owner } } "
-             "fragment R on Rock { weight name }"),
+            (
+                "hierarchy_jumps",
+                "{ things { ... on Dog { owner } ... on Rock { weight } __typename } }",
+            ),
+            (
+                "hierarchy_named_fragments",
+                "{ things { ...L ...R } } fragment L on Living { age ... on Dog { owner } } "
+                "fragment R on Rock { weight name }",
+            ),
         ],
     ),
     _case(
@@ -923,13 +1178,17 @@ type Cash { amount: Int }
 type Card @key(fields: "id") { id: ID! bank: String }
 """,
         },
-        [{"__typename": "Order", "id": "o1", "payment": ref("Card", "c1")},
-         {"__typename": "Order", "id": "o2", "payment": {"__typename": "Cash", "amount": 5}},
-         {"__typename": "Card", "id": "c1", "last4": "4242", "bank": "ZB"}],
+        [
+            {"__typename": "Order", "id": "o1", "payment": ref("Card", "c1")},
+            {"__typename": "Order", "id": "o2", "payment": {"__typename": "Cash", "amount": 5}},
+            {"__typename": "Card", "id": "c1", "last4": "4242", "bank": "ZB"},
+        ],
         {"orders": [ref("Order", "o1"), ref("Order", "o2")]},
         [
-            ("entity_union_members",
-             "{ orders { payment { ... on Card { last4 } ... on Cash { amount } } } }"),
+            (
+                "entity_union_members",
+                "{ orders { payment { ... on Card { last4 } ... on Cash { amount } } } }",
+            ),
             ("entity_union_jump", "{ orders { id payment { ... on Card { bank last4 } } } }"),
             ("entity_union_typename", "{ orders { payment { __typename } } }"),
         ],
@@ -951,9 +1210,15 @@ type User @key(fields: "id") { id: ID! name: String @shareable address: Address 
 type Address @shareable { city: String street: String }
 """,
         },
-        [{"__typename": "Post", "id": "x", "author": ref("User", "u")},
-         {"__typename": "User", "id": "u", "name": "Uma",
-          "address": {"city": "Oslo", "street": "Main"}}],
+        [
+            {"__typename": "Post", "id": "x", "author": ref("User", "u")},
+            {
+                "__typename": "User",
+                "id": "u",
+                "name": "Uma",
+                "address": {"city": "Oslo", "street": "Main"},
+            },
+        ],
         {"posts": [ref("Post", "x")]},
         [
             ("provides_nested_city", "{ posts { author { name address { city } } } }"),
@@ -979,8 +1244,7 @@ type Product @key(fields: "upc") { upc: String! price: Int }
 type Product @key(fields: "upc") { upc: String! stock: Int }
 """,
         },
-        [{"__typename": "Product", "id": "p1", "upc": "U1", "name": "Pen", "price": 2,
-          "stock": 8}],
+        [{"__typename": "Product", "id": "p1", "upc": "U1", "name": "Pen", "price": 2, "stock": 8}],
         {"products": [ref("Product", "p1")]},
         [
             ("upc_key_direct", "{ products { price } }"),
@@ -1011,9 +1275,16 @@ type Order @key(fields: "id") {
 type Buyer @key(fields: "id") { id: ID! vatId: String }
 """,
         },
-        [{"__typename": "Order", "id": "o1", "buyer": ref("Buyer", "b1"), "total": 100,
-          "tax": 21},
-         {"__typename": "Buyer", "id": "b1", "country": "NO", "name": "Bea", "vatId": "V1"}],
+        [
+            {
+                "__typename": "Order",
+                "id": "o1",
+                "buyer": ref("Buyer", "b1"),
+                "total": 100,
+                "tax": 21,
+            },
+            {"__typename": "Buyer", "id": "b1", "country": "NO", "name": "Bea", "vatId": "V1"},
+        ],
         {"orders": [ref("Order", "o1")]},
         [
             ("provided_country", "{ orders { buyer { country } } }"),
@@ -1038,18 +1309,22 @@ type Query { five: Float }
 type Thing @key(fields: "id") { id: ID! c: Int }
 """,
         },
-        [{"__typename": "Thing", "id": f"t{i}", "a": i, "b": i * 2, "c": i * 3}
-         for i in (1, 2)],
-        {"one": 1, "two": "2", "three": True, "four": [4, 4], "five": 5.5,
-         "things": [ref("Thing", "t1"), ref("Thing", "t2")],
-         "thing": lambda id: ref("Thing", id)},
+        [{"__typename": "Thing", "id": f"t{i}", "a": i, "b": i * 2, "c": i * 3} for i in (1, 2)],
+        {
+            "one": 1,
+            "two": "2",
+            "three": True,
+            "four": [4, 4],
+            "five": 5.5,
+            "things": [ref("Thing", "t1"), ref("Thing", "t2")],
+            "thing": lambda id: ref("Thing", id),
+        },
         [
             ("roots_all_subgraphs", "{ one two three four five }"),
             ("roots_typename", "{ __typename one five }"),
             ("roots_aliases", "{ x: one y: one z: three }"),
             ("roots_and_entities", "{ five things { a b c } }"),
-            ("root_twice_with_args",
-             '{ p: thing(id: "t1") { b } q: thing(id: "t2") { c } }'),
+            ("root_twice_with_args", '{ p: thing(id: "t1") { b } q: thing(id: "t2") { c } }'),
             ("named_operation", "query Named { one things { c } }"),
             ("fragment_on_query", "{ ...Q } fragment Q on Query { one three }"),
         ],
@@ -1092,10 +1367,24 @@ enum Kind { PUBLIC SECRET @inaccessible }
 type Doc @key(fields: "id") { id: ID! pages: Int }
 """,
         },
-        [{"__typename": "Doc", "id": "d1", "title": "A", "internal": "x", "kind": "PUBLIC",
-          "pages": 2},
-         {"__typename": "Doc", "id": "d2", "title": "B", "internal": "y", "kind": "SECRET",
-          "pages": 3}],
+        [
+            {
+                "__typename": "Doc",
+                "id": "d1",
+                "title": "A",
+                "internal": "x",
+                "kind": "PUBLIC",
+                "pages": 2,
+            },
+            {
+                "__typename": "Doc",
+                "id": "d2",
+                "title": "B",
+                "internal": "y",
+                "kind": "SECRET",
+                "pages": 3,
+            },
+        ],
         {"docs": [ref("Doc", "d1"), ref("Doc", "d2")]},
         [
             ("inaccessible_hidden", "{ docs { title pages } }"),
@@ -1117,20 +1406,39 @@ type Post @key(fields: "id") @interfaceObject { id: ID! likes: Int fans: [Fan] }
 type Fan { name: String }
 """,
         },
-        [{"__typename": "Text", "__interfaces": ["Post"], "id": "t1", "body": "hi", "words": 1,
-          "likes": 3, "fans": [{"name": "a"}]},
-         {"__typename": "Photo", "__interfaces": ["Post"], "id": "p1", "body": "pic",
-          "pixels": 9, "likes": 5, "fans": []}],
-        {"feed": [ref("Text", "t1"), ref("Photo", "p1")],
-         "top": [ref("Photo", "p1"), ref("Text", "t1")]},
+        [
+            {
+                "__typename": "Text",
+                "__interfaces": ["Post"],
+                "id": "t1",
+                "body": "hi",
+                "words": 1,
+                "likes": 3,
+                "fans": [{"name": "a"}],
+            },
+            {
+                "__typename": "Photo",
+                "__interfaces": ["Post"],
+                "id": "p1",
+                "body": "pic",
+                "pixels": 9,
+                "likes": 5,
+                "fans": [],
+            },
+        ],
+        {
+            "feed": [ref("Text", "t1"), ref("Photo", "p1")],
+            "top": [ref("Photo", "p1"), ref("Text", "t1")],
+        },
         [
             ("io_nested_value", "{ feed { likes fans { name } } }"),
             ("io_top_body", "{ top { id body likes } }"),
             ("io_top_concrete", "{ top { ... on Text { words } ... on Photo { pixels } } }"),
-            ("io_top_everything",
-             "{ top { __typename id body likes fans { name } ... on Text { words } } }"),
-            ("io_feed_everything",
-             "{ feed { __typename body likes ... on Photo { pixels } } }"),
+            (
+                "io_top_everything",
+                "{ top { __typename id body likes fans { name } ... on Text { words } } }",
+            ),
+            ("io_feed_everything", "{ feed { __typename body likes ... on Photo { pixels } } }"),
         ],
     ),
 ]
@@ -1140,13 +1448,14 @@ _MORE: dict[str, list[tuple[Any, ...]]] = {
         ("io_alias_stand_in_field", "{ media { r: rating t: title } }"),
         ("io_featured_only_stand_in", "{ featured { rating } }"),
         ("io_named_fragment", "{ media { ...M } } fragment M on Media { id rating }"),
-        ("io_top_rated_concrete",
-         "{ topRated { ... on Book { pages } ... on Movie { minutes } rating } }"),
+        (
+            "io_top_rated_concrete",
+            "{ topRated { ... on Book { pages } ... on Movie { minutes } rating } }",
+        ),
     ],
     "shared_root_fields": [
         ("shared_root_typename", '{ product(id: "p1") { __typename id } }'),
-        ("shared_root_aliases",
-         '{ a: product(id: "p1") { name } b: product(id: "p1") { price } }'),
+        ("shared_root_aliases", '{ a: product(id: "p1") { name } b: product(id: "p1") { price } }'),
         ("shared_root_stock_only", '{ product(id: "p1") { inStock } }'),
     ],
     "requires": [
@@ -1160,8 +1469,11 @@ _MORE: dict[str, list[tuple[Any, ...]]] = {
     ],
     "requires_with_arguments": [
         ("requires_args_two_costs", "{ items { a: cost b: cost } }"),
-        ("requires_args_variable_price",
-         "query($c: String!) { items { price(currency: $c) cost } }", {"c": "USD"}),
+        (
+            "requires_args_variable_price",
+            "query($c: String!) { items { price(currency: $c) cost } }",
+            {"c": "USD"},
+        ),
     ],
     "requires_chain": [
         ("requires_only_w", "{ ts { w } }"),
@@ -1174,14 +1486,15 @@ _MORE: dict[str, list[tuple[Any, ...]]] = {
         ("email_and_inbox", "{ users { email inbox } }"),
     ],
     "union_intersection": [
-        ("union_fragment_spread",
-         "{ results { ...D } } fragment D on Dog { bark age }"),
+        ("union_fragment_spread", "{ results { ...D } } fragment D on Dog { bark age }"),
         ("union_aliases", "{ r: results { ... on Cat { m: meow } } }"),
     ],
     "interface_entity_keys": [
         ("interface_views_only", "{ nodes { ... on Page { views } } }"),
-        ("interface_all", "{ nodes { __typename id ... on Page { url views } "
-                          "... on Post { body } } }"),
+        (
+            "interface_all",
+            "{ nodes { __typename id ... on Page { url views } ... on Post { body } } }",
+        ),
     ],
     "entity_errors": [
         ("entity_safe_only", "{ things { safe } }"),
@@ -1213,12 +1526,17 @@ _MORE: dict[str, list[tuple[Any, ...]]] = {
     ],
     "mutations_across_subgraphs": [
         ("mutation_note_author", 'mutation { addNote(text: "z") { text author { name } } }'),
-        ("mutation_variables", "mutation($n: String!) { rename(name: $n) { id name } }",
-         {"n": "Q"}),
+        (
+            "mutation_variables",
+            "mutation($n: String!) { rename(name: $n) { id name } }",
+            {"n": "Q"},
+        ),
     ],
     "deep_chain_four": [
-        ("chain_typenames", "{ a { __typename b { __typename c { __typename d { __typename } "
-                            "} } } }"),
+        (
+            "chain_typenames",
+            "{ a { __typename b { __typename c { __typename d { __typename } } } } }",
+        ),
         ("chain_three", "{ a { b { c { d { id } } } } }"),
     ],
     "value_types": [

@@ -60,8 +60,11 @@ class DataSubgraph:
         self.sdl = sdl
         self.world = world
         doc = parse(sdl)
-        defs = [d for d in doc.definitions
-                if not (hasattr(d, "name") and d.name and d.name.value in _PRELUDE_NAMES)]
+        defs = [
+            d
+            for d in doc.definitions
+            if not (hasattr(d, "name") and d.name and d.name.value in _PRELUDE_NAMES)
+        ]
         self.requires: dict[tuple[str, str], list[str]] = {}
         self.keys: dict[str, list[list[str]]] = {}
         entities: list[str] = []
@@ -77,19 +80,22 @@ class DataSubgraph:
                 for r in directives(f, "requires"):
                     sel = parse_field_set(str_arg(r, "fields") or "")
                     self.requires[(d.name.value, f.name.value)] = [
-                        s.name.value for s in sel.selections if hasattr(s, "name")]
+                        s.name.value for s in sel.selections if hasattr(s, "name")
+                    ]
         extra = ENTITY_EXTRA
-        has_query = any(getattr(getattr(d, "name", None), "value", None) == "Query"
-                        for d in defs)
+        has_query = any(getattr(getattr(d, "name", None), "value", None) == "Query" for d in defs)
         query = "extend type Query" if has_query else "type Query"
         if entities:
             extra += f"union _Entity = {' | '.join(entities)}\n"
-            extra += query + " { _entities(representations: [_Any!]!): [_Entity]! " \
+            extra += (
+                query + " { _entities(representations: [_Any!]!): [_Entity]! "
                 "_service: _Service! }\n"
+            )
         else:
             extra += query + " { _service: _Service! }\n"
-        full = DocumentNode(definitions=(*_PRELUDE_DOC.definitions, *defs,
-                                         *parse(extra).definitions))
+        full = DocumentNode(
+            definitions=(*_PRELUDE_DOC.definitions, *defs, *parse(extra).definitions)
+        )
         self.schema: GraphQLSchema = build_ast_schema(full, assume_valid_sdl=True)
         self._wire()
 
@@ -97,7 +103,8 @@ class DataSubgraph:
         for k in directives(d, "key"):
             sel = parse_field_set(str_arg(k, "fields") or "")
             self.keys.setdefault(d.name.value, []).append(
-                [s.name.value for s in sel.selections if hasattr(s, "name")])
+                [s.name.value for s in sel.selections if hasattr(s, "name")]
+            )
 
     def _wire(self) -> None:
         for t in self.schema.type_map.values():
@@ -157,8 +164,7 @@ def app_for(cases: Mapping[str, Mapping[str, DataSubgraph]]) -> Starlette:
     async def handle(request: Request) -> JSONResponse:
         sub = cases[request.path_params["case"]][request.path_params["sub"]]
         body = await request.json()
-        result = graphql_sync(sub.schema, body["query"],
-                              variable_values=body.get("variables"))
+        result = graphql_sync(sub.schema, body["query"], variable_values=body.get("variables"))
         out: dict[str, Any] = {"data": result.data}
         if result.errors:
             out["errors"] = [e.formatted for e in result.errors]

@@ -20,11 +20,20 @@ pytestmark = pytest.mark.compat
 def apollo_errors() -> dict[str, list[str]]:
     node_dir = ensure_node_modules().parent
     (node_dir / "compose.mjs").write_bytes(
-        (ensure_node_modules().parents[2] / "tests" / "compat" / "compose.mjs").read_bytes())
-    request = {k: {n: {"url": f"http://{n}.test", "sdl": s} for n, s in v.items()}
-               for k, v in SUBGRAPHS.items()}
-    proc = subprocess.run(["node", "compose.mjs"], cwd=node_dir, input=json.dumps(request),
-                          capture_output=True, text=True, timeout=120)
+        (ensure_node_modules().parents[2] / "tests" / "compat" / "compose.mjs").read_bytes()
+    )
+    request = {
+        k: {n: {"url": f"http://{n}.test", "sdl": s} for n, s in v.items()}
+        for k, v in SUBGRAPHS.items()
+    }
+    proc = subprocess.run(
+        ["node", "compose.mjs"],
+        cwd=node_dir,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {k: v.get("errors") or [] for k, v in json.loads(proc.stdout).items()}
 

@@ -26,17 +26,27 @@ from tests.integration.gateway.conftest import RunningGateway, gateway_settings,
 
 pytestmark = pytest.mark.compat
 
-OPS = [(c.name, op[0], op[1], op[2] if len(op) > 2 else None)  # type: ignore[misc]
-       for c in CASES for op in c.operations]
+OPS = [
+    (c.name, op[0], op[1], op[2] if len(op) > 2 else None)  # type: ignore[misc]
+    for c in CASES
+    for op in c.operations
+]
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
-    subgraphs = {c.name: {n: DataSubgraph(n, sdl, World(c.objects, c.roots))
-                          for n, sdl in c.subgraphs.items()} for c in CASES}
+    subgraphs = {
+        c.name: {
+            n: DataSubgraph(n, sdl, World(c.objects, c.roots)) for n, sdl in c.subgraphs.items()
+        }
+        for c in CASES
+    }
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app_for(subgraphs), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_for(subgraphs), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True, name="datagraphs")
     thread.start()
     deadline = time.monotonic() + 20
@@ -57,10 +67,18 @@ def supergraphs(served) -> dict[str, str]:
     for name in ("compose.mjs", "apollo_multi.mjs"):
         with open(os.path.join(here, name), "rb") as src:
             (script.parent / name).write_bytes(src.read())
-    request = {c.name: {n: {"url": f"{served}/{c.name}/{n}", "sdl": sdl}
-                        for n, sdl in c.subgraphs.items()} for c in CASES}
-    proc = subprocess.run(["node", str(script)], input=json.dumps(request), capture_output=True,
-                          text=True, timeout=120, cwd=script.parent)
+    request = {
+        c.name: {n: {"url": f"{served}/{c.name}/{n}", "sdl": sdl} for n, sdl in c.subgraphs.items()}
+        for c in CASES
+    }
+    proc = subprocess.run(
+        ["node", str(script)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=script.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     failed = {k: v["errors"] for k, v in out.items() if "errors" in v}
@@ -71,15 +89,21 @@ def supergraphs(served) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def apollo(supergraphs) -> Iterator[dict[str, str]]:
     script = ensure_node_modules().parent / "apollo_multi.mjs"
-    proc = subprocess.Popen(["node", str(script)], cwd=script.parent, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["node", str(script)],
+        cwd=script.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(supergraphs))
         proc.stdin.close()
         line = proc.stdout.readline()
         assert line.startswith("READY "), (line, proc.stderr.read() if proc.stderr else "")
-        yield json.loads(line[len("READY "):])
+        yield json.loads(line[len("READY ") :])
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -98,8 +122,9 @@ def ours(supergraphs) -> Iterator[dict[str, RunningGateway]]:
 
     def start(item: tuple[str, str]) -> None:
         name, sdl = item
-        running[name] = start_gateway(gateway_settings({}, rate_limit_per_second=0),
-                                      supergraph_sdl=sdl)
+        running[name] = start_gateway(
+            gateway_settings({}, rate_limit_per_second=0), supergraph_sdl=sdl
+        )
 
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -143,16 +168,24 @@ def test_our_composition_matches_apollos(supergraphs, served, case):
     from gateway.composition import compose
 
     theirs = Supergraph.from_sdl(supergraphs[case.name])
-    ours = Supergraph.from_sdl(compose({n: (f"{served}/{case.name}/{n}", sdl)
-                                        for n, sdl in case.subgraphs.items()}))
-    assert print_schema(lexicographic_sort_schema(ours.api_schema)) == \
-        print_schema(lexicographic_sort_schema(theirs.api_schema))
+    ours = Supergraph.from_sdl(
+        compose({n: (f"{served}/{case.name}/{n}", sdl) for n, sdl in case.subgraphs.items()})
+    )
+    assert print_schema(lexicographic_sort_schema(ours.api_schema)) == print_schema(
+        lexicographic_sort_schema(theirs.api_schema)
+    )
     for name, tm in theirs.types.items():
         mine = ours.types[name]
-        assert (mine.kind, mine.graphs, mine.keys, mine.possible, mine.interface_objects,
-                mine.access) == (tm.kind, tm.graphs, tm.keys, tm.possible,
-                                 tm.interface_objects, tm.access), name
+        assert (
+            mine.kind,
+            mine.graphs,
+            mine.keys,
+            mine.possible,
+            mine.interface_objects,
+            mine.access,
+        ) == (tm.kind, tm.graphs, tm.keys, tm.possible, tm.interface_objects, tm.access), name
         for fname, fm in tm.fields.items():
             got = mine.fields[fname]
-            assert (got, got.override_labels, got.access) == \
-                (fm, fm.override_labels, fm.access), f"{name}.{fname}"
+            assert (got, got.override_labels, got.access) == (fm, fm.override_labels, fm.access), (
+                f"{name}.{fname}"
+            )

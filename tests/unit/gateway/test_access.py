@@ -22,8 +22,14 @@ SG = Supergraph.from_sdl((Path(__file__).parent / "supergraphs" / "access.graphq
 
 
 def principal(*roles: Role) -> Principal:
-    return Principal(user_id="u1", org_id="o1", roles=frozenset(roles), region_ids=frozenset(),
-                     session_id="s", epoch=1)
+    return Principal(
+        user_id="u1",
+        org_id="o1",
+        roles=frozenset(roles),
+        region_ids=frozenset(),
+        session_id="s",
+        epoch=1,
+    )
 
 
 def run(query: str, answers: dict, who: object | None):
@@ -39,16 +45,35 @@ def run(query: str, answers: dict, who: object | None):
     return asyncio.run(go()), fake.calls
 
 
-ME = {"a": lambda body: {"data": {"me": {k: v for k, v in {
-    "name": "Ann", "email": "ann@example.test", "salary": 10, "__typename": "User",
-    "id": "1"}.items() if k in body["query"]}}}}
+ME = {
+    "a": lambda body: {
+        "data": {
+            "me": {
+                k: v
+                for k, v in {
+                    "name": "Ann",
+                    "email": "ann@example.test",
+                    "salary": 10,
+                    "__typename": "User",
+                    "id": "1",
+                }.items()
+                if k in body["query"]
+            }
+        }
+    }
+}
 
 
 def test_authenticated_field_refused_to_anonymous_and_never_fetched():
     result, calls = run("{ me { name email } }", ME, None)
     assert result["data"] == {"me": {"name": "Ann", "email": None}}
-    assert result["errors"] == [{"message": "Unauthorized field or type", "path": ["me", "email"],
-                                 "extensions": {"code": "UNAUTHORIZED_FIELD_OR_TYPE"}}]
+    assert result["errors"] == [
+        {
+            "message": "Unauthorized field or type",
+            "path": ["me", "email"],
+            "extensions": {"code": "UNAUTHORIZED_FIELD_OR_TYPE"},
+        }
+    ]
     assert "email" not in calls[0][1]["query"]
 
 
@@ -101,8 +126,9 @@ def test_our_composition_carries_the_same_access_directives_as_apollos():
 
     from gateway.composition import compose
 
-    subgraphs = json.loads((Path(__file__).parent / "supergraphs" /
-                            "access_subgraphs.json").read_text())
+    subgraphs = json.loads(
+        (Path(__file__).parent / "supergraphs" / "access_subgraphs.json").read_text()
+    )
     ours = Supergraph.from_sdl(compose({k: (v["url"], v["sdl"]) for k, v in subgraphs.items()}))
     for tname, tm in SG.types.items():
         assert ours.types[tname].access == tm.access, tname
