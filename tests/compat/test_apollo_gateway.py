@@ -24,6 +24,9 @@ from tests.integration.gateway.harness import RunningSubgraphs, start_subgraphs
 pytestmark = pytest.mark.compat
 
 ROOT = Path(__file__).resolve().parents[2]
+# @apollo/gateway has no rate or cost limit: ours are off here, so the comparison compares
+# federation (deep_chain's four nested lists estimate over the default cost limit of 10,000).
+COMPARE_SETTINGS = {"rate_limit_per_second": 0, "max_cost": 10_000_000}
 CACHE = ROOT / ".cache" / "node-gateway"
 HERE = Path(__file__).resolve().parent
 
@@ -110,7 +113,7 @@ def apollo(script, subgraphs, apollo_sdl_path) -> Iterator[NodeGateway]:
 
 @pytest.fixture(scope="module")
 def ours(subgraphs) -> Iterator[RunningGateway]:
-    gw = start_gateway(gateway_settings(subgraphs.urls, rate_limit_per_second=0))
+    gw = start_gateway(gateway_settings(subgraphs.urls, **COMPARE_SETTINGS))
     try:
         yield gw
     finally:
@@ -120,7 +123,7 @@ def ours(subgraphs) -> Iterator[RunningGateway]:
 @pytest.fixture(scope="module")
 def ours_on_apollo_supergraph(apollo, apollo_sdl_path, subgraphs) -> Iterator[RunningGateway]:
     sdl = apollo_sdl_path.read_text()
-    gw = start_gateway(gateway_settings({}, rate_limit_per_second=0), supergraph_sdl=sdl)
+    gw = start_gateway(gateway_settings({}, **COMPARE_SETTINGS), supergraph_sdl=sdl)
     try:
         yield gw
     finally:

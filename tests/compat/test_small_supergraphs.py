@@ -21,7 +21,7 @@ from doorward_kit.net import free_port
 from gateway.supergraph import Supergraph
 from tests.compat.cases import CASES, NULL_DATA, SPEC_DIVERGENCES
 from tests.compat.datagraph import DataSubgraph, World, app_for
-from tests.compat.test_apollo_gateway import ensure_node_modules, summary
+from tests.compat.test_apollo_gateway import COMPARE_SETTINGS, ensure_node_modules, summary
 from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.compat
@@ -123,7 +123,7 @@ def ours(supergraphs) -> Iterator[dict[str, RunningGateway]]:
     def start(item: tuple[str, str]) -> None:
         name, sdl = item
         running[name] = start_gateway(
-            gateway_settings({}, rate_limit_per_second=0), supergraph_sdl=sdl
+            gateway_settings({}, **COMPARE_SETTINGS), supergraph_sdl=sdl
         )
 
     try:
