@@ -12,7 +12,17 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 import strawberry.federation
-from graphql import GraphQLError
+from graphql import (
+    ArgumentNode,
+    ExecutionResult,
+    GraphQLError,
+    ObjectFieldNode,
+    StringValueNode,
+    VariableDefinitionNode,
+    VariableNode,
+    Visitor,
+    visit,
+)
 from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
@@ -21,6 +31,7 @@ from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
+from doorward_kit.text import check_text, check_value, rule_for
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +130,79 @@ class DoorwardErrors(SchemaExtension):
         )
 
 
+class _TextInputs(Visitor):
+    """Checks every string literal of a document and notes where each variable is used
+    (argument or input-field path), so its value is checked under that field's rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.variables: dict[str, str] = {}
+
+    def _path(self) -> str:
+        return ".".join(self.names)
+
+    def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+        self.names = [node.name.value]
+
+    def leave_argument(self, *_: Any) -> None:
+        self.names = []
+
+    def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+        # Default values are literals too.
+        self.names = [f"${node.variable.name.value}"]
+
+    def leave_variable_definition(self, *_: Any) -> None:
+        self.names = []
+
+    def enter_object_field(self, node: ObjectFieldNode, *_: Any) -> None:
+        self.names.append(node.name.value)
+
+    def leave_object_field(self, *_: Any) -> None:
+        self.names.pop()
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if self.names:
+            check_text(self._path(), node.value)
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        if self.names and not self.names[0].startswith("$"):
+            # A variable used in several places is checked under the strictest-named use:
+            # the last one seen is good enough, every use goes through the same floor rule.
+            self.variables.setdefault(node.name.value, self._path())
+
+
+def check_operation_text(document: Any, variables: dict[str, Any] | None) -> None:
+    """The kit's text policy over one operation: literals and variable values."""
+    inputs = _TextInputs()
+    visit(document, inputs)
+    for name, value in (variables or {}).items():
+        field = inputs.variables.get(name, str(name))
+        if isinstance(value, str):
+            check_text(field, value, rule_for(field))
+        else:
+            check_value(field, value)
+
+
+class TextPolicy(SchemaExtension):
+    """doorward_kit.text's policy on every argument, before any resolver runs: a NUL or a
+    bidirectional control never reaches a service or its database."""
+
+    def on_execute(self):  # type: ignore[no-untyped-def]
+        context = self.execution_context
+        if context.graphql_document is not None:
+            try:
+                check_operation_text(context.graphql_document, context.variables)
+            except DoorwardError as error:
+                # A result set here skips execution; DoorwardErrors gives it its code.
+                context.result = ExecutionResult(
+                    data=None, errors=[GraphQLError(error.message, original_error=error)]
+                )
+        yield
+
+
 def schema_extensions() -> list[Any]:
-    return [DoorwardErrors]
+    return [DoorwardErrors, TextPolicy]
 
 
 class SubgraphSchema(strawberry.federation.Schema):
