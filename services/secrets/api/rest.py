@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
 from doorward_kit.http import BodyTooLarge, read_body
+from doorward_kit.text import ID, check_text
+from services.secrets.api.openapi import openapi_document
 from services.secrets.ratelimit import RateLimiter
 from services.secrets.service.secrets import SecretsService
 
@@ -56,7 +58,8 @@ async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
     missing = [f for f in fields if not isinstance(parsed.get(f), str) or not parsed.get(f)]
     if missing:
         raise bad_input("invalid request body: " + ", ".join(missing))
-    return {f: parsed[f] for f in fields}
+    # The kit's text policy (no control characters, length floor) before anything is looked up.
+    return {f: check_text(f, parsed[f]) for f in fields}
 
 
 def build_router(
@@ -73,10 +76,15 @@ def build_router(
         # Clients call this port directly: the socket's peer is the address, not a header.
         return request.client.host if request.client else ""
 
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(openapi_document())
+
     @router.put("/v1/uploads/{slot_id}", include_in_schema=False)
     async def upload(slot_id: str, request: Request) -> JSONResponse:
         async def handle() -> JSONResponse:
             principal = await caller(request)
+            check_text("slotId", slot_id, ID)
             body = await _body(request, ("uploadToken", "value"))
             ref_id, version = await service.upload(
                 org_id=principal.org_id,
@@ -94,6 +102,7 @@ def build_router(
     async def reveal(grant_id: str, request: Request) -> JSONResponse:
         async def handle() -> JSONResponse:
             principal = await caller(request)
+            check_text("grantId", grant_id, ID)
             body = await _body(request, ("revealToken",))
             revealed = await service.reveal(
                 org_id=principal.org_id,

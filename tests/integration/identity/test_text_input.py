@@ -21,8 +21,20 @@ pytestmark = pytest.mark.integration
 
 UPDATE_USER = """mutation($id: ID!, $input: UpdateUserInput!) {
   updateUser(id: $id, input: $input) { id displayName } }"""
-BIDI = ["\u202e", "\u202a", "\u202b", "\u202c", "\u202d", "\u2066", "\u2067", "\u2068",
-        "\u2069", "\u200e", "\u200f", "\u061c"]
+BIDI = [
+    "\u202e",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+]
 
 
 def _user(region: str, display_name: str) -> dict:

@@ -32,9 +32,7 @@ async def test_a_nul_in_an_id_variable_is_bad_input_not_an_internal_error(
 
 
 async def test_a_nul_in_an_id_literal_is_bad_input(running: Running, org: Org) -> None:
-    body = await running.gql(
-        '{ workOrder(id: "ab\\u0000cd") { id } }', token=org.dispatcher.token
-    )
+    body = await running.gql('{ workOrder(id: "ab\\u0000cd") { id } }', token=org.dispatcher.token)
     assert error_code(body) == "BAD_USER_INPUT", body
 
 
@@ -66,7 +64,9 @@ async def test_bidi_controls_in_a_customer_name_or_a_label_are_refused(
     assert error_code(body) == "BAD_USER_INPUT", body
     # The honest label still works.
     data = await ok(
-        running, PREPARE_UPLOAD, {"s": site_id, "k": "DOOR_CODE", "l": "Back door"},
+        running,
+        PREPARE_UPLOAD,
+        {"s": site_id, "k": "DOOR_CODE", "l": "Back door"},
         org.dispatcher.token,
     )
     assert data["prepareSecretUpload"]["secretRef"]["label"] == "Back door"

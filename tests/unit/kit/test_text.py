@@ -34,7 +34,9 @@ def test_control_characters_and_surrogates_are_refused_everywhere(bad):
         assert message.startswith(field) and bad not in message
 
 
-@pytest.mark.parametrize("bidi", ["\u202a", "\u202e", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"])
+@pytest.mark.parametrize(
+    "bidi", ["\u202a", "\u202e", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"]
+)
 def test_bidi_controls_are_refused_in_names_labels_and_ids_only(bidi):
     for field in ("displayName", "name", "label", "title", "address", "id"):
         refused(check_text, field, f"Zone {bidi} evil")
