@@ -4,6 +4,7 @@ DoorwardError -> `extensions.code`, Relay-style connections and opaque cursors."
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from graphql import (
     ArgumentNode,
     ExecutionResult,
     GraphQLError,
+    GraphQLNonNull,
     ObjectFieldNode,
     StringValueNode,
     VariableDefinitionNode,
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.federation.schema import FederationAny
 from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
@@ -207,7 +210,63 @@ def schema_extensions() -> list[Any]:
 
 class SubgraphSchema(strawberry.federation.Schema):
     """strawberry logs every error with the operation's source text, and an operation written
-    without variables can carry a password or a contact detail in it: log the code only."""
+    without variables can carry a password or a contact detail in it: log the code only.
+
+    `_entities` representations are checked before strawberry sees them: it indexes them
+    blindly (`representation.pop("__typename")`, `resolve_reference(**representation)`), so a
+    representation without a __typename, of an unknown type, with a missing or unknown key, or
+    with a non-string key value was an INTERNAL_SERVER_ERROR (found by tests/fuzz)."""
+
+    # The annotations are strawberry's own: it builds the `_entities` field from them.
+    def entities_resolver(
+        self, info: Info, representations: list[FederationAny]
+    ) -> list[FederationAny]:
+        results: list[Any] = [None] * len(representations)
+        good: list[tuple[int, Any]] = []
+        for index, representation in enumerate(representations):
+            problem = self._representation_problem(representation)
+            if problem is None:
+                good.append((index, representation))
+            else:
+                results[index] = bad_input(f"representations[{index}]: {problem}")
+        if good:
+            resolved = super().entities_resolver(info, [r for _, r in good])
+            for (index, _), result in zip(good, resolved, strict=True):
+                results[index] = result
+        return results
+
+    def _representation_problem(self, representation: Any) -> str | None:
+        if not isinstance(representation, dict):
+            return "must be an object"
+        type_name = representation.get("__typename")
+        entity = self._schema.type_map.get("_Entity")
+        names = {t.name for t in getattr(entity, "types", ())}
+        if not isinstance(type_name, str) or type_name not in names:
+            return "__typename must name an entity type of this subgraph"
+        keys = set(representation) - {"__typename"}
+        if any(not isinstance(representation[k], str) for k in keys):
+            return "key values must be strings"
+        origin = self.schema_converter.type_map[type_name].definition.origin  # type: ignore[union-attr]
+        resolve = getattr(origin, "resolve_reference", None)
+        if resolve is not None:
+            params = inspect.signature(resolve).parameters
+            allowed = {n for n in params if n != "info"}
+            required = {
+                n
+                for n, p in params.items()
+                if n != "info"
+                and p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            }
+            if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                allowed |= keys
+        else:
+            fields = self._schema.type_map[type_name].fields  # type: ignore[attr-defined]
+            allowed = set(fields)
+            required = {n for n, f in fields.items() if isinstance(f.type, GraphQLNonNull)}
+        if not required <= keys or not keys <= allowed:
+            return f"the keys of {type_name} are " + ", ".join(sorted(required or allowed))
+        return None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

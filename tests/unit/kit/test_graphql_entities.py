@@ -1,0 +1,65 @@
+"""SubgraphSchema checks `_entities` representations before strawberry indexes them: junk is
+BAD_USER_INPUT naming the representation, never INTERNAL_SERVER_ERROR (found by tests/fuzz)."""
+
+from __future__ import annotations
+
+import pytest
+import strawberry
+import strawberry.federation
+
+from doorward_kit.graphql import SubgraphSchema, schema_extensions
+
+pytestmark = pytest.mark.unit
+
+
+@strawberry.federation.type(keys=["id"])
+class Thing:
+    id: strawberry.ID
+
+    @classmethod
+    def resolve_reference(cls, info: strawberry.Info, id: strawberry.ID) -> Thing:
+        return Thing(id=id)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def hello(self) -> str:
+        return "hi"
+
+
+SCHEMA = SubgraphSchema(query=Query, types=[Thing], extensions=schema_extensions())
+ENTITIES = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Thing { id } } }"
+
+
+async def entities(representations):
+    return await SCHEMA.execute(ENTITIES, variable_values={"r": representations})
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {},
+        "Thing",
+        7,
+        {"id": "1"},
+        {"__typename": "Nope", "id": "1"},
+        {"__typename": "Query", "id": "1"},
+        {"__typename": 3, "id": "1"},
+        {"__typename": "Thing"},
+        {"__typename": "Thing", "id": "1", "junk": "x"},
+        {"__typename": "Thing", "id": {"a": 1}},
+        {"__typename": "Thing", "id": ["1"]},
+    ],
+)
+async def test_a_junk_representation_is_bad_input(junk):
+    result = await entities([{"__typename": "Thing", "id": "ok"}, junk])
+    codes = [e.extensions["code"] for e in result.errors or []]
+    assert codes == ["BAD_USER_INPUT"], result.errors
+    assert "representations[1]" in result.errors[0].message
+
+
+async def test_good_representations_still_resolve():
+    result = await entities([{"__typename": "Thing", "id": "a"}, {"__typename": "Thing", "id": "b"}])
+    assert result.errors is None
+    assert result.data == {"_entities": [{"id": "a"}, {"id": "b"}]}
