@@ -27,6 +27,7 @@ from doorward_kit.graphql import (
     schema_extensions,
     subgraph_router,
 )
+from doorward_kit.text import audit_target_id
 from services.identity.models import Region as RegionRow
 from services.identity.runtime import Identity
 from services.identity.service.identity import AuthResult, UserChanges, UserView
@@ -207,7 +208,7 @@ async def _admin(
                     action=action,
                     outcome="DENIED",
                     target_type=target_type,
-                    target_id=target_id,
+                    target_id=audit_target_id(target_id),
                     source_ip=info.context.source_ip,
                     details={"code": error.code.value},
                 )
