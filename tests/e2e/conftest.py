@@ -123,11 +123,13 @@ def stop_up(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
-def stack(postgres, openbao) -> Iterator[Stack]:
+def run_stack(postgres, openbao, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The `stack` fixture's body. The fixture itself lives in tests/conftest.py so that the
+    e2e tests and the fuzz suite (tests/fuzz) share one stack per test run."""
     root = Path(tempfile.mkdtemp(prefix="doorward-e2e-"))
     data_dir, log_file, span_file = root / "data", root / "stack.log", root / "spans.jsonl"
     env = stack_env(data_dir, span_file, postgres.admin_url(), openbao.addr, openbao.root_token)
+    env.update(extra_env or {})
     proc = start_up(env, log_file)
     try:
         wait_for_gateway(

@@ -60,6 +60,8 @@ async def test_a_junk_representation_is_bad_input(junk):
 
 
 async def test_good_representations_still_resolve():
-    result = await entities([{"__typename": "Thing", "id": "a"}, {"__typename": "Thing", "id": "b"}])
+    result = await entities(
+        [{"__typename": "Thing", "id": "a"}, {"__typename": "Thing", "id": "b"}]
+    )
     assert result.errors is None
     assert result.data == {"_entities": [{"id": "a"}, {"id": "b"}]}
