@@ -16,17 +16,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 
 async def _slot(h: SecretsHarness, org_id: str, user_id: str) -> secrets_pb2.UploadSlot:
-    return await h.call(
-        "PrepareUpload",
-        secrets_pb2.PrepareUploadRequest(
-            org_id=org_id,
-            user_id=user_id,
-            site_id=str(uuid.uuid4()),
-            region_id="region-1",
-            kind="GATE_CODE",
-            label="Yard gate",
-        ),
+    request = secrets_pb2.PrepareUploadRequest(
+        site_id=str(uuid.uuid4()), region_id="region-1", kind="GATE_CODE", label="Yard gate"
     )
+    return await h.call("PrepareUpload", request, h.token(user_id, org_id, (Role.DISPATCHER,)))
 
 
 def _bad_input(response) -> None:
