@@ -11,7 +11,8 @@ by them; the properties stay as strict). The fuzzer works in organisations of it
 - every error carries an allowed code: the contract's eight, plus the GraphQL layer's own
   GRAPHQL_PARSE_FAILED / GRAPHQL_VALIDATION_FAILED (a document or variables that do not fit
   the schema, or exceed the gateway's limits), BAD_REQUEST / PERSISTED_QUERY_NOT_FOUND (an HTTP
-  request that is not a GraphQL request) and, on REST, GONE (410, a used/expired/revoked token);
+  request that is not a GraphQL request), PAYLOAD_TOO_LARGE (413, the edge's body limit) and, on
+  REST, GONE (410, a used/expired/revoked token);
 - no answer takes longer than DOORWARD_FUZZ_MAX_SECONDS (5 s);
 - no canary (a planted door code, contact detail, password or token) in any answer; the one
   reveal the fixtures make is the only answer that ever held the door code.

@@ -22,6 +22,7 @@ _ERROR_CODES = [
     "RATE_LIMITED",
     "UNAVAILABLE",
     "GONE",
+    "PAYLOAD_TOO_LARGE",
 ]
 
 _ERRORS: dict[str, str] = {
@@ -31,7 +32,7 @@ _ERRORS: dict[str, str] = {
     "404": "No such upload slot or grant in the caller's organisation (NOT_FOUND).",
     "409": "The secret changed since the upload was prepared, or has no value yet (CONFLICT).",
     "410": "The token was already used, has expired or was revoked (GONE).",
-    "413": "The request body is too large.",
+    "413": "The request body is too large (PAYLOAD_TOO_LARGE).",
     "422": "The body is not a JSON object with the required fields, or a field breaks the "
     "input policy (BAD_USER_INPUT).",
     "429": "Too many requests from this user (RATE_LIMITED).",
