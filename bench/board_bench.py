@@ -1,0 +1,536 @@
+"""The dispatcher's board on the real stack, against the cost of its data read straight from
+the databases ("the floor"), in one run.
+
+    .venv/bin/python bench/board_bench.py [--filler 9980] [--sequential 200] [--seconds 20]
+                                          [--concurrency 16] [--me 300]
+
+What it does, every process on free loopback ports and stopped by its PID at the end (also on
+failure or Ctrl-C):
+  1. embedded PostgreSQL + a dev-mode OpenBao in a fresh /tmp folder; `doorward up` in external
+     mode against them (the real five processes, rate limit off, production settings);
+  2. `doorward bootstrap`, then through the public API: a region, a dispatcher, five
+     technicians, five customers and sites each with a door code (uploaded through the secrets
+     REST door), and 20 work orders with an audit trail of at least 10 events each (create,
+     assign, attach, seven updates);
+  3. --filler more work orders in the same region, copied in SQL from one of the 20 (created
+     later, so the board's first page is the 20);
+  4. the board query through the gateway: at concurrency 1 (p50, p99) and at --concurrency
+     (requests a second for --seconds);
+  5. the floor: the same data with asyncpg on the same three databases (work orders, sites,
+     secret references; users; audit events), addresses decrypted with data keys fetched once
+     (cached), no GraphQL, no HTTP; same concurrencies;
+  6. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
+     JSON on this machine (uvicorn, one worker), concurrency 1.
+It prints every figure and the ratios the issue sets goals for (board p50 within 3x of the
+floor's; board throughput >= 100/s and >= a third of the floor's; `me` within 3x of bare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BOARD = """query Board($region: ID) {
+  workOrders(regionId: $region, first: 20) {
+    edges { node {
+      id title status
+      site { address }
+      assignee { displayName roles }
+      auditTrail { action outcome }
+      secretRefs { id kind label }
+    } }
+  }
+}"""
+ME = "{ me { id displayName } }"
+JOBS = 20
+
+
+# ---- the organisation ------------------------------------------------------------------------
+
+
+def build_board(env: dict[str, str], gateway_url: str) -> tuple[Any, Any, str]:
+    """Returns (world, dispatcher, region id) with JOBS work orders on the region's board."""
+    from tests.e2e.world import PASSWORD, GraphQLClient, World, bootstrap_org
+
+    gql = GraphQLClient(gateway_url)
+    org_id, admin = bootstrap_org(env, "Board", "admin@board-maintenance.com", PASSWORD)
+    world = World(gql=gql, org_id=org_id, admin=admin)
+    world.login(admin)
+    region = world.create_region("London")
+    dispatcher = world.create_person("dispatcher", "DISPATCHER", ["London"])
+    techs = [world.create_person(f"tech{i}", "TECHNICIAN", ["London"]) for i in range(5)]
+    d = dispatcher.token
+    sites, codes = [], []
+    for i in range(5):
+        customer = gql.data(
+            "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { id } }",
+            {
+                "i": {
+                    "name": f"Customer {i}",
+                    "phone": f"+44 20 7946 01{i:02d}",
+                    "email": f"customer{i}@example.com",
+                    "regionId": region,
+                }
+            },
+            d,
+        )["createCustomer"]["id"]
+        site = gql.data(
+            "mutation($i: CreateSiteInput!) { createSite(input: $i) { id } }",
+            {
+                "i": {
+                    "customerId": customer,
+                    "address": f"{i + 1} High Street, London",
+                    "regionId": region,
+                }
+            },
+            d,
+        )["createSite"]["id"]
+        upload = gql.data(
+            "mutation($s: ID!) { prepareSecretUpload(siteId: $s, kind: DOOR_CODE, "
+            'label: "Front door") { secretRef { id } uploadUrl uploadToken } }',
+            {"s": site},
+            d,
+        )["prepareSecretUpload"]
+        put = httpx.put(
+            upload["uploadUrl"],
+            headers={"authorization": f"Bearer {d}"},
+            json={"uploadToken": upload["uploadToken"], "value": f"{4711 + i}#"},
+            timeout=30,
+        )
+        assert put.status_code == 201, put.text
+        sites.append(site)
+        codes.append(upload["secretRef"]["id"])
+    start = datetime.now(UTC) + timedelta(days=1)
+    for n in range(JOBS):
+        job = gql.data(
+            "mutation($i: CreateWorkOrderInput!) { createWorkOrder(input: $i) { id } }",
+            {
+                "i": {
+                    "siteId": sites[n % 5],
+                    "title": f"Boiler service {n}",
+                    "description": "Annual service",
+                    "priority": "NORMAL",
+                    "scheduledStart": (start + timedelta(hours=n)).isoformat(),
+                    "scheduledEnd": (start + timedelta(hours=n, minutes=90)).isoformat(),
+                }
+            },
+            d,
+        )["createWorkOrder"]["id"]
+        gql.data(
+            "mutation($id: ID!, $a: ID!) { assignWorkOrder(id: $id, assigneeId: $a) { id } }",
+            {"id": job, "a": techs[n % 5].user_id},
+            d,
+        )
+        gql.data(
+            "mutation($w: ID!, $s: ID!) { attachSecret(workOrderId: $w, secretRefId: $s) { id } }",
+            {"w": job, "s": codes[n % 5]},
+            d,
+        )
+        for k in range(7):
+            gql.data(
+                "mutation($id: ID!, $i: UpdateWorkOrderInput!) { updateWorkOrder(id: $id, "
+                "input: $i) { id } }",
+                {"id": job, "i": {"title": f"Boiler service {n}.{k}"}},
+                d,
+            )
+    return world, dispatcher, region
+
+
+async def add_filler(workorders_dsn: str, org_id: str, count: int) -> None:
+    """`count` copies of the first work order, created after the 20 (the board's first page
+    stays the 20), each with its own id and number."""
+    import asyncpg
+
+    conn = await asyncpg.connect(workorders_dsn)
+    try:
+        columns = [
+            r["column_name"]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'work_orders' ORDER BY ordinal_position"
+            )
+        ]
+        made = {
+            "id": "gen_random_uuid()::text",
+            "number": "t.number + 100000 + g",
+            "created_at": "now() + g * interval '1 millisecond'",
+            "title": "'Filler ' || g",
+        }
+        select = ", ".join(made.get(c, f"t.{c}") for c in columns)
+        await conn.execute(
+            f"INSERT INTO work_orders ({', '.join(columns)}) SELECT {select} "
+            "FROM (SELECT * FROM work_orders WHERE org_id = $1 ORDER BY created_at LIMIT 1) t, "
+            "generate_series(1, $2) g",
+            org_id,
+            count,
+        )
+        await conn.execute("ANALYZE work_orders")
+    finally:
+        await conn.close()
+
+
+# ---- the floor -------------------------------------------------------------------------------
+
+
+class Floor:
+    """The board's data straight from PostgreSQL: one query per level, as a subgraph at its
+    best would do, contact data decrypted with data keys fetched once."""
+
+    def __init__(self, dsns: dict[str, str], org_id: str, region: str, vault: Any) -> None:
+        self.dsns, self.org_id, self.region, self.vault = dsns, org_id, region, vault
+        self.pools: dict[str, Any] = {}
+        self.keys: dict[str, bytes] = {}
+
+    async def open(self, size: int) -> None:
+        import asyncpg
+
+        for name, dsn in self.dsns.items():
+            # Opened lazily: the services' own pools share PostgreSQL's 100 connections.
+            self.pools[name] = await asyncpg.create_pool(dsn, min_size=1, max_size=size)
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+
+    def _key(self, customer_id: str, wrapped: bytes) -> bytes:
+        if customer_id not in self.keys:
+            from services.secrets.service.rules import customer_key_name
+
+            name = customer_key_name(self.org_id, customer_id)
+            answer = self.vault.adapter.post(
+                f"/v1/doorward-transit/decrypt/{name}", json={"ciphertext": wrapped.decode()}
+            )
+            self.keys[customer_id] = base64.b64decode(answer["data"]["plaintext"])
+        return self.keys[customer_id]
+
+    async def board(self) -> list[dict[str, Any]]:
+        from services.workorders import crypto
+
+        wo = self.pools["workorders"]
+        orders = await wo.fetch(
+            "SELECT id, title, status, site_id, assignee_id FROM work_orders "
+            "WHERE org_id = $1 AND region_id = $2 ORDER BY created_at, id LIMIT 20",
+            self.org_id,
+            self.region,
+        )
+        ids = [o["id"] for o in orders]
+        sites, refs = await asyncio.gather(
+            wo.fetch(
+                "SELECT s.id, s.customer_id, s.address, c.wrapped_key FROM sites s "
+                "JOIN customers c ON c.id = s.customer_id WHERE s.id = ANY($1)",
+                list({o["site_id"] for o in orders}),
+            ),
+            wo.fetch(
+                "SELECT work_order_id, secret_ref_id FROM work_order_secrets "
+                "WHERE work_order_id = ANY($1)",
+                ids,
+            ),
+        )
+        # Secret references' kind and label are the secrets service's (its own database).
+        users, events, labels = await asyncio.gather(
+            self.pools["identity"].fetch(
+                "SELECT id, display_name, roles FROM users WHERE id = ANY($1)",
+                list({o["assignee_id"] for o in orders if o["assignee_id"]}),
+            ),
+            self.pools["audit"].fetch(
+                "SELECT work_order_id, action, outcome FROM audit_events "
+                "WHERE org_id = $1 AND work_order_id = ANY($2) ORDER BY seq",
+                self.org_id,
+                ids,
+            ),
+            self.pools["secrets"].fetch(
+                "SELECT id, kind, label FROM secret_refs WHERE id = ANY($1)",
+                list({r["secret_ref_id"] for r in refs}),
+            ),
+        )
+        meta = {m["id"]: m for m in labels}
+        address = {
+            s["id"]: crypto.open_sealed(
+                self._key(s["customer_id"], s["wrapped_key"]),
+                crypto.address_binding(s["customer_id"], s["id"]),
+                s["address"],
+            ).text
+            for s in sites
+        }
+        people = {
+            u["id"]: {"displayName": u["display_name"], "roles": list(u["roles"])} for u in users
+        }
+        trail: dict[str, list[dict[str, str]]] = {}
+        for e in events:
+            trail.setdefault(e["work_order_id"], []).append(
+                {"action": e["action"], "outcome": e["outcome"]}
+            )
+        secret_refs: dict[str, list[dict[str, str]]] = {}
+        for r in refs:
+            secret_refs.setdefault(r["work_order_id"], []).append(
+                {
+                    "id": r["secret_ref_id"],
+                    "kind": meta[r["secret_ref_id"]]["kind"],
+                    "label": meta[r["secret_ref_id"]]["label"],
+                }
+            )
+        return [
+            {
+                "id": o["id"],
+                "title": o["title"],
+                "status": o["status"],
+                "site": {"address": address[o["site_id"]]},
+                "assignee": people.get(o["assignee_id"]),
+                "auditTrail": trail.get(o["id"], []),
+                "secretRefs": secret_refs.get(o["id"], []),
+            }
+            for o in orders
+        ]
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+Call = Callable[[], Awaitable[Any]]
+
+
+async def sequential(call: Call, n: int) -> list[float]:
+    for _ in range(5):
+        await call()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+async def throughput(call: Call, concurrency: int, seconds: float) -> tuple[float, int]:
+    """Answers a second by `concurrency` workers for `seconds`; failures counted, the first
+    one printed (a board that fails under load is not fast)."""
+    done = 0
+    failures = 0
+    first: list[str] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done, failures
+        while time.perf_counter() < stop:
+            try:
+                await call()
+                done += 1
+            except Exception as error:
+                failures += 1
+                if not first:
+                    first.append(f"{type(error).__name__}: {str(error)[:200]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if first:
+        print(f"  first failure: {first[0]}", flush=True)
+    return done / (time.perf_counter() - started), failures
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def bare_app_source(body: bytes) -> str:
+    return (
+        "from fastapi import FastAPI\nfrom fastapi.responses import Response\n"
+        f"BODY = {body!r}\napp = FastAPI()\n"
+        "@app.post('/graphql')\nasync def graphql() -> Response:\n"
+        "    return Response(BODY, media_type='application/json')\n"
+    )
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--filler", type=int, default=10_000 - JOBS)
+    ap.add_argument("--sequential", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--me", type=int, default=300)
+    args = ap.parse_args()
+
+    from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, free_port_pair, provision_vault
+    from doorward_kit.net import free_port
+    from tests.e2e.conftest import stack_env, start_up, stop_up, wait_for_gateway
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    root = Path(tempfile.mkdtemp(prefix="doorward-board-"))
+    postgres = EmbeddedPostgres(root / "pgdata")
+    bao = EmbeddedOpenBao(root / "bao", free_port_pair(), dev=True)
+    up: subprocess.Popen[bytes] | None = None
+    try:
+        postgres.start()
+        bao.start()
+        provision_vault(bao.client())
+        env = stack_env(
+            root / "data", root / "spans.jsonl", postgres.admin_url(), bao.addr, bao.root_token
+        )
+        env["DOORWARD_GATEWAY_RATE_LIMIT_PER_SECOND"] = "0"
+        env["DOORWARD_OTEL_FILE"] = ""
+        env["DOORWARD_ENV"] = "production"
+        log_file = root / "stack.log"
+        up = start_up(env, log_file)
+        url = f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql"
+        wait_for_gateway(up, url, log_file, 180)
+        print(f"stack up (logs: {log_file}); seeding ...", flush=True)
+        t0 = time.monotonic()
+        world, dispatcher, region = build_board(env, url)
+        dsns = {
+            svc: postgres.admin_url(f"doorward_{svc}")
+            for svc in ("workorders", "identity", "audit", "secrets")
+        }
+        asyncio.run(add_filler(dsns["workorders"], world.org_id, args.filler))
+        print(
+            f"seeded {JOBS} + {args.filler} work orders in {time.monotonic() - t0:.0f}s", flush=True
+        )
+        return asyncio.run(
+            measure(args, url, world, dispatcher, region, dsns, bao.client(), free_port())
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        kept = Path(tempfile.gettempdir()) / "doorward-board-stack.log"
+        if (root / "stack.log").exists():
+            shutil.copyfile(root / "stack.log", kept)
+            print(f"the stack's log is kept in {kept}", file=sys.stderr)
+        raise
+    finally:
+        if up is not None:
+            stop_up(up)
+        bao.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def measure(
+    args: argparse.Namespace,
+    url: str,
+    world: Any,
+    dispatcher: Any,
+    region: str,
+    dsns: dict[str, str],
+    vault: Any,
+    bare_port: int,
+) -> int:
+    # The board reads auditTrail, which the policy gives to ADMIN and AUDITOR, not to a
+    # DISPATCHER: the admin looks at the London board.
+    headers = {"authorization": f"Bearer {world.admin.token}", "content-type": "application/json"}
+    board_body = json.dumps({"query": BOARD, "variables": {"region": region}}).encode()
+    me_body = json.dumps({"query": ME}).encode()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    floor = Floor(dsns, world.org_id, region, vault)
+    await floor.open(args.concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def board() -> Any:
+            answer = (await client.post(url, content=board_body, headers=headers)).json()
+            if answer.get("errors"):
+                raise RuntimeError(json.dumps(answer["errors"])[:300])
+            return answer["data"]
+
+        async def me() -> Any:
+            return (await client.post(url, content=me_body, headers=headers)).json()
+
+        # The same data both ways, and every job with its trail of 10 or more events.
+        via_gateway = [e["node"] for e in (await board())["workOrders"]["edges"]]
+        direct = await floor.board()
+        assert [j["id"] for j in via_gateway] == [j["id"] for j in direct]
+        assert all(len(j["auditTrail"]) >= 10 for j in via_gateway), "trails too short"
+        assert [j["site"]["address"] for j in via_gateway] == [j["site"]["address"] for j in direct]
+        print(
+            f"board: {len(via_gateway)} jobs, {sum(len(j['auditTrail']) for j in via_gateway)}"
+            f" audit events, {len(board_body)} bytes of query",
+            flush=True,
+        )
+
+        results: dict[str, dict[str, float]] = {}
+        for name, call in (("board (gateway)", board), ("floor (asyncpg)", floor.board)):
+            lat = await sequential(call, args.sequential)
+            rps, failures = await throughput(call, args.concurrency, args.seconds)
+            results[name] = {
+                "p50": pct(lat, 0.5),
+                "p99": pct(lat, 0.99),
+                "rps": rps,
+                "failures": failures,
+            }
+            print(
+                f"{name:<18} c=1 p50 {results[name]['p50']:7.2f} ms  p99 "
+                f"{results[name]['p99']:7.2f} ms   c={args.concurrency} {rps:7.1f} req/s"
+                f"  ({failures} failures)",
+                flush=True,
+            )
+        me_lat = await sequential(me, args.me)
+        me_json = json.dumps(await me()).encode()
+        bare_root = Path(tempfile.mkdtemp(prefix="doorward-bare-"))
+        (bare_root / "bare.py").write_text(bare_app_source(me_json))
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=bare_root,
+        )
+        try:
+            bare_url = f"http://127.0.0.1:{bare_port}/graphql"
+            for _ in range(100):
+                try:
+                    await client.post(bare_url, content=me_body)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+
+            async def bare_me() -> Any:
+                return (await client.post(bare_url, content=me_body, headers=headers)).json()
+
+            bare_lat = await sequential(bare_me, args.me)
+        finally:
+            bare.terminate()
+            bare.wait(10)
+            shutil.rmtree(bare_root, ignore_errors=True)
+    await floor.close()
+
+    b, f = results["board (gateway)"], results["floor (asyncpg)"]
+    me_p50, bare_p50 = statistics.median(me_lat) * 1000, statistics.median(bare_lat) * 1000
+    print(f"me (gateway)       c=1 p50 {me_p50:7.2f} ms   bare FastAPI p50 {bare_p50:7.2f} ms")
+    print("\nratios (goal):")
+    print(f"  board p50 / floor p50          {b['p50'] / f['p50']:6.2f}   (<= 3)")
+    print(f"  board req/s                    {b['rps']:6.1f}   (>= 100)")
+    print(f"  board req/s / floor req/s      {b['rps'] / f['rps']:6.2f}   (>= 0.33)")
+    print(f"  me p50 / bare FastAPI p50      {me_p50 / bare_p50:6.2f}   (<= 3)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
