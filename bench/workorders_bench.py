@@ -33,6 +33,8 @@ import uvicorn
 from deploy.embedded import EmbeddedPostgres
 from doorward_kit.auth import Role
 from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.gateway_signature import GatewayVerifier
+from doorward_kit.graphql import GatewayGate
 from doorward_kit.http import create_app
 from doorward_kit.net import free_port
 from services.workorders.__main__ import MIGRATIONS
@@ -40,6 +42,7 @@ from services.workorders.api.graphql import build_router
 from services.workorders.crypto import ContactCrypto, DataKeyCache
 from services.workorders.runtime import Runtime
 from services.workorders.service import WorkOrdersService
+from tests.fixtures.gateway_signing import SignedAsGateway, gateway_keys
 from tests.fixtures.tokens import TestTokenIssuer
 
 DAY = date(2026, 12, 1)
@@ -209,7 +212,9 @@ async def main(orders: int, runs: int) -> None:
 
         runtime = Runtime(db=db, service=service, verifier=issuer.verifier())
         app = create_app("bench", readiness=db.ping)
-        app.include_router(build_router(runtime), prefix="/graphql")
+        keys = gateway_keys()
+        gate = GatewayGate(GatewayVerifier.from_file(keys.public_file))
+        app.include_router(build_router(runtime, gate=gate), prefix="/graphql")
         port = free_port()
         http = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -226,7 +231,9 @@ async def main(orders: int, runs: int) -> None:
             "variables": {"d": DAY.isoformat()},
         }
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            auth=SignedAsGateway("127.0.0.1", keys.signer),  # as the gateway's requests are
         ) as client:
 
             async def over_http() -> int:

@@ -52,6 +52,7 @@ from deploy.embedded import (
 )
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
+from doorward_kit.gateway_signature import create_key_pair
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
 
@@ -67,6 +68,8 @@ WAVES: tuple[tuple[str, ...], ...] = (
 TRACES = "traces"
 DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in (*SERVICES, TRACES)}
 _OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# The services that serve a GraphQL subgraph to the gateway.
+GRAPHQL_SUBGRAPHS = ("identity", "workorders", "audit")
 # Never handed to a service: the supervisor's own credentials.
 _SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
 
@@ -203,6 +206,10 @@ class Infra:
     internal_token: str = field(repr=False)
     audit_signing_key_file: Path
     identity_key_dir: Path
+    # The gateway signs every subgraph request with its private key; the subgraphs get only
+    # the public key (doorward_kit/gateway_signature.py).
+    gateway_signing_key_file: Path | None = None
+    gateway_public_keys: dict[str, Path] = field(default_factory=dict)  # subgraph -> its copy
 
 
 def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) -> dict[str, str]:
@@ -237,6 +244,7 @@ def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) ->
         env["DOORWARD_AUDIT_SIGNING_KEY_FILE"] = str(infra.audit_signing_key_file)
     if svc == "identity":
         env["DOORWARD_IDENTITY_KEY_DIR"] = str(infra.identity_key_dir)
+    _gateway_signature_env(svc, infra, env)
     return env
 
 
@@ -279,6 +287,15 @@ def isolation_note(euid: int | None = None) -> str:
         "folders; `up` passes each only its own, but only separate users (a real process "
         "manager) make the file modes separate them (README: Least privilege)"
     )
+
+
+def _gateway_signature_env(svc: str, infra: Infra, env: dict[str, str]) -> None:
+    """The private key to the gateway alone; the public key to the GraphQL subgraphs."""
+    env.pop("DOORWARD_GATEWAY_SIGNING_KEY_FILE", None)
+    if svc == "gateway" and infra.gateway_signing_key_file is not None:
+        env["DOORWARD_GATEWAY_SIGNING_KEY_FILE"] = str(infra.gateway_signing_key_file)
+    if svc in infra.gateway_public_keys:
+        env["DOORWARD_GATEWAY_PUBLIC_KEY_FILE"] = str(infra.gateway_public_keys[svc])
 
 
 def module_of(svc: str) -> str:
@@ -644,6 +661,25 @@ class Supervisor:
         identity_dir.mkdir(exist_ok=True, mode=0o700)
         return token, audit_key, identity_dir
 
+    def prepare_gateway_keys(self) -> tuple[Path, dict[str, Path]]:
+        """The gateway's signing key pair, created once in its credentials folder (0600), and a
+        copy of the public key in each subgraph's own folder (each reads only its own)."""
+        d = self.cfg.data_dir
+        gateway = credentials_dir(d, "gateway")
+        private, public = gateway / "signing-key.pem", gateway / "signing-key.pub.pem"
+        create_key_pair(private, public)
+        copies: dict[str, Path] = {}
+        for svc in GRAPHQL_SUBGRAPHS:
+            copy = credentials_dir(d, svc) / "gateway-public-key.pem"
+            if not copy.exists() or copy.read_bytes() != public.read_bytes():
+                tmp = copy.with_name(copy.name + ".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(public.read_bytes())
+                os.replace(tmp, copy)
+            copies[svc] = copy
+        return private, copies
+
     def spawn(self, svc: str, infra: Infra) -> Child:
         proc = subprocess.Popen(
             self.command(svc),
@@ -699,7 +735,10 @@ class Supervisor:
         vault_addr, creds, vault_where = self.start_vault()
         self._check_stop()
         token, audit_key, identity_dir = self.prepare_files()
-        infra = Infra(db_urls, vault_addr, creds, token, audit_key, identity_dir)
+        gateway_key, gateway_public = self.prepare_gateway_keys()
+        infra = Infra(
+            db_urls, vault_addr, creds, token, audit_key, identity_dir, gateway_key, gateway_public
+        )
         self.out.say(
             f"credentials: {self.cfg.data_dir / CREDENTIALS}/<service>/ (each only its own)"
         )

@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
 import strawberry.federation
+from fastapi.routing import APIRoute
 from graphql import (
     ArgumentNode,
     ExecutionResult,
@@ -26,6 +27,7 @@ from graphql import (
     visit,
 )
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext, GraphQLRouter
@@ -34,6 +36,13 @@ from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
+from doorward_kit.gateway_signature import (
+    SIGNATURE_HEADER,
+    GatewayVerifier,
+    SignatureRefused,
+    clean_address,
+)
+from doorward_kit.settings import StackSettings
 from doorward_kit.text import check_text, check_value, rule_for
 
 log = logging.getLogger(__name__)
@@ -84,11 +93,75 @@ async def caller(info: Info, *, allow_restricted: bool = False) -> Principal:
 
 
 def client_ip(request: Request) -> str:
-    # The gateway forwards the end user's address; services trust it only on loopback hops.
-    forwarded = request.headers.get("x-forwarded-for", "")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else ""
+    """The end user's address: the one the gateway signed (see GatewayGate), else the TCP peer's.
+    Never a header a caller can write (X-Forwarded-For is nobody's word here)."""
+    signed = getattr(request.state, "client_address", None)
+    if isinstance(signed, str):
+        return signed
+    return clean_address(request.client.host) if request.client else ""
+
+
+class GatewayGate:
+    """Who may send a subgraph GraphQL: only the gateway, proven by its signature.
+
+    Without a key nothing is answered, unless the stack explicitly allows unsigned GraphQL
+    (development only, StackSettings refuses it otherwise)."""
+
+    def __init__(self, verifier: GatewayVerifier | None, *, allow_unsigned: bool = False) -> None:
+        if verifier is None and not allow_unsigned:
+            raise RuntimeError(
+                "DOORWARD_GATEWAY_PUBLIC_KEY_FILE is not set: the subgraph cannot tell the "
+                "gateway's requests from anyone's (DOORWARD_ALLOW_UNSIGNED_GRAPHQL=true turns "
+                "the check off, in development only)"
+            )
+        self.verifier = verifier
+        self.allow_unsigned = allow_unsigned
+
+    @classmethod
+    def from_stack(cls, stack: StackSettings) -> GatewayGate:
+        key_file = stack.gateway_public_key_file
+        verifier = GatewayVerifier.from_file(key_file) if key_file is not None else None
+        return cls(verifier, allow_unsigned=stack.allow_unsigned_graphql)
+
+    async def check(self, request: Request) -> str:
+        """The client address for this request; SignatureRefused when the gateway did not
+        sign it. The header is looked at before the body is read: refusals stay cheap."""
+        signed = SIGNATURE_HEADER in request.headers
+        if not signed and self.allow_unsigned:
+            return clean_address(request.client.host) if request.client else ""
+        if not signed or self.verifier is None:
+            raise SignatureRefused("no gateway signature")
+        query = request.url.query
+        target = request.url.path + (f"?{query}" if query else "")
+        return self.verifier.verify(request.method, target, await request.body(), request.headers)
+
+
+def _refusal(error: DoorwardError) -> Response:
+    body = {"errors": [{"message": error.message, "extensions": {"code": error.code.value}}]}
+    return JSONResponse(body, status_code=error.http_status)
+
+
+def _gateway_only(gate: GatewayGate) -> type[APIRoute]:
+    """A route class whose handlers run only for requests the gate lets through."""
+
+    class GatewayOnlyRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def checked(request: Request) -> Response:
+                try:
+                    request.state.client_address = await gate.check(request)
+                except SignatureRefused as refused:
+                    log.warning(
+                        "subgraph request refused",
+                        extra={"fields": {"reason": refused.reason}},
+                    )
+                    return _refusal(refused)
+                return await handler(request)
+
+            return checked
+
+    return GatewayOnlyRoute
 
 
 def _is_doorward(error: GraphQLError) -> bool:
@@ -288,9 +361,12 @@ def subgraph_router(
     *,
     verifier: TokenVerifier,
     services: Any,
+    gate: GatewayGate,
     development: bool = False,
 ) -> GraphQLRouter[Any, Any]:
-    """/graphql of a subgraph: a fresh RequestContext per request; GraphiQL only in development."""
+    """/graphql of a subgraph: POST only, only from the gateway (`gate`), a fresh RequestContext
+    per request. No GET, no websocket: the gateway uses neither, and each would be one more
+    door to keep shut. GraphiQL only where unsigned GraphQL is allowed (development)."""
 
     async def context_getter(request: Request) -> RequestContext:
         return RequestContext(
@@ -300,7 +376,10 @@ def subgraph_router(
     return GraphQLRouter(
         schema,
         context_getter=context_getter,
-        graphql_ide="graphiql" if development else None,
+        graphql_ide="graphiql" if development and gate.allow_unsigned else None,
+        allow_queries_via_get=False,
+        subscription_protocols=(),
+        route_class=_gateway_only(gate),
     )
 
 

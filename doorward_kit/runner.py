@@ -65,6 +65,9 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
+            # peer is the only address a caller cannot write (secrets REST records it).
+            proxy_headers=False,
         )
     )
     if parts.grpc is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,18 @@ class StackSettings(BaseSettings):
     metrics_allowed_networks: str = "127.0.0.0/8,::1/128"
     # Default deadline for internal gRPC calls, seconds.
     grpc_deadline: float = 5.0
+    # The gateway's public key (PEM): subgraphs answer GraphQL only to requests it signed
+    # (doorward_kit/gateway_signature.py). `doorward up` creates the pair in the data folder.
+    gateway_public_key_file: Path | None = None
+    # Development only, and only when set: subgraphs also answer unsigned GraphQL (whose client
+    # address is then the TCP peer's, never a header's).
+    allow_unsigned_graphql: bool = False
+
+    @model_validator(mode="after")
+    def _unsigned_only_in_development(self) -> Self:
+        if self.allow_unsigned_graphql and self.env != "development":
+            raise ValueError("DOORWARD_ALLOW_UNSIGNED_GRAPHQL is for development only")
+        return self
 
     def grpc_target(self, service: str) -> str:
         return f"{self.host}:{getattr(self, f'{service}_grpc_port')}"

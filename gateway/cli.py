@@ -15,14 +15,19 @@ gateway_app = typer.Typer(no_args_is_help=False, add_completion=False,
                           help="The federation gateway.")
 
 
-def compose(subgraphs: dict[str, str] | None = None, startup_timeout: float = 10.0) -> str:
-    """Supergraph SDL of the running subgraphs ({name: url}; default: the Doorward ones)."""
-    from gateway.server import fetch_sdls
+def compose(subgraphs: dict[str, str] | None = None, startup_timeout: float = 10.0,
+            settings: GatewaySettings | None = None) -> str:
+    """Supergraph SDL of the running subgraphs ({name: url}; default: the Doorward ones),
+    asked with the gateway's signature when it has a key (Doorward's subgraphs require it)."""
+    from gateway.server import fetch_sdls, load_signer, subgraph_transport
 
-    urls = subgraphs or GatewaySettings().subgraph_urls()
+    settings = settings or GatewaySettings()
+    urls = subgraphs or settings.subgraph_urls()
+    signer = load_signer(settings)
 
     async def run() -> str:
-        async with httpx.AsyncClient() as client:
+        transport = subgraph_transport(httpx.AsyncHTTPTransport(), signer)
+        async with httpx.AsyncClient(transport=transport) as client:
             sdls = await fetch_sdls(client, urls, startup_timeout)
         return compose_supergraph(sdls)
 
@@ -54,13 +59,15 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
     if settings.supergraph_file is None:
         # Compose before listening, so a down subgraph is one clear line, not a traceback.
         try:
-            sdl = compose(settings.subgraph_urls(), settings.startup_timeout)
+            sdl = compose(settings.subgraph_urls(), settings.startup_timeout, settings)
         except (GatewayStartupError, CompositionError) as exc:
             typer.echo(f"gateway: cannot start: {exc}", err=True)
             raise typer.Exit(1) from None
     app = create_app(settings, authenticator, sdl)
+    # proxy_headers=False: uvicorn would otherwise replace the peer by X-Forwarded-For from
+    # loopback peers; the gateway reads that header itself, from trusted proxies only.
     uvicorn.run(app, host=settings.stack.host, port=settings.listen_port, log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=False)
 
 
 @gateway_app.command("compose")

@@ -41,8 +41,9 @@ from gateway.planning.plan import (
 
 _tracer = trace.get_tracer("doorward.gateway")
 
-# Fields that are forwarded from the client request to every subgraph call.
-FORWARDED_HEADERS = ("authorization",)
+# Fields that are forwarded from the client request to every subgraph call; the client address
+# is the one the gateway determined (gateway/server.py), never a header the client sent.
+FORWARDED_HEADERS = ("authorization", "x-doorward-client-address")
 
 
 class _Bubble:

@@ -31,9 +31,11 @@ from opentelemetry.context import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from doorward_kit.gateway_signature import CLIENT_ADDRESS_HEADER, GatewaySigner, SigningTransport
 from doorward_kit.headers import SecurityHeaders
 from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
 from doorward_kit.telemetry import client_trace_links
+from gateway.client_address import client_address
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import LimitChecker, Limits, RateLimiter, TrustedDocuments, parse_document
@@ -237,7 +239,31 @@ class Gateway:
         if not allow_mutation and cached.plan.operation_kind == "mutation":
             raise RequestError(405, "Mutations are not allowed over GET.", "BAD_REQUEST")
         plan = self.planner.plan_for(cached, principal)
-        return await self.executor.execute(plan, variables, headers)
+        return await self.executor.execute(plan, variables, _forwarded(headers, client))
+
+
+def _forwarded(headers: Mapping[str, str], client: str) -> dict[str, str]:
+    """What subgraphs get from the client's request: its token and the address the gateway
+    determined (signed on the way out), never a client's own X-Doorward-Client-Address."""
+    out = {CLIENT_ADDRESS_HEADER: client}
+    auth = headers.get("authorization")
+    if auth is not None:
+        out["authorization"] = auth
+    return out
+
+
+def subgraph_transport(inner: httpx.AsyncBaseTransport, signer: GatewaySigner | None
+                       ) -> httpx.AsyncBaseTransport:
+    # Subgraphs answer only requests the gateway signed (doorward_kit/gateway_signature.py).
+    return inner if signer is None else SigningTransport(inner, signer)
+
+
+def load_signer(settings: GatewaySettings) -> GatewaySigner | None:
+    if settings.signing_key_file is None:
+        log.warning("no DOORWARD_GATEWAY_SIGNING_KEY_FILE: subgraph requests go unsigned "
+                    "(Doorward's subgraphs refuse them unless they allow unsigned GraphQL)")
+        return None
+    return GatewaySigner.from_file(settings.signing_key_file)
 
 
 def _parse(query: str, limits: Limits, max_tokens: int) -> DocumentNode:
@@ -288,12 +314,16 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         raise ValueError("authentication is enabled but no authenticator was given "
                          "(pass one, or disable auth with --no-auth)")
 
+    signer = load_signer(settings)
+    trusted_proxies = settings.trusted_networks
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if supergraph_sdl is not None:
             supergraph = Supergraph.from_sdl(supergraph_sdl)
         else:
-            async with httpx.AsyncClient() as bootstrap:
+            sdl_transport = subgraph_transport(httpx.AsyncHTTPTransport(), signer)
+            async with httpx.AsyncClient(transport=sdl_transport) as bootstrap:
                 sdls = await fetch_sdls(bootstrap, settings.subgraph_urls(),
                                         settings.startup_timeout)
             try:
@@ -305,13 +335,15 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         limits = httpx.Limits(max_connections=settings.max_connections,
                               max_keepalive_connections=settings.max_connections)
         # One client; one connection pool per subgraph origin, mounted on it.
-        by_origin: dict[str, httpx.AsyncHTTPTransport] = {}
+        by_origin: dict[str, httpx.AsyncBaseTransport] = {}
         transports: dict[str, httpx.AsyncBaseTransport] = {}
         for name, url in urls.items():
             u = httpx.URL(url)
             origin = f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
-            transports[name] = by_origin.setdefault(origin,
-                                                    httpx.AsyncHTTPTransport(limits=limits))
+            if origin not in by_origin:
+                by_origin[origin] = subgraph_transport(httpx.AsyncHTTPTransport(limits=limits),
+                                                        signer)
+            transports[name] = by_origin[origin]
         async with httpx.AsyncClient(mounts=dict(by_origin.items()),
                                      timeout=settings.subgraph_timeout) as client:
             app.state.gateway = Gateway(settings, supergraph, client, authenticator, transports)
@@ -357,7 +389,10 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     async def _dispatch(gw: Gateway, request: Request, payload: Any,
                         allow_mutation: bool) -> Response:
         headers = request.headers
-        client = request.client.host if request.client else "unknown"
+        # The real client address (trusted proxies' X-Forwarded-For only): rate limits are
+        # per address, and subgraphs (identity's login throttle, audit's sourceIp) get it signed.
+        client = client_address(request.client.host if request.client else None,
+                                headers.getlist("x-forwarded-for"), trusted_proxies) or "unknown"
         # The edge starts the trace: a client's traceparent is only a link, so a client cannot
         # choose the traceId of the audit events its request causes. Subgraph fetches are
         # children of this span (internal hops propagate as usual).

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from doorward_kit.settings import StackSettings
+from gateway.client_address import Network, parse_trusted_proxies
 
 # The Doorward subgraphs, in composition order.
 DOORWARD_SUBGRAPHS = ("identity", "workorders", "audit")
@@ -43,6 +46,22 @@ class GatewaySettings(BaseSettings):
     rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
     rate_limit_burst: int = 100
     max_connections: int = 32  # pooled connections per subgraph
+    # Reverse proxies in front of the gateway (comma-separated CIDRs): only their
+    # X-Forwarded-For is read; anyone else's is discarded.
+    trusted_proxies: str = ""
+    # The gateway's own Ed25519 key (PEM): it signs every subgraph request, which subgraphs
+    # require (they hold the public key). Unset: requests go unsigned.
+    signing_key_file: Path | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        parse_trusted_proxies(value)
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_trusted_proxies(self.trusted_proxies)
 
     @property
     def development(self) -> bool:

@@ -8,6 +8,7 @@ from doorward.audit.v1 import audit_pb2_grpc
 
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
+from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
@@ -49,7 +50,12 @@ async def build_parts(
 
     app = create_app("doorward-audit", readiness=db.ping)
     app.include_router(
-        build_router(runtime, development=stack.env == "development"), prefix="/graphql"
+        build_router(
+            runtime,
+            gate=GatewayGate.from_stack(stack),
+            development=stack.env == "development",
+        ),
+        prefix="/graphql",
     )
     app.include_router(export_router(runtime))
     grpc_server = GrpcServer(stack.host, stack.audit_grpc_port, internal_token)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from doorward_kit.audit_client import OutboxSender
 from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
@@ -41,7 +42,12 @@ async def build_parts(
     app = create_app("doorward-identity", readiness=db.ping)
     app.include_router(jwks_router(keys))
     app.include_router(
-        build_router(identity, development=stack.env == "development"), prefix="/graphql"
+        build_router(
+            identity,
+            gate=GatewayGate.from_stack(stack),
+            development=stack.env == "development",
+        ),
+        prefix="/graphql",
     )
     grpc_server = GrpcServer(stack.host, stack.identity_grpc_port, internal_token)
     add_to_server(grpc_server.server, identity)

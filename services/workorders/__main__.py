@@ -8,6 +8,7 @@ from pathlib import Path
 from doorward_kit.audit_client import OutboxSender
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
@@ -64,7 +65,12 @@ async def build_parts(
 
     app = create_app("doorward-workorders", readiness=db.ping)
     app.include_router(
-        build_router(runtime, development=stack.env == "development"), prefix="/graphql"
+        build_router(
+            runtime,
+            gate=GatewayGate.from_stack(stack),
+            development=stack.env == "development",
+        ),
+        prefix="/graphql",
     )
     grpc_server = GrpcServer(stack.host, stack.workorders_grpc_port, internal_token)
     add_to_server(grpc_server.server, db, service)

@@ -21,6 +21,7 @@ from strawberry.types import Info
 from doorward_kit.errors import bad_input
 from doorward_kit.graphql import (
     Edge,
+    GatewayGate,
     PageInfo,
     SubgraphSchema,
     caller,
@@ -393,7 +394,13 @@ def build_schema() -> strawberry.federation.Schema:
     return SubgraphSchema(query=Query, types=[User, WorkOrder], extensions=schema_extensions())
 
 
-def build_router(runtime: AuditRuntime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+def build_router(
+    runtime: AuditRuntime, *, gate: GatewayGate, development: bool = False
+) -> GraphQLRouter[Any, Any]:
     return subgraph_router(
-        build_schema(), verifier=runtime.verifier, services=runtime, development=development
+        build_schema(),
+        verifier=runtime.verifier,
+        services=runtime,
+        gate=gate,
+        development=development,
     )

@@ -22,6 +22,7 @@ from strawberry.types import Info
 from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
+    GatewayGate,
     SubgraphSchema,
     caller,
     schema_extensions,
@@ -401,8 +402,14 @@ def build_schema() -> strawberry.federation.Schema:
     )
 
 
-def build_router(identity: Identity, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+def build_router(
+    identity: Identity, *, gate: GatewayGate, development: bool = False
+) -> GraphQLRouter[Any, Any]:
     assert identity.verifier is not None
     return subgraph_router(
-        build_schema(), verifier=identity.verifier, services=identity, development=development
+        build_schema(),
+        verifier=identity.verifier,
+        services=identity,
+        gate=gate,
+        development=development,
     )

@@ -28,6 +28,7 @@ from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
     Edge,
+    GatewayGate,
     PageInfo,
     RequestContext,
     SubgraphSchema,
@@ -1163,7 +1164,13 @@ def build_schema() -> strawberry.federation.Schema:
     )
 
 
-def build_router(runtime: Runtime, *, development: bool = False) -> GraphQLRouter[Any, Any]:
+def build_router(
+    runtime: Runtime, *, gate: GatewayGate, development: bool = False
+) -> GraphQLRouter[Any, Any]:
     return subgraph_router(
-        build_schema(), verifier=runtime.verifier, services=runtime, development=development
+        build_schema(),
+        verifier=runtime.verifier,
+        services=runtime,
+        gate=gate,
+        development=development,
     )

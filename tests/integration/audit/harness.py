@@ -27,6 +27,7 @@ from services.audit.__main__ import build_parts
 from services.audit.dbroles import OWNER_ROLE
 from services.audit.runtime import AuditRuntime, run_checkpoints
 from services.audit.settings import AuditSettings
+from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 from tests.fixtures.tokens import TestTokenIssuer
 
 INTERNAL_TOKEN = "audit-tests-internal-token"
@@ -56,7 +57,7 @@ class AuditHarness:
 
     async def graphql(self, query: str, token: str | None, variables: dict | None = None):
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, auth=signed_as_gateway()) as client:
             response = await client.post(
                 f"{self.http_url}/graphql",
                 json={"query": query, "variables": variables or {}},
@@ -94,6 +95,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
         audit_http_port=http_port,
         audit_grpc_port=grpc_port,
         env="development",
+        gateway_public_key_file=gateway_keys().public_file,
     )
     settings = AuditSettings(
         audit_db_url=db_url,

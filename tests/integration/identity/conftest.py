@@ -31,6 +31,7 @@ from services.identity.__main__ import build_parts
 from services.identity.bootstrap import bootstrap
 from services.identity.runtime import Identity
 from services.identity.settings import IdentitySettings
+from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 
 INTERNAL_TOKEN = "test-internal-token-" + uuid.uuid4().hex
 ADMIN_PASSWORD = "Bootstrap-Admin-Passphrase-1"
@@ -96,9 +97,9 @@ class Running:
         headers = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        if source_ip:
-            headers["X-Forwarded-For"] = source_ip
-        async with httpx.AsyncClient(timeout=30) as client:
+        # Subgraphs take the client address only from the gateway's signature.
+        auth = signed_as_gateway(source_ip or "")
+        async with httpx.AsyncClient(timeout=30, auth=auth) as client:
             response = await client.post(
                 self.graphql_url,
                 json={"query": query, "variables": variables or {}},
@@ -224,6 +225,7 @@ async def identity_service(postgres: Any) -> AsyncIterator[Running]:
         secrets_grpc_port=fakes_port,
         internal_token=INTERNAL_TOKEN,  # type: ignore[arg-type]
         env="production",
+        gateway_public_key_file=gateway_keys().public_file,
     )
     settings = IdentitySettings(
         identity_db_url=db_url,  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ from doorward_kit.settings import StackSettings
 from services.workorders.__main__ import build_parts
 from services.workorders.runtime import Runtime
 from services.workorders.settings import WorkOrdersSettings
+from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 from tests.fixtures.tokens import TestTokenIssuer
 
 INTERNAL_TOKEN = "test-internal-token-" + uuid.uuid4().hex
@@ -303,7 +304,7 @@ class Running:
         self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
     ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, auth=signed_as_gateway()) as client:
             response = await client.post(
                 self.http_url + "/graphql",
                 json={"query": query, "variables": variables or {}},
@@ -380,6 +381,7 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
         identity_grpc_port=fakes_port,
         internal_token=INTERNAL_TOKEN,  # type: ignore[arg-type]
         env="production",
+        gateway_public_key_file=gateway_keys().public_file,
     )
     settings = WorkOrdersSettings(
         workorders_db_url=db_url,

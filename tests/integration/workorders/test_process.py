@@ -19,6 +19,7 @@ from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
 
 from deploy.embedded import stop_pid
 from doorward_kit.net import free_port
+from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,7 @@ async def test_the_process_starts_serves_and_stops(postgres: Any) -> None:
         "DOORWARD_INTERNAL_TOKEN": internal,
         "DOORWARD_WORKORDERS_DB_URL": db_url,
         "DOORWARD_ENV": "production",
+        "DOORWARD_GATEWAY_PUBLIC_KEY_FILE": str(gateway_keys().public_file),
     }
     log = Path(tempfile.mkstemp(prefix="doorward-workorders-proc-", suffix=".log")[1])
     with log.open("wb") as out:
@@ -62,10 +64,15 @@ async def test_the_process_starts_serves_and_stops(postgres: Any) -> None:
                     pass
                 time.sleep(0.2)
             assert ready is not None and ready.status_code == 200, log.read_text()[-2000:]
+            query = {"query": "{ myJobs { id } }"}
+            # Not from the gateway: refused before any GraphQL runs.
+            refused_http = await client.post(f"{base}/graphql", json=query)
+            assert refused_http.status_code == 401
             body = (
-                await client.post(f"{base}/graphql", json={"query": "{ myJobs { id } }"})
+                await client.post(f"{base}/graphql", json=query, auth=signed_as_gateway())
             ).json()
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+            assert "token" in body["errors"][0]["message"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = workorders_pb2_grpc.WorkOrdersStub(channel)
             request = workorders_pb2.GetAccessContextRequest(
