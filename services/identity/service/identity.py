@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -284,8 +285,24 @@ class IdentityService:
         return "acct:" + digest[:64]
 
     @staticmethod
-    def _address_key(source_ip: str) -> str:
-        return "addr:" + source_ip[:70]
+    def _address_key(source_ip: str) -> str | None:
+        """The throttle key of a client address (the gateway's signed one): one per IPv4
+        address, one per IPv6 /64 (one host commonly holds a whole /64). None without one."""
+        try:
+            ip = ipaddress.ip_address(source_ip.strip())
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return f"addr:{ip.ipv4_mapped}"
+            return f"addr:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+        return f"addr:{ip}"
+
+    def _rate_limited(self, blocked: float, what: str) -> DoorwardError:
+        return DoorwardError(
+            ErrorCode.RATE_LIMITED,
+            f"too many failed {what}; try again in {int(blocked) + 1} seconds",
+        )
 
     async def _blocked_for(self, repo: Repository, keys: list[str], now: float) -> float:
         rows = await repo.throttles(keys)
@@ -316,17 +333,14 @@ class IdentityService:
     ) -> Outcome[AuthResult]:
         repo = Repository(session)
         normalised = normalise_email(email)
+        # Per account and per client address, never one bucket for everyone: a stranger
+        # failing with unknown emails fills only their own address's bucket.
         account = self._account_key(normalised)
-        address = self._address_key(source_ip) if source_ip else None
+        address = self._address_key(source_ip)
         now = self.clock()
         blocked = await self._blocked_for(repo, [k for k in (account, address) if k], now)
         if blocked > 0:
-            return Outcome(
-                error=DoorwardError(
-                    ErrorCode.RATE_LIMITED,
-                    f"too many failed logins; try again in {int(blocked) + 1} seconds",
-                )
-            )
+            return Outcome(error=self._rate_limited(blocked, "logins"))
         user = await repo.user_by_email(normalised, for_update=True)
         # Unknown email: a dummy hash is verified so the answer takes as long as for a real one.
         password_ok = await self.verify_password(user.password_hash if user else None, password)
@@ -497,13 +511,25 @@ class IdentityService:
             return Outcome(error=refused)
         await repo.mark_refresh_used(row.org_id, row.token_hash, now)
         required_roles = await self.mfa_required_roles(session, user.org_id)
-        result = await self._issue(
-            repo,
-            user,
-            family,
-            user.password_change_required,
-            self.mfa_enrollment_required(user, required_roles),
-        )
+        change_required = user.password_change_required
+        mfa_required = self.mfa_enrollment_required(user, required_roles)
+        if (change_required or mfa_required) and family.scope != TokenScope.RESTRICTED.value:
+            # Promoted (to a role the organisation wants MFA for) since this session began: from
+            # now on the session is good only for enrolling, as a login would be. For good: once
+            # enrolled, the user logs in again (with the code), as after a restricted login.
+            family.scope = TokenScope.RESTRICTED.value
+            await self.audit(
+                session,
+                org_id=user.org_id,
+                actor_id=user.id,
+                action="auth.session.restrict",
+                outcome="ALLOWED",
+                target_type="Session",
+                target_id=family.id,
+                source_ip=source_ip,
+                details={"reason": "mfa_enrollment" if mfa_required else "password_change"},
+            )
+        result = await self._issue(repo, user, family, change_required, mfa_required)
         return Outcome(value=result)
 
     async def logout(self, session: AsyncSession, principal: Principal) -> Outcome[bool]:
@@ -546,8 +572,15 @@ class IdentityService:
         repo = Repository(session)
         user = await self._own_user(repo, principal)
         check_new_password(new_password)
+        # Guessing the current password here is guessing the login password: the same
+        # throttle (per account, per client address) applies, before any verification.
+        account = self._account_key(user.email)
+        address = self._address_key(source_ip)
+        blocked = await self._blocked_for(repo, [k for k in (account, address) if k], self.clock())
+        if blocked > 0:
+            return Outcome(error=self._rate_limited(blocked, "password checks"))
         if not await self.verify_password(user.password_hash, current_password):
-            await self._count_failure(repo, self._account_key(user.email), None)
+            await self._count_failure(repo, account, address)
             await self._audit_own(
                 session,
                 user,
@@ -559,6 +592,7 @@ class IdentityService:
             return Outcome(error=bad_input("the current password is wrong"))
         if hmac.compare_digest(current_password.encode(), new_password.encode()):
             raise bad_input("the new password must differ from the current one")
+        await repo.clear_throttle(account)
         user.password_hash = await self.hash_password(new_password)
         user.password_change_required = False
         # Every session ends (a stolen one too); the user logs in again with the new password.
