@@ -181,3 +181,30 @@ def test_an_external_collector_replaces_the_trace_store(tmp_path: Path) -> None:
     assert all(p.env != "DOORWARD_TRACES_HTTP_PORT" for p in port_plan(cfg))
     env = child_env("workorders", cfg, _infra(tmp_path), {"OTEL_EXPORTER_OTLP_ENDPOINT": "x"})
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "x"  # the operator's own, untouched
+
+
+def test_gateway_key_pair_private_half_to_the_gateway_only(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from doorward_kit.gateway_signature import create_key_pair
+
+    private, public = tmp_path / "keys" / "gw.pem", tmp_path / "keys" / "gw.pub.pem"
+    create_key_pair(private, public)
+    first = private.read_bytes()
+    create_key_pair(private, public)  # a second `up` keeps the pair
+    assert private.read_bytes() == first
+    for path in (private, public):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    infra = replace(
+        _infra(tmp_path),
+        gateway_signing_key_file=private,
+        gateway_public_keys={svc: public for svc in ("identity", "workorders", "audit")},
+    )
+    base = {"DOORWARD_GATEWAY_SIGNING_KEY_FILE": "/somewhere/else.pem"}
+    cfg = _cfg(tmp_path)
+    envs = {svc: child_env(svc, cfg, infra, base) for svc in (*SERVICES, "gateway")}
+    assert envs["gateway"]["DOORWARD_GATEWAY_SIGNING_KEY_FILE"] == str(private)
+    for svc in SERVICES:
+        assert "DOORWARD_GATEWAY_SIGNING_KEY_FILE" not in envs[svc]
+    for svc in ("identity", "workorders", "audit"):
+        assert envs[svc]["DOORWARD_GATEWAY_PUBLIC_KEY_FILE"] == str(public)
