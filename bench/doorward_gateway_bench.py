@@ -388,7 +388,13 @@ def main() -> int:
                         bao.root_token)
         env["DOORWARD_GATEWAY_RATE_LIMIT_PER_SECOND"] = "0"
         env["DOORWARD_OTEL_FILE"] = ""  # no span file: measure serving, not span export
-        env["DOORWARD_ENV"] = "production"
+        # @apollo/gateway cannot sign subgraph requests as Doorward's gateway does, so the
+        # subgraphs must take unsigned GraphQL, which only development allows; the gateway is
+        # held to production behaviour (no introspection, no GraphiQL) explicitly.
+        env["DOORWARD_ENV"] = "development"
+        env["DOORWARD_ALLOW_UNSIGNED_GRAPHQL"] = "true"
+        env["DOORWARD_GATEWAY_INTROSPECTION"] = "false"
+        env["DOORWARD_GATEWAY_GRAPHIQL"] = "false"
         log_file = root / "stack.log"
         up = start_up(env, log_file)
         ours_url = f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql"

@@ -50,6 +50,7 @@ from tests.e2e.test_secret_access import (
     iso,
 )
 from tests.e2e.world import PASSWORD, Actor, GraphQLClient, World, bootstrap_org
+from tests.fixtures.gateway_signing import signed_as_gateway, stack_gateway_key
 
 pytestmark = pytest.mark.e2e
 
@@ -657,7 +658,10 @@ def test_entities_of_another_organisation_resolve_to_nothing(m, svc, typename, k
         },
         headers={"authorization": f"Bearer {m.globex.admin.token}"},
         timeout=30,
+        # Signed as the gateway (a request from anyone else is refused before this question).
+        auth=signed_as_gateway(key_file=stack_gateway_key(m.acme.stack.data_dir)),
     ).json()
+    assert "data" in body, body
     entity = (body.get("data") or {}).get("_entities", [None])[0]
     # Either nothing at all, or an entity that carries only the caller's own organisation's data.
     if entity is not None:

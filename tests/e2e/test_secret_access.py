@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.world import NEW_PASSWORD, PASSWORD, World
+from tests.fixtures.gateway_signing import signed_as_gateway, stack_gateway_key
 
 pytestmark = pytest.mark.e2e
 
@@ -253,6 +254,8 @@ def test_deactivation_ends_tokens_and_grants(scenario, site_secret, world):
         json={"query": "{ myJobs { id } }"},
         headers={"authorization": f"Bearer {leaver.token}"},
         timeout=10,
+        # As the gateway would send it: the subgraph itself must refuse the token.
+        auth=signed_as_gateway(key_file=stack_gateway_key(world.stack.data_dir)),
     ).json()
     assert direct["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     refused = scenario.reveal(grant, leaver.token)

@@ -24,6 +24,7 @@ from doorward_kit.grpc import ServiceChannel
 from doorward_kit.net import free_port
 from services.audit.signing import load_public_key
 from services.audit.verify import verify_rows
+from tests.fixtures.gateway_signing import gateway_keys
 from tests.integration.audit.harness import INTERNAL_TOKEN, record
 
 pytestmark = pytest.mark.integration
@@ -101,6 +102,7 @@ async def test_every_event_arrives_exactly_once_across_a_crash(postgres, produce
         "DOORWARD_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "DOORWARD_AUDIT_DB_URL": audit_url,
         "DOORWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
+        "DOORWARD_GATEWAY_PUBLIC_KEY_FILE": str(gateway_keys().public_file),
         "DOORWARD_AUDIT_HTTP_PORT": str(http_port),
         "DOORWARD_AUDIT_GRPC_PORT": str(grpc_port),
         "DOORWARD_AUDIT_CHECKPOINT_INTERVAL": "0.5",
