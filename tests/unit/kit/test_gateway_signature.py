@@ -104,11 +104,15 @@ def test_a_subgraph_without_key_refuses_to_start_unless_explicitly_unsigned() ->
 
 
 def test_verification_is_cheap() -> None:
+    """A guard against something pathological per request (key parsing, a KDF), not a
+    benchmark: best of several batches, with a bound a loaded CI machine still meets."""
     signer, verifier = pair(Clock())
-    signed = [signer.headers("POST", "/graphql", BODY, "203.0.113.9") for _ in range(200)]
-    started = time.perf_counter()
-    for headers in signed:
-        verifier.verify("POST", "/graphql", BODY, headers)
-    per_request = (time.perf_counter() - started) / len(signed)
-    assert per_request < 0.002  # typically ~0.1 ms
-    print(f"verify: {per_request * 1e6:.0f} µs per request")
+    best = float("inf")
+    for _ in range(5):
+        signed = [signer.headers("POST", "/graphql", BODY, "203.0.113.9") for _ in range(40)]
+        started = time.perf_counter()
+        for headers in signed:
+            verifier.verify("POST", "/graphql", BODY, headers)
+        best = min(best, (time.perf_counter() - started) / len(signed))
+    assert best < 0.01  # ~0.1-0.2 ms on an idle core
+    print(f"verify: {best * 1e6:.0f} µs per request")
