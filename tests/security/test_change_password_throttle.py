@@ -40,18 +40,15 @@ async def test_guessing_the_current_password_is_throttled_per_account(running, o
     for n in range(free):
         wrong = await change(running, staff.token, f"guess-number-{n}-xyz", ip=f"192.0.2.{n + 1}")
         assert error_code(wrong) == "BAD_USER_INPUT"
+    # Blocked now: refused before any check, even with the right password.
     blocked = await change(running, staff.token, NEW_PASSWORD, ip="192.0.2.100")
     assert error_code(blocked) == "RATE_LIMITED"
-    # Refused even with the right password while blocked, and the password did not change.
     assert NEW_PASSWORD not in str(blocked)
-    assert error_code(await login(running, staff.email, NEXT_PASSWORD)) in {
-        "UNAUTHENTICATED",
-        "RATE_LIMITED",
-    }
-    # The honest user, once the (short, in the tests) block is over, changes it.
+    # The honest user, once the (short, in the tests) block is over, changes it; which also
+    # shows the refused call changed nothing (NEW_PASSWORD is still the current one).
     await asyncio.sleep(running.settings.identity_login_block_base_seconds + 0.2)
     done = await change(running, staff.token, NEW_PASSWORD, ip="192.0.2.100")
-    assert done["data"]["changePassword"] is True, done
+    assert done.get("data") and done["data"]["changePassword"] is True, done
     ok = await login(running, staff.email, NEXT_PASSWORD)
     assert "errors" not in ok, ok
 
@@ -59,18 +56,19 @@ async def test_guessing_the_current_password_is_throttled_per_account(running, o
 async def test_guessing_from_one_address_is_throttled_across_accounts(running, org):
     free = running.settings.identity_login_free_failures_address
     ip = "198.51.100.150"
-    # One guess per account (under every account's own limit), many accounts, one address.
     victims = [await create_staff(running, org, ["TECHNICIAN"], []) for _ in range(free)]
+    honest = await create_staff(running, org, ["TECHNICIAN"], [])
+    # One guess per account (under every account's own limit), many accounts, one address.
     for victim in victims:
         assert error_code(await change(running, victim.token, "guess-xyz-123", ip=ip)) == (
             "BAD_USER_INPUT"
         )
-    honest = await create_staff(running, org, ["TECHNICIAN"], [])
+    # Right away (the block is short in the tests): that address is refused for everyone.
     blocked = await change(running, honest.token, NEW_PASSWORD, ip=ip)
     assert error_code(blocked) == "RATE_LIMITED"
     # From anywhere else the same user changes the password as usual.
     done = await change(running, honest.token, NEW_PASSWORD, ip="198.51.100.151")
-    assert done["data"]["changePassword"] is True, done
+    assert done.get("data") and done["data"]["changePassword"] is True, done
 
 
 async def test_an_honest_typo_is_no_lockout(running, org):
