@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from tests.e2e.conftest import Stack
 from tests.e2e.world import PASSWORD, Actor, GraphQLClient, World, bootstrap_org
+from tests.fixtures.gateway_signing import signed_as_gateway, stack_gateway_key
 
 EXAMPLES = int(os.environ.get("DOORWARD_FUZZ_EXAMPLES", "12"))
 SEED = int(os.environ.get("DOORWARD_FUZZ_SEED", "17"))
@@ -344,8 +345,11 @@ def fuzz_world(stack: Stack) -> FuzzWorld:
 
 
 @pytest.fixture(scope="session")
-def http_client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=MAX_SECONDS * 4) as client:
+def http_client(stack: Stack) -> Iterator[httpx.Client]:
+    # Signed as the gateway signs (each request afresh): subgraphs answer nobody else, and the
+    # fuzzing is about what they do with the documents. The gateway ignores the extra headers.
+    auth = signed_as_gateway(key_file=stack_gateway_key(stack.data_dir))
+    with httpx.Client(timeout=MAX_SECONDS * 4, auth=auth) as client:
         yield client
 
 

@@ -18,6 +18,7 @@ from hypothesis_graphql import Mode, mutations, nodes, queries
 from gateway.composition import Supergraph
 from gateway.composition import compose as compose_supergraph
 from gateway.server import fetch_sdls
+from tests.fixtures.gateway_signing import signed_as_gateway, stack_gateway_key
 from tests.fuzz.conftest import (
     ALLOWED_GRAPHQL,
     FUZZ_SETTINGS,
@@ -136,13 +137,16 @@ def schemas(fuzz_world: FuzzWorld) -> dict[str, tuple[str, graphql.GraphQLSchema
     stack = fuzz_world.stack
     urls = {svc: f"{stack.http_url(svc)}/graphql" for svc in SUBGRAPHS}
 
+    # Subgraphs answer only requests signed as the gateway's (tests/fixtures/gateway_signing.py).
+    auth = signed_as_gateway(key_file=stack_gateway_key(stack.data_dir))
+
     async def sdls() -> dict[str, tuple[str, str]]:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(auth=auth) as client:
             return await fetch_sdls(client, urls, 10.0)
 
     supergraph = Supergraph.from_sdl(compose_supergraph(asyncio.run(sdls())))
     out = {"gateway": (stack.gateway_url, supergraph.api_schema)}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, auth=auth) as client:
         for svc, url in urls.items():
             out[svc] = (url, _schema_of_subgraph(client, url))
     return out
