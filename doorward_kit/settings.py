@@ -26,6 +26,8 @@ class StackSettings(BaseSettings):
     secrets_http_port: int = 4004
     secrets_grpc_port: int = 5004
     secrets_public_url: str | None = None
+    # The URL people open the gateway (and the console) at; its origin is the console's.
+    gateway_public_url: str | None = None
     # The embedded trace store's OTLP/HTTP receiver (4318 is OTLP/HTTP's registered port).
     traces_http_port: int = 4318
     # Service-to-service credential carried on every internal gRPC call.
@@ -57,6 +59,13 @@ class StackSettings(BaseSettings):
     @property
     def secrets_base_url(self) -> str:
         return (self.secrets_public_url or self.http_url("secrets")).rstrip("/")
+
+    @property
+    def console_origin(self) -> str:
+        """The console's origin: the one CORS allows by default on the gateway and secrets."""
+        from doorward_kit.cors import origin_of
+
+        return origin_of(self.gateway_public_url or self.http_url("gateway"))
 
     def require_internal_token(self) -> str:
         if self.internal_token is None:

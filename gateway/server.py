@@ -37,6 +37,7 @@ from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
 from doorward_kit.telemetry import client_trace_links
 from gateway.client_address import client_address
 from gateway.composition import CompositionError, Supergraph, compose
+from gateway.console import install_console
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import LimitChecker, Limits, RateLimiter, TrustedDocuments, parse_document
 from gateway.planner import (
@@ -419,6 +420,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.router.add_route("/graphql", graphql_get, methods=["GET"])
 
     add_metrics_route(app, settings.stack.metrics_allowed_networks)
+    install_console(app, settings)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -63,6 +63,11 @@ class GatewaySettings(BaseSettings):
     def trusted_networks(self) -> tuple[Network, ...]:
         return parse_trusted_proxies(self.trusted_proxies)
 
+    # The built console (web/dist); default: web/dist of this checkout.
+    console_dir: str | None = None
+    # Comma-separated origins allowed to call /graphql from a browser; unset: the console's.
+    cors_origins: str | None = None
+
     @property
     def development(self) -> bool:
         return self.stack.env == "development"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from doorward_kit.audit_client import AuditClient, OutboxSender
 from doorward_kit.auth import TokenVerifier
+from doorward_kit.cors import add_cors, parse_origins
 from doorward_kit.db import Database, run_migrations_async
 from doorward_kit.errors import DoorwardError
 from doorward_kit.grpc import GrpcServer, ServiceChannel
@@ -93,6 +94,11 @@ async def build_parts(
 
     # Clients reach this port directly: a traceparent they send is a link, not our trace.
     app = create_app("doorward-secrets", readiness=ready, edge=True)
+    add_cors(
+        app,
+        parse_origins(settings.secrets_cors_origins, [stack.console_origin]),
+        ["PUT", "POST"],
+    )
     app.include_router(
         build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
     )

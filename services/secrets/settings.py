@@ -16,6 +16,8 @@ DOORWARD_SECRETS_MAX_OPEN_GRANTS    grants one user may hold unused at once (10)
 DOORWARD_SECRETS_GRANT_RATE_LIMIT   grant requests per user per minute (20)
 DOORWARD_SECRETS_MAX_OPEN_UPLOADS   upload slots one user may hold unused at once (20)
 DOORWARD_SECRETS_UPLOAD_RATE_LIMIT  upload-slot requests per user per minute (30)
+DOORWARD_SECRETS_CORS_ORIGINS       comma-separated browser origins allowed to call the value
+                                    routes (default: the console's, DOORWARD_GATEWAY_PUBLIC_URL)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class SecretsSettings(BaseSettings):
     secrets_grant_rate_limit: int = Field(default=20, ge=1)
     secrets_max_open_uploads: int = Field(default=20, ge=1)
     secrets_upload_rate_limit: int = Field(default=30, ge=1)
+    # Browsers (the console) call the value routes cross-origin; unset: the console's origin.
+    secrets_cors_origins: str | None = None
 
     @property
     def db_url(self) -> str:
