@@ -24,7 +24,15 @@ GEN    := gen/.doorward-generated
 PTH    := $(VENV)/.doorward-gen-pth
 GEN_TMP := .cache/gen.tmp
 
-.PHONY: help up test test-unit test-integration test-e2e lint proto venv clean-gen
+.PHONY: help up test test-unit test-integration test-e2e lint proto venv clean-gen console
+
+# The web console (web/): built with Node.js from the committed lockfile, only when its inputs
+# changed; without Node.js the API still runs and `make` says how to get it.
+NODE       := $(shell command -v node 2>/dev/null)
+WEB_INPUTS := $(shell find web/src -type f ! -name graphql-env.d.ts 2>/dev/null) web/index.html \
+              web/package.json web/vite.config.ts web/tsconfig.json schema.graphql
+WEB_DEPS   := web/node_modules/.doorward-ci
+WEB_BUILT  := web/dist/.doorward-built
 
 help:
 	@echo "make up | test | test-unit | test-integration | test-e2e | lint | proto"
@@ -56,10 +64,26 @@ venv: $(SYNCED) $(GEN) $(PTH)
 
 proto: $(GEN) $(PTH)
 
-up: venv
+$(WEB_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_BUILT): $(WEB_DEPS) $(WEB_INPUTS)
+	cd web && npm run build
+	@touch $@
+
+console:
+ifeq ($(NODE),)
+	@echo "Node.js not found: the API runs, the console at / is not built. Install Node.js 20+"
+	@echo "(https://nodejs.org/ or: apt-get install -y nodejs npm), then run make up again."
+else
+	@$(MAKE) --no-print-directory $(WEB_BUILT)
+endif
+
+up: venv console
 	$(VENV)/bin/doorward up
 
-test: venv
+test: venv console
 	$(PY) -m pytest
 
 test-unit: venv
@@ -68,7 +92,7 @@ test-unit: venv
 test-integration: venv
 	$(PY) -m pytest -m integration
 
-test-e2e: venv
+test-e2e: venv console
 	$(PY) -m pytest -m e2e
 
 lint: venv
