@@ -1,6 +1,6 @@
 // The dispatcher's board: customers and sites, jobs by day and region, the job actions, and a
 // site's codes (the value goes from this form straight to the secrets door's uploadUrl).
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useId, useState } from "preact/hooks";
 import type { JSX } from "preact";
 import { graphql } from "./graphql";
 import type { ResultOf } from "./graphql";
@@ -48,7 +48,7 @@ const today = () => new Date().toISOString().slice(0, 10);
 const iso = (local: string) => (local ? new Date(local).toISOString() : null);
 
 function Select(props: { label: string; name: string; value: string; onChange: (v: string) => void; options: [string, string][] }): JSX.Element {
-  const id = `s-${props.name}`;
+  const id = useId();
   return (
     <div class="field">
       <label for={id}>{props.label}</label>

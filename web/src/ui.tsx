@@ -1,7 +1,7 @@
 // Small shared pieces: a labelled field, the error line (data-testid="error"), a busy button.
 import type { ComponentChildren, JSX } from "preact";
+import { useId } from "preact/hooks";
 
-let seq = 0;
 export function Field(props: {
   label: string;
   name: string;
@@ -13,7 +13,7 @@ export function Field(props: {
   inputMode?: "numeric" | "text" | "email";
   autoFocus?: boolean;
 }): JSX.Element {
-  const id = `f-${props.name}-${(seq = (seq + 1) % 1e6)}`;
+  const id = useId();
   // Preact types each input type's attributes apart; the union is chosen at run time here.
   const kind = { type: props.type ?? "text" } as unknown as { type: "text" };
   return (
