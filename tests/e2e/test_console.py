@@ -217,6 +217,14 @@ def test_a_technician_never_sees_another_technicians_job(browser, base, seeded, 
         s.close()
 
 
+def opened(p: Page, title: str):  # type: ignore[no-untyped-def]
+    """The job's card with its actions unfolded (a re-render keeps a <details> open)."""
+    card = p.locator("li.board-job", has_text=title)
+    if not card.locator("details").evaluate("d => d.open"):
+        card.locator("summary").click()
+    return card
+
+
 def test_dispatcher_creates_assigns_dispatches_and_uploads_a_code(browser, base, seeded, world):
     dispatcher: Actor = world.people["dispatcher"]
     tech: Actor = world.people["console_tech"]
@@ -252,20 +260,17 @@ def test_dispatcher_creates_assigns_dispatches_and_uploads_a_code(browser, base,
         p.get_by_label("End", exact=True).fill((start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
         p.get_by_role("button", name="Create job").click()
         expect(p.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
-        card = p.locator("li.board-job", has_text=title)
-        expect(card).to_contain_text("Scheduled")
-        card.locator("summary").click()
+        expect(p.locator("li.board-job", has_text=title)).to_contain_text("Scheduled")
+        card = opened(p, title)
         s.shot("job-created")
         card.get_by_label(re.compile("Technician for")).select_option(
             label=seeded["tech_name"])
         card.get_by_role("button", name="Assign").click()
         expect(p.get_by_role("status").filter(has_text="assigned")).to_be_visible()
-        card = p.locator("li.board-job", has_text=title)
-        card.locator("summary").click()
+        card = opened(p, title)
         card.get_by_role("button", name="Attach code").click()
         expect(p.get_by_role("status").filter(has_text="Code attached")).to_be_visible()
-        card = p.locator("li.board-job", has_text=title)
-        card.locator("summary").click()
+        card = opened(p, title)
         card.get_by_role("button", name="Dispatch").click()
         expect(p.get_by_role("status").filter(has_text="dispatched")).to_be_visible()
         expect(p.locator("li.board-job", has_text=title)).to_contain_text("Dispatched")

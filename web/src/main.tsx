@@ -2,4 +2,6 @@ import { render } from "preact";
 import "./style.css";
 import { App } from "./app";
 
-render(<App />, document.getElementById("app")!);
+const root = document.getElementById("app")!;
+root.textContent = ""; // the static "Loading…" line goes once the app runs
+render(<App />, root);

@@ -86,16 +86,25 @@ export function SignIn({ notice }: { notice: string | null }): JSX.Element {
     e.preventDefault();
     void act(async () => {
       await withLimited(() => mutate(CHANGE_PASSWORD, { currentPassword: password, newPassword }));
-      setPassword(newPassword);
+      // The change ends that session: sign in again with the new password (held here).
+      const fresh = newPassword;
       setNewPassword("");
-      if (limited?.mfa) {
-        const { enrollMfa } = await withLimited(() => mutate(ENROLL, {}));
+      setPassword(fresh);
+      const { login: r } = await mutate(LOGIN, { email, password: fresh, otp: null });
+      if (r.mfaEnrollmentRequired) {
+        setLimited({ token: r.accessToken, mfa: true });
+        const { enrollMfa } = await asLimited(r.accessToken, () => mutate(ENROLL, {}));
         setStep({ kind: "mfa", secret: enrollMfa.secret, uri: enrollMfa.otpauthUri });
-      } else {
-        setLimited(null);
-        setStep({ kind: "login" });
-        setInfo("Password changed: sign in with your new password.");
+        return;
       }
+      setLimited(null);
+      setPassword("");
+      setSession({
+        accessToken: r.accessToken,
+        refreshToken: r.refreshToken,
+        expiresAt: Date.parse(r.expiresAt),
+        user: { ...r.user, roles: [...r.user.roles] },
+      });
     });
   };
 
@@ -150,7 +159,7 @@ export function SignIn({ notice }: { notice: string | null }): JSX.Element {
             <li key={c}><code>{c}</code></li>
           ))}
         </ul>
-        <button type="button" autoFocus onClick={() => { setStep({ kind: "login" }); setInfo("Two-step sign-in is on: sign in with your password and a code."); }}>
+        <button type="button" autoFocus onClick={() => { setPassword(""); setStep({ kind: "login" }); setInfo("Two-step sign-in is on: sign in with your password and a code."); }}>
           I have saved them: sign in
         </button>
       </main>
