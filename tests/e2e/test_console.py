@@ -331,3 +331,23 @@ def test_auditor_enrols_mfa_at_first_sign_in_and_finds_the_reveal(browser, base,
         s.shot("reveal-found")
     finally:
         s.close()
+
+
+def test_the_secrets_door_answers_cors_to_the_console_origin_only(stack, base):
+    console = base.rstrip("/")
+    url = f"{stack.http_url('secrets')}/v1/reveals/00000000-0000-0000-0000-000000000000"
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(url, headers={
+            "origin": origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type"}, timeout=10)
+
+    ok, evil = preflight(console), preflight("https://evil.example.net")
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == console
+    assert evil.status_code == 400
+    assert "access-control-allow-origin" not in evil.headers
+    refused = httpx.post(url, json={"revealToken": "x"}, timeout=10,
+                         headers={"origin": "https://evil.example.net"})
+    assert "access-control-allow-origin" not in refused.headers
+    assert refused.headers["cache-control"] == "no-store"
