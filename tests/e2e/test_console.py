@@ -333,6 +333,32 @@ def test_auditor_enrols_mfa_at_first_sign_in_and_finds_the_reveal(browser, base,
         s.close()
 
 
+def test_admin_sees_people_regions_and_settings_and_deactivates(browser, base, world):
+    admin: Actor = world.admin
+    leaver = world.create_person(f"leaver{uuid.uuid4().hex[:4]}", "TECHNICIAN", ["London"])
+    s = Screen(browser, base, "admin", phone=False)
+    p = s.page
+    try:
+        s.sign_in(admin.email, admin.password, fresh_otp(admin.totp_secret or ""))
+        p.get_by_role("navigation").get_by_role("button", name="People").click()
+        row = p.locator("tr", has_text=leaver.email)
+        expect(row).to_contain_text("Active")
+        expect(p.get_by_role("heading", name="Organisation settings")).to_be_visible()
+        s.shot("people")
+        row.locator("summary").click()
+        row.get_by_label(re.compile("Reason to deactivate")).fill("left the company")
+        row.get_by_role("button", name="Deactivate").click()
+        expect(p.locator("tr", has_text=leaver.email)).to_contain_text("Deactivated")
+        s.shot("deactivated")
+        p.get_by_role("navigation").get_by_role("button", name="Audit").click()
+        expect(p.get_by_role("heading", name="Audit trail")).to_be_visible()
+        s.shot("audit")
+    finally:
+        s.close()
+    refused = world.gql.error_codes("query { me { id } }", token=leaver.token)
+    assert refused == ["UNAUTHENTICATED"]
+
+
 def test_the_secrets_door_answers_cors_to_the_console_origin_only(stack, base):
     console = base.rstrip("/")
     url = f"{stack.http_url('secrets')}/v1/reveals/00000000-0000-0000-0000-000000000000"

@@ -14,6 +14,16 @@ const CREATE_USER = graphql(`mutation CreateUser($input: CreateUserInput!) { cre
 const UPDATE_USER = graphql(`mutation UpdateUser($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id } }`);
 const DEACTIVATE = graphql(`mutation Deactivate($id: ID!, $reason: String!) { deactivateUser(id: $id, reason: $reason) { id status } }`);
 
+const POLICY = graphql(`
+  query OrgPolicy { accessWindowPolicy { leadMinutes graceMinutes maxWindowHours timezone } breakGlassPolicy { requireSecondApprover } }
+`);
+const UPDATE_WINDOW = graphql(`
+  mutation UpdateWindow($input: AccessWindowPolicyInput!) { updateAccessWindowPolicy(input: $input) { leadMinutes } }
+`);
+const UPDATE_BREAK_GLASS = graphql(`
+  mutation UpdateBreakGlass($requireSecondApprover: Boolean!) { updateBreakGlassPolicy(requireSecondApprover: $requireSecondApprover) }
+`);
+
 const ROLES = ["ADMIN", "DISPATCHER", "TECHNICIAN", "SUBCONTRACTOR", "AUDITOR"] as const;
 type Role = (typeof ROLES)[number];
 type Data = ResultOf<typeof PEOPLE>;
@@ -48,6 +58,7 @@ export function Admin(): JSX.Element {
           ))}
         </tbody>
       </table>
+      <OrgSettings busy={busy} act={act} />
       <NewUser regions={data?.regions ?? []} busy={busy} act={act} />
       <NewRegion busy={busy} act={act} />
     </section>
@@ -116,6 +127,44 @@ function NewRegion({ busy, act }: { busy: boolean; act: Act }): JSX.Element {
       <h2 id="newregion-h">New region</h2>
       <Field label="Region name" name="regionName" value={name} onInput={setName} required />
       <button type="submit" disabled={busy}>Create region</button>
+    </form>
+  );
+}
+
+/** Organisation settings: the access window around a job, and break-glass approval. */
+function OrgSettings({ busy, act }: { busy: boolean; act: Act }): JSX.Element {
+  const [lead, setLead] = useState("");
+  const [grace, setGrace] = useState("");
+  const [zone, setZone] = useState("");
+  const [second, setSecond] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    query(POLICY, {}).then((d) => {
+      setLead(String(d.accessWindowPolicy.leadMinutes));
+      setGrace(String(d.accessWindowPolicy.graceMinutes));
+      setZone(d.accessWindowPolicy.timezone);
+      setSecond(d.breakGlassPolicy.requireSecondApprover);
+    }, (e) => setError(errorText(e)));
+  }, []);
+  const save = (e: Event) => {
+    e.preventDefault();
+    void act("Organisation settings saved.", async () => {
+      await mutate(UPDATE_WINDOW, { input: { leadMinutes: Number(lead), graceMinutes: Number(grace), timezone: zone } });
+      await mutate(UPDATE_BREAK_GLASS, { requireSecondApprover: second });
+    });
+  };
+  return (
+    <form class="card" aria-labelledby="org-h" onSubmit={save}>
+      <h2 id="org-h">Organisation settings</h2>
+      <ErrorLine message={error} />
+      <Field label="Codes available this many minutes before a job" name="leadMinutes" value={lead} onInput={setLead} inputMode="numeric" required />
+      <Field label="…and this many minutes after it ends" name="graceMinutes" value={grace} onInput={setGrace} inputMode="numeric" required />
+      <Field label="Time zone (e.g. Europe/London)" name="timezone" value={zone} onInput={setZone} required />
+      <label class="check">
+        <input type="checkbox" checked={second} onChange={(e) => setSecond((e.currentTarget as HTMLInputElement).checked)} />
+        Break-glass needs a second admin's approval
+      </label>
+      <div><button type="submit" disabled={busy}>Save settings</button></div>
     </form>
   );
 }

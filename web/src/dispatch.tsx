@@ -8,12 +8,17 @@ import { mutate, query, secretsDoor } from "./api";
 import { ErrorLine, Field, Notice, errorText, time } from "./ui";
 import { statusText } from "./tech";
 
-const BOARD = graphql(`
-  query Board($regionId: ID, $from: DateTime, $to: DateTime) {
-    regions { id name }
-    users(role: TECHNICIAN) { id displayName status }
-    customers(first: 200) { edges { node { id name region { id name } sites { id address region { id } secrets { id kind label version } } } } }
-    workOrders(regionId: $regionId, from: $from, to: $to, first: 200) {
+// Three small queries rather than one: each stays well inside the gateway's cost budget
+// (lists count their `first`), and a site's codes are fetched only when a form needs them.
+const PEOPLE = graphql(`
+  query BoardPeople { regions { id name } users(role: TECHNICIAN) { id displayName status } }
+`);
+const CUSTOMERS = graphql(`
+  query BoardCustomers { customers(first: 100) { edges { node { id name region { id name } sites { id address } } } } }
+`);
+const JOBS = graphql(`
+  query BoardJobs($regionId: ID, $from: DateTime, $to: DateTime) {
+    workOrders(regionId: $regionId, from: $from, to: $to, first: 100) {
       edges { node {
         id number title status priority scheduledStart scheduledEnd
         site { id address } region { name } assignee { id displayName }
@@ -21,6 +26,8 @@ const BOARD = graphql(`
     }
   }
 `);
+const SITE_SECRETS = graphql(`query SiteSecrets($id: ID!) { site(id: $id) { id secrets { id kind label version } } }`);
+
 const CREATE_CUSTOMER = graphql(`mutation CreateCustomer($input: CreateCustomerInput!) { createCustomer(input: $input) { id } }`);
 const CREATE_SITE = graphql(`mutation CreateSite($input: CreateSiteInput!) { createSite(input: $input) { id } }`);
 const CREATE_JOB = graphql(`mutation CreateJob($input: CreateWorkOrderInput!) { createWorkOrder(input: $input) { id number } }`);
@@ -40,8 +47,19 @@ const ROTATE = graphql(`
   }
 `);
 
-type Board = ResultOf<typeof BOARD>;
+type Board = ResultOf<typeof PEOPLE> & ResultOf<typeof CUSTOMERS> & ResultOf<typeof JOBS>;
 type Site = Board["customers"]["edges"][number]["node"]["sites"][number];
+type SecretRef = NonNullable<ResultOf<typeof SITE_SECRETS>["site"]>["secrets"][number];
+
+/** A site's codes (references only), fetched when `siteId` or `version` changes. */
+function useSiteSecrets(siteId: string | undefined, version: unknown): SecretRef[] {
+  const [refs, setRefs] = useState<SecretRef[]>([]);
+  useEffect(() => {
+    if (!siteId) return setRefs([]);
+    query(SITE_SECRETS, { id: siteId }).then((d) => setRefs(d.site?.secrets ?? []), () => setRefs([]));
+  }, [siteId, version]);
+  return refs;
+}
 type Kind = "DOOR_CODE" | "ALARM_CODE" | "KEY_SAFE" | "GATE_CODE" | "OTHER";
 
 const today = () => new Date().toISOString().slice(0, 10);
@@ -70,7 +88,10 @@ export function Dispatcher(): JSX.Element {
   const load = () => {
     const from = new Date(`${day}T00:00:00`).toISOString();
     const to = new Date(`${day}T23:59:59`).toISOString();
-    return query(BOARD, { regionId: region || null, from, to }).then(setBoard, (e) => setError(errorText(e)));
+    return Promise.all([query(PEOPLE, {}), query(CUSTOMERS, {}), query(JOBS, { regionId: region || null, from, to })]).then(
+      ([a, b, c]) => setBoard({ ...a, ...b, ...c }),
+      (e) => setError(errorText(e)),
+    );
   };
   useEffect(() => { void load(); }, [day, region]);
 
@@ -133,7 +154,9 @@ function JobActions({ job, techs, sites, busy, act }: { job: Job; techs: Board["
   const [end, setEnd] = useState("");
   const [reason, setReason] = useState("");
   const site = sites.find((s) => s.id === job.site?.id);
-  const [secret, setSecret] = useState(site?.secrets[0]?.id ?? "");
+  const refs = useSiteSecrets(site?.id, busy);
+  const [picked, setSecret] = useState("");
+  const secret = picked || refs[0]?.id || "";
   const open = !["COMPLETED", "CANCELLED"].includes(job.status);
   if (!open) return <></>;
   const n = job.number;
@@ -144,9 +167,9 @@ function JobActions({ job, techs, sites, busy, act }: { job: Job; techs: Board["
         <Select label={`Technician for #${n}`} name="assignee" value={tech} onChange={setTech} options={techs.map((t): [string, string] => [t.id, t.displayName])} />
         <button type="submit" disabled={busy || !tech}>Assign</button>
       </form>
-      {site && site.secrets.length ? (
+      {site && refs.length ? (
         <form onSubmit={(e) => { e.preventDefault(); void act(`Code attached to #${n}.`, () => mutate(ATTACH, { workOrderId: job.id, secretRefId: secret })); }}>
-          <Select label={`Code for #${n}`} name="secretRef" value={secret} onChange={setSecret} options={site.secrets.map((s): [string, string] => [s.id, s.label])} />
+          <Select label={`Code for #${n}`} name="secretRef" value={secret} onChange={setSecret} options={refs.map((s): [string, string] => [s.id, s.label])} />
           <button type="submit" disabled={busy || !secret}>Attach code</button>
         </form>
       ) : null}
@@ -226,6 +249,7 @@ function Codes({ sites, busy, act }: { sites: (Site & { customer: string })[]; b
   const [label, setLabel] = useState("");
   const [value, setValue] = useState("");
   const chosen = sites.find((s) => s.id === site) ?? sites[0];
+  const refs = useSiteSecrets(chosen?.id, busy);
   const submit = (e: Event) => {
     e.preventDefault();
     if (!chosen) return;
@@ -242,7 +266,7 @@ function Codes({ sites, busy, act }: { sites: (Site & { customer: string })[]; b
     <form class="card" aria-labelledby="codes-h" onSubmit={submit} autoComplete="off">
       <h2 id="codes-h">Site codes</h2>
       <Select label="Code's site" name="codeSite" value={chosen?.id ?? ""} onChange={(v) => { setSite(v); setTarget("new"); }} options={sites.map((s): [string, string] => [s.id, `${s.customer}: ${s.address ?? ""}`])} />
-      <Select label="Code" name="codeTarget" value={target} onChange={setTarget} options={[["new", "A new code"], ...(chosen?.secrets ?? []).map((s): [string, string] => [s.id, `Rotate ${s.label} (v${s.version})`])]} />
+      <Select label="Code" name="codeTarget" value={target} onChange={setTarget} options={[["new", "A new code"], ...refs.map((s): [string, string] => [s.id, `Rotate ${s.label} (v${s.version})`])]} />
       {target === "new" ? (
         <>
           <Select label="Kind" name="kind" value={kind} onChange={(v) => setKind(v as Kind)} options={KINDS} />
