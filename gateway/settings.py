@@ -52,6 +52,10 @@ class GatewaySettings(BaseSettings):
     # The gateway's own Ed25519 key (PEM): it signs every subgraph request, which subgraphs
     # require (they hold the public key). Unset: requests go unsigned.
     signing_key_file: Path | None = None
+    # The built console (web/dist); default: web/dist of this checkout.
+    console_dir: str | None = None
+    # Comma-separated origins allowed to call /graphql from a browser; unset: the console's.
+    cors_origins: str | None = None
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -62,11 +66,6 @@ class GatewaySettings(BaseSettings):
     @property
     def trusted_networks(self) -> tuple[Network, ...]:
         return parse_trusted_proxies(self.trusted_proxies)
-
-    # The built console (web/dist); default: web/dist of this checkout.
-    console_dir: str | None = None
-    # Comma-separated origins allowed to call /graphql from a browser; unset: the console's.
-    cors_origins: str | None = None
 
     @property
     def development(self) -> bool:
