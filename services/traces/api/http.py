@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.db import Database
 from doorward_kit.http import BodyTooLarge
@@ -79,40 +82,36 @@ def _media(request: Request) -> str:
 def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/traces")
-    async def traces(request: Request) -> Response:
+    async def export(
+        request: Request,
+        decode: Callable[[bytes, str], Sequence[Any]],
+        ingest: Callable[[AsyncSession, Any], Awaitable[int]],
+        answer: Message,
+    ) -> Response:
+        """One OTLP export: media type, streamed body, decode, store in one transaction."""
         try:
-            return await _traces(request)
+            media = _media(request)
+            body = await read_body(request, max_body_bytes)
+            try:
+                records = decode(body, media)
+            except PayloadError as error:
+                raise Refusal(400, str(error)) from None
+            async with db.unit_of_work() as session:
+                await ingest(session, records)
+            return _answer(answer, media)
         except Refusal as refusal:
             return refusal.response()
+
+    @router.post("/v1/traces")
+    async def traces(request: Request) -> Response:
+        return await export(
+            request, decode_traces, store.ingest_spans, ExportTraceServiceResponse()
+        )
 
     @router.post("/v1/metrics")
     async def metrics(request: Request) -> Response:
-        try:
-            return await _metrics(request)
-        except Refusal as refusal:
-            return refusal.response()
-
-    async def _traces(request: Request) -> Response:
-        media = _media(request)
-        body = await read_body(request, max_body_bytes)
-        try:
-            records = decode_traces(body, media)
-        except PayloadError as error:
-            raise Refusal(400, str(error)) from None
-        async with db.unit_of_work() as session:
-            await store.ingest_spans(session, records)
-        return _answer(ExportTraceServiceResponse(), media)
-
-    async def _metrics(request: Request) -> Response:
-        media = _media(request)
-        body = await read_body(request, max_body_bytes)
-        try:
-            records = decode_metrics(body, media)
-        except PayloadError as error:
-            raise Refusal(400, str(error)) from None
-        async with db.unit_of_work() as session:
-            await store.ingest_metrics(session, records)
-        return _answer(ExportMetricsServiceResponse(), media)
+        return await export(
+            request, decode_metrics, store.ingest_metrics, ExportMetricsServiceResponse()
+        )
 
     return router
