@@ -68,7 +68,12 @@ def _pg_dump(postgres, db_url: str) -> bytes:
         capture_output=True,
         check=True,
         timeout=60,
-        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        # Every connection authenticates (scram-sha-256), the superuser's too.
+        env={
+            **os.environ,
+            "PGCONNECT_TIMEOUT": "10",
+            "PGPASSWORD": postgres.server.superuser_password,
+        },
     )
     return result.stdout
 
