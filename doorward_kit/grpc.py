@@ -1,17 +1,22 @@
 """grpc.aio server and channel helpers shared by every service.
 
-Server: standard health service, an interceptor that refuses calls without the internal token
-(deny by default) and maps DoorwardError to a gRPC status (+ the precise code in trailing
-metadata). Client: a channel whose calls carry the internal token, the caller's bearer token
-when acting for a user, W3C trace context (via the OpenTelemetry instrumentation), a deadline,
-and map failures back to DoorwardError.
+Server: mutual TLS (doorward_kit.tls), standard health service, an interceptor that runs a
+call only when the method's allow-list names the calling service (deny by default; the caller
+is the verified peer certificate), and DoorwardError mapped to a gRPC status (+ the precise code
+in trailing metadata). Client: a channel that presents this process's certificate (reloaded when
+renewed), carries the caller's bearer token when acting for a user, W3C trace context (via the
+OpenTelemetry instrumentation) and a deadline, and maps failures back to DoorwardError.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import grpc
@@ -23,6 +28,18 @@ from doorward_kit.errors import (
     ErrorCode,
     error_code_from_grpc,
 )
+from doorward_kit.settings import StackSettings
+from doorward_kit.tls import (
+    SERVICES,
+    CredentialFolder,
+    CredentialsError,
+    Stamp,
+    channel_credentials,
+    dns_name,
+    is_tls,
+    peer_service,
+    server_credentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +48,99 @@ R = TypeVar("R")
 Resp = TypeVar("Resp")
 
 INTERNAL_TOKEN_KEY = "x-doorward-internal"
+# Insecure development mode only: the name a caller claims next to the shared token.
+SERVICE_KEY = "x-doorward-service"
 AUTHORIZATION_KEY = "authorization"
 _UNPROTECTED_PREFIXES = ("/grpc.health.v1.Health/",)
+# How often a client looks at its certificate files (one stat() per check).
+RELOAD_CHECK_SECONDS = 1.0
+# A replaced client channel finishes its in-flight calls for this long, then is closed.
+OLD_CHANNEL_GRACE_SECONDS = 30.0
+
+AllowList = Mapping[str, frozenset[str]]
 
 
-class _InternalAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, internal_token: str) -> None:
-        self._token = internal_token.encode()
+@dataclass(frozen=True)
+class InternalAuth:
+    """How this process proves who it is on internal gRPC, and checks who calls it.
+
+    Normally `tls_dir`: mutual TLS with the certificate in that folder (doorward_kit.tls).
+    `tls_dir=None` is the insecure development mode (DOORWARD_INSECURE_INTERNAL=1): plain TCP,
+    the one shared token plus the caller's *claimed* name. Allow-lists still apply there, but
+    they only keep honest processes honest: any holder of the token can claim any name."""
+
+    service: str
+    tls_dir: Path | None
+    token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.service not in SERVICES:
+            raise ValueError(f"unknown service {self.service!r}")
+        if self.tls_dir is None and not self.token:
+            raise ValueError("insecure internal gRPC needs the internal token")
+
+    @property
+    def insecure(self) -> bool:
+        return self.tls_dir is None
+
+    @classmethod
+    def from_stack(cls, stack: StackSettings, service: str) -> InternalAuth:
+        if stack.insecure_internal:
+            log.warning(
+                "DOORWARD_INSECURE_INTERNAL is set: internal gRPC runs over plain TCP with a "
+                "shared token and claimed service names; for development only"
+            )
+            return cls(service, None, stack.require_internal_token())
+        if stack.tls_dir is None:
+            raise RuntimeError(
+                "DOORWARD_TLS_DIR is not set: this process has no certificate for internal "
+                "gRPC (`doorward up` issues one; DOORWARD_INSECURE_INTERNAL=1 for development)"
+            )
+        return cls(service, Path(stack.tls_dir))
+
+
+def allow_list(service: Any, callers: Mapping[str, Collection[str]]) -> AllowList:
+    """A server's per-method allow-list from a protobuf service descriptor.
+
+    Every method must be named (an empty set = nobody), so a method added to the .proto is
+    refused until someone decides who may call it; names that are no method are an error."""
+    methods = {m.name for m in service.methods}
+    if set(callers) != methods:
+        raise ValueError(
+            f"allow-list of {service.full_name} must name exactly its methods: "
+            f"missing {sorted(methods - set(callers))}, unknown {sorted(set(callers) - methods)}"
+        )
+    for who in callers.values():
+        unknown = set(who) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services in allow-list: {sorted(unknown)}")
+    return {f"/{service.full_name}/{name}": frozenset(who) for name, who in callers.items()}
+
+
+def caller_service(context: grpc.aio.ServicerContext) -> str | None:
+    """The service that makes this call: the verified peer certificate under mutual TLS, never
+    metadata or a request field. Only on a plain-TCP server (insecure development mode, whose
+    interceptor has checked the token) is it the name the caller claims."""
+    auth = context.auth_context()
+    if is_tls(auth):
+        return peer_service(auth)
+    claimed = _metadata_value(context.invocation_metadata(), SERVICE_KEY)
+    return claimed if claimed in SERVICES else None
+
+
+def _metadata_value(metadata: Any, key: str) -> str:
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+    return ""
+
+
+class _CallerInterceptor(grpc.aio.ServerInterceptor):
+    """Deny by default: a call runs only when its method's allow-list names the caller."""
+
+    def __init__(self, auth: InternalAuth, allowed: dict[str, frozenset[str]]) -> None:
+        self._token = auth.token.encode() if auth.insecure and auth.token else None
+        self._allowed = allowed
 
     async def intercept_service(
         self,
@@ -47,20 +150,94 @@ class _InternalAuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(_UNPROTECTED_PREFIXES):
             return await continuation(handler_call_details)
-        presented = dict(handler_call_details.invocation_metadata or ()).get(INTERNAL_TOKEN_KEY, "")
-        if isinstance(presented, bytes):
-            presented = presented.decode(errors="replace")
-        if not hmac.compare_digest(presented.encode(), self._token):
-            log.warning("internal gRPC call refused", extra={"fields": {"method": method}})
-            return _deny_handler()
-        return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if self._token is not None:
+            presented = _metadata_value(
+                handler_call_details.invocation_metadata, INTERNAL_TOKEN_KEY
+            )
+            if not hmac.compare_digest(presented.encode(), self._token):
+                log.warning("internal gRPC call refused", extra={"fields": {"method": method}})
+                return _refusing(
+                    handler, grpc.StatusCode.UNAUTHENTICATED, "internal credential missing or wrong"
+                )
+        return _checked(handler, method, self._allowed.get(method, frozenset()))
 
 
-def _deny_handler() -> grpc.RpcMethodHandler:
+def _refusal(
+    method: str, allowed: frozenset[str], context: grpc.aio.ServicerContext
+) -> tuple[grpc.StatusCode, str] | None:
+    caller = caller_service(context)
+    if caller is None:
+        log.warning(
+            "internal gRPC call without a service identity refused",
+            extra={"fields": {"method": method}},
+        )
+        return grpc.StatusCode.UNAUTHENTICATED, "no service identity"
+    if caller not in allowed:
+        log.warning(
+            "internal gRPC call refused by the allow-list",
+            extra={"fields": {"method": method, "caller": caller}},
+        )
+        return grpc.StatusCode.PERMISSION_DENIED, f"{caller} may not call {method}"
+    return None
+
+
+def _checked(
+    handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str]
+) -> grpc.RpcMethodHandler:
+    """The same handler with the allow-list checked first (the caller needs the context)."""
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            refused = _refusal(method, allowed, context)
+            if refused is not None:
+                await context.abort(*refused)
+            return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_stream is not None:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            refused = _refusal(method, allowed, context)
+            if refused is not None:
+                await context.abort(*refused)
+            result = inner_ss(requests, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+    # Doorward has no unary-stream or stream-unary methods: refuse rather than run unchecked.
+    return _refusing(handler, grpc.StatusCode.UNIMPLEMENTED, "method kind not supported")
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "internal credential missing or wrong")
+        await context.abort(code, message)
 
-    return grpc.unary_unary_rpc_method_handler(deny)
+    async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator like the handler it replaces
+
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            deny_stream, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        deny, handler.request_deserializer, handler.response_serializer
+    )
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: DoorwardError) -> None:
@@ -94,18 +271,31 @@ def grpc_errors(
 
 
 class GrpcServer:
-    """A grpc.aio server with health checking; add servicers, then start()."""
+    """A grpc.aio server with health checking and per-method caller allow-lists.
 
-    def __init__(self, host: str, port: int, internal_token: str) -> None:
-        self.server = grpc.aio.server(interceptors=[_InternalAuthInterceptor(internal_token)])
+    Mutual TLS on its port unless `auth` is the insecure development mode. Every method is
+    refused (deny by default) until `allow()` names who may call it."""
+
+    def __init__(self, host: str, port: int, auth: InternalAuth) -> None:
+        self.auth = auth
+        self._allowed: dict[str, frozenset[str]] = {}
+        self.server = grpc.aio.server(interceptors=[_CallerInterceptor(auth, self._allowed)])
         self.health = (
             health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.address = f"{host}:{port}"
-        bound = self.server.add_insecure_port(self.address)
+        if auth.tls_dir is None:
+            bound = self.server.add_insecure_port(self.address)
+        else:
+            creds = server_credentials(CredentialFolder(auth.tls_dir))
+            bound = self.server.add_secure_port(self.address, creds)
         if bound == 0:
             raise OSError(f"gRPC port {port} on {host} is already in use")
+
+    def allow(self, table: AllowList) -> None:
+        """Add a service's allow-list (see allow_list())."""
+        self._allowed.update(table)
 
     async def start(self) -> None:
         await self.server.start()
@@ -123,18 +313,78 @@ async def _set_health(servicer: Any, service: str, status: int) -> None:
 
 
 class ServiceChannel:
-    """A channel to one internal service; every call carries the internal token and a deadline."""
+    """A channel to one internal service (`server`, e.g. "identity"); every call carries a
+    deadline, and either this process's certificate (mutual TLS, the server's certificate
+    checked against the Doorward CA and the name `<server>.doorward.internal`, whatever
+    address is dialled) or, in the insecure development mode, the token and our name.
 
-    def __init__(self, target: str, internal_token: str, default_deadline: float = 5.0) -> None:
+    Certificates are renewed on disk while we run: when the files change the underlying
+    channel is rebuilt for new calls (grpc Python has no reloading client credentials) and the
+    old one is closed once its calls had time to finish. Stubs built on `.channel` follow."""
+
+    def __init__(
+        self,
+        target: str,
+        auth: InternalAuth,
+        default_deadline: float = 5.0,
+        *,
+        server: str,
+    ) -> None:
         self.target = target
-        self.channel = grpc.aio.insecure_channel(
-            target, options=[("grpc.enable_retries", 1), ("grpc.keepalive_time_ms", 30_000)]
-        )
-        self._internal_token = internal_token
+        self.server = server
         self.default_deadline = default_deadline
+        self._auth = auth
+        self._folder = CredentialFolder(auth.tls_dir) if auth.tls_dir is not None else None
+        self._stamp: Stamp | None = None
+        self._next_check = 0.0
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._current = self._build()
+        self.channel = _ChannelProxy(self)
+
+    def _build(self) -> grpc.aio.Channel:
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            # A rebuilt channel must not reuse the old one's connections (old certificate).
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        if self._folder is None:
+            return grpc.aio.insecure_channel(self.target, options=options)
+        self._stamp = self._folder.stamp()
+        material = self._folder.load()
+        options.append(("grpc.ssl_target_name_override", dns_name(self.server)))
+        return grpc.aio.secure_channel(self.target, channel_credentials(material), options=options)
+
+    def current(self) -> grpc.aio.Channel:
+        """The channel for a new call: rebuilt first when the certificate files changed."""
+        if self._folder is None:
+            return self._current
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._current
+        self._next_check = now + RELOAD_CHECK_SECONDS
+        try:
+            changed = self._folder.stamp() != self._stamp
+            if changed:
+                fresh = self._build()
+        except CredentialsError as exc:
+            log.warning("client certificate not reloaded", extra={"fields": {"why": str(exc)}})
+            return self._current
+        if changed:
+            old, self._current = self._current, fresh
+            self._retire(old)
+            log.info("client certificate reloaded", extra={"fields": {"server": self.server}})
+        return self._current
+
+    def _retire(self, old: grpc.aio.Channel) -> None:
+        task = asyncio.get_running_loop().create_task(old.close(OLD_CHANNEL_GRACE_SECONDS))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def metadata(self, bearer_token: str | None = None) -> Sequence[tuple[str, str]]:
-        md = [(INTERNAL_TOKEN_KEY, self._internal_token)]
+        md: list[tuple[str, str]] = []
+        if self._auth.insecure and self._auth.token:
+            md += [(INTERNAL_TOKEN_KEY, self._auth.token), (SERVICE_KEY, self._auth.service)]
         if bearer_token:
             md.append((AUTHORIZATION_KEY, f"Bearer {bearer_token}"))
         return md
@@ -159,7 +409,50 @@ class ServiceChannel:
             raise error_from_rpc(rpc_error, what or self.target) from None
 
     async def close(self) -> None:
-        await self.channel.close(None)
+        for task in list(self._retiring):
+            task.cancel()
+        await self._current.close(None)
+
+
+class _ChannelProxy:
+    """Looks like a grpc.aio.Channel to generated stubs; every call goes to the owner's
+    current channel, so a stub built once survives certificate renewals."""
+
+    def __init__(self, owner: ServiceChannel) -> None:
+        self._owner = owner
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _Callable:
+        return _Callable(self._owner, "unary_unary", method, args, kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _Callable:
+        return _Callable(self._owner, "stream_stream", method, args, kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _Callable:
+        return _Callable(self._owner, "unary_stream", method, args, kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _Callable:
+        return _Callable(self._owner, "stream_unary", method, args, kwargs)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._owner.close()
+
+
+class _Callable:
+    def __init__(
+        self, owner: ServiceChannel, kind: str, method: str, args: tuple[Any, ...], kwargs: Any
+    ) -> None:
+        self._owner = owner
+        self._make = (kind, method, args, kwargs)
+        self._channel: grpc.aio.Channel | None = None
+        self._callable: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self._owner.current()
+        if channel is not self._channel:
+            kind, method, make_args, make_kwargs = self._make
+            self._callable = getattr(channel, kind)(method, *make_args, **make_kwargs)
+            self._channel = channel
+        return self._callable(*args, **kwargs)
 
 
 def error_from_rpc(rpc_error: grpc.aio.AioRpcError, what: str) -> DoorwardError:

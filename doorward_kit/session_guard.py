@@ -25,7 +25,7 @@ from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from doorward_kit.auth import HttpJwksSource, Principal, TokenVerifier
 from doorward_kit.errors import unauthenticated
-from doorward_kit.grpc import ServiceChannel
+from doorward_kit.grpc import InternalAuth, ServiceChannel
 from doorward_kit.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -207,10 +207,13 @@ class IdentitySessionGuard:
         await self._channel.close()
 
 
-def build_token_verifier(stack: StackSettings) -> tuple[TokenVerifier, IdentitySessionGuard]:
-    """The verifier every process uses; close the guard at shutdown."""
+def build_token_verifier(
+    stack: StackSettings, auth: InternalAuth
+) -> tuple[TokenVerifier, IdentitySessionGuard]:
+    """The verifier every process uses (`auth`: its own service identity); close the guard at
+    shutdown."""
     channel = ServiceChannel(
-        stack.grpc_target("identity"), stack.require_internal_token(), stack.grpc_deadline
+        stack.grpc_target("identity"), auth, stack.grpc_deadline, server="identity"
     )
     guard = IdentitySessionGuard(channel)
     jwks = HttpJwksSource(stack.http_url("identity") + "/.well-known/jwks.json")

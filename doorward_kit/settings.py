@@ -30,7 +30,11 @@ class StackSettings(BaseSettings):
     gateway_public_url: str | None = None
     # The embedded trace store's OTLP/HTTP receiver (4318 is OTLP/HTTP's registered port).
     traces_http_port: int = 4318
-    # Service-to-service credential carried on every internal gRPC call.
+    # This process's certificate folder for mutual TLS on internal gRPC (doorward_kit.tls).
+    tls_dir: Path | None = None
+    # Development only: internal gRPC over plain TCP with the shared token below.
+    insecure_internal: bool = False
+    # Shared credential of the insecure mode (unused under mutual TLS).
     internal_token: SecretStr | None = None
     # Who may read GET /metrics (comma-separated CIDRs of Prometheus scrapers).
     metrics_allowed_networks: str = "127.0.0.0/8,::1/128"
@@ -47,6 +51,12 @@ class StackSettings(BaseSettings):
     def _unsigned_only_in_development(self) -> Self:
         if self.allow_unsigned_graphql and self.env != "development":
             raise ValueError("DOORWARD_ALLOW_UNSIGNED_GRAPHQL is for development only")
+        return self
+
+    @model_validator(mode="after")
+    def _no_plain_tcp_in_production(self) -> StackSettings:
+        if self.insecure_internal and self.env == "production":
+            raise ValueError("DOORWARD_INSECURE_INTERNAL is refused when DOORWARD_ENV=production")
         return self
 
     def grpc_target(self, service: str) -> str:

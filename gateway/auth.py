@@ -25,6 +25,7 @@ def doorward_authenticator(settings: GatewaySettings) -> Authenticator:
     """Signature and expiry against identity's JWKS, then the session guard: a deactivated
     user's or a logged-out session's token is refused here, before planning, from the moment
     identity says so (the subgraphs check again in every resolver)."""
+    from doorward_kit.grpc import InternalAuth
     from doorward_kit.session_guard import build_token_verifier
 
     built: list[Authenticator] = []
@@ -32,7 +33,9 @@ def doorward_authenticator(settings: GatewaySettings) -> Authenticator:
     async def authenticate(authorization: str | None) -> object:
         # Built on first use: the guard's gRPC channel belongs to the server's event loop.
         if not built:
-            verifier: TokenVerifier = build_token_verifier(settings.stack)[0]
+            verifier: TokenVerifier = build_token_verifier(
+                settings.stack, InternalAuth.from_stack(settings.stack, "gateway")
+            )[0]
             built.append(authenticator_from_verifier(verifier))
         return await built[0](authorization)
 

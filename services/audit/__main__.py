@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from doorward.audit.v1 import audit_pb2_grpc
-
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
 from doorward_kit.graphql import GatewayGate
-from doorward_kit.grpc import GrpcServer
+from doorward_kit.grpc import GrpcServer, InternalAuth
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
 from services.audit.api.graphql import build_router
-from services.audit.api.grpc import AuditServicer
+from services.audit.api.grpc import add_to_server
 from services.audit.api.http import export_router
 from services.audit.dbroles import ensure_schema
 from services.audit.runtime import AuditRuntime, checkpoint_loop
@@ -32,8 +30,9 @@ async def build_parts(
     verifier: TokenVerifier | None = None,
 ) -> tuple[ServiceParts, AuditRuntime]:
     """Everything but the serving; tests pass their own verifier (no identity running)."""
-    internal_token = stack.require_internal_token()
-    register_secret(internal_token)
+    auth = InternalAuth.from_stack(stack, "audit")
+    if auth.token:
+        register_secret(auth.token)
     # Migrations run as the owner role (doorward up does it first); see dbroles.py.
     await ensure_schema(settings.db_url)
     db = Database(settings.db_url)
@@ -45,7 +44,7 @@ async def build_parts(
     service = AuditService(rules=settings.alert_rules(), signer=signer)
     guard = None
     if verifier is None:
-        verifier, guard = build_token_verifier(stack)
+        verifier, guard = build_token_verifier(stack, auth)
     runtime = AuditRuntime(db=db, service=service, verifier=verifier)
 
     app = create_app("doorward-audit", readiness=db.ping)
@@ -58,8 +57,8 @@ async def build_parts(
         prefix="/graphql",
     )
     app.include_router(export_router(runtime))
-    grpc_server = GrpcServer(stack.host, stack.audit_grpc_port, internal_token)
-    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(db, service), grpc_server.server)
+    grpc_server = GrpcServer(stack.host, stack.audit_grpc_port, auth)
+    add_to_server(grpc_server, db, service)
 
     async def checkpoints() -> None:
         await checkpoint_loop(db, service, settings.audit_checkpoint_interval)

@@ -8,7 +8,7 @@ from pathlib import Path
 from doorward_kit.audit_client import OutboxSender
 from doorward_kit.db import Database, run_migrations_async
 from doorward_kit.graphql import GatewayGate
-from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
 from doorward_kit.runner import ServiceParts, run_service
@@ -27,15 +27,18 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 async def build_parts(
     stack: StackSettings, settings: IdentitySettings
 ) -> tuple[ServiceParts, Identity]:
-    internal_token = stack.require_internal_token()
-    register_secret(internal_token)
+    auth = InternalAuth.from_stack(stack, "identity")
+    if auth.token:
+        register_secret(auth.token)
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
     keys = await asyncio.to_thread(build_keys, settings)
     secrets_channel = ServiceChannel(
-        stack.grpc_target("secrets"), internal_token, stack.grpc_deadline
+        stack.grpc_target("secrets"), auth, stack.grpc_deadline, server="secrets"
     )
-    audit_channel = ServiceChannel(stack.grpc_target("audit"), internal_token, stack.grpc_deadline)
+    audit_channel = ServiceChannel(
+        stack.grpc_target("audit"), auth, stack.grpc_deadline, server="audit"
+    )
     revoker = GrantRevoker(db, secrets_channel, poll_seconds=settings.identity_outbox_poll_seconds)
     identity = build_identity(settings, db, keys=keys, revoker=revoker)
 
@@ -49,8 +52,8 @@ async def build_parts(
         ),
         prefix="/graphql",
     )
-    grpc_server = GrpcServer(stack.host, stack.identity_grpc_port, internal_token)
-    add_to_server(grpc_server.server, identity)
+    grpc_server = GrpcServer(stack.host, stack.identity_grpc_port, auth)
+    add_to_server(grpc_server, identity)
     sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="identity")
 
     async def close() -> None:

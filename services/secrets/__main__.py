@@ -11,7 +11,7 @@ from doorward_kit.auth import TokenVerifier
 from doorward_kit.cors import add_cors, parse_origins
 from doorward_kit.db import Database, run_migrations_async
 from doorward_kit.errors import DoorwardError
-from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
 from doorward_kit.runner import ServiceParts, run_service
@@ -39,8 +39,9 @@ async def build_parts(
     jobs: JobSource | None = None,
 ) -> tuple[ServiceParts, SecretsService]:
     """Everything of one secrets process. Tests pass their own verifier (no identity)."""
-    internal_token = stack.require_internal_token()
-    register_secret(internal_token)
+    auth = InternalAuth.from_stack(stack, "secrets")
+    if auth.token:
+        register_secret(auth.token)
     register_secret(settings.vault_secret_id.get_secret_value())
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
@@ -61,13 +62,15 @@ async def build_parts(
 
     guard_close = None
     if verifier is None:
-        verifier, guard = build_token_verifier(stack)
+        verifier, guard = build_token_verifier(stack, auth)
         guard_close = guard.close
-    audit_channel = ServiceChannel(stack.grpc_target("audit"), internal_token, stack.grpc_deadline)
+    audit_channel = ServiceChannel(
+        stack.grpc_target("audit"), auth, stack.grpc_deadline, server="audit"
+    )
     workorders_channel: ServiceChannel | None = None
     if jobs is None:
         workorders_channel = ServiceChannel(
-            stack.grpc_target("workorders"), internal_token, stack.grpc_deadline
+            stack.grpc_target("workorders"), auth, stack.grpc_deadline, server="workorders"
         )
         jobs = WorkOrdersJobs(workorders_channel)
     service = SecretsService(
@@ -102,8 +105,8 @@ async def build_parts(
     app.include_router(
         build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
     )
-    grpc_server = GrpcServer(stack.host, stack.secrets_grpc_port, internal_token)
-    add_to_server(grpc_server.server, service, verifier)
+    grpc_server = GrpcServer(stack.host, stack.secrets_grpc_port, auth)
+    add_to_server(grpc_server, service, verifier)
     sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="secrets")
 
     async def sweep() -> None:

@@ -9,7 +9,7 @@ from doorward_kit.audit_client import OutboxSender
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database, run_migrations_async
 from doorward_kit.graphql import GatewayGate
-from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
 from doorward_kit.runner import ServiceParts, run_service
@@ -35,13 +35,14 @@ async def build_parts(
     verifier: TokenVerifier | None = None,
 ) -> tuple[ServiceParts, Runtime]:
     """Everything the process runs; tests pass their own verifier (no identity needed)."""
-    internal_token = stack.require_internal_token()
-    register_secret(internal_token)
+    auth = InternalAuth.from_stack(stack, "workorders")
+    if auth.token:
+        register_secret(auth.token)
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
 
     def channel(service: str) -> ServiceChannel:
-        return ServiceChannel(stack.grpc_target(service), internal_token, stack.grpc_deadline)
+        return ServiceChannel(stack.grpc_target(service), auth, stack.grpc_deadline, server=service)
 
     secrets_channel, identity_channel, audit_channel = (
         channel("secrets"),
@@ -50,7 +51,7 @@ async def build_parts(
     )
     guard = None
     if verifier is None:
-        verifier, guard = build_token_verifier(stack)
+        verifier, guard = build_token_verifier(stack, auth)
     secrets = GrpcSecrets(secrets_channel)
     crypto = ContactCrypto(
         secrets.create_data_key,
@@ -72,8 +73,8 @@ async def build_parts(
         ),
         prefix="/graphql",
     )
-    grpc_server = GrpcServer(stack.host, stack.workorders_grpc_port, internal_token)
-    add_to_server(grpc_server.server, db, service)
+    grpc_server = GrpcServer(stack.host, stack.workorders_grpc_port, auth)
+    add_to_server(grpc_server, db, service)
     audit_sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="workorders")
     revoker = RevocationSender(db, secrets, poll_seconds=settings.workorders_outbox_poll_seconds)
     runtime.wake_revoker = revoker.kick

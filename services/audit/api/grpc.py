@@ -1,4 +1,7 @@
-"""Audit's internal gRPC API: AppendEvents, answered only after the batch is committed."""
+"""Audit's internal gRPC API: AppendEvents, answered only after the batch is committed.
+
+An event's `service` is the authenticated caller (its verified certificate), never what the
+message says: an event naming another service is refused, an unnamed one gets the caller's."""
 
 from __future__ import annotations
 
@@ -8,14 +11,20 @@ from sqlalchemy.exc import IntegrityError
 
 from doorward_kit.audit_client import AuditDetailsError, AuditRecord
 from doorward_kit.db import Database
-from doorward_kit.errors import bad_input, conflict
-from doorward_kit.grpc import grpc_errors
+from doorward_kit.errors import bad_input, conflict, forbidden, unauthenticated
+from doorward_kit.grpc import GrpcServer, allow_list, caller_service, grpc_errors
 from services.audit.service import AuditService, Incoming
 
 MAX_BATCH = 1000
 
+# Deny by default: the services that write audit events (the gateway writes none).
+ALLOWED_CALLERS = allow_list(
+    audit_pb2.DESCRIPTOR.services_by_name["Audit"],
+    {"AppendEvents": {"identity", "workorders", "secrets"}},
+)
 
-def parse_events(request: audit_pb2.AppendEventsRequest) -> list[Incoming]:
+
+def parse_events(request: audit_pb2.AppendEventsRequest, caller: str) -> list[Incoming]:
     if len(request.events) > MAX_BATCH:
         raise bad_input(f"at most {MAX_BATCH} events per call")
     items: list[Incoming] = []
@@ -25,7 +34,9 @@ def parse_events(request: audit_pb2.AppendEventsRequest) -> list[Incoming]:
         except (AuditDetailsError, ValueError) as error:
             # The validator's message names the field, never its value.
             raise bad_input(f"event {index}: {error}") from None
-        items.append(Incoming(record, message.service))
+        if message.service and message.service != caller:
+            raise forbidden(f"event {index}: a service may append events only under its own name")
+        items.append(Incoming(record, caller))
     return items
 
 
@@ -38,7 +49,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     async def AppendEvents(
         self, request: audit_pb2.AppendEventsRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.AppendEventsResponse:
-        items = parse_events(request)
+        caller = caller_service(context)
+        if caller is None:  # the interceptor lets no such call through; never trust a field
+            raise unauthenticated("no service identity")
+        items = parse_events(request, caller)
         try:
             async with self._db.unit_of_work() as session:
                 result = await self._service.append(session, items)
@@ -49,3 +63,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         return audit_pb2.AppendEventsResponse(
             accepted=result.accepted, duplicates=result.duplicates
         )
+
+
+def add_to_server(server: GrpcServer, db: Database, service: AuditService) -> None:
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(db, service), server.server)
+    server.allow(ALLOWED_CALLERS)

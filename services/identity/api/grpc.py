@@ -1,24 +1,38 @@
 """Identity's internal gRPC API: CheckSession, WatchSessions, GetUsers, GetOrgPolicy.
-The kit's interceptor has already checked the internal credential."""
+The kit's interceptor has already checked the caller against ALLOWED_CALLERS."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from doorward_kit.acting import acting_user
 from doorward_kit.errors import bad_input, unavailable
-from doorward_kit.grpc import grpc_errors
+from doorward_kit.grpc import GrpcServer, allow_list, grpc_errors
 from services.identity.runtime import Identity
 from services.identity.service.step_up import StepUps
 from services.identity.session_hub import SessionHub, Watcher
 
 HEARTBEAT_SECONDS = 1.0
+
+# Who may call what (deny by default; the caller is its verified certificate). Every process
+# that verifies access tokens checks sessions; only workorders looks users and regions up.
+_SESSION_CHECKERS = {"gateway", "workorders", "secrets", "audit"}
+ALLOWED_CALLERS = allow_list(
+    identity_pb2.DESCRIPTOR.services_by_name["Identity"],
+    {
+        "CheckSession": _SESSION_CHECKERS,
+        "WatchSessions": _SESSION_CHECKERS,
+        "GetUsers": {"workorders"},
+        "GetRegions": {"workorders"},
+        "GetOrgPolicy": set(),  # no caller today
+        "VerifyStepUp": {"workorders"},  # break-glass: workorders proves the admin's code
+    },
+)
 
 _STATUS = {"ACTIVE": identity_pb2.ACTIVE, "DEACTIVATED": identity_pb2.DEACTIVATED}
 
@@ -151,5 +165,6 @@ async def _read_acks(
         hub.ack(watcher, ack.event_id)
 
 
-def add_to_server(server: Any, identity: Identity) -> None:
-    identity_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), server)
+def add_to_server(server: GrpcServer, identity: Identity) -> None:
+    identity_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), server.server)
+    server.allow(ALLOWED_CALLERS)

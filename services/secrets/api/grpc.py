@@ -17,9 +17,28 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from doorward_kit.acting import acting_user
 from doorward_kit.auth import Role, TokenVerifier
-from doorward_kit.grpc import grpc_errors
+from doorward_kit.errors import forbidden
+from doorward_kit.grpc import GrpcServer, allow_list, caller_service, grpc_errors
 from services.secrets.models import SecretRef
 from services.secrets.service.secrets import BreakGlassApproval, SecretsService
+
+# Deny by default; the caller is its verified certificate. Upload slots, grants, refs and data
+# keys serve workorders' users only; identity revokes a deactivated user's grants.
+ALLOWED_CALLERS = allow_list(
+    secrets_pb2.DESCRIPTOR.services_by_name["Secrets"],
+    {
+        "PrepareUpload": {"workorders"},
+        "IssueGrant": {"workorders"},
+        "RevokeGrants": {"workorders", "identity"},  # which target: REVOKERS below
+        "GetSecretRefs": {"workorders"},
+        "DeleteSiteSecrets": {"workorders"},
+        "CreateDataKey": {"workorders"},
+        "DecryptDataKey": {"workorders"},
+        "DestroyCustomerKey": {"workorders"},
+    },
+)
+# RevokeGrants by target: only identity revokes by user, only workorders by job or site.
+REVOKERS = {"user_id": "identity", "work_order_id": "workorders", "site_id": "workorders"}
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -108,6 +127,8 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
         self, request: secrets_pb2.RevokeGrantsRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.RevokeGrantsResponse:
         target = request.WhichOneof("target")
+        if target is not None and REVOKERS.get(target) != caller_service(context):
+            raise forbidden(f"this service may not revoke grants by {target}")
         revoked = await self.service.revoke_grants(
             org_id=request.org_id,
             reason=request.reason,
@@ -163,7 +184,8 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
         return secrets_pb2.DestroyCustomerKeyResponse()
 
 
-def add_to_server(
-    server: grpc.aio.Server, service: SecretsService, verifier: TokenVerifier
-) -> None:
-    secrets_pb2_grpc.add_SecretsServicer_to_server(SecretsServicer(service, verifier), server)
+def add_to_server(server: GrpcServer, service: SecretsService, verifier: TokenVerifier) -> None:
+    secrets_pb2_grpc.add_SecretsServicer_to_server(
+        SecretsServicer(service, verifier), server.server
+    )
+    server.allow(ALLOWED_CALLERS)

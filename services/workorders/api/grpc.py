@@ -10,8 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from doorward_kit.db import Database
 from doorward_kit.errors import bad_input
-from doorward_kit.grpc import grpc_errors
+from doorward_kit.grpc import GrpcServer, allow_list, grpc_errors
 from services.workorders.service import WorkOrdersService
+
+# Deny by default; the caller is its verified certificate. Only secrets re-checks a job.
+ALLOWED_CALLERS = allow_list(
+    workorders_pb2.DESCRIPTOR.services_by_name["WorkOrders"], {"GetAccessContext": {"secrets"}}
+)
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -53,5 +58,8 @@ class WorkOrdersServicer(workorders_pb2_grpc.WorkOrdersServicer):
         return reply
 
 
-def add_to_server(server: grpc.aio.Server, db: Database, service: WorkOrdersService) -> None:
-    workorders_pb2_grpc.add_WorkOrdersServicer_to_server(WorkOrdersServicer(db, service), server)
+def add_to_server(server: GrpcServer, db: Database, service: WorkOrdersService) -> None:
+    workorders_pb2_grpc.add_WorkOrdersServicer_to_server(
+        WorkOrdersServicer(db, service), server.server
+    )
+    server.allow(ALLOWED_CALLERS)
