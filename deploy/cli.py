@@ -41,6 +41,31 @@ def provision(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def certs(
+    credentials: Path = typer.Option(..., help="the folder `doorward provision` wrote"),
+    out: Path = typer.Option(..., help="certificates go to OUT/<process>/ (0700)"),
+    once: bool = typer.Option(False, help="issue once and exit instead of renewing"),
+) -> None:
+    """Issue every process its mutual-TLS certificate from Vault's doorward-pki engine
+    (DOORWARD_VAULT_ADDR, DOORWARD_TLS_CERT_TTL) and keep renewing them (Ctrl-C stops); what
+    `doorward up` does itself, for stacks something else runs."""
+    import signal
+    import threading
+
+    from deploy.errors import DeployError
+    from deploy.pki import run_certs
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_certs(out, credentials, os.environ, typer.echo, once=once, stop=stop)
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def service_db_url(env: Mapping[str, str], svc: str) -> str:
     """Where `make up` keeps a service's database: on DOORWARD_DATABASE_URL's server (with that
     login), else in the embedded PostgreSQL of the data folder (its unix socket lives in its

@@ -10,6 +10,7 @@ service holding only that service's files (each 0600), the convention of `doorwa
     OUT/<service>/db-password, db-url  identity, workorders, secrets, audit: its own login
     OUT/secrets/vault-role-id, vault-secret-id
     OUT/audit/audit-signing-key.pem
+    OUT/pki-issuer-role-id, pki-issuer-secret-id   for `doorward certs` (the internal CA's issuer)
 
 The gateway gets no folder: it reads no key (it fetches identity's JWKS over HTTP).
 Idempotent: existing files are kept (passwords are set again to the kept values).
@@ -26,6 +27,7 @@ import hvac
 from deploy.embedded import _write_private, database_url, provision_vault
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
+from deploy.pki import provision_pki
 from deploy.supervisor import DATABASES, ed25519_pem, read_or_create_secret
 
 
@@ -66,10 +68,23 @@ def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None])
     for name, value in (("vault-role-id", creds.role_id), ("vault-secret-id", creds.secret_id)):
         _write_private(secrets_dir / name, value)
     say(f"Vault provisioned; AppRole credentials in {secrets_dir}")
+    client = hvac.Client(url=addr, token=token)
+    pki = provision_pki(
+        client,
+        [env.get("DOORWARD_HOST", "127.0.0.1")],
+        secret_id=_known(out_dir / "pki-issuer-secret-id"),
+    )
+    _write_private(out_dir / "pki-issuer-role-id", pki.role_id)
+    _write_private(out_dir / "pki-issuer-secret-id", pki.secret_id)
+    say(f"internal CA at doorward-pki/; its issuer's AppRole in {out_dir}")
 
     read_or_create_secret(out_dir / "internal-token", _token)
     read_or_create_secret(_folder(out_dir, "audit") / "audit-signing-key.pem", ed25519_pem)
     say(f"internal token in {out_dir}, audit signing key in {out_dir / 'audit'}")
+
+
+def _known(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
 
 
 def _token() -> str:

@@ -53,8 +53,10 @@ from deploy.embedded import (
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from doorward_kit.gateway_signature import create_key_pair
+from deploy.pki import CertificateIssuer, CertificateRenewer, provision_pki
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
+from doorward_kit.tls import SERVICES as TLS_PROCESSES
 
 SERVICES: tuple[str, ...] = ("identity", "audit", "secrets", "workorders")
 # Start order: each wave starts together and is ready before the next one starts.
@@ -91,6 +93,8 @@ class UpConfig:
     vault_secret_id: str | None = field(repr=False)
     vault_port: int
     ready_timeout: float
+    # Lifetime of the service certificates `up` issues (renewed at 2/3 of it), seconds.
+    tls_cert_ttl: float = 86400.0
     # False when an external OTLP collector is configured: then no trace store is started.
     embedded_traces: bool = True
 
@@ -114,6 +118,9 @@ class UpConfig:
             stack = StackSettings.model_validate(_stack_kwargs(env))
             vault_port = int(env.get("DOORWARD_VAULT_PORT", "8200"))
             ready_timeout = float(env.get("DOORWARD_READY_TIMEOUT", "90"))
+            tls_cert_ttl = float(env.get("DOORWARD_TLS_CERT_TTL", "86400"))
+            if not 2 <= tls_cert_ttl <= 30 * 86400:
+                raise ValueError("DOORWARD_TLS_CERT_TTL must be 2 seconds to 30 days")
         except ValueError as exc:
             first = str(exc).splitlines()[0:3]
             raise DeployError("bad DOORWARD_* setting: " + " ".join(first)) from exc
@@ -128,6 +135,7 @@ class UpConfig:
             vault_port=vault_port,
             ready_timeout=ready_timeout,
             embedded_traces=not any(env.get(name) for name in _OTLP_ENDPOINTS),
+            tls_cert_ttl=tls_cert_ttl,
         )
 
 
@@ -150,6 +158,7 @@ def env_names() -> list[str]:
         "DOORWARD_VAULT_SECRET_ID",
         "DOORWARD_VAULT_PORT",
         "DOORWARD_READY_TIMEOUT",
+        "DOORWARD_TLS_CERT_TTL",
     ]
     return own + stack
 
@@ -203,13 +212,15 @@ class Infra:
     db_urls: dict[str, str] = field(repr=False)  # service -> postgresql+asyncpg:// URL
     vault_addr: str
     approle: AppRoleCreds
-    internal_token: str = field(repr=False)
+    internal_token: str | None = field(repr=False)
     audit_signing_key_file: Path
     identity_key_dir: Path
     # The gateway signs every subgraph request with its private key; the subgraphs get only
     # the public key (doorward_kit/gateway_signature.py).
     gateway_signing_key_file: Path | None = None
     gateway_public_keys: dict[str, Path] = field(default_factory=dict)  # subgraph -> its copy
+    # Every process's certificate folder is tls_root/<process>; None = insecure development mode.
+    tls_root: Path | None = None
 
 
 def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) -> dict[str, str]:
@@ -221,9 +232,9 @@ def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) ->
     s = cfg.stack
     for name in StackSettings.model_fields:
         value = getattr(s, name)
-        if value is not None and name != "internal_token":
+        if value is not None and name not in ("internal_token", "tls_dir"):
             env[f"DOORWARD_{name.upper()}"] = str(value)
-    env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
+    _internal_identity_env(env, svc, infra)
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the prefixer as they happen
     if svc in infra.db_urls:
         env[f"DOORWARD_{svc.upper()}_DB_URL"] = infra.db_urls[svc]
@@ -296,6 +307,19 @@ def _gateway_signature_env(svc: str, infra: Infra, env: dict[str, str]) -> None:
         env["DOORWARD_GATEWAY_SIGNING_KEY_FILE"] = str(infra.gateway_signing_key_file)
     if svc in infra.gateway_public_keys:
         env["DOORWARD_GATEWAY_PUBLIC_KEY_FILE"] = str(infra.gateway_public_keys[svc])
+
+
+def _internal_identity_env(env: dict[str, str], svc: str, infra: Infra) -> None:
+    """Each process that speaks internal gRPC gets its own certificate folder (mutual TLS); the
+    shared token only in the insecure development mode. The trace store speaks no gRPC."""
+    env.pop("DOORWARD_INTERNAL_TOKEN", None)
+    env.pop("DOORWARD_TLS_DIR", None)
+    if svc not in TLS_PROCESSES:
+        return
+    if infra.tls_root is not None:
+        env["DOORWARD_TLS_DIR"] = str(infra.tls_root / svc)
+    elif infra.internal_token is not None:
+        env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
 
 
 def module_of(svc: str) -> str:
@@ -484,6 +508,9 @@ class Supervisor:
         self.postgres: EmbeddedPostgres | None = None
         self.openbao: EmbeddedOpenBao | None = None
         self.children: list[Child] = []
+        self.renewer: CertificateRenewer | None = None
+        # The certificate issuer's AppRole, once provisioned (kept by the supervisor only).
+        self.pki_creds: AppRoleCreds | None = None
 
     # ---- start --------------------------------------------------------------------------------
 
@@ -600,7 +627,8 @@ class Supervisor:
         fingerprint = provision_fingerprint()
         known = json.loads(creds_file.read_text()) if creds_file.exists() else {}
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
-        if state.get("fingerprint") == fingerprint and known.get("secret_id"):
+        has_ca = self.cfg.stack.insecure_internal or self.pki_creds_file.exists()
+        if state.get("fingerprint") == fingerprint and known.get("secret_id") and has_ca:
             bao.start()
             return AppRoleCreds(str(known["role_id"]), str(known["secret_id"]))
         # The unauthenticated generate-root endpoints are opened only for this start, and only
@@ -642,7 +670,72 @@ class Supervisor:
             with os.fdopen(fd, "w") as fh:
                 json.dump({"role_id": creds.role_id, "secret_id": creds.secret_id}, fh)
             os.replace(tmp, creds_file)
+        self._provision_pki(client)
         return creds
+
+    # ---- service identity (mutual TLS) ---------------------------------------------------------
+
+    @property
+    def pki_creds_file(self) -> Path:
+        return self.cfg.data_dir / "vault-pki-issuer.json"
+
+    def _provision_pki(self, client: object) -> None:
+        """The internal CA and the issuer AppRole, with the provisioning token (while valid)."""
+        import hvac
+
+        assert isinstance(client, hvac.Client)
+        if self.cfg.stack.insecure_internal:
+            return
+        known = _read_json(self.pki_creds_file)
+        try:
+            creds = provision_pki(client, [self.cfg.stack.host], secret_id=known.get("secret_id"))
+        except (hvac.exceptions.VaultError, OSError) as exc:
+            raise DeployError(
+                f"cannot set up the internal CA in Vault ({type(exc).__name__}): the token "
+                "must be allowed to mount the PKI engine, write policies and AppRoles"
+            ) from exc
+        if known.get("secret_id") != creds.secret_id:
+            _write_json_private(
+                self.pki_creds_file, {"role_id": creds.role_id, "secret_id": creds.secret_id}
+            )
+        self.pki_creds = creds
+
+    def start_certificates(self, vault_addr: str) -> Path | None:
+        """Issue every process its certificate, then keep renewing them; None in the insecure
+        development mode (plain TCP, shared token)."""
+        if self.cfg.stack.insecure_internal:
+            self.out.say(
+                "WARNING: DOORWARD_INSECURE_INTERNAL=1: internal gRPC runs over plain TCP with "
+                "one shared token; any process can claim any service name. Development only."
+            )
+            return None
+        creds = self.pki_creds
+        if creds is None:
+            known = _read_json(self.pki_creds_file)
+            if not known.get("secret_id"):
+                raise DeployError(
+                    "no credentials to issue service certificates: give DOORWARD_VAULT_TOKEN "
+                    "once so `up` can set up the internal CA (PKI engine), or set "
+                    "DOORWARD_INSECURE_INTERNAL=1 for development"
+                )
+            creds = AppRoleCreds(known["role_id"], known["secret_id"])
+        root = self.cfg.data_dir / "tls"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+        folders = {svc: root / svc for svc in TLS_PROCESSES}
+        issuer = CertificateIssuer(vault_addr, creds, [self.cfg.stack.host], self.cfg.tls_cert_ttl)
+        self.renewer = CertificateRenewer(issuer, folders)
+        done = self._timed("service certificates (OpenBao PKI)")
+        try:
+            due = self.renewer.issue_now()
+        except Exception as exc:
+            raise DeployError(
+                f"cannot issue service certificates ({type(exc).__name__}): is the "
+                f"internal CA provisioned? (remove {self.pki_creds_file} to provision again)"
+            ) from exc
+        done()
+        self.renewer.start(due)
+        return root
 
     def prepare_files(self) -> tuple[str, Path, Path]:
         """Internal token, audit signing key, identity key folder: created once, 0600/0700,
@@ -736,11 +829,21 @@ class Supervisor:
         self._check_stop()
         token, audit_key, identity_dir = self.prepare_files()
         gateway_key, gateway_public = self.prepare_gateway_keys()
+        tls_root = self.start_certificates(vault_addr)
         infra = Infra(
-            db_urls, vault_addr, creds, token, audit_key, identity_dir, gateway_key, gateway_public
+            db_urls,
+            vault_addr,
+            creds,
+            token if tls_root is None else None,
+            audit_key,
+            identity_dir,
+            gateway_signing_key_file=gateway_key,
+            gateway_public_keys=gateway_public,
+            tls_root=tls_root,
         )
         self.out.say(
-            f"credentials: {self.cfg.data_dir / CREDENTIALS}/<service>/ (each only its own)"
+            f"credentials: {self.cfg.data_dir / CREDENTIALS}/<service>/ (each only its own); "
+            f"certificates: {self.cfg.data_dir / 'tls'}/<process>/"
         )
         self.out.say(isolation_note())
         for wave in self.cfg.waves:
@@ -779,6 +882,8 @@ class Supervisor:
         return 0
 
     def stop(self) -> None:
+        if self.renewer is not None:
+            self.renewer.stop()
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 self.out.say(f"stopping {child.name} (pid {child.proc.pid})")
@@ -793,6 +898,18 @@ class Supervisor:
         if self.postgres is not None and pid_alive(self.postgres.pid):
             self.out.say(f"stopping PostgreSQL (pid {self.postgres.pid})")
             self.postgres.stop()
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def _write_json_private(path: Path, value: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(value, fh)
+    os.replace(tmp, path)
 
 
 def _dbname(url: str) -> str:
