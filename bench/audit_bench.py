@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,11 @@ from doorward_kit.audit_client import AuditRecord, Outcome
 from doorward_kit.grpc import ServiceChannel
 from doorward_kit.net import free_port
 from services.audit.verify import verify_rows
+from tests.fixtures.pki import ServicePki
 
-TOKEN = "bench-internal-token"
+# Certificates from a throw-away test CA (mutual TLS, as `doorward up` runs it).
+PKI = ServicePki(Path(tempfile.mkdtemp(prefix="doorward-bench-pki-")))
+PRODUCER = "workorders"
 BATCH = 200
 
 
@@ -104,12 +108,12 @@ async def raw_insert_rate(dsn: str, records: list[AuditRecord]) -> float:
 
 
 async def ingest_rate(target: str, per_client: list[list[AuditRecord]]) -> float:
-    channel = ServiceChannel(target, TOKEN, default_deadline=30)
+    channel = ServiceChannel(target, PKI.auth(PRODUCER), default_deadline=30, server="audit")
     stub = audit_pb2_grpc.AuditStub(channel.channel)
 
     async def client(records: list[AuditRecord]) -> None:
         for i in range(0, len(records), BATCH):
-            batch = [r.to_proto("bench") for r in records[i : i + BATCH]]
+            batch = [r.to_proto(PRODUCER) for r in records[i : i + BATCH]]
             reply = await channel.call(
                 stub.AppendEvents, audit_pb2.AppendEventsRequest(events=batch)
             )
@@ -151,7 +155,7 @@ async def main(events: int, clients: int) -> None:
         env = {
             **os.environ,
             "DOORWARD_ENV": "development",
-            "DOORWARD_INTERNAL_TOKEN": TOKEN,
+            **PKI.env("audit"),
             "DOORWARD_AUDIT_DB_URL": url,
             "DOORWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
             "DOORWARD_ALLOW_UNSIGNED_GRAPHQL": "true",  # no GraphQL here, and no gateway key
@@ -215,6 +219,7 @@ async def main(events: int, clients: int) -> None:
         if proc is not None:
             stop_pid(proc.pid)
         pg.stop()
+        shutil.rmtree(PKI.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Starts a throw-away embedded PostgreSQL and identity's real gRPC server, then re
   - TokenVerifier.decode per second (signature + claims, no session check)
   - TokenVerifier.verify per second with the real guard, cache warm (WatchSessions live)
   - TokenVerifier.verify per second with the guard asking CheckSession every time
+  - the cost of mutual TLS: p50 of one CheckSession call over mTLS and over plain TCP (the
+    insecure development mode), and of the first call on a new channel (TLS handshake)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from deploy.embedded import EmbeddedPostgres
 from doorward_kit.auth import StaticJwksSource, TokenVerifier
 from doorward_kit.db import Database, run_migrations_async
-from doorward_kit.grpc import GrpcServer, ServiceChannel
+from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.net import free_port
 from doorward_kit.session_guard import IdentitySessionGuard
 from services.identity.api.grpc import add_to_server
@@ -36,6 +38,7 @@ from services.identity.repository import Repository
 from services.identity.runtime import build_identity
 from services.identity.service.passwords import Passwords
 from services.identity.settings import IdentitySettings
+from tests.fixtures.pki import ServicePki
 
 PASSWORD = "Bench-Passphrase-For-Login"
 TOKEN = "bench-internal-" + uuid.uuid4().hex
@@ -54,6 +57,56 @@ async def rate(fn: Callable[[], Awaitable[Any]], seconds: float) -> float:
             await fn()
         count += 100
     return count / (time.perf_counter() - started)
+
+
+async def p50_ms(fn: Callable[[], Awaitable[Any]], calls: int) -> float:
+    for _ in range(50):
+        await fn()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+async def check_session_cost(identity: Any, pki: ServicePki, calls: int) -> dict[str, float]:
+    """p50 of CheckSession over mutual TLS and over plain TCP, same servicer, same process."""
+    from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
+
+    request = identity_pb2.CheckSessionRequest(
+        user_id=str(uuid.uuid4()), org_id=str(uuid.uuid4()), epoch=0, session_id="bench"
+    )
+    modes = {
+        "mtls": (pki.auth("identity"), pki.auth("gateway")),
+        "plain": (InternalAuth("identity", None, TOKEN), InternalAuth("gateway", None, TOKEN)),
+    }
+    result: dict[str, float] = {}
+    for mode, (server_auth, client_auth) in modes.items():
+        port = free_port()
+        server = GrpcServer("127.0.0.1", port, server_auth)
+        add_to_server(server, identity)
+        await server.start()
+        try:
+            first = []
+            for _ in range(20):  # a new channel each time: connection + handshake + call
+                channel = ServiceChannel(f"127.0.0.1:{port}", client_auth, server="identity")
+                stub = identity_pb2_grpc.IdentityStub(channel.channel)
+                started = time.perf_counter()
+                await channel.call(stub.CheckSession, request)
+                first.append(time.perf_counter() - started)
+                await channel.close()
+            result[f"{mode}_first"] = statistics.median(first) * 1000
+            warm = ServiceChannel(f"127.0.0.1:{port}", client_auth, server="identity")
+            check = identity_pb2_grpc.IdentityStub(warm.channel).CheckSession
+            result[mode] = await p50_ms(
+                lambda w=warm, c=check: w.call(c, request),
+                calls,
+            )
+            await warm.close()
+        finally:
+            await server.stop(0)
+    return result
 
 
 async def main(seconds: float) -> None:
@@ -110,13 +163,17 @@ async def main(seconds: float) -> None:
         login_ms = statistics.median(login_samples) * 1000
 
         port = free_port()
-        server = GrpcServer("127.0.0.1", port, TOKEN)
-        add_to_server(server.server, identity)
+        pki = ServicePki(root / "tls")
+        server = GrpcServer("127.0.0.1", port, pki.auth("identity"))
+        add_to_server(server, identity)
         await server.start()
         jwks = StaticJwksSource(identity.keys.jwks())
-        cached_guard = IdentitySessionGuard(ServiceChannel(f"127.0.0.1:{port}", TOKEN))
+        target = f"127.0.0.1:{port}"
+        cached_guard = IdentitySessionGuard(
+            ServiceChannel(target, pki.auth("gateway"), server="identity")
+        )
         uncached_guard = IdentitySessionGuard(
-            ServiceChannel(f"127.0.0.1:{port}", TOKEN), watch=False
+            ServiceChannel(target, pki.auth("gateway"), server="identity"), watch=False
         )
         cached = TokenVerifier(jwks, cached_guard)
         uncached = TokenVerifier(jwks, uncached_guard)
@@ -135,6 +192,7 @@ async def main(seconds: float) -> None:
         await cached_guard.close()
         await uncached_guard.close()
         await server.stop(0.5)
+        tls = await check_session_cost(identity, pki, max(int(seconds * 500), 200))
         await db.dispose()
     finally:
         pg.stop()
@@ -151,6 +209,13 @@ async def main(seconds: float) -> None:
     print(f"  TokenVerifier.verify, guard cache warm (stream live):   {cached_rate:,.0f} /s")
     print(f"  TokenVerifier.verify, CheckSession every time:          {uncached_rate:,.0f} /s")
     print(f"  ratio cached/uncached verify: {cached_rate / uncached_rate:.1f}x")
+    print(f"  CheckSession p50, mutual TLS:                           {tls['mtls']:.3f} ms")
+    print(f"  CheckSession p50, plain TCP (insecure dev mode):        {tls['plain']:.3f} ms")
+    print(f"  mTLS cost per call: {tls['mtls'] - tls['plain']:+.3f} ms")
+    print(
+        f"  first call on a new channel (connect + handshake), p50: mTLS {tls['mtls_first']:.2f} "
+        f"ms, plain {tls['plain_first']:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

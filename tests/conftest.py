@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.infra import openbao, postgres
+from tests.fixtures.pki import service_pki
 
-__all__ = ["openbao", "postgres", "stack"]
+__all__ = ["openbao", "postgres", "service_pki", "stack"]
 
 # The fuzz suite (tests/fuzz) shares the e2e stack. Fuzzing is not an attack on the throttles:
 # a login refused for the 31st time from 127.0.0.1 would turn every later request into

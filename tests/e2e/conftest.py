@@ -48,8 +48,9 @@ class Stack:
     def grpc_target(self, svc: str) -> str:
         return f"127.0.0.1:{self.env[f'DOORWARD_{svc.upper()}_GRPC_PORT']}"
 
-    def internal_token(self) -> str:
-        return (self.data_dir / "internal-token").read_text().strip()
+    def tls_dir(self, svc: str) -> Path:
+        """The certificate folder `doorward up` issued `svc` (mutual TLS on internal gRPC)."""
+        return self.data_dir / "tls" / svc
 
     def logs(self) -> str:
         return self.log_file.read_text(errors="replace")

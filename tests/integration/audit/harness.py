@@ -28,9 +28,11 @@ from services.audit.dbroles import OWNER_ROLE
 from services.audit.runtime import AuditRuntime, run_checkpoints
 from services.audit.settings import AuditSettings
 from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
+from tests.fixtures.pki import ServicePki
 from tests.fixtures.tokens import TestTokenIssuer
 
-INTERNAL_TOKEN = "audit-tests-internal-token"
+# The service whose certificate the harness appends with (any event producer would do).
+PRODUCER = "workorders"
 
 
 @dataclass
@@ -45,12 +47,13 @@ class AuditHarness:
     grpc_target: str
     key_file: Path
     channel: ServiceChannel
+    pki: ServicePki
 
     def token(self, *, org_id: str = "org-1", roles=(Role.AUDITOR,), **kw) -> str:
         return self.issuer.token(org_id=org_id, roles=roles, **kw)
 
     async def append(self, records: list[AuditRecord]) -> None:
-        await AuditClient(self.channel, service_name="tests").append(records)
+        await AuditClient(self.channel, service_name=PRODUCER).append(records)
 
     async def checkpoint(self) -> int:
         return await run_checkpoints(self.runtime.db, self.runtime.service)
@@ -89,9 +92,10 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
     provision_logins(postgres.admin_url(), [login])
     db_url = postgres.server.login_url(login.login, login.password, dbname)
     key_dir = Path(tempfile.mkdtemp(prefix="doorward-audit-key-"))
+    pki = ServicePki(key_dir / "tls")
     http_port, grpc_port = free_port(), free_port()
     stack = StackSettings(
-        internal_token=INTERNAL_TOKEN,
+        tls_dir=pki.folder("audit"),
         audit_http_port=http_port,
         audit_grpc_port=grpc_port,
         env="development",
@@ -111,7 +115,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
     assert parts.grpc is not None
     await parts.grpc.start()
     serving = asyncio.create_task(server.serve())
-    channel = ServiceChannel(f"127.0.0.1:{grpc_port}", INTERNAL_TOKEN)
+    channel = ServiceChannel(f"127.0.0.1:{grpc_port}", pki.auth(PRODUCER), server="audit")
     try:
         for _ in range(200):
             if server.started:
@@ -128,6 +132,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
             grpc_target=f"127.0.0.1:{grpc_port}",
             key_file=settings.audit_signing_key_file,
             channel=channel,
+            pki=pki,
         )
     finally:
         server.should_exit = True

@@ -21,10 +21,11 @@ from doorward_kit.db import Database, new_metadata
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import GrpcServer, ServiceChannel
 from doorward_kit.net import free_port
+from services.audit.api.grpc import ALLOWED_CALLERS as AUDIT_CALLERS
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "internal-test-token"
+PRODUCER = "workorders"
 
 
 class Base(DeclarativeBase):
@@ -54,9 +55,10 @@ class FakeAudit(audit_pb2_grpc.AuditServicer):
         return audit_pb2.AppendEventsResponse(accepted=new, duplicates=len(request.events) - new)
 
 
-async def _server(servicer, port):
-    server = GrpcServer("127.0.0.1", port, TOKEN)
+async def _server(servicer, port, pki):
+    server = GrpcServer("127.0.0.1", port, pki.auth("audit"))
     audit_pb2_grpc.add_AuditServicer_to_server(servicer, server.server)
+    server.allow(AUDIT_CALLERS)
     await server.start()
     return server
 
@@ -97,12 +99,12 @@ async def _until(predicate, timeout=10.0):
     raise AssertionError("condition not reached in time")
 
 
-async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db):
+async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db, service_pki):
     port = free_port()
     fake = FakeAudit()
-    server = await _server(fake, port)
-    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
-    sender = OutboxSender(db, AuditOutbox, channel, "tests", poll_interval=5.0)
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=5.0)
     task = asyncio.create_task(sender.run())
     try:
         kept = _record(1)
@@ -115,7 +117,7 @@ async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db)
         # Woken by the commit, not by the (long) poll interval.
         await _until(lambda: _async(len(fake.seen) == 1), timeout=3.0)
         assert set(fake.seen) == {kept.id}
-        assert fake.seen[kept.id].service == "tests"
+        assert fake.seen[kept.id].service == PRODUCER
         await _until(lambda: _async_pending_zero(db))
     finally:
         task.cancel()
@@ -133,12 +135,12 @@ async def _async_pending_zero(db):
     return await _pending(db) == 0
 
 
-async def test_sender_retries_with_backoff_until_audit_takes_them(db):
+async def test_sender_retries_with_backoff_until_audit_takes_them(db, service_pki):
     port = free_port()
     fake = FakeAudit(fail=2)
-    server = await _server(fake, port)
-    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
-    sender = OutboxSender(db, AuditOutbox, channel, "tests", poll_interval=0.05)
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=0.05)
     records = [_record(i) for i in range(450)]
     async with db.unit_of_work() as session:
         for r in records:
@@ -156,9 +158,9 @@ async def test_sender_retries_with_backoff_until_audit_takes_them(db):
         await server.stop(0)
 
 
-async def test_audit_client_fails_closed():
+async def test_audit_client_fails_closed(service_pki):
     port = free_port()  # nobody listens here
-    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
     try:
         with pytest.raises(DoorwardError) as caught:
             await AuditClient(channel, deadline=0.5).append([_record()])
@@ -168,17 +170,17 @@ async def test_audit_client_fails_closed():
         await channel.close()
 
 
-async def test_audit_client_appends_when_audit_is_up():
+async def test_audit_client_appends_when_audit_is_up(service_pki):
     port = free_port()
     fake = FakeAudit()
-    server = await _server(fake, port)
-    channel = ServiceChannel(f"127.0.0.1:{port}", TOKEN)
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
     try:
         record = _record()
-        await AuditClient(channel, service_name="secrets").append([record])
-        await AuditClient(channel, service_name="secrets").append([record])  # a retry
+        await AuditClient(channel, service_name=PRODUCER).append([record])
+        await AuditClient(channel, service_name=PRODUCER).append([record])  # a retry
         assert list(fake.seen) == [record.id]
-        assert fake.seen[record.id].service == "secrets"
+        assert fake.seen[record.id].service == PRODUCER
     finally:
         await channel.close()
         await server.stop(0)

@@ -25,7 +25,7 @@ from doorward_kit.net import free_port
 from services.audit.signing import load_public_key
 from services.audit.verify import verify_rows
 from tests.fixtures.gateway_signing import gateway_keys
-from tests.integration.audit.harness import INTERNAL_TOKEN, record
+from tests.integration.audit.harness import PRODUCER, record
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ async def producer_db(postgres):
     await db.dispose()
 
 
-async def test_every_event_arrives_exactly_once_across_a_crash(postgres, producer_db):
+async def test_every_event_arrives_exactly_once_across_a_crash(postgres, producer_db, service_pki):
     audit_db = f"audit_restart_{uuid.uuid4().hex[:8]}"
     audit_url = postgres.create_database(audit_db)
     http_port, grpc_port = free_port(), free_port()
@@ -99,7 +99,7 @@ async def test_every_event_arrives_exactly_once_across_a_crash(postgres, produce
     env = {
         **os.environ,
         "DOORWARD_ENV": "development",
-        "DOORWARD_INTERNAL_TOKEN": INTERNAL_TOKEN,
+        **service_pki.env("audit"),
         "DOORWARD_AUDIT_DB_URL": audit_url,
         "DOORWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
         "DOORWARD_GATEWAY_PUBLIC_KEY_FILE": str(gateway_keys().public_file),
@@ -109,12 +109,14 @@ async def test_every_event_arrives_exactly_once_across_a_crash(postgres, produce
         "OTEL_TRACES_EXPORTER": "none",
     }
     service = AuditProcess(env, http_port)
-    channel = ServiceChannel(f"127.0.0.1:{grpc_port}", INTERNAL_TOKEN, default_deadline=2.0)
+    channel = ServiceChannel(
+        f"127.0.0.1:{grpc_port}", service_pki.auth(PRODUCER), default_deadline=2.0, server="audit"
+    )
     sender = OutboxSender(
         producer_db,
         ProducerOutbox,
         channel,
-        "producer",
+        PRODUCER,
         poll_interval=0.05,
         backoff_base=0.1,
         backoff_cap=1.0,

@@ -102,6 +102,15 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         names = httpx.get(f"http://127.0.0.1:{port}/env").json()
         assert "DOORWARD_VAULT_SECRET_ID" in names and "DOORWARD_SECRETS_DB_URL" in names
         assert "DOORWARD_VAULT_TOKEN" not in names
+        # Mutual TLS: each process its own certificate folder, nobody the shared token.
+        assert "DOORWARD_TLS_DIR" in names and "DOORWARD_INTERNAL_TOKEN" not in names
+        tls = data / "tls"
+        assert tls.stat().st_mode & 0o777 == 0o700
+        for svc in (*SERVICES, "gateway"):
+            assert (tls / svc).stat().st_mode & 0o777 == 0o700
+            assert (tls / svc / "identity.pem").stat().st_mode & 0o777 == 0o600
+            assert f"spiffe://doorward/{svc}" in _sans(tls / svc / "identity.pem")
+        issuer_id = json.loads((data / "vault-pki-issuer.json").read_text())["secret_id"]
         output = "\n".join(up.seen)
         assert f"http://127.0.0.1:{stack_env['DOORWARD_GATEWAY_PORT']}/graphql" in output
         approle = data / "credentials" / "secrets" / "vault-approle.json"
@@ -110,14 +119,15 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         # The root token was used to provision OpenBao, then revoked and forgotten.
         assert "root_token" not in json.loads((data / "openbao" / "init.json").read_text())
         pg_password = (data / "credentials" / "supervisor" / "postgres-password").read_text()
-        for secret in (secret_id, token, pg_password):
+        for secret in (secret_id, token, pg_password, issuer_id):
             assert secret not in output
         # identity (beside the trace store), then audit, secrets and workorders together, then
         # the gateway.
         order = [line.split()[2] for line in up.seen if "ready in" in line]
-        assert order[:2] == ["PostgreSQL", "OpenBao"] and order[-1] == "gateway"
-        assert sorted(order[2:4]) == ["identity", "traces"]
-        assert sorted(order[4:-1]) == ["audit", "secrets", "workorders"]
+        assert order[:3] == ["PostgreSQL", "OpenBao", "service"]  # service certificates
+        assert order[-1] == "gateway"
+        assert sorted(order[3:5]) == ["identity", "traces"]
+        assert sorted(order[5:-1]) == ["audit", "secrets", "workorders"]
         said = [line.split("| ", 1)[1] for line in up.seen if line.startswith("doorward ")]
 
         def at(start: str) -> int:
@@ -148,10 +158,18 @@ def test_up_runs_keeps_data_and_stops_cleanly(stack_env: dict[str, str]) -> None
         # Same secrets, same AppRole credential, no second initialisation of OpenBao.
         assert (data / "internal-token").read_text() == token
         assert json.loads(approle.read_text())["secret_id"] == secret_id
+        assert json.loads((data / "vault-pki-issuer.json").read_text())["secret_id"] == issuer_id
         assert not any("initialised" in line for line in again.seen)
     finally:
         again.proc.send_signal(signal.SIGINT)
     assert again.finish() == 0
+
+
+def _sans(pem_file: Path) -> str:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    return str(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
 
 
 def test_a_dying_service_stops_the_stack(stack_env: dict[str, str]) -> None:

@@ -27,13 +27,15 @@ from doorward_kit.grpc import GrpcServer
 from doorward_kit.net import free_port
 from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
+from services.audit.api.grpc import ALLOWED_CALLERS as AUDIT_CALLERS
 from services.identity.__main__ import build_parts
 from services.identity.bootstrap import bootstrap
 from services.identity.runtime import Identity
 from services.identity.settings import IdentitySettings
+from services.secrets.api.grpc import ALLOWED_CALLERS as SECRETS_CALLERS
+from tests.fixtures.pki import ServicePki
 from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 
-INTERNAL_TOKEN = "test-internal-token-" + uuid.uuid4().hex
 ADMIN_PASSWORD = "Bootstrap-Admin-Passphrase-1"
 USER_PASSWORD = "Initial-Passphrase-For-Staff"
 NEW_PASSWORD = "Changed-Passphrase-Of-Mine"
@@ -213,7 +215,7 @@ async def create_staff(
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def identity_service(postgres: Any) -> AsyncIterator[Running]:
+async def identity_service(postgres: Any, service_pki: ServicePki) -> AsyncIterator[Running]:
     db_url = postgres.fresh_database("identity")
     key_dir = Path(tempfile.mkdtemp(prefix="doorward-identity-keys-"))
     fakes_port = free_port()
@@ -223,7 +225,7 @@ async def identity_service(postgres: Any) -> AsyncIterator[Running]:
         identity_grpc_port=free_port(),
         audit_grpc_port=fakes_port,
         secrets_grpc_port=fakes_port,
-        internal_token=INTERNAL_TOKEN,  # type: ignore[arg-type]
+        tls_dir=service_pki.folder("identity"),
         env="production",
         gateway_public_key_file=gateway_keys().public_file,
     )
@@ -238,10 +240,12 @@ async def identity_service(postgres: Any) -> AsyncIterator[Running]:
         identity_login_block_base_seconds=1.0,
         identity_outbox_poll_seconds=0.2,
     )
-    fakes = GrpcServer("127.0.0.1", fakes_port, INTERNAL_TOKEN)
+    fakes = GrpcServer("127.0.0.1", fakes_port, service_pki.fake_auth("audit", "secrets"))
     audit, secrets = RecordingAudit(), RecordingSecrets()
     audit_pb2_grpc.add_AuditServicer_to_server(audit, fakes.server)
     secrets_pb2_grpc.add_SecretsServicer_to_server(secrets, fakes.server)
+    fakes.allow(AUDIT_CALLERS)
+    fakes.allow(SECRETS_CALLERS)
     await fakes.start()
 
     parts, identity = await build_parts(stack, settings)

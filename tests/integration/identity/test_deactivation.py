@@ -19,7 +19,7 @@ from doorward_kit.grpc import ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.net import free_port
 from doorward_kit.session_guard import IdentitySessionGuard, build_token_verifier
-from tests.integration.identity.conftest import INTERNAL_TOKEN, create_staff, error_code, eventually
+from tests.integration.identity.conftest import create_staff, error_code, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +34,9 @@ async def deactivate(running, org, user_id):
 
 
 @contextlib.asynccontextmanager
-async def other_service(stack):
+async def other_service(stack, auth):
     """A stand-in for any other Doorward process: FastAPI + build_token_verifier(stack)."""
-    verifier, guard = build_token_verifier(stack)
+    verifier, guard = build_token_verifier(stack, auth)
     app = create_app("other")
 
     @app.get("/whoami")
@@ -57,9 +57,14 @@ async def other_service(stack):
         await guard.close()
 
 
-async def test_deactivated_users_token_is_refused_by_another_service_and_by_identity(running, org):
+async def test_deactivated_users_token_is_refused_by_another_service_and_by_identity(
+    running, org, service_pki
+):
     staff = await create_staff(running, org, ["TECHNICIAN"], [])
-    async with other_service(running.stack) as (url, guard), httpx.AsyncClient() as client:
+    async with (
+        other_service(running.stack, service_pki.auth("workorders")) as (url, guard),
+        httpx.AsyncClient() as client,
+    ):
         headers = {"Authorization": f"Bearer {staff.token}"}
         assert (await client.get(url + "/whoami", headers=headers)).json() == {"user_id": staff.id}
         await eventually(lambda: guard.stream_live)
@@ -82,10 +87,12 @@ async def test_deactivated_users_token_is_refused_by_another_service_and_by_iden
     assert error_code(await login(running, staff.email, NEW_PASSWORD)) == "UNAUTHENTICATED"
 
 
-async def test_token_verifier_with_the_real_guard(running, org):
+async def test_token_verifier_with_the_real_guard(running, org, service_pki):
     staff = await create_staff(running, org, ["TECHNICIAN"], [])
     other = await create_staff(running, org, ["TECHNICIAN"], [])
-    guard = IdentitySessionGuard(ServiceChannel(running.grpc_target, INTERNAL_TOKEN))
+    guard = IdentitySessionGuard(
+        ServiceChannel(running.grpc_target, service_pki.auth("gateway"), server="identity")
+    )
     verifier = TokenVerifier(HttpJwksSource(running.http_url + "/.well-known/jwks.json"), guard)
     try:
         assert (await verifier.verify(staff.token)).user_id == staff.id
@@ -117,9 +124,12 @@ async def test_token_verifier_with_the_real_guard(running, org):
         await guard.close()
 
 
-async def test_without_the_stream_every_check_asks_identity(running, org):
+async def test_without_the_stream_every_check_asks_identity(running, org, service_pki):
     staff = await create_staff(running, org, ["TECHNICIAN"], [])
-    guard = IdentitySessionGuard(ServiceChannel(running.grpc_target, INTERNAL_TOKEN), watch=False)
+    guard = IdentitySessionGuard(
+        ServiceChannel(running.grpc_target, service_pki.auth("gateway"), server="identity"),
+        watch=False,
+    )
     verifier = TokenVerifier(HttpJwksSource(running.http_url + "/.well-known/jwks.json"), guard)
     try:
         assert (await verifier.verify(staff.token)).user_id == staff.id
@@ -131,9 +141,13 @@ async def test_without_the_stream_every_check_asks_identity(running, org):
         await guard.close()
 
 
-async def test_guard_fails_closed_when_identity_is_unreachable(running, org):
+async def test_guard_fails_closed_when_identity_is_unreachable(running, org, service_pki):
     staff = await create_staff(running, org, ["TECHNICIAN"], [])
-    guard = IdentitySessionGuard(ServiceChannel(f"127.0.0.1:{free_port()}", INTERNAL_TOKEN, 1.0))
+    guard = IdentitySessionGuard(
+        ServiceChannel(
+            f"127.0.0.1:{free_port()}", service_pki.auth("gateway"), 1.0, server="identity"
+        )
+    )
     verifier = TokenVerifier(HttpJwksSource(running.http_url + "/.well-known/jwks.json"), guard)
     try:
         with pytest.raises(DoorwardError) as refused:
@@ -156,11 +170,11 @@ async def test_deactivation_revokes_secret_grants_reliably(running, org):
     assert "left the company" not in str(event)
 
 
-async def test_deactivate_waits_for_acks_and_drops_a_silent_watcher(running, org):
+async def test_deactivate_waits_for_acks_and_drops_a_silent_watcher(running, org, service_pki):
     staff = await create_staff(running, org, ["TECHNICIAN"], [])
-    channel = grpc.aio.insecure_channel(running.grpc_target)
-    stub = identity_pb2_grpc.IdentityStub(channel)
-    call = stub.WatchSessions(metadata=(("x-doorward-internal", INTERNAL_TOKEN),))
+    channel = ServiceChannel(running.grpc_target, service_pki.auth("secrets"), server="identity")
+    stub = identity_pb2_grpc.IdentityStub(channel.channel)
+    call = stub.WatchSessions()
     hello = await call.read()
     assert hello.hello
     try:
@@ -182,15 +196,17 @@ async def test_deactivate_waits_for_acks_and_drops_a_silent_watcher(running, org
         await channel.close()
 
 
-async def test_internal_grpc_needs_the_internal_credential(running, org):
-    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
-        stub = identity_pb2_grpc.IdentityStub(channel)
+async def test_internal_grpc_needs_a_service_certificate(running, org, service_pki):
+    async with grpc.aio.insecure_channel(running.grpc_target) as plain:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.GetUsers(
-                identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id])
+            await identity_pb2_grpc.IdentityStub(plain).GetUsers(
+                identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id]), timeout=2
             )
-        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
-        md = (("x-doorward-internal", INTERNAL_TOKEN),)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # no TLS handshake at all
+    channel = ServiceChannel(running.grpc_target, service_pki.auth("workorders"), server="identity")
+    try:
+        stub = identity_pb2_grpc.IdentityStub(channel.channel)
+        md = channel.metadata()
         users = await stub.GetUsers(
             identity_pb2.GetUsersRequest(org_id=org.id, user_ids=[org.admin_id, "nobody"]),
             metadata=md,
@@ -201,10 +217,9 @@ async def test_internal_grpc_needs_the_internal_credential(running, org):
             identity_pb2.GetUsersRequest(org_id="another-org", user_ids=[org.admin_id]), metadata=md
         )
         assert list(other.users) == []
-        policy = await stub.GetOrgPolicy(
-            identity_pb2.GetOrgPolicyRequest(org_id=org.id), metadata=md
-        )
-        assert sorted(policy.mfa_required_roles) == ["ADMIN", "AUDITOR"]
+        with pytest.raises(grpc.aio.AioRpcError) as nobody:
+            await stub.GetOrgPolicy(identity_pb2.GetOrgPolicyRequest(org_id=org.id), metadata=md)
+        assert nobody.value.code() is grpc.StatusCode.PERMISSION_DENIED  # no caller today
         check = await stub.CheckSession(
             identity_pb2.CheckSessionRequest(
                 user_id=org.admin_id, org_id=org.id, epoch=0, session_id="nope"
@@ -212,9 +227,11 @@ async def test_internal_grpc_needs_the_internal_credential(running, org):
             metadata=md,
         )
         assert not check.valid and check.reason == "revoked"
+    finally:
+        await channel.close()
 
 
-async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, org):
+async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, org, service_pki):
     from doorward_kit.grpc import GrpcServer
     from services.identity.api.grpc import add_to_server
 
@@ -222,13 +239,15 @@ async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, o
     port = free_port()
 
     async def serve():
-        server = GrpcServer("127.0.0.1", port, INTERNAL_TOKEN)
-        add_to_server(server.server, running.identity)
+        server = GrpcServer("127.0.0.1", port, service_pki.auth("identity"))
+        add_to_server(server, running.identity)
         await server.start()
         return server
 
     server = await serve()
-    guard = IdentitySessionGuard(ServiceChannel(f"127.0.0.1:{port}", INTERNAL_TOKEN, 1.0))
+    guard = IdentitySessionGuard(
+        ServiceChannel(f"127.0.0.1:{port}", service_pki.auth("audit"), 1.0, server="identity")
+    )
     verifier = TokenVerifier(HttpJwksSource(running.http_url + "/.well-known/jwks.json"), guard)
     try:
         await verifier.verify(staff.token)
@@ -247,19 +266,20 @@ async def test_the_guard_reconnects_and_distrusts_its_cache_meanwhile(running, o
         await server.stop(0)
 
 
-async def test_get_regions_answers_only_the_organisations_own(running, org):
+async def test_get_regions_answers_only_the_organisations_own(running, org, service_pki):
     from tests.integration.identity.conftest import create_region, new_org
 
     mine = await create_region(running, org, f"Leeds-{uuid.uuid4().hex[:6]}")
     other_org = await new_org(running)
     theirs = await create_region(running, other_org, f"Paris-{uuid.uuid4().hex[:6]}")
-    md = (("x-doorward-internal", INTERNAL_TOKEN),)
-    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
-        stub = identity_pb2_grpc.IdentityStub(channel)
+    channel = ServiceChannel(running.grpc_target, service_pki.auth("workorders"), server="identity")
+    try:
+        stub = identity_pb2_grpc.IdentityStub(channel.channel)
         reply = await stub.GetRegions(
             identity_pb2.GetRegionsRequest(
                 org_id=org.id, region_ids=[mine, theirs, str(uuid.uuid4())]
-            ),
-            metadata=md,
+            )
         )
+    finally:
+        await channel.close()
     assert [r.id for r in reply.regions] == [mine]

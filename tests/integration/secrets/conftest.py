@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,12 +38,14 @@ from doorward_kit.net import free_port
 from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
 from doorward_kit.telemetry import setup_telemetry
+from services.audit.api.grpc import ALLOWED_CALLERS as AUDIT_CALLERS
 from services.secrets.__main__ import build_parts
 from services.secrets.service.secrets import SecretsService
 from services.secrets.settings import SecretsSettings
+from services.workorders.api.grpc import ALLOWED_CALLERS as WORKORDERS_CALLERS
+from tests.fixtures.pki import ServicePki
 from tests.fixtures.tokens import TestTokenIssuer
 
-INTERNAL_TOKEN = "test-internal-token-" + uuid.uuid4().hex
 RATE_LIMIT = 25
 
 
@@ -164,12 +169,31 @@ class SecretsHarness:
     base_url: str
     db_url: str
     logs: ListHandler
+    pki: ServicePki
+    target: str
     _stop: list[Any] = field(default_factory=list)
+    _others: dict[str, ServiceChannel] = field(default_factory=dict)
 
-    async def call(self, method: str, request: Any, token: str | None = None) -> Any:
-        """A gRPC call as workorders makes it: the process's credentials, plus the access token
-        of the user it acts for (`token`; None = the process's own credentials only)."""
-        return await getattr(self.stub, method)(request, metadata=self.channel.metadata(token))
+    async def call(
+        self, method: str, request: Any, token: str | None = None, *, caller: str = "workorders"
+    ) -> Any:
+        """A gRPC call as `caller` makes it (workorders unless a test says otherwise): that
+        process's certificate, plus the access token of the user it acts for (`token`; None =
+        the process's own credentials only)."""
+        if caller == "workorders":
+            stub, channel = self.stub, self.channel
+        else:
+            if caller not in self._others:
+                self._others[caller] = ServiceChannel(
+                    self.target, self.pki.auth(caller), server="secrets"
+                )
+            channel = self._others[caller]
+            stub = secrets_pb2_grpc.SecretsStub(channel.channel)
+        return await getattr(stub, method)(request, metadata=channel.metadata(token))
+
+    async def close_others(self) -> None:
+        for channel in self._others.values():
+            await channel.close()
 
     def token(self, user_id: str, org_id: str, roles: tuple[Role, ...] = (Role.TECHNICIAN,)) -> str:
         return self.issuer.token(user_id=user_id, org_id=org_id, roles=roles)
@@ -282,12 +306,16 @@ async def running_secrets(
     audit: RecordingAudit | None = None,
     workorders: FakeWorkOrders | None = None,
     guard: SessionGuard | None = None,
+    pki: ServicePki | None = None,
     **settings: Any,
 ) -> AsyncIterator[SecretsHarness]:
     setup_telemetry("secrets-tests")
     audit = audit or RecordingAudit()
     workorders = workorders or FakeWorkOrders()
     host = "127.0.0.1"
+    own_pki = pki is None
+    if pki is None:
+        pki = ServicePki(Path(tempfile.mkdtemp(prefix="doorward-secrets-pki-")))
     http_port, grpc_port, audit_port, wo_port = (free_port() for _ in range(4))
     stack = StackSettings(
         host=host,
@@ -295,12 +323,14 @@ async def running_secrets(
         secrets_grpc_port=grpc_port,
         audit_grpc_port=audit_port,
         workorders_grpc_port=wo_port,
-        internal_token=INTERNAL_TOKEN,  # type: ignore[arg-type]
+        tls_dir=pki.folder("secrets"),
     )
-    fakes = GrpcServer(host, audit_port, INTERNAL_TOKEN)
+    fakes = GrpcServer(host, audit_port, pki.auth("audit"))
     audit_pb2_grpc.add_AuditServicer_to_server(audit, fakes.server)
-    wo_server = GrpcServer(host, wo_port, INTERNAL_TOKEN)
+    fakes.allow(AUDIT_CALLERS)
+    wo_server = GrpcServer(host, wo_port, pki.auth("workorders"))
     workorders_pb2_grpc.add_WorkOrdersServicer_to_server(workorders, wo_server.server)
+    wo_server.allow(WORKORDERS_CALLERS)
     await fakes.start()
     await wo_server.start()
 
@@ -333,10 +363,10 @@ async def running_secrets(
     assert parts.grpc is not None
     running = serving(parts, "secrets")
     await running.__aenter__()
-    channel = ServiceChannel(stack.grpc_target("secrets"), INTERNAL_TOKEN)
+    channel = ServiceChannel(stack.grpc_target("secrets"), pki.auth("workorders"), server="secrets")
     http = httpx.AsyncClient(timeout=10.0)
     try:
-        yield SecretsHarness(
+        harness = SecretsHarness(
             service=service,
             http=http,
             stub=secrets_pb2_grpc.SecretsStub(channel.channel),
@@ -347,8 +377,14 @@ async def running_secrets(
             base_url=stack.secrets_base_url,
             db_url=db_url,
             logs=logs,
+            pki=pki,
+            target=stack.grpc_target("secrets"),
         )
+        yield harness
+        await harness.close_others()
     finally:
+        if own_pki:
+            shutil.rmtree(pki.root, ignore_errors=True)
         await http.aclose()
         await channel.close()
         await running.__aexit__(None, None, None)

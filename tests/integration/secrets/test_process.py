@@ -20,9 +20,8 @@ from doorward_kit.net import free_port
 pytestmark = pytest.mark.integration
 
 
-def test_the_process_starts_serves_and_stops(postgres, openbao) -> None:
+def test_the_process_starts_serves_and_stops(postgres, openbao, service_pki) -> None:
     http_port, grpc_port = free_port(), free_port()
-    internal = "internal-" + uuid.uuid4().hex
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DOORWARD_")},
         "DOORWARD_SECRETS_HTTP_PORT": str(http_port),
@@ -31,7 +30,7 @@ def test_the_process_starts_serves_and_stops(postgres, openbao) -> None:
         "DOORWARD_IDENTITY_GRPC_PORT": str(free_port()),
         "DOORWARD_AUDIT_GRPC_PORT": str(free_port()),
         "DOORWARD_WORKORDERS_GRPC_PORT": str(free_port()),
-        "DOORWARD_INTERNAL_TOKEN": internal,
+        **service_pki.env("secrets"),
         "DOORWARD_SECRETS_DB_URL": postgres.fresh_database("secrets_proc"),
         "DOORWARD_VAULT_ADDR": openbao.addr,
         "DOORWARD_VAULT_ROLE_ID": openbao.role_id,
@@ -70,5 +69,4 @@ def test_the_process_starts_serves_and_stops(postgres, openbao) -> None:
     text = log.read_text()
     log.unlink()
     assert "logged in to vault" in text
-    for secret in (openbao.secret_id, internal):
-        assert secret not in text
+    assert openbao.secret_id not in text

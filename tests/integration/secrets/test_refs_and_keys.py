@@ -6,7 +6,7 @@ import uuid
 
 import grpc
 import pytest
-from doorward.secrets.v1 import secrets_pb2
+from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 
 from doorward_kit.auth import Role
 from tests.integration.secrets.conftest import SecretsHarness
@@ -122,14 +122,20 @@ async def test_data_keys_round_trip_and_crypto_shredding(
     await h.audit.wait_for(org_id, "customer.key.destroy")
 
 
-async def test_internal_credential_is_required(secrets_svc: SecretsHarness, org_id: str) -> None:
+async def test_a_service_certificate_is_required(secrets_svc: SecretsHarness, org_id: str) -> None:
     h = secrets_svc
+    async with grpc.aio.insecure_channel(h.target) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await secrets_pb2_grpc.SecretsStub(plain).CreateDataKey(
+                secrets_pb2.CreateDataKeyRequest(org_id=org_id, customer_id="c"),
+                metadata=(("x-doorward-internal", "a guess"),),
+                timeout=2,
+            )
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no TLS handshake at all
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await h.stub.GetSecretRefs(secrets_pb2.GetSecretRefsRequest(org_id=org_id, site_ids=["x"]))
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await h.stub.CreateDataKey(
+        await h.call(
+            "CreateDataKey",
             secrets_pb2.CreateDataKeyRequest(org_id=org_id, customer_id="c"),
-            metadata=(("x-doorward-internal", "wrong"),),
+            caller="audit",
         )
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

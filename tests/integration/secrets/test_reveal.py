@@ -210,6 +210,7 @@ async def test_revocation_invalidates_doorward_and_vault_tokens(
     answer = await h.call(
         "RevokeGrants",
         secrets_pb2.RevokeGrantsRequest(org_id=org_id, reason=reason, **{target: value}),
+        caller="identity" if target == "user_id" else "workorders",  # who revokes by what
     )
     assert answer.revoked == 1
     response = await h.reveal(grant, job.token)

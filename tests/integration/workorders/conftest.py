@@ -33,13 +33,15 @@ from doorward_kit.grpc import GrpcServer, abort_with
 from doorward_kit.net import free_port
 from doorward_kit.runner import serving
 from doorward_kit.settings import StackSettings
+from services.audit.api.grpc import ALLOWED_CALLERS as AUDIT_CALLERS
+from services.identity.api.grpc import ALLOWED_CALLERS as IDENTITY_CALLERS
+from services.secrets.api.grpc import ALLOWED_CALLERS as SECRETS_CALLERS
 from services.workorders.__main__ import build_parts
 from services.workorders.runtime import Runtime
 from services.workorders.settings import WorkOrdersSettings
 from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
+from tests.fixtures.pki import ServicePki
 from tests.fixtures.tokens import TestTokenIssuer
-
-INTERNAL_TOKEN = "test-internal-token-" + uuid.uuid4().hex
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -298,6 +300,7 @@ class Running:
     secrets: FakeSecrets
     http_url: str
     grpc_target: str
+    pki: ServicePki
     _orgs: list[Org] = field(default_factory=list)
 
     async def gql(
@@ -369,7 +372,7 @@ async def eventually(predicate: Any, timeout: float = 5.0) -> None:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
+async def workorders_service(postgres: Any, service_pki: ServicePki) -> AsyncIterator[Running]:
     db_url = postgres.fresh_database("workorders")
     fakes_port = free_port()
     stack = StackSettings(
@@ -379,7 +382,7 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
         audit_grpc_port=fakes_port,
         secrets_grpc_port=fakes_port,
         identity_grpc_port=fakes_port,
-        internal_token=INTERNAL_TOKEN,  # type: ignore[arg-type]
+        tls_dir=service_pki.folder("workorders"),
         env="production",
         gateway_public_key_file=gateway_keys().public_file,
     )
@@ -387,7 +390,11 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
         workorders_db_url=db_url,
         workorders_outbox_poll_seconds=0.1,
     )
-    fakes = GrpcServer("127.0.0.1", fakes_port, INTERNAL_TOKEN)
+    fakes = GrpcServer(
+        "127.0.0.1", fakes_port, service_pki.fake_auth("audit", "identity", "secrets")
+    )
+    for table in (AUDIT_CALLERS, IDENTITY_CALLERS, SECRETS_CALLERS):
+        fakes.allow(table)
     audit, identity, secrets = RecordingAudit(), FakeIdentity(), FakeSecrets()
     audit_pb2_grpc.add_AuditServicer_to_server(audit, fakes.server)
     identity_pb2_grpc.add_IdentityServicer_to_server(identity, fakes.server)
@@ -408,6 +415,7 @@ async def workorders_service(postgres: Any) -> AsyncIterator[Running]:
                 secrets=secrets,
                 http_url=stack.http_url("workorders"),
                 grpc_target=stack.grpc_target("workorders"),
+                pki=service_pki,
             )
     finally:
         await fakes.stop(0.5)

@@ -18,15 +18,15 @@ import pytest
 from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
 
 from deploy.embedded import stop_pid
+from doorward_kit.grpc import ServiceChannel
 from doorward_kit.net import free_port
 from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
 
 pytestmark = pytest.mark.integration
 
 
-async def test_the_process_starts_serves_and_stops(postgres: Any) -> None:
+async def test_the_process_starts_serves_and_stops(postgres: Any, service_pki: Any) -> None:
     http_port, grpc_port = free_port(), free_port()
-    internal = "internal-" + uuid.uuid4().hex
     db_url = postgres.fresh_database("workorders_proc")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DOORWARD_")},
@@ -36,7 +36,7 @@ async def test_the_process_starts_serves_and_stops(postgres: Any) -> None:
         "DOORWARD_IDENTITY_GRPC_PORT": str(free_port()),
         "DOORWARD_AUDIT_GRPC_PORT": str(free_port()),
         "DOORWARD_SECRETS_GRPC_PORT": str(free_port()),
-        "DOORWARD_INTERNAL_TOKEN": internal,
+        **service_pki.env("workorders"),
         "DOORWARD_WORKORDERS_DB_URL": db_url,
         "DOORWARD_ENV": "production",
         "DOORWARD_GATEWAY_PUBLIC_KEY_FILE": str(gateway_keys().public_file),
@@ -73,21 +73,24 @@ async def test_the_process_starts_serves_and_stops(postgres: Any) -> None:
             ).json()
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
             assert "token" in body["errors"][0]["message"]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            stub = workorders_pb2_grpc.WorkOrdersStub(channel)
-            request = workorders_pb2.GetAccessContextRequest(
-                org_id=str(uuid.uuid4()), work_order_id=str(uuid.uuid4())
-            )
+        request = workorders_pb2.GetAccessContextRequest(
+            org_id=str(uuid.uuid4()), work_order_id=str(uuid.uuid4())
+        )
+        target = f"127.0.0.1:{grpc_port}"
+        channel = ServiceChannel(target, service_pki.auth("secrets"), server="workorders")
+        try:
             with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await stub.GetAccessContext(request, metadata=(("x-doorward-internal", internal),))
+                await workorders_pb2_grpc.WorkOrdersStub(channel.channel).GetAccessContext(request)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            await channel.close()
+        async with grpc.aio.insecure_channel(target) as plain:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.GetAccessContext(request)
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                await workorders_pb2_grpc.WorkOrdersStub(plain).GetAccessContext(request, timeout=2)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no TLS, no handshake
     finally:
         stop_pid(proc.pid)
         proc.wait(timeout=10)
     text = log.read_text()
     log.unlink()
     assert "workorders serving" in text
-    assert internal not in text

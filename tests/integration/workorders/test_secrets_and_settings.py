@@ -15,7 +15,6 @@ from tests.integration.workorders.conftest import (
     ATTACH,
     COMPLETE,
     CREATE_WO,
-    INTERNAL_TOKEN,
     PREPARE_UPLOAD,
     REQUEST_ACCESS,
     START,
@@ -276,7 +275,7 @@ async def test_invoice_lines_and_notes(running: Running, org: Org) -> None:
 
 async def test_get_access_context_over_grpc(running: Running, org: Org) -> None:
     job = await make_job(running, org)
-    channel = ServiceChannel(running.grpc_target, INTERNAL_TOKEN)
+    channel = ServiceChannel(running.grpc_target, running.pki.auth("secrets"), server="workorders")
     stub = workorders_pb2_grpc.WorkOrdersStub(channel.channel)
     try:
         reply = await channel.call(
@@ -297,14 +296,17 @@ async def test_get_access_context_over_grpc(running: Running, org: Org) -> None:
                 ),
             )
         assert raised.value.code is ErrorCode.NOT_FOUND
-        # Without the internal credential nothing answers.
-        with pytest.raises(grpc.aio.AioRpcError) as denied:
-            await stub.GetAccessContext(
-                workorders_pb2.GetAccessContextRequest(
-                    org_id=org.id, work_order_id=job.work_order_id
-                ),
-                metadata=(("x-doorward-internal", "wrong"),),
-            )
-        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await channel.close()
+    # Only secrets re-checks jobs: another service's certificate is refused.
+    other = ServiceChannel(running.grpc_target, running.pki.auth("identity"), server="workorders")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await workorders_pb2_grpc.WorkOrdersStub(other.channel).GetAccessContext(
+                workorders_pb2.GetAccessContextRequest(
+                    org_id=org.id, work_order_id=job.work_order_id
+                )
+            )
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await other.close()

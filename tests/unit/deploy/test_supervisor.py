@@ -34,14 +34,15 @@ def _cfg(tmp_path: Path, **env: str) -> UpConfig:
     return UpConfig.from_env({"DOORWARD_DATA_DIR": str(tmp_path), **env})
 
 
-def _infra(tmp_path: Path) -> Infra:
+def _infra(tmp_path: Path, *, insecure: bool = False) -> Infra:
     return Infra(
         db_urls={svc: f"postgresql+asyncpg://u@/doorward_{svc}?host=/s" for svc in SERVICES},
         vault_addr="http://127.0.0.1:8200",
         approle=AppRoleCreds("role", SECRET_ID),
-        internal_token=TOKEN,
+        internal_token=TOKEN if insecure else None,
         audit_signing_key_file=tmp_path / "keys" / "audit.pem",
         identity_key_dir=tmp_path / "keys" / "identity",
+        tls_root=None if insecure else tmp_path / "tls",
     )
 
 
@@ -66,12 +67,19 @@ def test_bad_setting_is_one_line(tmp_path: Path) -> None:
 
 def test_each_service_gets_only_its_own_credentials(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, DOORWARD_IDENTITY_HTTP_PORT="7001")
-    base = {"PATH": "/bin", "DOORWARD_VAULT_TOKEN": "root", "DOORWARD_DATABASE_URL": "pg://x"}
+    base = {
+        "PATH": "/bin",
+        "DOORWARD_VAULT_TOKEN": "root",
+        "DOORWARD_DATABASE_URL": "pg://x",
+        "DOORWARD_INTERNAL_TOKEN": "from-outside",
+    }
     envs = {svc: child_env(svc, cfg, _infra(tmp_path), base) for svc in (*SERVICES, "gateway")}
     for svc, env in envs.items():
         assert env["PATH"] == "/bin"
         assert "DOORWARD_VAULT_TOKEN" not in env and "DOORWARD_DATABASE_URL" not in env
-        assert env["DOORWARD_INTERNAL_TOKEN"] == TOKEN
+        # Its own certificate folder; no shared token under mutual TLS.
+        assert env["DOORWARD_TLS_DIR"] == str(tmp_path / "tls" / svc)
+        assert "DOORWARD_INTERNAL_TOKEN" not in env
         assert env["DOORWARD_IDENTITY_HTTP_PORT"] == "7001"  # everyone agrees on addresses
         assert ("DOORWARD_VAULT_SECRET_ID" in env) == (svc == "secrets")
         for other in SERVICES:
@@ -140,6 +148,25 @@ def test_secret_files_are_private_and_stable(tmp_path: Path) -> None:
     assert read_or_create_secret(path, lambda: "other") == first == "abc"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_insecure_mode_hands_out_the_shared_token_and_no_certificate(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, DOORWARD_INSECURE_INTERNAL="1")
+    env = child_env("identity", cfg, _infra(tmp_path, insecure=True), {"PATH": "/bin"})
+    assert env["DOORWARD_INTERNAL_TOKEN"] == TOKEN and "DOORWARD_TLS_DIR" not in env
+    assert env["DOORWARD_INSECURE_INTERNAL"] == "True"
+
+
+def test_insecure_internal_is_refused_in_production(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="DOORWARD_INSECURE_INTERNAL"):
+        _cfg(tmp_path, DOORWARD_INSECURE_INTERNAL="1", DOORWARD_ENV="production")
+
+
+def test_certificate_lifetime_is_bounded(tmp_path: Path) -> None:
+    assert _cfg(tmp_path).tls_cert_ttl == 86400
+    assert _cfg(tmp_path, DOORWARD_TLS_CERT_TTL="30").tls_cert_ttl == 30
+    with pytest.raises(DeployError, match="DOORWARD_TLS_CERT_TTL"):
+        _cfg(tmp_path, DOORWARD_TLS_CERT_TTL="1")
 
 
 def test_prefix() -> None:

@@ -8,7 +8,7 @@ from doorward.identity.v1 import identity_pb2
 
 from doorward_kit.auth import Principal, Role
 from doorward_kit.errors import DoorwardError, ErrorCode
-from doorward_kit.grpc import ServiceChannel
+from doorward_kit.grpc import InternalAuth, ServiceChannel
 from doorward_kit.session_guard import IdentitySessionGuard
 from services.identity.session_hub import SessionChange, SessionHub
 
@@ -44,7 +44,9 @@ class FakeIdentity:
 
 @pytest.fixture
 async def guard():
-    channel = ServiceChannel("127.0.0.1:1", "token")
+    channel = ServiceChannel(
+        "127.0.0.1:1", InternalAuth("gateway", None, "token"), server="identity"
+    )
     guard = IdentitySessionGuard(channel, watch=False)
     fake = FakeIdentity()
     guard._channel = fake  # type: ignore[assignment]
