@@ -337,7 +337,8 @@ class ServiceChannel:
         self._folder = CredentialFolder(auth.tls_dir) if auth.tls_dir is not None else None
         self._stamp: Stamp | None = None
         self._next_check = 0.0
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Replaced channels still finishing their calls -> the task that closes each.
+        self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
         self._current = self._build()
         self.channel = _ChannelProxy(self)
 
@@ -378,8 +379,8 @@ class ServiceChannel:
 
     def _retire(self, old: grpc.aio.Channel) -> None:
         task = asyncio.get_running_loop().create_task(old.close(OLD_CHANNEL_GRACE_SECONDS))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[old] = task
+        task.add_done_callback(lambda _: self._retiring.pop(old, None))
 
     def metadata(self, bearer_token: str | None = None) -> Sequence[tuple[str, str]]:
         md: list[tuple[str, str]] = []
@@ -409,8 +410,9 @@ class ServiceChannel:
             raise error_from_rpc(rpc_error, what or self.target) from None
 
     async def close(self) -> None:
-        for task in list(self._retiring):
+        for old, task in list(self._retiring.items()):
             task.cancel()
+            await old.close(None)
         await self._current.close(None)
 
 

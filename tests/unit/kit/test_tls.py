@@ -1,0 +1,73 @@
+"""The pure parts of service identity: names, the credentials folder, allow-list tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from doorward.audit.v1 import audit_pb2
+from doorward.secrets.v1 import secrets_pb2
+
+from doorward_kit.grpc import InternalAuth, allow_list
+from doorward_kit.tls import CredentialFolder, CredentialsError, peer_service, service_from_spiffe
+from tests.fixtures.pki import TestCA
+
+pytestmark = pytest.mark.unit
+
+
+def test_only_doorward_spiffe_ids_of_known_services_name_a_caller() -> None:
+    assert service_from_spiffe("spiffe://doorward/identity") == "identity"
+    for other in (
+        "spiffe://doorward/identity/extra",
+        "spiffe://evil/identity",
+        "spiffe://doorward/mallory",
+        "https://doorward/identity",
+    ):
+        assert service_from_spiffe(other) is None
+    assert peer_service({"peer_spiffe_id": [b"spiffe://doorward/gateway"]}) == "gateway"
+    # The common name or a DNS name is never enough.
+    assert peer_service({"x509_common_name": [b"identity.doorward.internal"]}) is None
+
+
+def test_key_and_chain_travel_in_one_private_file(tmp_path: Path) -> None:
+    folder = TestCA().install(tmp_path / "svc", "audit")
+    assert (tmp_path / "svc").stat().st_mode & 0o777 == 0o700
+    assert folder.identity_file.stat().st_mode & 0o777 == 0o600
+    material = folder.load()
+    assert b"PRIVATE KEY" in material.key_pem and b"PRIVATE KEY" not in material.chain_pem
+    before = folder.stamp()
+    TestCA().install(tmp_path / "svc", "audit")
+    assert folder.stamp() != before  # a renewal is seen
+
+
+def test_a_broken_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    folder = CredentialFolder(tmp_path / "nothing")
+    with pytest.raises(CredentialsError):
+        folder.stamp()
+    with pytest.raises(CredentialsError):
+        folder.load()
+    folder.write(b"junk", b"more junk", b"no certificate")
+    with pytest.raises(CredentialsError):
+        folder.load()
+
+
+def test_an_allow_list_names_every_method_and_only_known_services() -> None:
+    audit = audit_pb2.DESCRIPTOR.services_by_name["Audit"]
+    table = allow_list(audit, {"AppendEvents": {"identity"}})
+    assert table == {"/doorward.audit.v1.Audit/AppendEvents": frozenset({"identity"})}
+    secrets = secrets_pb2.DESCRIPTOR.services_by_name["Secrets"]
+    with pytest.raises(ValueError, match="missing"):
+        allow_list(secrets, {"IssueGrant": {"workorders"}})  # the other methods forgotten
+    with pytest.raises(ValueError, match="unknown services"):
+        allow_list(audit, {"AppendEvents": {"mallory"}})
+    with pytest.raises(ValueError, match="unknown"):
+        allow_list(audit, {"AppendEvents": set(), "Nope": set()})
+
+
+def test_insecure_mode_needs_a_token_and_a_known_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        InternalAuth("identity", None)
+    with pytest.raises(ValueError):
+        InternalAuth("mallory", tmp_path)
+    assert not InternalAuth("identity", tmp_path).insecure
+    assert "secret" not in repr(InternalAuth("identity", None, "secret"))
