@@ -154,6 +154,7 @@ async def test_deactivation_revokes_open_upload_slots(
     revoked = await h.call(
         "RevokeGrants",
         secrets_pb2.RevokeGrantsRequest(org_id=org_id, user_id=dispatcher, reason="deactivated"),
+        caller="identity",  # only identity revokes by user (a deactivation)
     )
     assert revoked.revoked == 1
     response = await h.http.put(
