@@ -38,9 +38,6 @@ from doorward_kit.grpc import ServiceChannel
 from services.workorders.models import BreakGlassRequest
 from tests.fixtures.tokens import TestTokenIssuer
 from tests.integration.identity.conftest import (
-    INTERNAL_TOKEN as IDENTITY_INTERNAL_TOKEN,
-)
-from tests.integration.identity.conftest import (
     NEW_PASSWORD,
     create_staff,
     identity_service,  # noqa: F401  (a fixture)
@@ -164,6 +161,7 @@ async def test_secrets_issues_break_glass_only_against_verified_step_ups(
 
 async def test_identity_signs_a_step_up_only_for_a_fresh_totp_code(
     identity_service: IdentityRunning,  # noqa: F811
+    service_pki: Any,
 ) -> None:
     running = identity_service
     org = await new_org(running)
@@ -182,7 +180,8 @@ async def test_identity_signs_a_step_up_only_for_a_fresh_totp_code(
     logged_in = await login(running, staff.email, NEW_PASSWORD, codes[0])
     token = logged_in["data"]["login"]["accessToken"]
 
-    channel = ServiceChannel(running.grpc_target, IDENTITY_INTERNAL_TOKEN)
+    # workorders is the service that asks identity for step-ups (its allow-list).
+    channel = ServiceChannel(running.grpc_target, service_pki.auth("workorders"), server="identity")
     stub = identity_pb2_grpc.IdentityStub(channel.channel)
 
     async def step_up(otp: str, bearer: str | None = token) -> identity_pb2.StepUp:
