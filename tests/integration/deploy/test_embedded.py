@@ -108,6 +108,8 @@ def test_provision_writes_private_credential_files(
         "secrets/db-password", "secrets/db-url", "secrets/vault-role-id", "secrets/vault-secret-id",
         "audit/db-password", "audit/db-url", "audit/audit-signing-key.pem",
         "traces/db-password", "traces/db-url",
+        # What issues the service certificates (`doorward certs`) logs in with.
+        "pki-issuer-role-id", "pki-issuer-secret-id",
     }  # fmt: skip
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in out.iterdir() if p.is_dir())
@@ -117,3 +119,27 @@ def test_provision_writes_private_credential_files(
     assert files["secrets/vault-secret-id"].read_text() == secret_id
     assert not any(secret_id in line or openbao.root_token in line for line in said)
     assert not any(files["audit/db-password"].read_text() in line for line in said)
+    issuer_id = files["pki-issuer-secret-id"].read_text()
+    assert not any(issuer_id in line for line in said)
+
+
+def test_certs_issues_every_process_its_certificate_from_the_provisioned_ca(
+    private_postgres, openbao, tmp_path: Path
+) -> None:
+    """`doorward certs --once` after `doorward provision`: what a compose stack runs."""
+    from deploy.pki import run_certs
+    from deploy.provision import provision
+    from doorward_kit.tls import SERVICES, CredentialFolder
+
+    env = {
+        "DOORWARD_DATABASE_URL": private_postgres.admin_url(),
+        "DOORWARD_VAULT_ADDR": openbao.addr,
+        "DOORWARD_VAULT_TOKEN": openbao.root_token,
+    }
+    provision(tmp_path / "creds", env, lambda _: None)
+    certs_env = {"DOORWARD_VAULT_ADDR": openbao.addr, "DOORWARD_TLS_CERT_TTL": "60"}
+    run_certs(tmp_path / "tls", tmp_path / "creds", certs_env, lambda _: None, once=True)
+    for svc in SERVICES:
+        folder = CredentialFolder(tmp_path / "tls" / svc)
+        assert stat.S_IMODE(folder.identity_file.stat().st_mode) == 0o600
+        assert b"PRIVATE KEY" in folder.load().key_pem
