@@ -52,8 +52,8 @@ from deploy.embedded import (
 )
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
-from doorward_kit.gateway_signature import create_key_pair
 from deploy.pki import CertificateIssuer, CertificateRenewer, provision_pki
+from doorward_kit.gateway_signature import create_key_pair
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
 from doorward_kit.tls import SERVICES as TLS_PROCESSES

@@ -33,8 +33,8 @@ from services.identity.bootstrap import bootstrap
 from services.identity.runtime import Identity
 from services.identity.settings import IdentitySettings
 from services.secrets.api.grpc import ALLOWED_CALLERS as SECRETS_CALLERS
-from tests.fixtures.pki import ServicePki
 from tests.fixtures.gateway_signing import gateway_keys, signed_as_gateway
+from tests.fixtures.pki import ServicePki
 
 ADMIN_PASSWORD = "Bootstrap-Admin-Passphrase-1"
 USER_PASSWORD = "Initial-Passphrase-For-Staff"
