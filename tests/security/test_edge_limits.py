@@ -21,6 +21,7 @@ import uvicorn
 
 from doorward_kit.net import free_port
 from gateway.auth import authenticator_from_verifier
+from tests.fixtures.asgi import fixed_json_app
 from tests.fixtures.tokens import TestTokenIssuer
 from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
 
@@ -57,20 +58,7 @@ def _identity_stub() -> tuple[uvicorn.Server, threading.Thread, str]:
     """Answers every operation with one AuthPayload (what identity's `login` returns)."""
     answer = json.dumps({"data": {"login": AUTH_PAYLOAD}}).encode()
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        more = True
-        while more:
-            more = (await receive()).get("more_body", False)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+    app = fixed_json_app(answer)
 
     port = free_port()
     server = uvicorn.Server(
