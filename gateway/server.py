@@ -35,9 +35,11 @@ from doorward_kit.gateway_signature import CLIENT_ADDRESS_HEADER, GatewaySigner,
 from doorward_kit.headers import SecurityHeaders
 from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
 from doorward_kit.telemetry import client_trace_links
+from gateway.apq import PersistedQueries, check_hash, requested_hash
 from gateway.client_address import client_address
 from gateway.composition import CompositionError, Supergraph, compose
 from gateway.console import install_console
+from gateway.errors import RequestError
 from gateway.executor import Executor, VariablesInvalid
 from gateway.limits import LimitChecker, Limits, RateLimiter, TrustedDocuments, parse_document
 from gateway.planner import (
@@ -58,13 +60,6 @@ SDL_QUERY = orjson.dumps({"query": "{ _service { sdl } }"})
 
 class GatewayStartupError(RuntimeError):
     """The gateway cannot start: names the subgraphs that are down or the composition errors."""
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 def _errors(message: str, code: str) -> dict[str, Any]:
@@ -140,6 +135,8 @@ class Gateway:
         self.authenticator = authenticator if settings.auth_enabled else None
         self.trusted = (TrustedDocuments.load(settings.trusted_documents)
                         if settings.trusted_documents else None)
+        self.persisted = PersistedQueries(settings.persisted_queries_max_entries,
+                                          settings.persisted_queries_max_chars)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     async def handle(self, payload: Any, headers: Mapping[str, str], client: str,
@@ -180,18 +177,22 @@ class Gateway:
         variables = payload.get("variables") or {}
         if not isinstance(variables, dict):
             raise RequestError(400, "`variables` must be a JSON object.", "BAD_REQUEST")
-        sha = None
-        ext = payload.get("extensions")
-        if isinstance(ext, dict) and isinstance(ext.get("persistedQuery"), dict):
-            sha = ext["persistedQuery"].get("sha256Hash")
+        if query is not None and not isinstance(query, str):
+            raise RequestError(400, "`query` must be a string.", "BAD_REQUEST")
+        sha = requested_hash(payload)
+        learn: str | None = None  # a hash remembered once its document passed everything
         if self.trusted is not None:
-            query = self.trusted.resolve(query if isinstance(query, str) else None, sha)
+            query = self.trusted.resolve(query or None, sha)
             if query is None:
                 raise RequestError(400, "This operation is not on the trusted documents list.",
                                    "PERSISTED_QUERY_NOT_FOUND")
-        elif not isinstance(query, str) or not query:
+        elif query:
             if sha is not None:
-                raise RequestError(400, "PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
+                check_hash(query, sha)
+                learn = sha
+        elif sha is not None:
+            query = self.persisted.lookup(sha)
+        else:
             raise RequestError(400, "The request has no `query`.", "BAD_REQUEST")
 
         principal: object | None = None
@@ -239,6 +240,8 @@ class Gateway:
             self.checker.check_cost(cached.document, operation_name, variables)
         if not allow_mutation and cached.plan.operation_kind == "mutation":
             raise RequestError(405, "Mutations are not allowed over GET.", "BAD_REQUEST")
+        if learn is not None:
+            self.persisted.remember(learn, query)
         plan = self.planner.plan_for(cached, principal)
         return await self.executor.execute(plan, variables, _forwarded(headers, client))
 

@@ -43,6 +43,9 @@ class GatewaySettings(BaseSettings):
     # Tokens of a document sent without a valid token (only login/refresh run): these need few.
     anonymous_max_tokens: int = 200
     trusted_documents: str | None = None  # allow-list file: only these documents run
+    # Automatic persisted queries (Apollo protocol), kept in memory: 0 entries switches them off.
+    persisted_queries_max_entries: int = Field(default=2_000, ge=0)
+    persisted_queries_max_chars: int = Field(default=4_000_000, ge=0)
     rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
     rate_limit_burst: int = 100
     max_connections: int = 32  # pooled connections per subgraph
