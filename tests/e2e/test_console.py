@@ -359,6 +359,54 @@ def test_admin_sees_people_regions_and_settings_and_deactivates(browser, base, w
     assert refused == ["UNAUTHENTICATED"]
 
 
+def test_admin_breaks_glass_once_over_persisted_queries(browser, base, seeded, world):
+    """Break-glass from the console: a fresh one-time code and a reason, the code shown once.
+    The console speaks Automatic Persisted Queries: operations it sent before go as a bare hash."""
+    admin: Actor = world.admin
+    s = Screen(browser, base, "breakglass", phone=False)
+    p = s.page
+    bodies: list[dict[str, Any]] = []
+    p.on("request", lambda r: bodies.append(r.post_data_json)
+         if r.url.endswith("/graphql") and r.method == "POST" else None)
+    try:
+        s.sign_in(admin.email, admin.password, fresh_otp(admin.totp_secret or ""))
+        nav = p.get_by_role("navigation")
+        nav.get_by_role("button", name="Break-glass").click()
+        expect(p.get_by_role("heading", name="Break-glass access")).to_be_visible()
+        s.shot("break-glass")
+        p.get_by_label("Site", exact=True).select_option(seeded["site"])
+        p.get_by_label("Code", exact=True).select_option(seeded["ref"])
+        p.get_by_label("Reason (kept on the audit trail)").fill("flood: customer unreachable")
+        p.get_by_label("Your one-time code").fill(fresh_otp(admin.totp_secret or ""))
+        p.get_by_role("button", name="Ask for break-glass access").click()
+        button = p.get_by_test_id(f"reveal-{seeded['ref']}")
+        expect(button).to_be_visible()
+        s.shot("approved")
+        button.click()
+        expect(p.get_by_test_id("secret-value")).to_have_text(DOOR_CODE)
+        s.shot("revealed")
+        p.get_by_role("button", name="Hide now").click()
+        expect(p.get_by_test_id("secret-value")).to_have_count(0)
+        expect(button).to_have_count(0)  # shown once: no second "Get code"
+        assert not s.storage_holds(DOOR_CODE)
+        # Back and forth: the requests list is fetched again, this time by its hash alone.
+        nav.get_by_role("button", name="People").click()
+        nav.get_by_role("button", name="Break-glass").click()
+        expect(p.locator("tr", has_text="flood: customer unreachable")).to_contain_text("Approved")
+    finally:
+        s.close()
+    persisted = [b for b in bodies if isinstance(b, dict)
+                 and "persistedQuery" in (b.get("extensions") or {})]
+    assert persisted and all("persistedQuery" in (b.get("extensions") or {})
+                             for b in bodies if isinstance(b, dict))
+    assert any(b.get("operationName") == "BreakGlassRequests" and "query" not in b
+               for b in persisted), "a repeated operation went as a bare hash"
+    trail = world.gql.data(
+        'query($r: ID) { auditEvents(secretRefId: $r, first: 20) { edges { node { action } } } }',
+        {"r": seeded["ref"]}, admin.token)["auditEvents"]["edges"]
+    assert any("break_glass" in e["node"]["action"] for e in trail)
+
+
 def test_the_secrets_door_answers_cors_to_the_console_origin_only(stack, base):
     console = base.rstrip("/")
     url = f"{stack.http_url('secrets')}/v1/reveals/00000000-0000-0000-0000-000000000000"

@@ -146,7 +146,7 @@ def bootstrap_org(env: dict[str, str], org: str, email: str, password: str) -> t
         env=run_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # a loaded machine: the CLI imports and hashes the password
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,9 @@
 // One GraphQL client for the console: the gateway's /graphql on the same origin, no cache
-// (every answer is fetched fresh and kept only in the component that shows it).
+// (every answer is fetched fresh and kept only in the component that shows it). Operations go
+// as Automatic Persisted Queries (a hash; the document only when the gateway asks for it), the
+// way docs/api.md shows frontend teams; POST always, so no request lands in a URL or history.
 import { Client, CombinedError, fetchExchange } from "@urql/core";
+import { persistedExchange } from "@urql/exchange-persisted";
 import type { TypedDocumentNode } from "@urql/core";
 import { graphql } from "./graphql";
 import { clearSession, getSession, setSession } from "./session";
@@ -30,7 +33,10 @@ export async function asLimited<T>(token: string, fn: () => Promise<T>): Promise
 
 export const client = new Client({
   url: "/graphql",
-  exchanges: [fetchExchange],
+  exchanges: [
+    persistedExchange({ preferGetForPersistedQueries: false, enableForMutation: true }),
+    fetchExchange,
+  ],
   requestPolicy: "network-only",
   preferGetMethod: false,
   fetchOptions: (): RequestInit => {
@@ -136,4 +142,19 @@ export async function secretsDoor(method: "PUT" | "POST", url: string, body: Rec
     throw new ApiError(err.message ?? `Refused (${res.status}).`, err.code ?? String(res.status));
   }
   return json;
+}
+
+type Page = { edges: unknown[]; pageInfo: { hasNextPage: boolean; endCursor?: string | null } };
+
+/** Every page of a connection, `first` at a time, up to `maxPages`: lists longer than one
+ * page (the API's cap is 100) are shown whole; `pageInfo.hasNextPage` of the result says
+ * whether the cap cut it short. */
+export async function everyPage<C extends Page>(fetch: (after: string | null) => Promise<C>, maxPages = 20): Promise<C> {
+  let page = await fetch(null);
+  const edges = [...page.edges];
+  for (let n = 1; n < maxPages && page.pageInfo.hasNextPage && page.pageInfo.endCursor; n++) {
+    page = await fetch(page.pageInfo.endCursor);
+    edges.push(...page.edges);
+  }
+  return { ...page, edges } as C;
 }

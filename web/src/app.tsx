@@ -9,16 +9,17 @@ import { JobView, MyJobs, forgetGrants } from "./tech";
 import { Dispatcher } from "./dispatch";
 import { Admin } from "./admin";
 import { SecurityOps } from "./audit";
+import { BreakGlass, forgetBreakGlass } from "./breakglass";
 
 const LOGOUT = graphql(`mutation Logout { logout }`);
 
-type View = "jobs" | "board" | "people" | "audit";
+type View = "jobs" | "board" | "people" | "breakglass" | "audit";
 
 function viewsFor(roles: string[]): [View, string][] {
   const v: [View, string][] = [];
   if (roles.includes("TECHNICIAN") || roles.includes("SUBCONTRACTOR")) v.push(["jobs", "My jobs"]);
   if (roles.includes("DISPATCHER") || roles.includes("ADMIN")) v.push(["board", "Dispatch"]);
-  if (roles.includes("ADMIN")) v.push(["people", "People"]);
+  if (roles.includes("ADMIN")) v.push(["people", "People"], ["breakglass", "Break-glass"]);
   if (roles.includes("AUDITOR") || roles.includes("ADMIN")) v.push(["audit", "Audit"]);
   return v;
 }
@@ -26,6 +27,7 @@ function viewsFor(roles: string[]): [View, string][] {
 /** Drops every trace of the session in this tab: tokens, spent grants, screens' state. */
 function wipe(): void {
   forgetGrants();
+  forgetBreakGlass();
   clearSession();
 }
 
@@ -39,6 +41,7 @@ export function App(): JSX.Element {
   useEffect(() => {
     onSessionExpired(() => {
       forgetGrants();
+      forgetBreakGlass();
       setNotice("Your session has ended: sign in again.");
       setView(null);
       setJob(null);
@@ -84,6 +87,7 @@ export function App(): JSX.Element {
         {current === "jobs" ? (job ? <JobView id={job} back={() => setJob(null)} /> : <MyJobs open={setJob} />) : null}
         {current === "board" ? <Dispatcher /> : null}
         {current === "people" ? <Admin /> : null}
+        {current === "breakglass" ? <BreakGlass /> : null}
         {current === "audit" ? <SecurityOps /> : null}
       </main>
     </div>

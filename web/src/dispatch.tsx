@@ -4,7 +4,7 @@ import { useEffect, useId, useState } from "preact/hooks";
 import type { JSX } from "preact";
 import { graphql } from "./graphql";
 import type { ResultOf } from "./graphql";
-import { mutate, query, secretsDoor } from "./api";
+import { everyPage, mutate, query, secretsDoor } from "./api";
 import { ErrorLine, Field, Notice, errorText, time } from "./ui";
 import { statusText } from "./tech";
 
@@ -14,11 +14,17 @@ const PEOPLE = graphql(`
   query BoardPeople { regions { id name } users(role: TECHNICIAN) { id displayName status } }
 `);
 const CUSTOMERS = graphql(`
-  query BoardCustomers { customers(first: 100) { edges { node { id name region { id name } sites { id address } } } } }
+  query BoardCustomers($after: String) {
+    customers(first: 100, after: $after) {
+      edges { node { id name region { id name } sites { id address } } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
 `);
 const JOBS = graphql(`
-  query BoardJobs($regionId: ID, $from: DateTime, $to: DateTime) {
-    workOrders(regionId: $regionId, from: $from, to: $to, first: 100) {
+  query BoardJobs($regionId: ID, $from: DateTime, $to: DateTime, $after: String) {
+    workOrders(regionId: $regionId, from: $from, to: $to, first: 100, after: $after) {
+      pageInfo { hasNextPage endCursor }
       edges { node {
         id number title status priority scheduledStart scheduledEnd
         site { id address } region { name } assignee { id displayName }
@@ -88,8 +94,12 @@ export function Dispatcher(): JSX.Element {
   const load = () => {
     const from = new Date(`${day}T00:00:00`).toISOString();
     const to = new Date(`${day}T23:59:59`).toISOString();
-    return Promise.all([query(PEOPLE, {}), query(CUSTOMERS, {}), query(JOBS, { regionId: region || null, from, to })]).then(
-      ([a, b, c]) => setBoard({ ...a, ...b, ...c }),
+    return Promise.all([
+      query(PEOPLE, {}),
+      everyPage((after) => query(CUSTOMERS, { after }).then((d) => d.customers)),
+      everyPage((after) => query(JOBS, { regionId: region || null, from, to, after }).then((d) => d.workOrders)),
+    ]).then(
+      ([a, customers, workOrders]) => setBoard({ ...a, customers, workOrders }),
       (e) => setError(errorText(e)),
     );
   };
@@ -127,6 +137,7 @@ export function Dispatcher(): JSX.Element {
       <ErrorLine message={error} />
       <h2>Jobs</h2>
       {jobs.length === 0 ? <p>No jobs on this day.</p> : null}
+      {board?.workOrders.pageInfo.hasNextPage ? <Notice>Showing the first {jobs.length} jobs: choose a region to see the rest.</Notice> : null}
       <ul class="board">
         {jobs.map((j) => (
           <li key={j.id} data-testid={`job-${j.id}`} class="board-job">

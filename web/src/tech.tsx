@@ -71,7 +71,7 @@ export function MyJobs({ open }: { open: (id: string) => void }): JSX.Element {
 const SHOW_SECONDS = 30;
 
 /** The value is held in this component's state for SHOW_SECONDS, then dropped. */
-function Revealed({ value, onDone }: { value: string; onDone: () => void }): JSX.Element {
+export function Revealed({ value, onDone }: { value: string; onDone: () => void }): JSX.Element {
   const [left, setLeft] = useState(SHOW_SECONDS);
   useEffect(() => {
     const t = setInterval(() => setLeft((n) => n - 1), 1000);
