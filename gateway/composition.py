@@ -51,6 +51,7 @@ from graphql.language import (
     TypeExtensionNode,
 )
 
+from gateway import contexts
 from gateway.sdl import KIND as _KIND
 from gateway.sdl import ROOT_KINDS, ROOT_NAMES, CompositionError, parse_field_set
 from gateway.sdl import bool_arg as _bool_arg
@@ -105,6 +106,8 @@ directive @link(url: String, as: String, for: link__Purpose, import: [link__Impo
 repeatable on SCHEMA
 directive @composeDirective(name: String!) repeatable on SCHEMA
 directive @interfaceObject on OBJECT
+directive @context(name: String!) repeatable on INTERFACE | OBJECT | UNION
+directive @fromContext(field: federation__ContextFieldValue) on ARGUMENT_DEFINITION
 directive @authenticated on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM
 directive @requiresScopes(scopes: [[federation__Scope!]!]!) on FIELD_DEFINITION | OBJECT \
 | INTERFACE | SCALAR | ENUM
@@ -157,6 +160,7 @@ class SubType:
     extension: bool = False
     access: Access = field(default_factory=Access)
     interface_object: bool = False
+    contexts: list[str] = field(default_factory=list)  # @context names set on this type
 
 
 @dataclass
@@ -278,6 +282,7 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
         type_external = bool(_directives(d, "external"))
         st.inaccessible = st.inaccessible or bool(_directives(d, "inaccessible"))
         st.access = merge_access([st.access, access_of(d)])
+        st.contexts += [n for n in contexts.context_names(d) if n not in st.contexts]
         for k in _directives(d, "key"):
             st.keys.append((_str_arg(k, "fields") or "", _bool_arg(k, "resolvable", True)))
         st.interfaces += [i.name.value for i in getattr(d, "interfaces", None) or ()]
@@ -315,7 +320,11 @@ def _subgraph_model(name: str, url: str, defs: list[Any], schema: GraphQLSchema)
             if _named(sf.node.type) in root_rename:
                 sf.node = copy.copy(sf.node)
                 sf.node.type = _rename_named(sf.node.type, root_rename)
-    return Subgraph(name, url, types, {k: ROOT_NAMES[k] for k in roots})
+    model = Subgraph(name, url, types, {k: ROOT_NAMES[k] for k in roots})
+    problems = contexts.validate_subgraph(model)
+    if problems:
+        raise CompositionError(problems)
+    return model
 
 
 def _rename_named(t: TypeNode, mapping: Mapping[str, str]) -> TypeNode:
@@ -429,6 +438,7 @@ class _Composer:
         self.uses_inaccessible = False
         self.uses_access: set[str] = set()
         self.uses_labels = False
+        self.uses_context = False
         self.inaccessible_types: set[str] = set()
         self.input_types_used: set[str] = set()
 
@@ -493,8 +503,10 @@ class _Composer:
         roots = [f"  {k}: {ROOT_NAMES[k]}" for k in ROOT_KINDS if ROOT_NAMES[k] in names]
         security_defs: list[str] = []
         links = ['@link(url: "https://specs.apollo.dev/link/v1.0")',
-                 f'@link(url: "{JOIN_URL_LABELS if self.uses_labels else JOIN_URL}", '
-                 'for: EXECUTION)']
+                 f'@link(url: "{self._join_url()}", for: EXECUTION)']
+        if self.uses_context:
+            links.append(f'@link(url: "{contexts.CONTEXT_URL}", for: SECURITY)')
+            security_defs.append(contexts.CONTEXT_DEFINITIONS)
         if self.uses_inaccessible:
             links.append('@link(url: "https://specs.apollo.dev/inaccessible/v0.2", for: SECURITY)')
         for name in sorted(self.uses_access):
@@ -509,12 +521,13 @@ class _Composer:
                  "INPUT_FIELD_DEFINITION\n\n") if self.uses_inaccessible else ""
         return (
             "schema\n  " + "\n  ".join(links) + "\n{\n" + "\n".join(roots) + "\n}\n\n" + inacc +
-            "".join(security_defs) + (JOIN_V04_EXTRA if self.uses_labels else "") +
+            "".join(security_defs) + (JOIN_V04_EXTRA if self._join_url() != JOIN_URL else "") +
             "directive @join__enumValue(graph: join__Graph!) repeatable on ENUM_VALUE\n\n"
             "directive @join__field(graph: join__Graph, requires: join__FieldSet, provides: "
             "join__FieldSet, type: String, external: Boolean, override: String, usedOverridden: "
-            "Boolean" + (", overrideLabel: String" if self.uses_labels else "") +
-            ") repeatable on FIELD_DEFINITION | INPUT_FIELD_DEFINITION\n\n"
+            "Boolean" + (", overrideLabel: String" if self._join_url() != JOIN_URL else "") +
+            (", contextArguments: [join__ContextArgument!]" if self.uses_context else "") +
+            ") repeatable on FIELD_DEFINITION | INPUT_FIELD_DEFINITION\n\n" +
             "directive @join__graph(name: String!, url: String!) on ENUM_VALUE\n\n"
             "directive @join__implements(graph: join__Graph!, interface: String!) repeatable on "
             "OBJECT | INTERFACE\n\n"
@@ -524,7 +537,8 @@ class _Composer:
             "directive @join__unionMember(graph: join__Graph!, member: String!) repeatable on "
             "UNION\n\n"
             "directive @link(url: String, as: String, for: link__Purpose, import: "
-            "[link__Import]) repeatable on SCHEMA\n\n"
+            "[link__Import]) repeatable on SCHEMA\n\n" +
+            (contexts.JOIN_CONTEXT_ARGUMENT if self.uses_context else "") +
             "scalar join__FieldSet\n\n"
             "enum join__Graph {\n" + graphs + "\n}\n\n"
             "scalar link__Import\n\n"
@@ -532,6 +546,18 @@ class _Composer:
             "securely resolve fields.\n  \"\"\"\n  SECURITY\n\n  \"\"\"\n  `EXECUTION` features "
             "provide metadata necessary for operation execution.\n  \"\"\"\n  EXECUTION\n}\n\n"
         )
+
+    def _join_url(self) -> str:
+        if self.uses_context:
+            return contexts.JOIN_URL_CONTEXT
+        return JOIN_URL_LABELS if self.uses_labels else JOIN_URL
+
+    def _contexts(self, sgs: list[Subgraph], subs: list[SubType]) -> str:
+        names = [contexts.supergraph_context(sg.name, n)
+                 for sg, st in zip(sgs, subs, strict=True) for n in st.contexts]
+        if names:
+            self.uses_context = True
+        return "".join(f"\n  @context(name: {_gql_literal(n)})" for n in names)
 
     def _access(self, access: Access, sep: str) -> str:
         text = access_directives(access)
@@ -569,7 +595,7 @@ class _Composer:
             else:
                 jts.append(self._jt(sg.name, extension=ext))
         directives = "".join("\n  " + j for j in jts) + self._access(
-            merge_access([st.access for st in subs]), "\n ")
+            merge_access([st.access for st in subs]), "\n ") + self._contexts(sgs, subs)
         if kind == "scalar":
             return f"{head}scalar {tname}{directives}{inacc}"
         if kind == "union":
@@ -706,6 +732,7 @@ class _Composer:
                         f'marked @external): it has type "{print_ast(ftype)}" where resolved but '
                         f'type "{print_ast(sf.node.type)}" in subgraph "{sg.name}"')
             self._check_field(tname, kind, fname, defs, key_fields)
+            self.errors += contexts.contextual_argument_conflicts(tname, fname, defs)
             resolving = [sg for sg, sf in defs if not sf.external]
             overridden = {sf.override for _, sf in defs if sf.override}
             labels = {sf.override: sf.override_label for _, sf in defs
@@ -713,6 +740,8 @@ class _Composer:
             # A field with identical definitions in every subgraph of the type needs no join__field.
             plain = (len(defs) == len(sgs) and not overridden and all(
                 not sf.external and not sf.requires and not sf.provides and
+                not any(contexts.from_context(a) is not None
+                        for a in getattr(sf.node, "arguments", None) or ()) and
                 print_ast(sf.node.type) == print_ast(ftype) for _, sf in defs))
             joins: list[str] = []
             if not plain:
@@ -729,6 +758,10 @@ class _Composer:
                         parts.append(f"type: {_gql_literal(print_ast(sf.node.type))}")
                     if sf.external:
                         parts.append("external: true")
+                    ctx_args = contexts.contextual_arguments(sg, tname, fname)
+                    if ctx_args:
+                        self.uses_context = True
+                        parts.append(contexts.join_field_argument(ctx_args))
                     if sf.override:
                         parts.append(f"override: {_gql_literal(sf.override)}")
                         if sf.override_label:
@@ -763,8 +796,9 @@ class _Composer:
         return "\n".join(lines)
 
     def _args(self, tname: str, fname: str, defs: list[tuple[Subgraph, SubField]]) -> str:
-        per = [{a.name.value: a for a in getattr(sf.node, "arguments", None) or ()}
-               for _, sf in defs]
+        # Contextual arguments are the gateway's to fill: not in the supergraph's field.
+        per = [{a.name.value: a for a in getattr(sf.node, "arguments", None) or ()
+                if contexts.from_context(a) is None} for _, sf in defs]
         names = [n for n in per[0] if all(n in p for p in per)]
         for (sg, _), p in zip(defs, per, strict=True):
             for n, a in p.items():

@@ -32,6 +32,7 @@ from graphql import (
     validate_schema,
 )
 
+from gateway.contexts import ContextArgument, read_context_arguments
 from gateway.sdl import (
     KIND,
     ROOT_NAMES,
@@ -44,6 +45,8 @@ from gateway.sdl import (
 )
 
 Scopes = tuple[tuple[str, ...], ...]  # OR of ANDs, as @requiresScopes / @policy write them
+# Type names of the supergraph's own machinery (never part of the API).
+_MACHINERY = ("join__", "link__", "requiresScopes__", "policy__", "context__")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class FieldMeta:
     # subgraph resolves the field while the label is on, the overridden one while it is off.
     override_labels: Mapping[str, tuple[str, str]] = field(default_factory=dict, compare=False)
     access: Access = field(default_factory=Access, compare=False)
+    # @fromContext: subgraph -> the arguments the gateway fills from an enclosing context.
+    context_args: Mapping[str, tuple[ContextArgument, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +89,7 @@ class TypeMeta:
     # Subgraphs that see this entity interface as an object type (@interfaceObject).
     interface_objects: set[str] = field(default_factory=set, compare=False)
     access: Access = field(default_factory=Access, compare=False)
+    contexts: set[str] = field(default_factory=set)  # supergraph context names set here
 
 
 def _scopes(d: DirectiveNode, name: str) -> Scopes:
@@ -174,7 +180,7 @@ class _Reader:
             if kind is None:
                 continue
             tname = d.name.value  # type: ignore[attr-defined]
-            if tname.startswith(("join__", "link__", "requiresScopes__", "policy__")):
+            if tname.startswith(_MACHINERY):
                 continue
             tm = self.types.setdefault(tname, TypeMeta(tname, kind))
             self._type(d, tm)
@@ -192,6 +198,7 @@ class _Reader:
 
     def _type(self, d: Any, tm: TypeMeta) -> None:
         tm.access = access_of(d)
+        tm.contexts |= {n for c in directives(d, "context") if (n := str_arg(c, "name"))}
         for jt in directives(d, "join__type"):
             g = self.graph(jt)
             if g is None:
@@ -220,6 +227,7 @@ class _Reader:
         requires: dict[str, str] = {}
         provides: dict[str, str] = {}
         labels: dict[str, tuple[str, str]] = {}
+        ctx_args: dict[str, tuple[ContextArgument, ...]] = {}
         if not jfs:
             graphs = set(tm.graphs)
             defined = set(tm.graphs)
@@ -236,6 +244,8 @@ class _Reader:
                 requires[g] = r
             if (p := str_arg(j, "provides")) is not None:
                 provides[g] = p
+            if (c := read_context_arguments(arg(j, "contextArguments"))):
+                ctx_args[g] = c
             label = str_arg(j, "overrideLabel")
             if label is not None:
                 labels[g] = (label, str_arg(j, "override") or "")
@@ -247,6 +257,7 @@ class _Reader:
             named_type(f.type),
             labels,
             access_of(f),
+            ctx_args,
         )
 
 
@@ -344,7 +355,7 @@ def build_api_schema(doc: DocumentNode, roots: Mapping[str, str]) -> GraphQLSche
         if not isinstance(d, TypeDefinitionNode | TypeExtensionNode):
             continue
         name = d.name.value
-        if name.startswith(("join__", "link__", "requiresScopes__", "policy__")) or name in hidden:
+        if name.startswith(_MACHINERY) or name in hidden:
             continue
         defs.append(_public_node(d, hidden))
         present.add(name)
