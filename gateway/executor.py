@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,6 +95,64 @@ def _walk(value: Any, path: tuple[str, ...], i: int, at: Path,
     key = path[i]
     if key in value:
         _walk(value[key], path, i + 1, (*at, key), out)
+
+
+def collect_targets_in_context(data: Any, path: tuple[str, ...]
+                               ) -> list[tuple[dict[str, Any], Path, list[Any]]]:
+    """The objects at `path`, each with its enclosing objects by depth (0: the root data)."""
+    out: list[tuple[dict[str, Any], Path, list[Any]]] = []
+
+    def walk(value: Any, i: int, at: Path, chain: list[Any]) -> None:
+        if value is None:
+            return
+        if isinstance(value, list):
+            for n, v in enumerate(value):
+                walk(v, i, (*at, n), chain)
+            return
+        if not isinstance(value, dict):
+            return
+        here = [*chain, value]
+        if i == len(path):
+            out.append((value, at, here))
+            return
+        if path[i] in value:
+            walk(value[path[i]], i + 1, (*at, path[i]), here)
+
+    walk(data, 0, (), [])
+    return out
+
+
+def _context_value(chain: list[Any], sources: list[Any]) -> Any:
+    """The nearest enclosing object that sets the context, read along its selection; null
+    when none does."""
+    for depth in range(len(chain) - 1, -1, -1):
+        obj = chain[depth]
+        for src in sources:
+            if src.depth != depth:
+                continue
+            if depth and obj.get("__typename") not in src.types:
+                continue
+            return _single_value(obj, src.sel)
+    return None
+
+
+def _single_value(obj: Any, sel: OutSel) -> Any:
+    """The value at the end of a one-field-per-level selection."""
+    if isinstance(obj, list):
+        return [_single_value(o, sel) for o in obj]
+    if not isinstance(obj, dict):
+        return None
+    fields = [(k, f) for k, f in sel.fields.items() if k != "__typename"]
+    for cond, fsel in sel.fragments.items():
+        if obj.get("__typename") == cond:
+            fields += [(k, f) for k, f in fsel.fields.items() if k != "__typename"]
+    if not fields:
+        return None
+    key, f = fields[0]
+    value = obj.get(f.source or key)
+    if f.sub is None or value is None:
+        return value
+    return _single_value(value, f.sub)
 
 
 def project(obj: Any, sel: OutSel) -> Any:
@@ -207,23 +266,30 @@ class Executor:
                          headers: dict[str, str]) -> list[dict[str, Any]]:
         sub_vars = {v: variables[v] for v in batch.variables if v in variables}
         targets: list[list[list[tuple[dict[str, Any], Path]]]] = []
-        if batch.is_entity:
+        query = batch.query
+        units: list[Fetch] = []  # the fetch answered by each aliased `_entities` (`_<n>`)
+        if batch.has_contexts:
+            query, units, targets = self._context_units(batch, data, sub_vars)
+            if not units:
+                return []
+        elif batch.is_entity:
             for f in batch.fetches:
                 reps, rep_targets = self._representations(f, data)
                 sub_vars[f"r{f.index}"] = reps
                 targets.append(rep_targets)
+                units.append(f)
             if not any(sub_vars[f"r{f.index}"] for f in batch.fetches):
                 return []
         try:
-            body = await self._post(batch.graph, batch.query, sub_vars, headers)
+            body = await self._post(batch.graph, query, sub_vars, headers)
         except Exception:  # timeouts, refused connections, broken responses
             return self._unavailable(batch, targets)
         errors: list[dict[str, Any]] = []
         result = body.get("data")
         if batch.is_entity:
             if isinstance(result, dict):
-                for f, rep_targets in zip(batch.fetches, targets, strict=True):
-                    entities = result.get(f"_{f.index}") or []
+                for n, rep_targets in enumerate(targets):
+                    entities = result.get(f"_{n}") or []
                     for j, entity in enumerate(entities):
                         if isinstance(entity, dict) and j < len(rep_targets):
                             if not isinstance(self.schema.get_type(
@@ -239,12 +305,47 @@ class Executor:
             errors.append(self._reroot(err, batch, targets))
         return errors
 
-    def _representations(self, f: Fetch, data: dict[str, Any]
+    def _context_units(self, batch: FetchNode, data: dict[str, Any], sub_vars: dict[str, Any]
+                       ) -> tuple[str, list[Fetch], list[list[list[tuple[dict[str, Any], Path]]]]]:
+        """An entity batch with @fromContext arguments: the objects of each fetch grouped by
+        their context values, one aliased `_entities` per group (as Apollo Router does), the
+        query written for this request."""
+        defs = list(batch.var_defs)
+        parts: list[str] = []
+        units: list[Fetch] = []
+        targets: list[list[list[tuple[dict[str, Any], Path]]]] = []
+        for f, body in zip(batch.fetches, batch.bodies, strict=True):
+            groups: dict[bytes, tuple[tuple[Any, ...], list[tuple[dict[str, Any], Path]]]] = {}
+            for obj, at, chain in collect_targets_in_context(data, f.path):
+                values = tuple(_context_value(chain, c.sources) for c in f.contexts)
+                key = orjson.dumps(values)
+                groups.setdefault(key, (values, []))[1].append((obj, at))
+            for values, objs in groups.values():
+                reps, rep_targets = self._representations(f, data, objs)
+                if not reps:
+                    continue
+                n = len(units)
+                units.append(f)
+                targets.append(rep_targets)
+                sub_vars[f"r{n}"] = reps
+                defs.append(f"$r{n}:[_Any!]!")
+                text = body
+                for c, value in zip(f.contexts, values, strict=True):
+                    name = f"{c.variable}_{n}"
+                    sub_vars[name] = value
+                    defs.append(f"${name}:{c.type}")
+                    text = re.sub(rf"\${c.variable}(?![_0-9A-Za-z])", f"${name}", text)
+                parts.append(f"_{n}:_entities(representations:$r{n}){{__typename {text}}}")
+        query = "query(" + ",".join(defs) + "){" + " ".join(parts) + "}"
+        return query, units, targets
+
+    def _representations(self, f: Fetch, data: dict[str, Any],
+                         objects: list[tuple[dict[str, Any], Path]] | None = None
                          ) -> tuple[list[Any], list[list[tuple[dict[str, Any], Path]]]]:
         reps: list[Any] = []
         rep_targets: list[list[tuple[dict[str, Any], Path]]] = []
         index: dict[bytes, int] = {}
-        for obj, at in collect_targets(data, f.path):
+        for obj, at in collect_targets(data, f.path) if objects is None else objects:
             typename = obj.get("__typename")
             sel = f.reps.get(typename)  # type: ignore[arg-type]
             if sel is None:
@@ -302,7 +403,9 @@ class Executor:
             return [_error(msg, "UNAVAILABLE", (k,), serviceName=batch.graph)
                     for k in batch.fetches[0].root_fields]
         out = []
-        for f, rep_targets in zip(batch.fetches, targets, strict=True):
+        fetches = batch.fetches if not batch.has_contexts else [
+            batch.fetches[0]] * len(targets)
+        for f, rep_targets in zip(fetches, targets, strict=True):
             if not rep_targets:
                 continue
             first_field = next((k for sel in f.out.fragments.values() for k in sel.fields

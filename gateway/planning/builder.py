@@ -20,6 +20,7 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLSchema,
     InlineFragmentNode,
+    NameNode,
     SelectionNode,
     VariableNode,
     Visitor,
@@ -28,6 +29,7 @@ from graphql import (
 )
 from graphql.language import DirectiveNode, SelectionSetNode
 
+from gateway.contexts import parse_selection
 from gateway.planning.fields import (
     Collected,
     Conditions,
@@ -126,6 +128,8 @@ class Fetch:
     # An @interfaceObject fetch is asked for one runtime type only: its selection is written
     # on the interface, so objects of another type would be asked for fields they never need.
     io_type: str | None = None
+    # @fromContext arguments this fetch fills per entity from an enclosing object.
+    contexts: list[ContextInput] = field(default_factory=list)
 
     @property
     def is_entity(self) -> bool:
@@ -134,6 +138,40 @@ class Fetch:
     @property
     def depends_on(self) -> list[Fetch]:
         return ([self.parent] if self.parent is not None else []) + self.after
+
+
+@dataclass
+class ContextSource:
+    """Where one runtime shape finds a context value: the enclosing object `depth` response
+    keys below the root whose __typename is one of `types`, read along `sel`."""
+
+    depth: int
+    types: frozenset[str]
+    sel: OutSel
+
+
+@dataclass
+class ContextInput:
+    """One contextual argument of one field of an entity fetch: the variable it is sent as."""
+
+    variable: str  # without "$"; unique in the fetch (`__ctx<n>`, a name clients never use)
+    type: str  # the argument's type in the subgraph
+    type_name: str  # the entity type the field is on
+    key: str  # the field's response key in the fetch
+    argument: str
+    sources: list[ContextSource] = field(default_factory=list)
+
+
+@dataclass
+class _Frame:
+    """One object level being planned: what planning a context's selection there needs."""
+
+    fetch: Fetch
+    g: str
+    type_name: str
+    out: OutSel
+    path: tuple[str, ...]
+    provided: Provided
 
 
 def _provided_tree(fields: str) -> dict[str, Any]:
@@ -202,6 +240,9 @@ class FetchGraphBuilder:
         self.collector = FieldCollector(schema, fragments)
         self.labels = labels
         self._recorders: list[set[Fetch]] = []
+        self._frames: list[_Frame] = []
+        self._ctx_types: dict[str, frozenset[str]] = {}
+        self._ctx_count = 0
 
     def collect(
         self, type_name: str, selections: Iterable[SelectionNode], conds: Conditions = ()
@@ -222,8 +263,9 @@ class FetchGraphBuilder:
         fm = self.sg.types[type_name].fields.get(fname)
         if fm is None:
             raise PlanningError(f'unknown field "{type_name}.{fname}"')
-        if g in fm.requires:
-            # Only the top of an entity fetch carries the required fields in its representation.
+        if g in fm.requires or g in fm.context_args:
+            # Only the top of an entity fetch carries the required fields in its representation
+            # (and only an entity fetch can be given per-object context values).
             return entity_top
         if provided is not None and fname in provided:
             return True
@@ -281,6 +323,23 @@ class FetchGraphBuilder:
         path: tuple[str, ...],
         provided: Provided,
         entity_top: bool = False,
+    ) -> None:
+        self._frames.append(_Frame(fetch, g, type_name, out, path, provided))
+        try:
+            self._plan_object(fetch, g, type_name, selections, out, path, provided, entity_top)
+        finally:
+            self._frames.pop()
+
+    def _plan_object(
+        self,
+        fetch: Fetch,
+        g: str,
+        type_name: str,
+        selections: list[SelectionNode],
+        out: OutSel,
+        path: tuple[str, ...],
+        provided: Provided,
+        entity_top: bool,
     ) -> None:
         remote: list[tuple[str, Occurrences]] = []
         for key, nodes in self.collect(type_name, selections).items():
@@ -414,7 +473,8 @@ class FetchGraphBuilder:
         edge = self.qg.field_edge(v, fname)
         if edge is None:
             return 0
-        cost = 1 if v.graph in self.sg.types[v.type_name].fields[fname].requires else 0
+        fm = self.sg.types[v.type_name].fields[fname]
+        cost = 1 if v.graph in fm.requires or v.graph in fm.context_args else 0
         sub_type = edge.tail.type_name
         if sub_type not in self.sg.types:
             return cost
@@ -524,6 +584,9 @@ class FetchGraphBuilder:
                 finally:
                     self._recorders.pop()
                 after = recorder - {fetch}
+        contexts = self._plan_contexts(target, jump, fetch)
+        for _, waits in contexts:
+            after |= waits
         cur_fetch, cur_out, cur_g, cur_type, cur_prov = fetch, out, g, type_name, provided
         for i, edge in enumerate(jump.route.edges):
             last = i == len(jump.route.edges) - 1
@@ -556,6 +619,143 @@ class FetchGraphBuilder:
         for _, nodes in jump.items:
             sels.extend(_with_conditions(n, conds) for n, conds in nodes)
         self.plan_object(cur_fetch, cur_g, cur_type, sels, cur_out, path, None, entity_top=True)
+        for inp, _ in contexts:
+            self._attach_context(cur_fetch, cur_out, inp)
+
+    # -- @fromContext -----------------------------------------------------------------------------
+
+    def _plan_contexts(
+        self, target: Vertex, jump: _Jump, fetch: Fetch
+    ) -> list[tuple[ContextInput, set[Fetch]]]:
+        """For each contextual argument of the jumped-to fields: the nearest enclosing object
+        whose type sets the context, its selection planned there (fetched from wherever it
+        lives), and the fetches the entity fetch must wait for."""
+        out: list[tuple[ContextInput, set[Fetch]]] = []
+        tm = self.sg.types[target.type_name]
+        for key, nodes in jump.items:
+            fm = tm.fields.get(nodes[0][0].name.value)
+            if fm is None:
+                continue
+            for carg in fm.context_args.get(target.graph, ()):
+                frame = self._context_frame(carg.context)
+                inp = ContextInput("", carg.type, target.type_name, key, carg.name)
+                waits: set[Fetch] = set()
+                if frame is not None:
+                    source, waits = self._plan_context_selection(frame, carg.selection, fetch)
+                    inp.sources.append(source)
+                out.append((inp, waits))
+        return out
+
+    def _context_types(self, context: str) -> frozenset[str]:
+        hit = self._ctx_types.get(context)
+        if hit is None:
+            types: set[str] = set()
+            for name, tm in self.sg.types.items():
+                if context in tm.contexts:
+                    types.add(name)
+                    for members in tm.possible.values():
+                        types |= members
+            hit = self._ctx_types[context] = frozenset(types)
+        return hit
+
+    def _context_frame(self, context: str) -> _Frame | None:
+        types = self._context_types(context)
+        for frame in reversed(self._frames):
+            if frame.type_name in types:
+                return frame
+        return None  # no enclosing object sets it: the argument is sent as null
+
+    def _plan_context_selection(
+        self, frame: _Frame, selection: str, fetch: Fetch
+    ) -> tuple[ContextSource, set[Fetch]]:
+        sel = parse_selection(selection)
+        frags = [s for s in sel.selections if isinstance(s, InlineFragmentNode)]
+        if frags:
+            # `... on A { x } ... on B { y }`: the branch for the enclosing object's type.
+            chosen = [
+                f.selection_set
+                for f in frags
+                if f.type_condition is not None
+                and self._context_branch_applies(f.type_condition.name.value, frame.type_name)
+            ]
+            sel = chosen[0] if chosen else SelectionSetNode(selections=())
+        frame.out.add_field("__typename", "__typename")
+        types = {frame.type_name} | set().union(
+            *self.sg.types[frame.type_name].possible.values()
+        )
+        # Planned at that level like a client's field (locally, or from the subgraphs that
+        # resolve it), under an alias of its own: a client's alias may take the field's name
+        # at this level, before or after this point.
+        aliased = tuple(
+            FieldNode(
+                alias=NameNode(value=f"_ctx_{s.name.value}"),
+                name=s.name,
+                arguments=s.arguments,
+                directives=(),
+                selection_set=s.selection_set,
+            )
+            for s in sel.selections
+            if isinstance(s, FieldNode)
+        )
+        recorder: set[Fetch] = set()
+        self._recorders.append(recorder)
+        try:
+            self.plan_object(
+                frame.fetch,
+                frame.g,
+                frame.type_name,
+                list(aliased),
+                frame.out,
+                frame.path,
+                frame.provided,
+            )
+        finally:
+            self._recorders.pop()
+        ancestors = set()
+        f: Fetch | None = fetch
+        while f is not None:
+            ancestors.add(f)
+            f = f.parent
+        src = OutSel()
+        for s in aliased:
+            assert s.alias is not None
+            self._emit_field_set(
+                frame.g,
+                frame.type_name,
+                SelectionSetNode(selections=(FieldNode(name=s.name, arguments=s.arguments,
+                                                       selection_set=s.selection_set),)),
+                src,
+                None,
+                source=OutSel(),
+            )
+            src.fields[s.name.value].source = s.alias.value
+        return ContextSource(len(frame.path), frozenset(types), src), recorder - ancestors
+
+    def _context_branch_applies(self, cond: str, type_name: str) -> bool:
+        if cond == type_name:
+            return True
+        tm = self.sg.types.get(cond)
+        return tm is not None and any(type_name in m for m in tm.possible.values())
+
+    def _attach_context(self, fetch: Fetch, out: OutSel, inp: ContextInput) -> None:
+        """Send the argument as a variable of the entity fetch (one per field and argument)."""
+        for known in fetch.contexts:
+            if (known.type_name, known.key, known.argument) == (
+                inp.type_name,
+                inp.key,
+                inp.argument,
+            ):
+                known.sources += [s for s in inp.sources if s not in known.sources]
+                return
+        # Unique in the operation: fetches of one subgraph may share one request.
+        inp.variable = f"__ctx{self._ctx_count}"
+        self._ctx_count += 1
+        fetch.contexts.append(inp)
+        of = out.fields.get(inp.key)
+        if of is None:
+            return
+        arg = f"{inp.argument}:${inp.variable}"
+        of.args = f"({arg})" if not of.args else of.args[:-1] + f",{arg})"
 
     def _self_route(self, v: Vertex) -> Route:
         key = self.sg.types[v.type_name].keys[v.graph][0]

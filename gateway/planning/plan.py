@@ -27,6 +27,14 @@ class FetchNode:
     query: str
     variables: list[str]
     is_entity: bool
+    # Entity fetches with @fromContext arguments: the query is written per request (one
+    # `_entities` per distinct set of context values), from these parts.
+    var_defs: list[str] = field(default_factory=list)
+    bodies: list[str] = field(default_factory=list)
+
+    @property
+    def has_contexts(self) -> bool:
+        return any(f.contexts for f in self.fetches)
 
     @property
     def paths(self) -> list[tuple[str, ...]]:
@@ -147,18 +155,22 @@ def _fetch_node(fetches: list[Fetch], op_kind: str, var_defs: Mapping[str, str])
     graph = fetches[0].graph
     used = sorted(set().union(*(f.variables for f in fetches)))
     defs = [var_defs[v] for v in used]
+    client_defs = list(defs)
+    bodies: list[str] = []
     if fetches[0].is_entity:
         parts = []
         for i, f in enumerate(fetches):
             f.index = i
             defs.insert(i, f"$r{i}:[_Any!]!")
             body = "".join(f"...on {t}{sel.print()}" for t, sel in f.out.fragments.items())
+            bodies.append(body)
             parts.append(f"_{i}:_entities(representations:$r{i}){{__typename {body}}}")
+            defs += [f"${c.variable}:{c.type}" for c in f.contexts]
         query = "query(" + ",".join(defs) + "){" + " ".join(parts) + "}"
     else:
         head = op_kind + ("(" + ",".join(defs) + ")" if defs else "")
         query = head + fetches[0].out.print()
-    return FetchNode(graph, fetches, query, used, fetches[0].is_entity)
+    return FetchNode(graph, fetches, query, used, fetches[0].is_entity, client_defs, bodies)
 
 
 def compile_group(
