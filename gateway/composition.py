@@ -479,6 +479,8 @@ class _Composer:
         for tname in sorted(names, key=lambda n: (n not in ROOT_NAMES.values(), n)):
             bodies.append(self._type(tname, names[tname]))
         self._check_satisfiable(names)
+        self.errors += contexts.unset_context_errors(
+            self.sgs, [ROOT_NAMES[k] for k in ROOT_KINDS if ROOT_NAMES[k] in names])
         if self.errors:
             raise CompositionError(self.errors)
         return self._header(names) + "\n\n".join(b for b in bodies if b) + "\n"

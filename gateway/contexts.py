@@ -24,6 +24,7 @@ from graphql import (
     FieldNode,
     GraphQLError,
     InlineFragmentNode,
+    NonNullTypeNode,
     SelectionSetNode,
     StringValueNode,
     parse,
@@ -144,7 +145,8 @@ def validate_subgraph(sg: Subgraph) -> list[str]:
                     continue
                 errors += [f'{pre}[CONTEXT_INVALID_SELECTION] Context "{name}" is used in '
                            f'{where} but the selection is invalid: {problem}'
-                           for problem in _selection_problems(sg, setters[name], selection)]
+                           for problem in _selection_problems(sg, setters[name], selection,
+                                                              print_ast(a.type))]
                 if not any(ok for _, ok in st.keys):
                     errors.append(f'{pre}[CONTEXT_NO_RESOLVABLE_KEY] Object "{st.name}" has no '
                                   f'resolvable key but has a field with a contextual argument '
@@ -156,7 +158,8 @@ def _implements_field(sg: Subgraph, st: SubType, fname: str) -> bool:
     return any(fname in sg.types[i].fields for i in st.interfaces if i in sg.types)
 
 
-def _selection_problems(sg: Subgraph, locations: list[str], selection: str) -> list[str]:
+def _selection_problems(sg: Subgraph, locations: list[str], selection: str,
+                        expected: str) -> list[str]:
     try:
         sel = parse_selection(selection)
     except GraphQLError as exc:
@@ -179,7 +182,7 @@ def _selection_problems(sg: Subgraph, locations: list[str], selection: str) -> l
     problems: list[str] = []
     for loc in locations:
         if fields:
-            problems += _path_problems(sg, loc, sel, loc)
+            problems += _path_problems(sg, loc, sel, loc, expected)
             continue
         match = [f for f in frags if f.type_condition is not None and
                  _applies(sg, f.type_condition.name.value, loc)]
@@ -188,7 +191,7 @@ def _selection_problems(sg: Subgraph, locations: list[str], selection: str) -> l
             continue
         for f in match:
             problems += _path_problems(sg, f.type_condition.name.value,
-                                       f.selection_set, loc)
+                                       f.selection_set, loc, expected)
     for c in conds:
         if not any(_applies(sg, c, loc) for loc in locations):
             problems.append(f'type condition "{c}" is never used.')
@@ -213,10 +216,14 @@ def _members(sg: Subgraph, abstract: str) -> set[str]:
     return {t.name for t in sg.types.values() if abstract in t.interfaces}
 
 
-def _path_problems(sg: Subgraph, tname: str, sel: SelectionSetNode, loc: str) -> list[str]:
-    """The selection must be one chain of fields that exist on `tname`."""
+def _path_problems(sg: Subgraph, tname: str, sel: SelectionSetNode, loc: str,
+                   expected: str) -> list[str]:
+    """The selection must be one chain of fields that exist on `tname`, ending in a value of
+    the argument's type. As Apollo: the chain's type keeps its lists but not its non-nulls (an
+    object may lack the context), so a non-null argument never matches."""
     node = sel
     current = tname
+    lists = 0
     while True:
         fields = [s for s in node.selections if isinstance(s, FieldNode)]
         if len(fields) != len(node.selections) or len(fields) != 1:
@@ -230,9 +237,15 @@ def _path_problems(sg: Subgraph, tname: str, sel: SelectionSetNode, loc: str) ->
         if st is None or f.name.value not in st.fields:
             return [f'the selection is invalid for type {loc}: field "{current}.{f.name.value}" '
                     f'does not exist']
+        ftype = st.fields[f.name.value].node.type
+        lists += print_ast(ftype).count("[")
         if f.selection_set is None:
+            resolved = "[" * lists + named_type(ftype) + "]" * lists
+            if resolved != expected:
+                return [f'the type of the selection "{resolved}" does not match the expected '
+                        f'type "{expected}"']
             return []
-        current = named_type(st.fields[f.name.value].node.type)
+        current = named_type(ftype)
         node = f.selection_set
 
 
@@ -261,18 +274,74 @@ def join_field_argument(args: list[ContextArgument]) -> str:
 
 def contextual_argument_conflicts(tname: str, fname: str,
                                   defs: list[tuple[Subgraph, Any]]) -> list[str]:
-    """An argument contextual in one subgraph must not be a plain argument in another."""
+    """An argument contextual in one subgraph leaves the supergraph; another subgraph must
+    not need it (non-null without a default there), as Apollo's composition rules."""
     contextual: dict[str, list[str]] = {}
     plain: dict[str, list[str]] = {}
     for sg, sf in defs:
         for a in getattr(sf.node, "arguments", None) or ():
-            (contextual if from_context(a) is not None else plain).setdefault(
-                a.name.value, []).append(sg.name)
+            if from_context(a) is not None:
+                contextual.setdefault(a.name.value, []).append(sg.name)
+            elif isinstance(a.type, NonNullTypeNode) and a.default_value is None:
+                plain.setdefault(a.name.value, []).append(sg.name)
     return [f'[CONTEXTUAL_ARGUMENT_NOT_CONTEXTUAL_IN_ALL_SUBGRAPHS] Argument '
             f'{_where(tname, fname, n)} is contextual in subgraph(s) '
-            + ", ".join(f'"{g}"' for g in subs) + " but not in subgraph(s) "
-            + ", ".join(f'"{g}"' for g in plain[n])
+            + ", ".join(f'"{g}"' for g in subs) + " but required (non-null, no default) "
+            "without @fromContext in subgraph(s) " + ", ".join(f'"{g}"' for g in plain[n])
             for n, subs in contextual.items() if n in plain]
+
+
+def unset_context_errors(sgs: list[Subgraph], roots: list[str]) -> list[str]:
+    """A field with a contextual argument must be reached only inside an object that sets the
+    context: a query path from a root that arrives at its type outside every such object
+    cannot be answered (Apollo's satisfiability: "could not find a match for required
+    context"). Types are followed through every subgraph's fields and abstract types."""
+    edges: dict[str, list[tuple[str, str]]] = {}  # type -> (field or "...", target type)
+    for sg in sgs:
+        for st in sg.types.values():
+            for fname, sf in st.fields.items():
+                if st.kind in ("object", "interface") and not sf.external:
+                    edges.setdefault(st.name, []).append((fname, named_type(sf.node.type)))
+            if st.kind == "union":
+                edges.setdefault(st.name, []).extend(("...", m) for m in st.members)
+            for i in st.interfaces:
+                edges.setdefault(i, []).append(("...", st.name))
+    errors: list[str] = []
+    for sg in sgs:
+        setters: dict[str, set[str]] = {}
+        for st in sg.types.values():
+            for name in st.contexts:
+                inside = setters.setdefault(name, set())
+                inside.add(st.name)
+                inside |= {t for f, t in edges.get(st.name, ()) if f == "..."}
+        for st in sg.types.values():
+            for fname in st.fields:
+                for carg in contextual_arguments(sg, st.name, fname):
+                    name = carg.context[len(sg.name) + 2:]
+                    path = _path_outside(edges, roots, setters.get(name, set()), st.name)
+                    if path is not None:
+                        errors.append(
+                            f'subgraph "{sg.name}": cannot satisfy '
+                            f'{_where(st.name, fname, carg.name)}: the query path '
+                            f'"{path}" reaches "{st.name}" outside every object that sets '
+                            f'context "{name}" (could not find a match for required context)')
+    return errors
+
+
+def _path_outside(edges: Mapping[str, list[tuple[str, str]]], roots: list[str],
+                  blocked: set[str], target: str) -> str | None:
+    seen = {r: r for r in roots if r not in blocked}
+    queue = list(seen)
+    while queue:
+        t = queue.pop(0)
+        if t == target:
+            return seen[t]
+        for f, nxt in edges.get(t, ()):
+            if nxt in seen or nxt in blocked:
+                continue
+            seen[nxt] = seen[t] + ("" if f == "..." else f".{f}")
+            queue.append(nxt)
+    return None
 
 
 def read_context_arguments(value: Any) -> tuple[ContextArgument, ...]:

@@ -363,6 +363,99 @@ type Offer @key(fields: "id") {
     },
 )
 
+# A context set on an interface reaches every implementation; one set on a union, through
+# type conditions, every member; a list-typed value.
+_case(
+    Case(
+        "ctx_abstract_holders",
+        {
+            "a": LINK28
+            + """
+type Query { things: [Thing!]! any: [Holder!]! }
+interface Thing @context(name: "thing") { id: ID! tag: String }
+union Holder @context(name: "holder") = Box | Bag
+type Box implements Thing @key(fields: "id") {
+  id: ID! tag: String tags: [String] items: [Item!]!
+}
+type Bag implements Thing @key(fields: "id") {
+  id: ID! tag: String tags: [String] items: [Item!]!
+}
+type Item @key(fields: "id") {
+  id: ID!
+  label(t: String @fromContext(field: "$thing { tag }")): String
+  count(ts: [String] @fromContext(field: "$holder ... on Box { tags } ... on Bag { tags }")): Int
+}
+""",
+            "b": LINK28
+            + """
+type Item @key(fields: "id") { id: ID! weight: Int }
+""",
+        },
+        _objs(
+            {
+                "__typename": "Box",
+                "__interfaces": ["Thing"],
+                "id": "box",
+                "tag": "fragile",
+                "tags": ["a", "b"],
+                "items": [ref("Item", "i1")],
+            },
+            {
+                "__typename": "Bag",
+                "__interfaces": ["Thing"],
+                "id": "bag",
+                "tag": "soft",
+                "tags": ["c"],
+                "items": [ref("Item", "i1"), ref("Item", "i2")],
+            },
+            {
+                "__typename": "Item",
+                "id": "i1",
+                "weight": 7,
+                "label": by_arg("t", fragile="i1 (fragile)", soft="i1 (soft)"),
+                "count": {
+                    "__args": {repr([("ts", ["a", "b"])]): 2, repr([("ts", ["c"])]): 1},
+                    "default": MISSING,
+                },
+            },
+            {
+                "__typename": "Item",
+                "id": "i2",
+                "weight": 1,
+                "label": by_arg("t", soft="i2 (soft)"),
+                "count": {"__args": {repr([("ts", ["c"])]): 1}, "default": MISSING},
+            },
+        ),
+        {"things": [ref("Box", "box"), ref("Bag", "bag")],
+         "any": [ref("Box", "box"), ref("Bag", "bag")]},
+        [
+            (
+                "ctx_set_on_interface",
+                "{ things { id ... on Box { items { label weight } } "
+                "... on Bag { items { label } } } }",
+            ),
+            (
+                "ctx_set_on_union_list_value",
+                "{ any { ... on Box { items { count } } ... on Bag { items { id count } } } }",
+            ),
+        ],
+    ),
+    {
+        "ctx_set_on_interface": {
+            "things": [
+                {"id": "box", "items": [{"label": "i1 (fragile)", "weight": 7}]},
+                {"id": "bag", "items": [{"label": "i1 (soft)"}, {"label": "i2 (soft)"}]},
+            ]
+        },
+        "ctx_set_on_union_list_value": {
+            "any": [
+                {"items": [{"count": 2}]},
+                {"items": [{"id": "i1", "count": 1}, {"id": "i2", "count": 1}]},
+            ]
+        },
+    },
+)
+
 CONTEXT_OPS = [
     (case.name, op[0], op[1], op[2] if len(op) > 2 else None, expected[op[0]])
     for case, expected in CONTEXT_CASES

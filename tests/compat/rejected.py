@@ -87,6 +87,92 @@ REJECTED: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
 }
 
+# @context / @fromContext (Federation v2.8): Apollo's CONTEXT_* rules.
+LINK28 = (
+    'extend schema @link(url: "https://specs.apollo.dev/federation/v2.8", import: '
+    '["@key", "@external", "@shareable", "@context", "@fromContext"])\n'
+)
+_T = (
+    'type Query { t: T } type T @key(fields: "id") @context(name: "ctx") '
+    "{ id: ID! prop: String u: U } "
+)
+
+
+def _u(arg: str, key: str = '@key(fields: "id")') -> str:
+    return f"type U {key} {{ id: ID! f({arg}): Int }}"
+
+
+CONTEXT_REJECTED: dict[str, tuple[dict[str, str], list[str]]] = {
+    "context_name_with_underscore": (
+        {
+            "a": _T.replace('"ctx"', '"my_ctx"')
+            + _u('x: String @fromContext(field: "$my_ctx { prop }")')
+        },
+        ["CONTEXT_NAME_INVALID", '"my_ctx"', '"T"', '"a"'],
+    ),
+    "context_never_set": (
+        {"a": _T + _u('x: String @fromContext(field: "$other { prop }")')},
+        ["CONTEXT_NOT_SET", '"U.f(x:)"', '"other"', '"a"'],
+    ),
+    "context_reference_without_dollar": (
+        {"a": _T + _u('x: String @fromContext(field: "ctx { prop }")')},
+        ["NO_CONTEXT_IN_SELECTION", '"U.f(x:)"', '"a"'],
+    ),
+    "context_selection_unknown_field": (
+        {"a": _T + _u('x: String @fromContext(field: "$ctx { nope }")')},
+        ["CONTEXT_INVALID_SELECTION", '"U.f(x:)"', "nope", '"a"'],
+    ),
+    "context_selection_two_fields": (
+        {"a": _T + _u('x: String @fromContext(field: "$ctx { prop id }")')},
+        ["CONTEXT_INVALID_SELECTION", '"U.f(x:)"', '"a"'],
+    ),
+    "context_non_null_argument": (
+        {"a": _T + _u('x: String! @fromContext(field: "$ctx { prop }")')},
+        ["CONTEXT_INVALID_SELECTION", '"U.f(x:)"', '"String!"', '"a"'],
+    ),
+    "context_type_mismatch": (
+        {"a": _T + _u('x: Int @fromContext(field: "$ctx { prop }")')},
+        ["CONTEXT_INVALID_SELECTION", '"U.f(x:)"', '"Int"', '"a"'],
+    ),
+    "context_field_without_resolvable_key": (
+        {
+            "a": _T
+            + _u('x: String @fromContext(field: "$ctx { prop }")',
+                 '@key(fields: "id", resolvable: false)')
+        },
+        ["CONTEXT_NO_RESOLVABLE_KEY", '"U"', '"a"'],
+    ),
+    "context_argument_with_default": (
+        {"a": _T + _u('x: String = "d" @fromContext(field: "$ctx { prop }")')},
+        ["CONTEXT_NOT_SET", '"U.f(x:)"', '"a"'],
+    ),
+    "context_on_interface_field": (
+        {
+            "a": 'type Query { t: T } type T @key(fields: "id") @context(name: "ctx") '
+            "{ id: ID! prop: String u: I } interface I { id: ID! "
+            'f(x: String @fromContext(field: "$ctx { prop }")): Int } '
+            'type U implements I @key(fields: "id") { id: ID! f(x: String): Int }'
+        },
+        ["CONTEXT_NOT_SET", '"I.f(x:)"', '"a"'],
+    ),
+    "contextual_in_one_subgraph_only": (
+        {
+            "a": _T
+            + 'type U @key(fields: "id") { id: ID! '
+            'f(x: String @fromContext(field: "$ctx { prop }")): Int @shareable }',
+            "b": 'type U @key(fields: "id") { id: ID! f(x: String!): Int @shareable }',
+        },
+        ["CONTEXTUAL_ARGUMENT_NOT_CONTEXTUAL_IN_ALL_SUBGRAPHS", '"U.f(x:)"', '"a"', '"b"'],
+    ),
+    "context_field_reachable_outside_context": (
+        {"a": _T.replace("type Query { t: T }", "type Query { t: T item: U }")
+         + _u('x: String @fromContext(field: "$ctx { prop }")')},
+        ['"U.f(x:)"', '"Query.item"', '"ctx"', '"a"'],
+    ),
+}
+REJECTED.update(CONTEXT_REJECTED)
+
 SUBGRAPHS = {
-    name: {n: LINK + sdl for n, sdl in subs.items()} for name, (subs, _) in REJECTED.items()
+    name: {n: (LINK28 if name in CONTEXT_REJECTED else LINK) + sdl for n, sdl in subs.items()}
+    for name, (subs, _) in REJECTED.items()
 }
