@@ -1,6 +1,8 @@
 // Planning time of @apollo/query-planner: stdin JSON {supergraph, queries, rounds}; prints
 // JSON {build_ms, cold_ms: [per query]} (cold: first plan of each query by a new planner).
-import { Supergraph, operationFromDocument } from "@apollo/federation-internals";
+import {
+  Supergraph, operationFromDocument, ROUTER_SUPPORTED_SUPERGRAPH_FEATURES,
+} from "@apollo/federation-internals";
 import { QueryPlanner } from "@apollo/query-planner";
 import { parse } from "graphql";
 
@@ -8,7 +10,8 @@ let input = "";
 for await (const chunk of process.stdin) input += chunk;
 const { supergraph, queries, rounds } = JSON.parse(input);
 let t = performance.now();
-const sg = Supergraph.build(supergraph);
+// Apollo Router's feature set: the @context supergraph needs it (@apollo/gateway refuses it).
+const sg = Supergraph.build(supergraph, { supportedFeatures: ROUTER_SUPPORTED_SUPERGRAPH_FEATURES });
 let planner = new QueryPlanner(sg);
 const build_ms = performance.now() - t;
 const cold_ms = queries.map(() => 0);

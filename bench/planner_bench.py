@@ -79,6 +79,46 @@ def synthetic_supergraph(n: int = 20) -> tuple[str, list[str]]:
     return compose(sdls), [deep, wide, chain]
 
 
+CONTEXT_LINK = (
+    'extend schema @link(url: "https://specs.apollo.dev/federation/v2.8", '
+    'import: ["@key", "@shareable", "@external", "@context", "@fromContext"])\n'
+)
+
+
+def context_supergraph() -> tuple[str, list[str]]:
+    """Apollo's docs example of @context/@fromContext: a user's currency, resolved by another
+    subgraph, read by the user's transactions; nested folders for the nearest context."""
+    users = CONTEXT_LINK + """
+type Query { me: User! folders: [Folder!]! }
+type User @key(fields: "id") @context(name: "userContext") {
+  id: ID! name: String! userCurrency: Currency! @external transactions: [Transaction!]!
+}
+type Currency @shareable { id: ID! isoCode: String! }
+type Transaction @key(fields: "id") {
+  id: ID! amount: Int!
+  amountInUserCurrency(
+    currencyCode: String @fromContext(field: "$userContext { userCurrency { isoCode } }")
+  ): Int!
+}
+type Folder @key(fields: "id") @context(name: "folder") {
+  id: ID! name: String! folders: [Folder!]! files: [File!]!
+}
+type File @key(fields: "id") {
+  id: ID! path(dir: String @fromContext(field: "$folder { name }")): String
+}
+"""
+    accounts = CONTEXT_LINK + """
+type User @key(fields: "id") { id: ID! userCurrency: Currency! }
+type Currency @shareable { id: ID! isoCode: String! }
+"""
+    sdl = compose({"users": ("http://users.test/graphql", users),
+                   "accounts": ("http://accounts.test/graphql", accounts)})
+    return sdl, [
+        "{ me { name transactions { id amountInUserCurrency } } }",
+        "{ folders { files { path } folders { name files { id path } } } }",
+    ]
+
+
 def ours(sdl: str, queries: list[str], rounds: int) -> tuple[float, list[float], list[float]]:
     t = time.perf_counter()
     sg = Supergraph.from_sdl(sdl)
@@ -126,9 +166,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     synth, synth_queries = synthetic_supergraph()
+    ctx, ctx_queries = context_supergraph()
     for label, sdl, queries in (
         ("doorward (3 subgraphs)", doorward_supergraph(), DOORWARD_QUERIES),
         ("synthetic (20 subgraphs)", synth, synth_queries),
+        ("@context (2 subgraphs)", ctx, ctx_queries),
     ):
         build, cold, cached = ours(sdl, queries, args.rounds)
         theirs = apollo(sdl, queries, args.rounds)

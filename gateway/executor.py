@@ -283,7 +283,7 @@ class Executor:
         try:
             body = await self._post(batch.graph, query, sub_vars, headers)
         except Exception:  # timeouts, refused connections, broken responses
-            return self._unavailable(batch, targets)
+            return self._unavailable(batch, targets, units)
         errors: list[dict[str, Any]] = []
         result = body.get("data")
         if batch.is_entity:
@@ -396,16 +396,14 @@ class Executor:
                 raise ValueError(f"bad response from {graph}")
             return body
 
-    def _unavailable(self, batch: FetchNode, targets: list[list[list[tuple[dict[str, Any], Path]]]]
-                     ) -> list[dict[str, Any]]:
+    def _unavailable(self, batch: FetchNode, targets: list[list[list[tuple[dict[str, Any], Path]]]],
+                     units: list[Fetch]) -> list[dict[str, Any]]:
         msg = f'Subgraph "{batch.graph}" is unavailable.'
         if not batch.is_entity:
             return [_error(msg, "UNAVAILABLE", (k,), serviceName=batch.graph)
                     for k in batch.fetches[0].root_fields]
         out = []
-        fetches = batch.fetches if not batch.has_contexts else [
-            batch.fetches[0]] * len(targets)
-        for f, rep_targets in zip(fetches, targets, strict=True):
+        for f, rep_targets in zip(units, targets, strict=True):
             if not rep_targets:
                 continue
             first_field = next((k for sel in f.out.fragments.values() for k in sel.fields

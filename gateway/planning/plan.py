@@ -31,10 +31,7 @@ class FetchNode:
     # `_entities` per distinct set of context values), from these parts.
     var_defs: list[str] = field(default_factory=list)
     bodies: list[str] = field(default_factory=list)
-
-    @property
-    def has_contexts(self) -> bool:
-        return any(f.contexts for f in self.fetches)
+    has_contexts: bool = False  # decided once: the executor checks it on every request
 
     @property
     def paths(self) -> list[tuple[str, ...]]:
@@ -170,7 +167,8 @@ def _fetch_node(fetches: list[Fetch], op_kind: str, var_defs: Mapping[str, str])
     else:
         head = op_kind + ("(" + ",".join(defs) + ")" if defs else "")
         query = head + fetches[0].out.print()
-    return FetchNode(graph, fetches, query, used, fetches[0].is_entity, client_defs, bodies)
+    return FetchNode(graph, fetches, query, used, fetches[0].is_entity, client_defs, bodies,
+                     any(f.contexts for f in fetches))
 
 
 def compile_group(

@@ -22,6 +22,11 @@ function fetches(node, path, out) {
     fetches(node.node, node.path, out);
   } else if (node.kind === "Sequence" || node.kind === "Parallel") {
     for (const n of node.nodes) fetches(n, path, out);
+  } else if (node.kind === "Condition") {
+    // @include/@skip on a whole fetch: its fetches are counted (ours fetch and let the
+    // subgraph apply the condition).
+    fetches(node.ifClause, path, out);
+    fetches(node.elseClause, path, out);
   } else if (node.kind === "QueryPlan") {
     fetches(node.node, [], out);
   } else {

@@ -113,6 +113,31 @@ type Currency @shareable { id: ID! isoCode: String! }
                 "ctx_same_entity_different_contexts",
                 "{ users { id transactions { id amountInUserCurrency } } }",
             ),
+            (
+                "ctx_field_under_include_true",
+                "query($x: Boolean!) { me { transactions { id amountInUserCurrency "
+                "@include(if: $x) } } }",
+                {"x": True},
+            ),
+            (
+                "ctx_field_under_include_false",
+                "query($x: Boolean!) { me { transactions { id amountInUserCurrency "
+                "@include(if: $x) } } }",
+                {"x": False},
+            ),
+            (
+                "ctx_in_fragments",
+                "{ me { ...M } } fragment M on User { transactions { ... on Transaction "
+                "{ amountInUserCurrency } } }",
+            ),
+            (
+                "ctx_two_aliases_of_the_list",
+                "{ me { a: transactions { amountInUserCurrency } b: transactions { id } } }",
+            ),
+            (
+                "ctx_beside_another_root_field",
+                "{ users { name } me { transactions { amountInUserCurrency } } }",
+            ),
         ],
     ),
     {
@@ -136,6 +161,28 @@ type Currency @shareable { id: ID! isoCode: String! }
                 "userCurrency": "Ada",
                 "transactions": [{"amountInUserCurrency": 92}, {"amountInUserCurrency": 9}],
             }
+        },
+        "ctx_field_under_include_true": {
+            "me": {
+                "transactions": [
+                    {"id": "t1", "amountInUserCurrency": 92},
+                    {"id": "t2", "amountInUserCurrency": 9},
+                ]
+            }
+        },
+        "ctx_field_under_include_false": {"me": {"transactions": [{"id": "t1"}, {"id": "t2"}]}},
+        "ctx_in_fragments": {
+            "me": {"transactions": [{"amountInUserCurrency": 92}, {"amountInUserCurrency": 9}]}
+        },
+        "ctx_two_aliases_of_the_list": {
+            "me": {
+                "a": [{"amountInUserCurrency": 92}, {"amountInUserCurrency": 9}],
+                "b": [{"id": "t1"}, {"id": "t2"}],
+            }
+        },
+        "ctx_beside_another_root_field": {
+            "users": [{"name": "Ada"}, {"name": "Bob"}],
+            "me": {"transactions": [{"amountInUserCurrency": 92}, {"amountInUserCurrency": 9}]},
         },
         "ctx_same_entity_different_contexts": {
             "users": [
