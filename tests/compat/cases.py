@@ -1591,3 +1591,90 @@ _MORE2: dict[str, list[tuple[Any, ...]]] = {
 }
 for _c in CASES:
     _c.operations.extend(_MORE2.get(_c.name, []))
+
+# Issue 12 families the corpus had fewest operations for: keys that come back partly null
+# (compound keys with a null part), and @requires that go round three subgraphs.
+CASES += [
+    _case(
+        "compound_null_keys",
+        {
+            "a": """
+type Query { parcels: [Parcel] }
+type Parcel @key(fields: "id owner { id }") { id: ID! owner: Owner weight: Int }
+type Owner @shareable { id: ID }
+""",
+            "b": """
+type Parcel @key(fields: "id owner { id }") { id: ID! owner: Owner label: String }
+type Owner @shareable { id: ID }
+""",
+        },
+        [
+            {"__typename": "Parcel", "id": "p1", "owner": {"id": "o1"}, "weight": 1,
+             "label": "L1"},
+            {"__typename": "Parcel", "id": "p2", "owner": None, "weight": 2, "label": "L2"},
+            {"__typename": "Parcel", "id": "p3", "owner": {"id": None}, "weight": 3,
+             "label": "L3"},
+        ],
+        {"parcels": [ref("Parcel", "p1"), ref("Parcel", "p2"), ref("Parcel", "p3")]},
+        [
+            ("compound_key_part_null", "{ parcels { id weight label } }"),
+            ("compound_key_fields_and_remote", "{ parcels { owner { id } label } }"),
+            ("compound_key_local_only", "{ parcels { id owner { id } weight } }"),
+        ],
+    ),
+    _case(
+        "requires_round_three_subgraphs",
+        {
+            "a": """
+type Query { ts: [T] }
+type T @key(fields: "id") { id: ID! s: Int q: Int @external p: Int @requires(fields: "q") }
+""",
+            "b": """
+type T @key(fields: "id") { id: ID! r: Int @external q: Int @requires(fields: "r") }
+""",
+            "c": """
+type T @key(fields: "id") { id: ID! s: Int @external r: Int @requires(fields: "s") }
+""",
+        },
+        [
+            {"__typename": "T", "id": "t1", "s": 1, "r": 2, "q": 3, "p": 4},
+            {"__typename": "T", "id": "t2", "s": 5, "r": 6, "q": 7, "p": 8},
+        ],
+        {"ts": [ref("T", "t1"), ref("T", "t2")]},
+        [
+            ("requires_round_p", "{ ts { p } }"),
+            ("requires_round_all", "{ ts { id p q r s } }"),
+            ("requires_round_middle", "{ ts { q } }"),
+            ("requires_round_aliased", "{ ts { one: p two: r } }"),
+        ],
+    ),
+]
+
+SPEC_DIVERGENCES.update(
+    {
+        "compound_key_part_null": (
+            "as null_key_not_sent, for a compound key: `owner` null or `owner.id` null leaves "
+            "the key `id owner { id }` unfilled, so the representation identifies no entity "
+            "and is not sent (@apollo/gateway sends it and shows what the subgraph makes of it)",
+            {
+                "parcels": [
+                    {"id": "p1", "weight": 1, "label": "L1"},
+                    {"id": "p2", "weight": 2, "label": None},
+                    {"id": "p3", "weight": 3, "label": None},
+                ]
+            },
+            [],
+        ),
+        "compound_key_fields_and_remote": (
+            "as compound_key_part_null",
+            {
+                "parcels": [
+                    {"owner": {"id": "o1"}, "label": "L1"},
+                    {"owner": None, "label": None},
+                    {"owner": {"id": None}, "label": None},
+                ]
+            },
+            [],
+        ),
+    }
+)
