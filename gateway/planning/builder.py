@@ -637,7 +637,7 @@ class FetchGraphBuilder:
             if fm is None:
                 continue
             for carg in fm.context_args.get(target.graph, ()):
-                frame = self._context_frame(carg.context)
+                frame = self._context_frame(carg.context, carg.selection)
                 inp = ContextInput("", carg.type, target.type_name, key, carg.name)
                 waits: set[Fetch] = set()
                 if frame is not None:
@@ -658,27 +658,38 @@ class FetchGraphBuilder:
             hit = self._ctx_types[context] = frozenset(types)
         return hit
 
-    def _context_frame(self, context: str) -> _Frame | None:
+    def _context_frame(self, context: str, selection: str) -> _Frame | None:
+        """The nearest enclosing object that sets the context; of the fetches that planned
+        that object, one that can read the selection itself (no extra fetch) if any."""
         types = self._context_types(context)
+        nearest = next((f for f in reversed(self._frames) if f.type_name in types), None)
+        if nearest is None:
+            return None  # no enclosing object sets it: the argument is sent as null
+        sel = self._branch(parse_selection(selection), nearest.type_name)
         for frame in reversed(self._frames):
-            if frame.type_name in types:
+            if frame.path == nearest.path and frame.type_name in types and self.finder.fetchable(
+                Vertex(frame.type_name, frame.g), sel, frame.provided
+            ):
                 return frame
-        return None  # no enclosing object sets it: the argument is sent as null
+        return nearest
+
+    def _branch(self, sel: SelectionSetNode, type_name: str) -> SelectionSetNode:
+        """`... on A { x } ... on B { y }`: the branch for objects of `type_name`."""
+        frags = [s for s in sel.selections if isinstance(s, InlineFragmentNode)]
+        if not frags:
+            return sel
+        chosen = [
+            f.selection_set
+            for f in frags
+            if f.type_condition is not None
+            and self._context_branch_applies(f.type_condition.name.value, type_name)
+        ]
+        return chosen[0] if chosen else SelectionSetNode(selections=())
 
     def _plan_context_selection(
         self, frame: _Frame, selection: str, fetch: Fetch
     ) -> tuple[ContextSource, set[Fetch]]:
-        sel = parse_selection(selection)
-        frags = [s for s in sel.selections if isinstance(s, InlineFragmentNode)]
-        if frags:
-            # `... on A { x } ... on B { y }`: the branch for the enclosing object's type.
-            chosen = [
-                f.selection_set
-                for f in frags
-                if f.type_condition is not None
-                and self._context_branch_applies(f.type_condition.name.value, frame.type_name)
-            ]
-            sel = chosen[0] if chosen else SelectionSetNode(selections=())
+        sel = self._branch(parse_selection(selection), frame.type_name)
         frame.out.add_field("__typename", "__typename")
         types = {frame.type_name} | set().union(
             *self.sg.types[frame.type_name].possible.values()

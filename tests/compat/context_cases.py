@@ -503,6 +503,82 @@ type Item @key(fields: "id") { id: ID! weight: Int }
     },
 )
 
+# The contextual field's parent list comes from a third subgraph: the context is set in one
+# fetch, the list comes from another, and the field's entity fetch goes back to the first.
+# Two contextual arguments of one context, one of them a key field.
+_case(
+    Case(
+        "ctx_across_three_subgraphs",
+        {
+            "users": LINK28
+            + """
+type Query { me: User }
+type User @key(fields: "id") @context(name: "u") { id: ID! locale: String }
+type Transaction @key(fields: "id") {
+  id: ID!
+  note(loc: String @fromContext(field: "$u { locale }")): String
+  owner(uid: ID @fromContext(field: "$u { id }")): String
+}
+""",
+            "ledger": LINK28
+            + """
+type User @key(fields: "id") { id: ID! transactions: [Transaction!]! }
+type Transaction @key(fields: "id") { id: ID! amount: Int }
+""",
+        },
+        _objs(
+            {
+                "__typename": "User",
+                "id": "u1",
+                "locale": "fr",
+                "transactions": [ref("Transaction", "t1"), ref("Transaction", "t2")],
+            },
+            {
+                "__typename": "Transaction",
+                "id": "t1",
+                "amount": 3,
+                "note": by_arg("loc", fr="trois"),
+                "owner": by_arg("uid", u1="owned by u1"),
+            },
+            {
+                "__typename": "Transaction",
+                "id": "t2",
+                "amount": 4,
+                "note": by_arg("loc", fr="quatre"),
+                "owner": by_arg("uid", u1="owned by u1"),
+            },
+        ),
+        {"me": ref("User", "u1")},
+        [
+            ("ctx_parent_list_from_third", "{ me { transactions { amount note } } }"),
+            ("ctx_two_arguments_one_key", "{ me { transactions { note owner } } }"),
+            ("ctx_key_field_only", "{ me { locale transactions { id owner } } }"),
+        ],
+    ),
+    {
+        "ctx_parent_list_from_third": {
+            "me": {"transactions": [{"amount": 3, "note": "trois"}, {"amount": 4, "note": "quatre"}]}
+        },
+        "ctx_two_arguments_one_key": {
+            "me": {
+                "transactions": [
+                    {"note": "trois", "owner": "owned by u1"},
+                    {"note": "quatre", "owner": "owned by u1"},
+                ]
+            }
+        },
+        "ctx_key_field_only": {
+            "me": {
+                "locale": "fr",
+                "transactions": [
+                    {"id": "t1", "owner": "owned by u1"},
+                    {"id": "t2", "owner": "owned by u1"},
+                ],
+            }
+        },
+    },
+)
+
 CONTEXT_OPS = [
     (case.name, op[0], op[1], op[2] if len(op) > 2 else None, expected[op[0]])
     for case, expected in CONTEXT_CASES
