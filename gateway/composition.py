@@ -425,7 +425,15 @@ def compose(subgraphs: Mapping[str, tuple[str, str]]) -> str:
             errors += exc.errors
     if errors:
         raise CompositionError(errors)
-    return _Composer(parsed).run()
+    composer = _Composer(parsed)
+    sdl = composer.run()
+    if composer.uses_access:
+        from gateway.transitive_access import transitive_access_errors
+
+        problems = transitive_access_errors(Supergraph.from_sdl(sdl))
+        if problems:
+            raise CompositionError(problems)
+    return sdl
 
 
 class _Composer:

@@ -90,7 +90,8 @@ REJECTED: dict[str, tuple[dict[str, str], list[str]]] = {
 # @context / @fromContext (Federation v2.8): Apollo's CONTEXT_* rules.
 LINK28 = (
     'extend schema @link(url: "https://specs.apollo.dev/federation/v2.8", import: '
-    '["@key", "@external", "@shareable", "@context", "@fromContext"])\n'
+    '["@key", "@external", "@shareable", "@context", "@fromContext", "@requiresScopes", '
+    '"@authenticated", "@requires"])\n'
 )
 _T = (
     'type Query { t: T } type T @key(fields: "id") @context(name: "ctx") '
@@ -168,6 +169,23 @@ CONTEXT_REJECTED: dict[str, tuple[dict[str, str], list[str]]] = {
         {"a": _T.replace("type Query { t: T }", "type Query { t: T item: U }")
          + _u('x: String @fromContext(field: "$ctx { prop }")')},
         ['"U.f(x:)"', '"Query.item"', '"ctx"', '"a"'],
+    ),
+    "context_reads_data_the_field_does_not_protect": (
+        {
+            "a": 'type Query { t: T } type T @key(fields: "id") @context(name: "ctx") '
+            "{ id: ID! prop: String @requiresScopes(scopes: [[\"hr\"]]) u: U } "
+            + _u('x: String @fromContext(field: "$ctx { prop }")')
+        },
+        ["MISSING_TRANSITIVE_AUTH_REQUIREMENTS", '"U.f"', '"T.prop"', '"a"'],
+    ),
+    "requires_reads_data_the_field_does_not_protect": (
+        {
+            "a": 'type Query { t: T } type T @key(fields: "id") '
+            "{ id: ID! salary: Int @authenticated }",
+            "b": 'type T @key(fields: "id") { id: ID! salary: Int @external '
+            'band: String @requires(fields: "salary") }',
+        },
+        ["MISSING_TRANSITIVE_AUTH_REQUIREMENTS", '"T.band"', '"T.salary"', '"b"'],
     ),
 }
 REJECTED.update(CONTEXT_REJECTED)

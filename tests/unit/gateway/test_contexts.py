@@ -150,3 +150,43 @@ def test_context_value_is_the_nearest_enclosing_setter():
     assert _context_value(chain, sources[:1]) == "outer"
     # No enclosing object of the context's types: the argument is sent as null.
     assert _context_value(chain, [ContextSource(2, frozenset({"Other"}), sel)]) is None
+
+
+ACCESS_LINK = LINK.replace('"@fromContext"]', '"@fromContext", "@requiresScopes", '
+                           '"@authenticated", "@requires"]')
+
+
+@pytest.mark.parametrize(("protect", "accepted"), [
+    ("", False),  # the contextual field would leak the protected value to anyone
+    (' @requiresScopes(scopes: [["hr"]])', True),
+    (' @requiresScopes(scopes: [["hr", "admin"]])', True),  # stricter is fine
+    (' @requiresScopes(scopes: [["admin"]])', False),  # another scope is not enough
+])
+def test_contextual_field_must_protect_what_it_reads(protect, accepted):
+    sdl = ACCESS_LINK + (
+        'type Query { t: T } type T @key(fields: "id") @context(name: "c") '
+        '{ id: ID! salary: Int @requiresScopes(scopes: [["hr"]]) u: U } '
+        'type U @key(fields: "id") { id: ID! '
+        f'band(s: Int @fromContext(field: "$c {{ salary }}")): String{protect} }}')
+    if accepted:
+        compose({"s": ("http://s.test", sdl)})
+        return
+    with pytest.raises(CompositionError) as exc:
+        compose({"s": ("http://s.test", sdl)})
+    assert "MISSING_TRANSITIVE_AUTH_REQUIREMENTS" in "\n".join(exc.value.errors)
+
+
+@pytest.mark.parametrize(("protect", "accepted"), [("", False), (" @authenticated", True)])
+def test_requires_field_must_protect_what_it_reads(protect, accepted):
+    subgraphs = {
+        "a": ("http://a.test", ACCESS_LINK + 'type Query { t: T } type T @key(fields: "id") '
+              "{ id: ID! salary: Int @authenticated }"),
+        "b": ("http://b.test", ACCESS_LINK + 'type T @key(fields: "id") { id: ID! '
+              f'salary: Int @external band: String @requires(fields: "salary"){protect} }}'),
+    }
+    if accepted:
+        compose(subgraphs)
+        return
+    with pytest.raises(CompositionError) as exc:
+        compose(subgraphs)
+    assert '"T.band"' in "\n".join(exc.value.errors)
