@@ -143,3 +143,71 @@ def gateway_schema(
         out.write_text(sdl)
     else:
         typer.echo(sdl, nl=False)
+
+
+backup_app = typer.Typer(no_args_is_help=True, help="Encrypted backups that restore (issue 14).")
+app.add_typer(backup_app, name="backup")
+
+_KEY_FILE = typer.Option(
+    None, "--key-file", help="file holding the archive key (else DOORWARD_BACKUP_KEY)"
+)
+
+
+def _backup_errors(run: object) -> None:
+    from deploy.errors import DeployError
+
+    try:
+        run()  # type: ignore[operator]
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@backup_app.command("create")
+def backup_create(
+    output: Path = typer.Option(..., "--output", help="the archive to write (must not exist)"),
+    key_file: Path | None = _KEY_FILE,
+) -> None:
+    """Dump every service database, then take an OpenBao raft snapshot, into one encrypted,
+    checksummed archive (run beside `doorward up`, same DOORWARD_DATA_DIR)."""
+    from deploy.backup.ops import create, read_key
+
+    _backup_errors(
+        lambda: create(output, read_key(key_file, os.environ, output), os.environ, typer.echo)
+    )
+
+
+@backup_app.command("verify")
+def backup_verify(
+    archive: Path = typer.Argument(..., help="the archive"),
+    key_file: Path | None = _KEY_FILE,
+) -> None:
+    """Check an archive without restoring it: every byte authenticated, every member's
+    checksum, every database dump readable."""
+    from deploy.backup.ops import read_key, verify
+
+    _backup_errors(lambda: verify(archive, read_key(key_file, os.environ), typer.echo))
+    typer.echo("archive OK")
+
+
+@backup_app.command("restore")
+def backup_restore(
+    archive: Path = typer.Argument(..., help="the archive"),
+    key_file: Path | None = _KEY_FILE,
+    shred_ledger: Path | None = typer.Option(
+        None,
+        "--shred-ledger",
+        help="the ledger to replay (default: DOORWARD_SHRED_LEDGER, else beside DOORWARD_DATA_DIR)",
+    ),
+) -> None:
+    """Fill the empty DOORWARD_DATA_DIR from an archive, replay the shred ledger; then
+    `doorward up` starts from it. Refuses a non-empty folder and a damaged archive."""
+    from deploy.backup.ops import read_key
+    from deploy.backup.restore import restore
+
+    _backup_errors(
+        lambda: restore(
+            archive, read_key(key_file, os.environ), os.environ, typer.echo, shred_ledger
+        )
+    )
+

@@ -525,6 +525,7 @@ class EmbeddedOpenBao:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._dev_token: str | None = None
+        self.declare_audit = True
 
     @property
     def addr(self) -> str:
@@ -625,16 +626,19 @@ class EmbeddedOpenBao:
             raft_dir = self.data_dir / "raft"
             raft_dir.mkdir(exist_ok=True, mode=0o700)
             config = self.data_dir / "config.hcl"
-            config.write_text(
-                _CONFIG.format(
-                    host=self.host,
-                    port=self.port,
-                    cluster_port=self.cluster_port,
-                    raft_dir=raft_dir,
-                    audit_path=self.audit_log_path,
-                    no_generate_root="false" if allow_generate_root else "true",
-                )
+            text = _CONFIG.format(
+                host=self.host,
+                port=self.port,
+                cluster_port=self.cluster_port,
+                raft_dir=raft_dir,
+                audit_path=self.audit_log_path,
+                no_generate_root="false" if allow_generate_root else "true",
             )
+            if not self.declare_audit:
+                # A restored snapshot names the old folder's audit file; declaring another
+                # path is refused, declaring none drops it (deploy/backup/restore.py).
+                text = text[: text.index("# Audit devices")]
+            config.write_text(text)
             args = [binary, "server", f"-config={config}"]
         # Dev mode prints its root token to stdout: the log is private to root.
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -818,5 +822,42 @@ def provision_vault(
     return AppRoleCreds(role_id, str(new))
 
 
+BACKUP_ROLE = "doorward-backup"
+
+
+def provision_backup_role(client: hvac.Client, *, secret_id: str | None = None) -> AppRoleCreds:
+    """The AppRole of `doorward backup create`: it may take a raft snapshot and nothing else.
+
+    No default policy (no cubbyhole, no token lookups beyond its own), short-lived
+    non-renewable tokens. A snapshot holds only barrier-encrypted data: useless without the
+    unseal key, which the backup archive carries under its own encryption (embedded OpenBao)
+    or the operator's seal keeps (a real Vault). The policy text lives here so that
+    provision_fingerprint sees every change of it."""
+    policy = (
+        'path "sys/storage/raft/snapshot" {\n  capabilities = ["read"]\n}\n'
+        'path "auth/token/revoke-self" {\n  capabilities = ["update"]\n}\n'
+    )
+    client.sys.create_or_update_policy(BACKUP_ROLE, policy)
+    client.auth.approle.create_or_update_approle(
+        BACKUP_ROLE,
+        token_policies=[BACKUP_ROLE],
+        token_no_default_policy=True,
+        token_ttl="15m",
+        token_max_ttl="1h",
+        token_type="service",
+        mount_point=APPROLE_MOUNT,
+    )
+    role_id = str(client.auth.approle.read_role_id(BACKUP_ROLE)["data"]["role_id"])
+    if secret_id is not None:
+        try:
+            found = client.auth.approle.read_secret_id(BACKUP_ROLE, secret_id)
+        except hvac.exceptions.InvalidPath:
+            found = None
+        if found:
+            return AppRoleCreds(role_id, secret_id)
+    new = client.auth.approle.generate_secret_id(BACKUP_ROLE)["data"]["secret_id"]
+    return AppRoleCreds(role_id, str(new))
+
+
 # Everything provisioning runs with the root token; part of provision_fingerprint.
-PROVISIONING_STEPS: list[Callable[..., Any]] = [provision_vault]
+PROVISIONING_STEPS: list[Callable[..., Any]] = [provision_vault, provision_backup_role]

@@ -11,6 +11,7 @@ service holding only that service's files (each 0600), the convention of `doorwa
     OUT/secrets/vault-role-id, vault-secret-id
     OUT/audit/audit-signing-key.pem
     OUT/pki-issuer-role-id, pki-issuer-secret-id   for `doorward certs` (the internal CA's issuer)
+    OUT/backup/vault-role-id, vault-secret-id       for `doorward backup create` (snapshots only)
 
 The gateway gets no folder: it reads no key (it fetches identity's JWKS over HTTP).
 Idempotent: existing files are kept (passwords are set again to the kept values).
@@ -24,7 +25,12 @@ from pathlib import Path
 
 import hvac
 
-from deploy.embedded import _write_private, database_url, provision_vault
+from deploy.embedded import (
+    _write_private,
+    database_url,
+    provision_backup_role,
+    provision_vault,
+)
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from deploy.pki import provision_pki
@@ -77,6 +83,14 @@ def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None])
     _write_private(out_dir / "pki-issuer-role-id", pki.role_id)
     _write_private(out_dir / "pki-issuer-secret-id", pki.secret_id)
     say(f"internal CA at doorward-pki/; its issuer's AppRole in {out_dir}")
+
+    backup_dir = _folder(out_dir, "backup")
+    backup = provision_backup_role(
+        hvac.Client(url=addr, token=token), secret_id=_known(backup_dir / "vault-secret-id")
+    )
+    _write_private(backup_dir / "vault-role-id", backup.role_id)
+    _write_private(backup_dir / "vault-secret-id", backup.secret_id)
+    say(f"backup AppRole (raft snapshots only) in {backup_dir}")
 
     read_or_create_secret(out_dir / "internal-token", _token)
     read_or_create_secret(_folder(out_dir, "audit") / "audit-signing-key.pem", ed25519_pem)

@@ -46,6 +46,7 @@ from deploy.embedded import (
     database_url,
     die_with_parent,
     pid_alive,
+    provision_backup_role,
     provision_fingerprint,
     provision_vault,
     stop_pid,
@@ -97,6 +98,12 @@ class UpConfig:
     tls_cert_ttl: float = 86400.0
     # False when an external OTLP collector is configured: then no trace store is started.
     embedded_traces: bool = True
+    # DOORWARD_SHRED_LEDGER; None = shred_ledger_default(data_dir).
+    shred_ledger_file: Path | None = None
+
+    @property
+    def shred_ledger(self) -> Path:
+        return self.shred_ledger_file or shred_ledger_default(self.data_dir)
 
     @property
     def waves(self) -> tuple[tuple[str, ...], ...]:
@@ -136,7 +143,17 @@ class UpConfig:
             ready_timeout=ready_timeout,
             embedded_traces=not any(env.get(name) for name in _OTLP_ENDPOINTS),
             tls_cert_ttl=tls_cert_ttl,
+            shred_ledger_file=(
+                Path(env["DOORWARD_SHRED_LEDGER"]).expanduser().resolve()
+                if env.get("DOORWARD_SHRED_LEDGER")
+                else None
+            ),
         )
+
+
+def shred_ledger_default(data_dir: Path) -> Path:
+    """Beside the data folder, never in it: a restore into an empty folder must not lose it."""
+    return data_dir.with_name(data_dir.name + ".shred-ledger.jsonl")
 
 
 def _stack_kwargs(env: Mapping[str, str]) -> dict[str, str]:
@@ -159,6 +176,7 @@ def env_names() -> list[str]:
         "DOORWARD_VAULT_PORT",
         "DOORWARD_READY_TIMEOUT",
         "DOORWARD_TLS_CERT_TTL",
+        "DOORWARD_SHRED_LEDGER",
     ]
     return own + stack
 
@@ -239,6 +257,7 @@ def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) ->
     if svc in infra.db_urls:
         env[f"DOORWARD_{svc.upper()}_DB_URL"] = infra.db_urls[svc]
     if svc == "secrets":
+        env["DOORWARD_SECRETS_SHRED_LEDGER"] = str(cfg.shred_ledger)
         env["DOORWARD_VAULT_ADDR"] = infra.vault_addr
         env["DOORWARD_VAULT_ROLE_ID"] = infra.approle.role_id
         env["DOORWARD_VAULT_SECRET_ID"] = infra.approle.secret_id
@@ -671,6 +690,7 @@ class Supervisor:
                 json.dump({"role_id": creds.role_id, "secret_id": creds.secret_id}, fh)
             os.replace(tmp, creds_file)
         self._provision_pki(client)
+        provision_backup_credentials(client, self.cfg.data_dir)
         return creds
 
     # ---- service identity (mutual TLS) ---------------------------------------------------------
@@ -898,6 +918,24 @@ class Supervisor:
         if self.postgres is not None and pid_alive(self.postgres.pid):
             self.out.say(f"stopping PostgreSQL (pid {self.postgres.pid})")
             self.postgres.stop()
+
+
+def provision_backup_credentials(client: object, data_dir: Path) -> None:
+    """`doorward backup create`'s own AppRole (snapshot only), in credentials/backup/."""
+    import hvac
+
+    assert isinstance(client, hvac.Client)
+    path = credentials_dir(data_dir, "backup") / "vault-approle.json"
+    known = _read_json(path)
+    try:
+        creds = provision_backup_role(client, secret_id=known.get("secret_id"))
+    except (hvac.exceptions.VaultError, OSError) as exc:
+        raise DeployError(
+            f"cannot set up the backup AppRole in Vault ({type(exc).__name__}): the token "
+            "must be allowed to write policies and AppRoles"
+        ) from exc
+    if known.get("secret_id") != creds.secret_id:
+        _write_json_private(path, {"role_id": creds.role_id, "secret_id": creds.secret_id})
 
 
 def _read_json(path: Path) -> dict[str, str]:

@@ -90,6 +90,7 @@ async def build_parts(
             upload_rate=settings.secrets_upload_rate_limit,
         ),
         step_ups=verifier,
+        shred_ledger=Path(settings.secrets_shred_ledger) if settings.secrets_shred_ledger else None,
     )
 
     async def ready() -> bool:

@@ -18,6 +18,8 @@ DOORWARD_SECRETS_MAX_OPEN_UPLOADS   upload slots one user may hold unused at onc
 DOORWARD_SECRETS_UPLOAD_RATE_LIMIT  upload-slot requests per user per minute (30)
 DOORWARD_SECRETS_CORS_ORIGINS       comma-separated browser origins allowed to call the value
                                     routes (default: the console's, DOORWARD_GATEWAY_PUBLIC_URL)
+DOORWARD_SECRETS_SHRED_LEDGER       file of the shred ledger (doorward_kit/shred_ledger.py);
+                                    unset: erasures are not recorded for replay after a restore
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class SecretsSettings(BaseSettings):
     secrets_upload_rate_limit: int = Field(default=30, ge=1)
     # Browsers (the console) call the value routes cross-origin; unset: the console's origin.
     secrets_cors_origins: str | None = None
+    # Every customer-key destruction is recorded here first, for replay after a restore.
+    secrets_shred_ledger: str | None = None
 
     @property
     def db_url(self) -> str:

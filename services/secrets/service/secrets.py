@@ -18,11 +18,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from doorward_kit import shred_ledger
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
 from doorward_kit.auth import (
     PURPOSE_BREAK_GLASS_APPROVE,
@@ -150,8 +152,10 @@ class SecretsService:
         limits: Limits | None = None,
         step_ups: StepUpVerifier | None = None,
         clock: Callable[[], datetime] = utcnow,
+        shred_ledger: Path | None = None,
     ) -> None:
         self.db = db
+        self.shred_ledger = shred_ledger
         self.vault = vault
         self.auditor = auditor
         self.jobs = jobs
@@ -924,6 +928,11 @@ class SecretsService:
         authorize(principal, Action.CUSTOMER_ERASE, Resource(principal.org_id))
         org_id, actor_id = principal.org_id, principal.user_id
         name = rules.customer_key_name(org_id, customer_id)
+        if self.shred_ledger is not None:
+            # Write-ahead: a restore of an older backup replays this (doorward backup restore).
+            await asyncio.to_thread(
+                shred_ledger.append, self.shred_ledger, org_id, customer_id, self.clock()
+            )
         destroyed = await self.vault.destroy_key(name)
         async with self.db.unit_of_work() as session:
             await record_event(

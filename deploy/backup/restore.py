@@ -1,0 +1,295 @@
+"""`doorward backup restore`: fill an empty data folder from an archive so `make up` starts.
+
+1. Unpack and check the whole archive first (nothing is written to the data folder before it
+   verifies).
+2. The data folder's files (credentials, the embedded OpenBao's unseal key) go back in place.
+3. PostgreSQL: a new cluster (the superuser's kept password), the service roles and databases as
+   `up` makes them, then pg_restore of each dump.
+4. OpenBao: a fresh node takes the raft snapshot (snapshot-force), which seals it with the
+   archived cluster's keyring; it is unsealed with the archived key. It runs without an audit
+   device for this one start: the snapshot names the old folder's audit file, and OpenBao
+   refuses a declared device whose path differs; `up` declares the new one at its next start.
+5. The shred ledger is replayed: each erased customer's transit key and site secrets are
+   destroyed in the restored Vault and the rows marked erased, exactly as eraseCustomer does.
+   Only then does anything stop: the restored stack never serves an erased customer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hvac
+
+from deploy.backup.ops import Say, _run, _scratch, pg_bin, unpack
+from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, _in_thread, free_port_pair
+from deploy.errors import DeployError
+from doorward_kit import shred_ledger
+
+
+@dataclass
+class ReplayResult:
+    entries: int = 0
+    customers: int = 0
+    keys: int = 0
+    site_secrets: int = 0
+
+
+def restore(
+    archive: Path, secret: bytes, env: Mapping[str, str], say: Say, ledger: Path | None = None
+) -> ReplayResult:
+    from deploy.pgroles import provision_service_databases
+    from deploy.supervisor import DATABASES, UpConfig
+
+    cfg = UpConfig.from_env(env)
+    if cfg.database_url or cfg.vault_addr:
+        raise DeployError(
+            "restore fills an embedded data folder: unset DOORWARD_DATABASE_URL and "
+            "DOORWARD_VAULT_ADDR (restore an external server with pg_restore and "
+            "`bao operator raft snapshot restore`)"
+        )
+    data = cfg.data_dir
+    if data.exists() and any(data.iterdir()):
+        raise DeployError(f"{data} is not empty: restore only into an empty data folder")
+    ledger_path = ledger or cfg.shred_ledger
+    t0 = time.monotonic()
+    with _scratch() as scratch:
+        manifest = unpack(archive, secret, scratch, say)
+        if not manifest.get("embedded_vault"):
+            raise DeployError(
+                "this archive is of an external Vault (no unseal key inside): restore its "
+                "snapshot into that Vault with `bao operator raft snapshot restore`"
+            )
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(data, 0o700)
+        _place_files(scratch / "files", data)
+        say(f"files restored into {data}")
+
+        pg = EmbeddedPostgres(
+            data / "postgres",
+            password_file=data / "credentials" / "supervisor" / "postgres-password",
+        )
+        bao: EmbeddedOpenBao | None = None
+        try:
+            pg.start()
+            passwords = {
+                svc: (data / "credentials" / svc / "db-password").read_text().strip()
+                for svc in DATABASES
+                if (data / "credentials" / svc / "db-password").exists()
+            }
+            provision_service_databases(
+                pg.admin_url(), list(passwords), passwords, lock_down_cluster=True
+            )
+            tool_env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+                "PGHOST": str(pg.socket_dir),
+                "PGPORT": _pg_port(pg),
+                "PGUSER": pg.user,
+                "PGPASSWORD": pg.superuser_password,
+            }
+            for name in manifest["order"]:
+                if not name.startswith("db/"):
+                    continue
+                svc = name[3:-5]
+                started = time.monotonic()
+                _run(
+                    [
+                        pg_bin("pg_restore"),
+                        "--clean",
+                        "--if-exists",
+                        "--exit-on-error",
+                        "--single-transaction",
+                        "--no-password",
+                        "-d",
+                        f"doorward_{svc}",
+                        str(scratch / name),
+                    ],
+                    tool_env,
+                    f"pg_restore of doorward_{svc}",
+                )
+                say(f"database doorward_{svc} restored in {time.monotonic() - started:.1f}s")
+
+            bao = EmbeddedOpenBao(data / "openbao", free_port_pair())
+            _restore_snapshot(bao, scratch / "vault" / "raft.snap", scratch / "files", say)
+            result = replay(ledger_path, pg, bao, say)
+        finally:
+            if bao is not None:
+                bao.stop()
+            pg.stop()
+    say(
+        f"restored in {time.monotonic() - t0:.1f}s; start it with "
+        f"DOORWARD_DATA_DIR={data} doorward up (make up)"
+    )
+    return result
+
+
+def _pg_port(pg: EmbeddedPostgres) -> str:
+    return (pg.data_dir / "postmaster.pid").read_text().splitlines()[3].strip()
+
+
+def _place_files(source: Path, data: Path) -> None:
+    """The archived data-folder files, 0700 folders and 0600 files, OpenBao's init.json aside
+    (a fresh node must initialise first, see _restore_snapshot)."""
+    for item in sorted(source.rglob("*")):
+        rel = item.relative_to(source)
+        if rel.as_posix() == "openbao/init.json":
+            continue
+        target = data / rel
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(item, target)
+        os.chmod(target, 0o600)
+
+
+def _seal_status(addr: str) -> dict[str, Any]:
+    try:
+        response = httpx.get(f"{addr}/v1/sys/seal-status", timeout=2.0, trust_env=False)
+        return dict(response.json())
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def _restore_snapshot(bao: EmbeddedOpenBao, snapshot: Path, files: Path, say: Say) -> None:
+    started = time.monotonic()
+    bao.declare_audit = False
+    bao.start(allow_generate_root=True)
+    response = httpx.post(
+        f"{bao.addr}/v1/sys/storage/raft/snapshot-force",
+        headers={"X-Vault-Token": bao.root_token},
+        content=snapshot.read_bytes(),
+        timeout=120.0,
+        trust_env=False,
+    )
+    if response.status_code not in (200, 204):
+        raise DeployError(f"OpenBao refused the snapshot (HTTP {response.status_code})")
+    deadline = time.monotonic() + 30
+    while not _seal_status(bao.addr).get("sealed"):
+        if time.monotonic() > deadline:
+            raise DeployError("OpenBao did not take the snapshot within 30s")
+        time.sleep(0.1)
+    # From now on the archived cluster's keyring: its unseal key, no root token.
+    shutil.copyfile(files / "openbao" / "init.json", bao.init_file)
+    os.chmod(bao.init_file, 0o600)
+    client = hvac.Client(url=bao.addr)
+    for key in json.loads(bao.init_file.read_text())["unseal_keys_b64"]:
+        client.sys.submit_unseal_key(key)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if (
+                httpx.get(f"{bao.addr}/v1/sys/health", timeout=2.0, trust_env=False).status_code
+                == 200
+            ):
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise DeployError(f"the restored OpenBao did not become active; see {bao.log_path}")
+        time.sleep(0.1)
+    say(f"OpenBao snapshot restored in {time.monotonic() - started:.1f}s")
+
+
+# --------------------------------------------------------------------------- shred ledger
+
+
+def replay(ledger: Path, pg: EmbeddedPostgres, bao: EmbeddedOpenBao, say: Say) -> ReplayResult:
+    """Every ledger entry again (idempotent: an erasure already in the backup changes nothing),
+    with a root token generated from the unseal key and revoked right after."""
+    from deploy.embedded import KV_MOUNT, TRANSIT_MOUNT
+    from services.secrets.service.rules import customer_key_name
+
+    result = ReplayResult()
+    items = list(shred_ledger.entries(ledger))
+    result.entries = len(items)
+    if not items:
+        say(f"shred ledger {ledger}: no erasures to replay")
+        return result
+    token = bao.generate_root()
+    try:
+        client = bao.client(token)
+        for item in items:
+            sites, changed = _erase_rows(pg, item)
+            result.customers += changed
+            for kv_path in _delete_site_refs(pg, item.org_id, sites):
+                client.adapter.delete(f"/v1/{KV_MOUNT}/metadata/{kv_path}")
+                result.site_secrets += 1
+            name = customer_key_name(item.org_id, item.customer_id)
+            try:
+                client.adapter.post(
+                    f"/v1/{TRANSIT_MOUNT}/keys/{name}/config", json={"deletion_allowed": True}
+                )
+            except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath):
+                continue  # already destroyed (erased before the backup)
+            client.adapter.delete(f"/v1/{TRANSIT_MOUNT}/keys/{name}")
+            result.keys += 1
+    finally:
+        bao.revoke_root(token)
+    say(
+        f"shred ledger {ledger}: {result.entries} erasures replayed; {result.customers} "
+        f"customers erased again, {result.keys} keys and {result.site_secrets} site secrets "
+        "destroyed"
+    )
+    return result
+
+
+def _erase_rows(pg: EmbeddedPostgres, item: shred_ledger.ShredEntry) -> tuple[list[str], int]:
+    """As workorders' Repository.erase_customer: contact and wrapped key gone, erased_at set."""
+
+    async def run() -> tuple[list[str], int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.admin_url("doorward_workorders"))
+        try:
+            sites = [
+                str(r["id"])
+                for r in await conn.fetch(
+                    "SELECT id FROM sites WHERE org_id = $1 AND customer_id = $2",
+                    item.org_id,
+                    item.customer_id,
+                )
+            ]
+            status = await conn.execute(
+                "UPDATE customers SET contact = NULL, wrapped_key = NULL, erased_at = $3 "
+                "WHERE org_id = $1 AND id = $2 AND erased_at IS NULL",
+                item.org_id,
+                item.customer_id,
+                item.at,
+            )
+            return sites, int(status.split()[-1])
+        finally:
+            await conn.close()
+
+    return _in_thread(run)
+
+
+def _delete_site_refs(pg: EmbeddedPostgres, org_id: str, sites: list[str]) -> list[str]:
+    """As secrets' delete_site_secrets: the references marked deleted; their KV paths."""
+    if not sites:
+        return []
+
+    async def run() -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.admin_url("doorward_secrets"))
+        try:
+            rows = await conn.fetch(
+                "UPDATE secret_refs SET deleted_at = now() "
+                "WHERE org_id = $1 AND site_id = ANY($2::text[]) AND deleted_at IS NULL "
+                "RETURNING kv_path",
+                org_id,
+                sites,
+            )
+            return [str(r["kv_path"]) for r in rows]
+        finally:
+            await conn.close()
+
+    return _in_thread(run)

@@ -1,0 +1,61 @@
+"""The shred ledger: one line per customer erasure, kept outside the data folder.
+
+Crypto-shredding destroys a customer's transit key in Vault; a backup taken before the erasure
+still holds that key. `doorward backup restore` replays this ledger into the restored Vault and
+databases before the restored stack serves a request, so an erased customer stays erased.
+
+It must live where a restore cannot lose it: not in the data folder (a restore fills an empty
+one) and not in a database or Vault that a backup covers. `doorward up` keeps it beside the data
+folder (DOORWARD_SHRED_LEDGER); production points it at storage that outlives the hosts.
+
+Pseudonymous: an entry names the organisation and customer by their opaque ids and the time,
+nothing else (no name, no contact detail, no reason text). Append-only JSON lines, written with
+O_APPEND and fsync before the key is destroyed (write-ahead: a crash between the two leaves an
+entry whose replay finishes the erasure the ADMIN asked for, never a destroyed key without one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ShredEntry:
+    org_id: str
+    customer_id: str
+    at: datetime
+
+
+def append(path: Path, org_id: str, customer_id: str, at: datetime | None = None) -> None:
+    """Record one erasure durably (0600 file, appended, fsynced)."""
+    when = (at or datetime.now(UTC)).astimezone(UTC)
+    line = json.dumps(
+        {"at": when.isoformat(), "org": org_id, "customer": customer_id}, sort_keys=True
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def entries(path: Path) -> Iterator[ShredEntry]:
+    """Every entry in file order; a torn last line (crash mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for raw in fh:
+            try:
+                item = json.loads(raw)
+                yield ShredEntry(
+                    str(item["org"]), str(item["customer"]), datetime.fromisoformat(item["at"])
+                )
+            except (ValueError, KeyError, TypeError):
+                continue

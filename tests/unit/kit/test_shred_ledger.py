@@ -1,0 +1,34 @@
+"""The shred ledger: pseudonymous, append-only, 0600, a torn last line skipped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from doorward_kit import shred_ledger
+
+pytestmark = pytest.mark.unit
+
+
+def test_entries_come_back_in_order_and_the_file_is_private(tmp_path: Path):
+    path = tmp_path / "ledger" / "shred.jsonl"
+    at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    shred_ledger.append(path, "org-1", "cust-a", at)
+    shred_ledger.append(path, "org-1", "cust-b")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    found = list(shred_ledger.entries(path))
+    assert [(e.org_id, e.customer_id) for e in found] == [("org-1", "cust-a"), ("org-1", "cust-b")]
+    assert found[0].at == at
+    # Only ids and times: nothing else is written.
+    assert set(path.read_text().splitlines()[0].split('"')[1::4]) == {"at", "customer", "org"}
+
+
+def test_a_torn_line_is_skipped_and_a_missing_file_is_empty(tmp_path: Path):
+    path = tmp_path / "shred.jsonl"
+    assert list(shred_ledger.entries(path)) == []
+    shred_ledger.append(path, "org-1", "cust-a")
+    with path.open("a") as fh:
+        fh.write('{"at": "2026-11-29T12:0')
+    assert [e.customer_id for e in shred_ledger.entries(path)] == ["cust-a"]
