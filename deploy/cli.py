@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -211,3 +212,52 @@ def backup_restore(
         )
     )
 
+
+report_app = typer.Typer(no_args_is_help=True, help="Evidence for auditors (issue 14).")
+app.add_typer(report_app, name="report")
+
+_FORMAT = typer.Option("json", "--format", help="json or csv")
+_ORG = typer.Option(None, "--org", help="only this organisation (default: all)")
+
+
+def _report(kind: str, fmt: str, **options: object) -> None:
+    from deploy.errors import DeployError
+    from deploy.reports.run import run_report
+
+    try:
+        text = run_report(kind, fmt, os.environ, **options)  # type: ignore[arg-type]
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(text, nl=False)
+
+
+@report_app.command("access-review")
+def report_access_review(fmt: str = _FORMAT, org: str | None = _ORG) -> None:
+    """Every user: roles, regions, MFA, last login, last reveal. Every run is audited."""
+    _report("access-review", fmt, org_id=org)
+
+
+@report_app.command("incident")
+def report_incident(
+    start: datetime = typer.Option(..., "--from", help="start of the window (ISO 8601, UTC)"),
+    end: datetime = typer.Option(..., "--to", help="end of the window (exclusive)"),
+    user: str | None = typer.Option(None, "--user", help="only this user's actions"),
+    site: str | None = typer.Option(None, "--site", help="only this site"),
+    fmt: str = _FORMAT,
+    org: str | None = _ORG,
+) -> None:
+    """What a window touched (GDPR Art. 33, HIPAA §164.410): secrets revealed to whom, whose
+    contact data was read, counts of subjects and records, codes to rotate. Audited."""
+
+    def utc(moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    _report("incident", fmt, org_id=org, start=utc(start), end=utc(end), user_id=user, site_id=site)
+
+
+@report_app.command("processing")
+def report_processing(fmt: str = _FORMAT, org: str | None = _ORG) -> None:
+    """Records of processing (GDPR Art. 30): categories, purposes, retention, recipients
+    including subcontractors, measures, records held. Every run is audited."""
+    _report("processing", fmt, org_id=org)
