@@ -235,3 +235,21 @@ def test_gateway_key_pair_private_half_to_the_gateway_only(tmp_path: Path) -> No
         assert "DOORWARD_GATEWAY_SIGNING_KEY_FILE" not in envs[svc]
     for svc in ("identity", "workorders", "audit"):
         assert envs[svc]["DOORWARD_GATEWAY_PUBLIC_KEY_FILE"] == str(public)
+
+
+def test_the_shred_ledger_lies_beside_the_data_folder_and_only_secrets_gets_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    cfg = _cfg(data)
+    # Not inside the folder a restore fills: beside it.
+    assert cfg.shred_ledger == tmp_path.resolve() / "data.shred-ledger.jsonl"
+    assert "DOORWARD_SHRED_LEDGER" in env_names()
+    moved = _cfg(data, DOORWARD_SHRED_LEDGER=str(tmp_path / "vault" / "ledger.jsonl"))
+    assert moved.shred_ledger == (tmp_path / "vault" / "ledger.jsonl").resolve()
+    for svc in (*SERVICES, "gateway"):
+        env = child_env(svc, moved, _infra(tmp_path), {})
+        assert ("DOORWARD_SECRETS_SHRED_LEDGER" in env) == (svc == "secrets")
+    assert child_env("secrets", moved, _infra(tmp_path), {})[
+        "DOORWARD_SECRETS_SHRED_LEDGER"
+    ] == str(moved.shred_ledger)
