@@ -324,8 +324,10 @@ def test_each_process_gets_only_its_own_credentials(up: Started) -> None:
     data = up.data
     creds = data / "credentials"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o700
-    # One folder per process but the gateway, which reads no key.
-    assert {p.name for p in creds.iterdir()} == {*DATABASES, "supervisor"}
+    # One folder per process but the gateway, which reads no key; `backup` is the operator's
+    # `doorward backup create` (its snapshot-only AppRole), handed to no process.
+    assert {p.name for p in creds.iterdir()} == {*DATABASES, "supervisor", "backup"}
+    assert {p.name for p in (creds / "backup").iterdir()} == {"vault-approle.json"}
     for folder in creds.iterdir():
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         for path in folder.rglob("*"):
@@ -344,7 +346,7 @@ def test_each_process_gets_only_its_own_credentials(up: Started) -> None:
     for svc in (*DATABASES, "gateway"):
         env = child_env(svc, up.cfg, up.infra, base)
         text = "\n".join(env.values())
-        for other in (*DATABASES, "supervisor"):
+        for other in (*DATABASES, "supervisor", "backup"):
             if other != svc:
                 assert str(creds / other) not in text, (svc, other)
         for owner, values in secrets_by_owner.items():
