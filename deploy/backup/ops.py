@@ -332,7 +332,59 @@ def create(output: Path, secret: bytes, env: Mapping[str, str], say: Say) -> dic
         f"archive {output}: {_size(output.stat().st_size)}, sha256 {_sha256(output)}, "
         f"in {time.monotonic() - t0:.1f}s"
     )
+    try:
+        recorded = record_backup(env, manifest)
+        say(f"audit trail: backup.create recorded for {recorded} organisations")
+    except Exception as exc:
+        # The archive is good and stays; the operator must know the trail lacks it.
+        say(f"warning: the backup is not on the audit trail ({type(exc).__name__})")
     return manifest
+
+
+def record_backup(env: Mapping[str, str], manifest: dict[str, Any]) -> int:
+    """`backup.create` on each organisation's trail (no file name, no key: the time only)."""
+    import asyncio
+
+    from deploy.cli import service_db_url
+    from doorward_kit.audit_client import AuditRecord, Outcome
+    from doorward_kit.db import Database
+    from services.audit.service import AuditService, Incoming
+
+    audit_url = env.get("DOORWARD_AUDIT_DB_URL") or service_db_url(env, "audit")
+    identity_url = env.get("DOORWARD_IDENTITY_DB_URL") or service_db_url(env, "identity")
+
+    async def run() -> int:
+        import asyncpg
+
+        conn = await asyncpg.connect(identity_url.replace("+asyncpg", "", 1))
+        try:
+            orgs = [str(r["id"]) for r in await conn.fetch("SELECT id FROM organisations")]
+        finally:
+            await conn.close()
+        records = [
+            Incoming(
+                AuditRecord(
+                    org_id=org,
+                    actor_id="",
+                    action="backup.create",
+                    outcome=Outcome.ALLOWED,
+                    target_type="Backup",
+                    target_id=str(manifest["created_at"])[:19].replace(":", ""),
+                    details={"count": str(len(manifest["members"]))},
+                ),
+                "cli",
+            )
+            for org in orgs
+        ]
+        db = Database(audit_url, pool_size=1)
+        try:
+            async with db.unit_of_work() as session:
+                await AuditService().append(session, records)
+        finally:
+            await db.dispose()
+        return len(orgs)
+
+    return asyncio.run(run())
 
 
 # --------------------------------------------------------------------------- verify

@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class ReplayResult:
     customers: int = 0
     keys: int = 0
     site_secrets: int = 0
+    # The erasures that changed the restored copy (made after the backup was taken).
+    replayed: list[shred_ledger.ShredEntry] = field(default_factory=list)
 
 
 def restore(
@@ -119,6 +121,7 @@ def restore(
             bao = EmbeddedOpenBao(data / "openbao", free_port_pair())
             _restore_snapshot(bao, scratch / "vault" / "raft.snap", scratch / "files", say)
             result = replay(ledger_path, pg, bao, say)
+            record_restore(pg, manifest, result, say)
         finally:
             if bao is not None:
                 bao.stop()
@@ -228,9 +231,12 @@ def replay(ledger: Path, pg: EmbeddedPostgres, bao: EmbeddedOpenBao, say: Say) -
                     f"/v1/{TRANSIT_MOUNT}/keys/{name}/config", json={"deletion_allowed": True}
                 )
             except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath):
+                if changed:
+                    result.replayed.append(item)
                 continue  # already destroyed (erased before the backup)
             client.adapter.delete(f"/v1/{TRANSIT_MOUNT}/keys/{name}")
             result.keys += 1
+            result.replayed.append(item)
     finally:
         bao.revoke_root(token)
     say(
@@ -293,3 +299,59 @@ def _delete_site_refs(pg: EmbeddedPostgres, org_id: str, sites: list[str]) -> li
             await conn.close()
 
     return _in_thread(run)
+
+
+def record_restore(
+    pg: EmbeddedPostgres, manifest: dict[str, Any], result: ReplayResult, say: Say
+) -> None:
+    """The restored trail says what happened: one `backup.restore` per organisation (with the
+    number of erasures replayed) and one `customer.erase.replay` per customer erased again,
+    since the trail's own erasure events after the backup are not in the archive. Appended
+    through the audit service's chain code; signed by the audit service's next checkpoint."""
+    from doorward_kit.audit_client import AuditRecord, Outcome
+    from doorward_kit.db import Database
+    from services.audit.service import AuditService, Incoming
+
+    async def run() -> int:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.admin_url("doorward_identity"))
+        try:
+            orgs = [str(r["id"]) for r in await conn.fetch("SELECT id FROM organisations")]
+        finally:
+            await conn.close()
+        replayed: dict[str, int] = {}
+        for item in result.replayed:
+            replayed[item.org_id] = replayed.get(item.org_id, 0) + 1
+        records = [
+            AuditRecord(
+                org_id=item.org_id,
+                actor_id="",
+                action="customer.erase.replay",
+                outcome=Outcome.ALLOWED,
+                target_type="Customer",
+                target_id=item.customer_id,
+                details={"customer_id": item.customer_id, "reason": "shred_ledger"},
+            )
+            for item in result.replayed
+        ] + [
+            AuditRecord(
+                org_id=org,
+                actor_id="",
+                action="backup.restore",
+                outcome=Outcome.ALLOWED,
+                target_type="Backup",
+                target_id=str(manifest["created_at"])[:19].replace(":", ""),
+                details={"count": str(replayed.get(org, 0)), "mode": "shred_ledger_replayed"},
+            )
+            for org in orgs
+        ]
+        db = Database(pg.url_for("doorward_audit"), pool_size=1)
+        try:
+            async with db.unit_of_work() as session:
+                done = await AuditService().append(session, [Incoming(r, "cli") for r in records])
+        finally:
+            await db.dispose()
+        return done.accepted
+
+    say(f"audit trail: {_in_thread(run)} events recorded (backup.restore, customer.erase.replay)")

@@ -159,6 +159,7 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
         assert created.returncode == 0, created.stdout + created.stderr
         assert "database doorward_identity" in created.stdout  # progress output
         assert "raft snapshot" in created.stdout
+        assert "backup.create recorded for 1 organisations" in created.stdout
         assert oct(archive.stat().st_mode & 0o777) == "0o600"
         raw = archive.read_bytes()
         for canary in (DOOR_CODE.encode(), ERASED_NAME.encode(), b"doorward_identity"):
@@ -224,6 +225,19 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
         assert after["customers"][erased]["erased"] is True
         assert after["customers"][erased]["name"] is None
         assert before_audit <= audit_ids(world, auditor.token)
+        # The restored trail says a restore happened and which erasure was replayed.
+        trail = world.gql.data(
+            "query($a: String) { auditEvents(action: $a, first: 10) "
+            "{ edges { node { action targetId } } } }",
+            {"a": "customer.erase.replay"},
+            auditor.token,
+        )["auditEvents"]["edges"]
+        assert [e["node"]["targetId"] for e in trail] == [erased]
+        restores = world.gql.data(
+            '{ auditEvents(action: "backup.restore", first: 10) { edges { node { id } } } }',
+            token=auditor.token,
+        )["auditEvents"]["edges"]
+        assert len(restores) == 1
         # The door code reveals from the restored Vault; the erased site's code is gone.
         s = Scenario(world)
         assert reveal(s, kept_site, kept_secret, tom) == DOOR_CODE
