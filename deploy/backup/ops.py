@@ -164,13 +164,20 @@ def vault_addr(env: Mapping[str, str]) -> str:
 
 def backup_token(addr: str, data_dir: Path) -> str:
     """A short-lived token of the backup AppRole (may take a raft snapshot, nothing else)."""
-    path = data_dir / "credentials" / "backup" / "vault-approle.json"
-    if not path.exists():
+    folder = data_dir / "credentials" / "backup"
+    path = folder / "vault-approle.json"
+    if path.exists():  # as `doorward up` keeps it
+        creds = json.loads(path.read_text())
+    elif (folder / "vault-secret-id").exists():  # as `doorward provision` writes OUT/backup/
+        creds = {
+            "role_id": (folder / "vault-role-id").read_text().strip(),
+            "secret_id": (folder / "vault-secret-id").read_text().strip(),
+        }
+    else:
         raise DeployError(
-            f"{path} is missing: start the stack once with this version (`doorward up` "
-            "provisions the backup AppRole) or run `doorward provision`"
+            f"no backup AppRole in {folder}: start the stack once with this version (`doorward "
+            "up` provisions it) or copy `doorward provision`'s OUT/backup/ there"
         )
-    creds = json.loads(path.read_text())
     response = httpx.post(
         f"{addr}/v1/auth/approle/login",
         json={"role_id": creds["role_id"], "secret_id": creds["secret_id"]},

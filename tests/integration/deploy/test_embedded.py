@@ -110,6 +110,8 @@ def test_provision_writes_private_credential_files(
         "traces/db-password", "traces/db-url",
         # What issues the service certificates (`doorward certs`) logs in with.
         "pki-issuer-role-id", "pki-issuer-secret-id",
+        # `doorward backup create`'s snapshot-only AppRole.
+        "backup/vault-role-id", "backup/vault-secret-id",
     }  # fmt: skip
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in out.iterdir() if p.is_dir())
@@ -121,6 +123,10 @@ def test_provision_writes_private_credential_files(
     assert not any(files["audit/db-password"].read_text() in line for line in said)
     issuer_id = files["pki-issuer-secret-id"].read_text()
     assert not any(issuer_id in line for line in said)
+    backup_id = files["backup/vault-secret-id"].read_text()
+    assert not any(backup_id in line for line in said)
+    provision(out, env, said.append)  # the backup AppRole's secret id is kept too
+    assert files["backup/vault-secret-id"].read_text() == backup_id
 
 
 def test_certs_issues_every_process_its_certificate_from_the_provisioned_ca(

@@ -111,3 +111,29 @@ def test_key_from_file_or_variable_never_beside_the_archive(tmp_path: Path):
         read_key(tmp_path / "archives" / "k", {}, out)
     with pytest.raises(DeployError, match="DOORWARD_BACKUP_KEY"):
         read_key(None, {}, out)
+
+
+def test_backup_approle_from_up_or_from_provision(tmp_path: Path, monkeypatch):
+    import json
+
+    import httpx
+
+    from deploy.backup import ops
+
+    sent: list[dict] = []
+
+    def fake_post(url, json=None, **_kw):
+        sent.append(json)
+        return httpx.Response(200, json={"auth": {"client_token": "t"}})
+
+    monkeypatch.setattr(ops.httpx, "post", fake_post)
+    folder = tmp_path / "credentials" / "backup"
+    with pytest.raises(DeployError, match="no backup AppRole"):
+        ops.backup_token("http://vault", tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "vault-role-id").write_text("r1\n")
+    (folder / "vault-secret-id").write_text("s1\n")
+    assert ops.backup_token("http://vault", tmp_path) == "t"
+    (folder / "vault-approle.json").write_text(json.dumps({"role_id": "r2", "secret_id": "s2"}))
+    ops.backup_token("http://vault", tmp_path)
+    assert sent == [{"role_id": "r1", "secret_id": "s1"}, {"role_id": "r2", "secret_id": "s2"}]
