@@ -8,6 +8,10 @@ Every process owns one credentials folder (0700) written by whoever issues its c
   with an old key half-way through a renewal.
 - `ca.pem`: the Doorward CA, the only trust anchor for internal peers (never the system store).
 
+On Kubernetes the folder is a mounted `kubernetes.io/tls` Secret written by cert-manager instead:
+`tls.key`, `tls.crt` (the chain) and `ca.crt`. It is read when `identity.pem` is absent; the
+kubelet swaps all three files at once (one symlink), so key and chain still change together.
+
 A certificate names its service three ways: URI SAN `spiffe://doorward/<service>` (what the
 servers authorize on), DNS SAN `<service>.doorward.internal` (what a client checks the server
 against, whatever address it dials) and the common name.
@@ -37,6 +41,8 @@ TRUST_DOMAIN = "doorward"
 DNS_SUFFIX = "doorward.internal"
 IDENTITY_FILE = "identity.pem"
 CA_FILE = "ca.pem"
+# The same material as a Kubernetes TLS Secret (cert-manager) lays it out.
+K8S_KEY_FILE, K8S_CHAIN_FILE, K8S_CA_FILE = "tls.key", "tls.crt", "ca.crt"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 
@@ -70,7 +76,7 @@ class Material:
     ca_pem: bytes
 
 
-Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
+Stamp = tuple[tuple[int, int, int], ...]
 
 
 class CredentialFolder:
@@ -87,6 +93,12 @@ class CredentialFolder:
     def ca_file(self) -> Path:
         return self.path / CA_FILE
 
+    def _files(self) -> tuple[Path, ...]:
+        """The files holding the material: Doorward's layout, else a Kubernetes TLS Secret's."""
+        if not self.identity_file.exists() and (self.path / K8S_KEY_FILE).exists():
+            return tuple(self.path / n for n in (K8S_KEY_FILE, K8S_CHAIN_FILE, K8S_CA_FILE))
+        return (self.identity_file, self.ca_file)
+
     def stamp(self) -> Stamp:
         """Cheap change detector (inode, size, mtime of both files): a rename changes the inode."""
 
@@ -95,14 +107,16 @@ class CredentialFolder:
             return (st.st_ino, st.st_size, st.st_mtime_ns)
 
         try:
-            return (one(self.identity_file), one(self.ca_file))
+            files = self._files()
+            return tuple(one(p) for p in files)
         except OSError as exc:
             raise CredentialsError(f"no certificate in {self.path}: {exc.strerror}") from None
 
     def load(self) -> Material:
         try:
-            bundle = self.identity_file.read_bytes()
-            ca = self.ca_file.read_bytes()
+            *parts, ca_path = self._files()
+            bundle = b"\n".join(p.read_bytes() for p in parts)
+            ca = ca_path.read_bytes()
         except OSError as exc:
             raise CredentialsError(f"no certificate in {self.path}: {exc.strerror}") from None
         keys = [b.group(0) for b in _PEM_BLOCK.finditer(bundle) if b"PRIVATE KEY" in b.group(1)]

@@ -40,6 +40,41 @@ def test_key_and_chain_travel_in_one_private_file(tmp_path: Path) -> None:
     assert folder.stamp() != before  # a renewal is seen
 
 
+def _kubernetes_secret_volume(folder: Path, key: bytes, chain: bytes, ca: bytes) -> None:
+    """What the kubelet does with a kubernetes.io/tls Secret: the files live in a timestamped
+    folder, `..data` points at it, each name is a symlink through `..data`; an update writes a
+    new folder and swaps `..data` (one rename)."""
+    folder.mkdir(exist_ok=True)
+    stamp = folder / f"..{len(list(folder.glob('..*_2026')))}_2026"
+    stamp.mkdir()
+    for name, data in (("tls.key", key), ("tls.crt", chain), ("ca.crt", ca)):
+        (stamp / name).write_bytes(data)
+    tmp = folder / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    tmp.replace(folder / "..data")
+    for name in ("tls.key", "tls.crt", "ca.crt"):
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_a_cert_manager_secret_volume_is_read_and_its_renewal_seen(tmp_path: Path) -> None:
+    ca = TestCA()
+    key, chain = ca.issue("identity")
+    _kubernetes_secret_volume(tmp_path / "tls", key, chain, ca.ca_pem)
+    folder = CredentialFolder(tmp_path / "tls")
+    material = folder.load()
+    assert material.key_pem.strip() == key.strip()
+    assert b"PRIVATE KEY" not in material.chain_pem and material.ca_pem == ca.ca_pem
+    before = folder.stamp()
+    key2, chain2 = ca.issue("identity")
+    _kubernetes_secret_volume(tmp_path / "tls", key2, chain2, ca.ca_pem)
+    assert folder.stamp() != before
+    assert folder.load().key_pem.strip() == key2.strip()
+    # Doorward's own layout wins when both are present (nothing is read twice).
+    ca.install(tmp_path / "tls", "identity")
+    assert folder.load().key_pem.strip() != key2.strip()
+
+
 def test_a_broken_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
     folder = CredentialFolder(tmp_path / "nothing")
     with pytest.raises(CredentialsError):
