@@ -24,11 +24,24 @@ from services.secrets.models import AuditOutbox
 from services.secrets.ratelimit import RateLimiter
 from services.secrets.service.secrets import JobSource, Limits, SecretsService
 from services.secrets.settings import SecretsSettings
-from services.secrets.vault import VaultGateway
+from services.secrets.vault import AppRoleLogin, KubernetesLogin, VaultGateway, VaultLogin
 
 log = logging.getLogger("services.secrets")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def vault_login(settings: SecretsSettings) -> VaultLogin:
+    """The secrets service's way into Vault, as DOORWARD_VAULT_AUTH says."""
+    if settings.vault_auth == "kubernetes":
+        return KubernetesLogin(
+            settings.vault_kubernetes_role,
+            settings.vault_kubernetes_token_file,
+            mount=settings.vault_kubernetes_mount,
+        )
+    # The settings validator made sure both are set for AppRole.
+    assert settings.vault_role_id is not None and settings.vault_secret_id is not None
+    return AppRoleLogin(settings.vault_role_id, settings.vault_secret_id)
 
 
 async def build_parts(
@@ -42,13 +55,13 @@ async def build_parts(
     auth = InternalAuth.from_stack(stack, "secrets")
     if auth.token:
         register_secret(auth.token)
-    register_secret(settings.vault_secret_id.get_secret_value())
+    if settings.vault_secret_id is not None:
+        register_secret(settings.vault_secret_id.get_secret_value())
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
     vault = VaultGateway(
         settings.vault_addr,
-        settings.vault_role_id,
-        settings.vault_secret_id,
+        vault_login(settings),
         kv_mount=settings.vault_kv_mount,
         transit_mount=settings.vault_transit_mount,
         timeout=settings.vault_timeout,

@@ -2,7 +2,12 @@
 
 DOORWARD_SECRETS_DB_URL             postgresql+asyncpg://... (required)
 DOORWARD_VAULT_ADDR                 e.g. http://127.0.0.1:8200 (required)
-DOORWARD_VAULT_ROLE_ID / _SECRET_ID AppRole credentials (required; the secret id is a SecretStr)
+DOORWARD_VAULT_AUTH                 approle (default) or kubernetes
+DOORWARD_VAULT_ROLE_ID / _SECRET_ID AppRole credentials (required with approle; the secret id
+                                    is a SecretStr)
+DOORWARD_VAULT_KUBERNETES_ROLE      Vault role of the Kubernetes auth method (doorward-secrets)
+DOORWARD_VAULT_KUBERNETES_MOUNT     where that method is mounted (kubernetes)
+DOORWARD_VAULT_KUBERNETES_TOKEN_FILE the pod's service-account token (the projected default)
 DOORWARD_VAULT_KV_MOUNT             KV v2 mount of site secrets (doorward-kv)
 DOORWARD_VAULT_TRANSIT_MOUNT        transit mount for data keys and token sealing (doorward-transit)
 DOORWARD_SECRETS_UPLOAD_TTL         seconds an upload token lives (600)
@@ -24,7 +29,10 @@ DOORWARD_SECRETS_SHRED_LEDGER       file of the shred ledger (doorward_kit/shred
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The Vault policy (deploy/vault/doorward-secrets.hcl) refuses wrapping TTLs above this.
@@ -36,8 +44,14 @@ class SecretsSettings(BaseSettings):
 
     secrets_db_url: SecretStr
     vault_addr: str
-    vault_role_id: str
-    vault_secret_id: SecretStr
+    # How the service logs in to Vault: AppRole (role id + secret id handed to it) or, on
+    # Kubernetes, the Kubernetes auth method with the pod's service-account token.
+    vault_auth: Literal["approle", "kubernetes"] = "approle"
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_kubernetes_role: str = "doorward-secrets"
+    vault_kubernetes_mount: str = "kubernetes"
+    vault_kubernetes_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
     vault_kv_mount: str = "doorward-kv"
     vault_transit_mount: str = "doorward-transit"
     vault_timeout: float = Field(default=5.0, gt=0)
@@ -56,6 +70,16 @@ class SecretsSettings(BaseSettings):
     secrets_cors_origins: str | None = None
     # Every customer-key destruction is recorded here first, for replay after a restore.
     secrets_shred_ledger: str | None = None
+
+    @model_validator(mode="after")
+    def _approle_needs_credentials(self) -> Self:
+        missing = self.vault_role_id is None or self.vault_secret_id is None
+        if self.vault_auth == "approle" and missing:
+            raise ValueError(
+                "DOORWARD_VAULT_ROLE_ID and DOORWARD_VAULT_SECRET_ID are required with "
+                "DOORWARD_VAULT_AUTH=approle"
+            )
+        return self
 
     @property
     def db_url(self) -> str:

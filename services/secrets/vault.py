@@ -1,4 +1,5 @@
-"""The only Vault client in Doorward: AppRole login, token renewal, KV v2, wrapping, transit.
+"""The only Vault client in Doorward: AppRole or Kubernetes login, token renewal, KV v2,
+wrapping, transit.
 
 hvac is synchronous: every call runs in a small thread pool (one hvac.Client per thread, one
 shared service token). Every call gets its own span named after the operation, with no
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
@@ -72,12 +74,53 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+class AppRoleLogin:
+    """AppRole: a role id and a secret id handed to the process (`doorward up`, provision)."""
+
+    def __init__(self, role_id: str, secret_id: SecretStr) -> None:
+        self._role_id = role_id
+        self._secret_id = secret_id
+
+    def __call__(self, client: hvac.Client) -> dict[str, Any]:
+        result: dict[str, Any] = client.auth.approle.login(
+            self._role_id, self._secret_id.get_secret_value(), use_token=False
+        )
+        return result
+
+
+class KubernetesLogin:
+    """Vault's Kubernetes auth method: the pod's service-account token (a projected token with
+    audience `vault`) is the credential, so no secret id exists anywhere. The file is read at
+    every login because the kubelet rotates it; Vault checks it with a TokenReview and binds it
+    to the Vault role's service account and namespace."""
+
+    def __init__(self, role: str, token_file: Path, *, mount: str = "kubernetes") -> None:
+        self._role = role
+        self._token_file = token_file
+        self._mount = mount
+
+    def __call__(self, client: hvac.Client) -> dict[str, Any]:
+        try:
+            jwt = self._token_file.read_text().strip()
+        except OSError as exc:
+            # Names the file, never its content.
+            raise DoorwardError(
+                ErrorCode.UNAVAILABLE, f"no service-account token at {self._token_file}"
+            ) from exc
+        result: dict[str, Any] = client.auth.kubernetes.login(
+            self._role, jwt, use_token=False, mount_point=self._mount
+        )
+        return result
+
+
+VaultLogin = Callable[[hvac.Client], dict[str, Any]]
+
+
 class VaultGateway:
     def __init__(
         self,
         addr: str,
-        role_id: str,
-        secret_id: SecretStr,
+        login: VaultLogin,
         *,
         kv_mount: str = "doorward-kv",
         transit_mount: str = "doorward-transit",
@@ -85,8 +128,7 @@ class VaultGateway:
         threads: int = 8,
     ) -> None:
         self._addr = addr
-        self._role_id = role_id
-        self._secret_id = secret_id
+        self._authenticate = login
         self.kv_mount = kv_mount
         self.transit_mount = transit_mount
         self._timeout = timeout
@@ -110,14 +152,13 @@ class VaultGateway:
         return client
 
     def _login(self, seen_generation: int) -> None:
-        """Log in with AppRole unless another thread already did since `seen_generation`."""
+        """Log in (AppRole or Kubernetes) unless another thread already did since
+        `seen_generation`."""
         with self._login_lock:
             if self._token is not None and self._token_generation != seen_generation:
                 return
             client = hvac.Client(url=self._addr, timeout=self._timeout)
-            result = client.auth.approle.login(
-                self._role_id, self._secret_id.get_secret_value(), use_token=False
-            )
+            result = self._authenticate(client)
             self._token = str(result["auth"]["client_token"])
             self._lease_seconds = int(result["auth"].get("lease_duration") or 0)
             self._token_generation += 1

@@ -34,3 +34,26 @@ def test_vault_credentials_are_required(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError):
         SecretsSettings(secrets_db_url="postgresql+asyncpg://x")
+
+
+def test_approle_without_its_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DOORWARD_VAULT_AUTH", "DOORWARD_VAULT_ROLE_ID", "DOORWARD_VAULT_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+    base = {k: v for k, v in REQUIRED.items() if k != "vault_secret_id"}
+    with pytest.raises(ValidationError, match="DOORWARD_VAULT_SECRET_ID"):
+        SecretsSettings(**base)
+
+
+def test_kubernetes_auth_needs_no_secret_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DOORWARD_VAULT_ROLE_ID", "DOORWARD_VAULT_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+    settings = SecretsSettings(
+        secrets_db_url="postgresql+asyncpg://u:pw@/db",
+        vault_addr="https://vault:8200",
+        vault_auth="kubernetes",
+    )
+    assert settings.vault_secret_id is None
+    assert settings.vault_kubernetes_role == "doorward-secrets"
+    assert str(settings.vault_kubernetes_token_file).endswith("serviceaccount/token")
+    with pytest.raises(ValidationError):
+        SecretsSettings(**REQUIRED, vault_auth="ldap")
