@@ -122,6 +122,62 @@ def trace(
     raise typer.Exit(code)
 
 
+@app.command("vault-unseal")
+def vault_unseal(
+    keys: Path = typer.Option(..., help="file keeping the unseal key (0600; created on init)"),
+    token_file: Path | None = typer.Option(
+        None, help="on first init, also write the initial root token here (0600)"
+    ),
+    timeout: float = typer.Option(60.0, help="seconds to wait for the server"),
+) -> None:
+    """Initialise (first start) and unseal the OpenBao at DOORWARD_VAULT_ADDR, for
+    docker-compose.yml. Development only: production unseals with auto-unseal or key shares
+    (docs/operations.md)."""
+    from deploy.errors import DeployError
+    from deploy.vault_unseal import init_or_unseal
+
+    addr = os.environ.get("DOORWARD_VAULT_ADDR")
+    if not addr:
+        typer.echo("error: DOORWARD_VAULT_ADDR is not set", err=True)
+        raise typer.Exit(1)
+    try:
+        init_or_unseal(addr, keys, token_file=token_file, timeout=timeout, echo=typer.echo)
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("vault-kubernetes")
+def vault_kubernetes(
+    namespace: str = typer.Option("doorward", help="the namespace deploy/k8s is applied in"),
+    kubernetes_host: str = typer.Option(
+        ..., help="the cluster's API server as Vault reaches it (https://...)"
+    ),
+    kubernetes_ca: Path | None = typer.Option(None, help="PEM of the API server's CA"),
+    outside_cluster: bool = typer.Option(
+        False, help="Vault runs outside the cluster (reviews tokens with the presented token)"
+    ),
+) -> None:
+    """Set up Vault's Kubernetes auth method for deploy/k8s (DOORWARD_VAULT_ADDR,
+    DOORWARD_VAULT_TOKEN): the roles of the secrets service and of cert-manager."""
+    import hvac
+
+    from deploy.vault_k8s import provision_kubernetes_auth
+
+    addr, token = os.environ.get("DOORWARD_VAULT_ADDR"), os.environ.get("DOORWARD_VAULT_TOKEN")
+    if not addr or not token:
+        typer.echo("error: DOORWARD_VAULT_ADDR and DOORWARD_VAULT_TOKEN are required", err=True)
+        raise typer.Exit(1)
+    provision_kubernetes_auth(
+        hvac.Client(url=addr, token=token),
+        namespace=namespace,
+        kubernetes_host=kubernetes_host,
+        kubernetes_ca_pem=kubernetes_ca.read_text() if kubernetes_ca else None,
+        outside_cluster=outside_cluster,
+    )
+    typer.echo(f"Vault Kubernetes auth: doorward-secrets, doorward-cert-issuer in {namespace}")
+
+
 from services.audit.verify import audit_app  # noqa: E402 - `doorward audit verify` (audit's)
 
 app.add_typer(audit_app, name="audit")
