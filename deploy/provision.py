@@ -10,10 +10,11 @@ service holding only that service's files (each 0600), the convention of `doorwa
     OUT/<service>/db-password, db-url  identity, workorders, secrets, audit: its own login
     OUT/secrets/vault-role-id, vault-secret-id
     OUT/audit/audit-signing-key.pem
+    OUT/gateway/signing-key.pem (+ .pub.pem)  the gateway's request-signing key
+    OUT/<subgraph>/gateway-public-key.pem      identity, workorders, audit: its public half
     OUT/pki-issuer-role-id, pki-issuer-secret-id   for `doorward certs` (the internal CA's issuer)
     OUT/backup/vault-role-id, vault-secret-id       for `doorward backup create` (snapshots only)
 
-The gateway gets no folder: it reads no key (it fetches identity's JWKS over HTTP).
 Idempotent: existing files are kept (passwords are set again to the kept values).
 """
 
@@ -34,7 +35,13 @@ from deploy.embedded import (
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from deploy.pki import provision_pki
-from deploy.supervisor import DATABASES, ed25519_pem, read_or_create_secret
+from deploy.supervisor import (
+    DATABASES,
+    GRAPHQL_SUBGRAPHS,
+    ed25519_pem,
+    read_or_create_secret,
+)
+from doorward_kit.gateway_signature import create_key_pair
 
 
 def _folder(out_dir: Path, svc: str) -> Path:
@@ -95,6 +102,19 @@ def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None])
     read_or_create_secret(out_dir / "internal-token", _token)
     read_or_create_secret(_folder(out_dir, "audit") / "audit-signing-key.pem", ed25519_pem)
     say(f"internal token in {out_dir}, audit signing key in {out_dir / 'audit'}")
+    _gateway_signing_keys(out_dir)
+    say(f"gateway signing key in {out_dir / 'gateway'}, its public key in each subgraph's folder")
+
+
+def _gateway_signing_keys(out_dir: Path) -> None:
+    """The gateway's Ed25519 pair (subgraphs answer only requests it signed), as `doorward up`
+    keeps it: the private key in gateway/ only, a copy of the public key in each subgraph's
+    folder (each process mounts only its own folder)."""
+    gateway = _folder(out_dir, "gateway")
+    public = gateway / "signing-key.pub.pem"
+    create_key_pair(gateway / "signing-key.pem", public)
+    for svc in GRAPHQL_SUBGRAPHS:
+        _write_private(_folder(out_dir, svc) / "gateway-public-key.pem", public.read_text())
 
 
 def _known(path: Path) -> str | None:

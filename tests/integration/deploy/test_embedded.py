@@ -108,6 +108,10 @@ def test_provision_writes_private_credential_files(
         "secrets/db-password", "secrets/db-url", "secrets/vault-role-id", "secrets/vault-secret-id",
         "audit/db-password", "audit/db-url", "audit/audit-signing-key.pem",
         "traces/db-password", "traces/db-url",
+        # The gateway signs subgraph requests; each subgraph holds the public half.
+        "gateway/signing-key.pem", "gateway/signing-key.pub.pem",
+        "identity/gateway-public-key.pem", "workorders/gateway-public-key.pem",
+        "audit/gateway-public-key.pem",
         # What issues the service certificates (`doorward certs`) logs in with.
         "pki-issuer-role-id", "pki-issuer-secret-id",
         # `doorward backup create`'s snapshot-only AppRole.
