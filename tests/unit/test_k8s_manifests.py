@@ -287,3 +287,15 @@ def test_cloudnativepg_declares_the_least_privilege_roles() -> None:
     databases = {d["spec"]["name"]: d["spec"] for d in _of(objs, "Database").values()}
     assert databases["doorward_audit"]["owner"] == "doorward_audit_owner"
     assert databases["doorward_identity"]["owner"] == "doorward_identity"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_doorward_variable_set_is_one_doorward_reads(overlay: str) -> None:
+    from tests.unit.deploy_env import known_variables
+
+    known = known_variables()
+    objs = _objects(overlay)
+    names = {k for cm in _of(objs, "ConfigMap").values() for k in cm.get("data", {})}
+    names |= {e["name"] for _n, _p, c in _containers(objs) for e in c.get("env", [])}
+    ours = {n for n in names if n.startswith(("DOORWARD_", "OTEL_"))}
+    assert ours - known == set()
