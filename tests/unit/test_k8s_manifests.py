@@ -299,3 +299,20 @@ def test_every_doorward_variable_set_is_one_doorward_reads(overlay: str) -> None
     names |= {e["name"] for _n, _p, c in _containers(objs) for e in c.get("env", [])}
     ours = {n for n in names if n.startswith(("DOORWARD_", "OTEL_"))}
     assert ours - known == set()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_non_root_user_can_read_what_is_mounted_for_it(overlay: str) -> None:
+    # Secret files belong to root and the pod's fsGroup: without the group bit uid 10001 could
+    # not read its own certificate, and nothing else may read them.
+    for obj in _objects(overlay):
+        for pod in pod_specs(obj):
+            for volume in pod.get("volumes", []):
+                source = volume.get("secret") or volume.get("projected")
+                if source is None:
+                    continue
+                mode = source.get("defaultMode", 0o644)
+                assert mode & 0o040, f"{obj['metadata']['name']}/{volume['name']}"
+                assert not mode & 0o022, f"{obj['metadata']['name']}/{volume['name']}"
+            if "volumes" in pod and any("secret" in v for v in pod["volumes"]):
+                assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
