@@ -35,13 +35,7 @@ from deploy.embedded import (
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
 from deploy.pki import provision_pki
-from deploy.supervisor import (
-    DATABASES,
-    GRAPHQL_SUBGRAPHS,
-    ed25519_pem,
-    read_or_create_secret,
-)
-from doorward_kit.gateway_signature import create_key_pair
+from deploy.supervisor import DATABASES, ed25519_pem, read_or_create_secret
 
 
 def _folder(out_dir: Path, svc: str) -> Path:
@@ -110,6 +104,9 @@ def _gateway_signing_keys(out_dir: Path) -> None:
     """The gateway's Ed25519 pair (subgraphs answer only requests it signed), as `doorward up`
     keeps it: the private key in gateway/ only, a copy of the public key in each subgraph's
     folder (each process mounts only its own folder)."""
+    from deploy.supervisor import GRAPHQL_SUBGRAPHS
+    from doorward_kit.gateway_signature import create_key_pair
+
     gateway = _folder(out_dir, "gateway")
     public = gateway / "signing-key.pub.pem"
     create_key_pair(gateway / "signing-key.pem", public)
