@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     CUSTOMER_CREATE = "customer.create"
     CUSTOMER_EXPORT = "customer.export"
     CUSTOMER_ERASE = "customer.erase"
+    CUSTOMER_RESTRICT = "customer.restrict"
     SITE_READ = "site.read"
     SITE_CREATE = "site.create"
     WORKORDER_READ = "workorder.read"
@@ -95,6 +96,8 @@ RULES: dict[Action, dict[Role, Scope]] = {
     Action.CUSTOMER_CREATE: dict(_PLANNING),
     Action.CUSTOMER_EXPORT: {_A: Scope.ORG},
     Action.CUSTOMER_ERASE: {_A: Scope.ORG},
+    # GDPR Art. 18 restriction and its lifting: a data-protection decision, ADMIN only.
+    Action.CUSTOMER_RESTRICT: {_A: Scope.ORG},
     Action.SITE_READ: {**_PLANNING, **_FIELD},
     Action.SITE_CREATE: dict(_PLANNING),
     Action.WORKORDER_READ: {**_PLANNING, **_FIELD},

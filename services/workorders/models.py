@@ -94,9 +94,28 @@ class Customer(Base):
     # (customer id, "contact").
     contact: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # GDPR Art. 18: while set, contact data is not decrypted and no job is created, assigned or
+    # dispatched for the customer (the data is only stored).
+    restricted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_customers_org_region", "org_id", "region_id"),)
+
+
+class CustomerRestriction(Base):
+    """Each change of a customer's restriction with its free-text reason (which may name
+    people, so it stays here; the audit event carries ids only)."""
+
+    __tablename__ = "customer_restrictions"
+    __table_args__ = (Index("ix_customer_restrictions_org_customer", "org_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), nullable=False)
+    restricted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    actor_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
 
 
 class Site(Base):

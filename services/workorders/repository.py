@@ -139,6 +139,14 @@ class Repository:
             )
         ).scalar_one_or_none()
 
+    async def lock_customer(self, org_id: str, customer_id: str) -> None:
+        """Serialise changes of one customer's flags (two admins restricting at once)."""
+        await self.session.execute(
+            select(Customer.id)
+            .where(Customer.org_id == org_id, Customer.id == customer_id)
+            .with_for_update()
+        )
+
     async def customers(self, org_id: str, ids: Collection[str]) -> list[Customer]:
         if not ids:
             return []

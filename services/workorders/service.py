@@ -42,6 +42,7 @@ from services.workorders.crypto import (
 from services.workorders.models import (
     AuditOutbox,
     Customer,
+    CustomerRestriction,
     InvoiceLine,
     OrgSettings,
     Site,
@@ -505,6 +506,11 @@ class WorkOrdersService:
             if customer.erased_at is not None or customer.contact is None:
                 result[customer.id] = Contact(customer.id, None, None, None, erased=True)
                 continue
+            if customer.restricted:
+                # Art. 18: stored, never opened; the attempt is on the trail.
+                result[customer.id] = Contact(customer.id, None, None, None)
+                await self._audit_restricted(session, principal, customer.id)
+                continue
             key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
             try:
                 text = self._open(key, contact_binding(customer.id), customer.contact)
@@ -560,6 +566,10 @@ class WorkOrdersService:
             if site.address is None or customer.erased_at is not None:
                 result[site.id] = None
                 continue
+            if customer.restricted:
+                result[site.id] = None
+                await self._audit_restricted(session, principal, customer.id, site.id)
+                continue
             key = await self.crypto.key_for(principal.org_id, customer.id, customer.wrapped_key)
             try:
                 text = self._open(key, address_binding(customer.id, site.id), site.address)
@@ -585,6 +595,22 @@ class WorkOrdersService:
         with its v2 form for the caller to store in place of it."""
         opened = self.crypto.open(key, binding, sealed)
         return _Plain(opened.text, seal(key, binding, opened.text) if opened.legacy else None)
+
+    async def _audit_restricted(
+        self, session: AsyncSession, principal: Principal, customer_id: str, site_id: str = ""
+    ) -> None:
+        details = {"reason": "restricted", "field": "address" if site_id else "contact"}
+        if site_id:
+            details["site_id"] = site_id
+        await self.audit(
+            session,
+            principal,
+            "customer.contact.read",
+            outcome=Outcome.DENIED,
+            target_type="Customer",
+            target_id=customer_id,
+            details=details,
+        )
 
     async def _audit_unreadable(
         self,
@@ -798,6 +824,7 @@ class WorkOrdersService:
         site = await self.site_for(session, principal, site_id)
         authorize(principal, Action.WORKORDER_CREATE, Resource(site.org_id, site.region_id))
         repo = Repository(session)
+        await self._require_unrestricted(repo, site, "create a work order")
         policy = WindowPolicy.of(await repo.org_settings(principal.org_id))
         title = _text("title", data.title or "", MAX_TITLE)
         description = _text("description", data.description or "", MAX_DESCRIPTION, required=False)
@@ -835,6 +862,23 @@ class WorkOrdersService:
             details={"status": row.status, "site_id": site.id, "priority": priority},
         )
         return row
+
+    async def _require_unrestricted(self, repo: Repository, site: Site, move: str) -> None:
+        customer = await repo.customer(site.org_id, site.customer_id)
+        if customer is not None and customer.restricted:
+            raise Refusal(
+                ErrorCode.CONFLICT,
+                f"cannot {move} for a customer whose processing is restricted",
+                "customer_restricted",
+            )
+
+    async def _require_unrestricted_order(
+        self, session: AsyncSession, order: WorkOrder, move: str
+    ) -> None:
+        repo = Repository(session)
+        sites = await repo.sites(order.org_id, [order.site_id])
+        if sites:
+            await self._require_unrestricted(repo, sites[0], f"{move} a work order")
 
     async def _for_change(
         self, session: AsyncSession, principal: Principal, work_order_id: str, action: Action
@@ -916,6 +960,7 @@ class WorkOrdersService:
     ) -> WorkOrder:
         order = await self._for_change(session, principal, work_order_id, Action.WORKORDER_ASSIGN)
         self._require_status(order, "assign", ("DRAFT", "SCHEDULED", "DISPATCHED"))
+        await self._require_unrestricted_order(session, order, "assign")
         await self._check_assignee(order, assignee_id, principal)
         previous_assignee = order.assignee_id
         previous = order.status
@@ -954,6 +999,7 @@ class WorkOrdersService:
     ) -> WorkOrder:
         order = await self._for_change(session, principal, work_order_id, Action.WORKORDER_DISPATCH)
         self._require_status(order, "dispatch", ("SCHEDULED",))
+        await self._require_unrestricted_order(session, order, "dispatch")
         if not order.assignee_id:
             raise conflict("cannot dispatch a work order without an assignee")
         # The assignee may have been deactivated or moved since assignment.
@@ -1398,6 +1444,52 @@ class WorkOrdersService:
         assert refreshed is not None
         await session.refresh(refreshed)
         return refreshed
+
+    async def set_restriction(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        customer_id: str,
+        restricted: bool,
+        reason: str,
+    ) -> Customer:
+        """GDPR Art. 18: restrict (or lift the restriction of) the processing of a customer's
+        data. Every change is recorded with its reason here and audited with ids only."""
+        customer = await self.customer_for(session, principal, customer_id)
+        authorize(
+            principal, Action.CUSTOMER_RESTRICT, Resource(customer.org_id, customer.region_id)
+        )
+        reason = _text("reason", reason, 1000)
+        repo = Repository(session)
+        await repo.lock_customer(principal.org_id, customer.id)
+        await session.refresh(customer)  # the flag as it is now, under the lock
+        if customer.erased_at is not None:
+            raise conflict("this customer has been erased")
+        if customer.restricted == restricted:
+            raise conflict(
+                "this customer is already " + ("restricted" if restricted else "not restricted")
+            )
+        change = CustomerRestriction(
+            id=str(uuid.uuid4()),
+            org_id=principal.org_id,
+            customer_id=customer.id,
+            restricted=restricted,
+            actor_id=principal.user_id,
+            reason=reason,
+            created_at=self.clock(),
+        )
+        customer.restricted = restricted
+        repo.add(change)
+        await repo.flush()
+        await self.audit(
+            session,
+            principal,
+            "customer.restrict" if restricted else "customer.unrestrict",
+            target_type="Customer",
+            target_id=customer.id,
+            details={"request_id": change.id},
+        )
+        return customer
 
     # ---- loaders for the graph --------------------------------------------------------------
 

@@ -290,10 +290,19 @@ class Customer:
     id: strawberry.ID
     region_id: strawberry.Private[str]
     erased_at: strawberry.Private[datetime | None]
+    restricted: bool = strawberry.field(
+        description="GDPR Art. 18: processing restricted; contact data is not read and no job "
+        "is created, assigned or dispatched for the customer."
+    )
 
     @classmethod
     def from_row(cls, row: models.Customer) -> Customer:
-        return cls(id=strawberry.ID(row.id), region_id=row.region_id, erased_at=row.erased_at)
+        return cls(
+            id=strawberry.ID(row.id),
+            region_id=row.region_id,
+            erased_at=row.erased_at,
+            restricted=row.restricted,
+        )
 
     async def _contact(self, info: Info) -> Contact | None:
         contact: Contact | None = await load_contact(info, str(self.id))
@@ -1136,6 +1145,36 @@ class Mutation:
             info, "customer.erase", run, target_type="Customer", target_id=_id(customer_id)
         )
         return Customer.from_row(row)
+
+    @strawberry.mutation(
+        description="ADMIN only. GDPR Art. 18: restrict the processing of a customer's data."
+    )
+    async def restrict_customer(
+        self, info: Info, customer_id: strawberry.ID, reason: str
+    ) -> Customer:
+        return await _restriction(info, _id(customer_id), True, reason)
+
+    @strawberry.mutation(description="ADMIN only. Lift a restriction of processing.")
+    async def unrestrict_customer(
+        self, info: Info, customer_id: strawberry.ID, reason: str
+    ) -> Customer:
+        return await _restriction(info, _id(customer_id), False, reason)
+
+
+async def _restriction(info: Info, customer_id: str, restricted: bool, reason: str) -> Customer:
+    async def run(session: AsyncSession, principal: Principal) -> models.Customer:
+        return await _runtime(info).service.set_restriction(
+            session, principal, customer_id, restricted, reason
+        )
+
+    row = await _mutate(
+        info,
+        "customer.restrict" if restricted else "customer.unrestrict",
+        run,
+        target_type="Customer",
+        target_id=customer_id,
+    )
+    return Customer.from_row(row)
 
 
 async def _order_change(

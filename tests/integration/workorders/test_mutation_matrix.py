@@ -37,6 +37,8 @@ ADD_LINE = """mutation($w: ID!) { addInvoiceLine(workOrderId: $w,
 ADD_NOTE = 'mutation($w: ID!) { addWorkNote(workOrderId: $w, text: "x") { id } }'
 EXPORT = "mutation($c: ID!) { exportCustomerData(customerId: $c) }"
 ERASE = 'mutation($c: ID!) { eraseCustomer(customerId: $c, reason: "asked") { id } }'
+RESTRICT = 'mutation($c: ID!) { restrictCustomer(customerId: $c, reason: "asked") { id } }'
+UNRESTRICT = 'mutation($c: ID!) { unrestrictCustomer(customerId: $c, reason: "asked") { id } }'
 ROTATE = "mutation($s: ID!) { prepareSecretRotation(secretRefId: $s) { uploadToken } }"
 BREAK_GLASS = """mutation($s: ID!) { requestBreakGlassAccess(secretRefId: $s,
   reason: "because the building is on fire", otp: "123456") { id } }"""
@@ -78,6 +80,8 @@ CASES: list[Case] = [
     ("addWorkNote", ADD_NOTE, lambda j, o: {"w": j.work_order_id}),
     ("exportCustomerData", EXPORT, lambda j, o: {"c": j.customer_id}),
     ("eraseCustomer", ERASE, lambda j, o: {"c": j.customer_id}),
+    ("restrictCustomer", RESTRICT, lambda j, o: {"c": j.customer_id}),
+    ("unrestrictCustomer", UNRESTRICT, lambda j, o: {"c": j.customer_id}),
     ("site", SITE, lambda j, o: {"id": j.site_id}),
 ]
 

@@ -46,6 +46,7 @@ SPEC: dict[Action, dict[Role, str]] = {
     Action.CUSTOMER_CREATE: _PLAN,
     Action.CUSTOMER_EXPORT: {A: "O"},
     Action.CUSTOMER_ERASE: {A: "O"},
+    Action.CUSTOMER_RESTRICT: {A: "O"},
     Action.SITE_READ: {**_PLAN, **_FIELD},
     Action.SITE_CREATE: _PLAN,
     Action.WORKORDER_READ: {**_PLAN, **_FIELD},
