@@ -43,6 +43,8 @@ class Action(enum.StrEnum):
     CUSTOMER_EXPORT = "customer.export"
     CUSTOMER_ERASE = "customer.erase"
     CUSTOMER_RESTRICT = "customer.restrict"
+    SESSION_POLICY_READ = "org.session_policy.read"
+    SESSION_POLICY_UPDATE = "org.session_policy.update"
     SITE_READ = "site.read"
     SITE_CREATE = "site.create"
     WORKORDER_READ = "workorder.read"
@@ -98,6 +100,9 @@ RULES: dict[Action, dict[Role, Scope]] = {
     Action.CUSTOMER_ERASE: {_A: Scope.ORG},
     # GDPR Art. 18 restriction and its lifting: a data-protection decision, ADMIN only.
     Action.CUSTOMER_RESTRICT: {_A: Scope.ORG},
+    # Automatic logoff: auditors may check it, only admins change it.
+    Action.SESSION_POLICY_READ: {_A: Scope.ORG, _U: Scope.ORG},
+    Action.SESSION_POLICY_UPDATE: {_A: Scope.ORG},
     Action.SITE_READ: {**_PLANNING, **_FIELD},
     Action.SITE_CREATE: dict(_PLANNING),
     Action.WORKORDER_READ: {**_PLANNING, **_FIELD},

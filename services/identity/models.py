@@ -114,6 +114,20 @@ class SessionFamily(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The last refresh (None: never refreshed, the login is the last use): the idle timeout.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SessionPolicyRow(Base):
+    """An organisation's automatic-logoff settings; a missing row means the defaults."""
+
+    __tablename__ = "session_policies"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    idle_minutes: Mapped[int] = mapped_column(Integer)
+    absolute_hours: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(36))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class RefreshToken(Base):

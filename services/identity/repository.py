@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from services.identity.models import (
     Region,
     SecretsOutbox,
     SessionFamily,
+    SessionPolicyRow,
     User,
     UserRegion,
 )
@@ -182,6 +183,24 @@ class Repository:
             SessionFamily.org_id == org_id, SessionFamily.id == family_id
         )
         return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def session_policy(self, org_id: str) -> SessionPolicyRow | None:
+        return await self.session.get(SessionPolicyRow, org_id)
+
+    async def save_session_policy(
+        self, org_id: str, idle_minutes: int, absolute_hours: int, updated_by: str
+    ) -> None:
+        values = {
+            "idle_minutes": idle_minutes,
+            "absolute_hours": absolute_hours,
+            "updated_by": updated_by,
+            "updated_at": func.now(),
+        }
+        await self.session.execute(
+            insert(SessionPolicyRow)
+            .values(org_id=org_id, **values)
+            .on_conflict_do_update(index_elements=[SessionPolicyRow.org_id], set_=values)
+        )
 
     async def end_family(self, org_id: str, family_id: str, reason: str, now: datetime) -> bool:
         result = await self.session.execute(

@@ -32,6 +32,7 @@ from doorward_kit.text import audit_target_id
 from services.identity.models import Region as RegionRow
 from services.identity.runtime import Identity
 from services.identity.service.identity import AuthResult, UserChanges, UserView
+from services.identity.service.session_policy import SessionPolicy as Policy
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -132,6 +133,28 @@ class AuthPayload:
     user: User
     password_change_required: bool
     mfa_enrollment_required: bool
+
+
+@strawberry.type(
+    description="Automatic logoff: a session (a login and its refreshes) ends when it has not "
+    "been refreshed for idleMinutes or is older than absoluteHours. ADMIN and AUDITOR sessions "
+    "get at most the privileged values."
+)
+class SessionPolicy:
+    idle_minutes: int
+    absolute_hours: int
+    privileged_idle_minutes: int
+    privileged_absolute_hours: int
+
+    @classmethod
+    def of(cls, policy: Policy) -> SessionPolicy:
+        strict = policy.privileged
+        return cls(
+            idle_minutes=policy.idle_minutes,
+            absolute_hours=policy.absolute_hours,
+            privileged_idle_minutes=strict.idle_minutes,
+            privileged_absolute_hours=strict.absolute_hours,
+        )
 
 
 @strawberry.type
@@ -259,6 +282,14 @@ class Query:
             rows = await identity.service.regions(session, principal)
         return [Region.from_row(r) for r in rows]
 
+    @strawberry.field(description="ADMIN and AUDITOR: the organisation's automatic logoff.")
+    async def session_policy(self, info: Info) -> SessionPolicy:
+        principal = await caller(info)
+        identity = _identity(info)
+        async with identity.db.unit_of_work() as session:
+            policy = await identity.service.get_session_policy(session, principal)
+        return SessionPolicy.of(policy)
+
 
 @strawberry.type
 class Mutation:
@@ -372,6 +403,32 @@ class Mutation:
         outcome = await _admin(info, principal, "user.update", "User", str(id), run)
         await identity.publish(outcome.changes)
         return User.from_view(outcome.unwrap())
+
+    @strawberry.mutation(
+        description="ADMIN only. Set the idle timeout (minutes) and the absolute lifetime "
+        "(hours) of sessions; an omitted value stays. Applies to running sessions at their next "
+        "refresh."
+    )
+    async def update_session_policy(
+        self, info: Info, idle_minutes: int | None = None, absolute_hours: int | None = None
+    ) -> SessionPolicy:
+        principal = await caller(info)
+        identity = _identity(info)
+
+        async def run() -> Policy:
+            async with identity.db.unit_of_work() as session:
+                return await identity.service.update_session_policy(
+                    session,
+                    principal,
+                    idle_minutes=idle_minutes,
+                    absolute_hours=absolute_hours,
+                    source_ip=info.context.source_ip,
+                )
+
+        policy = await _admin(
+            info, principal, "org.session_policy.update", "Organisation", principal.org_id, run
+        )
+        return SessionPolicy.of(policy)
 
     @strawberry.mutation
     async def deactivate_user(self, info: Info, id: strawberry.ID, reason: str) -> User:

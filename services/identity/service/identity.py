@@ -48,6 +48,11 @@ from services.identity.models import (
 from services.identity.repository import Repository
 from services.identity.service import mfa
 from services.identity.service.passwords import Passwords, check_new_password
+from services.identity.service.session_policy import (
+    DEFAULT_POLICY,
+    SessionPolicy,
+    changed_policy,
+)
 from services.identity.service.tokens import (
     AccessTokenIssuer,
     hash_refresh_token,
@@ -420,11 +425,16 @@ class IdentityService:
         mfa_required = self.mfa_enrollment_required(user, required_roles)
         scope = TokenScope.RESTRICTED if change_required or mfa_required else TokenScope.FULL
         now = _utcnow()
+        policy = (await self.session_policy_of(repo, user.org_id)).for_roles(user.roles)
         family = SessionFamily(
             org_id=user.org_id,
             user_id=user.id,
             scope=scope.value,
-            expires_at=now + timedelta(seconds=self.refresh_ttl),
+            created_at=now,
+            last_used_at=now,
+            # Never past the absolute lifetime (checked again at each refresh, against the
+            # policy as it is then).
+            expires_at=now + min(timedelta(seconds=self.refresh_ttl), policy.absolute),
         )
         await repo.add_family(family)
         return await self._issue(repo, user, family, change_required, mfa_required)
@@ -509,7 +519,30 @@ class IdentityService:
         if user is None or user.status != ACTIVE:
             await repo.end_family(row.org_id, family.id, "deactivated", now)
             return Outcome(error=refused)
+        policy = (await self.session_policy_of(repo, user.org_id)).for_roles(user.roles)
+        ended = policy.expiry(family.created_at, family.last_used_at, now)
+        if ended is not None:
+            # Automatic logoff: the session ends for good (its access tokens with it).
+            await repo.end_family(row.org_id, family.id, ended, now)
+            await self.audit(
+                session,
+                org_id=user.org_id,
+                actor_id=user.id,
+                action="auth.session.expire",
+                outcome="DENIED",
+                target_type="Session",
+                target_id=family.id,
+                source_ip=source_ip,
+                details={"reason": ended, "session_id": family.id},
+            )
+            change = SessionChange(
+                user_id=user.id, org_id=user.org_id, epoch=user.session_epoch, session_id=family.id
+            )
+            return Outcome(
+                error=unauthenticated("the session has timed out; log in again"), changes=[change]
+            )
         await repo.mark_refresh_used(row.org_id, row.token_hash, now)
+        family.last_used_at = now
         required_roles = await self.mfa_required_roles(session, user.org_id)
         change_required = user.password_change_required
         mfa_required = self.mfa_enrollment_required(user, required_roles)
@@ -531,6 +564,52 @@ class IdentityService:
             )
         result = await self._issue(repo, user, family, change_required, mfa_required)
         return Outcome(value=result)
+
+    # ---- automatic logoff (session policy) ------------------------------------------------------
+
+    async def session_policy_of(self, repo: Repository, org_id: str) -> SessionPolicy:
+        row = await repo.session_policy(org_id)
+        if row is None:
+            return DEFAULT_POLICY
+        return SessionPolicy(row.idle_minutes, row.absolute_hours)
+
+    async def get_session_policy(
+        self, session: AsyncSession, principal: Principal
+    ) -> SessionPolicy:
+        authorize(principal, Action.SESSION_POLICY_READ, Resource(principal.org_id))
+        return await self.session_policy_of(Repository(session), principal.org_id)
+
+    async def update_session_policy(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        idle_minutes: int | None,
+        absolute_hours: int | None,
+        source_ip: str = "",
+    ) -> SessionPolicy:
+        authorize(principal, Action.SESSION_POLICY_UPDATE, Resource(principal.org_id))
+        repo = Repository(session)
+        current = await self.session_policy_of(repo, principal.org_id)
+        policy = changed_policy(current, idle_minutes, absolute_hours)
+        await repo.save_session_policy(
+            principal.org_id, policy.idle_minutes, policy.absolute_hours, principal.user_id
+        )
+        await self.audit(
+            session,
+            org_id=principal.org_id,
+            actor_id=principal.user_id,
+            action="org.session_policy.update",
+            outcome="ALLOWED",
+            target_type="Organisation",
+            target_id=principal.org_id,
+            source_ip=source_ip,
+            details={
+                "window_seconds": policy.idle_minutes * 60,
+                "ttl_seconds": policy.absolute_hours * 3600,
+            },
+        )
+        return policy
 
     async def logout(self, session: AsyncSession, principal: Principal) -> Outcome[bool]:
         repo = Repository(session)
