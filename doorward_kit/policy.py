@@ -44,6 +44,7 @@ class Action(enum.StrEnum):
     CUSTOMER_ERASE = "customer.erase"
     CUSTOMER_RESTRICT = "customer.restrict"
     SESSION_POLICY_READ = "org.session_policy.read"
+    RETENTION_MANAGE = "org.retention.manage"
     SESSION_POLICY_UPDATE = "org.session_policy.update"
     SITE_READ = "site.read"
     SITE_CREATE = "site.create"
@@ -103,6 +104,8 @@ RULES: dict[Action, dict[Role, Scope]] = {
     # Automatic logoff: auditors may check it, only admins change it.
     Action.SESSION_POLICY_READ: {_A: Scope.ORG, _U: Scope.ORG},
     Action.SESSION_POLICY_UPDATE: {_A: Scope.ORG},
+    # Retention policy and legal holds (reading them too: a hold's reason may name a case).
+    Action.RETENTION_MANAGE: {_A: Scope.ORG},
     Action.SITE_READ: {**_PLANNING, **_FIELD},
     Action.SITE_CREATE: dict(_PLANNING),
     Action.WORKORDER_READ: {**_PLANNING, **_FIELD},

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from doorward_kit.audit_client import OutboxSender
@@ -21,6 +22,7 @@ from services.workorders.clients import GrpcIdentity, GrpcSecrets
 from services.workorders.crypto import ContactCrypto, DataKeyCache
 from services.workorders.models import AuditOutbox
 from services.workorders.outbox import RevocationSender
+from services.workorders.purge import Purge
 from services.workorders.runtime import Runtime
 from services.workorders.service import WorkOrdersService
 from services.workorders.settings import WorkOrdersSettings
@@ -62,7 +64,13 @@ async def build_parts(
         upgrade_v1=settings.workorders_contact_v1_upgrade,
     )
     service = WorkOrdersService(secrets, GrpcIdentity(identity_channel), crypto)
-    runtime = Runtime(db=db, service=service, verifier=verifier)
+    purge = Purge(
+        db,
+        batch=settings.workorders_purge_batch,
+        interval=timedelta(seconds=settings.workorders_purge_interval_seconds),
+        forget_key=crypto.cache.forget,
+    )
+    runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
 
     app = create_app("doorward-workorders", readiness=db.ping)
     app.include_router(
@@ -91,7 +99,11 @@ async def build_parts(
         host=stack.host,
         http_port=stack.workorders_http_port,
         grpc=grpc_server,
-        background=[audit_sender.run, revoker.run],
+        background=[
+            audit_sender.run,
+            revoker.run,
+            lambda: purge.run_forever(min(60.0, settings.workorders_purge_interval_seconds)),
+        ],
         close=close,
     )
     return parts, runtime

@@ -97,6 +97,9 @@ class Customer(Base):
     # GDPR Art. 18: while set, contact data is not decrypted and no job is created, assigned or
     # dispatched for the customer (the data is only stored).
     restricted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    # Set by the retention purge when it deletes the customer's jobs: the latest of their
+    # activity, from which contact-data retention still counts.
+    last_job_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_customers_org_region", "org_id", "region_id"),)
@@ -233,3 +236,54 @@ class SecretsOutbox(Base):
 
 class AuditOutbox(AuditOutboxMixin, Base):
     __tablename__ = "audit_outbox"
+
+
+class RetentionPolicyRow(Base):
+    """How long each category of data is kept, per organisation (days); no row = defaults."""
+
+    __tablename__ = "retention_policies"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    work_order_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    contact_data_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    site_secret_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    grant_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    audit_event_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    trace_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[datetime] = _now()
+
+
+class LegalHold(Base):
+    """A hold on a customer, site or work order: nothing it covers is deleted (by the purge or
+    by an erasure) until it is released. The reasons may name a case, so they stay here."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (Index("ix_legal_holds_org_target", "org_id", "target_type", "target_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # CUSTOMER | SITE | WORK_ORDER
+    target_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    target_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    placed_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    placed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    released_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    release_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PurgeRun(Base):
+    """One run of the retention purge (all organisations), with what it deleted."""
+
+    __tablename__ = "purge_runs"
+    __table_args__ = (Index("ix_purge_runs_started_at", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    work_orders: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    customers: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -5,16 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.workorders.models import (
     BreakGlassRequest,
     Customer,
     InvoiceLine,
+    LegalHold,
     OrgSettings,
+    PurgeRun,
+    RetentionPolicyRow,
     SecretsOutbox,
     Site,
     SiteSecretRef,
@@ -524,3 +528,222 @@ class Repository:
 
     async def forget_revocation(self, outbox_id: str) -> None:
         await self.session.execute(delete(SecretsOutbox).where(SecretsOutbox.id == outbox_id))
+
+    # ---- retention, legal holds, purge ------------------------------------------------------
+
+    async def retention_policy(self, org_id: str) -> RetentionPolicyRow | None:
+        return await self.session.get(RetentionPolicyRow, org_id)
+
+    async def save_retention_policy(
+        self, org_id: str, values: dict[str, int], updated_by: str
+    ) -> None:
+        row = {**values, "updated_by": updated_by, "updated_at": func.now()}
+        await self.session.execute(
+            insert(RetentionPolicyRow)
+            .values(org_id=org_id, **row)
+            .on_conflict_do_update(index_elements=[RetentionPolicyRow.org_id], set_=row)
+        )
+
+    async def legal_holds(self, org_id: str) -> list[LegalHold]:
+        query = (
+            select(LegalHold)
+            .where(LegalHold.org_id == org_id)
+            .order_by(LegalHold.placed_at.desc(), LegalHold.id)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def legal_hold(
+        self, org_id: str, hold_id: str, *, for_update: bool = False
+    ) -> LegalHold | None:
+        query = select(LegalHold).where(LegalHold.org_id == org_id, LegalHold.id == hold_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    @staticmethod
+    def _held(target_type: str, target_id: Any) -> Any:
+        """An active hold on this target exists (correlated into the purge queries)."""
+        return exists().where(
+            LegalHold.org_id == WorkOrder.org_id,
+            LegalHold.target_type == target_type,
+            LegalHold.target_id == target_id,
+            LegalHold.released_at.is_(None),
+        )
+
+    def _customer_held(self, org_id: str) -> Any:
+        """Customer (of the outer query) covered by a hold on it, a site or a work order of it."""
+        held_site_or_job = (
+            select(literal(1))
+            .select_from(Site)
+            .outerjoin(WorkOrder, WorkOrder.site_id == Site.id)
+            .join(
+                LegalHold,
+                and_(
+                    LegalHold.org_id == org_id,
+                    LegalHold.released_at.is_(None),
+                    or_(
+                        and_(LegalHold.target_type == "SITE", LegalHold.target_id == Site.id),
+                        and_(
+                            LegalHold.target_type == "WORK_ORDER",
+                            LegalHold.target_id == WorkOrder.id,
+                        ),
+                    ),
+                ),
+            )
+            .where(Site.org_id == org_id, Site.customer_id == Customer.id)
+            .exists()
+        )
+        held_customer = exists().where(
+            LegalHold.org_id == org_id,
+            LegalHold.target_type == "CUSTOMER",
+            LegalHold.target_id == Customer.id,
+            LegalHold.released_at.is_(None),
+        )
+        return or_(held_customer, held_site_or_job)
+
+    async def customer_held(self, org_id: str, customer_id: str) -> bool:
+        query = select(Customer.id).where(
+            Customer.org_id == org_id, Customer.id == customer_id, self._customer_held(org_id)
+        )
+        return (await self.session.execute(query)).first() is not None
+
+    async def orgs_with_data(self) -> list[str]:
+        """Every organisation that holds customers here (the purge's own, cross-org read)."""
+        rows = await self.session.execute(select(Customer.org_id).distinct())
+        return [r[0] for r in rows]
+
+    async def expired_work_orders(self, org_id: str, cutoff: datetime, limit: int) -> list[str]:
+        """Finished work orders whose retention ended, not under a hold; locked, skipping rows
+        another purge holds (SKIP LOCKED), so two runners never take the same row."""
+        finished = func.coalesce(WorkOrder.completed_at, WorkOrder.updated_at)
+        query = (
+            select(WorkOrder.id)
+            .join(Site, Site.id == WorkOrder.site_id)
+            .where(
+                WorkOrder.org_id == org_id,
+                WorkOrder.status.in_(("COMPLETED", "CANCELLED")),
+                finished < cutoff,
+                ~self._held("WORK_ORDER", WorkOrder.id),
+                ~self._held("SITE", WorkOrder.site_id),
+                ~self._held("CUSTOMER", Site.customer_id),
+            )
+            .order_by(finished, WorkOrder.id)
+            .limit(limit)
+            .with_for_update(of=WorkOrder, skip_locked=True)
+        )
+        return [r[0] for r in await self.session.execute(query)]
+
+    async def delete_work_orders(self, org_id: str, ids: Collection[str]) -> int:
+        if not ids:
+            return 0
+        wanted = list(ids)
+        # Remember when each customer's deleted jobs last moved (contact retention counts on).
+        latest = (
+            select(Site.customer_id, func.max(_job_activity()).label("at"))
+            .join(WorkOrder, WorkOrder.site_id == Site.id)
+            .where(WorkOrder.org_id == org_id, WorkOrder.id.in_(wanted))
+            .group_by(Site.customer_id)
+            .subquery()
+        )
+        await self.session.execute(
+            update(Customer)
+            .where(Customer.org_id == org_id, Customer.id == latest.c.customer_id)
+            .values(
+                last_job_at=func.greatest(
+                    func.coalesce(Customer.last_job_at, latest.c.at), latest.c.at
+                )
+            )
+        )
+        for model in (WorkOrderSecret, InvoiceLine, WorkNote):
+            await self.session.execute(
+                delete(model).where(model.org_id == org_id, model.work_order_id.in_(wanted))
+            )
+        result = await self.session.execute(
+            delete(WorkOrder)
+            .where(WorkOrder.org_id == org_id, WorkOrder.id.in_(wanted))
+            .returning(WorkOrder.id)
+        )
+        return len(result.all())
+
+    async def stale_customers(self, org_id: str, cutoff: datetime, limit: int) -> list[str]:
+        """Customers (not erased, not held) created before the cutoff with no open job and no
+        job touched since it; locked with SKIP LOCKED."""
+        recent_job = (
+            select(literal(1))
+            .select_from(WorkOrder)
+            .join(Site, Site.id == WorkOrder.site_id)
+            .where(
+                Site.org_id == org_id,
+                Site.customer_id == Customer.id,
+                or_(
+                    WorkOrder.status.in_(("DRAFT", "SCHEDULED", "DISPATCHED", "IN_PROGRESS")),
+                    _job_activity() >= cutoff,
+                ),
+            )
+            .exists()
+        )
+        query = (
+            select(Customer.id)
+            .where(
+                Customer.org_id == org_id,
+                Customer.erased_at.is_(None),
+                Customer.created_at < cutoff,
+                or_(Customer.last_job_at.is_(None), Customer.last_job_at < cutoff),
+                ~recent_job,
+                ~self._customer_held(org_id),
+            )
+            .order_by(Customer.created_at, Customer.id)
+            .limit(limit)
+            .with_for_update(of=Customer, skip_locked=True)
+        )
+        return [r[0] for r in await self.session.execute(query)]
+
+    async def purge_contact_data(self, org_id: str, ids: Collection[str], now: datetime) -> int:
+        """Delete the ciphertexts and the wrapped data key: nothing left here can be opened."""
+        if not ids:
+            return 0
+        wanted = list(ids)
+        await self.session.execute(
+            update(Site)
+            .where(Site.org_id == org_id, Site.customer_id.in_(wanted))
+            .values(address=None)
+        )
+        result = await self.session.execute(
+            update(Customer)
+            .where(Customer.org_id == org_id, Customer.id.in_(wanted))
+            .values(wrapped_key=None, contact=None, erased_at=now)
+            .returning(Customer.id)
+        )
+        return len(result.all())
+
+    # ---- purge runs ---------------------------------------------------------------------------
+
+    async def last_purge_run(self) -> PurgeRun | None:
+        query = select(PurgeRun).order_by(PurgeRun.started_at.desc()).limit(1)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def purge_run(self, run_id: str) -> PurgeRun | None:
+        return await self.session.get(PurgeRun, run_id)
+
+
+def _job_activity() -> Any:
+    """The last time a work order moved (created, changed, completed or scheduled to end)."""
+    return func.greatest(
+        WorkOrder.created_at,
+        WorkOrder.updated_at,
+        func.coalesce(WorkOrder.completed_at, WorkOrder.created_at),
+        func.coalesce(WorkOrder.scheduled_end, WorkOrder.created_at),
+    )
+
+
+# ---- the purge's lock: a session-level advisory lock on a connection of its own ---------------
+
+
+async def try_advisory_lock(conn: AsyncConnection, key: int) -> bool:
+    """Held as long as `conn` lives: released by PostgreSQL itself when the process dies."""
+    row = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+    return bool(row.scalar_one())
+
+
+async def advisory_unlock(conn: AsyncConnection, key: int) -> None:
+    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
+from services.workorders.purge import Purge
 from services.workorders.service import WorkOrdersService
 
 
@@ -17,3 +18,5 @@ class Runtime:
     verifier: TokenVerifier
     # Woken after every change so owed revocations go out at once, not at the next poll.
     wake_revoker: Callable[[], None] = lambda: None
+    # The retention purge (its scheduler runs as a background task of the process).
+    purge: Purge | None = None

@@ -1420,6 +1420,11 @@ class WorkOrdersService:
         if customer.erased_at is not None:
             raise conflict("this customer has already been erased")
         repo = Repository(session)
+        if await repo.customer_held(principal.org_id, customer.id):
+            # A legal hold suspends deletion (GDPR Art. 17(3)(e)): release it first.
+            raise Refusal(
+                ErrorCode.CONFLICT, "a legal hold covers this customer's data", "legal_hold"
+            )
         sites = await repo.sites_of_customers(principal.org_id, [customer.id])
         deleted = 0
         for site in sites:

@@ -45,6 +45,9 @@ from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
+from services.workorders.retention import HoldTarget as _HoldTarget
+from services.workorders.retention import Retention
+from services.workorders.retention import RetentionPolicy as _RetentionPolicy
 from services.workorders.runtime import Runtime
 from services.workorders.service import (
     Contact,
@@ -101,6 +104,10 @@ def _runtime(info: Info) -> Runtime:
 
 def _break_glass(info: Info) -> BreakGlass:
     return BreakGlass(_runtime(info).service)
+
+
+def _retention(info: Info) -> Retention:
+    return Retention(_runtime(info).service)
 
 
 def _batched(
@@ -624,6 +631,91 @@ class BreakGlassRequest:
         return SecretAccessGrant.from_view(view)
 
 
+@strawberry.enum
+class HoldTarget(enum.Enum):
+    CUSTOMER = "CUSTOMER"
+    SITE = "SITE"
+    WORK_ORDER = "WORK_ORDER"
+
+
+@strawberry.type(
+    description="A legal hold: nothing it covers is deleted (by the retention purge or an "
+    "erasure) while it is active. A customer's hold covers its sites and work orders; a hold on "
+    "a site or work order also keeps the customer's contact data."
+)
+class LegalHold:
+    id: strawberry.ID
+    target_type: HoldTarget
+    target_id: strawberry.ID
+    reason: str
+    placed_at: datetime
+    released_at: datetime | None
+    release_reason: str | None
+    placed_by_id: strawberry.Private[str]
+    released_by_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_row(cls, row: models.LegalHold) -> LegalHold:
+        return cls(
+            id=strawberry.ID(row.id),
+            target_type=HoldTarget(row.target_type),
+            target_id=strawberry.ID(row.target_id),
+            reason=row.reason,
+            placed_at=row.placed_at,
+            released_at=row.released_at,
+            release_reason=row.release_reason,
+            placed_by_id=row.placed_by,
+            released_by_id=row.released_by,
+        )
+
+    @strawberry.field
+    def active(self) -> bool:
+        return self.released_at is None
+
+    @strawberry.field
+    def placed_by(self) -> User:
+        return User(id=strawberry.ID(self.placed_by_id))
+
+    @strawberry.field
+    def released_by(self) -> User | None:
+        return User(id=strawberry.ID(self.released_by_id)) if self.released_by_id else None
+
+
+@strawberry.type(
+    description="How long each category of data is kept, in days. Work orders (with their "
+    "invoice lines) count from completion or cancellation; contact data from the customer's "
+    "last job; audit events at least 183 days."
+)
+class RetentionPolicy:
+    work_order_days: int
+    contact_data_days: int
+    site_secret_days: int
+    grant_days: int
+    audit_event_days: int
+    trace_days: int
+
+    @classmethod
+    def of(cls, policy: _RetentionPolicy) -> RetentionPolicy:
+        return cls(
+            work_order_days=policy.work_order_days,
+            contact_data_days=policy.contact_data_days,
+            site_secret_days=policy.site_secret_days,
+            grant_days=policy.grant_days,
+            audit_event_days=policy.audit_event_days,
+            trace_days=policy.trace_days,
+        )
+
+
+@strawberry.input(description="Omitted fields keep their value.")
+class RetentionPolicyInput:
+    work_order_days: int | None = None
+    contact_data_days: int | None = None
+    site_secret_days: int | None = None
+    grant_days: int | None = None
+    audit_event_days: int | None = None
+    trace_days: int | None = None
+
+
 @strawberry.type
 class AccessWindowPolicy:
     lead_minutes: int
@@ -807,6 +899,20 @@ class Query:
         async with runtime.db.unit_of_work() as session:
             policy = await runtime.service.get_window_policy(session, principal)
         return AccessWindowPolicy.from_policy(policy)
+
+    @strawberry.field(description="ADMIN only: how long the organisation keeps each category.")
+    async def retention_policy(self, info: Info) -> RetentionPolicy:
+        principal = await caller(info)
+        async with _runtime(info).db.unit_of_work() as session:
+            policy = await _retention(info).policy(session, principal)
+        return RetentionPolicy.of(policy)
+
+    @strawberry.field(description="ADMIN only: the organisation's legal holds, newest first.")
+    async def legal_holds(self, info: Info) -> list[LegalHold]:
+        principal = await caller(info)
+        async with _runtime(info).db.unit_of_work() as session:
+            rows = await _retention(info).holds(session, principal)
+        return [LegalHold.from_row(r) for r in rows]
 
 
 # ---- mutations ----------------------------------------------------------------------------
@@ -1159,6 +1265,47 @@ class Mutation:
         self, info: Info, customer_id: strawberry.ID, reason: str
     ) -> Customer:
         return await _restriction(info, _id(customer_id), False, reason)
+
+    @strawberry.mutation(description="ADMIN only. Omitted fields keep their value.")
+    async def update_retention_policy(
+        self, info: Info, input: RetentionPolicyInput
+    ) -> RetentionPolicy:
+        changes = {
+            "work_order_days": input.work_order_days,
+            "contact_data_days": input.contact_data_days,
+            "site_secret_days": input.site_secret_days,
+            "grant_days": input.grant_days,
+            "audit_event_days": input.audit_event_days,
+            "trace_days": input.trace_days,
+        }
+
+        async def run(session: AsyncSession, principal: Principal) -> _RetentionPolicy:
+            return await _retention(info).update_policy(session, principal, changes)
+
+        policy = await _mutate(info, "org.retention_policy.update", run, target_type="Organisation")
+        return RetentionPolicy.of(policy)
+
+    @strawberry.mutation(description="ADMIN only. Suspend deletion of a customer, site or job.")
+    async def place_legal_hold(
+        self, info: Info, target_type: HoldTarget, target_id: strawberry.ID, reason: str
+    ) -> LegalHold:
+        async def run(session: AsyncSession, principal: Principal) -> models.LegalHold:
+            return await _retention(info).place(
+                session, principal, _HoldTarget(target_type.value), _id(target_id), reason
+            )
+
+        row = await _mutate(info, "legal_hold.place", run, target_type="LegalHold")
+        return LegalHold.from_row(row)
+
+    @strawberry.mutation(description="ADMIN only. Deletion resumes at the next purge.")
+    async def release_legal_hold(self, info: Info, id: strawberry.ID, reason: str) -> LegalHold:
+        async def run(session: AsyncSession, principal: Principal) -> models.LegalHold:
+            return await _retention(info).release(session, principal, _id(id), reason)
+
+        row = await _mutate(
+            info, "legal_hold.release", run, target_type="LegalHold", target_id=_id(id)
+        )
+        return LegalHold.from_row(row)
 
 
 async def _restriction(info: Info, customer_id: str, restricted: bool, reason: str) -> Customer:

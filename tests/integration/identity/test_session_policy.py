@@ -106,8 +106,10 @@ async def test_defaults_and_who_may_read_or_change_them(running: Running, org: O
         body = await running.gql(UPDATE, {"i": 600}, token=person.token)
         assert error_code(body) == "FORBIDDEN"
     await eventually(
-        lambda: [e.outcome for e in running.audit.of("org.session_policy.update", org.id)]
-        == [audit_pb2.DENIED, audit_pb2.DENIED]
+        lambda: (
+            [e.outcome for e in running.audit.of("org.session_policy.update", org.id)]
+            == [audit_pb2.DENIED, audit_pb2.DENIED]
+        )
     )
     body = await running.gql(UPDATE, {"i": 4}, token=org.admin_token)
     assert error_code(body) == "BAD_USER_INPUT"
@@ -123,10 +125,12 @@ async def test_defaults_and_who_may_read_or_change_them(running: Running, org: O
     assert body["data"]["updateSessionPolicy"]["idleMinutes"] == 30
     assert body["data"]["updateSessionPolicy"]["privilegedAbsoluteHours"] == 4
     await eventually(
-        lambda: [e.outcome for e in running.audit.of("org.session_policy.update", org.id)].count(
-            audit_pb2.ALLOWED
+        lambda: (
+            [e.outcome for e in running.audit.of("org.session_policy.update", org.id)].count(
+                audit_pb2.ALLOWED
+            )
+            == 2
         )
-        == 2
     )
     # Per organisation: another one still has the defaults.
     other = await running.gql(POLICY, token=(await new_org(running)).admin_token)

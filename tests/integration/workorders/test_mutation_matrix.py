@@ -39,6 +39,8 @@ EXPORT = "mutation($c: ID!) { exportCustomerData(customerId: $c) }"
 ERASE = 'mutation($c: ID!) { eraseCustomer(customerId: $c, reason: "asked") { id } }'
 RESTRICT = 'mutation($c: ID!) { restrictCustomer(customerId: $c, reason: "asked") { id } }'
 UNRESTRICT = 'mutation($c: ID!) { unrestrictCustomer(customerId: $c, reason: "asked") { id } }'
+HOLD = """mutation($w: ID!) { placeLegalHold(targetType: WORK_ORDER, targetId: $w,
+  reason: "litigation") { id } }"""
 ROTATE = "mutation($s: ID!) { prepareSecretRotation(secretRefId: $s) { uploadToken } }"
 BREAK_GLASS = """mutation($s: ID!) { requestBreakGlassAccess(secretRefId: $s,
   reason: "because the building is on fire", otp: "123456") { id } }"""
@@ -82,6 +84,7 @@ CASES: list[Case] = [
     ("eraseCustomer", ERASE, lambda j, o: {"c": j.customer_id}),
     ("restrictCustomer", RESTRICT, lambda j, o: {"c": j.customer_id}),
     ("unrestrictCustomer", UNRESTRICT, lambda j, o: {"c": j.customer_id}),
+    ("placeLegalHold", HOLD, lambda j, o: {"w": j.work_order_id}),
     ("site", SITE, lambda j, o: {"id": j.site_id}),
 ]
 

@@ -31,7 +31,9 @@ RESTRICT = """mutation($id: ID!, $r: String!) { restrictCustomer(customerId: $id
   id restricted name } }"""
 UNRESTRICT = """mutation($id: ID!, $r: String!) { unrestrictCustomer(customerId: $id, reason: $r) {
   id restricted name } }"""
-CUSTOMER = "query($id: ID!) { customer(id: $id) { id restricted name phone email sites { address } } }"
+CUSTOMER = (
+    "query($id: ID!) { customer(id: $id) { id restricted name phone email sites { address } } }"
+)
 JOB_CONTACT = """query($id: ID!) { workOrder(id: $id) { id site { address
   customer { id restricted name phone } } } }"""
 NAME = "Philippa Restrictwell"
@@ -107,8 +109,10 @@ async def test_restricted_contact_is_not_read(running: Running, org: Org) -> Non
         ).all()
     assert [tuple(r) for r in rows] == [(True, org.admin.id, REASON)]
     await eventually(
-        lambda: [e.outcome for e in running.audit.of(org.id, "customer.restrict")]
-        == [audit_pb2.ALLOWED]
+        lambda: (
+            [e.outcome for e in running.audit.of(org.id, "customer.restrict")]
+            == [audit_pb2.ALLOWED]
+        )
     )
     event = running.audit.of(org.id, "customer.restrict")[0]
     assert event.target_id == job.customer_id and REASON not in str(event)
@@ -119,7 +123,9 @@ async def test_restricted_contact_is_not_read(running: Running, org: Org) -> Non
     data = await ok(running, JOB_CONTACT, {"id": job.work_order_id}, org.tech.token)
     assert data["workOrder"]["site"]["customer"]["name"] == NAME
     await eventually(lambda: len(running.audit.of(org.id, "customer.unrestrict")) == 1)
-    body = await running.gql(UNRESTRICT, {"id": job.customer_id, "r": "again"}, token=org.admin.token)
+    body = await running.gql(
+        UNRESTRICT, {"id": job.customer_id, "r": "again"}, token=org.admin.token
+    )
     assert error_code(body) == "CONFLICT"
 
 

@@ -66,6 +66,4 @@ def test_an_omitted_value_stays() -> None:
     assert changed_policy(DEFAULT_POLICY, 30, None) == SessionPolicy(
         30, DEFAULT_POLICY.absolute_hours
     )
-    assert changed_policy(DEFAULT_POLICY, None, 4) == SessionPolicy(
-        DEFAULT_POLICY.idle_minutes, 4
-    )
+    assert changed_policy(DEFAULT_POLICY, None, 4) == SessionPolicy(DEFAULT_POLICY.idle_minutes, 4)

@@ -49,6 +49,7 @@ SPEC: dict[Action, dict[Role, str]] = {
     Action.CUSTOMER_RESTRICT: {A: "O"},
     Action.SESSION_POLICY_READ: {A: "O", U: "O"},
     Action.SESSION_POLICY_UPDATE: {A: "O"},
+    Action.RETENTION_MANAGE: {A: "O"},
     Action.SITE_READ: {**_PLAN, **_FIELD},
     Action.SITE_CREATE: _PLAN,
     Action.WORKORDER_READ: {**_PLAN, **_FIELD},

@@ -1,0 +1,236 @@
+"""The retention purge: deletes what the organisations' retention policies say is due and no
+legal hold covers, on a schedule, inside the stack.
+
+- Exactly once across restarts and replicas: a run holds a PostgreSQL session-level advisory
+  lock on a connection of its own for its whole length (another replica's attempt gets "busy"
+  and does nothing; a dead process's lock goes with its connection). Each batch also locks its
+  rows with FOR UPDATE SKIP LOCKED, so even two runners could never delete a row twice.
+- Resumable: every batch is one transaction (rows deleted + its audit events + the run's
+  counters), and what is due is recomputed from the data each time. A run killed mid-way left
+  only whole batches behind; the next run takes over the same run record (status RUNNING) and
+  continues where it stopped.
+- Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
+  and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
+  contact data went. No name, address or free text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from doorward_kit.audit_client import AuditRecord, Outcome, record_event
+from doorward_kit.db import Database
+from services.workorders.models import AuditOutbox, PurgeRun
+from services.workorders.repository import Repository, advisory_unlock, try_advisory_lock
+from services.workorders.retention import RetentionPolicy
+
+log = logging.getLogger(__name__)
+
+# pg advisory lock key of the purge ("dwpurge" as a number); one per database.
+PURGE_LOCK_KEY = 0x6477707572676501
+RUNNING, DONE = "RUNNING", "DONE"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PurgeResult:
+    run_id: str = ""
+    # False when another runner held the lock (nothing was done here).
+    ran: bool = False
+    resumed: bool = False
+    work_orders: int = 0
+    customers: int = 0
+    batches: int = 0
+    forgotten: list[str] = field(default_factory=list)
+
+
+class Purge:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch: int = 500,
+        interval: timedelta = timedelta(hours=1),
+        clock: Callable[[], datetime] = _utcnow,
+        forget_key: Callable[[str], None] = lambda customer_id: None,
+        after_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.db = db
+        self.batch = batch
+        self.interval = interval
+        self.clock = clock
+        self.forget_key = forget_key
+        # Tests only: called after each committed batch (to kill a run mid-way).
+        self.after_batch = after_batch
+
+    async def due(self) -> bool:
+        async with self.db.unit_of_work() as session:
+            last = await Repository(session).last_purge_run()
+        if last is None or last.status == RUNNING:
+            return True
+        return last.started_at <= self.clock() - self.interval
+
+    async def run_once(self) -> PurgeResult:
+        """One whole run (or the rest of an interrupted one); does nothing while another
+        runner holds the lock."""
+        async with self.db.engine.connect() as lock_conn:
+            if not await try_advisory_lock(lock_conn, PURGE_LOCK_KEY):
+                await lock_conn.rollback()
+                return PurgeResult()
+            await lock_conn.commit()  # the lock is the session's; no transaction stays open
+            try:
+                return await self._run_locked()
+            finally:
+                with contextlib.suppress(Exception):
+                    await advisory_unlock(lock_conn, PURGE_LOCK_KEY)
+                    await lock_conn.commit()
+
+    async def _run_locked(self) -> PurgeResult:
+        now = self.clock()
+        result = PurgeResult(ran=True)
+        async with self.db.unit_of_work() as session:
+            repo = Repository(session)
+            last = await repo.last_purge_run()
+            if last is not None and last.status == RUNNING:
+                # We hold the lock, so its runner is gone: take over where it stopped.
+                run_id, result.resumed = last.id, True
+            else:
+                run_id = str(uuid.uuid4())
+                repo.add(PurgeRun(id=run_id, started_at=now, status=RUNNING))
+            orgs = await repo.orgs_with_data()
+        result.run_id = run_id
+        for org_id in orgs:
+            async with self.db.unit_of_work() as session:
+                policy = RetentionPolicy.of(await Repository(session).retention_policy(org_id))
+            await self._batches(
+                result, org_id, "work_order", policy.cutoff("work_order", now), self._orders
+            )
+            await self._batches(
+                result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
+            )
+        async with self.db.unit_of_work() as session:
+            run = await Repository(session).purge_run(run_id)
+            assert run is not None
+            run.status, run.finished_at = DONE, self.clock()
+            result.work_orders, result.customers = run.work_orders, run.customers
+            result.batches = run.batches
+        log.info(
+            "retention purge finished",
+            extra={
+                "fields": {
+                    "run_id": run_id,
+                    "work_orders": result.work_orders,
+                    "customers": result.customers,
+                    "resumed": result.resumed,
+                }
+            },
+        )
+        return result
+
+    async def _batches(
+        self,
+        result: PurgeResult,
+        org_id: str,
+        kind: str,
+        cutoff: datetime,
+        step: Callable[[AsyncSession, str, str, datetime], Awaitable[int]],
+    ) -> None:
+        while True:
+            async with self.db.unit_of_work() as session:
+                count = await step(session, result.run_id, org_id, cutoff)
+                if count:
+                    await _record(
+                        session,
+                        org_id,
+                        "retention.purge",
+                        details={
+                            "kind": kind,
+                            "count": count,
+                            "request_id": result.run_id,
+                        },
+                    )
+                    run = await Repository(session).purge_run(result.run_id)
+                    assert run is not None
+                    run.batches += 1
+                    if kind == "work_order":
+                        run.work_orders += count
+                    else:
+                        run.customers += count
+            if count and self.after_batch is not None:
+                await self.after_batch()
+            if count < self.batch:
+                return
+
+    async def _orders(
+        self, session: AsyncSession, run_id: str, org_id: str, cutoff: datetime
+    ) -> int:
+        repo = Repository(session)
+        ids = await repo.expired_work_orders(org_id, cutoff, self.batch)
+        return await repo.delete_work_orders(org_id, ids)
+
+    async def _contacts(
+        self, session: AsyncSession, run_id: str, org_id: str, cutoff: datetime
+    ) -> int:
+        repo = Repository(session)
+        ids = await repo.stale_customers(org_id, cutoff, self.batch)
+        count = await repo.purge_contact_data(org_id, ids, self.clock())
+        for customer_id in ids:
+            self.forget_key(customer_id)
+            await _record(
+                session,
+                org_id,
+                "customer.erase",
+                target_type="Customer",
+                target_id=customer_id,
+                details={"reason": "retention", "request_id": run_id},
+            )
+        return count
+
+    async def run_forever(self, poll_seconds: float = 60.0) -> None:
+        """The scheduler: checks every poll whether a run is due (any replica may check; the
+        lock lets one run)."""
+        while True:
+            try:
+                if await self.due():
+                    await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention purge failed; retrying at the next poll")
+            await asyncio.sleep(poll_seconds)
+
+
+async def _record(
+    session: AsyncSession,
+    org_id: str,
+    action: str,
+    *,
+    target_type: str = "Organisation",
+    target_id: str = "",
+    details: dict[str, Any],
+) -> None:
+    await record_event(
+        session,
+        AuditOutbox,
+        AuditRecord(
+            org_id=org_id,
+            actor_id="",
+            action=action,
+            outcome=Outcome.ALLOWED,
+            target_type=target_type,
+            target_id=target_id or org_id,
+            details=details,
+        ),
+    )
