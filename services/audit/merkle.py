@@ -69,6 +69,23 @@ class Accumulator:
     def append(self, data: bytes) -> None:
         self.append_leaf_hash(leaf_hash(data))
 
+    def frontier(self) -> list[tuple[int, bytes]]:
+        """The roots of the perfect subtrees of the tree so far (biggest first): all that is
+        needed to go on appending, and to get the root of every later prefix, once the leaves
+        themselves are gone (a pruned audit prefix)."""
+        return list(self._stack)
+
+    @classmethod
+    def from_frontier(cls, frontier: Sequence[tuple[int, bytes]]) -> Accumulator:
+        """The accumulator a prefix left; refuses a frontier no tree could have."""
+        sizes = [size for size, _ in frontier]
+        if any(s <= 0 or s & (s - 1) for s in sizes) or sizes != sorted(set(sizes), reverse=True):
+            raise ValueError("a frontier holds perfect subtrees of decreasing distinct sizes")
+        acc = cls()
+        acc._stack = [(size, bytes(node)) for size, node in frontier]
+        acc.size = sum(sizes)
+        return acc
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

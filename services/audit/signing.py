@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from services.audit.chain import format_time
 
 CHECKPOINT_DOMAIN = "doorward-audit-checkpoint/v1"
+# A different domain: a prune anchor's signature can never pass for a checkpoint's, or back.
+PRUNE_DOMAIN = "doorward-audit-prune/v1"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,52 @@ def checkpoint_message(org_id: str, tree_size: int, root_hash: str, signed_at: d
         "org_id": org_id,
         "tree_size": tree_size,
         "root_hash": root_hash,
+        "signed_at": format_time(signed_at),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class PruneAnchor:
+    """What stays of a pruned prefix (events 1..tree_size): its chain head (the prev_hash the
+    first remaining event links to), its Merkle root and the tree's frontier (so later
+    checkpoints' roots can still be recomputed), signed like a checkpoint."""
+
+    org_id: str
+    tree_size: int
+    root_hash: str  # hex
+    last_hash: str  # hash of event tree_size
+    frontier: tuple[tuple[int, str], ...]  # (subtree size, hex root), biggest first
+    signed_at: datetime
+    key_id: str
+    signature: str  # base64
+
+    def message(self) -> bytes:
+        return prune_message(
+            self.org_id,
+            self.tree_size,
+            self.root_hash,
+            self.last_hash,
+            self.frontier,
+            self.signed_at,
+        )
+
+
+def prune_message(
+    org_id: str,
+    tree_size: int,
+    root_hash: str,
+    last_hash: str,
+    frontier: Sequence[tuple[int, str]],
+    signed_at: datetime,
+) -> bytes:
+    body = {
+        "domain": PRUNE_DOMAIN,
+        "org_id": org_id,
+        "tree_size": tree_size,
+        "root_hash": root_hash,
+        "last_hash": last_hash,
+        "frontier": [[int(size), str(node)] for size, node in frontier],
         "signed_at": format_time(signed_at),
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -75,8 +124,30 @@ class Signer:
             signature=base64.b64encode(signature).decode(),
         )
 
+    def sign_prune(
+        self,
+        org_id: str,
+        tree_size: int,
+        root_hash: str,
+        last_hash: str,
+        frontier: Sequence[tuple[int, str]],
+        signed_at: datetime,
+    ) -> PruneAnchor:
+        cut = tuple((int(size), str(node)) for size, node in frontier)
+        message = prune_message(org_id, tree_size, root_hash, last_hash, cut, signed_at)
+        return PruneAnchor(
+            org_id=org_id,
+            tree_size=tree_size,
+            root_hash=root_hash,
+            last_hash=last_hash,
+            frontier=cut,
+            signed_at=signed_at,
+            key_id=self.key_id,
+            signature=base64.b64encode(self._key.sign(message)).decode(),
+        )
 
-def verify_checkpoint(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> bool:
+
+def verify_checkpoint(checkpoint: Checkpoint | PruneAnchor, public_key: Ed25519PublicKey) -> bool:
     if checkpoint.key_id != public_key_id(public_key):
         return False
     try:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit import merkle
 from services.audit.chain import GENESIS_HASH, ChainEvent, parse_time
-from services.audit.signing import Checkpoint, load_public_key, verify_checkpoint
+from services.audit.signing import Checkpoint, PruneAnchor, load_public_key, verify_checkpoint
 
 Row = Mapping[str, Any]
 
@@ -54,6 +54,39 @@ class IntegrityReport:
     problems: list[str] = field(default_factory=list)
     # Events 1..signed_up_to are vouched for by a valid signed checkpoint.
     signed_up_to: int = 0
+    # Events 1..pruned_through were deleted past retention; a valid signed prune anchor stands
+    # for them and verification started from it.
+    pruned_through: int = 0
+
+
+def anchor_from_row(row: Row) -> PruneAnchor:
+    frontier = row["frontier"]
+    if isinstance(frontier, str):
+        frontier = json.loads(frontier)
+    return PruneAnchor(
+        org_id=str(row["org_id"]),
+        tree_size=int(row["tree_size"]),
+        root_hash=str(row["root_hash"]),
+        last_hash=str(row["last_hash"]),
+        frontier=tuple((int(size), str(node)) for size, node in frontier),
+        signed_at=parse_time(row["signed_at"]),
+        key_id=str(row["key_id"]),
+        signature=str(row["signature"]),
+    )
+
+
+def anchor_row(anchor: PruneAnchor) -> dict[str, Any]:
+    """The form an anchor takes in an export line (and the database)."""
+    return {
+        "org_id": anchor.org_id,
+        "tree_size": anchor.tree_size,
+        "root_hash": anchor.root_hash,
+        "last_hash": anchor.last_hash,
+        "frontier": [[size, node] for size, node in anchor.frontier],
+        "signed_at": anchor.signed_at.isoformat(),
+        "key_id": anchor.key_id,
+        "signature": anchor.signature,
+    }
 
 
 def checkpoint_from_row(row: Row) -> Checkpoint:
@@ -79,6 +112,7 @@ class ChainVerifier:
         head: tuple[int, str] | None = None,
         require_signed: bool = False,
         allow_unsigned_tail: bool = False,
+        anchors: Iterable[PruneAnchor] = (),
     ) -> None:
         """`require_signed`: the offline check; a trail is verified only as far as a valid
         signed checkpoint reaches, and a head must be given (see the module docstring). The
@@ -111,6 +145,36 @@ class ChainVerifier:
                 )
                 continue
             self._pending.append(cp)
+        self._pruned = 0
+        mine = [a for a in anchors if a.org_id == org_id]
+        if mine:
+            self._start_from(max(mine, key=lambda a: a.tree_size))
+
+    def _start_from(self, anchor: PruneAnchor) -> None:
+        """Events 1..anchor.tree_size were pruned: go on from the anchor's chain head and Merkle
+        frontier, once its signature and its frontier check out. Otherwise verification starts
+        at the genesis, and the missing events are a break."""
+        where = f"prune anchor at tree size {anchor.tree_size}"
+        if self._public_key is not None and not verify_checkpoint(anchor, self._public_key):
+            self._problems.append(f"{where}: the signature does not verify")
+            return
+        try:
+            accumulator = merkle.Accumulator.from_frontier(
+                [(size, bytes.fromhex(node)) for size, node in anchor.frontier]
+            )
+        except ValueError:
+            self._problems.append(f"{where}: its frontier is not a Merkle tree's")
+            return
+        if accumulator.size != anchor.tree_size or accumulator.root().hex() != anchor.root_hash:
+            self._problems.append(f"{where}: its frontier does not give its root")
+            return
+        self._accumulator = accumulator
+        self._last_seq = anchor.tree_size
+        self._last_hash = anchor.last_hash
+        self._last_good_size = anchor.tree_size
+        self._pruned = anchor.tree_size
+        # Checkpoints inside the pruned prefix: their events are gone, the anchor stands for them.
+        self._pending = [cp for cp in self._pending if cp.tree_size > anchor.tree_size]
 
     def _broken(self, seq: int, reason: str) -> None:
         if self._chain_break is None:
@@ -192,10 +256,11 @@ class ChainVerifier:
             checked_events=self._checked,
             first_broken_seq=first,
             head_seq=self._last_seq,
-            head_hash=self._last_hash if self._checked else "",
+            head_hash=self._last_hash if self._checked or self._pruned else "",
             checkpoint=self._valid_checkpoint,
             problems=problems,
             signed_up_to=self._last_good_size,
+            pruned_through=self._pruned,
         )
 
     def _require_signatures(self) -> None:
@@ -233,6 +298,7 @@ def verify_rows(
     public_key: Ed25519PublicKey | None = None,
     org_id: str | None = None,
     allow_unsigned_tail: bool = False,
+    prunes: Iterable[Row] = (),
 ) -> list[IntegrityReport]:
     """Verify every organisation found in the rows (or only `org_id`), whatever their order.
 
@@ -252,6 +318,15 @@ def verify_rows(
     for row in checkpoints:
         if org_id is None or str(row.get("org_id")) == org_id:
             cps[str(row["org_id"])].append(checkpoint_from_row(row))
+    anchors: dict[str, list[PruneAnchor]] = defaultdict(list)
+    for row in prunes:
+        if org_id is None or str(row.get("org_id")) == org_id:
+            try:
+                anchors[str(row["org_id"])].append(anchor_from_row(row))
+            except (KeyError, ValueError, TypeError) as error:
+                problems[str(row.get("org_id", ""))].append(
+                    f"a prune anchor cannot be read: {type(error).__name__}"
+                )
     head_of: dict[str, tuple[int, str]] = {}
     for row in heads:
         if org_id is None or str(row.get("org_id")) == org_id:
@@ -268,6 +343,7 @@ def verify_rows(
             head=head_of.get(org),
             require_signed=public_key is not None,
             allow_unsigned_tail=allow_unsigned_tail,
+            anchors=anchors.get(org, ()),
         )
         for event in sorted(events.get(org, ()), key=lambda e: e.seq):
             verifier.feed(event)
@@ -287,11 +363,13 @@ class Dump:
     events: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     heads: list[dict[str, Any]] = field(default_factory=list)
+    prunes: list[dict[str, Any]] = field(default_factory=list)
 
 
 EVENTS_TABLE = "audit_events"
 CHECKPOINTS_TABLE = "audit_checkpoints"
 HEADS_TABLE = "audit_heads"
+PRUNES_TABLE = "audit_prunes"
 
 _COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
 
@@ -347,6 +425,7 @@ def parse_pg_dump(lines: Iterable[str]) -> Dump:
                     EVENTS_TABLE: dump.events,
                     CHECKPOINTS_TABLE: dump.checkpoints,
                     HEADS_TABLE: dump.heads,
+                    PRUNES_TABLE: dump.prunes,
                 }.get(table, [])
             continue
         if line == "\\.":
@@ -364,7 +443,9 @@ def parse_jsonl(lines: Iterable[str]) -> Dump:
             continue
         obj = json.loads(line)
         kind = obj.pop("record", "event")
-        {"checkpoint": dump.checkpoints, "head": dump.heads}.get(kind, dump.events).append(obj)
+        {"checkpoint": dump.checkpoints, "head": dump.heads, "prune": dump.prunes}.get(
+            kind, dump.events
+        ).append(obj)
     return dump
 
 
@@ -398,6 +479,7 @@ def verify_dump(
         public_key=public_key,
         org_id=org_id,
         allow_unsigned_tail=allow_unsigned_tail,
+        prunes=dump.prunes,
     )
 
 
@@ -420,8 +502,13 @@ def describe(report: IntegrityReport) -> Iterator[str]:
             f"  signed checkpoint: tree size {cp.tree_size}, root {cp.root_hash}, "
             f"key {cp.key_id}, signed at {cp.signed_at.isoformat()}"
         )
-    else:
+    elif not report.pruned_through:
         yield "  no valid signed checkpoint: only the hash chain was checked"
+    if report.pruned_through:
+        yield (
+            f"  seq 1..{report.pruned_through} were pruned past retention: verified from their "
+            "signed prune anchor"
+        )
     if report.ok and cp is not None and report.signed_up_to < report.head_seq:
         yield (
             f"  seq {report.signed_up_to + 1}..{report.head_seq} are NOT signed: only the hash "
