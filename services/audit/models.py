@@ -73,6 +73,25 @@ class AuditCheckpoint(Base):
     signature: Mapped[str] = mapped_column(Text, nullable=False)
 
 
+class AuditPrune(Base):
+    """A signed anchor standing for a pruned prefix 1..tree_size of an organisation's chain
+    (see signing.PruneAnchor); append-only."""
+
+    __tablename__ = "audit_prunes"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    last_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    frontier: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    signature: Mapped[str] = mapped_column(Text, nullable=False)
+    pruned_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class SecurityAlert(Base):
     __tablename__ = "security_alerts"
     __table_args__ = (

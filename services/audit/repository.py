@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select, update
+from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit.chain import GENESIS_HASH
-from services.audit.models import AuditCheckpoint, AuditEvent, AuditHead, SecurityAlert
+from services.audit.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditHead,
+    AuditPrune,
+    SecurityAlert,
+)
 
 EVENT_COLUMNS = AuditEvent.__table__.c
 STREAM_CHUNK = 5000
@@ -277,3 +283,42 @@ class Repository:
             .order_by(AuditHead.org_id)
         )
         return list(rows.scalars())
+
+    # ---- pruning --------------------------------------------------------------------------
+
+    async def latest_prune(self, org_id: str) -> AuditPrune | None:
+        return (
+            await self.session.execute(
+                select(AuditPrune)
+                .where(AuditPrune.org_id == org_id)
+                .order_by(AuditPrune.tree_size.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def prunes(self, org_id: str) -> list[AuditPrune]:
+        rows = await self.session.execute(
+            select(AuditPrune).where(AuditPrune.org_id == org_id).order_by(AuditPrune.tree_size)
+        )
+        return list(rows.scalars())
+
+    async def first_seq_since(self, org_id: str, since: datetime) -> int | None:
+        """The first event of the org that happened at or after `since` (None: none did)."""
+        return (
+            await self.session.execute(
+                select(func.min(AuditEvent.seq)).where(
+                    AuditEvent.org_id == org_id, AuditEvent.occurred_at >= since
+                )
+            )
+        ).scalar_one()
+
+    async def insert_prune(self, values: dict[str, Any]) -> None:
+        await self.session.execute(insert(AuditPrune).values(**values))
+
+    async def prune_through(self, org_id: str, through: int) -> int:
+        """Delete events 1..through through the database's own guarded function."""
+        result = await self.session.execute(
+            text("SELECT doorward_audit_prune(:org, :through)"),
+            {"org": org_id, "through": through},
+        )
+        return int(result.scalar_one())

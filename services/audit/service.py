@@ -22,16 +22,18 @@ from doorward_kit.errors import bad_input, not_found
 from doorward_kit.policy import Action, Resource, authorize, can
 from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
-from services.audit.models import AuditCheckpoint, AuditEvent, SecurityAlert
+from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
 from services.audit.repository import EventFilter, Repository
-from services.audit.signing import Checkpoint, Signer
-from services.audit.verify import ChainVerifier, IntegrityReport
+from services.audit.signing import Checkpoint, PruneAnchor, Signer
+from services.audit.verify import ChainVerifier, IntegrityReport, anchor_from_row
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "audit"
 # auditTrail / accessHistory are plain lists: the newest this many, oldest first.
 TRAIL_LIMIT = 1000
+# The shortest audit retention anybody may set (and the database's own floor for pruning).
+MIN_AUDIT_RETENTION = timedelta(days=183)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,28 @@ def _chain_rows(
             }
         )
     return rows, seq, prev
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    # Events 1..through are gone (0: nothing was pruned); `deleted` of them by this call.
+    through: int = 0
+    deleted: int = 0
+
+
+def anchor_of(row: AuditPrune) -> PruneAnchor:
+    return anchor_from_row(
+        {
+            "org_id": row.org_id,
+            "tree_size": row.tree_size,
+            "root_hash": row.root_hash,
+            "last_hash": row.last_hash,
+            "frontier": row.frontier,
+            "signed_at": row.signed_at,
+            "key_id": row.key_id,
+            "signature": row.signature,
+        }
+    )
 
 
 class AuditService:
@@ -413,14 +437,95 @@ class AuditService:
         # Checkpoints before the head: the head only grows, so every checkpoint read covers at
         # most the head read after it, and one over more events than remain is a lost tail.
         checkpoints = [checkpoint_of(c) for c in await repo.checkpoints(org_id)]
+        pruned = await repo.latest_prune(org_id)
         head = await repo.head(org_id)
         up_to = head[0] if head else 0
         verifier = ChainVerifier(
-            org_id, public_key=self.public_key, checkpoints=checkpoints, head=head
+            org_id,
+            public_key=self.public_key,
+            checkpoints=checkpoints,
+            head=head,
+            anchors=[anchor_of(pruned)] if pruned else [],
         )
         async for row in repo.stream_events(org_id, up_to_seq=up_to):
             verifier.feed(ChainEvent.from_mapping(row))
         return verifier.finish(), verifier.root()
+
+    async def prune_org(
+        self, session: AsyncSession, org_id: str, before: datetime, now: datetime | None = None
+    ) -> PruneResult:
+        """Delete the org's events that happened before `before` (the longest prefix of the
+        chain that did), leaving a signed prune anchor from which the rest verifies. Only over
+        a chain that verifies, only with the signing key; the database itself refuses to
+        delete anything younger than six months or without the anchor. Audited (`audit.prune`
+        with counts and seq numbers) in the same chain."""
+        if self.signer is None:
+            return PruneResult()
+        repo = Repository(session)
+        # Never younger than six months, whatever the caller asks (the database agrees).
+        before = min(before, (now or datetime.now(UTC)) - MIN_AUDIT_RETENTION)
+        head_seq, _ = await repo.lock_head(org_id)  # no append while the prefix is cut
+        first_kept = await repo.first_seq_since(org_id, before)
+        through = head_seq if first_kept is None else first_kept - 1
+        latest = await repo.latest_prune(org_id)
+        done = latest.tree_size if latest else 0
+        if through <= done:
+            return PruneResult(through=done)
+        verifier = ChainVerifier(
+            org_id,
+            public_key=self.public_key,
+            checkpoints=[checkpoint_of(c) for c in await repo.checkpoints(org_id)],
+            head=await repo.head(org_id),
+            anchors=[anchor_of(latest)] if latest else [],
+        )
+        cut: tuple[str, str, list[tuple[int, str]]] | None = None
+        async for row in repo.stream_events(org_id, up_to_seq=head_seq):
+            verifier.feed(ChainEvent.from_mapping(row))
+            if int(row["seq"]) == through:
+                _, root = verifier.root()
+                cut = (root, verifier.last_hash, verifier.frontier())
+        report = verifier.finish()
+        if not report.ok or cut is None:
+            log.error(
+                "audit chain does not verify: nothing pruned",
+                extra={"fields": {"org.id": org_id, "first_broken_seq": report.first_broken_seq}},
+            )
+            await self._integrity_alert(session, org_id, report)
+            return PruneResult(through=done)
+        root, last_hash, frontier = cut
+        anchor = self.signer.sign_prune(
+            org_id, through, root, last_hash, frontier, now or datetime.now(UTC)
+        )
+        await repo.insert_prune(
+            {
+                "org_id": org_id,
+                "tree_size": through,
+                "root_hash": anchor.root_hash,
+                "last_hash": anchor.last_hash,
+                "frontier": [[size, node] for size, node in anchor.frontier],
+                "signed_at": anchor.signed_at,
+                "key_id": anchor.key_id,
+                "signature": anchor.signature,
+            }
+        )
+        deleted = await repo.prune_through(org_id, through)
+        record = AuditRecord(
+            org_id=org_id,
+            actor_id="",
+            action="audit.prune",
+            outcome=Outcome.ALLOWED,
+            target_type="AuditTrail",
+            target_id=org_id,
+            details={"count": str(deleted), "first_seq": str(done + 1), "last_seq": str(through)},
+        )
+        await self._append_org(repo, org_id, [Incoming(record, SERVICE_NAME)], watch=False)
+        return PruneResult(through=through, deleted=deleted)
+
+    async def prune_anchor(self, session: AsyncSession, principal: Principal) -> PruneAnchor | None:
+        """The newest prune anchor of the caller's organisation (for exports)."""
+        self.authorize_read(principal)
+        row = await Repository(session).latest_prune(principal.org_id)
+        return anchor_of(row) if row else None
 
     async def checkpoint_org(self, session: AsyncSession, org_id: str) -> Checkpoint | None:
         """Sign the org's current tree, but only over a chain that verifies."""
@@ -515,6 +620,16 @@ class AuditService:
         row = await repo.checkpoint_at(org_id, tree_size)
         return tree_size, checkpoint_of(row) if row else None
 
+    async def _require_unpruned(self, repo: Repository, org_id: str) -> None:
+        """Proofs need every leaf of the tree; after a prune only the anchor's frontier is
+        left (verification still works from it, proofs do not)."""
+        pruned = await repo.latest_prune(org_id)
+        if pruned is not None:
+            raise bad_input(
+                f"events 1..{pruned.tree_size} were pruned past retention: Merkle proofs are "
+                "not available any more; auditIntegrity verifies from the signed prune anchor"
+            )
+
     async def inclusion_proof(
         self,
         session: AsyncSession,
@@ -528,6 +643,7 @@ class AuditService:
         if event is None:
             raise not_found("audit event")
         size, checkpoint = await self._tree_size(repo, principal.org_id, tree_size)
+        await self._require_unpruned(repo, principal.org_id)
         if event.seq > size:
             raise bad_input("the event is newer than that tree: ask again after the next one")
         leaves = [
@@ -554,6 +670,7 @@ class AuditService:
         head_seq = head[0] if head else 0
         if not 0 < old_size <= new_size <= head_seq:
             raise bad_input(f"need 1 <= fromTreeSize <= toTreeSize <= {head_seq}")
+        await self._require_unpruned(repo, principal.org_id)
         leaves = [
             merkle.leaf_hash(bytes.fromhex(h))
             for h in await repo.leaf_hashes(principal.org_id, new_size)

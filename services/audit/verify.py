@@ -218,6 +218,14 @@ class ChainVerifier:
         if self._checkpoint_break is None:
             self._checkpoint_break = (self._last_good_size + 1, cp.tree_size)
 
+    def frontier(self) -> list[tuple[int, str]]:
+        """The Merkle frontier of the events fed so far (for a prune anchor)."""
+        return [(size, node.hex()) for size, node in self._accumulator.frontier()]
+
+    @property
+    def last_hash(self) -> str:
+        return self._last_hash
+
     def root(self) -> tuple[int, str]:
         """Tree size and Merkle root over the stored hashes fed so far."""
         return self._accumulator.size, self._accumulator.root().hex()

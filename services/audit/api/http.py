@@ -24,6 +24,7 @@ from services.audit.chain import format_time
 from services.audit.models import AuditCheckpoint
 from services.audit.repository import EventFilter
 from services.audit.runtime import AuditRuntime
+from services.audit.verify import anchor_row
 
 EXPORT_FIELDS = (
     "org_id",
@@ -137,6 +138,11 @@ def export_router(runtime: AuditRuntime) -> APIRouter:
                     else:
                         yield json.dumps(record, sort_keys=True) + "\n"
                 if format == "jsonl" and unfiltered:
+                    anchor = await runtime.service.prune_anchor(session, principal)
+                    if anchor is not None:
+                        # The signed stand-in for events pruned past retention.
+                        prune_line = {"record": "prune", **anchor_row(anchor)}
+                        yield json.dumps(prune_line, sort_keys=True) + "\n"
                     for cp in checkpoints:
                         yield json.dumps(checkpoint_record(cp), sort_keys=True) + "\n"
                     if head is not None:
