@@ -18,7 +18,7 @@ from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
 from services.workorders.api.graphql import build_router
 from services.workorders.api.grpc import add_to_server
-from services.workorders.clients import GrpcIdentity, GrpcSecrets
+from services.workorders.clients import GrpcAuditPruner, GrpcIdentity, GrpcSecrets
 from services.workorders.crypto import ContactCrypto, DataKeyCache
 from services.workorders.models import AuditOutbox
 from services.workorders.outbox import RevocationSender
@@ -69,6 +69,7 @@ async def build_parts(
         batch=settings.workorders_purge_batch,
         interval=timedelta(seconds=settings.workorders_purge_interval_seconds),
         forget_key=crypto.cache.forget,
+        prune_audit=GrpcAuditPruner(audit_channel).prune,
     )
     runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
 

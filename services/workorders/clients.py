@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import UTC, datetime
 
+from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
 from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -44,6 +45,23 @@ def ref_from_proto(ref: secrets_pb2.SecretRef) -> SecretRefView:
         version=ref.version,
         updated_at=_time(ref, "updated_at"),
     )
+
+
+class GrpcAuditPruner:
+    """Asks audit to prune an organisation's trail past its retention (the purge's last step)."""
+
+    def __init__(self, channel: ServiceChannel) -> None:
+        self._channel = channel
+        self._stub = audit_pb2_grpc.AuditStub(channel.channel)
+
+    async def prune(self, org_id: str, before: datetime) -> int:
+        reply = await self._channel.call(
+            self._stub.PruneEvents,
+            audit_pb2.PruneEventsRequest(org_id=org_id, before=_ts(before)),
+            deadline=300.0,
+            what="audit",
+        )
+        return int(reply.deleted)
 
 
 class GrpcSecrets:

@@ -9,6 +9,8 @@ legal hold covers, on a schedule, inside the stack.
   counters), and what is due is recomputed from the data each time. A run killed mid-way left
   only whole batches behind; the next run takes over the same run record (status RUNNING) and
   continues where it stopped.
+- Audit events past the organisation's retention are pruned by the audit service itself
+  (PruneEvents: a signed prune anchor stays, the six-month floor is the database's own).
 - Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
   and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
   contact data went. No name, address or free text.
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
 from doorward_kit.db import Database
+from doorward_kit.errors import DoorwardError
 from services.workorders.models import AuditOutbox, PurgeRun
 from services.workorders.repository import Repository, advisory_unlock, try_advisory_lock
 from services.workorders.retention import RetentionPolicy
@@ -53,7 +56,8 @@ class PurgeResult:
     work_orders: int = 0
     customers: int = 0
     batches: int = 0
-    forgotten: list[str] = field(default_factory=list)
+    # Audit events the audit service pruned for this run (it audits and signs that itself).
+    audit_events: int = 0
 
 
 class Purge:
@@ -65,6 +69,7 @@ class Purge:
         interval: timedelta = timedelta(hours=1),
         clock: Callable[[], datetime] = _utcnow,
         forget_key: Callable[[str], None] = lambda customer_id: None,
+        prune_audit: Callable[[str, datetime], Awaitable[int]] | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -72,6 +77,7 @@ class Purge:
         self.interval = interval
         self.clock = clock
         self.forget_key = forget_key
+        self.prune_audit = prune_audit
         # Tests only: called after each committed batch (to kill a run mid-way).
         self.after_batch = after_batch
 
@@ -120,6 +126,17 @@ class Purge:
             await self._batches(
                 result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
             )
+            if self.prune_audit is not None:
+                try:
+                    result.audit_events += await self.prune_audit(
+                        org_id, policy.cutoff("audit_event", now)
+                    )
+                except DoorwardError as error:
+                    # The trail stays as it is; the next run asks again.
+                    log.warning(
+                        "audit pruning not done",
+                        extra={"fields": {"org.id": org_id, "code": error.code.value}},
+                    )
         async with self.db.unit_of_work() as session:
             run = await Repository(session).purge_run(run_id)
             assert run is not None

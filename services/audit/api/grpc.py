@@ -1,9 +1,12 @@
-"""Audit's internal gRPC API: AppendEvents, answered only after the batch is committed.
+"""Audit's internal gRPC API: AppendEvents, answered only after the batch is committed;
+PruneEvents for the retention purge.
 
 An event's `service` is the authenticated caller (its verified certificate), never what the
 message says: an event naming another service is refused, an unnamed one gets the caller's."""
 
 from __future__ import annotations
+
+from datetime import UTC
 
 import grpc
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -20,7 +23,11 @@ MAX_BATCH = 1000
 # Deny by default: the services that write audit events (the gateway writes none).
 ALLOWED_CALLERS = allow_list(
     audit_pb2.DESCRIPTOR.services_by_name["Audit"],
-    {"AppendEvents": {"identity", "workorders", "secrets"}},
+    {
+        "AppendEvents": {"identity", "workorders", "secrets"},
+        # Only the retention purge (workorders holds the organisations' retention policies).
+        "PruneEvents": {"workorders"},
+    },
 )
 
 
@@ -63,6 +70,17 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         return audit_pb2.AppendEventsResponse(
             accepted=result.accepted, duplicates=result.duplicates
         )
+
+    @grpc_errors
+    async def PruneEvents(
+        self, request: audit_pb2.PruneEventsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.PruneEventsResponse:
+        if not request.org_id or not request.HasField("before"):
+            raise bad_input("org_id and before are required")
+        before = request.before.ToDatetime(tzinfo=UTC)
+        async with self._db.unit_of_work() as session:
+            result = await self._service.prune_org(session, request.org_id, before)
+        return audit_pb2.PruneEventsResponse(pruned_through=result.through, deleted=result.deleted)
 
 
 def add_to_server(server: GrpcServer, db: Database, service: AuditService) -> None:

@@ -142,3 +142,28 @@ async def test_the_database_refuses_any_other_deletion(postgres) -> None:
             )
         finally:
             await conn.close()
+
+
+async def test_prune_events_over_grpc_only_for_workorders(postgres) -> None:
+    from doorward_kit.errors import DoorwardError, ErrorCode
+    from doorward_kit.grpc import ServiceChannel
+    from services.workorders.clients import GrpcAuditPruner
+
+    async with running_audit(postgres) as audit:
+        org = "org-grpc"
+        await _fill(audit, org, [3 * YEAR, 3 * YEAR, timedelta(days=1)])
+        # Another service's certificate: refused by the allow-list, nothing deleted.
+        other = ServiceChannel(audit.grpc_target, audit.pki.auth("identity"), server="audit")
+        try:
+            with pytest.raises(DoorwardError) as refused:
+                await GrpcAuditPruner(other).prune(org, NOW - 2 * YEAR)
+            assert refused.value.code in (ErrorCode.FORBIDDEN, ErrorCode.UNAUTHENTICATED)
+        finally:
+            await other.close()
+        assert (await _verify(audit, org)).checked_events == 3
+        # workorders' retention purge (its certificate) may.
+        pruner = GrpcAuditPruner(audit.channel)
+        assert await pruner.prune(org, NOW - 2 * YEAR) == 2
+        assert await pruner.prune(org, NOW - 2 * YEAR) == 0
+        report = await _verify(audit, org)
+        assert report.ok and report.pruned_through == 2

@@ -390,3 +390,36 @@ async def test_a_killed_process_leaves_whole_batches_and_the_next_run_finishes(
             select(func.count()).select_from(PurgeRun).where(PurgeRun.status == "RUNNING")
         )
         assert open_runs.scalar_one() == 0
+
+
+async def test_audit_events_are_pruned_per_organisation_policy(db: Database) -> None:
+    w, v = World(str(uuid.uuid4())), World(str(uuid.uuid4()))
+    await _add(db, w.customer(age=timedelta(days=1)), v.customer(age=timedelta(days=1)))
+    await _add(
+        db,
+        RetentionPolicyRow(
+            org_id=v.org_id,
+            work_order_days=2192,
+            contact_data_days=730,
+            site_secret_days=730,
+            grant_days=90,
+            audit_event_days=183,
+            trace_days=30,
+            updated_by="admin",
+        ),
+    )
+    asked: dict[str, datetime] = {}
+
+    async def prune(org_id: str, before: datetime) -> int:
+        asked[org_id] = before
+        if org_id == v.org_id:
+            from doorward_kit.errors import DoorwardError, ErrorCode
+
+            raise DoorwardError(ErrorCode.UNAVAILABLE, "audit is down (test)")
+        return 7
+
+    result = await Purge(db, clock=lambda: NOW, prune_audit=prune).run_once()
+    assert asked[w.org_id] == NOW - timedelta(days=2192)  # the default: six years
+    assert asked[v.org_id] == NOW - timedelta(days=183)  # this organisation's setting
+    # One organisation's audit service failure does not stop the run.
+    assert result.ran and result.audit_events == 7

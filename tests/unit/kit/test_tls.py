@@ -88,15 +88,18 @@ def test_a_broken_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
 
 def test_an_allow_list_names_every_method_and_only_known_services() -> None:
     audit = audit_pb2.DESCRIPTOR.services_by_name["Audit"]
-    table = allow_list(audit, {"AppendEvents": {"identity"}})
-    assert table == {"/doorward.audit.v1.Audit/AppendEvents": frozenset({"identity"})}
+    table = allow_list(audit, {"AppendEvents": {"identity"}, "PruneEvents": set()})
+    assert table == {
+        "/doorward.audit.v1.Audit/AppendEvents": frozenset({"identity"}),
+        "/doorward.audit.v1.Audit/PruneEvents": frozenset(),
+    }
     secrets = secrets_pb2.DESCRIPTOR.services_by_name["Secrets"]
     with pytest.raises(ValueError, match="missing"):
         allow_list(secrets, {"IssueGrant": {"workorders"}})  # the other methods forgotten
     with pytest.raises(ValueError, match="unknown services"):
-        allow_list(audit, {"AppendEvents": {"mallory"}})
+        allow_list(audit, {"AppendEvents": {"mallory"}, "PruneEvents": set()})
     with pytest.raises(ValueError, match="unknown"):
-        allow_list(audit, {"AppendEvents": set(), "Nope": set()})
+        allow_list(audit, {"AppendEvents": set(), "PruneEvents": set(), "Nope": set()})
 
 
 def test_insecure_mode_needs_a_token_and_a_known_name(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-
 def upgrade() -> None:
     # When the customer's last job ended, kept when the purge deletes that job: contact-data
     # retention counts from it, not from a job record that is gone.
