@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -357,27 +358,130 @@ def bare_app_source(body: bytes) -> str:
     )
 
 
-# ---- main ------------------------------------------------------------------------------------
+# ---- profiling ----------------------------------------------------------------------------
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--filler", type=int, default=10_000 - JOBS)
-    ap.add_argument("--sequential", type=int, default=200)
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--me", type=int, default=300)
-    args = ap.parse_args()
+def stack_children(up_pid: int) -> dict[str, int]:
+    """The processes `doorward up` started (gateway, services, trace store): name -> pid."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == up_pid and b"-m" in argv:
+            module = argv[argv.index(b"-m") + 1].decode()
+            found[module.removeprefix("services.")] = int(proc.name)
+    return found
 
+
+class Profiler:
+    """py-spy (`--py-spy`, not a dependency of the project) on every process of the stack while
+    the board runs under load: a flame graph per process in --profile DIR (outside the tree), and
+    a text summary of where the CPU went."""
+
+    def __init__(self, py_spy: str, folder: Path, label: str, up_pid: int) -> None:
+        self.py_spy, self.folder, self.label, self.up_pid = py_spy, folder, label, up_pid
+        self.runs: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+
+    def start(self, seconds: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, pid in sorted(stack_children(self.up_pid).items()):
+            raw = self.folder / f"{self.label}-{name}.txt"
+            for fmt, out in (("raw", raw), ("flamegraph", raw.with_suffix(".svg"))):
+                cmd = [self.py_spy, "record", "--nonblocking", "--pid", str(pid), "--rate", "200"]
+                cmd += ["--duration", str(int(seconds)), "--format", fmt, "--output", str(out)]
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if fmt == "raw":
+                    self.runs.append((name, raw, proc))
+
+    def report(self) -> None:
+        for _, _, proc in self.runs:
+            proc.wait(60)
+        samples: dict[str, int] = {}
+        tops: dict[str, list[tuple[int, str]]] = {}
+        for name, raw, _ in self.runs:
+            if not raw.exists():
+                continue
+            own: dict[str, int] = {}
+            total = 0
+            for line in raw.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not count.isdigit():
+                    continue
+                total += int(count)
+                # Where the time went, by our own frames: the innermost doorward/gateway frame.
+                frames = stack.split(";")
+                ours = [
+                    f
+                    for f in frames
+                    if "/services/" in f or "/gateway/" in f or "/doorward_kit/" in f
+                ]
+                key = ours[-1] if ours else frames[-1]
+                own[key] = own.get(key, 0) + int(count)
+            samples[name] = total
+            tops[name] = sorted(((n, f) for f, n in own.items()), reverse=True)[:8]
+        all_samples = sum(samples.values()) or 1
+        print(f"\nprofile ({self.label}, py-spy at 200 Hz, flame graphs in {self.folder}):")
+        for name in sorted(samples, key=lambda n: -samples[n]):
+            print(
+                f"  {name:<12} {100 * samples[name] / all_samples:5.1f}% of the stack's CPU samples"
+            )
+            for n, frame in tops[name]:
+                print(f"      {100 * n / max(samples[name], 1):5.1f}%  {frame[:110]}")
+
+
+# ---- one stack ---------------------------------------------------------------------------
+
+
+def prepare_tree(rev: str) -> Path:
+    """A detached git worktree of `rev` (the code before issue 11) with its gRPC stubs."""
+    tree = Path(tempfile.mkdtemp(prefix="doorward-before-")) / "tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    protos = sorted(str(p.relative_to(tree / "proto")) for p in (tree / "proto").rglob("*.proto"))
+    (tree / "gen").mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Iproto",
+            "--python_out=gen",
+            "--grpc_python_out=gen",
+            *protos,
+        ],
+        cwd=tree,
+        check=True,
+    )
+    for folder in (tree / "gen").rglob("*"):
+        if folder.is_dir():
+            (folder / "__init__.py").touch()
+    return tree
+
+
+def remove_tree(tree: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+    shutil.rmtree(tree.parent, ignore_errors=True)
+
+
+def run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Fresh PostgreSQL + OpenBao, `doorward up` of the code in `tree`, seed, measure, stop."""
     from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, free_port_pair, provision_vault
     from doorward_kit.net import free_port
     from tests.e2e.conftest import stack_env, start_up, stop_up, wait_for_gateway
 
-    def interrupt(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
     root = Path(tempfile.mkdtemp(prefix="doorward-board-"))
     postgres = EmbeddedPostgres(root / "pgdata")
     bao = EmbeddedOpenBao(root / "bao", free_port_pair(), dev=True)
@@ -392,29 +496,33 @@ def main() -> int:
         env["DOORWARD_GATEWAY_RATE_LIMIT_PER_SECOND"] = "0"
         env["DOORWARD_OTEL_FILE"] = ""
         env["DOORWARD_ENV"] = "production"
+        if tree != ROOT:
+            # The other checkout's code first on every process's path (and its stubs).
+            env["PYTHONPATH"] = f"{tree}:{tree / 'gen'}"
         log_file = root / "stack.log"
         up = start_up(env, log_file)
         url = f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql"
         wait_for_gateway(up, url, log_file, 180)
-        print(f"stack up (logs: {log_file}); seeding ...", flush=True)
+        print(f"[{label}] stack up from {tree} (logs: {log_file}); seeding ...", flush=True)
         t0 = time.monotonic()
-        world, dispatcher, region = build_board(env, url)
+        world, _dispatcher, region = build_board(env, url)
         dsns = {
             svc: postgres.admin_url(f"doorward_{svc}")
             for svc in ("workorders", "identity", "audit", "secrets")
         }
         asyncio.run(add_filler(dsns["workorders"], world.org_id, args.filler))
         print(
-            f"seeded {JOBS} + {args.filler} work orders in {time.monotonic() - t0:.0f}s", flush=True
+            f"[{label}] seeded {JOBS} + {args.filler} work orders in {time.monotonic() - t0:.0f}s",
+            flush=True,
         )
+        profiler = None
+        if args.profile:
+            profiler = Profiler(args.py_spy, Path(args.profile), label, up.pid)
         return asyncio.run(
-            measure(args, url, world, dispatcher, region, dsns, bao.client(), free_port())
+            measure(label, args, url, world, region, dsns, bao.client(), free_port(), profiler)
         )
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except Exception:
-        kept = Path(tempfile.gettempdir()) / "doorward-board-stack.log"
+        kept = Path(tempfile.gettempdir()) / f"doorward-board-{label}-stack.log"
         if (root / "stack.log").exists():
             shutil.copyfile(root / "stack.log", kept)
             print(f"the stack's log is kept in {kept}", file=sys.stderr)
@@ -427,16 +535,69 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# ---- main ------------------------------------------------------------------------------------
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--filler", type=int, default=10_000 - JOBS)
+    ap.add_argument("--sequential", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--me", type=int, default=300)
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also run the code at this git revision (a temporary worktree), first",
+    )
+    ap.add_argument("--profile", metavar="DIR", help="py-spy flame graphs and a summary")
+    ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    args = ap.parse_args()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    before: Path | None = None
+    try:
+        if args.before:
+            before = prepare_tree(args.before)
+            results["before"] = run_stack("before", before, args)
+        results["after"] = run_stack("after", ROOT, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if before is not None:
+            remove_tree(before)
+    if len(results) > 1:
+        print(f"\nbefore ({args.before}) -> after (this checkout):")
+        for measure_name in results["after"]:
+            b, a = results["before"][measure_name], results["after"][measure_name]
+            line = "  ".join(
+                f"{k} {b[k]:.2f} -> {a[k]:.2f}" for k in a if k not in ("failures", "load")
+            )
+            print(f"  {measure_name:<18} {line}")
+    return 0
+
+
 async def measure(
+    label: str,
     args: argparse.Namespace,
     url: str,
     world: Any,
-    dispatcher: Any,
     region: str,
     dsns: dict[str, str],
     vault: Any,
     bare_port: int,
-) -> int:
+    profiler: Profiler | None,
+) -> dict[str, dict[str, float]]:
     # The board reads auditTrail, which the policy gives to ADMIN and AUDITOR, not to a
     # DISPATCHER: the admin looks at the London board.
     headers = {"authorization": f"Bearer {world.admin.token}", "content-type": "application/json"}
@@ -463,14 +624,17 @@ async def measure(
         assert all(len(j["auditTrail"]) >= 10 for j in via_gateway), "trails too short"
         assert [j["site"]["address"] for j in via_gateway] == [j["site"]["address"] for j in direct]
         print(
-            f"board: {len(via_gateway)} jobs, {sum(len(j['auditTrail']) for j in via_gateway)}"
-            f" audit events, {len(board_body)} bytes of query",
+            f"[{label}] board: {len(via_gateway)} jobs, "
+            f"{sum(len(j['auditTrail']) for j in via_gateway)} audit events, "
+            f"{len(board_body)} bytes of query",
             flush=True,
         )
 
         results: dict[str, dict[str, float]] = {}
         for name, call in (("board (gateway)", board), ("floor (asyncpg)", floor.board)):
             lat = await sequential(call, args.sequential)
+            if profiler is not None and name.startswith("board"):
+                profiler.start(args.seconds)
             rps, failures = await throughput(call, args.concurrency, args.seconds)
             results[name] = {
                 "p50": pct(lat, 0.5),
@@ -479,11 +643,13 @@ async def measure(
                 "failures": failures,
             }
             print(
-                f"{name:<18} c=1 p50 {results[name]['p50']:7.2f} ms  p99 "
+                f"[{label}] {name:<18} c=1 p50 {results[name]['p50']:7.2f} ms  p99 "
                 f"{results[name]['p99']:7.2f} ms   c={args.concurrency} {rps:7.1f} req/s"
-                f"  ({failures} failures)",
+                f"  ({failures} failures)  load {load()}",
                 flush=True,
             )
+        if profiler is not None:
+            profiler.report()
         me_lat = await sequential(me, args.me)
         me_json = json.dumps(await me()).encode()
         bare_root = Path(tempfile.mkdtemp(prefix="doorward-bare-"))
@@ -523,13 +689,23 @@ async def measure(
 
     b, f = results["board (gateway)"], results["floor (asyncpg)"]
     me_p50, bare_p50 = statistics.median(me_lat) * 1000, statistics.median(bare_lat) * 1000
-    print(f"me (gateway)       c=1 p50 {me_p50:7.2f} ms   bare FastAPI p50 {bare_p50:7.2f} ms")
-    print("\nratios (goal):")
-    print(f"  board p50 / floor p50          {b['p50'] / f['p50']:6.2f}   (<= 3)")
-    print(f"  board req/s                    {b['rps']:6.1f}   (>= 100)")
-    print(f"  board req/s / floor req/s      {b['rps'] / f['rps']:6.2f}   (>= 0.33)")
-    print(f"  me p50 / bare FastAPI p50      {me_p50 / bare_p50:6.2f}   (<= 3)")
-    return 0
+    results["me (gateway)"] = {"p50": me_p50}
+    results["bare FastAPI"] = {"p50": bare_p50}
+    print(
+        f"[{label}] me (gateway)       c=1 p50 {me_p50:7.2f} ms   bare FastAPI p50 "
+        f"{bare_p50:7.2f} ms  load {load()}"
+    )
+    ratios = {
+        "board p50 / floor p50": (b["p50"] / f["p50"], "<= 3"),
+        "board req/s": (b["rps"], ">= 100"),
+        "board req/s / floor req/s": (b["rps"] / f["rps"], ">= 0.33"),
+        "me p50 / bare FastAPI p50": (me_p50 / bare_p50, "<= 3"),
+    }
+    print(f"[{label}] ratios (goal):")
+    for what, (value, goal) in ratios.items():
+        print(f"  {what:<30} {value:7.2f}   ({goal})")
+    results["ratios"] = {k: v for k, (v, _) in ratios.items()}
+    return results
 
 
 if __name__ == "__main__":
