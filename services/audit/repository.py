@@ -8,9 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit.chain import GENESIS_HASH
@@ -119,6 +132,36 @@ class Repository:
         """The newest `limit` matching events, oldest first."""
         rows = await self.list_events(org_id, f, before_seq=None, limit=limit)
         return rows[::-1]
+
+    async def recent_events_of_work_orders(
+        self, org_id: str, work_order_ids: Sequence[str], limit: int
+    ) -> dict[str, list[Row[Any]]]:
+        """The newest `limit` events of each work order, oldest first, in ONE query for the
+        whole batch (a board of 20 jobs is one round trip, not 20 sessions): a LATERAL
+        subquery per id walks ix_audit_events_work_order backwards and stops at `limit`.
+        Plain rows with the event's columns, not ORM objects: building 200 of those per board
+        was most of audit's CPU."""
+        result: dict[str, list[Row[Any]]] = {w: [] for w in work_order_ids}
+        if not work_order_ids:
+            return result
+        wanted = (
+            func.unnest(bindparam("ids", value=list(result), type_=ARRAY(String)))
+            .table_valued("id")
+            .render_derived(name="w")
+        )
+        newest = (
+            select(*EVENT_COLUMNS)
+            .where(EVENT_COLUMNS.org_id == org_id, EVENT_COLUMNS.work_order_id == wanted.c.id)
+            .order_by(EVENT_COLUMNS.seq.desc())
+            .limit(limit)
+            .lateral("e")
+        )
+        rows = await self.session.execute(
+            select(newest).select_from(wanted).join(newest, true()).order_by(newest.c.seq)
+        )
+        for row in rows:
+            result[row.work_order_id].append(row)
+        return result
 
     async def event_by_id(self, org_id: str, event_id: str) -> AuditEvent | None:
         row = await self.session.execute(

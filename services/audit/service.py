@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome
@@ -344,12 +345,13 @@ class AuditService:
             principal.org_id, f, before_seq=before_seq, limit=limit
         )
 
-    async def work_order_trail(
-        self, session: AsyncSession, principal: Principal, work_order_id: str
-    ) -> list[AuditEvent]:
+    async def work_order_trails(
+        self, session: AsyncSession, principal: Principal, work_order_ids: Sequence[str]
+    ) -> dict[str, list[Row[Any]]]:
+        """The newest TRAIL_LIMIT events of each work order of a batch (one query)."""
         self.authorize_read(principal)
-        return await Repository(session).recent_events(
-            principal.org_id, EventFilter(work_order_id=work_order_id), TRAIL_LIMIT
+        return await Repository(session).recent_events_of_work_orders(
+            principal.org_id, work_order_ids, TRAIL_LIMIT
         )
 
     async def access_history(

@@ -100,8 +100,15 @@ class WorkOrder:
     async def audit_trail(self, info: Info) -> list[AuditEvent]:
         principal = await caller(info)
         runtime = _runtime(info)
-        async with runtime.db.unit_of_work() as session:
-            rows = await runtime.service.work_order_trail(session, principal, str(self.id))
+
+        # Every work order of the request's entity batch in one session and one query: a
+        # session per row exhausted PostgreSQL's connections under a few boards at once.
+        async def batch(ids: list[str]) -> list[list[Any]]:
+            async with runtime.db.unit_of_work() as session:
+                trails = await runtime.service.work_order_trails(session, principal, ids)
+            return [trails[i] for i in ids]
+
+        rows = await info.context.loader("audit_trails", batch).load(str(self.id))
         return [AuditEvent.from_row(r) for r in rows]
 
     @classmethod
@@ -139,7 +146,8 @@ class AuditEvent:
         return WorkOrder(id=strawberry.ID(self.work_order_id)) if self.work_order_id else None
 
     @classmethod
-    def from_row(cls, row: EventRow) -> AuditEvent:
+    def from_row(cls, row: EventRow | Any) -> AuditEvent:
+        # An ORM event or a plain row of its columns (the trails).
         return cls(
             id=strawberry.ID(row.id),
             seq=row.seq,

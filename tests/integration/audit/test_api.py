@@ -273,3 +273,40 @@ async def test_outcome_enum_and_denied_events(audit):
     node = body["data"]["auditEvents"]["edges"][0]["node"]
     assert node["outcome"] == "DENIED"
     assert node["workOrder"] is None and node["secretRefId"] is None
+
+
+async def test_a_batch_of_trails_is_one_query(audit):
+    """A board's 20 work orders come to audit as one `_entities` batch: one SQL query answers
+    every trail (it was a session and a query per work order), each trail still its own and
+    oldest first, another organisation's events on the same ids still absent."""
+    from sqlalchemy import event
+
+    orders = [str(uuid.uuid4()) for _ in range(5)]
+    base = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    await audit.append(
+        [
+            record(work_order_id=w, action=f"step.n{k}", occurred_at=base + timedelta(minutes=k))
+            for n, w in enumerate(orders)
+            for k in range(n + 1)
+        ]
+        + [record(org_id="org-2", work_order_id=orders[0], action="their.step")]
+    )
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        if "audit_events" in statement:
+            statements.append(statement)
+
+    engine = audit.runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        reps = [{"__typename": "WorkOrder", "id": w} for w in [*orders, str(uuid.uuid4())]]
+        body = await audit.graphql(ENTITIES, audit.token(roles=[Role.ADMIN]), {"reps": reps})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert "errors" not in body, body
+    trails = [item["auditTrail"] for item in body["data"]["_entities"]]
+    assert [[e["action"] for e in t] for t in trails] == [
+        [f"step.n{k}" for k in range(n + 1)] for n in range(5)
+    ] + [[]]
+    assert len(statements) == 1, statements
