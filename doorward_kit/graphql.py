@@ -3,6 +3,7 @@ DoorwardError -> `extensions.code`, Relay-style connections and opaque cursors."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import logging
@@ -63,6 +64,7 @@ class RequestContext(BaseContext):
     source_ip: str = ""
     _principal: Principal | None = field(default=None, repr=False)
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
+    _verifying: dict[bool, asyncio.Future[Principal]] = field(default_factory=dict, repr=False)
 
     def loader(
         self, name: str, load: Callable[[list[Any]], Awaitable[Sequence[Any]]]
@@ -77,13 +79,23 @@ class RequestContext(BaseContext):
         return bearer_token(self.request.headers.get("authorization"))
 
     async def principal(self, *, allow_restricted: bool = False) -> Principal:
-        if self._principal is None or (
-            not allow_restricted and self._principal.scope.value != "full"
+        if self._principal is not None and (
+            allow_restricted or self._principal.scope.value == "full"
         ):
-            self._principal = await self.verifier.verify(
-                self.raw_token, allow_restricted=allow_restricted
+            return self._principal
+        # One verification per request, however many resolvers ask at once: the 20 entities
+        # of a batch used to verify (and check the session) 20 times, and, each resuming at a
+        # different tick, split their DataLoader batch into several queries.
+        pending = self._verifying.get(allow_restricted)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self.verifier.verify(self.raw_token, allow_restricted=allow_restricted)
             )
-        return self._principal
+            self._verifying[allow_restricted] = pending
+        # A resolver cancelled while waiting must not cancel the others' verification.
+        principal = await asyncio.shield(pending)
+        self._principal = principal
+        return principal
 
 
 async def caller(info: Info, *, allow_restricted: bool = False) -> Principal:
