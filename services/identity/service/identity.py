@@ -769,14 +769,12 @@ class IdentityService:
     async def get_users_visible(
         self, session: AsyncSession, principal: Principal, user_ids: Sequence[str]
     ) -> dict[str, UserView]:
-        """The ones among these the caller may see, by id, in two queries (federation batches)."""
-        repo = Repository(session)
-        users = await repo.users(principal.org_id, user_ids=list(user_ids)[:1000])
-        regions = await repo.region_ids_of(principal.org_id, [u.id for u in users])
+        """The ones among these the caller may see, by id, in one query (federation batches)."""
+        rows = await Repository(session).users_with_regions(principal.org_id, list(user_ids)[:1000])
         return {
-            u.id: self._redact_view(principal, user_view(u, regions[u.id]))
-            for u in users
-            if can_read_user(principal, u.org_id, u.id, regions[u.id])
+            u.id: self._redact_view(principal, user_view(u, regions))
+            for u, regions in rows
+            if can_read_user(principal, u.org_id, u.id, regions)
         }
 
     async def list_users(
@@ -1062,17 +1060,15 @@ class IdentityService:
     async def check_session(
         self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
     ) -> SessionState:
-        repo = Repository(session)
-        state = await repo.session_state(org_id, user_id)
+        state = await Repository(session).session_check(org_id, user_id, session_id)
         if state is None:
             return SessionState(False, 0, "unknown")
-        status, current = state
+        status, current, family_user, family_ended = state
         if status != ACTIVE:
             return SessionState(False, current, "deactivated")
         if epoch != current:
             return SessionState(False, current, "stale")
-        family = await repo.family(org_id, session_id)
-        if family is None or family.user_id != user_id or family.ended_at is not None:
+        if family_user != user_id or family_ended is not None:
             return SessionState(False, current, "revoked")
         return SessionState(True, current, "")
 
