@@ -746,11 +746,11 @@ class IdentityService:
         )
 
     async def me(self, session: AsyncSession, principal: Principal) -> UserView:
-        repo = Repository(session)
-        user = await repo.user(principal.org_id, principal.user_id)
-        if user is None:
+        # One query, user and regions (`me` is every console's first request).
+        rows = await Repository(session).users_with_regions(principal.org_id, [principal.user_id])
+        if not rows:
             raise unauthenticated("this session has ended; log in again")
-        regions = (await repo.region_ids_of(user.org_id, [user.id]))[user.id]
+        user, regions = rows[0]
         return self._redact_view(principal, user_view(user, regions))
 
     async def get_user(
