@@ -63,6 +63,17 @@ BOARD = """query Board($region: ID) {
 ME = "{ me { id displayName } }"
 JOBS = 20
 
+# The board's query plan, sent straight to the subgraphs (signed with the gateway's own key, as
+# the subgraphs demand): workorders first, then identity and audit in parallel with the
+# entity representations taken from its answer (assignees deduplicated, as the gateway does).
+DIRECT_WORKORDERS = """query($region: ID) { workOrders(regionId: $region, first: 20) {
+  edges { node { __typename id title status site { address } assignee { __typename id }
+  secretRefs { id kind label } } } } }"""
+DIRECT_IDENTITY = """query($r: [_Any!]!) { _entities(representations: $r) {
+  ... on User { displayName roles } } }"""
+DIRECT_AUDIT = """query($r: [_Any!]!) { _entities(representations: $r) {
+  ... on WorkOrder { auditTrail { action outcome } } } }"""
+
 
 # ---- the organisation ------------------------------------------------------------------------
 
@@ -302,6 +313,60 @@ class Floor:
         ]
 
 
+class Direct:
+    """The board's plan straight to the subgraphs, without the gateway."""
+
+    def __init__(self, client: httpx.AsyncClient, urls: dict[str, str], key: Path, token: str):
+        from doorward_kit.gateway_signature import GatewaySigner
+        from tests.fixtures.gateway_signing import SignedAsGateway
+
+        self.client, self.urls = client, urls
+        self.auth = SignedAsGateway("127.0.0.1", GatewaySigner.from_file(key))
+        self.headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+    async def post(self, graph: str, query: str, variables: dict[str, Any]) -> Any:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        answer = (
+            await self.client.post(
+                self.urls[graph], content=body, headers=self.headers, auth=self.auth
+            )
+        ).json()
+        if answer.get("errors"):
+            raise RuntimeError(f"{graph}: {json.dumps(answer['errors'])[:300]}")
+        return answer["data"]
+
+    async def board(self, region: str) -> Any:
+        jobs = await self.post("workorders", DIRECT_WORKORDERS, {"region": region})
+        nodes = [e["node"] for e in jobs["workOrders"]["edges"]]
+        users = list(dict.fromkeys(n["assignee"]["id"] for n in nodes if n["assignee"]))
+        people, trails = await asyncio.gather(
+            self.post(
+                "identity", DIRECT_IDENTITY, {"r": [{"__typename": "User", "id": u} for u in users]}
+            ),
+            self.post(
+                "audit",
+                DIRECT_AUDIT,
+                {"r": [{"__typename": "WorkOrder", "id": n["id"]} for n in nodes]},
+            ),
+        )
+        return nodes, people, trails
+
+
+async def interleaved(calls: list[Call], n: int) -> list[list[float]]:
+    """The calls one after another, n rounds: a busy moment of the shared machine costs each
+    alike (what a difference of two p50s needs)."""
+    for call in calls:
+        for _ in range(3):
+            await call()
+    out: list[list[float]] = [[] for _ in calls]
+    for _ in range(n):
+        for i, call in enumerate(calls):
+            t = time.perf_counter()
+            await call()
+            out[i].append(time.perf_counter() - t)
+    return out
+
+
 # ---- load ------------------------------------------------------------------------------------
 
 Call = Callable[[], Awaitable[Any]]
@@ -518,8 +583,17 @@ def run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, dic
         profiler = None
         if args.profile:
             profiler = Profiler(args.py_spy, Path(args.profile), label, up.pid)
+        direct = (
+            {
+                g: f"http://127.0.0.1:{env[f'DOORWARD_{g.upper()}_HTTP_PORT']}/graphql"
+                for g in ("workorders", "identity", "audit")
+            },
+            root / "data" / "credentials" / "gateway" / "signing-key.pem",
+        )
         return asyncio.run(
-            measure(label, args, url, world, region, dsns, bao.client(), free_port(), profiler)
+            measure(
+                label, args, url, world, region, dsns, bao.client(), free_port(), profiler, direct
+            )
         )
     except Exception:
         kept = Path(tempfile.gettempdir()) / f"doorward-board-{label}-stack.log"
@@ -597,6 +671,7 @@ async def measure(
     vault: Any,
     bare_port: int,
     profiler: Profiler | None,
+    direct_to: tuple[dict[str, str], Path],
 ) -> dict[str, dict[str, float]]:
     # The board reads auditTrail, which the policy gives to ADMIN and AUDITOR, not to a
     # DISPATCHER: the admin looks at the London board.
@@ -650,6 +725,21 @@ async def measure(
             )
         if profiler is not None:
             profiler.report()
+
+        # The gateway's own share: the same plan sent straight to the subgraphs, interleaved.
+        direct = Direct(client, direct_to[0], direct_to[1], world.admin.token)
+        via, straight = await interleaved([board, lambda: direct.board(region)], args.sequential)
+        overhead = pct(via, 0.5) - pct(straight, 0.5)
+        results["gateway overhead"] = {
+            "p50": overhead,
+            "gateway p50": pct(via, 0.5),
+            "direct p50": pct(straight, 0.5),
+        }
+        print(
+            f"[{label}] board via gateway p50 {pct(via, 0.5):7.2f} ms, same plan direct p50 "
+            f"{pct(straight, 0.5):7.2f} ms: gateway overhead {overhead:6.2f} ms  load {load()}",
+            flush=True,
+        )
         me_lat = await sequential(me, args.me)
         me_json = json.dumps(await me()).encode()
         bare_root = Path(tempfile.mkdtemp(prefix="doorward-bare-"))
@@ -700,6 +790,7 @@ async def measure(
         "board req/s": (b["rps"], ">= 100"),
         "board req/s / floor req/s": (b["rps"] / f["rps"], ">= 0.33"),
         "me p50 / bare FastAPI p50": (me_p50 / bare_p50, "<= 3"),
+        "gateway overhead p50 (ms)": (overhead, "< 1"),
     }
     print(f"[{label}] ratios (goal):")
     for what, (value, goal) in ratios.items():
