@@ -213,15 +213,20 @@ def _link_client_trace(span: trace.Span, scope: Mapping[str, Any]) -> None:
         span.add_link(link.context, link.attributes)
 
 
-def instrument_fastapi(app: Any, *, edge: bool = False) -> None:
+def instrument_fastapi(app: Any, *, edge: bool = False, tracer_provider: Any = None) -> None:
     """Server spans for `app`. `edge=True` for a port the internet reaches: a client's
-    traceparent becomes a link of a new trace instead of the trace the request joins."""
+    traceparent becomes a link of a new trace instead of the trace the request joins.
+    `tracer_provider`: the global one unless given (tests)."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(
         app,
         excluded_urls="healthz,readyz",
         server_request_hook=_link_client_trace if edge else None,
+        # No span per ASGI message ("http receive", two "http send"): three of a subgraph
+        # call's spans that said nothing the server span does not, each exported and stored.
+        exclude_spans=["receive", "send"],
+        tracer_provider=tracer_provider,
     )
     if edge:
         # The instrumentation wraps the middleware stack; this wraps it once more, outermost,
