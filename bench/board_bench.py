@@ -2,7 +2,8 @@
 the databases ("the floor"), in one run.
 
     .venv/bin/python bench/board_bench.py [--filler 9980] [--sequential 200] [--seconds 20]
-                                          [--concurrency 16] [--me 300]
+                                          [--concurrency 16] [--me 300] [--before REV]
+                                          [--profile DIR --py-spy PATH]
 
 What it does, every process on free loopback ports and stopped by its PID at the end (also on
 failure or Ctrl-C):
@@ -19,10 +20,19 @@ failure or Ctrl-C):
   5. the floor: the same data with asyncpg on the same three databases (work orders, sites,
      secret references; users; audit events), addresses decrypted with data keys fetched once
      (cached), no GraphQL, no HTTP; same concurrencies;
-  6. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
+  6. the gateway's own overhead: the board through the gateway and its query plan sent straight
+     to the subgraphs (signed with the stack's gateway key), interleaved, p50 difference;
+  7. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
      JSON on this machine (uvicorn, one worker), concurrency 1.
 It prints every figure and the ratios the issue sets goals for (board p50 within 3x of the
-floor's; board throughput >= 100/s and >= a third of the floor's; `me` within 3x of bare).
+floor's; board throughput >= 100/s and >= a third of the floor's; `me` within 3x of bare;
+gateway overhead p50 < 1 ms), each line with the load average (the machine may be shared).
+
+--before REV first does all of it for the code at git revision REV (a temporary worktree with
+its own gRPC stubs, fresh databases), then for this checkout, and prints before -> after.
+--profile DIR runs py-spy (not a dependency: --py-spy names the binary) on every process of
+the stack while the board runs under load: a flame graph per process in DIR (keep it outside
+the tree) and a summary of where the CPU went.
 """
 
 from __future__ import annotations
