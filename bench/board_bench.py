@@ -454,6 +454,10 @@ def stack_children(up_pid: int) -> dict[str, int]:
     return found
 
 
+IDLE_FRAMES = ("EpollSelector.select", "Condition.wait", "Event.wait", "Runner.run", "_worker")
+OWN_CODE = ("services/", "gateway/", "doorward_kit/")
+
+
 class Profiler:
     """py-spy (`--py-spy`, not a dependency of the project) on every process of the stack while
     the board runs under load: a flame graph per process in --profile DIR (outside the tree), and
@@ -466,17 +470,22 @@ class Profiler:
     def start(self, seconds: float) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name, pid in sorted(stack_children(self.up_pid).items()):
+            # Collapsed stacks: what the summary reads, and what speedscope or inferno draw as
+            # a flame graph (one py-spy per process: two doubled its cost on the machine).
             raw = self.folder / f"{self.label}-{name}.txt"
-            for fmt, out in (("raw", raw), ("flamegraph", raw.with_suffix(".svg"))):
-                cmd = [self.py_spy, "record", "--nonblocking", "--pid", str(pid), "--rate", "200"]
-                cmd += ["--duration", str(int(seconds)), "--format", fmt, "--output", str(out)]
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if fmt == "raw":
-                    self.runs.append((name, raw, proc))
+            cmd = [self.py_spy, "record", "--nonblocking", "--pid", str(pid), "--rate", "200"]
+            cmd += ["--duration", str(int(seconds)), "--format", "raw", "--output", str(raw)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.runs.append((name, raw, proc))
 
     def report(self) -> None:
-        for _, _, proc in self.runs:
-            proc.wait(60)
+        for name, _, proc in self.runs:
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                print(f"  py-spy on {name} did not finish; left out", flush=True)
+                proc.kill()
+                proc.wait()
         samples: dict[str, int] = {}
         tops: dict[str, list[tuple[int, str]]] = {}
         for name, raw, _ in self.runs:
@@ -486,22 +495,19 @@ class Profiler:
             total = 0
             for line in raw.read_text().splitlines():
                 stack, _, count = line.rpartition(" ")
-                if not count.isdigit():
+                frames = stack.split(";")
+                # Waiting (the event loop's poll, idle threads) is not where CPU went.
+                if not count.isdigit() or not frames[-1] or frames[-1].startswith(IDLE_FRAMES):
                     continue
                 total += int(count)
-                # Where the time went, by our own frames: the innermost doorward/gateway frame.
-                frames = stack.split(";")
-                ours = [
-                    f
-                    for f in frames
-                    if "/services/" in f or "/gateway/" in f or "/doorward_kit/" in f
-                ]
+                # Charged to the innermost frame of our own code (else the innermost frame).
+                ours = [f for f in frames if f.partition("(")[2].startswith(OWN_CODE)]
                 key = ours[-1] if ours else frames[-1]
                 own[key] = own.get(key, 0) + int(count)
             samples[name] = total
             tops[name] = sorted(((n, f) for f, n in own.items()), reverse=True)[:8]
         all_samples = sum(samples.values()) or 1
-        print(f"\nprofile ({self.label}, py-spy at 200 Hz, flame graphs in {self.folder}):")
+        print(f"\nprofile ({self.label}, py-spy at 200 Hz, collapsed stacks in {self.folder}):")
         for name in sorted(samples, key=lambda n: -samples[n]):
             print(
                 f"  {name:<12} {100 * samples[name] / all_samples:5.1f}% of the stack's CPU samples"
@@ -715,12 +721,12 @@ async def measure(
             flush=True,
         )
 
+        # Order matters on a shared machine: the load phase of the board goes last, since a
+        # stack that falls behind under it keeps working off its backlog for a while and
+        # would slow whatever is measured next (the floor shares its PostgreSQL).
         results: dict[str, dict[str, float]] = {}
-        for name, call in (("board (gateway)", board), ("floor (asyncpg)", floor.board)):
-            lat = await sequential(call, args.sequential)
-            if profiler is not None and name.startswith("board"):
-                profiler.start(args.seconds)
-            rps, failures = await throughput(call, args.concurrency, args.seconds)
+
+        def record(name: str, lat: list[float], rps: float, failures: int) -> None:
             results[name] = {
                 "p50": pct(lat, 0.5),
                 "p99": pct(lat, 0.99),
@@ -733,8 +739,19 @@ async def measure(
                 f"  ({failures} failures)  load {load()}",
                 flush=True,
             )
-        if profiler is not None:
-            profiler.report()
+
+        floor_lat = await sequential(floor.board, args.sequential)
+        record(
+            "floor (asyncpg)",
+            floor_lat,
+            *await throughput(floor.board, args.concurrency, args.seconds),
+        )
+        board_lat = await sequential(board, args.sequential)
+        print(
+            f"[{label}] board (gateway)    c=1 p50 {pct(board_lat, 0.5):7.2f} ms  p99 "
+            f"{pct(board_lat, 0.99):7.2f} ms  load {load()}",
+            flush=True,
+        )
 
         # The gateway's own share: the same plan sent straight to the subgraphs, interleaved.
         direct = Direct(client, direct_to[0], direct_to[1], world.admin.token)
@@ -785,6 +802,13 @@ async def measure(
             bare.terminate()
             bare.wait(10)
             shutil.rmtree(bare_root, ignore_errors=True)
+        if profiler is not None:
+            profiler.start(args.seconds)
+        record(
+            "board (gateway)", board_lat, *await throughput(board, args.concurrency, args.seconds)
+        )
+        if profiler is not None:
+            profiler.report()
     await floor.close()
 
     b, f = results["board (gateway)"], results["floor (asyncpg)"]
