@@ -91,6 +91,8 @@ class RequestContext(BaseContext):
             pending = asyncio.ensure_future(
                 self.verifier.verify(self.raw_token, allow_restricted=allow_restricted)
             )
+            # Retrieved even if every waiter was cancelled: no "never retrieved" warning.
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._verifying[allow_restricted] = pending
         # A resolver cancelled while waiting must not cancel the others' verification.
         principal = await asyncio.shield(pending)
