@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -558,7 +559,16 @@ def remove_tree(tree: Path) -> None:
 
 
 def run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Fresh PostgreSQL + OpenBao, `doorward up` of the code in `tree`, seed, measure, stop."""
+    """Fresh PostgreSQL + OpenBao, `doorward up` of the code in `tree`, seed, measure, stop.
+
+    The working directory is `tree` meanwhile: the supervisor starts each process with
+    `python -m services.<svc>`, which puts the working directory first on the path, before
+    PYTHONPATH (the bench's own imports are by absolute path, from this checkout)."""
+    with contextlib.chdir(tree):
+        return _run_stack(label, tree, args)
+
+
+def _run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, free_port_pair, provision_vault
     from doorward_kit.net import free_port
     from tests.e2e.conftest import stack_env, start_up, stop_up, wait_for_gateway
@@ -584,6 +594,9 @@ def run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, dic
         up = start_up(env, log_file)
         url = f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql"
         wait_for_gateway(up, url, log_file, 180)
+        # Every process runs the code of `tree` (`-m` imports from its working directory).
+        cwds = {n: Path(os.readlink(f"/proc/{p}/cwd")) for n, p in stack_children(up.pid).items()}
+        assert cwds and all(c.resolve() == tree.resolve() for c in cwds.values()), cwds
         print(f"[{label}] stack up from {tree} (logs: {log_file}); seeding ...", flush=True)
         t0 = time.monotonic()
         world, _dispatcher, region = build_board(env, url)
