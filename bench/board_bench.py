@@ -384,13 +384,27 @@ Call = Callable[[], Awaitable[Any]]
 
 
 async def sequential(call: Call, n: int) -> list[float]:
-    for _ in range(5):
-        await call()
-    out = []
-    for _ in range(n):
+    """Latencies of n calls one after another (after 5 to warm up). A failed call is counted
+    and its first error printed (the code before issue 11 ran out of database connections even
+    at concurrency 1); its time is not a latency."""
+    failures: list[str] = []
+
+    async def attempt() -> float | None:
         t = time.perf_counter()
-        await call()
-        out.append(time.perf_counter() - t)
+        try:
+            await call()
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {str(error)[:200]}")
+            return None
+        return time.perf_counter() - t
+
+    for _ in range(5):
+        await attempt()
+    out = [x for x in [await attempt() for _ in range(n)] if x is not None]
+    if failures:
+        print(f"  {len(failures)} failed at concurrency 1; first: {failures[0]}", flush=True)
+    if not out:
+        raise RuntimeError(f"every call failed: {failures[0]}")
     return out
 
 
@@ -759,6 +773,8 @@ async def measure(
             floor_lat,
             *await throughput(floor.board, args.concurrency, args.seconds),
         )
+        # Its pools give their connections back: PostgreSQL's 100 are the stack's again.
+        await floor.close()
         board_lat = await sequential(board, args.sequential)
         print(
             f"[{label}] board (gateway)    c=1 p50 {pct(board_lat, 0.5):7.2f} ms  p99 "
@@ -822,7 +838,6 @@ async def measure(
         )
         if profiler is not None:
             profiler.report()
-    await floor.close()
 
     b, f = results["board (gateway)"], results["floor (asyncpg)"]
     me_p50, bare_p50 = statistics.median(me_lat) * 1000, statistics.median(bare_lat) * 1000
