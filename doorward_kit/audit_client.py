@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorward_kit.db import Database
+from doorward_kit.decisions import note_audit_event
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import ServiceChannel
 from doorward_kit.telemetry import current_trace_id
@@ -345,6 +346,7 @@ def _wake_after_commit(session: AsyncSession, table: str) -> None:
 
 async def record_event(session: AsyncSession, model: type[Any], record: AuditRecord) -> None:
     """Add `record` to the outbox in the caller's transaction (delivered after it commits)."""
+    note_audit_event(record.id, record.outcome)
     session.add(
         model(
             id=record.id,
@@ -512,6 +514,7 @@ class AuditClient:
         self._deadline = deadline
 
     async def append(self, records: Sequence[AuditRecord] | Iterable[AuditRecord]) -> None:
+        records = list(records)
         events = [record.to_proto(self._service) for record in records]
         if not events:
             return
@@ -530,6 +533,9 @@ class AuditClient:
             raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE) from None
         if response.accepted + response.duplicates != len(events):
             raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE)
+        # Only events audit has taken are named on the decision span.
+        for record in records:
+            note_audit_event(record.id, record.outcome)
 
 
 __all__ = [

@@ -26,6 +26,8 @@ DOORWARD_KEYS = frozenset(
         "doorward.secret_ref.id",
         "doorward.grant.id",
         "doorward.audit.event_id",
+        # the policy action or mutation a doorward.access.decide span judged (a dotted word)
+        "doorward.access.action",
         "doorward.org.id",
         "doorward.operation.name",
         "doorward.subgraph",
