@@ -818,8 +818,34 @@ def provision_vault(
             found = None
         if found:
             return AppRoleCreds(role_id, secret_id)
+    provision_telemetry(client)
     new = client.auth.approle.generate_secret_id(ROLE_NAME)["data"]["secret_id"]
     return AppRoleCreds(role_id, str(new))
+
+
+def provision_telemetry(client: hvac.Client) -> None:
+    """What issue 13's telemetry needs from Vault, idempotently:
+
+    - the key of `enduser.pseudo.id` (doorward_kit.pseudonym): 32 random bytes at
+      `doorward-kv/data/telemetry/pseudonym-key`, created once and never replaced (every
+      pseudonym in the trace store would change); the secrets service may read it;
+    - `traceparent` as an audited request header, in clear (hmac false: it is a trace id, not
+      a secret), so OpenBao's audit line of every request the secrets service sends names the
+      Doorward trace it belongs to."""
+    import base64
+    import secrets as random_source
+
+    from doorward_kit.pseudonym import PSEUDONYM_KEY_PATH
+
+    path = f"/v1/{KV_MOUNT}/data/{PSEUDONYM_KEY_PATH}"
+    try:
+        client.adapter.get(path)
+    except hvac.exceptions.InvalidPath:
+        key = base64.b64encode(random_source.token_bytes(32)).decode()
+        # Check-and-set: if another provisioning run created it first, theirs is kept.
+        with contextlib.suppress(hvac.exceptions.InvalidRequest):
+            client.adapter.post(path, json={"data": {"key": key}, "options": {"cas": 0}})
+    client.adapter.post("/v1/sys/config/auditing/request-headers/traceparent", json={"hmac": False})
 
 
 BACKUP_ROLE = "doorward-backup"
@@ -860,4 +886,8 @@ def provision_backup_role(client: hvac.Client, *, secret_id: str | None = None) 
 
 
 # Everything provisioning runs with the root token; part of provision_fingerprint.
-PROVISIONING_STEPS: list[Callable[..., Any]] = [provision_vault, provision_backup_role]
+PROVISIONING_STEPS: list[Callable[..., Any]] = [
+    provision_vault,
+    provision_backup_role,
+    provision_telemetry,
+]

@@ -38,6 +38,7 @@ from doorward_kit.db import Database
 from doorward_kit.decisions import note_audit_event
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import ServiceChannel
+from doorward_kit.metrics import AUDIT_WRITE_FAILURES
 from doorward_kit.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -446,6 +447,7 @@ class OutboxSender:
                     self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
                 )
             except DoorwardError as error:
+                AUDIT_WRITE_FAILURES.add(len(ids), path="outbox")
                 attempts = max(row.attempts for row in rows) + 1
                 delay = self._backoff(attempts)
                 log.warning(
@@ -526,12 +528,14 @@ class AuditClient:
                 what="audit",
             )
         except Exception as error:
+            AUDIT_WRITE_FAILURES.add(len(events), path="sync")
             log.warning(
                 "audit refused or unreachable (fail closed)",
                 extra={"fields": {"count": len(events), "error": type(error).__name__}},
             )
             raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE) from None
         if response.accepted + response.duplicates != len(events):
+            AUDIT_WRITE_FAILURES.add(len(events), path="sync")
             raise DoorwardError(ErrorCode.UNAVAILABLE, AUDIT_UNAVAILABLE_MESSAGE)
         # Only events audit has taken are named on the decision span.
         for record in records:

@@ -40,6 +40,11 @@ def has_pseudonym_key() -> bool:
     return _key is not None
 
 
+def current_pseudonym_key() -> bytes | None:
+    """The installed key (the secrets service hands it on; nobody else needs it)."""
+    return _key
+
+
 @lru_cache(maxsize=4096)
 def _cached(key: bytes, user_id: str) -> str:
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]

@@ -39,9 +39,7 @@ def redacted(span: ReadableSpan) -> ReadableSpan:
         for event in span.events
         if allowed_event(event.name)
     ]
-    links = [
-        trace.Link(link.context, filter_attributes(link.attributes)) for link in span.links
-    ]
+    links = [trace.Link(link.context, filter_attributes(link.attributes)) for link in span.links]
     status = trace.Status(span.status.status_code)
     return ReadableSpan(
         name=span.name,

@@ -16,6 +16,12 @@ path "doorward-kv/metadata/orgs/*" {
   capabilities = ["delete"]
 }
 
+# The key of enduser.pseudo.id (doorward_kit/pseudonym.py), provisioned once: read only. The
+# service hands it to workorders and identity over mutual TLS (secrets PseudonymKey).
+path "doorward-kv/data/telemetry/pseudonym-key" {
+  capabilities = ["read"]
+}
+
 # Customer contact envelope encryption: one transit key per customer, named cust-<opaque id>.
 # create/update: create the key and allow its deletion (config); delete: crypto-shredding.
 path "doorward-transit/keys/cust-*" {

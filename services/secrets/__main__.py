@@ -123,6 +123,9 @@ async def build_parts(
     add_to_server(grpc_server, service, verifier)
     sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="secrets")
 
+    # The pseudonym key now if Vault answers, otherwise from a background retry.
+    await service.load_pseudonym_key()
+
     async def sweep() -> None:
         await service.sweep_forever(settings.secrets_sweep_seconds)
 
@@ -140,7 +143,7 @@ async def build_parts(
         host=stack.host,
         http_port=stack.secrets_http_port,
         grpc=grpc_server,
-        background=[vault.renew_forever, sweep, sender.run],
+        background=[vault.renew_forever, sweep, sender.run, service.keep_pseudonym_key],
         close=close,
     )
     return parts, service

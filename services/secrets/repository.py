@@ -4,9 +4,10 @@ sweeper's, which only touches Vault-side bookkeeping of rows that are already fi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.secrets.models import Grant, SecretRef, UploadSlot
@@ -156,8 +157,37 @@ async def unclean_grants(
     session: AsyncSession, now: datetime, limit: int
 ) -> list[tuple[str, str, bool]]:
     """Finished grants whose Vault token may remain: (id, accessor, consumed by unwrap)."""
+    return [(g.id, g.accessor, g.consumed) for g in await unclean_grant_rows(session, now, limit)]
+
+
+@dataclass(frozen=True)
+class FinishedGrant:
+    id: str
+    accessor: str
+    consumed: bool
+    # Ended by its clock alone: neither used nor revoked (the sweeper reports it as expired).
+    expired: bool
+    org_id: str
+    user_id: str
+    work_order_id: str
+    secret_ref_id: str
+
+
+async def unclean_grant_rows(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[FinishedGrant]:
+    """Finished grants whose Vault token may remain, with what an expiry event names."""
     query = (
-        select(Grant.id, Grant.wrap_accessor, Grant.used_at.is_not(None))
+        select(
+            Grant.id,
+            Grant.wrap_accessor,
+            Grant.used_at.is_not(None),
+            and_(Grant.used_at.is_(None), Grant.revoked_at.is_(None)),
+            Grant.org_id,
+            Grant.user_id,
+            Grant.work_order_id,
+            Grant.secret_ref_id,
+        )
         .where(
             Grant.vault_clean.is_(False),
             or_(
@@ -170,7 +200,18 @@ async def unclean_grants(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return [(str(r[0]), str(r[1]), bool(r[2])) for r in (await session.execute(query)).all()]
+    return [
+        FinishedGrant(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), *map(str, r[4:8]))
+        for r in (await session.execute(query)).all()
+    ]
+
+
+async def count_active_grants(session: AsyncSession, now: datetime) -> int:
+    """Grants issued and still usable, every organisation (the active-grants gauge)."""
+    query = select(func.count()).where(
+        Grant.used_at.is_(None), Grant.revoked_at.is_(None), Grant.expires_at > now
+    )
+    return int((await session.execute(query)).scalar_one())
 
 
 async def unclean_slots(

@@ -27,9 +27,12 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+from opentelemetry import propagate
 from pydantic import SecretStr
 
 from doorward_kit.errors import DoorwardError, ErrorCode
+from doorward_kit.metrics import VAULT_REQUEST_SECONDS
+from doorward_kit.pseudonym import PSEUDONYM_KEY_PATH
 from doorward_kit.telemetry import tracer
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,9 @@ SEAL_KEY = "grant-seal"
 # The KV write's own response (metadata only) is wrapped because the policy forces wrapping.
 _WRITE_WRAP_TTL = 60
 
+# Trace-context headers sent to Vault (never baggage: it could carry anything).
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
 _DOWN = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -49,6 +55,13 @@ _DOWN = (
     hvac.exceptions.BadGateway,
     hvac.exceptions.InternalServerError,
 )
+
+
+class VaultFailure(DoorwardError):
+    """Vault sealed, unreachable or failing: a DoorwardError whose decision reason is
+    `vault_error` (doorward_kit.decisions), so a grant or reveal span says why it failed."""
+
+    reason = "vault_error"
 
 
 class VaultRejected(Exception):
@@ -179,13 +192,34 @@ class VaultGateway:
                 return fn(self._client())
             except hvac.exceptions.Forbidden:
                 log.error("vault refused the secrets service", extra={"fields": {"op": what}})
-                raise DoorwardError(
+                raise VaultFailure(
                     ErrorCode.INTERNAL, "the vault refused the secrets service"
                 ) from None
 
+    def _traced(self, fn: Callable[[hvac.Client], T]) -> Callable[[hvac.Client], T]:
+        """`fn` with this span's W3C trace context on every request it sends: OpenBao writes
+        the audited `traceparent` header (provisioned by deploy/embedded.py) into its audit
+        log, so the audit line of an unwrap names the trace of the reveal. The client is this
+        pool thread's own: setting its session headers races with nobody."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+
+        def run(client: hvac.Client) -> T:
+            headers = client.session.headers
+            for name in _TRACE_HEADERS:
+                headers.pop(name, None)
+            headers.update({k: v for k, v in carrier.items() if k in _TRACE_HEADERS})
+            return fn(client)
+
+        return run
+
     async def call(self, what: str, fn: Callable[[hvac.Client], T]) -> T:
-        with self._tracer.start_as_current_span(f"vault.{what}"):
+        with (
+            self._tracer.start_as_current_span(f"vault.{what}"),
+            VAULT_REQUEST_SECONDS.time(operation=what),
+        ):
             loop = asyncio.get_running_loop()
+            fn = self._traced(fn)
             try:
                 # Copy the context so the requests spans are children of this one.
                 context = contextvars.copy_context()
@@ -197,7 +231,7 @@ class VaultGateway:
                     "vault unavailable",
                     extra={"fields": {"op": what, "error": type(error).__name__}},
                 )
-                raise DoorwardError(ErrorCode.UNAVAILABLE, VAULT_UNAVAILABLE) from None
+                raise VaultFailure(ErrorCode.UNAVAILABLE, VAULT_UNAVAILABLE) from None
             except hvac.exceptions.InvalidPath as error:
                 raise VaultRejected(_vault_message(error), not_found=True) from None
             except hvac.exceptions.InvalidRequest as error:
@@ -207,7 +241,7 @@ class VaultGateway:
                     "vault call failed",
                     extra={"fields": {"op": what, "error": type(error).__name__}},
                 )
-                raise DoorwardError(ErrorCode.INTERNAL, "the vault call failed") from None
+                raise VaultFailure(ErrorCode.INTERNAL, "the vault call failed") from None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -223,7 +257,7 @@ class VaultGateway:
                     self._pool, context.run, self._login, generation
                 )
             except _DOWN:
-                raise DoorwardError(ErrorCode.UNAVAILABLE, VAULT_UNAVAILABLE) from None
+                raise VaultFailure(ErrorCode.UNAVAILABLE, VAULT_UNAVAILABLE) from None
 
     async def renew_forever(self, *, min_interval: float = 5.0) -> None:
         """Background task: renew the service token at half its TTL; log in again if needed."""
@@ -336,6 +370,17 @@ class VaultGateway:
         except VaultRejected:
             return False
         return True
+
+    # ---- telemetry ------------------------------------------------------------------------
+
+    async def pseudonym_key(self) -> bytes:
+        """The key of enduser.pseudo.id (provisioned by deploy/embedded.py)."""
+        path = f"/v1/{self.kv_mount}/data/{PSEUDONYM_KEY_PATH}"
+
+        def read(client: hvac.Client) -> bytes:
+            return base64.b64decode(client.adapter.get(path)["data"]["data"]["key"])
+
+        return await self.call("pseudonym_key", read)
 
     # ---- transit: token sealing -----------------------------------------------------------
 

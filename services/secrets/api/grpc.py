@@ -35,6 +35,8 @@ ALLOWED_CALLERS = allow_list(
         "CreateDataKey": {"workorders"},
         "DecryptDataKey": {"workorders"},
         "DestroyCustomerKey": {"workorders"},
+        # Only the services that name users in decision spans (and not the gateway or audit).
+        "GetPseudonymKey": {"workorders", "identity"},
     },
 )
 # RevokeGrants by target: only identity revokes by user, only workorders by job or site.
@@ -182,6 +184,12 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
         principal = await acting_user(context, self.verifier, Role.ADMIN)
         await self.service.destroy_customer_key(principal, request.customer_id)
         return secrets_pb2.DestroyCustomerKeyResponse()
+
+    @grpc_errors
+    async def GetPseudonymKey(
+        self, request: secrets_pb2.GetPseudonymKeyRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.PseudonymKey:
+        return secrets_pb2.PseudonymKey(key=self.service.pseudonym_key())
 
 
 def add_to_server(server: GrpcServer, service: SecretsService, verifier: TokenVerifier) -> None:

@@ -35,8 +35,11 @@ from doorward_kit.auth import (
     break_glass_binding,
 )
 from doorward_kit.db import Database
+from doorward_kit.decisions import DecisionSpan, Reason, SpanName, decision_span, reason_of
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
+from doorward_kit.metrics import ACTIVE_GRANTS
 from doorward_kit.policy import Action, Resource, authorize, can
+from doorward_kit.pseudonym import current_pseudonym_key, has_pseudonym_key, set_pseudonym_key
 from services.secrets import repository as repo
 from services.secrets.models import AuditOutbox, Grant, SecretRef, UploadSlot, new_id
 from services.secrets.ratelimit import RateLimiter
@@ -406,29 +409,39 @@ class SecretsService:
             raise bad_input("break-glass access needs a reason")
         if len(reason) > rules.MAX_BREAK_GLASS_REASON:
             raise bad_input(f"reason must be at most {rules.MAX_BREAK_GLASS_REASON} characters")
-        self._grant_rate.check(f"{org_id}/{user_id}")
-        try:
-            return await self._issue_grant(
-                principal,
-                work_order_id,
-                secret_ref_id,
-                (window_start, window_end),
-                break_glass,
-                reason,
-            )
-        except Denial as denial:
-            fields: dict[str, Any] = {
-                "org_id": org_id,
-                "actor_id": user_id,
-                "target_type": "SecretRef",
-                "target_id": rules.uuid_or_empty(secret_ref_id),
-                "secret_ref_id": rules.uuid_or_empty(secret_ref_id),
-                "work_order_id": rules.uuid_or_empty(work_order_id),
-            }
-            extra = {"mode": "break_glass" if break_glass is not None else "normal"}
-            if break_glass is not None and rules.uuid_or_empty(break_glass.request_id):
-                extra["request_id"] = break_glass.request_id
-            raise await self._refuse(denial, "secret.access.denied", fields, **extra) from None
+        with decision_span(
+            SpanName.GRANT_ISSUE,
+            actor_id=user_id,
+            work_order_id=rules.uuid_or_empty(work_order_id),
+            secret_ref_id=rules.uuid_or_empty(secret_ref_id),
+        ) as decision:
+            self._grant_rate.check(f"{org_id}/{user_id}")
+            try:
+                issued = await self._issue_grant(
+                    principal,
+                    work_order_id,
+                    secret_ref_id,
+                    (window_start, window_end),
+                    break_glass,
+                    reason,
+                )
+            except Denial as denial:
+                decision.deny(denial.reason)
+                fields: dict[str, Any] = {
+                    "org_id": org_id,
+                    "actor_id": user_id,
+                    "target_type": "SecretRef",
+                    "target_id": rules.uuid_or_empty(secret_ref_id),
+                    "secret_ref_id": rules.uuid_or_empty(secret_ref_id),
+                    "work_order_id": rules.uuid_or_empty(work_order_id),
+                }
+                extra = {"mode": "break_glass" if break_glass is not None else "normal"}
+                if break_glass is not None and rules.uuid_or_empty(break_glass.request_id):
+                    extra["request_id"] = break_glass.request_id
+                raise await self._refuse(denial, "secret.access.denied", fields, **extra) from None
+            decision.ids(grant_id=issued.grant_id)
+            decision.allow(Reason.BREAK_GLASS if break_glass is not None else Reason.IN_WINDOW)
+            return issued
 
     async def _check_break_glass(
         self,
@@ -697,13 +710,23 @@ class SecretsService:
             "target_id": rules.uuid_or_empty(grant_id),
             "source_ip": source_ip,
         }
-        try:
-            return await self._reveal(org_id, user_id, grant_id, token, base)
-        except Denial as denial:
-            raise await self._refuse(denial, "secret.reveal.denied", base) from None
+        with decision_span(
+            SpanName.SECRET_REVEAL, actor_id=user_id, grant_id=rules.uuid_or_empty(grant_id)
+        ) as decision:
+            try:
+                return await self._reveal(org_id, user_id, grant_id, token, base, decision)
+            except Denial as denial:
+                decision.deny(denial.reason)
+                raise await self._refuse(denial, "secret.reveal.denied", base) from None
 
     async def _reveal(
-        self, org_id: str, user_id: str, grant_id: str, token: str, base: dict[str, Any]
+        self,
+        org_id: str,
+        user_id: str,
+        grant_id: str,
+        token: str,
+        base: dict[str, Any],
+        decision: DecisionSpan,
     ) -> Revealed:
         now = self.clock()
         async with self.db.unit_of_work() as session:
@@ -711,6 +734,7 @@ class SecretsService:
             if grant is None:
                 raise Denial(not_found("grant"), "not_found")
             base.update(work_order_id=grant.work_order_id, secret_ref_id=grant.secret_ref_id)
+            decision.ids(work_order_id=grant.work_order_id, secret_ref_id=grant.secret_ref_id)
             _check_holder(grant, "grant", "reveal", user_id, token, now)
             ref = await repo.get_ref(session, org_id, grant.secret_ref_id)
             if ref is None:
@@ -735,7 +759,11 @@ class SecretsService:
                 details={"grant_id": grant.id, "version": str(grant.version), "mode": mode},
             )
             # Durably on the trail BEFORE the value exists outside Vault; fail closed.
-            await self.auditor.append([allowed])
+            try:
+                await self.auditor.append([allowed])
+            except DoorwardError:
+                decision.deny(Reason.AUDIT_UNAVAILABLE)
+                raise
             try:
                 data = await self.vault.unwrap(wrapping)
             except VaultRejected:
@@ -744,13 +772,16 @@ class SecretsService:
                     _gone("reveal", "vault"), "vault_refused", revoke_grant=grant.id
                 ) from None
             except DoorwardError:
+                decision.deny(Reason.VAULT_ERROR)
                 await self._audit_unwrap_error(base, grant.id, "vault_unavailable")
                 raise
             value = data.get("data", {}).get("value")
             version = int(data.get("metadata", {}).get("version", 0))
             if not isinstance(value, str) or version != grant.version:
+                decision.deny(Reason.VAULT_ERROR)
                 await self._audit_unwrap_error(base, grant.id, "version_mismatch")
                 raise DoorwardError(ErrorCode.INTERNAL, "the vault returned another version")
+            decision.allow(Reason.BREAK_GLASS if grant.break_glass else Reason.IN_WINDOW)
             grant.used_at = now
             grant.vault_clean = True  # the unwrap consumed the wrapping token
             return Revealed(
@@ -813,22 +844,34 @@ class SecretsService:
                     user_id=user_id or None,
                     site_id=site_id or None,
                 )
+            revoked_because = reason_of(why)
+            if revoked_because is Reason.OTHER:
+                revoked_because = Reason.REVOKED
             for gid, _accessor, grant_user, order_id, ref_id in grants:
-                await record_event(
-                    session,
-                    AuditOutbox,
-                    AuditRecord(
-                        org_id=org_id,
-                        actor_id=actor_id,
-                        action="secret.grant.revoke",
-                        outcome=Outcome.ALLOWED,
-                        target_type="SecretGrant",
-                        target_id=gid,
-                        work_order_id=order_id,
-                        secret_ref_id=ref_id,
-                        details={"reason": why, "grant_id": gid, "user_id": grant_user},
-                    ),
-                )
+                # The span names the grant's holder: whose access ended, not who ended it.
+                with decision_span(
+                    SpanName.GRANT_REVOKE,
+                    actor_id=grant_user,
+                    work_order_id=order_id,
+                    secret_ref_id=ref_id,
+                    grant_id=gid,
+                ) as decision:
+                    decision.deny(revoked_because)
+                    await record_event(
+                        session,
+                        AuditOutbox,
+                        AuditRecord(
+                            org_id=org_id,
+                            actor_id=actor_id,
+                            action="secret.grant.revoke",
+                            outcome=Outcome.ALLOWED,
+                            target_type="SecretGrant",
+                            target_id=gid,
+                            work_order_id=order_id,
+                            secret_ref_id=ref_id,
+                            details={"reason": why, "grant_id": gid, "user_id": grant_user},
+                        ),
+                    )
         # Revoked in the database first (a reveal is refused from now on); then in Vault. What
         # fails here stays unclean and the sweeper retries it.
         await self._revoke_in_vault([(g[0], g[1]) for g in grants], slots)
@@ -904,6 +947,34 @@ class SecretsService:
                 )
             return len(refs)
 
+    # ---- telemetry ------------------------------------------------------------------------
+
+    async def load_pseudonym_key(self) -> bool:
+        """Read the pseudonym key from Vault and install it in this process; False if Vault
+        cannot give it yet (spans carry no enduser.pseudo.id until then)."""
+        try:
+            set_pseudonym_key(await self.vault.pseudonym_key())
+        except (DoorwardError, VaultRejected, ValueError) as error:
+            log.warning(
+                "pseudonym key not available yet", extra={"fields": {"error": type(error).__name__}}
+            )
+            return False
+        return True
+
+    async def keep_pseudonym_key(self, interval: float = 5.0) -> None:
+        """Background task: until the key is loaded, try again every `interval` seconds."""
+        while not has_pseudonym_key():
+            if await self.load_pseudonym_key():
+                return
+            await asyncio.sleep(interval)
+
+    def pseudonym_key(self) -> bytes:
+        """For GetPseudonymKey: the key this process holds (UNAVAILABLE until loaded)."""
+        key = current_pseudonym_key()
+        if key is None:
+            raise DoorwardError(ErrorCode.UNAVAILABLE, "the pseudonym key is not loaded yet")
+        return key
+
     # ---- customer data keys ---------------------------------------------------------------
 
     async def create_data_key(self, org_id: str, customer_id: str) -> tuple[bytes, bytes, int]:
@@ -952,21 +1023,56 @@ class SecretsService:
     # ---- sweeper --------------------------------------------------------------------------
 
     async def sweep_once(self, batch: int = 500) -> int:
-        """Revoke Vault-side tokens of finished grants and slots; returns rows cleaned."""
+        """Revoke Vault-side tokens of finished grants and slots; returns rows cleaned. A grant
+        that ended by its clock alone is reported once, as it is cleaned: an audit event and a
+        `doorward.grant.expire` span. Also refreshes the active-grants gauge."""
         now = self.clock()
         cleaned = 0
-        for fetch, kind in ((repo.unclean_grants, "grant"), (repo.unclean_slots, "slot")):
-            async with self.db.unit_of_work() as session:
-                rows = await fetch(session, now, batch)
-                consumed = [r[0] for r in rows if r[2]]
-                pending = [(r[0], r[1]) for r in rows if not r[2]]
-                done = consumed + await self._revoke_many(pending)
-                if kind == "grant":
-                    await repo.mark_clean(session, grant_ids=done)
-                else:
-                    await repo.mark_clean(session, slot_ids=done)
-                cleaned += len(done)
+        async with self.db.unit_of_work() as session:
+            grants = await repo.unclean_grant_rows(session, now, batch)
+            consumed = [g.id for g in grants if g.consumed]
+            pending = [(g.id, g.accessor) for g in grants if not g.consumed]
+            done = consumed + await self._revoke_many(pending)
+            await repo.mark_clean(session, grant_ids=done)
+            finished = set(done)
+            for grant in grants:
+                if grant.expired and grant.id in finished:
+                    await self._record_expiry(session, grant)
+            cleaned += len(done)
+            ACTIVE_GRANTS.set(await repo.count_active_grants(session, now))
+        async with self.db.unit_of_work() as session:
+            rows = await repo.unclean_slots(session, now, batch)
+            consumed = [r[0] for r in rows if r[2]]
+            pending = [(r[0], r[1]) for r in rows if not r[2]]
+            done = consumed + await self._revoke_many(pending)
+            await repo.mark_clean(session, slot_ids=done)
+            cleaned += len(done)
         return cleaned
+
+    async def _record_expiry(self, session: AsyncSession, grant: repo.FinishedGrant) -> None:
+        with decision_span(
+            SpanName.GRANT_EXPIRE,
+            actor_id=grant.user_id,
+            work_order_id=grant.work_order_id,
+            secret_ref_id=grant.secret_ref_id,
+            grant_id=grant.id,
+        ) as decision:
+            decision.deny(Reason.EXPIRED)
+            await record_event(
+                session,
+                AuditOutbox,
+                AuditRecord(
+                    org_id=grant.org_id,
+                    actor_id="",
+                    action="secret.grant.expire",
+                    outcome=Outcome.ALLOWED,
+                    target_type="SecretGrant",
+                    target_id=grant.id,
+                    work_order_id=grant.work_order_id,
+                    secret_ref_id=grant.secret_ref_id,
+                    details={"reason": "expired", "grant_id": grant.id, "user_id": grant.user_id},
+                ),
+            )
 
     async def sweep_forever(self, interval: float) -> None:
         while True:
