@@ -16,7 +16,7 @@ from doorward_kit.audit_client import AuditRecord, Outcome
 from doorward_kit.decisions import Reason, SpanName, decision_span, reason_of
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.metrics import render
-from doorward_kit.pseudonym import pseudonym, set_pseudonym_key
+from doorward_kit.pseudonym import current_pseudonym_key, pseudonym, set_pseudonym_key
 from doorward_kit.span_policy import filter_attributes
 from doorward_kit.telemetry import setup_telemetry
 
@@ -34,11 +34,12 @@ def spans() -> Iterator[InMemorySpanExporter]:
     memory = InMemorySpanExporter()
     processor = SimpleSpanProcessor(memory)
     provider.add_span_processor(processor)
+    previous = current_pseudonym_key()
     set_pseudonym_key(KEY)
     try:
         yield memory
     finally:
-        set_pseudonym_key(None)
+        set_pseudonym_key(previous)
         memory.clear()
         processor.shutdown()
 
@@ -128,6 +129,7 @@ def test_reasons_come_from_the_fixed_list() -> None:
 
 
 def test_no_key_no_pseudonym_and_the_pseudonym_is_keyed() -> None:
+    previous = current_pseudonym_key()
     set_pseudonym_key(None)
     assert pseudonym(USER) == ""
     set_pseudonym_key(KEY)
@@ -139,7 +141,7 @@ def test_no_key_no_pseudonym_and_the_pseudonym_is_keyed() -> None:
         with pytest.raises(ValueError):
             set_pseudonym_key(b"short")
     finally:
-        set_pseudonym_key(None)
+        set_pseudonym_key(previous)
 
 
 def test_decisions_are_counted_by_decision_and_reason(spans: InMemorySpanExporter) -> None:
