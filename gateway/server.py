@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from doorward_kit.gateway_signature import CLIENT_ADDRESS_HEADER, GatewaySigner, SigningTransport
 from doorward_kit.headers import SecurityHeaders
 from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
+from doorward_kit.metrics import GATEWAY_REQUEST_SECONDS
 from doorward_kit.telemetry import client_trace_links
 from gateway.apq import PersistedQueries, check_hash, requested_hash
 from gateway.client_address import client_address
@@ -142,6 +144,16 @@ class Gateway:
     async def handle(self, payload: Any, headers: Mapping[str, str], client: str,
                      allow_mutation: bool = True, batch_size: int = 1
                      ) -> tuple[int, dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            return await self._answer(payload, headers, client, allow_mutation, batch_size)
+        finally:
+            GATEWAY_REQUEST_SECONDS.observe(
+                time.perf_counter() - started, operation=OPERATION_LABELS.label(payload)
+            )
+
+    async def _answer(self, payload: Any, headers: Mapping[str, str], client: str,
+                      allow_mutation: bool, batch_size: int) -> tuple[int, dict[str, Any]]:
         try:
             return 200, await self._handle(payload, headers, client, allow_mutation, batch_size)
         except RequestError as exc:
@@ -244,6 +256,35 @@ class Gateway:
             self.persisted.remember(learn, query)
         plan = self.planner.plan_for(cached, principal)
         return await self.executor.execute(plan, variables, _forwarded(headers, client))
+
+
+class OperationLabels:
+    """The `operation` label of the gateway's request duration: the client's operationName, but
+    bounded. Clients choose names, so a stranger could otherwise mint a new time series per
+    request (memory of every scraper): the first `limit` distinct names are kept, later ones
+    count as "other"; an unnamed operation is "anonymous", a name that is not a plain
+    identifier (GraphQL names are) "invalid"."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def label(self, payload: Any) -> str:
+        name = payload.get("operationName") if isinstance(payload, dict) else None
+        if not name:
+            return "anonymous"
+        if not isinstance(name, str) or len(name) > 48 or not _GRAPHQL_NAME.match(name):
+            return "invalid"
+        if name in self._seen:
+            return name
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(name)
+        return name
+
+
+OPERATION_LABELS = OperationLabels()
+_GRAPHQL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
 def _forwarded(headers: Mapping[str, str], client: str) -> dict[str, str]:
