@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from doorward_kit.auth import Principal, Role, TokenScope
+from doorward_kit.decisions import SpanName, record_denial
 from doorward_kit.errors import DoorwardError, ErrorCode
 
 
@@ -149,6 +150,18 @@ class Resource:
 class Decision:
     allowed: bool
     reason: str
+    # One word of doorward_kit.decisions.Reason for spans and metrics (the reason above is
+    # for people): policy, other_org, restricted_session, role_denied, region_denied,
+    # not_assigned, outside_window.
+    code: str = "policy"
+
+
+class PolicyDenied(DoorwardError):
+    """FORBIDDEN from `authorize`, carrying the policy's reason word for the decision span."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(ErrorCode.FORBIDDEN, message)
+        self.reason = reason
 
 
 def _scope_holds(principal: Principal, scope: Scope, resource: Resource) -> bool:
@@ -167,20 +180,38 @@ def _scope_holds(principal: Principal, scope: Scope, resource: Resource) -> bool
     return False
 
 
+def _why_not(principal: Principal, scope: Scope, resource: Resource) -> str:
+    """The reason word for a scope that does not hold (see Decision.code)."""
+    assigned = resource.assignee_id is not None and resource.assignee_id == principal.user_id
+    if scope in (Scope.ASSIGNED, Scope.IN_WINDOW) and not assigned:
+        return "not_assigned"
+    if scope in (Scope.REGION, Scope.ASSIGNED, Scope.IN_WINDOW) and not principal.holds_region(
+        resource.region_id
+    ):
+        return "region_denied"
+    if scope is Scope.IN_WINDOW:
+        return "outside_window"
+    return "role_denied"
+
+
 def decide(principal: Principal, action: Action, resource: Resource) -> Decision:
     # An empty org id on both sides would otherwise compare equal.
     if not resource.org_id or principal.org_id != resource.org_id:
-        return Decision(False, "another organisation")
+        return Decision(False, "another organisation", "other_org")
     if principal.scope is not TokenScope.FULL:
-        return Decision(False, "restricted session")
+        return Decision(False, "restricted session", "restricted_session")
     rule = RULES.get(action)
     if not rule:
-        return Decision(False, f"no rule allows {action.value}")
+        return Decision(False, f"no rule allows {action.value}", "role_denied")
+    why = "role_denied"
     for role in principal.roles:
         scope = rule.get(role)
-        if scope is not None and _scope_holds(principal, scope, resource):
+        if scope is None:
+            continue
+        if _scope_holds(principal, scope, resource):
             return Decision(True, f"{role.value} ({scope.value})")
-    return Decision(False, f"not allowed to {action.value}")
+        why = _why_not(principal, scope, resource)
+    return Decision(False, f"not allowed to {action.value}", why)
 
 
 def can(principal: Principal, action: Action, resource: Resource) -> bool:
@@ -192,7 +223,15 @@ def authorize(principal: Principal, action: Action, resource: Resource) -> None:
     (reads by id) should map a refusal to NOT_FOUND themselves."""
     decision = decide(principal, action, resource)
     if not decision.allowed:
-        raise DoorwardError(ErrorCode.FORBIDDEN, f"you may not {action.value.replace('.', ' ')}")
+        # Inside an open decision span that span carries the refusal; elsewhere (a read deep
+        # in a resolver) the refusal gets a doorward.access.decide span of its own.
+        record_denial(
+            SpanName.ACCESS_DECIDE,
+            decision.code,
+            actor_id=principal.user_id,
+            action=action.value,
+        )
+        raise PolicyDenied(f"you may not {action.value.replace('.', ' ')}", decision.code)
 
 
 def can_read_user(

@@ -14,10 +14,20 @@ never an unkeyed hash.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import threading
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from doorward_kit.errors import DoorwardError
+
+if TYPE_CHECKING:
+    from doorward_kit.grpc import ServiceChannel
+
+log = logging.getLogger(__name__)
 
 PSEUDONYM_KEY_PATH = "telemetry/pseudonym-key"  # under the KV v2 mount
 MIN_KEY_BYTES = 32
@@ -56,3 +66,25 @@ def pseudonym(user_id: str) -> str:
     if not user_id or key is None:
         return ""
     return _cached(key, user_id)
+
+
+async def keep_pseudonym_key(channel: ServiceChannel, *, interval: float = 5.0) -> None:
+    """Background task of a service that names users in decision spans (workorders, identity):
+    ask the secrets service for the key (GetPseudonymKey, mutual TLS) until it is installed.
+    Until then that process's spans carry no pseudonym."""
+    from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+
+    stub = secrets_pb2_grpc.SecretsStub(channel.channel)
+    while not has_pseudonym_key():
+        try:
+            answer = await channel.call(
+                stub.GetPseudonymKey, secrets_pb2.GetPseudonymKeyRequest(), what="secrets"
+            )
+            set_pseudonym_key(bytes(answer.key))
+            log.info("pseudonym key loaded")
+            return
+        except (DoorwardError, ValueError) as error:
+            log.info(
+                "pseudonym key not available yet", extra={"fields": {"error": type(error).__name__}}
+            )
+        await asyncio.sleep(interval)

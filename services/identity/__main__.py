@@ -11,6 +11,7 @@ from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
+from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.settings import StackSettings
 from services.identity.api.graphql import build_router
@@ -56,6 +57,9 @@ async def build_parts(
     add_to_server(grpc_server, identity)
     sender = OutboxSender(db, AuditOutbox, audit_channel, service_name="identity")
 
+    async def pseudonym_key() -> None:
+        await keep_pseudonym_key(secrets_channel)
+
     async def close() -> None:
         identity.hub.close_all()
         await secrets_channel.close()
@@ -67,7 +71,7 @@ async def build_parts(
         host=stack.host,
         http_port=stack.identity_http_port,
         grpc=grpc_server,
-        background=[revoker.run, identity.maintain_keys, sender.run],
+        background=[revoker.run, identity.maintain_keys, sender.run, pseudonym_key],
         close=close,
     )
     return parts, identity

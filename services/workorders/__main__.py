@@ -13,6 +13,7 @@ from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
+from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
@@ -88,6 +89,9 @@ async def build_parts(
     revoker = RevocationSender(db, secrets, poll_seconds=settings.workorders_outbox_poll_seconds)
     runtime.wake_revoker = revoker.kick
 
+    async def pseudonym_key() -> None:
+        await keep_pseudonym_key(secrets_channel)
+
     async def close() -> None:
         if guard is not None:
             await guard.close()
@@ -104,6 +108,7 @@ async def build_parts(
             audit_sender.run,
             revoker.run,
             lambda: purge.run_forever(min(60.0, settings.workorders_purge_interval_seconds)),
+            pseudonym_key,
         ],
         close=close,
     )

@@ -79,6 +79,13 @@ MAX_WINDOW_MINUTES_LIMIT = 72 * 60
 MIN_BREAK_GLASS_REASON = 10
 
 
+def _assignee_refused(message: str, reason: str) -> DoorwardError:
+    """BAD_USER_INPUT as before, with the reason word the assignment's decision span shows."""
+    error = bad_input(message)
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
+
+
 class Refusal(DoorwardError):
     """A refusal with a machine reason for the audit trail (never personal data)."""
 
@@ -986,13 +993,17 @@ class WorkOrdersService:
             # an unknown id, so the reasons below reveal nothing about them.
             user = None
         if user is None:
-            raise bad_input("assignee: no such user in this organisation")
+            raise _assignee_refused("assignee: no such user in this organisation", "not_found")
         if not user.active:
-            raise bad_input("assignee: the user is not ACTIVE")
+            raise _assignee_refused("assignee: the user is not ACTIVE", "deactivated")
         if not user.roles & FIELD_ROLES:
-            raise bad_input("assignee: must be a TECHNICIAN or SUBCONTRACTOR")
+            raise _assignee_refused(
+                "assignee: must be a TECHNICIAN or SUBCONTRACTOR", "role_denied"
+            )
         if order.region_id not in user.region_ids:
-            raise bad_input("assignee: the user does not hold the work order's region")
+            raise _assignee_refused(
+                "assignee: the user does not hold the work order's region", "region_denied"
+            )
 
     async def dispatch(
         self, session: AsyncSession, principal: Principal, work_order_id: str

@@ -22,6 +22,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.auth import Principal, Role, TokenScope
+from doorward_kit.decisions import (
+    DecisionSpan,
+    Reason,
+    SpanName,
+    decision_span,
+    reason_of_error,
+    record_denial,
+)
 from doorward_kit.errors import (
     DoorwardError,
     ErrorCode,
@@ -160,6 +168,9 @@ class Throttling:
         if failures < free:
             return 0.0
         return min(self.block_max_seconds, self.block_base_seconds * 2 ** (failures - free))
+
+
+_SESSION_REASONS = {"unknown": Reason.NOT_FOUND, "deactivated": Reason.DEACTIVATED}
 
 
 def _utcnow() -> datetime:
@@ -336,6 +347,33 @@ class IdentityService:
         otp: str | None,
         source_ip: str,
     ) -> Outcome[AuthResult]:
+        """A login is an access decision: one doorward.access.decide span (action auth.login)
+        with the account's pseudonym when the account exists (never the email)."""
+        with decision_span(SpanName.ACCESS_DECIDE, action="auth.login") as decision:
+            outcome = await self._login(
+                session,
+                decision,
+                email=email,
+                password=password,
+                otp=otp,
+                source_ip=source_ip,
+            )
+            if outcome.error is None:
+                decision.allow(Reason.AUTHENTICATED)
+            elif decision.decision is None:
+                decision.deny(reason_of_error(outcome.error))
+            return outcome
+
+    async def _login(
+        self,
+        session: AsyncSession,
+        decision: DecisionSpan,
+        *,
+        email: str,
+        password: str,
+        otp: str | None,
+        source_ip: str,
+    ) -> Outcome[AuthResult]:
         repo = Repository(session)
         normalised = normalise_email(email)
         # Per account and per client address, never one bucket for everyone: a stranger
@@ -345,11 +383,19 @@ class IdentityService:
         now = self.clock()
         blocked = await self._blocked_for(repo, [k for k in (account, address) if k], now)
         if blocked > 0:
+            decision.deny(Reason.RATE_LIMITED)
             return Outcome(error=self._rate_limited(blocked, "logins"))
         user = await repo.user_by_email(normalised, for_update=True)
+        if user is not None:
+            decision.actor(user.id)
         # Unknown email: a dummy hash is verified so the answer takes as long as for a real one.
         password_ok = await self.verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != ACTIVE:
+            decision.deny(
+                Reason.DEACTIVATED
+                if user is not None and password_ok and user.status != ACTIVE
+                else Reason.BAD_CREDENTIALS
+            )
             await self._count_failure(repo, account, address)
             if user is not None:
                 await self._audit_own(
@@ -366,9 +412,11 @@ class IdentityService:
         if user.mfa_enabled:
             if not otp or not otp.strip():
                 # The password was right: asking for the code reveals nothing new.
+                decision.deny(Reason.MFA_REQUIRED)
                 return Outcome(error=unauthenticated("enter the one-time code from your app"))
             second_factor = await self._check_second_factor(repo, user, otp)
             if not second_factor:
+                decision.deny(Reason.BAD_CREDENTIALS)
                 await self._count_failure(repo, account, address)
                 await self._audit_own(
                     session,
@@ -482,16 +530,37 @@ class IdentityService:
     async def refresh(
         self, session: AsyncSession, refresh_token: str, *, source_ip: str = ""
     ) -> Outcome[AuthResult]:
+        """Refreshing is an access decision too (action auth.refresh)."""
+        with decision_span(SpanName.ACCESS_DECIDE, action="auth.refresh") as decision:
+            outcome = await self._refresh(session, decision, refresh_token, source_ip=source_ip)
+            if outcome.error is None:
+                decision.allow(Reason.AUTHENTICATED)
+            elif decision.decision is None:
+                decision.deny(reason_of_error(outcome.error))
+            return outcome
+
+    async def _refresh(
+        self,
+        session: AsyncSession,
+        decision: DecisionSpan,
+        refresh_token: str,
+        *,
+        source_ip: str = "",
+    ) -> Outcome[AuthResult]:
         repo = Repository(session)
         refused = unauthenticated("the refresh token is not valid; log in again")
         row = await repo.refresh_token(hash_refresh_token(refresh_token.strip()))
         if row is None:
+            decision.deny(Reason.INVALID_TOKEN)
             return Outcome(error=refused)
+        decision.actor(row.user_id)
         family = await repo.family(row.org_id, row.family_id)
         if family is None or family.ended_at is not None:
+            decision.deny(Reason.SESSION_ENDED)
             return Outcome(error=refused)
         now = _utcnow()
         if row.used_at is not None:
+            decision.deny(Reason.CONSUMED)
             # A rotated token came back: whoever holds the family now may be a thief.
             await repo.end_family(row.org_id, family.id, "refresh_reuse", now)
             await self.audit(
@@ -514,9 +583,11 @@ class IdentityService:
             )
             return Outcome(error=refused, changes=[change])
         if row.expires_at <= now or family.expires_at <= now:
+            decision.deny(Reason.EXPIRED)
             return Outcome(error=refused)
         user = await repo.user(row.org_id, row.user_id)
         if user is None or user.status != ACTIVE:
+            decision.deny(Reason.DEACTIVATED)
             await repo.end_family(row.org_id, family.id, "deactivated", now)
             return Outcome(error=refused)
         policy = (await self.session_policy_of(repo, user.org_id)).for_roles(user.roles)
@@ -1058,6 +1129,22 @@ class IdentityService:
     # ---- internal (gRPC) ----------------------------------------------------------------------
 
     async def check_session(
+        self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
+    ) -> SessionState:
+        state = await self._check_session(
+            session, org_id=org_id, user_id=user_id, epoch=epoch, session_id=session_id
+        )
+        if not state.valid:
+            # Only refusals get a span: the gateway asks on every (uncached) request.
+            record_denial(
+                SpanName.ACCESS_DECIDE,
+                _SESSION_REASONS.get(state.reason, Reason.SESSION_ENDED),
+                actor_id=user_id,
+                action="auth.session.check",
+            )
+        return state
+
+    async def _check_session(
         self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
     ) -> SessionState:
         state = await Repository(session).session_check(org_id, user_id, session_id)

@@ -25,6 +25,7 @@ from strawberry.types import Info
 
 from doorward_kit.audit_client import Outcome
 from doorward_kit.auth import Principal
+from doorward_kit.decisions import Reason, SpanName, decision_span, reason_of_error
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
     Edge,
@@ -184,31 +185,52 @@ async def _mutate(
     secret_ref_id: str = "",
     denied_action: str | None = None,
 ) -> T:
-    """Run one change in one transaction; a refusal is audited (DENIED) in a new one."""
+    """Run one change in one transaction; a refusal is audited (DENIED) in a new one.
+
+    Every change is an access decision: one `doorward.access.decide` span (its action, the
+    caller's pseudonym, the job and secret ids) that says allow or deny and why, and names the
+    audit event of either outcome (doorward_kit.decisions)."""
     principal = await caller(info)
     runtime = _runtime(info)
     source_ip.set(info.context.source_ip)
-    try:
-        async with runtime.db.unit_of_work() as session:
-            result = await run(session, principal)
-        runtime.wake_revoker()
-        return result
-    except DoorwardError as error:
-        if isinstance(error, Refusal) or error.code in _AUDITED_CODES:
-            reason = error.reason if isinstance(error, Refusal) else error.code.value.lower()
+    with decision_span(
+        SpanName.ACCESS_DECIDE,
+        actor_id=principal.user_id,
+        action=action,
+        work_order_id=_audit_id(work_order_id),
+        secret_ref_id=_audit_id(secret_ref_id),
+    ) as decision:
+        try:
             async with runtime.db.unit_of_work() as session:
-                await runtime.service.audit(
-                    session,
-                    principal,
-                    denied_action or action,
-                    outcome=Outcome.DENIED,
-                    target_type=target_type,
-                    target_id=_audit_id(target_id),
-                    work_order_id=_audit_id(work_order_id),
-                    secret_ref_id=_audit_id(secret_ref_id),
-                    details={"reason": reason, "code": error.code.value},
-                )
-        raise
+                result = await run(session, principal)
+            runtime.wake_revoker()
+            decision.allow(_ALLOW_REASONS.get(action, Reason.POLICY))
+            return result
+        except DoorwardError as error:
+            if isinstance(error, Refusal) or error.code in _AUDITED_CODES:
+                decision.deny(reason_of_error(error))
+                reason = error.reason if isinstance(error, Refusal) else error.code.value.lower()
+                async with runtime.db.unit_of_work() as session:
+                    await runtime.service.audit(
+                        session,
+                        principal,
+                        denied_action or action,
+                        outcome=Outcome.DENIED,
+                        target_type=target_type,
+                        target_id=_audit_id(target_id),
+                        work_order_id=_audit_id(work_order_id),
+                        secret_ref_id=_audit_id(secret_ref_id),
+                        details={"reason": reason, "code": error.code.value},
+                    )
+            raise
+
+
+# Why an allowed change was allowed, where it is more than "the policy table says so".
+_ALLOW_REASONS = {
+    "secret.access.request": Reason.IN_WINDOW,
+    "secret.break_glass.request": Reason.BREAK_GLASS,
+    "secret.break_glass.approve": Reason.BREAK_GLASS,
+}
 
 
 def _id(value: strawberry.ID | str) -> str:
