@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
 from doorward_kit.auth import Principal, Role
+from doorward_kit.decisions import SpanName, record_denial
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
 from doorward_kit.policy import (
     Action,
@@ -28,6 +29,7 @@ from doorward_kit.policy import (
     authorize,
     can,
     can_read_user,
+    decide,
     only_assigned,
     region_filter,
 )
@@ -362,10 +364,34 @@ class WorkOrdersService:
     async def visible_orders(
         self, session: AsyncSession, principal: Principal, ids: Collection[str]
     ) -> dict[str, WorkOrder]:
+        """The work orders of `ids` the caller may read; the others are left out silently
+        (references from other subgraphs, e.g. an auditor's AuditEvent.workOrder)."""
         rows = await Repository(session).work_orders(principal.org_id, ids)
         return {
             r.id: r for r in rows if can(principal, Action.WORKORDER_READ, self._order_resource(r))
         }
+
+    async def requested_orders(
+        self, session: AsyncSession, principal: Principal, ids: Collection[str]
+    ) -> dict[str, WorkOrder]:
+        """visible_orders for work orders the caller asked for by id (Query.workOrder): a
+        refusal there is news for security ops, so each gets a decision span."""
+        rows = await Repository(session).work_orders(principal.org_id, ids)
+        visible: dict[str, WorkOrder] = {}
+        for row in rows:
+            decision = decide(principal, Action.WORKORDER_READ, self._order_resource(row))
+            if decision.allowed:
+                visible[row.id] = row
+            else:
+                # The caller sees "not found"; the span says why.
+                record_denial(
+                    SpanName.ACCESS_DECIDE,
+                    decision.code,
+                    actor_id=principal.user_id,
+                    action=Action.WORKORDER_READ.value,
+                    work_order_id=row.id,
+                )
+        return visible
 
     async def order_for(
         self,
@@ -379,7 +405,18 @@ class WorkOrdersService:
         row = await Repository(session).work_order(
             principal.org_id, work_order_id, for_update=for_update
         )
-        if row is None or not can(principal, Action.WORKORDER_READ, self._order_resource(row)):
+        if row is None:
+            raise not_found("work order")
+        decision = decide(principal, Action.WORKORDER_READ, self._order_resource(row))
+        if not decision.allowed:
+            # Answered as not found, but security ops see the refusal and why.
+            record_denial(
+                SpanName.ACCESS_DECIDE,
+                decision.code,
+                actor_id=principal.user_id,
+                action=Action.WORKORDER_READ.value,
+                work_order_id=row.id,
+            )
             raise not_found("work order")
         return row
 

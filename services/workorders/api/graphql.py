@@ -162,6 +162,7 @@ async def _customer_sites_fetch(
 
 
 load_order = _batched("orders", _service_fetch("visible_orders"))
+load_requested_order = _batched("requested_orders", _service_fetch("requested_orders"))
 load_site = _batched("sites", _service_fetch("visible_sites"))
 load_customer = _batched("customers", _service_fetch("visible_customers"))
 load_contact = _batched("contacts", _service_fetch("read_contacts"))
@@ -819,7 +820,7 @@ class Query:
     @strawberry.field
     async def work_order(self, info: Info, id: strawberry.ID) -> WorkOrder | None:
         await caller(info)
-        row = await load_order(info, _id(id))
+        row = await load_requested_order(info, _id(id))
         if row is None:
             raise not_found("work order")
         return WorkOrder.from_row(row)

@@ -13,9 +13,11 @@ from opentelemetry.trace import StatusCode
 
 from doorward_kit import decisions
 from doorward_kit.audit_client import AuditRecord, Outcome
+from doorward_kit.auth import Principal, Role, TokenScope
 from doorward_kit.decisions import Reason, SpanName, decision_span, reason_of
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.metrics import render
+from doorward_kit.policy import Action, PolicyDenied, Resource, authorize, decide
 from doorward_kit.pseudonym import current_pseudonym_key, pseudonym, set_pseudonym_key
 from doorward_kit.span_policy import filter_attributes
 from doorward_kit.telemetry import setup_telemetry
@@ -152,3 +154,71 @@ def test_decisions_are_counted_by_decision_and_reason(spans: InMemorySpanExporte
     assert 'doorward_secret_grants_total{decision="deny",reason="outside_window"}' in text
     assert f'actor="{pseudonym(USER)}"' in text
     assert USER not in text
+
+
+def _person(
+    *roles: Role, regions: tuple[str, ...] = ("r1",), scope: TokenScope = TokenScope.FULL
+) -> Principal:
+    return Principal(
+        user_id=USER,
+        org_id="org-1",
+        roles=frozenset(roles),
+        region_ids=frozenset(regions),
+        session_id="s",
+        epoch=1,
+        scope=scope,
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "action", "resource", "code"),
+    [
+        (_person(Role.DISPATCHER), Action.WORKORDER_READ, Resource("org-2", "r1"), "other_org"),
+        (
+            _person(Role.DISPATCHER, scope=TokenScope.RESTRICTED),
+            Action.WORKORDER_READ,
+            Resource("org-1", "r1"),
+            "restricted_session",
+        ),
+        (_person(Role.TECHNICIAN), Action.WORKORDER_ASSIGN, Resource("org-1", "r1"), "role_denied"),
+        (_person(Role.DISPATCHER), Action.WORKORDER_READ, Resource("org-1", "r2"), "region_denied"),
+        (
+            _person(Role.TECHNICIAN),
+            Action.WORKORDER_READ,
+            Resource("org-1", "r1", assignee_id="someone-else"),
+            "not_assigned",
+        ),
+        (
+            _person(Role.TECHNICIAN),
+            Action.SECRET_ACCESS_REQUEST,
+            Resource("org-1", "r1", assignee_id=USER, in_window=False),
+            "outside_window",
+        ),
+        (_person(Role.DISPATCHER), Action.WORKORDER_READ, Resource("org-1", "r1"), "policy"),
+    ],
+)
+def test_policy_decisions_carry_a_reason_word(
+    who: Principal, action: Action, resource: Resource, code: str
+) -> None:
+    decision = decide(who, action, resource)
+    assert decision.code == code
+    assert Reason(code)  # one of the fixed list
+
+
+def test_a_policy_refusal_outside_a_decision_is_a_span_of_its_own(
+    spans: InMemorySpanExporter,
+) -> None:
+    with pytest.raises(PolicyDenied) as refused:
+        authorize(_person(Role.DISPATCHER), Action.WORKORDER_READ, Resource("org-1", "r2"))
+    assert refused.value.code is ErrorCode.FORBIDDEN
+    span = _only(spans, "doorward.access.decide")
+    assert dict(span.attributes or {}) == {
+        "doorward.access.action": "workorder.read",
+        "doorward.decision": "deny",
+        "doorward.decision.reason": "region_denied",
+        "enduser.pseudo.id": pseudonym(USER),
+    }
+    # An allowed authorize adds nothing (reads are many; only refusals are news).
+    spans.clear()
+    authorize(_person(Role.DISPATCHER), Action.WORKORDER_READ, Resource("org-1", "r1"))
+    assert not spans.get_finished_spans()

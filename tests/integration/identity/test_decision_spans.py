@@ -1,0 +1,75 @@
+"""identity's access decisions as `doorward.access.decide` spans: logins (allowed, wrong
+password, code missing), never the email; the account's pseudonym only when it exists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from doorward_kit.pseudonym import current_pseudonym_key, pseudonym, set_pseudonym_key
+from doorward_kit.telemetry import setup_telemetry
+from tests.integration.identity.conftest import ADMIN_PASSWORD, error_code, login, otp_now
+
+pytestmark = pytest.mark.integration
+
+_MEMORY: list[InMemorySpanExporter] = []
+
+
+@pytest.fixture
+def spans(running) -> Iterator[InMemorySpanExporter]:
+    setup_telemetry("identity-tests")
+    if not _MEMORY:
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        _MEMORY.append(InMemorySpanExporter())
+        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
+    previous = current_pseudonym_key()
+    if previous is None:
+        set_pseudonym_key(b"i" * 32)
+    _MEMORY[0].clear()
+    yield _MEMORY[0]
+    if previous is None:
+        set_pseudonym_key(None)
+
+
+def _logins(memory: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [
+        s
+        for s in memory.get_finished_spans()
+        if s.name == "doorward.access.decide"
+        and (s.attributes or {}).get("doorward.access.action") == "auth.login"
+    ]
+
+
+async def test_logins_are_decisions(running, org, spans) -> None:
+    wrong = await login(running, org.admin_email, "not the password at all")
+    assert error_code(wrong) == "UNAUTHENTICATED"
+    no_code = await login(running, org.admin_email, ADMIN_PASSWORD)
+    assert error_code(no_code) == "UNAUTHENTICATED"
+    stranger = await login(running, "nobody-here@example.com", "whatever-password")
+    assert error_code(stranger) == "UNAUTHENTICATED"
+    good = await login(
+        running, org.admin_email, ADMIN_PASSWORD, otp_now(org.totp_secret, offset=30)
+    )
+    assert "errors" not in good, good
+
+    seen = [dict(s.attributes or {}) for s in _logins(spans)]
+    assert [(a["doorward.decision"], a["doorward.decision.reason"]) for a in seen] == [
+        ("deny", "bad_credentials"),
+        ("deny", "mfa_required"),
+        ("deny", "bad_credentials"),
+        ("allow", "authenticated"),
+    ]
+    admin = pseudonym(org.admin_id)
+    assert [a.get("enduser.pseudo.id") for a in seen] == [admin, admin, None, admin]
+    # The refused login's audit event is named; the email never appears.
+    assert seen[0]["doorward.audit.event_id"]
+    assert all(s.status.status_code is StatusCode.UNSET for s in _logins(spans))
+    text = str([s.to_json() for s in spans.get_finished_spans()])
+    assert org.admin_email not in text and "nobody-here" not in text
