@@ -9,8 +9,9 @@ access requests and assignments, identity's denials, any `authorize` refusal),
 Attributes: `doorward.decision` (allow | deny), `doorward.decision.reason` (one word of
 `Reason`, never free text), `enduser.pseudo.id` (a keyed HMAC of the user id,
 doorward_kit.pseudonym), `doorward.work_order.id`, `doorward.secret_ref.id`,
-`doorward.grant.id`, `doorward.audit.event_id`, and `doorward.access.action` (the policy action
-or mutation, a dotted word) on `doorward.access.decide`.
+`doorward.grant.id`, `doorward.audit.event_id`, `doorward.org.id` (the trace store scopes a
+trace to its organisation by it), and `doorward.access.action` (the policy action or mutation,
+a dotted word) on `doorward.access.decide`.
 
 A denial is an answer, not a fault: its span keeps status UNSET. Only a decision that could
 not be carried out (Vault or the audit trail failing, an unexpected exception) is ERROR.
@@ -199,6 +200,11 @@ class DecisionSpan:
             if value:
                 self.span.set_attribute(key, value)
 
+    def org(self, org_id: str | None) -> None:
+        """The organisation the decision is about: the trace store scopes traces by it."""
+        if org_id:
+            self.span.set_attribute("doorward.org.id", org_id)
+
     def actor(self, user_id: str | None) -> None:
         pseudo = pseudonym(user_id or "")
         if pseudo:
@@ -240,6 +246,7 @@ _tracer = trace.get_tracer("doorward.decisions")
 def decision_span(
     name: SpanName,
     *,
+    org_id: str | None = None,
     actor_id: str | None = None,
     action: str | None = None,
     work_order_id: str | None = None,
@@ -258,6 +265,7 @@ def decision_span(
         current = DecisionSpan(span, name)
         if action:
             span.set_attribute("doorward.access.action", action)
+        current.org(org_id)
         current.ids(work_order_id=work_order_id, secret_ref_id=secret_ref_id, grant_id=grant_id)
         current.actor(actor_id)
         token = _current.set(current)
@@ -290,6 +298,7 @@ def record_denial(
     name: SpanName,
     reason: Reason | str,
     *,
+    org_id: str | None = None,
     actor_id: str | None = None,
     action: str | None = None,
     **ids: str | None,
@@ -299,7 +308,7 @@ def record_denial(
     carry the refusal itself."""
     if _current.get() is not None:
         return
-    with decision_span(name, actor_id=actor_id, action=action, **ids) as span:
+    with decision_span(name, org_id=org_id, actor_id=actor_id, action=action, **ids) as span:
         span.deny(reason)
 
 

@@ -228,6 +228,7 @@ def authorize(principal: Principal, action: Action, resource: Resource) -> None:
         record_denial(
             SpanName.ACCESS_DECIDE,
             decision.code,
+            org_id=principal.org_id,
             actor_id=principal.user_id,
             action=action.value,
         )

@@ -387,6 +387,7 @@ class WorkOrdersService:
                 record_denial(
                     SpanName.ACCESS_DECIDE,
                     decision.code,
+                    org_id=principal.org_id,
                     actor_id=principal.user_id,
                     action=Action.WORKORDER_READ.value,
                     work_order_id=row.id,
@@ -413,6 +414,7 @@ class WorkOrdersService:
             record_denial(
                 SpanName.ACCESS_DECIDE,
                 decision.code,
+                org_id=principal.org_id,
                 actor_id=principal.user_id,
                 action=Action.WORKORDER_READ.value,
                 work_order_id=row.id,

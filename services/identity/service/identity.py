@@ -387,6 +387,7 @@ class IdentityService:
             return Outcome(error=self._rate_limited(blocked, "logins"))
         user = await repo.user_by_email(normalised, for_update=True)
         if user is not None:
+            decision.org(user.org_id)
             decision.actor(user.id)
         # Unknown email: a dummy hash is verified so the answer takes as long as for a real one.
         password_ok = await self.verify_password(user.password_hash if user else None, password)
@@ -553,6 +554,7 @@ class IdentityService:
         if row is None:
             decision.deny(Reason.INVALID_TOKEN)
             return Outcome(error=refused)
+        decision.org(row.org_id)
         decision.actor(row.user_id)
         family = await repo.family(row.org_id, row.family_id)
         if family is None or family.ended_at is not None:
@@ -1139,6 +1141,7 @@ class IdentityService:
             record_denial(
                 SpanName.ACCESS_DECIDE,
                 _SESSION_REASONS.get(state.reason, Reason.SESSION_ENDED),
+                org_id=org_id,
                 actor_id=user_id,
                 action="auth.session.check",
             )

@@ -411,6 +411,7 @@ class SecretsService:
             raise bad_input(f"reason must be at most {rules.MAX_BREAK_GLASS_REASON} characters")
         with decision_span(
             SpanName.GRANT_ISSUE,
+            org_id=org_id,
             actor_id=user_id,
             work_order_id=rules.uuid_or_empty(work_order_id),
             secret_ref_id=rules.uuid_or_empty(secret_ref_id),
@@ -711,7 +712,10 @@ class SecretsService:
             "source_ip": source_ip,
         }
         with decision_span(
-            SpanName.SECRET_REVEAL, actor_id=user_id, grant_id=rules.uuid_or_empty(grant_id)
+            SpanName.SECRET_REVEAL,
+            org_id=org_id,
+            actor_id=user_id,
+            grant_id=rules.uuid_or_empty(grant_id),
         ) as decision:
             try:
                 return await self._reveal(org_id, user_id, grant_id, token, base, decision)
@@ -851,6 +855,7 @@ class SecretsService:
                 # The span names the grant's holder: whose access ended, not who ended it.
                 with decision_span(
                     SpanName.GRANT_REVOKE,
+                    org_id=org_id,
                     actor_id=grant_user,
                     work_order_id=order_id,
                     secret_ref_id=ref_id,
@@ -1052,6 +1057,7 @@ class SecretsService:
     async def _record_expiry(self, session: AsyncSession, grant: repo.FinishedGrant) -> None:
         with decision_span(
             SpanName.GRANT_EXPIRE,
+            org_id=grant.org_id,
             actor_id=grant.user_id,
             work_order_id=grant.work_order_id,
             secret_ref_id=grant.secret_ref_id,

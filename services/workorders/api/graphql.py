@@ -196,6 +196,7 @@ async def _mutate(
     source_ip.set(info.context.source_ip)
     with decision_span(
         SpanName.ACCESS_DECIDE,
+        org_id=principal.org_id,
         actor_id=principal.user_id,
         action=action,
         work_order_id=_audit_id(work_order_id),

@@ -76,6 +76,7 @@ async def test_a_reveal_and_its_replay_are_decision_spans(
     issued = await _wait(spans, "doorward.grant.issue", **{"doorward.grant.id": grant.id})
     grant_event = await h.audit.wait_for(org_id, "secret.access.grant")
     assert _attrs(issued) == {
+        "doorward.org.id": org_id,
         "doorward.decision": "allow",
         "doorward.decision.reason": "in_window",
         "enduser.pseudo.id": pseudonym(job.user_id),
@@ -188,6 +189,7 @@ async def test_revocation_is_a_span_per_grant_naming_its_holder(
     span = await _wait(spans, "doorward.grant.revoke", **{"doorward.grant.id": grant.id})
     event = await h.audit.wait_for(org_id, "secret.grant.revoke")
     assert _attrs(span) == {
+        "doorward.org.id": org_id,
         "doorward.decision": "deny",
         "doorward.decision.reason": "not_assigned",
         "enduser.pseudo.id": pseudonym(job.user_id),

@@ -72,6 +72,7 @@ async def test_secret_access_requests_are_decisions_naming_their_audit_events(
     await eventually(lambda: bool(running.audit.of(org.id, "secret.access.request")))
     (event,) = running.audit.of(org.id, "secret.access.request")
     assert attributes == {
+        "doorward.org.id": org.id,
         "doorward.access.action": "secret.access.request",
         "doorward.decision": "allow",
         "doorward.decision.reason": "in_window",

@@ -213,6 +213,7 @@ def test_a_policy_refusal_outside_a_decision_is_a_span_of_its_own(
     assert refused.value.code is ErrorCode.FORBIDDEN
     span = _only(spans, "doorward.access.decide")
     assert dict(span.attributes or {}) == {
+        "doorward.org.id": "org-1",
         "doorward.access.action": "workorder.read",
         "doorward.decision": "deny",
         "doorward.decision.reason": "region_denied",
