@@ -119,6 +119,7 @@ ACCESS_DECISIONS_BY_ACTOR = Counter(
     "Access decisions per pseudonymous actor",
     ("decision", "actor"),
 )
+# Every secrets replica's sweeper counts the whole table: dashboards take max(), never sum().
 ACTIVE_GRANTS = Gauge("doorward_secret_grants_active", "Grants issued and not yet used or ended")
 VAULT_REQUEST_SECONDS = Histogram(
     "doorward_vault_request_duration_seconds", "Vault API calls by operation", ("operation",)
