@@ -30,7 +30,9 @@ USER = "3f0c2a4e-0000-4000-8000-000000000001"
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    setup_telemetry("unit-decisions", instrument_libraries=False)
+    # With the library instrumentations, as every process (and the integration tests sharing
+    # this process) has them: telemetry is set up once per process.
+    setup_telemetry("unit-decisions")
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     memory = InMemorySpanExporter()
