@@ -811,6 +811,8 @@ def provision_vault(
         mount_point=APPROLE_MOUNT,
     )
     role_id = str(client.auth.approle.read_role_id(ROLE_NAME)["data"]["role_id"])
+    # Before the early return below: a restart that keeps its secret_id provisions it too.
+    provision_telemetry(client)
     if secret_id is not None:
         try:
             found = client.auth.approle.read_secret_id(ROLE_NAME, secret_id)
@@ -818,7 +820,6 @@ def provision_vault(
             found = None
         if found:
             return AppRoleCreds(role_id, secret_id)
-    provision_telemetry(client)
     new = client.auth.approle.generate_secret_id(ROLE_NAME)["data"]["secret_id"]
     return AppRoleCreds(role_id, str(new))
 

@@ -77,3 +77,16 @@ async def test_openbaos_audit_line_of_the_unwrap_names_the_reveals_trace(audited
     assert any(trace_id in value for values in headers for value in values), headers
     # Requests of other traces (the upload's unwrap of its write metadata) name theirs, not ours.
     assert all(values for values in headers)
+
+
+def test_provisioning_keeps_the_pseudonym_key_and_audits_traceparent(openbao: Any) -> None:
+    """Every provisioning run (also one that keeps its AppRole secret_id) makes sure of both;
+    the key is created once and never replaced (every stored pseudonym would change)."""
+    client = openbao.client()
+    path = "/v1/doorward-kv/data/telemetry/pseudonym-key"
+    first = client.adapter.get(path)["data"]["data"]["key"]
+    client.adapter.delete("/v1/sys/config/auditing/request-headers/traceparent")
+    provision_vault(client, secret_id=openbao.secret_id)
+    assert client.adapter.get(path)["data"]["data"]["key"] == first
+    headers = client.adapter.get("/v1/sys/config/auditing/request-headers")["data"]["headers"]
+    assert headers["traceparent"] == {"hmac": False}
