@@ -79,7 +79,7 @@ async def test_openbaos_audit_line_of_the_unwrap_names_the_reveals_trace(audited
     assert all(values for values in headers)
 
 
-def test_provisioning_keeps_the_pseudonym_key_and_audits_traceparent(openbao: Any) -> None:
+async def test_provisioning_keeps_the_pseudonym_key_and_audits_traceparent(openbao: Any) -> None:
     """Every provisioning run (also one that keeps its AppRole secret_id) makes sure of both;
     the key is created once and never replaced (every stored pseudonym would change)."""
     client = openbao.client()
