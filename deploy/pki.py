@@ -23,6 +23,7 @@ from typing import Any
 import hvac
 
 from deploy.embedded import AppRoleCreds, _retry
+from doorward_kit.settings import StackSettings
 from doorward_kit.tls import SERVICES, CredentialFolder, dns_name, spiffe_id
 
 log = logging.getLogger("doorward.deploy")
@@ -115,6 +116,24 @@ def provision_pki(
     return AppRoleCreds(role_id, str(new))
 
 
+def stack_of(env: Mapping[str, str]) -> StackSettings:
+    """The stack's addresses as `env` gives them (DOORWARD_HOST, DOORWARD_*_ADDRESS, ...)."""
+    fields = StackSettings.model_fields
+    given = {k[len("DOORWARD_") :].lower(): v for k, v in env.items() if k.startswith("DOORWARD_")}
+    return StackSettings.model_validate({k: v for k, v in given.items() if k in fields})
+
+
+def service_hosts(stack: StackSettings) -> dict[str, list[str]]:
+    """Each process's certificate names from the addresses it is dialled at."""
+    return {svc: stack.address_hosts(svc) for svc in SERVICES}
+
+
+def all_hosts(stack: StackSettings) -> list[str]:
+    """Every name any service is dialled at (the roles may issue them), the host first."""
+    found = [stack.host] + [h for hosts in service_hosts(stack).values() for h in hosts]
+    return list(dict.fromkeys(found))
+
+
 @dataclass(frozen=True)
 class Issued:
     serial: str
@@ -125,11 +144,19 @@ class CertificateIssuer:
     """Issues service certificates from the PKI engine as the issuer AppRole."""
 
     def __init__(
-        self, vault_addr: str, creds: AppRoleCreds, hosts: Iterable[str], ttl: float
+        self,
+        vault_addr: str,
+        creds: AppRoleCreds,
+        hosts: Iterable[str],
+        ttl: float,
+        *,
+        service_hosts: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.vault_addr = vault_addr
         self._creds = creds
         self._names, self._ips = _hosts(hosts)
+        # A service's own addresses (StackSettings.address_hosts) go into its certificate only.
+        self._own = {svc: _hosts(found) for svc, found in (service_hosts or {}).items()}
         self.ttl = ttl
 
     def _client(self) -> hvac.Client:
@@ -146,12 +173,15 @@ class CertificateIssuer:
             client.logout()
 
     def _issue(self, client: hvac.Client, svc: str, folder: Path) -> Issued:
+        own_names, own_ips = self._own.get(svc, ([], []))
         data = client.secrets.pki.generate_certificate(
             svc,
             dns_name(svc),
             extra_params={
-                "alt_names": ",".join([dns_name(svc), "localhost", *self._names]),
-                "ip_sans": ",".join(self._ips),
+                "alt_names": ",".join(
+                    dict.fromkeys([dns_name(svc), "localhost", *self._names, *own_names])
+                ),
+                "ip_sans": ",".join(dict.fromkeys([*self._ips, *own_ips])),
                 "uri_sans": spiffe_id(svc),
                 "ttl": f"{max(int(self.ttl), 1)}s",
                 "private_key_format": "pkcs8",
@@ -242,7 +272,8 @@ def run_certs(
         raise DeployError("set DOORWARD_VAULT_ADDR (the Vault holding the doorward-pki mount)")
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     folders = {svc: out / svc for svc in SERVICES}
-    issuer = CertificateIssuer(addr, creds, [env.get("DOORWARD_HOST", "127.0.0.1")], ttl)
+    stack = stack_of(env)
+    issuer = CertificateIssuer(addr, creds, [stack.host], ttl, service_hosts=service_hosts(stack))
     renewer = CertificateRenewer(issuer, folders)
     due = renewer.issue_now()
     say(f"service certificates issued into {out} (lifetime {ttl:.0f}s, renewed at 2/3)")

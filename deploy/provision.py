@@ -34,7 +34,7 @@ from deploy.embedded import (
 )
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
-from deploy.pki import provision_pki
+from deploy.pki import all_hosts, provision_pki, stack_of
 from deploy.supervisor import DATABASES, ed25519_pem, read_or_create_secret
 
 
@@ -78,7 +78,7 @@ def provision(out_dir: Path, env: Mapping[str, str], say: Callable[[str], None])
     client = hvac.Client(url=addr, token=token)
     pki = provision_pki(
         client,
-        [env.get("DOORWARD_HOST", "127.0.0.1")],
+        all_hosts(stack_of(env)),
         secret_id=_known(out_dir / "pki-issuer-secret-id"),
     )
     _write_private(out_dir / "pki-issuer-role-id", pki.role_id)

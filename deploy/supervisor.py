@@ -53,7 +53,13 @@ from deploy.embedded import (
 )
 from deploy.errors import DeployError
 from deploy.pgroles import login_url, provision_service_databases, read_or_create_password
-from deploy.pki import CertificateIssuer, CertificateRenewer, provision_pki
+from deploy.pki import (
+    CertificateIssuer,
+    CertificateRenewer,
+    all_hosts,
+    provision_pki,
+    service_hosts,
+)
 from doorward_kit.gateway_signature import create_key_pair
 from doorward_kit.net import port_in_use
 from doorward_kit.settings import StackSettings
@@ -708,7 +714,9 @@ class Supervisor:
             return
         known = _read_json(self.pki_creds_file)
         try:
-            creds = provision_pki(client, [self.cfg.stack.host], secret_id=known.get("secret_id"))
+            creds = provision_pki(
+                client, all_hosts(self.cfg.stack), secret_id=known.get("secret_id")
+            )
         except (hvac.exceptions.VaultError, OSError) as exc:
             raise DeployError(
                 f"cannot set up the internal CA in Vault ({type(exc).__name__}): the token "
@@ -743,7 +751,13 @@ class Supervisor:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         folders = {svc: root / svc for svc in TLS_PROCESSES}
-        issuer = CertificateIssuer(vault_addr, creds, [self.cfg.stack.host], self.cfg.tls_cert_ttl)
+        issuer = CertificateIssuer(
+            vault_addr,
+            creds,
+            [self.cfg.stack.host],
+            self.cfg.tls_cert_ttl,
+            service_hosts=service_hosts(self.cfg.stack),
+        )
         self.renewer = CertificateRenewer(issuer, folders)
         done = self._timed("service certificates (OpenBao PKI)")
         try:

@@ -15,7 +15,7 @@ import asyncio
 import enum
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,8 +115,9 @@ class JwksSource(Protocol):
 class HttpJwksSource:
     """identity's JWKS over HTTP, cached; refetched on an unknown kid (at most every 5 s)."""
 
-    def __init__(self, url: str, *, ttl: float = 300.0) -> None:
-        self._url = url
+    def __init__(self, url: str | Sequence[str], *, ttl: float = 300.0) -> None:
+        # Several URLs: identity's replicas, tried in turn until one answers.
+        self._urls = [url] if isinstance(url, str) else list(url)
         self._ttl = ttl
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = 0.0
@@ -131,20 +132,27 @@ class HttpJwksSource:
         async with self._lock:
             if self._fetched_at and time.monotonic() - self._fetched_at < 1.0 and self._keys:
                 return self._keys
-            try:
-                async with httpx.AsyncClient(timeout=3.0) as client:
-                    response = await client.get(self._url)
-                    response.raise_for_status()
-                    document = response.json()
-            except (httpx.HTTPError, ValueError) as error:
+            document = await self._fetch()
+            if document is None:
                 if self._keys:
                     return self._keys
                 raise DoorwardError(
                     ErrorCode.UNAVAILABLE, "identity's signing keys cannot be fetched"
-                ) from error
+                )
             self._keys = parse_jwks(document)
             self._fetched_at = time.monotonic()
             return self._keys
+
+    async def _fetch(self) -> Any | None:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            for url in self._urls:
+                try:
+                    response = await client.get(url)
+                    response.raise_for_status()
+                    return response.json()
+                except (httpx.HTTPError, ValueError):
+                    continue  # the next replica
+        return None
 
 
 class StaticJwksSource:

@@ -348,6 +348,9 @@ class ServiceChannel:
             ("grpc.keepalive_time_ms", 30_000),
             # A rebuilt channel must not reuse the old one's connections (old certificate).
             ("grpc.use_local_subchannel_pool", 1),
+            # Several replicas behind one target (an address list, or a DNS name resolving to
+            # several): spread calls over every ready one, and skip one that went away.
+            ("grpc.lb_policy_name", "round_robin"),
         ]
         if self._folder is None:
             return grpc.aio.insecure_channel(self.target, options=options)

@@ -216,5 +216,5 @@ def build_token_verifier(
         stack.grpc_target("identity"), auth, stack.grpc_deadline, server="identity"
     )
     guard = IdentitySessionGuard(channel)
-    jwks = HttpJwksSource(stack.http_url("identity") + "/.well-known/jwks.json")
+    jwks = HttpJwksSource([url + "/.well-known/jwks.json" for url in stack.http_urls("identity")])
     return TokenVerifier(jwks, guard), guard

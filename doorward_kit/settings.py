@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The services that have both a gRPC and an HTTP address of their own.
+ADDRESSED_SERVICES: tuple[str, ...] = ("identity", "workorders", "audit", "secrets")
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _host_of(address: str) -> str:
+    """`host:port`, `[v6]:port` or `dns:///host:port` -> host."""
+    rest = address.split("///", 1)[-1]
+    host, _, _ = rest.rpartition(":")
+    return host.strip("[]")
+
+
+def grpc_target_of(addresses: list[str]) -> str:
+    """One gRPC target for a list of addresses: a single address (a DNS name may resolve to
+    several replicas) as is, several IP addresses as gRPC's static `ipv4:`/`ipv6:` list (the
+    channel balances round-robin over them). Several host names cannot share one target."""
+    if len(addresses) == 1:
+        return addresses[0]
+    hosts = [_host_of(a) for a in addresses]
+    try:
+        versions = {ipaddress.ip_address(h).version for h in hosts}
+    except ValueError:
+        raise ValueError(
+            f"several gRPC addresses must be IP addresses ({', '.join(addresses)}); "
+            "give replicas behind a host name as that one name"
+        ) from None
+    if len(versions) != 1:
+        raise ValueError("several gRPC addresses must be all IPv4 or all IPv6")
+    return f"ipv{versions.pop()}:" + ",".join(addresses)
 
 
 class StackSettings(BaseSettings):
@@ -30,6 +69,17 @@ class StackSettings(BaseSettings):
     gateway_public_url: str | None = None
     # The embedded trace store's OTLP/HTTP receiver (4318 is OTLP/HTTP's registered port).
     traces_http_port: int = 4318
+    # Where the others reach each service, apart from where it binds (the ports above): one
+    # variable per process and protocol; unset = HOST:PORT. A comma-separated list names
+    # replicas (calls are balanced over them); a single DNS name may resolve to several.
+    identity_grpc_address: str | None = None
+    workorders_grpc_address: str | None = None
+    audit_grpc_address: str | None = None
+    secrets_grpc_address: str | None = None
+    identity_http_url: str | None = None
+    workorders_http_url: str | None = None
+    audit_http_url: str | None = None
+    secrets_http_url: str | None = None
     # This process's certificate folder for mutual TLS on internal gRPC (doorward_kit.tls).
     tls_dir: Path | None = None
     # Development only: internal gRPC over plain TCP with the shared token below.
@@ -59,12 +109,50 @@ class StackSettings(BaseSettings):
             raise ValueError("DOORWARD_INSECURE_INTERNAL is refused when DOORWARD_ENV=production")
         return self
 
+    @model_validator(mode="after")
+    def _addresses_parse(self) -> Self:
+        for service in ADDRESSED_SERVICES:
+            grpc_target_of(self.grpc_addresses(service))
+            for url in self.http_urls(service):
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"DOORWARD_{service.upper()}_HTTP_URL: {url!r} is no URL")
+        return self
+
+    def grpc_addresses(self, service: str) -> list[str]:
+        """host:port of every replica of `service`'s gRPC server (one entry without replicas)."""
+        configured = getattr(self, f"{service}_grpc_address", None)
+        if configured:
+            return _split(configured)
+        return [f"{_bracketed(self.host)}:{getattr(self, f'{service}_grpc_port')}"]
+
     def grpc_target(self, service: str) -> str:
-        return f"{self.host}:{getattr(self, f'{service}_grpc_port')}"
+        """The gRPC target to dial `service` at (balanced over its replicas)."""
+        return grpc_target_of(self.grpc_addresses(service))
+
+    def http_urls(self, service: str) -> list[str]:
+        """Base URL of every replica of `service`'s HTTP server."""
+        configured = getattr(self, f"{service}_http_url", None)
+        if configured:
+            return [u.rstrip("/") for u in _split(configured)]
+        port = self.gateway_port if service == "gateway" else getattr(self, f"{service}_http_port")
+        return [f"http://{_bracketed(self.host)}:{port}"]
 
     def http_url(self, service: str) -> str:
+        """The first (or only) base URL of `service`."""
+        return self.http_urls(service)[0]
+
+    def own_http_url(self, service: str) -> str:
+        """Where this very process answers HTTP (its bind host and port), e.g. for readiness."""
         port = self.gateway_port if service == "gateway" else getattr(self, f"{service}_http_port")
-        return f"http://{self.host}:{port}"
+        return f"http://{_bracketed(self.host)}:{port}"
+
+    def address_hosts(self, service: str) -> list[str]:
+        """Every host name or IP `service` is dialled at: its certificate's names."""
+        hosts: list[str] = []
+        if service in ADDRESSED_SERVICES:
+            hosts += [_host_of(a) for a in self.grpc_addresses(service)]
+        hosts += [urlsplit(u).hostname or "" for u in self.http_urls(service)]
+        return list(dict.fromkeys(h for h in hosts if h))
 
     @property
     def secrets_base_url(self) -> str:

@@ -20,6 +20,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    OperationType,
     SelectionNode,
     execute,
     is_abstract_type,
@@ -39,6 +40,7 @@ from gateway.planning.plan import (
     PlanNode,
     SequenceNode,
 )
+from gateway.upstreams import Upstream
 
 _tracer = trace.get_tracer("doorward.gateway")
 
@@ -197,8 +199,11 @@ class Executor:
     def __init__(self, urls: Mapping[str, str], schema: GraphQLSchema,
                  client: httpx.AsyncClient, timeout: float = 5.0,
                  transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-                 tracer: trace.Tracer | None = None) -> None:
+                 tracer: trace.Tracer | None = None,
+                 upstreams: Mapping[str, Upstream] | None = None) -> None:
         self.urls = dict(urls)
+        # Subgraphs with replicas: balanced, health-checked, reads retried (gateway/upstreams).
+        self.upstreams = dict(upstreams or {})
         self.tracer = tracer or _tracer
         self._parsed_urls = {k: httpx.URL(v) for k, v in urls.items()}
         self.schema = schema
@@ -223,7 +228,9 @@ class Executor:
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
         fwd = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
-        await self._run(plan.node, data, variables, coerced, fwd, errors)
+        # A mutation's root fetch is never retried on another replica; reads are.
+        retry_roots = plan.operation.operation is not OperationType.MUTATION
+        await self._run(plan.node, data, variables, coerced, fwd, errors, retry_roots)
         if plan.introspection is not None:
             intro = execute(self.schema, plan.introspection, variable_values=dict(variables),
                             operation_name=plan.operation.name.value if plan.operation.name
@@ -244,26 +251,29 @@ class Executor:
 
     async def _run(self, node: PlanNode | None, data: dict[str, Any],
                    variables: Mapping[str, Any], coerced: Mapping[str, Any],
-                   headers: dict[str, str], errors: list[dict[str, Any]]) -> None:
+                   headers: dict[str, str], errors: list[dict[str, Any]],
+                   retry_roots: bool = True) -> None:
         """Follow the typed plan: a node starts when the node before it in its sequence ends."""
         if node is None:
             return
         if isinstance(node, SequenceNode):
             for n in node.nodes:
-                await self._run(n, data, variables, coerced, headers, errors)
+                await self._run(n, data, variables, coerced, headers, errors, retry_roots)
         elif isinstance(node, ParallelNode):
-            await asyncio.gather(*(self._run(n, data, variables, coerced, headers, errors)
+            await asyncio.gather(*(self._run(n, data, variables, coerced, headers, errors,
+                                             retry_roots)
                                    for n in node.nodes))
         elif isinstance(node, FlattenNode):
-            await self._run(node.node, data, variables, coerced, headers, errors)
+            await self._run(node.node, data, variables, coerced, headers, errors, retry_roots)
         elif isinstance(node, ConditionNode):
             branch = node.if_clause if coerced.get(node.variable) else node.else_clause
-            await self._run(branch, data, variables, coerced, headers, errors)
+            await self._run(branch, data, variables, coerced, headers, errors, retry_roots)
         else:
-            errors.extend(await self._run_batch(node, data, variables, headers))
+            errors.extend(await self._run_batch(node, data, variables, headers,
+                                                retry_roots or node.is_entity))
 
     async def _run_batch(self, batch: FetchNode, data: dict[str, Any], variables: Mapping[str, Any],
-                         headers: dict[str, str]) -> list[dict[str, Any]]:
+                         headers: dict[str, str], retry: bool = True) -> list[dict[str, Any]]:
         sub_vars = {v: variables[v] for v in batch.variables if v in variables}
         targets: list[list[list[tuple[dict[str, Any], Path]]]] = []
         query = batch.query
@@ -281,7 +291,7 @@ class Executor:
             if not any(sub_vars[f"r{f.index}"] for f in batch.fetches):
                 return []
         try:
-            body = await self._post(batch.graph, query, sub_vars, headers)
+            body = await self._post(batch.graph, query, sub_vars, headers, retry)
         except Exception:  # timeouts, refused connections, broken responses
             return self._unavailable(batch, targets, units)
         errors: list[dict[str, Any]] = []
@@ -369,7 +379,7 @@ class Executor:
         return reps, rep_targets
 
     async def _post(self, graph: str, query: str, variables: dict[str, Any],
-                    headers: dict[str, str]) -> dict[str, Any]:
+                    headers: dict[str, str], retry: bool = True) -> dict[str, Any]:
         with self.tracer.start_as_current_span(f"gateway.fetch {graph}",
                                           attributes={"graphql.subgraph": graph}):
             out_headers = {"content-type": "application/json", "accept": "application/json",
@@ -378,7 +388,11 @@ class Executor:
             payload = orjson.dumps({"query": query, "variables": variables})
             async with asyncio.timeout(self.timeout):
                 transport = self.transports.get(graph)
-                if transport is None:
+                upstream = self.upstreams.get(graph)
+                if upstream is not None:
+                    content = await upstream.post(payload, out_headers, self._timeouts,
+                                                  retry=retry)
+                elif transport is None:
                     resp = await self.client.post(self.urls[graph], content=payload,
                                                   headers=out_headers)
                     content = resp.content

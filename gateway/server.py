@@ -51,6 +51,7 @@ from gateway.planner import (
     ValidationFailed,
 )
 from gateway.settings import GatewaySettings
+from gateway.upstreams import HealthChecker, Replica, Upstream
 
 log = logging.getLogger("doorward.gateway")
 _tracer = trace.get_tracer("doorward.gateway")
@@ -119,11 +120,13 @@ def _principal_key(principal: object) -> str | None:
 class Gateway:
     def __init__(self, settings: GatewaySettings, supergraph: Supergraph,
                  client: httpx.AsyncClient, authenticator: Authenticator | None,
-                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
+                 transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+                 upstreams: Mapping[str, Upstream] | None = None) -> None:
         self.settings = settings
         self.supergraph = supergraph
         urls = dict(supergraph.urls)
-        urls.update({k: v for k, v in settings.subgraphs.items() if k in urls})
+        urls.update({k: v[0] for k, v in settings.subgraph_replicas().items()
+                     if k in urls and v and settings.subgraphs})
         self.limits = Limits(settings.max_depth, settings.max_aliases, settings.max_fields,
                              settings.max_cost, settings.default_list_size,
                              settings.introspection_enabled, settings.max_directives,
@@ -133,7 +136,7 @@ class Gateway:
         self.planner = QueryPlanner(supergraph, settings.plan_cache_size,
                                     enabled_labels=settings.override_labels)
         self.executor = Executor(urls, supergraph.api_schema, client, settings.subgraph_timeout,
-                                 transports)
+                                 transports, upstreams=upstreams)
         self.authenticator = authenticator if settings.auth_enabled else None
         self.trusted = (TrustedDocuments.load(settings.trusted_documents)
                         if settings.trusted_documents else None)
@@ -348,6 +351,17 @@ GRAPHIQL = """<!doctype html><html><head><title>Doorward GraphiQL</title>
 GraphiQL,{fetcher:GraphiQL.createFetcher({url:location.pathname})}));</script></body></html>"""
 
 
+def _replica_urls(settings: GatewaySettings, supergraph: Supergraph, *, composed: bool
+                  ) -> dict[str, list[str]]:
+    """Every subgraph's replica URLs: DOORWARD_GATEWAY_SUBGRAPHS (comma-separated lists) wins,
+    then, for a supergraph composed from the stack, the stack's addresses
+    (DOORWARD_<SVC>_HTTP_URL); a supergraph file's own URLs otherwise."""
+    found = {name: [url] for name, url in supergraph.urls.items()}
+    configured = settings.subgraph_replicas() if (settings.subgraphs or composed) else {}
+    found.update({k: v for k, v in configured.items() if k in found and v})
+    return found
+
+
 def create_app(settings: GatewaySettings | None = None, authenticator: Authenticator | None = None,
                supergraph_sdl: str | None = None) -> FastAPI:
     """The gateway app. Without `supergraph_sdl`, composes the configured subgraphs at start."""
@@ -375,24 +389,34 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                 supergraph = Supergraph.from_sdl(compose(sdls))
             except CompositionError as exc:
                 raise GatewayStartupError(str(exc)) from exc
-        urls = {**supergraph.urls,
-                **{k: v for k, v in settings.subgraphs.items() if k in supergraph.urls}}
+        replicas = _replica_urls(settings, supergraph, composed=supergraph_sdl is None)
+        urls = {name: found[0] for name, found in replicas.items()}
         limits = httpx.Limits(max_connections=settings.max_connections,
                               max_keepalive_connections=settings.max_connections)
         # One client; one connection pool per subgraph origin, mounted on it.
         by_origin: dict[str, httpx.AsyncBaseTransport] = {}
-        transports: dict[str, httpx.AsyncBaseTransport] = {}
-        for name, url in urls.items():
+
+        def pool(url: str) -> httpx.AsyncBaseTransport:
             u = httpx.URL(url)
             origin = f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
             if origin not in by_origin:
                 by_origin[origin] = subgraph_transport(httpx.AsyncHTTPTransport(limits=limits),
                                                         signer)
-            transports[name] = by_origin[origin]
+            return by_origin[origin]
+
+        transports = {name: pool(url) for name, url in urls.items()}
+        upstreams = {name: Upstream(name, [Replica(u, pool(u)) for u in found])
+                     for name, found in replicas.items() if len(found) > 1}
+        health = HealthChecker(upstreams)
         async with httpx.AsyncClient(mounts=dict(by_origin.items()),
                                      timeout=settings.subgraph_timeout) as client:
-            app.state.gateway = Gateway(settings, supergraph, client, authenticator, transports)
-            yield
+            app.state.gateway = Gateway(settings, supergraph, client, authenticator, transports,
+                                        upstreams)
+            health.start()
+            try:
+                yield
+            finally:
+                await health.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = None

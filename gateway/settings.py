@@ -87,6 +87,18 @@ class GatewaySettings(BaseSettings):
         return self.port if self.port is not None else self.stack.gateway_port
 
     def subgraph_urls(self) -> dict[str, str]:
+        """name -> the URL to fetch its SDL from (the first replica's)."""
+        return {name: urls[0] for name, urls in self.subgraph_replicas().items()}
+
+    def subgraph_replicas(self) -> dict[str, list[str]]:
+        """name -> every replica's GraphQL URL (a `subgraphs` value may list several,
+        comma-separated); the gateway balances over them."""
         if self.subgraphs:
-            return dict(self.subgraphs)
-        return {name: f"{self.stack.http_url(name)}/graphql" for name in DOORWARD_SUBGRAPHS}
+            return {
+                name: [u.strip() for u in value.split(",") if u.strip()]
+                for name, value in self.subgraphs.items()
+            }
+        return {
+            name: [f"{url}/graphql" for url in self.stack.http_urls(name)]
+            for name in DOORWARD_SUBGRAPHS
+        }

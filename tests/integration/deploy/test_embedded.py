@@ -145,11 +145,30 @@ def test_certs_issues_every_process_its_certificate_from_the_provisioned_ca(
         "DOORWARD_DATABASE_URL": private_postgres.admin_url(),
         "DOORWARD_VAULT_ADDR": openbao.addr,
         "DOORWARD_VAULT_TOKEN": openbao.root_token,
+        # Each service at its own address: its certificate carries that name, no other's does.
+        "DOORWARD_AUDIT_GRPC_ADDRESS": "audit.doorward.svc:5003",
     }
     provision(tmp_path / "creds", env, lambda _: None)
-    certs_env = {"DOORWARD_VAULT_ADDR": openbao.addr, "DOORWARD_TLS_CERT_TTL": "60"}
+    certs_env = {
+        "DOORWARD_VAULT_ADDR": openbao.addr,
+        "DOORWARD_TLS_CERT_TTL": "60",
+        "DOORWARD_AUDIT_GRPC_ADDRESS": "audit.doorward.svc:5003",
+    }
     run_certs(tmp_path / "tls", tmp_path / "creds", certs_env, lambda _: None, once=True)
     for svc in SERVICES:
         folder = CredentialFolder(tmp_path / "tls" / svc)
         assert stat.S_IMODE(folder.identity_file.stat().st_mode) == 0o600
         assert b"PRIVATE KEY" in folder.load().key_pem
+    assert _dns_names(tmp_path / "tls" / "audit") >= {"audit.doorward.svc"}
+    assert "audit.doorward.svc" not in _dns_names(tmp_path / "tls" / "identity")
+
+
+def _dns_names(folder: Path) -> set[str]:
+    from cryptography import x509
+
+    from doorward_kit.tls import CredentialFolder
+
+    pem = CredentialFolder(folder).identity_file.read_bytes()
+    cert = x509.load_pem_x509_certificates(pem)[0]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(san.get_values_for_type(x509.DNSName))
