@@ -20,6 +20,7 @@ from services.identity.api.http import jwks_router
 from services.identity.models import AuditOutbox
 from services.identity.outbox import GrantRevoker
 from services.identity.runtime import Identity, build_identity, build_keys
+from services.identity.session_bus import SessionBus, asyncpg_dsn
 from services.identity.settings import IdentitySettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -42,6 +43,9 @@ async def build_parts(
     )
     revoker = GrantRevoker(db, secrets_channel, poll_seconds=settings.identity_outbox_poll_seconds)
     identity = build_identity(settings, db, keys=keys, revoker=revoker)
+    identity.bus = SessionBus(
+        asyncpg_dsn(settings.db_url), identity.hub, ack_seconds=settings.identity_watch_ack_timeout
+    )
 
     app = create_app("doorward-identity", readiness=db.ping)
     app.include_router(jwks_router(keys))
@@ -71,7 +75,13 @@ async def build_parts(
         host=stack.host,
         http_port=stack.identity_http_port,
         grpc=grpc_server,
-        background=[revoker.run, identity.maintain_keys, sender.run, pseudonym_key],
+        background=[
+            identity.bus.run,
+            revoker.run,
+            identity.maintain_keys,
+            sender.run,
+            pseudonym_key,
+        ],
         close=close,
     )
     return parts, identity

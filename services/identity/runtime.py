@@ -19,6 +19,7 @@ from services.identity.service.identity import AuditSink, IdentityService, Throt
 from services.identity.service.mfa import SecretBox
 from services.identity.service.passwords import Passwords
 from services.identity.service.tokens import AccessTokenIssuer
+from services.identity.session_bus import SessionBus
 from services.identity.session_hub import SessionChange, SessionHub
 from services.identity.settings import IdentitySettings
 
@@ -36,11 +37,22 @@ class Identity:
     hub: SessionHub
     revoker: GrantRevoker | None = None
     verifier: TokenVerifier | None = None
+    # Across replicas (LISTEN/NOTIFY); None in tests of one in-process replica.
+    bus: SessionBus | None = None
 
     async def publish(self, changes: Iterable[SessionChange]) -> None:
-        """Tell every connected process, and wait (briefly) until they have acted on it."""
+        """Tell every connected process, through every identity replica, and wait (briefly)
+        until they have acted on it."""
         for change in changes:
-            await self.hub.publish(change, ack_seconds=self.settings.identity_watch_ack_timeout)
+            if self.bus is not None:
+                await self.bus.publish(change)
+            else:
+                await self.hub.publish(change, ack_seconds=self.settings.identity_watch_ack_timeout)
+
+    @property
+    def accepts_watchers(self) -> bool:
+        """A replica that cannot hear the others' changes must not let a guard trust a cache."""
+        return self.bus is None or self.bus.listening
 
     async def maintain_keys(self) -> None:
         while True:

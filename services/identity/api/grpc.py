@@ -66,6 +66,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.SessionEvent]:
         hub = self._identity.hub
+        if not self._identity.accepts_watchers:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "session changes cannot reach this replica now"
+            )
         name = dict(context.invocation_metadata() or ()).get("x-doorward-watcher", "")
         watcher = hub.register(str(name) or context.peer())
         acks = asyncio.create_task(_read_acks(hub, watcher, request_iterator))
