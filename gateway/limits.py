@@ -420,11 +420,16 @@ class TrustedDocuments:
 
 
 class RateLimiter:
-    """Token bucket per key (user id, or client address for anonymous requests)."""
+    """Token bucket per key (user id, or client address for anonymous requests).
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = float(burst)
+    With `replicas` gateways behind one balancer each holds 1/replicas of the rate and the
+    burst, so the sum over the replicas never exceeds the configured limit (the balancer spreads
+    a client's requests, so an honest client still gets about the whole of it)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000, replicas: int = 1) -> None:
+        share = max(1, replicas)
+        self.rate = rate / share
+        self.burst = max(1.0, burst / share) if burst > 0 else 0.0
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 

@@ -142,7 +142,8 @@ class Gateway:
                         if settings.trusted_documents else None)
         self.persisted = PersistedQueries(settings.persisted_queries_max_entries,
                                           settings.persisted_queries_max_chars)
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst,
+                                        replicas=settings.replicas)
 
     async def handle(self, payload: Any, headers: Mapping[str, str], client: str,
                      allow_mutation: bool = True, batch_size: int = 1

@@ -48,6 +48,8 @@ class GatewaySettings(BaseSettings):
     persisted_queries_max_chars: int = Field(default=4_000_000, ge=0)
     rate_limit_per_second: float = 50.0  # per user (or per client address when anonymous)
     rate_limit_burst: int = 100
+    # How many gateways share the rate limit above (each enforces its share of it).
+    replicas: int = Field(default=1, ge=1)
     max_connections: int = 32  # pooled connections per subgraph
     # Reverse proxies in front of the gateway (comma-separated CIDRs): only their
     # X-Forwarded-For is read; anyone else's is discarded.

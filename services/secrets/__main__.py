@@ -21,7 +21,7 @@ from services.secrets.api.grpc import add_to_server
 from services.secrets.api.rest import build_router
 from services.secrets.jobs import WorkOrdersJobs
 from services.secrets.models import AuditOutbox
-from services.secrets.ratelimit import RateLimiter
+from services.secrets.ratelimit import SharedRateLimiter
 from services.secrets.service.secrets import JobSource, Limits, SecretsService
 from services.secrets.settings import SecretsSettings
 from services.secrets.vault import AppRoleLogin, KubernetesLogin, VaultGateway, VaultLogin
@@ -117,7 +117,9 @@ async def build_parts(
         ["PUT", "POST"],
     )
     app.include_router(
-        build_router(service, verifier, RateLimiter(settings.secrets_reveal_rate_limit))
+        build_router(
+            service, verifier, SharedRateLimiter(db, "reveal", settings.secrets_reveal_rate_limit)
+        )
     )
     grpc_server = GrpcServer(stack.host, stack.secrets_grpc_port, auth)
     add_to_server(grpc_server, service, verifier)

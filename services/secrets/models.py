@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from doorward_kit.audit_client import AuditOutboxMixin
@@ -105,3 +105,14 @@ class Grant(Base):
 
 class AuditOutbox(AuditOutboxMixin, Base):
     __tablename__ = "audit_outbox"
+
+
+class RateCounter(Base):
+    """Requests per key (`<limit>:<org>/<user>`) per fixed window, shared by every replica: a
+    user's limit holds however the requests are spread over them (services/secrets/ratelimit)."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer, nullable=False)

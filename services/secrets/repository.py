@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.secrets.models import Grant, SecretRef, UploadSlot
+from services.secrets.models import Grant, RateCounter, SecretRef, UploadSlot
 
 
 async def get_ref(
@@ -271,3 +272,37 @@ async def break_glass_used(session: AsyncSession, request_id: str) -> bool:
     """Has a grant been issued for this break-glass request (in any organisation)?"""
     query = select(Grant.id).where(Grant.break_glass_request_id == request_id)
     return (await session.execute(query)).first() is not None
+
+
+# ---- rate limits shared by the replicas ------------------------------------------------------
+
+
+async def count_hit(
+    session: AsyncSession, key: str, window_start: int, previous_start: int
+) -> tuple[int, int]:
+    """Count one request of `key` in the window starting at `window_start`; returns (hits in
+    this window, hits in the previous one). Older windows of the key are dropped on the way."""
+    counted = (
+        insert(RateCounter)
+        .values(key=key, window_start=window_start, hits=1)
+        .on_conflict_do_update(
+            index_elements=[RateCounter.key, RateCounter.window_start],
+            set_={"hits": RateCounter.hits + 1},
+        )
+        .returning(RateCounter.hits)
+    )
+    hits = int((await session.execute(counted)).scalar_one())
+    previous = await session.scalar(
+        select(RateCounter.hits).where(
+            RateCounter.key == key, RateCounter.window_start == previous_start
+        )
+    )
+    await session.execute(
+        delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < previous_start)
+    )
+    return hits, int(previous or 0)
+
+
+async def forget_rate_windows(session: AsyncSession, before: int) -> None:
+    """Drop every key's windows that started before `before` (idle users' leftovers)."""
+    await session.execute(delete(RateCounter).where(RateCounter.window_start < before))

@@ -19,7 +19,7 @@ from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
 from doorward_kit.http import BodyTooLarge, read_body
 from doorward_kit.text import ID, check_text
 from services.secrets.api.openapi import openapi_document
-from services.secrets.ratelimit import RateLimiter
+from services.secrets.ratelimit import Limiter
 from services.secrets.service.secrets import SecretsService
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,12 @@ async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
     return {f: check_text(f, parsed[f]) for f in fields}
 
 
-def build_router(
-    service: SecretsService, verifier: TokenVerifier, limiter: RateLimiter
-) -> APIRouter:
+def build_router(service: SecretsService, verifier: TokenVerifier, limiter: Limiter) -> APIRouter:
     router = APIRouter()
 
     async def caller(request: Request) -> Principal:
         principal = await verifier.verify(bearer_token(request.headers.get("authorization")))
-        limiter.check(principal.user_id)
+        await limiter.acquire(principal.user_id)
         return principal
 
     def source_ip(request: Request) -> str:

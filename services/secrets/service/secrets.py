@@ -42,7 +42,7 @@ from doorward_kit.policy import Action, Resource, authorize, can
 from doorward_kit.pseudonym import current_pseudonym_key, has_pseudonym_key, set_pseudonym_key
 from services.secrets import repository as repo
 from services.secrets.models import AuditOutbox, Grant, SecretRef, UploadSlot, new_id
-from services.secrets.ratelimit import RateLimiter
+from services.secrets.ratelimit import Limiter, SharedRateLimiter
 from services.secrets.service import rules
 from services.secrets.service.rules import JobContext
 from services.secrets.vault import VaultGateway, VaultRejected
@@ -167,8 +167,9 @@ class SecretsService:
         # Without a step-up verifier no break-glass grant can be issued at all.
         self.step_ups = step_ups
         self.clock = clock
-        self._grant_rate = RateLimiter(self.limits.grant_rate)
-        self._upload_rate = RateLimiter(self.limits.upload_rate)
+        # Counted in the database: the limits hold across replicas.
+        self._grant_rate: Limiter = SharedRateLimiter(db, "grant", self.limits.grant_rate)
+        self._upload_rate: Limiter = SharedRateLimiter(db, "upload", self.limits.upload_rate)
 
     def upload_url(self, slot_id: str) -> str:
         return f"{self.base_url}/v1/uploads/{slot_id}"
@@ -223,7 +224,7 @@ class SecretsService:
         """An upload slot for the verified user `principal` (never a user named by a field)."""
         org_id = rules.require_id(principal.org_id, "org_id")
         user_id = rules.require_id(principal.user_id, "user_id")
-        self._upload_rate.check(f"{org_id}/{user_id}")
+        await self._upload_rate.acquire(f"{org_id}/{user_id}")
         now = self.clock()
         async with self.db.unit_of_work() as session:
             await repo.lock_user(session, org_id, user_id)
@@ -416,7 +417,7 @@ class SecretsService:
             work_order_id=rules.uuid_or_empty(work_order_id),
             secret_ref_id=rules.uuid_or_empty(secret_ref_id),
         ) as decision:
-            self._grant_rate.check(f"{org_id}/{user_id}")
+            await self._grant_rate.acquire(f"{org_id}/{user_id}")
             try:
                 issued = await self._issue_grant(
                     principal,

@@ -210,3 +210,12 @@ def test_cost_with_a_variable_is_checked_with_its_value(relay):
         relay_cost(relay, query, {}, max_cost=100)  # absent: 50 -> 200
     relay_cost(relay, "query($n: Int = 5) { items(first: $n) { edges { node { id } } } }",
                {}, max_cost=100)  # the variable's default
+
+
+def test_rate_limit_is_shared_out_over_gateway_replicas() -> None:
+    """Two gateways of a limit of 4/s with a burst of 4: together they let 4 through, not 8."""
+    replicas = [RateLimiter(rate=4.0, burst=4, replicas=2) for _ in range(2)]
+    allowed = sum(r.allow("user:u", now=0.0) for _ in range(10) for r in replicas)
+    assert allowed == 4
+    # One second later each has refilled its share: the honest client goes on.
+    assert all(r.allow("user:u", now=1.0) for r in replicas)
