@@ -324,6 +324,23 @@ class Repository:
             pg_insert(AuditCheckpoint).values(**values).on_conflict_do_nothing()
         )
 
+    async def try_lock_checkpoint(self, org_id: str) -> bool:
+        """Held until the transaction ends: one replica signs an org's checkpoint at a time;
+        the others skip it (it is being done) instead of verifying the same chain again."""
+        key = func.hashtextextended(f"doorward-audit-checkpoint:{org_id}", 0)
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(key))))
+
+    async def needs_checkpoint(self, org_id: str) -> bool:
+        """The org's chain grew past its last signed checkpoint (read after try_lock_checkpoint:
+        a replica that signed just before us has made this False)."""
+        signed = select(func.coalesce(func.max(AuditCheckpoint.tree_size), 0)).where(
+            AuditCheckpoint.org_id == org_id
+        )
+        head = select(AuditHead.seq).where(AuditHead.org_id == org_id)
+        return bool(
+            await self.session.scalar(select(head.scalar_subquery() > signed.scalar_subquery()))
+        )
+
     async def orgs_needing_checkpoint(self) -> list[str]:
         """Organisations whose chain grew since their last signed checkpoint (all orgs: the
         background job's one cross-organisation read; ids only)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
+from services.audit.repository import Repository
 from services.audit.service import AuditService
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,20 @@ class AuditRuntime:
 
 
 async def run_checkpoints(db: Database, service: AuditService) -> int:
-    """One pass: sign a checkpoint for every organisation whose chain grew."""
+    """One pass: sign a checkpoint for every organisation whose chain grew. Every replica runs
+    it; an org another replica is signing right now is skipped (advisory lock), and one it has
+    just signed no longer needs a checkpoint, so each tree size is signed once."""
     async with db.unit_of_work() as session:
         orgs = await service.orgs_needing_checkpoint(session)
     signed = 0
     for org_id in orgs:
         try:
             async with db.unit_of_work() as session:
+                repo = Repository(session)
+                if not await repo.try_lock_checkpoint(org_id) or not await repo.needs_checkpoint(
+                    org_id
+                ):
+                    continue
                 if await service.checkpoint_org(session, org_id) is not None:
                     signed += 1
         except Exception:

@@ -8,9 +8,12 @@ a retired key stays in the JWKS until every token it signed has expired, then it
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from jwt.algorithms import OKPAlgorithm
 _PREFIX = "signing-"
 _SUFFIX = ".pem"
 _DATA_KEY = "data.key"
+_LOCK = ".lock"
 CLOCK_SKEW_SECONDS = 60
 
 
@@ -65,9 +69,24 @@ class KeyRing:
 
     # ---- loading ------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Replicas of identity share the key directory: one at a time creates, rotates or
+        prunes keys (and nobody reads a key file while it is being written)."""
+        self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.key_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def load(self, now: float | None = None) -> None:
         """Read the directory, creating the data key and a first signing key if missing."""
-        self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._exclusive():
+            self._load(now)
+
+    def _load(self, now: float | None) -> None:
         os.chmod(self.key_dir, 0o700)
         data_path = self.key_dir / _DATA_KEY
         if not data_path.exists():
@@ -128,7 +147,14 @@ class KeyRing:
         return key
 
     def maintain(self, now: float | None = None) -> None:
-        """Rotate when the signing key is too old; forget keys whose tokens have all expired."""
+        """Rotate when the signing key is too old; forget keys whose tokens have all expired.
+        Reads the directory first: another replica may have rotated or pruned already (then
+        this one only picks its keys up, so every replica publishes and signs the same)."""
+        with self._exclusive():
+            self._load(now)
+            self._maintain(now)
+
+    def _maintain(self, now: float | None) -> None:
         at = now if now is not None else time.time()
         newest = self._keys[-1]
         if at - newest.created_at >= self.max_age:

@@ -25,7 +25,9 @@ from services.identity.settings import IdentitySettings
 
 log = logging.getLogger(__name__)
 
-KEY_MAINTENANCE_SECONDS = 30.0
+# Also how soon a replica picks up a key another replica created (well within the new key's
+# prepublish time, so every replica publishes it before any signs with it).
+KEY_MAINTENANCE_SECONDS = 5.0
 
 
 @dataclass

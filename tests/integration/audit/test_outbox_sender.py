@@ -184,3 +184,37 @@ async def test_audit_client_appends_when_audit_is_up(service_pki):
     finally:
         await channel.close()
         await server.stop(0)
+
+
+async def test_replicas_sharing_an_outbox_send_each_event_once(db, service_pki):
+    """Three replicas of a service run a sender over the same outbox table: every event reaches
+    audit exactly once (SKIP LOCKED hands each row to one sender), none is sent twice."""
+    port = free_port()
+    fake = FakeAudit()
+    received: list[str] = []
+    append = fake.AppendEvents
+
+    async def counting(request, context):
+        received.extend(ev.id for ev in request.events)
+        return await append(request, context)
+
+    fake.AppendEvents = counting  # type: ignore[method-assign]
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    async with db.unit_of_work() as session:
+        for i in range(300):
+            await record_event(session, AuditOutbox, _record(i))
+    senders = [
+        OutboxSender(db, AuditOutbox, channel, PRODUCER, batch_size=10, poll_interval=0.05)
+        for _ in range(3)
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in senders]
+    try:
+        await _until(lambda: _async_pending_zero(db), timeout=30.0)
+        assert len(received) == 300 and len(set(received)) == 300
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await channel.close()
+        await server.stop(0)

@@ -249,3 +249,15 @@ async def test_consistency_proof_between_checkpoints(postgres):
             [bytes.fromhex(p) for p in proof["path"]],
         )
         assert hashlib.sha256(b"").hexdigest() not in roots.values()
+
+
+async def test_replicas_sign_each_checkpoint_once(postgres) -> None:
+    """Every audit replica runs the checkpoint job: run concurrently, a grown chain gets exactly
+    one new checkpoint, and the others skip it instead of verifying the chain again."""
+    import asyncio
+
+    async with running_audit(postgres) as audit:
+        await audit.append([record(target_type="WorkOrder", target_id=f"w-{i}") for i in range(20)])
+        signed = await asyncio.gather(*(audit.checkpoint() for _ in range(4)))
+        assert sum(signed) == 1
+        assert await audit.checkpoint() == 0  # nothing grew since

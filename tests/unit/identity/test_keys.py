@@ -85,3 +85,18 @@ def test_jwks_holds_public_keys_only(tmp_path):
     document = ring(tmp_path).jwks()
     for key in document["keys"]:
         assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}
+
+
+def test_replicas_sharing_the_key_folder_rotate_once_and_agree(tmp_path):
+    """Two identity replicas on one key folder: one rotation between them, and each picks up
+    the other's new key at its next maintenance (so both publish it before it signs)."""
+    a, b = ring(tmp_path), ring(tmp_path)
+    assert a.current(T0).kid == b.current(T0).kid
+    later = T0 + 3600
+    a.maintain(now=later)
+    b.maintain(now=later)
+    kids_a = [k["kid"] for k in a.jwks(now=later)["keys"]]
+    kids_b = [k["kid"] for k in b.jwks(now=later)["keys"]]
+    assert kids_a == kids_b and len(kids_a) == 2
+    assert len(list((tmp_path / "keys").glob("signing-*.pem"))) == 2
+    assert a.current(later + 31).kid == b.current(later + 31).kid == kids_a[-1]
