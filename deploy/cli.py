@@ -19,11 +19,23 @@ def main() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    replicas: int | None = typer.Option(
+        None, help="processes of every service and of the gateway (DOORWARD_REPLICAS)"
+    ),
+    vault_nodes: int | None = typer.Option(
+        None, help="nodes of the embedded OpenBao raft cluster: 1, 3 or 5 (DOORWARD_VAULT_NODES)"
+    ),
+) -> None:
     """Run the whole stack in the foreground (configured by DOORWARD_* variables; Ctrl-C stops)."""
     from deploy.supervisor import run_up
 
-    raise typer.Exit(run_up())
+    env = dict(os.environ)
+    if replicas is not None:
+        env["DOORWARD_REPLICAS"] = str(replicas)
+    if vault_nodes is not None:
+        env["DOORWARD_VAULT_NODES"] = str(vault_nodes)
+    raise typer.Exit(run_up(env))
 
 
 @app.command()

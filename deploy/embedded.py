@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -461,10 +461,10 @@ log_level     = "info"
 
 storage "raft" {{
   path    = "{raft_dir}"
-  node_id = "doorward-node1"
+  node_id = "{node_id}"
   # A single node need not wait 5x the raft base timeouts before electing itself.
   performance_multiplier = 1
-}}
+{retry_join}}}
 
 listener "tcp" {{
   address         = "{host}:{port}"
@@ -516,12 +516,23 @@ class EmbeddedOpenBao:
         host: str = "127.0.0.1",
         cluster_port: int | None = None,
         dev: bool = False,
+        node_id: str = "doorward-node1",
+        join: Sequence[str] = (),
+        keys_from: Path | None = None,
+        standby_ok: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
         self.port = port
         self.cluster_port = cluster_port if cluster_port is not None else port + 1
         self.dev = dev
+        # A raft cluster (`doorward up --vault-nodes 3`): this node's id, the API addresses of
+        # the nodes it joins (retry_join), the first node's init file whose unseal key every
+        # node uses, and whether a standby (health 429) counts as started.
+        self.node_id = node_id
+        self.join = list(join)
+        self.keys_from = keys_from
+        self.standby_ok = standby_ok
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._dev_token: str | None = None
@@ -633,6 +644,11 @@ class EmbeddedOpenBao:
                 raft_dir=raft_dir,
                 audit_path=self.audit_log_path,
                 no_generate_root="false" if allow_generate_root else "true",
+                node_id=self.node_id,
+                retry_join="".join(
+                    f'  retry_join {{\n    leader_api_addr = "{addr}"\n  }}\n'
+                    for addr in self.join
+                ),
             )
             if not self.declare_audit:
                 # A restored snapshot names the old folder's audit file; declaring another
@@ -667,9 +683,20 @@ class EmbeddedOpenBao:
         except httpx.TransportError:
             return None
 
+    @property
+    def unseal_file(self) -> Path:
+        return self.keys_from or self.init_file
+
+    def health(self) -> int | None:
+        """200 active, 429 standby, 503 sealed, 501 uninitialised, None unreachable."""
+        return self._health()
+
     def _wait_until_active(self, timeout: float) -> None:
+        if self.join:
+            return self._wait_until_joined(timeout)
         deadline = time.monotonic() + timeout
         unsealed = False
+        initialised = False
         while True:
             if self._proc is not None and self._proc.poll() is not None:
                 raise DeployError(
@@ -678,10 +705,11 @@ class EmbeddedOpenBao:
                     "if the data folder is corrupt restore or move it away"
                 )
             status = self._health()
-            if status == 200:
+            if status == 200 or (status == 429 and self.standby_ok and not initialised):
                 return
             if status == 501 and not self.dev:
                 self._initialise()
+                initialised = True
             elif status == 503 and not self.dev and not unsealed:
                 self._unseal()
                 unsealed = True
@@ -689,6 +717,31 @@ class EmbeddedOpenBao:
                 raise DeployError(
                     f"OpenBao at {self.addr} was not ready within {timeout:.0f}s "
                     f"(health {status}); see {self.log_path}"
+                )
+            time.sleep(0.1)
+
+    def _wait_until_joined(self, timeout: float) -> None:
+        """A node that joins a cluster: unsealed with the first node's key (which also answers
+        the leader's join challenge) until it serves as standby or active."""
+        deadline = time.monotonic() + timeout
+        next_unseal = 0.0
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise DeployError(
+                    f"OpenBao node {self.node_id} exited with code {self._proc.returncode} "
+                    f"({_tail(self.log_path, 2)}); see {self.log_path}"
+                )
+            status = self._health()
+            if status in (200, 429):
+                return
+            if status in (501, 503) and time.monotonic() >= next_unseal:
+                with contextlib.suppress(hvac.exceptions.VaultError, OSError):
+                    self._unseal()
+                next_unseal = time.monotonic() + 1.0
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"OpenBao node {self.node_id} at {self.addr} did not join within "
+                    f"{timeout:.0f}s (health {status}); see {self.log_path}"
                 )
             time.sleep(0.1)
 
@@ -714,13 +767,13 @@ class EmbeddedOpenBao:
         )
 
     def _unseal(self) -> None:
-        if not self.init_file.exists():
+        if not self.unseal_file.exists():
             raise DeployError(
-                f"OpenBao in {self.data_dir} is sealed and {self.init_file} is missing: "
+                f"OpenBao in {self.data_dir} is sealed and {self.unseal_file} is missing: "
                 f"unseal it yourself (BAO_ADDR={self.addr} bao operator unseal) "
                 "or move the folder away"
             )
-        keys = json.loads(self.init_file.read_text())["unseal_keys_b64"]
+        keys = json.loads(self.unseal_file.read_text())["unseal_keys_b64"]
         client = hvac.Client(url=self.addr)
         for key in keys:
             client.sys.submit_unseal_key(key)

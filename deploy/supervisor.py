@@ -38,6 +38,7 @@ from typing import IO, TextIO
 
 import httpx
 
+from deploy.balancer import TcpBalancer
 from deploy.embedded import (
     AppRoleCreds,
     EmbeddedOpenBao,
@@ -81,6 +82,13 @@ _OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_END
 GRAPHQL_SUBGRAPHS = ("identity", "workorders", "audit")
 # Never handed to a service: the supervisor's own credentials.
 _SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
+MAX_REPLICAS = 9
+# Replica r of a process binds its configured port + r * REPLICA_PORT_STEP (r = 1..N).
+REPLICA_PORT_STEP = 100
+
+
+def replica_port(base: int, replica: int) -> int:
+    return base + REPLICA_PORT_STEP * replica
 
 
 # --------------------------------------------------------------------------- configuration
@@ -110,6 +118,10 @@ class UpConfig:
     @property
     def shred_ledger(self) -> Path:
         return self.shred_ledger_file or shred_ledger_default(self.data_dir)
+    # `up --replicas N`: processes of every service and of the gateway (the trace store stays one).
+    replicas: int = 1
+    # `up --vault-nodes M`: nodes of the embedded OpenBao raft cluster.
+    vault_nodes: int = 1
 
     @property
     def waves(self) -> tuple[tuple[str, ...], ...]:
@@ -134,6 +146,12 @@ class UpConfig:
             tls_cert_ttl = float(env.get("DOORWARD_TLS_CERT_TTL", "86400"))
             if not 2 <= tls_cert_ttl <= 30 * 86400:
                 raise ValueError("DOORWARD_TLS_CERT_TTL must be 2 seconds to 30 days")
+            replicas = int(env.get("DOORWARD_REPLICAS", "1"))
+            if not 1 <= replicas <= MAX_REPLICAS:
+                raise ValueError(f"DOORWARD_REPLICAS must be 1 to {MAX_REPLICAS}")
+            vault_nodes = int(env.get("DOORWARD_VAULT_NODES", "1"))
+            if vault_nodes not in (1, 3, 5):
+                raise ValueError("DOORWARD_VAULT_NODES must be 1, 3 or 5 (a raft quorum)")
         except ValueError as exc:
             first = str(exc).splitlines()[0:3]
             raise DeployError("bad DOORWARD_* setting: " + " ".join(first)) from exc
@@ -154,7 +172,67 @@ class UpConfig:
                 if env.get("DOORWARD_SHRED_LEDGER")
                 else None
             ),
+            replicas=replicas,
+            vault_nodes=vault_nodes,
         )
+
+    # ---- replicas (`up --replicas N`) -----------------------------------------------------
+
+    @property
+    def balanced(self) -> bool:
+        """With replicas, every replica binds an offset port and the configured ports of the
+        public doors (gateway, secrets REST) belong to balancers in front of them."""
+        return self.replicas > 1
+
+    def replica_numbers(self, process: str) -> list[int]:
+        """1..N for the gateway and the services; [0] (no replicas) for the trace store."""
+        if not self.balanced or process == TRACES:
+            return [0]
+        return list(range(1, self.replicas + 1))
+
+    @property
+    def addressed_stack(self) -> StackSettings:
+        """The stack with every replica's address filled in (what every child is told)."""
+        s = self.stack
+        if not self.balanced:
+            return s
+        update: dict[str, object] = {}
+        for svc in SERVICES:
+            grpc_base, http_base = getattr(s, f"{svc}_grpc_port"), getattr(s, f"{svc}_http_port")
+            if getattr(s, f"{svc}_grpc_address") is None:
+                update[f"{svc}_grpc_address"] = ",".join(
+                    f"{s.host}:{replica_port(grpc_base, r)}" for r in self.replica_numbers(svc)
+                )
+            if getattr(s, f"{svc}_http_url") is None:
+                update[f"{svc}_http_url"] = ",".join(
+                    f"http://{s.host}:{replica_port(http_base, r)}"
+                    for r in self.replica_numbers(svc)
+                )
+        # The public doors stay where they were: at the balancers.
+        update["secrets_public_url"] = s.secrets_base_url
+        update["gateway_public_url"] = s.gateway_public_url or f"http://{s.host}:{s.gateway_port}"
+        return s.model_copy(update=update)
+
+    def child_stack(self, process: str, replica: int) -> StackSettings:
+        """What one replica is told: everybody's addresses, and its own ports to bind."""
+        s = self.addressed_stack
+        if replica == 0:
+            return s
+        if process == "gateway":
+            return s.model_copy(update={"gateway_port": replica_port(s.gateway_port, replica)})
+        return s.model_copy(
+            update={
+                f"{process}_{kind}_port": replica_port(
+                    getattr(s, f"{process}_{kind}_port"), replica
+                )
+                for kind in ("http", "grpc")
+            }
+        )
+
+    def vault_node_port(self, node: int) -> int:
+        """API port of OpenBao node 1..M (its cluster port is the next one); with one node,
+        DOORWARD_VAULT_PORT itself, else that port is the balancer's."""
+        return self.vault_port if self.vault_nodes == 1 else replica_port(self.vault_port, node)
 
 
 def shred_ledger_default(data_dir: Path) -> Path:
@@ -183,6 +261,8 @@ def env_names() -> list[str]:
         "DOORWARD_READY_TIMEOUT",
         "DOORWARD_TLS_CERT_TTL",
         "DOORWARD_SHRED_LEDGER",
+        "DOORWARD_REPLICAS",
+        "DOORWARD_VAULT_NODES",
     ]
     return own + stack
 
@@ -201,16 +281,36 @@ def port_plan(cfg: UpConfig) -> list[Port]:
     for svc in SERVICES:
         for kind in ("http", "grpc"):
             name = f"{svc}_{kind}_port"
-            ports.append(
-                Port(f"{svc} {kind.upper()}", f"DOORWARD_{name.upper()}", getattr(s, name))
-            )
-    ports.append(Port("gateway", "DOORWARD_GATEWAY_PORT", s.gateway_port))
+            numbers = cfg.replica_numbers(svc)
+            if not cfg.balanced or (svc, kind) == ("secrets", "http"):  # a process or a balancer
+                ports.append(_port(f"{svc} {kind.upper()}", name, getattr(s, name), 0))
+            for r in numbers:
+                if r:
+                    ports.append(_port(f"{svc} {kind.upper()}", name, getattr(s, name), r))
+    ports.append(_port("gateway", "gateway_port", s.gateway_port, 0))
+    for r in cfg.replica_numbers("gateway"):
+        if r:
+            ports.append(_port("gateway", "gateway_port", s.gateway_port, r))
     if cfg.embedded_traces:
         ports.append(Port("trace store", "DOORWARD_TRACES_HTTP_PORT", s.traces_http_port))
     if cfg.vault_addr is None:
-        ports.append(Port("OpenBao", "DOORWARD_VAULT_PORT", cfg.vault_port))
-        ports.append(Port("OpenBao cluster", "DOORWARD_VAULT_PORT (+1)", cfg.vault_port + 1))
+        if cfg.vault_nodes > 1:
+            ports.append(Port("OpenBao balancer", "DOORWARD_VAULT_PORT", cfg.vault_port))
+        for node in range(1, cfg.vault_nodes + 1):
+            port = cfg.vault_node_port(node)
+            step = "" if cfg.vault_nodes == 1 else f" + {REPLICA_PORT_STEP * node}"
+            what = "OpenBao" if cfg.vault_nodes == 1 else f"OpenBao node {node}"
+            ports.append(Port(what, f"DOORWARD_VAULT_PORT{step}", port))
+            ports.append(Port(f"{what} cluster", f"DOORWARD_VAULT_PORT{step} (+1)", port + 1))
     return ports
+
+
+def _port(what: str, field: str, base: int, replica: int) -> Port:
+    env = f"DOORWARD_{field.upper()}"
+    if replica == 0:
+        return Port(what, env, base)
+    step = REPLICA_PORT_STEP * replica
+    return Port(f"{what} replica {replica}", f"{env} (+{step})", replica_port(base, replica))
 
 
 def check_ports(host: str, ports: list[Port], in_use: Callable[[str, int], bool]) -> None:
@@ -247,13 +347,18 @@ class Infra:
     tls_root: Path | None = None
 
 
-def child_env(svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str]) -> dict[str, str]:
+def child_env(
+    svc: str, cfg: UpConfig, infra: Infra, base: Mapping[str, str], replica: int = 0
+) -> dict[str, str]:
     """The environment of one child process: the caller's, minus supervisor-only credentials,
-    plus the whole stack's addresses (so every process agrees) and that service's own items."""
+    plus the whole stack's addresses (so every process agrees) and that service's own items.
+    `replica` (1..N with `--replicas N`): which replica, i.e. which ports it binds."""
     env = _without_others_settings(
         svc, {k: v for k, v in base.items() if k not in _SUPERVISOR_ONLY}
     )
-    s = cfg.stack
+    s = cfg.child_stack(svc, replica)
+    if svc == "gateway":
+        env["DOORWARD_GATEWAY_REPLICAS"] = str(len(cfg.replica_numbers("gateway")))
     for name in StackSettings.model_fields:
         value = getattr(s, name)
         if value is not None and name not in ("internal_token", "tls_dir"):
@@ -357,15 +462,25 @@ def default_command(svc: str) -> list[str]:
 
 
 def ready_url(svc: str, stack: StackSettings) -> str:
-    return stack.http_url(svc) + "/readyz"
+    """Where the process `stack` describes (e.g. UpConfig.child_stack) answers /readyz."""
+    return stack.own_http_url(svc) + "/readyz"
+
+
+def child_name(svc: str, replica: int) -> str:
+    return svc if replica == 0 else f"{svc}.{replica}"
 
 
 def address_lines(cfg: UpConfig, postgres: str, vault: str) -> list[str]:
     """What `up` prints once everything is ready: addresses and file locations, no secrets."""
-    s = cfg.stack
-    lines = [f"gateway      {s.http_url('gateway')}/graphql"]
+    s = cfg.addressed_stack
+    gateway = f"http://{s.host}:{s.gateway_port}"
+    lines = [f"gateway      {gateway}/graphql"]
+    if cfg.balanced:
+        lines[0] += f"   (balanced over {cfg.replicas} gateways)"
     for svc in SERVICES:
-        lines.append(f"{svc:<12} http {s.http_url(svc)}   grpc {s.grpc_target(svc)}")
+        http = ",".join(s.http_urls(svc))
+        grpc = ",".join(s.grpc_addresses(svc))
+        lines.append(f"{svc:<12} http {http}   grpc {grpc}")
     lines.append(f"secrets REST {s.secrets_base_url}   (base of uploadUrl / revealUrl)")
     if cfg.embedded_traces:
         lines.append(f"trace store  {cfg.traces_endpoint}   (OTLP/HTTP /v1/traces, /v1/metrics)")
@@ -465,9 +580,13 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 @dataclass
 class Child:
-    name: str
+    name: str  # e.g. "identity", or "identity.2" for a replica
     proc: subprocess.Popen[bytes]
     pumps: list[threading.Thread] = field(default_factory=list)
+    service: str = ""
+
+    def __post_init__(self) -> None:
+        self.service = self.service or self.name
 
 
 class Output:
@@ -533,6 +652,12 @@ class Supervisor:
         self.postgres: EmbeddedPostgres | None = None
         self.openbao: EmbeddedOpenBao | None = None
         self.children: list[Child] = []
+        # `--vault-nodes M`: the OpenBao nodes after the first (self.openbao).
+        self.vault_peers: list[EmbeddedOpenBao] = []
+        # `--replicas N` / `--vault-nodes M`: what stands in front of the replicas.
+        self.balancers: list[TcpBalancer] = []
+        # Deaths already reported (a replica may die while its siblings carry on).
+        self._reported: set[str] = set()
         self.renewer: CertificateRenewer | None = None
         # The certificate issuer's AppRole, once provisioned (kept by the supervisor only).
         self.pki_creds: AppRoleCreds | None = None
@@ -615,7 +740,10 @@ class Supervisor:
                 )
             done = self._timed("OpenBao (embedded)")
             self.openbao = EmbeddedOpenBao(
-                cfg.data_dir / "openbao", cfg.vault_port, host=cfg.stack.host
+                cfg.data_dir / "openbao",
+                cfg.vault_node_port(1),
+                host=cfg.stack.host,
+                standby_ok=cfg.vault_nodes > 1,
             )
             creds = self._start_and_provision_openbao(self.openbao, creds_file)
             done()
@@ -624,6 +752,16 @@ class Supervisor:
                 f"{self.openbao.init_file}, no root token kept; audit log "
                 f"{self.openbao.audit_log_path})"
             )
+            if cfg.vault_nodes > 1:
+                addr = self._start_vault_cluster(self.openbao)
+                nodes = ", ".join(
+                    f"{n.addr} (pid {n.pid})" for n in (self.openbao, *self.vault_peers)
+                )
+                where = (
+                    f"{addr} balancing over a {cfg.vault_nodes}-node raft cluster: {nodes}; "
+                    f"unseal key in {self.openbao.init_file}"
+                )
+                return addr, creds, where
             return self.openbao.addr, creds, where
         if cfg.vault_role_id and cfg.vault_secret_id:
             return (
@@ -642,6 +780,59 @@ class Supervisor:
             "DOORWARD_VAULT_ADDR is set but neither DOORWARD_VAULT_TOKEN (to provision it) nor "
             "DOORWARD_VAULT_ROLE_ID and DOORWARD_VAULT_SECRET_ID are: set one of them"
         )
+
+    def _start_vault_cluster(self, first: EmbeddedOpenBao) -> str:
+        """Nodes 2..M join the first node's raft cluster (unsealed with its key); a balancer at
+        DOORWARD_VAULT_PORT hands connections to any live node (standbys forward requests to
+        the active one), so the cluster's address survives the loss of its leader."""
+        cfg = self.cfg
+        host = cfg.stack.host
+        ports = [cfg.vault_node_port(n) for n in range(1, cfg.vault_nodes + 1)]
+        for node in range(2, cfg.vault_nodes + 1):
+            done = self._timed(f"OpenBao node {node}")
+            peer = EmbeddedOpenBao(
+                cfg.data_dir / f"openbao-node{node}",
+                ports[node - 1],
+                host=host,
+                node_id=f"doorward-node{node}",
+                join=[f"http://{host}:{p}" for p in ports if p != ports[node - 1]],
+                keys_from=first.init_file,
+            )
+            peer.start(timeout=60)
+            self.vault_peers.append(peer)
+            done()
+        balancer = TcpBalancer("openbao", host, cfg.vault_port, [(host, p) for p in ports])
+        balancer.start()
+        self.balancers.append(balancer)
+        addr = f"http://{host}:{cfg.vault_port}"
+        deadline = time.monotonic() + cfg.ready_timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    httpx.get(f"{addr}/v1/sys/health", timeout=2.0, trust_env=False).status_code
+                    == 200
+                ):
+                    return addr
+            if time.monotonic() > deadline:
+                raise DeployError(f"no OpenBao node became active within {cfg.ready_timeout:.0f}s")
+            time.sleep(0.2)
+
+    def start_door_balancers(self) -> None:
+        """With replicas: the gateway's and the secrets door's configured ports take every
+        client's connection and hand it to a live replica."""
+        if not self.cfg.balanced:
+            return
+        s = self.cfg.stack
+        for svc, port in (("gateway", s.gateway_port), ("secrets", s.secrets_http_port)):
+            backends = [
+                (s.host, self.cfg.child_stack(svc, r).gateway_port)
+                if svc == "gateway"
+                else (s.host, self.cfg.child_stack(svc, r).secrets_http_port)
+                for r in self.cfg.replica_numbers(svc)
+            ]
+            balancer = TcpBalancer(svc, s.host, port, backends)
+            balancer.start()
+            self.balancers.append(balancer)
 
     def _start_and_provision_openbao(self, bao: EmbeddedOpenBao, creds_file: Path) -> AppRoleCreds:
         """Start the embedded OpenBao; provision it only when needed, with a root token that is
@@ -807,28 +998,33 @@ class Supervisor:
             copies[svc] = copy
         return private, copies
 
-    def spawn(self, svc: str, infra: Infra) -> Child:
+    def spawn(self, svc: str, infra: Infra, replica: int = 0) -> Child:
         proc = subprocess.Popen(
             self.command(svc),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=child_env(svc, self.cfg, infra, self.environ),
+            env=child_env(svc, self.cfg, infra, self.environ, replica),
             # Own session: Ctrl-C reaches only us, and we stop children in order.
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
         assert proc.stdout is not None
-        child = Child(svc, proc, [self.out.pump(svc, proc.stdout)])
+        name = child_name(svc, replica)
+        child = Child(name, proc, [self.out.pump(name, proc.stdout)], service=svc)
         self.children.append(child)
         return child
 
     def start_wave(self, names: tuple[str, ...], infra: Infra) -> None:
         """Spawn `names` at once, then wait until each answers /readyz (reported as each does)."""
         pending: dict[str, Callable[[], None]] = {}
+        urls: dict[str, str] = {}
         for svc in names:
-            pending[svc] = self._timed(svc)
-            self.spawn(svc, infra)
+            for replica in self.cfg.replica_numbers(svc):
+                name = child_name(svc, replica)
+                pending[name] = self._timed(name)
+                urls[name] = ready_url(svc, self.cfg.child_stack(svc, replica))
+                self.spawn(svc, infra, replica)
         deadline = time.monotonic() + self.cfg.ready_timeout
         with httpx.Client(timeout=2.0, trust_env=False) as http:  # no proxy for loopback
             while pending:
@@ -842,12 +1038,12 @@ class Supervisor:
                     raise DeployError(f"{death} while {starting} starting")
                 for svc in list(pending):
                     with contextlib.suppress(httpx.TransportError):
-                        if http.get(ready_url(svc, self.cfg.stack)).status_code == 200:
+                        if http.get(urls[svc]).status_code == 200:
                             pending.pop(svc)()
                 if pending and time.monotonic() > deadline:
                     svc = next(iter(pending))
                     raise DeployError(
-                        f"{svc} was not ready at {ready_url(svc, self.cfg.stack)} within "
+                        f"{svc} was not ready at {urls[svc]} within "
                         f"{self.cfg.ready_timeout:.0f}s: see its lines above "
                         "(raise DOORWARD_READY_TIMEOUT if it is just slow)"
                     )
@@ -880,6 +1076,7 @@ class Supervisor:
             f"certificates: {self.cfg.data_dir / 'tls'}/<process>/"
         )
         self.out.say(isolation_note())
+        self.start_door_balancers()
         for wave in self.cfg.waves:
             self.start_wave(wave, infra)
         for line in address_lines(self.cfg, pg_where, vault_where):
@@ -906,10 +1103,36 @@ class Supervisor:
             return "PostgreSQL exited"
         return None
 
+    def fatal_death(self) -> str | None:
+        """Like first_death, but a replica's death (or an OpenBao node's) is only reported
+        while a sibling lives on: the stack stops when the last one of something is gone."""
+        if not self.cfg.balanced and self.cfg.vault_nodes == 1:
+            return self.first_death()
+        alive: dict[str, int] = {}
+        for child in self.children:
+            code = child.proc.poll()
+            alive[child.service] = alive.get(child.service, 0) + (code is None)
+            if code is not None and child.name not in self._reported:
+                self._reported.add(child.name)
+                self.out.say(f"{child.name} exited with code {code}")
+        for service, count in alive.items():
+            if count == 0:
+                return f"every {service} replica exited"
+        nodes = [n for n in (self.openbao, *self.vault_peers) if n is not None]
+        for node in nodes:
+            if not node.is_running() and node.node_id not in self._reported:
+                self._reported.add(node.node_id)
+                self.out.say(f"OpenBao {node.node_id} exited")
+        if nodes and not any(n.is_running() for n in nodes):
+            return "every OpenBao node exited"
+        if self.postgres is not None and not self.postgres.is_running():
+            return "PostgreSQL exited"
+        return None
+
     def watch(self) -> int:
         """Block until a signal (exit 0) or a death (exit 1)."""
         while not self.stopping.wait(0.5):
-            death = self.first_death()
+            death = self.fatal_death()
             if death:
                 self.out.say(f"{death}; stopping the stack")
                 return 1
@@ -918,6 +1141,8 @@ class Supervisor:
     def stop(self) -> None:
         if self.renewer is not None:
             self.renewer.stop()
+        for balancer in self.balancers:
+            balancer.stop()
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 self.out.say(f"stopping {child.name} (pid {child.proc.pid})")
@@ -926,6 +1151,9 @@ class Supervisor:
                 child.proc.wait(timeout=1)
             for pump in child.pumps:
                 pump.join(timeout=1)
+        for peer in reversed(self.vault_peers):
+            self.out.say(f"stopping OpenBao {peer.node_id} (pid {peer.pid})")
+            peer.stop()
         if self.openbao is not None:
             self.out.say(f"stopping OpenBao (pid {self.openbao.pid})")
             self.openbao.stop()

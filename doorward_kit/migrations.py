@@ -12,16 +12,23 @@ import asyncio
 import re
 
 from alembic import context
-from sqlalchemy import MetaData, pool
+from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+# Replicas of a service start (and migrate) at once: one migrates, the others wait for it and
+# then find nothing left to do. Advisory locks are per database: one key serves every service.
+MIGRATION_LOCK_KEY = 7_302_118_604_411
+
+
 def _run_sync(connection: Connection, metadata: MetaData) -> None:
     context.configure(connection=connection, target_metadata=metadata, compare_type=True)
     with context.begin_transaction():
+        # Taken before alembic reads its version table, held until the migrations commit.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

@@ -253,3 +253,31 @@ def test_the_shred_ledger_lies_beside_the_data_folder_and_only_secrets_gets_it(
     assert child_env("secrets", moved, _infra(tmp_path), {})[
         "DOORWARD_SECRETS_SHRED_LEDGER"
     ] == str(moved.shred_ledger)
+def test_replicas_bind_offset_ports_and_everyone_knows_every_replica(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, DOORWARD_REPLICAS="2", DOORWARD_VAULT_NODES="3")
+    plan = port_plan(cfg)
+    check_ports("127.0.0.1", plan, lambda host, port: False)  # no port twice
+    ports = {p.port for p in plan}
+    # Replicas at +100 and +200; the public doors and OpenBao's API stay as balancers.
+    assert {5101, 5201, 4101, 4201, 4100, 4200, 4000, 4004, 4104, 4204} <= ports
+    assert {8200, 8300, 8301, 8400, 8401, 8500, 8501} <= ports
+    assert 5001 not in ports and 4001 not in ports
+    env = child_env("workorders", cfg, _infra(tmp_path), {}, replica=2)
+    assert env["DOORWARD_WORKORDERS_HTTP_PORT"] == "4202"
+    assert env["DOORWARD_WORKORDERS_GRPC_PORT"] == "5202"
+    assert env["DOORWARD_IDENTITY_GRPC_ADDRESS"] == "127.0.0.1:5101,127.0.0.1:5201"
+    assert env["DOORWARD_AUDIT_HTTP_URL"] == "http://127.0.0.1:4103,http://127.0.0.1:4203"
+    # Phones and browsers keep using the configured doors (the balancers).
+    assert env["DOORWARD_SECRETS_PUBLIC_URL"] == "http://127.0.0.1:4004"
+    gateway = child_env("gateway", cfg, _infra(tmp_path), {}, replica=1)
+    assert gateway["DOORWARD_GATEWAY_PORT"] == "4100"
+    assert gateway["DOORWARD_GATEWAY_REPLICAS"] == "2"
+    text = "\n".join(address_lines(cfg, "pg", "vault"))
+    assert "127.0.0.1:5101,127.0.0.1:5201" in text
+
+
+def test_replica_counts_are_bounded(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="DOORWARD_VAULT_NODES"):
+        _cfg(tmp_path, DOORWARD_VAULT_NODES="2")
+    with pytest.raises(DeployError, match="DOORWARD_REPLICAS"):
+        _cfg(tmp_path, DOORWARD_REPLICAS="0")

@@ -1,0 +1,118 @@
+"""A small TCP balancer for `doorward up --replicas N`: what a load balancer, a Kubernetes
+Service or an Ingress does in front of replicas, on one machine and without installing one.
+
+It listens on the public address of a process that has replicas (the gateway, the secrets
+door, the OpenBao API) and hands each new connection to the next backend in turn; a backend
+that refuses the connection (a dead replica) is skipped and the next one tried, so clients do
+not notice a replica's death beyond the connections that were open to it. Bytes are copied
+unchanged (TLS or not, HTTP or not): no header is added, so the backends see the balancer as
+the client address, which on one machine is loopback anyway.
+
+Runs in its own thread with its own event loop; `start` returns once it listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+log = logging.getLogger("doorward.deploy")
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+CHUNK = 65536
+
+
+class TcpBalancer:
+    def __init__(
+        self, name: str, host: str, port: int, backends: Sequence[tuple[str, int]]
+    ) -> None:
+        if not backends:
+            raise ValueError(f"{name}: no backend to balance over")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.backends = list(backends)
+        self._next = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # ---- the proxy ------------------------------------------------------------------------
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        n = len(self.backends)
+        start = self._next
+        self._next = (self._next + 1) % n
+        last: Exception | None = None
+        for i in range(n):
+            host, port = self.backends[(start + i) % n]
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECONDS
+                )
+            except (OSError, TimeoutError) as exc:
+                last = exc  # a dead replica: try the next one
+        raise ConnectionError(f"{self.name}: no backend accepts connections") from last
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(CHUNK):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                if writer.can_write_eof():
+                    writer.write_eof()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            backend_r, backend_w = await self._connect()
+        except ConnectionError:
+            client_w.close()
+            return
+        try:
+            await asyncio.gather(self._pipe(client_r, backend_w), self._pipe(backend_r, client_w))
+        finally:
+            for w in (client_w, backend_w):
+                with contextlib.suppress(OSError, RuntimeError):
+                    w.close()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def _serve(self, ready: Future[None]) -> None:
+        self._stopped = asyncio.Event()
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        async with self._server:
+            await self._stopped.wait()
+
+    def start(self) -> None:
+        ready: Future[None] = Future()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(self._serve(ready))
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"balancer-{self.name}", daemon=True)
+        self._thread.start()
+        ready.result(timeout=10)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopped is not None and self._thread is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already gone
+                self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(timeout=5)
