@@ -79,6 +79,8 @@ class TcpBalancer:
             return
         try:
             await asyncio.gather(self._pipe(client_r, backend_w), self._pipe(backend_r, client_w))
+        except asyncio.CancelledError:
+            return  # the balancer stops: the connection ends with it, nothing to report
         finally:
             for w in (client_w, backend_w):
                 with contextlib.suppress(OSError, RuntimeError):
@@ -104,6 +106,11 @@ class TcpBalancer:
             self._loop = asyncio.new_event_loop()
             try:
                 self._loop.run_until_complete(self._serve(ready))
+                # Connections still being copied end with the balancer.
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             finally:
                 self._loop.close()
 
