@@ -642,7 +642,10 @@ class EmbeddedOpenBao:
                 port=self.port,
                 cluster_port=self.cluster_port,
                 raft_dir=raft_dir,
-                audit_path=self.audit_log_path,
+                # Every node of a cluster declares the same audit device (OpenBao refuses to
+                # become active with one that differs from the replicated mount table): a path
+                # relative to the node's own folder, its working directory.
+                audit_path=self.audit_log_path.name if self.clustered else self.audit_log_path,
                 no_generate_root="false" if allow_generate_root else "true",
                 node_id=self.node_id,
                 retry_join="".join(
@@ -669,6 +672,7 @@ class EmbeddedOpenBao:
             env=env,
             start_new_session=True,
             preexec_fn=die_with_parent,
+            cwd=self.data_dir,
         )
         try:
             self._wait_until_active(timeout)
@@ -682,6 +686,10 @@ class EmbeddedOpenBao:
             return httpx.get(f"{self.addr}/v1/sys/health", timeout=2.0, trust_env=False).status_code
         except httpx.TransportError:
             return None
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.join) or self.standby_ok
 
     @property
     def unseal_file(self) -> Path:

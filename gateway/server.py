@@ -352,14 +352,14 @@ GRAPHIQL = """<!doctype html><html><head><title>Doorward GraphiQL</title>
 GraphiQL,{fetcher:GraphiQL.createFetcher({url:location.pathname})}));</script></body></html>"""
 
 
-def _replica_urls(settings: GatewaySettings, supergraph: Supergraph, *, composed: bool
-                  ) -> dict[str, list[str]]:
-    """Every subgraph's replica URLs: DOORWARD_GATEWAY_SUBGRAPHS (comma-separated lists) wins,
-    then, for a supergraph composed from the stack, the stack's addresses
-    (DOORWARD_<SVC>_HTTP_URL); a supergraph file's own URLs otherwise."""
+def _replica_urls(settings: GatewaySettings, supergraph: Supergraph) -> dict[str, list[str]]:
+    """Every subgraph's replica URLs: DOORWARD_GATEWAY_SUBGRAPHS (comma-separated lists) wins;
+    a subgraph composed from the stack's first address (DOORWARD_<SVC>_HTTP_URL) gets the
+    stack's other replicas too; any other URL (a supergraph file's, a test's) stands alone."""
     found = {name: [url] for name, url in supergraph.urls.items()}
-    configured = settings.subgraph_replicas() if (settings.subgraphs or composed) else {}
-    found.update({k: v for k, v in configured.items() if k in found and v})
+    for name, urls in settings.subgraph_replicas().items():
+        if name in found and urls and (settings.subgraphs or found[name][0] == urls[0]):
+            found[name] = urls
     return found
 
 
@@ -390,7 +390,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                 supergraph = Supergraph.from_sdl(compose(sdls))
             except CompositionError as exc:
                 raise GatewayStartupError(str(exc)) from exc
-        replicas = _replica_urls(settings, supergraph, composed=supergraph_sdl is None)
+        replicas = _replica_urls(settings, supergraph)
         urls = {name: found[0] for name, found in replicas.items()}
         limits = httpx.Limits(max_connections=settings.max_connections,
                               max_keepalive_connections=settings.max_connections)

@@ -137,3 +137,25 @@ def test_stack_addresses() -> None:
         StackSettings(audit_grpc_address="a.example:5003,b.example:5003")
     with pytest.raises(ValueError, match="no URL"):
         StackSettings(audit_http_url="audit:4003")
+
+
+def test_a_supergraph_composed_from_the_stack_gets_every_replica() -> None:
+    """The gateway composes from the first replica's URL; the others come from the stack."""
+    from types import SimpleNamespace
+
+    from gateway.server import _replica_urls
+
+    stack = StackSettings(workorders_http_url="http://10.0.0.1:4002,http://10.0.0.2:4002")
+    settings = GatewaySettings(stack=stack)
+    composed = SimpleNamespace(
+        urls={"workorders": "http://10.0.0.1:4002/graphql", "other": "http://x/graphql"}
+    )
+    found = _replica_urls(settings, composed)  # type: ignore[arg-type]
+    assert found["workorders"] == [
+        "http://10.0.0.1:4002/graphql",
+        "http://10.0.0.2:4002/graphql",
+    ]
+    assert found["other"] == ["http://x/graphql"]
+    # A supergraph (file, test) naming another URL keeps its own.
+    elsewhere = SimpleNamespace(urls={"workorders": "http://y:9/graphql"})
+    assert _replica_urls(settings, elsewhere) == {"workorders": ["http://y:9/graphql"]}  # type: ignore[arg-type]
