@@ -24,11 +24,18 @@ log = logging.getLogger("doorward.deploy")
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 CHUNK = 65536
+PROBE_SECONDS = 0.5
 
 
 class TcpBalancer:
     def __init__(
-        self, name: str, host: str, port: int, backends: Sequence[tuple[str, int]]
+        self,
+        name: str,
+        host: str,
+        port: int,
+        backends: Sequence[tuple[str, int]],
+        *,
+        prefer_path: str | None = None,
     ) -> None:
         if not backends:
             raise ValueError(f"{name}: no backend to balance over")
@@ -37,6 +44,12 @@ class TcpBalancer:
         self.port = port
         self.backends = list(backends)
         self._next = 0
+        # With `prefer_path` (OpenBao: /v1/sys/health, 200 only on the active node) every
+        # connection goes to a backend answering 200 there, the others only when none does:
+        # standbys serve reads from their own, possibly older, copy, and a write followed by a
+        # read must see the write.
+        self.prefer_path = prefer_path
+        self._preferred: set[tuple[str, int]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -48,9 +61,12 @@ class TcpBalancer:
         n = len(self.backends)
         start = self._next
         self._next = (self._next + 1) % n
+        turn = [self.backends[(start + i) % n] for i in range(n)]
+        turn = [b for b in turn if b in self._preferred] + [
+            b for b in turn if b not in self._preferred
+        ]
         last: Exception | None = None
-        for i in range(n):
-            host, port = self.backends[(start + i) % n]
+        for host, port in turn:
             try:
                 return await asyncio.wait_for(
                     asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECONDS
@@ -88,8 +104,24 @@ class TcpBalancer:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    async def _probe(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=1.0, trust_env=False) as client:
+            while True:
+                found = set()
+                for host, port in self.backends:
+                    with contextlib.suppress(httpx.HTTPError):
+                        url = f"http://{host}:{port}{self.prefer_path}"
+                        if (await client.get(url)).status_code == 200:
+                            found.add((host, port))
+                self._preferred = found
+                await asyncio.sleep(PROBE_SECONDS)
+
     async def _serve(self, ready: Future[None]) -> None:
         self._stopped = asyncio.Event()
+        if self.prefer_path is not None:
+            asyncio.get_running_loop().create_task(self._probe())
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:

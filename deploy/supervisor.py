@@ -801,7 +801,13 @@ class Supervisor:
             peer.start(timeout=60)
             self.vault_peers.append(peer)
             done()
-        balancer = TcpBalancer("openbao", host, cfg.vault_port, [(host, p) for p in ports])
+        balancer = TcpBalancer(
+            "openbao",
+            host,
+            cfg.vault_port,
+            [(host, p) for p in ports],
+            prefer_path="/v1/sys/health",
+        )
         balancer.start()
         self.balancers.append(balancer)
         addr = f"http://{host}:{cfg.vault_port}"
