@@ -649,8 +649,7 @@ class EmbeddedOpenBao:
                 no_generate_root="false" if allow_generate_root else "true",
                 node_id=self.node_id,
                 retry_join="".join(
-                    f'  retry_join {{\n    leader_api_addr = "{addr}"\n  }}\n'
-                    for addr in self.join
+                    f'  retry_join {{\n    leader_api_addr = "{addr}"\n  }}\n' for addr in self.join
                 ),
             )
             if not self.declare_audit:
