@@ -268,6 +268,11 @@ def backup_restore(
         "--shred-ledger",
         help="the ledger to replay (default: DOORWARD_SHRED_LEDGER, else beside DOORWARD_DATA_DIR)",
     ),
+    without_ledger: bool = typer.Option(
+        False,
+        "--without-shred-ledger",
+        help="restore although there is no shred ledger (only if the stack never had one)",
+    ),
 ) -> None:
     """Fill the empty DOORWARD_DATA_DIR from an archive, replay the shred ledger; then
     `doorward up` starts from it. Refuses a non-empty folder and a damaged archive."""
@@ -276,7 +281,12 @@ def backup_restore(
 
     _backup_errors(
         lambda: restore(
-            archive, read_key(key_file, os.environ), os.environ, typer.echo, shred_ledger
+            archive,
+            read_key(key_file, os.environ),
+            os.environ,
+            typer.echo,
+            shred_ledger,
+            without_ledger=without_ledger,
         )
     )
 

@@ -46,6 +46,13 @@ def append(path: Path, org_id: str, customer_id: str, at: datetime | None = None
         os.close(fd)
 
 
+def ensure(path: Path) -> None:
+    """Create the (empty) ledger if it is missing, so that a missing ledger at restore time
+    means a lost one, never "no erasures yet"."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+
+
 def entries(path: Path) -> Iterator[ShredEntry]:
     """Every entry in file order; a torn last line (crash mid-write) is skipped."""
     if not path.exists():

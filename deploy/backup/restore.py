@@ -45,7 +45,13 @@ class ReplayResult:
 
 
 def restore(
-    archive: Path, secret: bytes, env: Mapping[str, str], say: Say, ledger: Path | None = None
+    archive: Path,
+    secret: bytes,
+    env: Mapping[str, str],
+    say: Say,
+    ledger: Path | None = None,
+    *,
+    without_ledger: bool = False,
 ) -> ReplayResult:
     from deploy.pgroles import provision_service_databases
     from deploy.supervisor import DATABASES, UpConfig
@@ -61,6 +67,17 @@ def restore(
     if data.exists() and any(data.iterdir()):
         raise DeployError(f"{data} is not empty: restore only into an empty data folder")
     ledger_path = ledger or cfg.shred_ledger
+    # A missing ledger would replay nothing and bring every erased customer back. Restoring
+    # into a new folder moves the default (beside the folder), so absent is never "no
+    # erasures": the secrets service creates the file at start, and only an operator who
+    # says so restores without one.
+    if not without_ledger and not ledger_path.is_file():
+        raise DeployError(
+            f"no shred ledger at {ledger_path}: without it customers erased after the backup "
+            "would come back. Give the ledger of the stack the archive came from "
+            "(--shred-ledger FILE or DOORWARD_SHRED_LEDGER), or --without-shred-ledger if that "
+            "stack never ran with one"
+        )
     t0 = time.monotonic()
     with _scratch() as scratch:
         manifest = unpack(archive, secret, scratch, say)
@@ -120,7 +137,8 @@ def restore(
 
             bao = EmbeddedOpenBao(data / "openbao", free_port_pair())
             _restore_snapshot(bao, scratch / "vault" / "raft.snap", scratch / "files", say)
-            result = replay(ledger_path, pg, bao, say)
+            result = replay(ledger_path, pg, bao, say) if ledger_path.is_file() else ReplayResult()
+            carry_ledger(ledger_path, cfg.shred_ledger)
             record_restore(pg, manifest, result, say)
         finally:
             if bao is not None:
@@ -245,6 +263,22 @@ def replay(ledger: Path, pg: EmbeddedPostgres, bao: EmbeddedOpenBao, say: Say) -
         "destroyed"
     )
     return result
+
+
+def carry_ledger(source: Path, target: Path) -> int:
+    """The restored stack's own ledger (cfg.shred_ledger) gets every entry of the replayed one,
+    so a later restore of this stack's backups still knows those erasures. Returns the
+    entries added (none when both are one file)."""
+    if not source.is_file() or source.resolve() == target.resolve():
+        return 0
+    known = {(e.org_id, e.customer_id) for e in shred_ledger.entries(target)}
+    added = 0
+    for item in shred_ledger.entries(source):
+        if (item.org_id, item.customer_id) not in known:
+            shred_ledger.append(target, item.org_id, item.customer_id, item.at)
+            known.add((item.org_id, item.customer_id))
+            added += 1
+    return added
 
 
 def _erase_rows(pg: EmbeddedPostgres, item: shred_ledger.ShredEntry) -> tuple[list[str], int]:

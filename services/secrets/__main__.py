@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from doorward_kit import shred_ledger
 from doorward_kit.audit_client import AuditClient, OutboxSender
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.cors import add_cors, parse_origins
@@ -105,6 +106,9 @@ async def build_parts(
         step_ups=verifier,
         shred_ledger=Path(settings.secrets_shred_ledger) if settings.secrets_shred_ledger else None,
     )
+    if settings.secrets_shred_ledger:
+        # Exists from the first start: `backup restore` refuses a ledger that is not there.
+        shred_ledger.ensure(Path(settings.secrets_shred_ledger))
 
     async def ready() -> bool:
         return await db.ping() and await vault.healthy()
