@@ -88,6 +88,19 @@ def pg_bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
+# Never handed to a child process: the archive key (an operator's `env` would show it in
+# /proc/<pid>/environ of pg_dump, pg_restore and psql, which have no use for it).
+_NOT_FOR_TOOLS = frozenset({"DOORWARD_BACKUP_KEY"})
+
+
+def tool_base_env() -> dict[str, str]:
+    """This process's environment for the PostgreSQL client tools: no libpq variables of the
+    operator's (ours are set per call) and no archive key."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in _NOT_FOR_TOOLS
+    }
+
+
 @dataclass(frozen=True)
 class PgServer:
     """How the client tools reach the server: libpq variables, the password never in argv."""
@@ -95,7 +108,7 @@ class PgServer:
     env: dict[str, str] = field(repr=False)
 
     def tool_env(self, dbname: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        base = tool_base_env()
         return {**base, **self.env, "PGDATABASE": dbname}
 
 
@@ -442,7 +455,7 @@ def unpack(archive: Path, secret: bytes, dest: Path, say: Say) -> dict[str, Any]
     for name in manifest["order"]:
         if name.startswith("db/"):
             # pg_restore must be able to read the dump's table of contents.
-            _run([pg_bin("pg_restore"), "--list", str(dest / name)], dict(os.environ), name)
+            _run([pg_bin("pg_restore"), "--list", str(dest / name)], tool_base_env(), name)
     say(
         f"archive of {manifest['created_at']}: {len(found)} members, checksums match, "
         f"databases {', '.join(n[3:-5] for n in manifest['order'] if n.startswith('db/'))}"

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import hvac
 
-from deploy.backup.ops import Say, _run, _scratch, pg_bin, unpack
+from deploy.backup.ops import Say, _run, _scratch, pg_bin, tool_base_env, unpack
 from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, _in_thread, free_port_pair
 from deploy.errors import DeployError
 from doorward_kit import shred_ledger
@@ -107,7 +107,7 @@ def restore(
                 pg.admin_url(), list(passwords), passwords, lock_down_cluster=True
             )
             tool_env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+                **tool_base_env(),
                 "PGHOST": str(pg.socket_dir),
                 "PGPORT": _pg_port(pg),
                 "PGUSER": pg.user,

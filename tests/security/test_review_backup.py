@@ -1,4 +1,5 @@
-"""Review: a restore never silently skips the shred ledger (an erased customer stays erased).
+"""Review of the backups (issue 14): a restore never silently skips the shred ledger, and the
+archive key never reaches a child process.
 
 The default ledger lives beside the data folder, so restoring into a new folder (the usual
 drill: restore refuses a non-empty one) looked for a ledger that does not exist, replayed
@@ -71,3 +72,14 @@ def test_the_restored_stack_keeps_the_replayed_erasures(tmp_path: Path) -> None:
     assert sorted(e.customer_id for e in shred_ledger.entries(new)) == ["c1", "c2"]
     assert carry_ledger(old, new) == 0
     assert carry_ledger(old, old) == 0
+
+
+def test_the_archive_key_is_never_handed_to_the_postgres_tools(monkeypatch) -> None:
+    from deploy.backup.ops import PgServer, tool_base_env
+
+    monkeypatch.setenv("DOORWARD_BACKUP_KEY", "the operator's archive key 123")
+    monkeypatch.setenv("PGPASSWORD", "the operator's own")
+    for env in (tool_base_env(), PgServer({"PGUSER": "postgres"}).tool_env("doorward_audit")):
+        assert "DOORWARD_BACKUP_KEY" not in env
+        assert env.get("PGPASSWORD") != "the operator's own"
+        assert "the operator's archive key 123" not in env.values()
