@@ -80,8 +80,10 @@ DATABASES: dict[str, str] = {svc: f"doorward_{svc}" for svc in (*SERVICES, TRACE
 _OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # The services that serve a GraphQL subgraph to the gateway.
 GRAPHQL_SUBGRAPHS = ("identity", "workorders", "audit")
-# Never handed to a service: the supervisor's own credentials.
-_SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL")
+# Never handed to a service: the supervisor's own credentials, and the backup archive key (an
+# operator running `doorward backup` from the same environment must not hand every process, the
+# internet-facing gateway included, the key of archives holding all credentials).
+_SUPERVISOR_ONLY = ("DOORWARD_VAULT_TOKEN", "DOORWARD_DATABASE_URL", "DOORWARD_BACKUP_KEY")
 MAX_REPLICAS = 9
 # Replica r of a process binds its configured port + r * REPLICA_PORT_STEP (r = 1..N).
 REPLICA_PORT_STEP = 100

@@ -83,3 +83,25 @@ def test_the_archive_key_is_never_handed_to_the_postgres_tools(monkeypatch) -> N
         assert "DOORWARD_BACKUP_KEY" not in env
         assert env.get("PGPASSWORD") != "the operator's own"
         assert "the operator's archive key 123" not in env.values()
+
+
+def test_doorward_up_hands_the_archive_key_to_no_process(tmp_path: Path) -> None:
+    from deploy.embedded import AppRoleCreds
+    from deploy.supervisor import SERVICES, TRACES, Infra, UpConfig, child_env
+
+    cfg = UpConfig.from_env({"DOORWARD_DATA_DIR": str(tmp_path)})
+    infra = Infra(
+        db_urls={svc: f"postgresql+asyncpg://u@/doorward_{svc}?host=/s" for svc in SERVICES},
+        vault_addr="http://127.0.0.1:8200",
+        approle=AppRoleCreds("role", "secret-id"),
+        internal_token=None,
+        audit_signing_key_file=tmp_path / "keys" / "audit.pem",
+        identity_key_dir=tmp_path / "keys" / "identity",
+        tls_root=tmp_path / "tls",
+    )
+    base = {"PATH": "/bin", "DOORWARD_BACKUP_KEY": "the operator's archive key 123"}
+    for svc in (*SERVICES, TRACES, "gateway"):
+        env = child_env(svc, cfg, infra, base)
+        assert env["PATH"] == "/bin"
+        assert "DOORWARD_BACKUP_KEY" not in env, svc
+        assert "the operator's archive key 123" not in env.values(), svc
