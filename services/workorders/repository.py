@@ -607,6 +607,44 @@ class Repository:
         )
         return (await self.session.execute(query)).first() is not None
 
+    async def lock_hold_cover(self, org_id: str, target_type: str, target_id: str) -> None:
+        """Share-lock every row a new hold on this target will cover (its work orders and its
+        customer), before the hold is checked and written. A purge batch that already locked
+        one of them (FOR UPDATE) makes us wait until it committed, so the target lookup that
+        follows sees what is left; a batch that starts later skips them (SKIP LOCKED) until the
+        hold is committed and then sees it. Without this, a hold placed while a batch ran was
+        acknowledged for rows that batch deleted."""
+        if target_type == "CUSTOMER":
+            customers = select(literal(target_id))
+            orders = (
+                select(WorkOrder.id)
+                .join(Site, Site.id == WorkOrder.site_id)
+                .where(Site.org_id == org_id, Site.customer_id == target_id)
+            )
+        elif target_type == "SITE":
+            customers = select(Site.customer_id).where(Site.org_id == org_id, Site.id == target_id)
+            orders = select(WorkOrder.id).where(
+                WorkOrder.org_id == org_id, WorkOrder.site_id == target_id
+            )
+        else:
+            customers = (
+                select(Site.customer_id)
+                .join(WorkOrder, WorkOrder.site_id == Site.id)
+                .where(WorkOrder.org_id == org_id, WorkOrder.id == target_id)
+            )
+            orders = select(literal(target_id))
+        await self.session.execute(
+            select(WorkOrder.id)
+            .where(WorkOrder.org_id == org_id, WorkOrder.id.in_(orders))
+            .order_by(WorkOrder.id)
+            .with_for_update(read=True)
+        )
+        await self.session.execute(
+            select(Customer.id)
+            .where(Customer.org_id == org_id, Customer.id.in_(customers))
+            .with_for_update(read=True)
+        )
+
     async def orgs_with_data(self) -> list[str]:
         """Every organisation that holds customers here (the purge's own, cross-org read)."""
         rows = await self.session.execute(select(Customer.org_id).distinct())

@@ -150,6 +150,9 @@ class Retention:
         authorize(principal, Action.RETENTION_MANAGE, Resource(principal.org_id))
         details: dict[str, str] = {"kind": target_type.value}
         work_order_id = ""
+        # First the rows the hold covers, then the lookups: a purge batch running now either
+        # finished (the lookup sees what is left) or will skip them (Repository.lock_hold_cover).
+        await Repository(session).lock_hold_cover(principal.org_id, target_type.value, target_id)
         # The target must exist in the caller's organisation (and be theirs to see).
         if target_type is HoldTarget.CUSTOMER:
             customer = await self.orders.customer_for(session, principal, target_id)
