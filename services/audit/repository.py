@@ -385,6 +385,23 @@ class Repository:
             )
         ).scalar_one()
 
+    async def first_seq_naming(self, org_id: str, ids: Sequence[str]) -> int | None:
+        """The org's first event about one of `ids` (as its work order or its target)."""
+        if not ids:
+            return None
+        wanted = bindparam("held", value=list(ids), type_=ARRAY(String))
+        return (
+            await self.session.execute(
+                select(func.min(AuditEvent.seq)).where(
+                    AuditEvent.org_id == org_id,
+                    or_(
+                        AuditEvent.work_order_id == any_(wanted),
+                        AuditEvent.target_id == any_(wanted),
+                    ),
+                )
+            )
+        ).scalar_one()
+
     async def insert_prune(self, values: dict[str, Any]) -> None:
         await self.session.execute(insert(AuditPrune).values(**values))
 

@@ -454,7 +454,12 @@ class AuditService:
         return verifier.finish(), verifier.root()
 
     async def prune_org(
-        self, session: AsyncSession, org_id: str, before: datetime, now: datetime | None = None
+        self,
+        session: AsyncSession,
+        org_id: str,
+        before: datetime,
+        now: datetime | None = None,
+        held_ids: Sequence[str] = (),
     ) -> PruneResult:
         """Delete the org's events that happened before `before` (the longest prefix of the
         chain that did), leaving a signed prune anchor from which the rest verifies. Only over
@@ -469,6 +474,11 @@ class AuditService:
         head_seq, _ = await repo.lock_head(org_id)  # no append while the prefix is cut
         first_kept = await repo.first_seq_since(org_id, before)
         through = head_seq if first_kept is None else first_kept - 1
+        # A legal hold suspends deletion of the trail too: the prefix ends before the first
+        # event about anything held (a prefix is all a signed prune anchor can cut).
+        first_held = await repo.first_seq_naming(org_id, held_ids)
+        if first_held is not None:
+            through = min(through, first_held - 1)
         latest = await repo.latest_prune(org_id)
         done = latest.tree_size if latest else 0
         if through <= done:

@@ -3,7 +3,7 @@ keys) and identity (user facts). The bearer token of the user we act for is prop
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -54,10 +54,10 @@ class GrpcAuditPruner:
         self._channel = channel
         self._stub = audit_pb2_grpc.AuditStub(channel.channel)
 
-    async def prune(self, org_id: str, before: datetime) -> int:
+    async def prune(self, org_id: str, before: datetime, held_ids: Sequence[str] = ()) -> int:
         reply = await self._channel.call(
             self._stub.PruneEvents,
-            audit_pb2.PruneEventsRequest(org_id=org_id, before=_ts(before)),
+            audit_pb2.PruneEventsRequest(org_id=org_id, before=_ts(before), held_ids=held_ids),
             deadline=300.0,
             what="audit",
         )

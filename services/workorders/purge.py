@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,7 +69,7 @@ class Purge:
         interval: timedelta = timedelta(hours=1),
         clock: Callable[[], datetime] = _utcnow,
         forget_key: Callable[[str], None] = lambda customer_id: None,
-        prune_audit: Callable[[str, datetime], Awaitable[int]] | None = None,
+        prune_audit: Callable[[str, datetime, Sequence[str]], Awaitable[int]] | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -127,9 +127,12 @@ class Purge:
                 result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
             )
             if self.prune_audit is not None:
+                # Held records keep their audit trail too (audit stops the prefix before them).
+                async with self.db.unit_of_work() as session:
+                    held = await Repository(session).held_ids(org_id)
                 try:
                     result.audit_events += await self.prune_audit(
-                        org_id, policy.cutoff("audit_event", now)
+                        org_id, policy.cutoff("audit_event", now), held
                     )
                 except DoorwardError as error:
                     # The trail stays as it is; the next run asks again.

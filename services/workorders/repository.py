@@ -645,6 +645,47 @@ class Repository:
             .with_for_update(read=True)
         )
 
+    async def held_ids(self, org_id: str) -> list[str]:
+        """Every id an active hold covers, for audit pruning: the held targets, and for a
+        customer its sites and work orders, for a site its customer and work orders, for a work
+        order its site and customer."""
+        holds = (
+            await self.session.execute(
+                select(LegalHold.target_type, LegalHold.target_id).where(
+                    LegalHold.org_id == org_id, LegalHold.released_at.is_(None)
+                )
+            )
+        ).all()
+        found: set[str] = set()
+        for target_type, target_id in holds:
+            found.add(target_id)
+            if target_type == "WORK_ORDER":
+                row = (
+                    await self.session.execute(
+                        select(Site.id, Site.customer_id)
+                        .join(WorkOrder, WorkOrder.site_id == Site.id)
+                        .where(WorkOrder.org_id == org_id, WorkOrder.id == target_id)
+                    )
+                ).first()
+                found.update(row or ())
+                continue
+            site_filter = (
+                Site.customer_id == target_id if target_type == "CUSTOMER" else Site.id == target_id
+            )
+            for site_id, customer_id in (
+                await self.session.execute(
+                    select(Site.id, Site.customer_id).where(Site.org_id == org_id, site_filter)
+                )
+            ).all():
+                found.update((site_id, customer_id))
+                orders = await self.session.execute(
+                    select(WorkOrder.id).where(
+                        WorkOrder.org_id == org_id, WorkOrder.site_id == site_id
+                    )
+                )
+                found.update(orders.scalars())
+        return sorted(found)
+
     async def orgs_with_data(self) -> list[str]:
         """Every organisation that holds customers here (the purge's own, cross-org read)."""
         rows = await self.session.execute(select(Customer.org_id).distinct())

@@ -79,7 +79,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             raise bad_input("org_id and before are required")
         before = request.before.ToDatetime(tzinfo=UTC)
         async with self._db.unit_of_work() as session:
-            result = await self._service.prune_org(session, request.org_id, before)
+            result = await self._service.prune_org(
+                session, request.org_id, before, held_ids=list(request.held_ids)
+            )
         return audit_pb2.PruneEventsResponse(pruned_through=result.through, deleted=result.deleted)
 
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -410,7 +410,7 @@ async def test_audit_events_are_pruned_per_organisation_policy(db: Database) -> 
     )
     asked: dict[str, datetime] = {}
 
-    async def prune(org_id: str, before: datetime) -> int:
+    async def prune(org_id: str, before: datetime, held: Sequence[str] = ()) -> int:
         asked[org_id] = before
         if org_id == v.org_id:
             from doorward_kit.errors import DoorwardError, ErrorCode
