@@ -295,6 +295,7 @@ def port_plan(cfg: UpConfig) -> list[Port]:
             ports.append(_port("gateway", "gateway_port", s.gateway_port, r))
     if cfg.embedded_traces:
         ports.append(Port("trace store", "DOORWARD_TRACES_HTTP_PORT", s.traces_http_port))
+        ports.append(Port("trace store gRPC", "DOORWARD_TRACES_GRPC_PORT", s.traces_grpc_port))
     if cfg.vault_addr is None:
         if cfg.vault_nodes > 1:
             ports.append(Port("OpenBao balancer", "DOORWARD_VAULT_PORT", cfg.vault_port))
@@ -385,6 +386,8 @@ def child_env(
         env["OTEL_TRACES_EXPORTER"] = "none"  # the store does not trace itself
     if svc == "audit":
         env["DOORWARD_AUDIT_SIGNING_KEY_FILE"] = str(infra.audit_signing_key_file)
+        # Traces in the graph come from the embedded store; an external collector has its own UI.
+        env["DOORWARD_AUDIT_TRACE_STORE"] = "1" if cfg.embedded_traces else "0"
     if svc == "identity":
         env["DOORWARD_IDENTITY_KEY_DIR"] = str(infra.identity_key_dir)
     _gateway_signature_env(svc, infra, env)
@@ -443,7 +446,8 @@ def _gateway_signature_env(svc: str, infra: Infra, env: dict[str, str]) -> None:
 
 def _internal_identity_env(env: dict[str, str], svc: str, infra: Infra) -> None:
     """Each process that speaks internal gRPC gets its own certificate folder (mutual TLS); the
-    shared token only in the insecure development mode. The trace store speaks no gRPC."""
+    shared token only in the insecure development mode. (The trace store's read API is gRPC
+    too: audit calls it.)"""
     env.pop("DOORWARD_INTERNAL_TOKEN", None)
     env.pop("DOORWARD_TLS_DIR", None)
     if svc not in TLS_PROCESSES:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 from jwt import PyJWK
+from opentelemetry import trace
 
 from doorward_kit.errors import DoorwardError, ErrorCode, unauthenticated
 
@@ -196,6 +197,9 @@ class TokenVerifier:
                 "change your password or finish MFA enrolment, then log in again",
             )
         await self._guard.check(principal)
+        # The trace store scopes a trace to the organisation any of its spans names: every
+        # process that verifies the caller names it on the span it is serving.
+        trace.get_current_span().set_attribute("doorward.org.id", principal.org_id)
         return principal
 
     async def _signing_key(self, token: str, what: str) -> Any:

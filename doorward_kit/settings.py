@@ -80,6 +80,8 @@ class StackSettings(BaseSettings):
     workorders_http_url: str | None = None
     audit_http_url: str | None = None
     secrets_http_url: str | None = None
+    # The trace store's read API (mutual-TLS gRPC; audit serves traces to the graph through it).
+    traces_grpc_port: int = 5005
     # This process's certificate folder for mutual TLS on internal gRPC (doorward_kit.tls).
     tls_dir: Path | None = None
     # Development only: internal gRPC over plain TCP with the shared token below.

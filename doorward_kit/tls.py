@@ -36,7 +36,8 @@ import grpc
 
 log = logging.getLogger(__name__)
 
-SERVICES: tuple[str, ...] = ("gateway", "identity", "workorders", "secrets", "audit")
+# "traces": the embedded trace store, whose read API audit calls (its OTLP receiver is HTTP).
+SERVICES: tuple[str, ...] = ("gateway", "identity", "workorders", "secrets", "audit", "traces")
 TRUST_DOMAIN = "doorward"
 DNS_SUFFIX = "doorward.internal"
 IDENTITY_FILE = "identity.pem"

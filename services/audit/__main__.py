@@ -7,7 +7,7 @@ import asyncio
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
 from doorward_kit.graphql import GatewayGate
-from doorward_kit.grpc import GrpcServer, InternalAuth
+from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
 from doorward_kit.runner import ServiceParts, run_service
@@ -21,6 +21,7 @@ from services.audit.runtime import AuditRuntime, checkpoint_loop
 from services.audit.service import AuditService
 from services.audit.settings import AuditSettings
 from services.audit.signing import load_or_create_signer
+from services.audit.trace_store import TraceStoreClient
 
 
 async def build_parts(
@@ -45,7 +46,12 @@ async def build_parts(
     guard = None
     if verifier is None:
         verifier, guard = build_token_verifier(stack, auth)
-    runtime = AuditRuntime(db=db, service=service, verifier=verifier)
+    traces = None
+    if settings.audit_trace_store:
+        traces = TraceStoreClient(
+            ServiceChannel(stack.grpc_target("traces"), auth, stack.grpc_deadline, server="traces")
+        )
+    runtime = AuditRuntime(db=db, service=service, verifier=verifier, traces=traces)
 
     app = create_app("doorward-audit", readiness=db.ping)
     app.include_router(
@@ -66,6 +72,8 @@ async def build_parts(
     async def close() -> None:
         if guard is not None:
             await guard.close()
+        if traces is not None:
+            await traces.close()
         await db.dispose()
 
     parts = ServiceParts(

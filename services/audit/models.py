@@ -28,6 +28,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_secret_ref", "org_id", "secret_ref_id", "seq"),
         Index("ix_audit_events_action", "org_id", "action", "target_id"),
         Index("ix_audit_events_occurred", "org_id", "occurred_at"),
+        Index("ix_audit_events_trace", "org_id", "trace_id"),
     )
 
     org_id: Mapped[str] = mapped_column(String(64), primary_key=True)

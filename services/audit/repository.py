@@ -182,6 +182,43 @@ class Repository:
         )
         return row.scalar_one_or_none()
 
+    async def events_of_trace(self, org_id: str, trace_id: str, limit: int) -> list[AuditEvent]:
+        """The org's events recorded in one trace, oldest first."""
+        rows = await self.session.execute(
+            select(AuditEvent)
+            .where(AuditEvent.org_id == org_id, AuditEvent.trace_id == trace_id)
+            .order_by(AuditEvent.seq)
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def trace_ids_of_actor(
+        self,
+        org_id: str,
+        actor_id: str,
+        occurred_from: datetime | None,
+        occurred_to: datetime | None,
+        limit: int,
+    ) -> list[str]:
+        """The traces in which `actor_id`'s actions were audited, newest first."""
+        where: list[Any] = [
+            AuditEvent.org_id == org_id,
+            AuditEvent.actor_id == actor_id,
+            AuditEvent.trace_id != "",
+        ]
+        if occurred_from is not None:
+            where.append(AuditEvent.occurred_at >= occurred_from)
+        if occurred_to is not None:
+            where.append(AuditEvent.occurred_at <= occurred_to)
+        rows = await self.session.execute(
+            select(AuditEvent.trace_id)
+            .where(*where)
+            .group_by(AuditEvent.trace_id)
+            .order_by(func.max(AuditEvent.seq).desc())
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
     async def stream_events(
         self, org_id: str, f: EventFilter | None = None, *, up_to_seq: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:

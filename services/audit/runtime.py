@@ -11,6 +11,7 @@ from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
 from services.audit.repository import Repository
 from services.audit.service import AuditService
+from services.audit.trace_store import TraceStoreClient
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ class AuditRuntime:
     db: Database
     service: AuditService
     verifier: TokenVerifier
+    # The embedded trace store's read API; None when spans go to an external collector.
+    traces: TraceStoreClient | None = None
 
 
 async def run_checkpoints(db: Database, service: AuditService) -> int:

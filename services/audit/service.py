@@ -35,6 +35,8 @@ SERVICE_NAME = "audit"
 TRAIL_LIMIT = 1000
 # The shortest audit retention anybody may set (and the database's own floor for pruning).
 MIN_AUDIT_RETENTION = timedelta(days=183)
+# traces(filter: {actorId}) looks at the newest this many traces of the actor's audit events.
+ACTOR_TRACE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,28 @@ class AuditService:
             if row is not None:
                 found[event_id] = row
         return found
+
+    async def events_of_trace(
+        self, session: AsyncSession, principal: Principal, trace_id: str
+    ) -> list[AuditEvent]:
+        """Trace.auditEvents: the caller's organisation's events of one trace, oldest first."""
+        self.authorize_read(principal)
+        return await Repository(session).events_of_trace(principal.org_id, trace_id, TRAIL_LIMIT)
+
+    async def trace_ids_of_actor(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        actor_id: str,
+        occurred_from: datetime | None,
+        occurred_to: datetime | None,
+    ) -> list[str]:
+        """traces(filter: {actorId}): spans carry only a keyed pseudonym of the user, so the
+        user's traces are the ones their audited actions name (the newest ACTOR_TRACE_LIMIT)."""
+        self.authorize_read(principal)
+        return await Repository(session).trace_ids_of_actor(
+            principal.org_id, actor_id, occurred_from, occurred_to, ACTOR_TRACE_LIMIT
+        )
 
     # ---- integrity ------------------------------------------------------------------------
 

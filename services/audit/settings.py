@@ -5,6 +5,8 @@ DOORWARD_AUDIT_SIGNING_KEY_FILE       Ed25519 private key PEM that signs checkpo
                                       0600, when missing and DOORWARD_ENV=development)
 DOORWARD_AUDIT_CHECKPOINT_INTERVAL    seconds between signed checkpoints, default 60
 DOORWARD_AUDIT_ALERT_*                thresholds of the security alert rules (see below)
+DOORWARD_AUDIT_TRACE_STORE            whether the embedded trace store runs (traces in the graph
+                                      read it); `doorward up` sets 0 with an external collector
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class AuditSettings(BaseSettings):
     # Repeated denied attempts by one user: at least `denials` within `denial_window` seconds.
     audit_alert_denials: int = Field(default=5, ge=1)
     audit_alert_denial_window: int = Field(default=900, ge=1)
+    # The graph's traces come from the embedded trace store (doorward.traces.v1) when it runs.
+    audit_trace_store: bool = True
 
     @property
     def db_url(self) -> str:

@@ -1,4 +1,5 @@
-"""`python -m services.traces`: the embedded trace store (migrations, OTLP receiver, retention).
+"""`python -m services.traces`: the embedded trace store (migrations, OTLP receiver, the read API
+for audit over mutual-TLS gRPC, retention).
 
 It exports no spans of its own: a store that traced its own ingestion would feed itself.
 """
@@ -11,11 +12,15 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.grpc import GrpcServer, InternalAuth
 from doorward_kit.http import create_app
-from doorward_kit.logging import setup_logging
+from doorward_kit.logging import register_secret, setup_logging
 from doorward_kit.runner import ServiceParts, serving
+from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
+from services.traces.api.grpc import add_to_server
 from services.traces.api.http import otlp_router
 from services.traces.service import TraceStore
 from services.traces.settings import TracesSettings
@@ -54,31 +59,55 @@ async def _try_lock(session: object) -> bool:
 
 
 async def build_parts(
-    stack: StackSettings, settings: TracesSettings
+    stack: StackSettings,
+    settings: TracesSettings,
+    *,
+    verifier: TokenVerifier | None = None,
 ) -> tuple[ServiceParts, Database, TraceStore]:
+    """Everything but the serving; tests pass their own verifier (no identity running)."""
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
     store = TraceStore(retention=timedelta(days=settings.traces_retention_days))
     app = create_app("doorward-traces", readiness=db.ping)
     app.include_router(otlp_router(db, store, settings.traces_max_body_bytes))
 
+    # The read API verifies the token of the auditor each call acts for, as every service does.
+    auth = InternalAuth.from_stack(stack, "traces")
+    if auth.token:
+        register_secret(auth.token)
+    guard = None
+    if verifier is None:
+        verifier, guard = build_token_verifier(stack, auth)
+    grpc_server = GrpcServer(stack.host, stack.traces_grpc_port, auth)
+    add_to_server(grpc_server, db, store, verifier)
+
     async def retention() -> None:
         await prune_loop(db, store, settings.traces_prune_seconds)
+
+    async def close() -> None:
+        if guard is not None:
+            await guard.close()
+        await db.dispose()
 
     parts = ServiceParts(
         app=app,
         host=stack.host,
         http_port=stack.traces_http_port,
+        grpc=grpc_server,
         background=[retention],
-        close=db.dispose,
+        close=close,
     )
     return parts, db, store
 
 
 async def _main() -> None:
-    parts, _, _ = await build_parts(StackSettings(), TracesSettings())  # type: ignore[call-arg]
+    stack = StackSettings()
+    parts, _, _ = await build_parts(stack, TracesSettings())  # type: ignore[call-arg]
     async with serving(parts, "traces") as http:
-        log.info("traces serving", extra={"fields": {"http_port": parts.http_port}})
+        log.info(
+            "traces serving",
+            extra={"fields": {"http_port": parts.http_port, "grpc_port": stack.traces_grpc_port}},
+        )
         await http.finished
 
 

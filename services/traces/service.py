@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,10 @@ from services.traces.repository import TraceQuery, TraceRepository, TraceSummary
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# Largest page a reader may ask for, and most trace ids one query may be restricted to.
+MAX_PAGE = 500
+MAX_TRACE_IDS = 1000
 
 
 def utc_now() -> datetime:
@@ -78,9 +82,13 @@ class TraceStore:
         first: int,
         after: tuple[datetime, str] | None = None,
     ) -> list[TraceSummary]:
+        if after is not None:
+            after = (after[0], valid_trace_id(after[1]))
+        if query.trace_ids is not None:
+            query = replace(query, trace_ids=tuple(valid_trace_id(t) for t in query.trace_ids))
         horizon = self.clock() - self.retention
         if query.started_from is None or query.started_from < horizon:
-            query = TraceQuery(**{**query.__dict__, "started_from": horizon})
+            query = replace(query, started_from=horizon)
         return await TraceRepository(session).traces(org_id, query, first, after)
 
     async def prune(self, session: AsyncSession, batch: int = 5000) -> int:

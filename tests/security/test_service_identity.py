@@ -26,6 +26,7 @@ from cryptography import x509
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
 from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from doorward.traces.v1 import traces_pb2, traces_pb2_grpc
 from doorward.workorders.v1 import workorders_pb2, workorders_pb2_grpc
 
 from deploy.pki import CertificateIssuer, CertificateRenewer, provision_pki
@@ -44,6 +45,8 @@ from services.identity.api.grpc import ALLOWED_CALLERS as IDENTITY_CALLERS
 from services.identity.api.grpc import IdentityServicer
 from services.secrets.api.grpc import ALLOWED_CALLERS as SECRETS_CALLERS
 from services.secrets.api.grpc import SecretsServicer
+from services.traces.api.grpc import ALLOWED_CALLERS as TRACES_CALLERS
+from services.traces.api.grpc import TracesServicer
 from services.workorders.api.grpc import ALLOWED_CALLERS as WORKORDERS_CALLERS
 from services.workorders.api.grpc import WorkOrdersServicer
 from tests.fixtures.pki import ServicePki, TestCA
@@ -205,6 +208,7 @@ def _servicers() -> dict[str, tuple[Any, Any]]:
         "secrets": (SECRETS_CALLERS, SecretsServicer(None, None)),  # type: ignore[arg-type]
         "workorders": (WORKORDERS_CALLERS, WorkOrdersServicer(None, None)),  # type: ignore[arg-type]
         "audit": (AUDIT_CALLERS, AuditServicer(None, None)),  # type: ignore[arg-type]
+        "traces": (TRACES_CALLERS, TracesServicer(None, None, None)),  # type: ignore[arg-type]
     }
 
 
@@ -213,22 +217,25 @@ _ADD = {
     "secrets": secrets_pb2_grpc.add_SecretsServicer_to_server,
     "workorders": workorders_pb2_grpc.add_WorkOrdersServicer_to_server,
     "audit": audit_pb2_grpc.add_AuditServicer_to_server,
+    "traces": traces_pb2_grpc.add_TracesServicer_to_server,
 }
 _STUB = {
     "identity": identity_pb2_grpc.IdentityStub,
     "secrets": secrets_pb2_grpc.SecretsStub,
     "workorders": workorders_pb2_grpc.WorkOrdersStub,
     "audit": audit_pb2_grpc.AuditStub,
+    "traces": traces_pb2_grpc.TracesStub,
 }
 _PB = {
     "identity": identity_pb2,
     "secrets": secrets_pb2,
     "workorders": workorders_pb2,
     "audit": audit_pb2,
+    "traces": traces_pb2,
 }
 
 
-@pytest.mark.parametrize("server_name", ["identity", "secrets", "workorders", "audit"])
+@pytest.mark.parametrize("server_name", ["identity", "secrets", "workorders", "audit", "traces"])
 async def test_every_method_answers_exactly_the_services_its_allow_list_names(
     server_name: str, service_pki: ServicePki, caplog: pytest.LogCaptureFixture
 ) -> None:

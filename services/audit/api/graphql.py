@@ -3,22 +3,30 @@
 Readers are AUDITOR and ADMIN of the caller's organisation (policy: audit.read,
 audit.integrity.read, security.alert.read); everybody else gets FORBIDDEN, including through
 `_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too. One
-exception: every user may read their OWN User.accessHistory (audit.own_history.read).
+exception: every user may read their OWN User.accessHistory (audit.own_history.read), but not
+the traces of its events (AuditEvent.trace needs audit.read).
+
+Traces (`trace`, `traces`, `AuditEvent.trace`, `Trace.auditEvents`) come from the embedded trace
+store's read API over mutual-TLS gRPC; each call carries the reader's own access token, and the
+store checks role and organisation again on its side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
 import strawberry.federation
+from doorward.traces.v1 import traces_pb2
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
-from doorward_kit.errors import bad_input
+from doorward_kit.auth import Principal
+from doorward_kit.errors import bad_input, unavailable
 from doorward_kit.graphql import (
     Edge,
     GatewayGate,
@@ -41,6 +49,7 @@ from services.audit.repository import EventFilter
 from services.audit.runtime import AuditRuntime
 from services.audit.service import AuditService, ConsistencyProof, InclusionProof
 from services.audit.signing import Checkpoint, public_key_pem
+from services.audit.trace_store import TraceQuery, TraceStoreClient
 from services.audit.verify import IntegrityReport
 
 log = logging.getLogger(__name__)
@@ -145,6 +154,15 @@ class AuditEvent:
     def work_order(self) -> WorkOrder | None:
         return WorkOrder(id=strawberry.ID(self.work_order_id)) if self.work_order_id else None
 
+    @strawberry.field(description="The request's trace (AUDITOR, ADMIN); null once expired.")
+    async def trace(self, info: Info) -> Trace | None:
+        principal = await caller(info)
+        # An event reached through one's own accessHistory still needs audit.read here.
+        AuditService.authorize_read(principal)
+        if not self.trace_id:
+            return None
+        return await _load_trace(info, principal, self.trace_id)
+
     @classmethod
     def from_row(cls, row: EventRow | Any) -> AuditEvent:
         # An ORM event or a plain row of its columns (the trails).
@@ -166,6 +184,189 @@ class AuditEvent:
             prev_hash=row.prev_hash,
             details=_details(row.details),
         )
+
+
+# ---- traces ------------------------------------------------------------------------------
+
+
+@strawberry.enum(name="Decision")
+class Decision(enum.Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@strawberry.enum(name="SpanStatus")
+class SpanStatus(enum.Enum):
+    UNSET = "UNSET"
+    OK = "OK"
+    ERROR = "ERROR"
+
+
+@strawberry.type
+class SpanAttribute:
+    key: str
+    value: str
+
+
+@strawberry.type
+class SpanEvent:
+    name: str
+    at: datetime
+    attributes: list[SpanAttribute]
+
+
+def _when(stamp: Any) -> datetime:
+    moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+    return moment
+
+
+def _span_attributes(items: Any) -> list[SpanAttribute]:
+    return [SpanAttribute(key=a.key, value=a.value) for a in items]
+
+
+@strawberry.type
+class Span:
+    span_id: strawberry.ID
+    parent_span_id: strawberry.ID | None
+    service: str
+    name: str
+    kind: str
+    started_at: datetime
+    duration_ms: float
+    status: SpanStatus
+    attributes: list[SpanAttribute]
+    events: list[SpanEvent]
+
+    @classmethod
+    def from_message(cls, span: traces_pb2.Span) -> Span:
+        return cls(
+            span_id=strawberry.ID(span.span_id),
+            parent_span_id=strawberry.ID(span.parent_span_id) if span.parent_span_id else None,
+            service=span.service,
+            name=span.name,
+            kind=span.kind,
+            started_at=_when(span.started_at),
+            duration_ms=span.duration_us / 1000,
+            status=SpanStatus(span.status)
+            if span.status in SpanStatus.__members__
+            else (SpanStatus.UNSET),
+            attributes=_span_attributes(span.attributes),
+            events=[
+                SpanEvent(name=e.name, at=_when(e.at), attributes=_span_attributes(e.attributes))
+                for e in span.events
+            ],
+        )
+
+
+@strawberry.type
+class Trace:
+    trace_id: strawberry.ID
+    started_at: datetime
+    duration_ms: float
+    services: list[str]
+    # Spans of a trace fetched whole; a listed trace fetches them only when asked for.
+    loaded_spans: strawberry.Private[list[Span] | None]
+
+    @strawberry.field
+    async def spans(self, info: Info) -> list[Span]:
+        if self.loaded_spans is not None:
+            return self.loaded_spans
+        principal = await caller(info)
+        AuditService.authorize_read(principal)
+        whole = await _load_trace(info, principal, str(self.trace_id))
+        return whole.loaded_spans or [] if whole is not None else []
+
+    @strawberry.field(description="The organisation's audit events of this trace, oldest first.")
+    async def audit_events(self, info: Info) -> list[AuditEvent]:
+        principal = await caller(info)
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            rows = await runtime.service.events_of_trace(session, principal, str(self.trace_id))
+        return [AuditEvent.from_row(r) for r in rows]
+
+    @classmethod
+    def from_summary(
+        cls, summary: traces_pb2.TraceSummary, spans: list[Span] | None = None
+    ) -> Trace:
+        started, ended = _when(summary.started_at), _when(summary.ended_at)
+        return cls(
+            trace_id=strawberry.ID(summary.trace_id),
+            started_at=started,
+            duration_ms=(ended - started).total_seconds() * 1000,
+            services=list(summary.services),
+            loaded_spans=spans,
+        )
+
+
+@strawberry.type
+class TraceConnection:
+    edges: list[Edge[Trace]]
+    page_info: PageInfo
+
+
+@strawberry.input
+class TraceFilter:
+    decision: Decision | None = None
+    reason: str | None = None
+    work_order_id: strawberry.ID | None = None
+    secret_ref_id: strawberry.ID | None = None
+    actor_id: strawberry.ID | None = None
+    service: str | None = None
+    from_: datetime | None = strawberry.field(name="from", default=None)
+    to: datetime | None = None
+
+
+def _trace_store(info: Info) -> TraceStoreClient:
+    traces = _runtime(info).traces
+    if traces is None:
+        raise unavailable("no embedded trace store here: spans go to the external collector")
+    return traces
+
+
+def _bearer(info: Info, principal: Principal) -> str:
+    return principal.token or info.context.raw_token or ""
+
+
+async def _load_trace(info: Info, principal: Principal, trace_id: str) -> Trace | None:
+    """One trace, fetched once per request however many fields ask (concurrently per batch)."""
+    store, bearer = _trace_store(info), _bearer(info, principal)
+
+    async def load(ids: list[str]) -> list[Trace | None]:
+        found = await asyncio.gather(*(store.trace(i, bearer=bearer) for i in ids))
+        return [
+            Trace.from_summary(t.summary, [Span.from_message(s) for s in t.spans])
+            if t is not None
+            else None
+            for t in found
+        ]
+
+    loaded: Trace | None = await info.context.loader("trace", load).load(trace_id)
+    return loaded
+
+
+async def _query_of(info: Info, principal: Principal, f: TraceFilter | None) -> TraceQuery:
+    if f is None:
+        return TraceQuery()
+    for moment in (f.from_, f.to):
+        if moment is not None and moment.tzinfo is None:
+            raise bad_input("from and to need a time zone offset")
+    trace_ids: list[str] | None = None
+    if f.actor_id is not None:
+        runtime = _runtime(info)
+        async with runtime.db.unit_of_work() as session:
+            trace_ids = await runtime.service.trace_ids_of_actor(
+                session, principal, str(f.actor_id), f.from_, f.to
+            )
+    return TraceQuery(
+        decision=f.decision.value if f.decision is not None else None,
+        reason=f.reason,
+        work_order_id=str(f.work_order_id) if f.work_order_id is not None else None,
+        secret_ref_id=str(f.secret_ref_id) if f.secret_ref_id is not None else None,
+        service=f.service,
+        started_from=f.from_,
+        started_to=f.to,
+        trace_ids=trace_ids,
+    )
 
 
 @strawberry.type
@@ -328,6 +529,39 @@ class Query:
             rows, size, lambda r: encode_cursor(str(r.seq)), AuditEvent.from_row
         )
         return AuditEventConnection(edges=edges, page_info=page_info)
+
+    @strawberry.field(
+        description="One trace of the organisation (AUDITOR, ADMIN); null when unknown, "
+        "expired or another organisation's."
+    )
+    async def trace(self, info: Info, trace_id: strawberry.ID) -> Trace | None:
+        principal = await caller(info)
+        AuditService.authorize_read(principal)
+        return await _load_trace(info, principal, str(trace_id))
+
+    @strawberry.field(description="The organisation's traces, newest first (AUDITOR, ADMIN).")
+    async def traces(
+        self,
+        info: Info,
+        filter_: Annotated[TraceFilter | None, strawberry.argument(name="filter")] = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> TraceConnection:
+        principal = await caller(info)
+        AuditService.authorize_read(principal)
+        size = page_size(first)
+        position = decode_time_cursor(after)
+        query = await _query_of(info, principal, filter_)
+        rows = await _trace_store(info).traces(
+            query, size + 1, position, bearer=_bearer(info, principal)
+        )
+        edges, page_info = connection_page(
+            rows,
+            size,
+            lambda r: encode_time_cursor(_when(r.started_at), r.trace_id),
+            Trace.from_summary,
+        )
+        return TraceConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="Verifies the organisation's whole chain and checkpoints.")
     async def audit_integrity(self, info: Info) -> AuditIntegrityReport:

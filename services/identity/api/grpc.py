@@ -21,7 +21,7 @@ HEARTBEAT_SECONDS = 1.0
 
 # Who may call what (deny by default; the caller is its verified certificate). Every process
 # that verifies access tokens checks sessions; only workorders looks users and regions up.
-_SESSION_CHECKERS = {"gateway", "workorders", "secrets", "audit"}
+_SESSION_CHECKERS = {"gateway", "workorders", "secrets", "audit", "traces"}
 ALLOWED_CALLERS = allow_list(
     identity_pb2.DESCRIPTOR.services_by_name["Identity"],
     {

@@ -84,7 +84,16 @@ def record(org_id: str = "org-1", **kw) -> AuditRecord:
 
 
 @contextlib.asynccontextmanager
-async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHarness]:
+async def running_audit(
+    postgres,
+    *,
+    pki: ServicePki | None = None,
+    issuer: TestTokenIssuer | None = None,
+    stack_overrides: dict | None = None,
+    **settings_overrides,
+) -> AsyncIterator[AuditHarness]:
+    """`pki`, `issuer` and `stack_overrides` let a test run audit beside another service (the
+    trace store) under the same CA and token issuer; by default audit runs alone."""
     # As `doorward up` does: the tables belong to the NOLOGIN owner, the service logs in as a
     # role that only inherits the writer's INSERT/SELECT (deploy/pgroles.py).
     dbname = f"audit_{uuid.uuid4().hex[:12]}"
@@ -92,7 +101,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
     provision_logins(postgres.admin_url(), [login])
     db_url = postgres.server.login_url(login.login, login.password, dbname)
     key_dir = Path(tempfile.mkdtemp(prefix="doorward-audit-key-"))
-    pki = ServicePki(key_dir / "tls")
+    pki = pki or ServicePki(key_dir / "tls")
     http_port, grpc_port = free_port(), free_port()
     stack = StackSettings(
         tls_dir=pki.folder("audit"),
@@ -100,6 +109,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
         audit_grpc_port=grpc_port,
         env="development",
         gateway_public_key_file=gateway_keys().public_file,
+        **(stack_overrides or {}),
     )
     settings = AuditSettings(
         audit_db_url=db_url,
@@ -107,7 +117,7 @@ async def running_audit(postgres, **settings_overrides) -> AsyncIterator[AuditHa
         audit_checkpoint_interval=3600,
         **settings_overrides,
     )
-    issuer = TestTokenIssuer()
+    issuer = issuer or TestTokenIssuer()
     parts, runtime = await build_parts(stack, settings, verifier=issuer.verifier())
     server = uvicorn.Server(
         uvicorn.Config(parts.app, host="127.0.0.1", port=http_port, log_config=None, lifespan="off")

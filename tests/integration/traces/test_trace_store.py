@@ -5,12 +5,9 @@ bad and oversized bodies are refused, and retention deletes what is past its age
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -21,38 +18,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from doorward_kit.net import free_port
-from doorward_kit.runner import serving
-from doorward_kit.settings import StackSettings
-from services.traces.__main__ import build_parts
 from services.traces.repository import TraceQuery
-from services.traces.service import TraceStore
-from services.traces.settings import TracesSettings
+from tests.integration.traces.harness import running_store
 
 pytestmark = pytest.mark.integration
 
 CANARY = "canary-4711-door-code"
-
-
-@dataclass
-class Store:
-    url: str
-    dsn: str
-    db: object
-    store: TraceStore
-
-
-@contextlib.asynccontextmanager
-async def running_store(postgres, **overrides) -> AsyncIterator[Store]:
-    dbname = f"traces_{uuid.uuid4().hex[:12]}"
-    db_url = postgres.create_database(dbname)
-    port = free_port()
-    stack = StackSettings(traces_http_port=port)
-    settings = TracesSettings(traces_db_url=db_url, **overrides)
-    parts, db, store = await build_parts(stack, settings)
-    parts.background = []  # retention is driven by the tests
-    async with serving(parts, "traces-test"):
-        yield Store(f"http://127.0.0.1:{port}", postgres.server.admin_url(dbname), db, store)
 
 
 def export_spans(url: str, org_id: str) -> str:
