@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, any_, exists, func, literal, literal_column, or_, select, text
+from sqlalchemy import and_, any_, case, exists, func, literal, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,16 @@ from services.traces.models import MetricPoint, Span, Trace
 from services.traces.otlp import MetricRecord, SpanRecord
 
 ORG_KEY = "doorward.org.id"
+# A trace whose spans name two organisations belongs to nobody: whoever can reach the receiver
+# (it takes spans from any local process) must not be able to claim another organisation's
+# trace by sending a span with its trace id first. No organisation id contains "!".
+CONFLICT_ORG = "!conflict"
+
+
+def _merged_org(current: str | None, incoming: str | None) -> str | None:
+    if current is None or incoming is None or current == incoming:
+        return current or incoming
+    return CONFLICT_ORG
 
 
 def _span_row(record: SpanRecord) -> dict[str, Any]:
@@ -100,7 +110,7 @@ class TraceRepository:
                     "_end": end,
                 },
             )
-            row["org_id"] = row["org_id"] or span.attribute(ORG_KEY)
+            row["org_id"] = _merged_org(row["org_id"], span.attribute(ORG_KEY))
             row["started_at"] = min(row["started_at"], span.started_at)
             if end >= row["_end"]:
                 row["_end"] = end
@@ -119,7 +129,12 @@ class TraceRepository:
         stmt = stmt.on_conflict_do_update(
             index_elements=["trace_id"],
             set_={
-                "org_id": func.coalesce(Trace.org_id, excluded.org_id),
+                "org_id": case(
+                    (Trace.org_id.is_(None), excluded.org_id),
+                    (excluded.org_id.is_(None), Trace.org_id),
+                    (Trace.org_id == excluded.org_id, Trace.org_id),
+                    else_=literal(CONFLICT_ORG),
+                ),
                 "started_at": func.least(Trace.started_at, excluded.started_at),
                 "ended_at": func.greatest(Trace.ended_at, excluded.ended_at),
                 "services": literal_column(

@@ -298,3 +298,36 @@ async def test_the_store_answers_only_audit_acting_for_a_reader_of_that_organisa
     finally:
         await audit_channel.close()
         await wo_channel.close()
+
+
+async def test_a_planted_span_cannot_move_a_trace_into_another_organisation(world: World) -> None:
+    """Whoever reaches the receiver could send a span naming org B with org A's trace id, before
+    or after A's own spans: the trace then belongs to nobody, never to B."""
+    for planted_first in (True, False):
+        trace_id = uuid.uuid4().hex
+        own = _reveal(trace_id, ORG_A, "deny", "consumed", str(uuid.uuid4()))
+        plant = {
+            "evil": [
+                {
+                    "trace_id": trace_id,
+                    "span_id": uuid.uuid4().hex[:16],
+                    "name": "planted",
+                    "attributes": {"doorward.org.id": ORG_B},
+                }
+            ]
+        }
+        for batch in (plant, own) if planted_first else (own, plant):
+            await _export(world.store, batch)
+        for org in (ORG_B, ORG_A):
+            answer = await world.audit.graphql(TRACE, world.token(org), {"id": trace_id})
+            assert answer["data"]["trace"] is None, (planted_first, org)
+    # spans of one trace naming both organisations, whatever the order: nobody's either
+    trace_id = uuid.uuid4().hex
+    both = _reveal(trace_id, ORG_A, "deny", "consumed", str(uuid.uuid4()))
+    both["doorward-secrets"][0]["attributes"]["doorward.org.id"] = ORG_B
+    await _export(world.store, both)
+    answer = await world.audit.graphql(TRACE, world.token(ORG_B), {"id": trace_id})
+    assert answer["data"]["trace"] is None
+    # the honest trace of the world is still A's
+    honest = await world.audit.graphql(TRACE, world.token(), {"id": world.denied})
+    assert honest["data"]["trace"]["traceId"] == world.denied
