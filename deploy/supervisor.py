@@ -382,6 +382,10 @@ def child_env(
     if cfg.embedded_traces and svc != TRACES:
         # The standard OTLP exporter of every process sends to the embedded store.
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = cfg.traces_endpoint
+        _trace_store_client_env(svc, infra, cfg, env)
+        # Security ops look for a denial right after it happened: export every second (the
+        # SDK's default is 5 s), unless the operator chose otherwise.
+        env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "1000")
     if svc == TRACES:
         env["OTEL_TRACES_EXPORTER"] = "none"  # the store does not trace itself
     if svc == "audit":
@@ -444,6 +448,20 @@ def _gateway_signature_env(svc: str, infra: Infra, env: dict[str, str]) -> None:
         env["DOORWARD_GATEWAY_PUBLIC_KEY_FILE"] = str(infra.gateway_public_keys[svc])
 
 
+def _trace_store_client_env(svc: str, infra: Infra, cfg: UpConfig, env: dict[str, str]) -> None:
+    """Under mutual TLS the embedded store's receiver is HTTPS and wants a Doorward certificate:
+    the standard OTLP exporter variables point at the process's own certificate folder."""
+    if infra.tls_root is None or svc not in TLS_PROCESSES:
+        return
+    folder = infra.tls_root / svc
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = cfg.traces_endpoint.replace("http://", "https://", 1)
+    env["OTEL_EXPORTER_OTLP_CERTIFICATE"] = str(folder / "ca.pem")
+    # One file holds the key and the chain (doorward_kit.tls); requests reads it for each new
+    # connection, so renewed certificates are used without a restart.
+    env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] = str(folder / "identity.pem")
+    env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(folder / "identity.pem")
+
+
 def _internal_identity_env(env: dict[str, str], svc: str, infra: Infra) -> None:
     """Each process that speaks internal gRPC gets its own certificate folder (mutual TLS); the
     shared token only in the insecure development mode. (The trace store's read API is gRPC
@@ -456,6 +474,22 @@ def _internal_identity_env(env: dict[str, str], svc: str, infra: Infra) -> None:
         env["DOORWARD_TLS_DIR"] = str(infra.tls_root / svc)
     elif infra.internal_token is not None:
         env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
+
+
+@contextlib.contextmanager
+def _trace_store_probe(names: tuple[str, ...], infra: Infra) -> Iterator[httpx.Client | None]:
+    """The trace store's receiver is HTTPS with client certificates under mutual TLS: its
+    readiness is asked with a certificate `up` issued (the store's own; `up` is the issuer)."""
+    if TRACES not in names or infra.tls_root is None:
+        yield None
+        return
+    import ssl
+
+    folder = infra.tls_root / TRACES
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    context.load_cert_chain(str(folder / "identity.pem"))
+    with httpx.Client(timeout=2.0, trust_env=False, verify=context) as client:
+        yield client
 
 
 def module_of(svc: str) -> str:
@@ -1038,7 +1072,10 @@ class Supervisor:
                 urls[name] = ready_url(svc, self.cfg.child_stack(svc, replica))
                 self.spawn(svc, infra, replica)
         deadline = time.monotonic() + self.cfg.ready_timeout
-        with httpx.Client(timeout=2.0, trust_env=False) as http:  # no proxy for loopback
+        with (
+            httpx.Client(timeout=2.0, trust_env=False) as http,  # no proxy for loopback
+            _trace_store_probe(names, infra) as traces_http,
+        ):
             while pending:
                 self._check_stop()
                 death = self.first_death()  # one of these, or an earlier process
@@ -1049,8 +1086,11 @@ class Supervisor:
                     starting = f"{', '.join(pending)} {'was' if len(pending) == 1 else 'were'}"
                     raise DeployError(f"{death} while {starting} starting")
                 for svc in list(pending):
+                    url, client = urls[svc], http
+                    if svc.split(".")[0] == TRACES and traces_http is not None:
+                        url, client = url.replace("http://", "https://", 1), traces_http
                     with contextlib.suppress(httpx.TransportError):
-                        if http.get(urls[svc]).status_code == 200:
+                        if client.get(url).status_code == 200:
                             pending.pop(svc)()
                 if pending and time.monotonic() > deadline:
                     svc = next(iter(pending))

@@ -156,7 +156,11 @@ def setup_metrics_export(service_name: str) -> None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=15_000)
+    from doorward_kit.telemetry import otlp_session
+
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(session=otlp_session()), export_interval_millis=15_000
+    )
     provider = MeterProvider(
         metric_readers=[reader],
         resource=Resource.create({"service.name": f"doorward-{service_name}"}),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from doorward_kit.grpc import GrpcServer
 from doorward_kit.logging import setup_logging
 from doorward_kit.telemetry import setup_telemetry
+from doorward_kit.tls import CredentialFolder, CredentialsError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,50 @@ class ServiceParts:
     # Long-running coroutines (outbox senders, key renewers); cancelled at shutdown.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     close: Callable[[], Coroutine[Any, Any, None]] | None = None
+    # Mutual TLS on the HTTP port with this certificate folder (doorward_kit.tls): clients must
+    # present a certificate of the Doorward CA. None: plain HTTP (the default).
+    http_tls: Path | None = None
+
+
+# How often an HTTPS server looks at its certificate files (renewals land while it runs).
+TLS_RELOAD_SECONDS = 5.0
+
+
+def _tls_options(folder: Path | None) -> dict[str, Any]:
+    if folder is None:
+        return {}
+    creds = CredentialFolder(folder)
+    creds.load()  # refuse to start on an unusable folder, with the reason
+    return {
+        # identity.pem holds the key and the chain; OpenSSL reads each from it.
+        "ssl_certfile": str(creds.identity_file),
+        "ssl_keyfile": str(creds.identity_file),
+        "ssl_ca_certs": str(creds.ca_file),
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+    }
+
+
+async def _reload_tls(server: uvicorn.Server, folder: Path) -> None:
+    """Renewed certificates into the running server's context: new handshakes use them.
+    (uvicorn builds its SSLContext once; loading a chain into it again replaces the chain.)"""
+    creds = CredentialFolder(folder)
+    stamp = creds.stamp()
+    while True:
+        await asyncio.sleep(TLS_RELOAD_SECONDS)
+        try:
+            fresh = creds.stamp()
+            if fresh == stamp:
+                continue
+            context = server.config.ssl
+            if context is None:
+                return
+            creds.load()
+            context.load_cert_chain(str(creds.identity_file))
+            context.load_verify_locations(cafile=str(creds.ca_file))
+            stamp = fresh
+            log.info("HTTPS certificate reloaded", extra={"fields": {"folder": str(folder)}})
+        except (CredentialsError, OSError, ssl.SSLError) as exc:
+            log.warning("HTTPS certificate not reloaded", extra={"fields": {"why": str(exc)}})
 
 
 def run_service(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
@@ -68,12 +115,15 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
             # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
             # peer is the only address a caller cannot write (secrets REST records it).
             proxy_headers=False,
+            **_tls_options(parts.http_tls),
         )
     )
     if parts.grpc is not None:
         await parts.grpc.start()
     finished = asyncio.create_task(server.serve(), name=f"{name}-http")
     tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in parts.background]
+    if parts.http_tls is not None:
+        tasks.append(asyncio.create_task(_reload_tls(server, parts.http_tls), name=f"{name}-tls"))
     try:
         while not server.started:
             if finished.done():

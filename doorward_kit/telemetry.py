@@ -90,6 +90,23 @@ class JsonLinesFileExporter(SpanExporter):
         return None
 
 
+def otlp_session() -> Any:
+    """The requests session of the OTLP/HTTP exporters. requests lets REQUESTS_CA_BUNDLE (and
+    CURL_CA_BUNDLE) override a session's own `verify`, so with those set for other reasons the
+    exporter would check the trace store against the wrong CAs; when OTEL_EXPORTER_OTLP_*
+    names a certificate, that one wins (proxies from the environment still apply)."""
+    import requests
+
+    class PinnedVerify(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            settings = super().merge_environment_settings(*args, **kwargs)
+            if isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return PinnedVerify()
+
+
 def _exporter_from_env() -> SpanExporter | None:
     choice = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
@@ -102,7 +119,7 @@ def _exporter_from_env() -> SpanExporter | None:
     if choice == "otlp" or (not choice and endpoint):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(session=otlp_session())
     return None
 
 

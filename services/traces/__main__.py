@@ -93,6 +93,7 @@ async def build_parts(
         app=app,
         host=stack.host,
         http_port=stack.traces_http_port,
+        http_tls=auth.tls_dir if settings.traces_receiver_tls else None,
         grpc=grpc_server,
         background=[retention],
         close=close,

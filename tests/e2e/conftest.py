@@ -80,6 +80,7 @@ def stack_env(
         env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
     env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
     env["DOORWARD_TRACES_HTTP_PORT"] = str(free_port())
+    env["DOORWARD_TRACES_GRPC_PORT"] = str(free_port())
     return env
 
 

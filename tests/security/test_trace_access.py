@@ -21,6 +21,7 @@ from doorward.traces.v1 import traces_pb2, traces_pb2_grpc
 from doorward_kit.audit_client import AuditRecord, Outcome
 from doorward_kit.auth import Role
 from doorward_kit.grpc import ServiceChannel
+from doorward_kit.telemetry import otlp_session
 from tests.fixtures.pki import ServicePki
 from tests.fixtures.tokens import TestTokenIssuer
 from tests.integration.audit.harness import AuditHarness, record, running_audit
@@ -122,12 +123,15 @@ async def _export(store: Store, spans_by_service: dict) -> None:
 async def world(postgres, tmp_path_factory) -> AsyncIterator[World]:
     pki = ServicePki(tmp_path_factory.mktemp("trace-access-pki"))
     issuer = TestTokenIssuer()
-    async with running_store(postgres, pki=pki, issuer=issuer) as store, running_audit(
-        postgres,
-        pki=pki,
-        issuer=issuer,
-        stack_overrides={"traces_grpc_port": store.grpc_port},
-    ) as audit:
+    async with (
+        running_store(postgres, pki=pki, issuer=issuer) as store,
+        running_audit(
+            postgres,
+            pki=pki,
+            issuer=issuer,
+            stack_overrides={"traces_grpc_port": store.grpc_port},
+        ) as audit,
+    ):
         technician = str(uuid.uuid4())
         denied, allowed, foreign = (uuid.uuid4().hex for _ in range(3))
         event_a = record(
@@ -137,9 +141,7 @@ async def world(postgres, tmp_path_factory) -> AsyncIterator[World]:
             outcome=Outcome.DENIED,
             trace_id=denied,
         )
-        allowed_event = record(
-            ORG_A, actor_id=technician, action="secret.reveal", trace_id=allowed
-        )
+        allowed_event = record(ORG_A, actor_id=technician, action="secret.reveal", trace_id=allowed)
         forged = record(ORG_B, action="secret.reveal", trace_id=denied)
         await audit.append([event_a, allowed_event, forged])
         await _export(store, _reveal(denied, ORG_A, "deny", "consumed", event_a.id))
@@ -331,3 +333,64 @@ async def test_a_planted_span_cannot_move_a_trace_into_another_organisation(worl
     # the honest trace of the world is still A's
     honest = await world.audit.graphql(TRACE, world.token(), {"id": world.denied})
     assert honest["data"]["trace"]["traceId"] == world.denied
+
+
+async def test_the_receiver_takes_spans_only_from_doorward_certificates(
+    postgres, tmp_path_factory
+) -> None:
+    """Under mutual TLS (what `doorward up` runs) nobody without a certificate of the Doorward
+    CA can send a span at all; the standard exporter with a service's certificate can."""
+    import asyncio
+    import ssl
+
+    import asyncpg
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    root = tmp_path_factory.mktemp("receiver-tls")
+    pki, stranger = ServicePki(root / "ours"), ServicePki(root / "theirs")
+    async with running_store(postgres, pki=pki, traces_receiver_tls=True) as store:
+        assert store.url.startswith("https://")
+        folder = pki.folder("secrets")
+
+        def export() -> str:
+            provider = TracerProvider(
+                resource=Resource.create({"service.name": "doorward-secrets"})
+            )
+            exporter = OTLPSpanExporter(
+                endpoint=f"{store.url}/v1/traces",
+                certificate_file=str(folder / "ca.pem"),
+                client_certificate_file=str(folder / "identity.pem"),
+                client_key_file=str(folder / "identity.pem"),
+                session=otlp_session(),  # as every Doorward process builds it
+            )
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            with provider.get_tracer("t").start_as_current_span("honest") as span:
+                span.set_attribute("doorward.org.id", ORG_A)
+                trace_id = format(span.get_span_context().trace_id, "032x")
+            provider.shutdown()
+            return trace_id
+
+        honest = await asyncio.to_thread(export)
+        body = otlp_json("evil", [{"trace_id": uuid.uuid4().hex, "span_id": "1" * 16, "name": "x"}])
+        trust_ours = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        with_theirs = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        with_theirs.load_cert_chain(str(stranger.folder("secrets") / "identity.pem"))
+        for verify in (trust_ours, with_theirs):
+            async with httpx.AsyncClient(verify=verify) as client:
+                with pytest.raises(httpx.HTTPError):
+                    await client.post(f"{store.url}/v1/traces", json=body)
+        plain = store.url.replace("https://", "http://")
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.HTTPError):
+                answer = await client.post(f"{plain}/v1/traces", json=body)
+                answer.raise_for_status()
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            names = [r["name"] for r in await conn.fetch("SELECT name FROM spans")]
+            stored = await conn.fetchval("SELECT org_id FROM traces WHERE trace_id = $1", honest)
+        finally:
+            await conn.close()
+        assert names == ["honest"] and stored == ORG_A

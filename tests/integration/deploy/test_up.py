@@ -80,6 +80,7 @@ def stack_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     env["DOORWARD_GATEWAY_PORT"] = str(free_port())
     env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
     env["DOORWARD_TRACES_HTTP_PORT"] = str(free_port())
+    env["DOORWARD_TRACES_GRPC_PORT"] = str(free_port())
     for svc in SERVICES:
         env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
         env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())

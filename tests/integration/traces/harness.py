@@ -51,13 +51,15 @@ async def running_store(
     stack = StackSettings(
         traces_http_port=http_port, traces_grpc_port=grpc_port, tls_dir=pki.folder("traces")
     )
+    # Plain HTTP unless a test asks for the receiver's mutual TLS (traces_receiver_tls=True).
+    overrides.setdefault("traces_receiver_tls", False)
     settings = TracesSettings(traces_db_url=db_url, **overrides)
     parts, db, store = await build_parts(stack, settings, verifier=issuer.verifier())
     parts.background = []  # retention is driven by the tests
     try:
         async with serving(parts, "traces-test"):
             yield Store(
-                url=f"http://127.0.0.1:{http_port}",
+                url=f"{'https' if settings.traces_receiver_tls else 'http'}://127.0.0.1:{http_port}",
                 dsn=postgres.server.admin_url(dbname),
                 db=db,
                 store=store,

@@ -192,11 +192,23 @@ def test_the_trace_store_starts_with_identity_and_every_process_exports_to_it(
     cfg = _cfg(tmp_path, DOORWARD_TRACES_HTTP_PORT="7318")
     assert cfg.embedded_traces and cfg.waves[0] == ("traces", "identity")
     assert any(p.env == "DOORWARD_TRACES_HTTP_PORT" and p.port == 7318 for p in port_plan(cfg))
+    assert any(p.env == "DOORWARD_TRACES_GRPC_PORT" for p in port_plan(cfg))
     infra = _infra(tmp_path)
     for svc in (*SERVICES, "gateway"):
+        # Mutual TLS: HTTPS to the receiver with the process's own certificate folder.
         env = child_env(svc, cfg, infra, {})
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:7318"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://127.0.0.1:7318"
+        folder = tmp_path / "tls" / svc
+        assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == str(folder / "ca.pem")
+        assert env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] == str(folder / "identity.pem")
+        assert env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] == str(folder / "identity.pem")
+        assert env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
+        insecure = child_env(svc, cfg, _infra(tmp_path, insecure=True), {})
+        assert insecure["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:7318"
+        assert "OTEL_EXPORTER_OTLP_CLIENT_KEY" not in insecure
+    assert child_env("audit", cfg, infra, {})["DOORWARD_AUDIT_TRACE_STORE"] == "1"
     store = child_env("traces", cfg, infra, {})
+    assert store["DOORWARD_TLS_DIR"] == str(tmp_path / "tls" / "traces")
     assert store["OTEL_TRACES_EXPORTER"] == "none"
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in store
 
@@ -208,6 +220,7 @@ def test_an_external_collector_replaces_the_trace_store(tmp_path: Path) -> None:
     assert all(p.env != "DOORWARD_TRACES_HTTP_PORT" for p in port_plan(cfg))
     env = child_env("workorders", cfg, _infra(tmp_path), {"OTEL_EXPORTER_OTLP_ENDPOINT": "x"})
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "x"  # the operator's own, untouched
+    assert child_env("audit", cfg, _infra(tmp_path), {})["DOORWARD_AUDIT_TRACE_STORE"] == "0"
 
 
 def test_gateway_key_pair_private_half_to_the_gateway_only(tmp_path: Path) -> None:
