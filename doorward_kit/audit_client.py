@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.context import Context
 from sqlalchemy import DateTime, Integer, LargeBinary, String, delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -42,6 +44,7 @@ from doorward_kit.metrics import AUDIT_WRITE_FAILURES
 from doorward_kit.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 # ---- the record ---------------------------------------------------------------------------
 
@@ -345,13 +348,23 @@ def _wake_after_commit(session: AsyncSession, table: str) -> None:
         event.listen(session.sync_session, "after_soft_rollback", after_rollback, once=True)
 
 
+def producer_span_id(trace_id: str) -> str:
+    """The current span's id when it belongs to `trace_id` (the event's trace), else ''."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or format(context.trace_id, "032x") != trace_id:
+        return ""
+    return format(context.span_id, "016x")
+
+
 async def record_event(session: AsyncSession, model: type[Any], record: AuditRecord) -> None:
     """Add `record` to the outbox in the caller's transaction (delivered after it commits)."""
     note_audit_event(record.id, record.outcome)
+    message = record.to_proto()
+    message.producer_span_id = producer_span_id(record.trace_id)
     session.add(
         model(
             id=record.id,
-            payload=record.to_proto().SerializeToString(),
+            payload=message.SerializeToString(),
             attempts=0,
             # next_attempt_at is left to the column's server default, the database's clock like
             # the sender's query (no skew between the two). Set here as func.now() it made every
@@ -378,6 +391,47 @@ def backoff_delay(
     wait is between half of it and all of it, so many senders do not retry in lock-step."""
     full = min(cap, base * 2 ** max(0, min(attempts, 32) - 1))
     return full * (0.5 + 0.5 * rand())
+
+
+# A batch whose events come from at most this many traces is delivered as one call per trace,
+# each a child of the span that recorded its events (the audit write shows in that trace);
+# a larger batch (a backlog) goes in one call of its own.
+MAX_TRACED_GROUPS = 8
+_HEX = frozenset("0123456789abcdef")
+
+Parent = tuple[str, str]  # (trace id, span id), 32 and 16 hex digits
+
+
+def delivery_groups(
+    events: Sequence[audit_pb2.AuditEvent],
+) -> dict[Parent | None, list[audit_pb2.AuditEvent]]:
+    """Events by the span that recorded them; None for events without a usable one."""
+    groups: dict[Parent | None, list[audit_pb2.AuditEvent]] = {}
+    for message in events:
+        trace_id, span_id = message.trace_id, message.producer_span_id
+        key: Parent | None = (trace_id, span_id)
+        if not (
+            len(trace_id) == 32
+            and len(span_id) == 16
+            and set(trace_id) <= _HEX
+            and set(span_id) <= _HEX
+            and trace_id.strip("0")
+            and span_id.strip("0")
+        ):
+            key = None
+        groups.setdefault(key, []).append(message)
+    return groups
+
+
+def parent_context(parent: Parent) -> Context:
+    """A context whose current span is the (remote) producer span `parent`."""
+    span_context = trace.SpanContext(
+        trace_id=int(parent[0], 16),
+        span_id=int(parent[1], 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
 
 
 def _with_service(payload: bytes, service: str) -> audit_pb2.AuditEvent:
@@ -439,13 +493,9 @@ class OutboxSender:
             if not rows:
                 return 0
             ids = [row.id for row in rows]
-            request = audit_pb2.AppendEventsRequest(
-                events=[_with_service(row.payload, self._service) for row in rows]
-            )
+            events = [_with_service(row.payload, self._service) for row in rows]
             try:
-                await self._channel.call(
-                    self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
-                )
+                await self._send(events)
             except DoorwardError as error:
                 AUDIT_WRITE_FAILURES.add(len(ids), path="outbox")
                 attempts = max(row.attempts for row in rows) + 1
@@ -473,6 +523,36 @@ class OutboxSender:
             # Audit has committed them: forget them in the same transaction that locked them.
             await session.execute(delete(model).where(model.id.in_(ids)))
             return len(ids)
+
+    async def _send(self, events: list[audit_pb2.AuditEvent]) -> None:
+        """Deliver `events`; all or nothing for the caller (audit ignores an event id it has,
+        so a retry after a partial failure is harmless)."""
+        groups = delivery_groups(events)
+        if len(groups) == 1 or len(groups) > MAX_TRACED_GROUPS:
+            only = next(iter(groups)) if len(groups) == 1 else None
+            await self._send_group(only, events)
+            return
+        results = await asyncio.gather(
+            *(self._send_group(parent, group) for parent, group in groups.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _send_group(self, parent: Parent | None, events: list[audit_pb2.AuditEvent]) -> None:
+        request = audit_pb2.AppendEventsRequest(events=events)
+        if parent is None:
+            await self._channel.call(
+                self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
+            )
+            return
+        with _tracer.start_as_current_span(
+            "doorward.audit.deliver", context=parent_context(parent)
+        ):
+            await self._channel.call(
+                self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
+            )
 
     async def run(self) -> None:
         waker = self._wake
