@@ -8,6 +8,7 @@ completion, cancellation, reassignment or deactivation. Every refusal leaves an 
 from __future__ import annotations
 
 import re
+import ssl
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.conftest import SERVICES
 from tests.e2e.world import NEW_PASSWORD, PASSWORD, World
 from tests.fixtures.gateway_signing import signed_as_gateway, stack_gateway_key
 
@@ -317,6 +319,23 @@ def _pg_dump(stack, dbname: str) -> str:
     ).stdout
 
 
+def _metrics_urls(stack) -> dict[str, str]:
+    ports = {svc: stack.env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] for svc in (*SERVICES, "traces")}
+    ports["gateway"] = stack.env["DOORWARD_GATEWAY_PORT"]
+    urls = {svc: f"http://127.0.0.1:{port}/metrics" for svc, port in ports.items()}
+    # The trace store's port is its OTLP receiver: HTTPS for Doorward certificates only.
+    urls["traces"] = urls["traces"].replace("http://", "https://", 1)
+    return urls
+
+
+def _client_tls(stack) -> ssl.SSLContext:
+    """A Doorward certificate `doorward up` issued (the gateway's), trusting only its CA."""
+    folder = stack.tls_dir("gateway")
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    context.load_cert_chain(str(folder / "identity.pem"))
+    return context
+
+
 def _issued_credentials(transcript: list[str]) -> set[str]:
     """Every access, refresh, upload and reveal token the API handed out during the run."""
     found: set[str] = set()
@@ -338,9 +357,20 @@ def test_canaries_appear_only_in_the_reveal_response(scenario, world):
         "spans": stack.span_file.read_text(errors="replace") if stack.span_file.exists() else "",
         "graphql": "\n".join(world.gql.transcript),
     }
-    for svc in ("identity", "workorders", "secrets", "audit"):
+    for svc in ("identity", "workorders", "secrets", "audit", "traces"):
         haystacks[f"pg_dump {svc}"] = _pg_dump(stack, f"doorward_{svc}")
+    # Every process's Prometheus endpoint (the trace store's too), with exemplars.
+    for svc, url in _metrics_urls(stack).items():
+        answer = httpx.get(
+            url,
+            headers={"accept": "application/openmetrics-text"},
+            timeout=10,
+            verify=_client_tls(stack) if url.startswith("https") else True,
+        )
+        assert answer.status_code == 200, (svc, answer.status_code)
+        haystacks[f"/metrics {svc}"] = answer.text
     assert haystacks["spans"], "no spans were exported"
+    assert "doorward-secrets" in haystacks["pg_dump traces"], "the trace store holds no spans"
     assert "1 Canary Wharf" not in haystacks["pg_dump workorders"]
     for where, text in haystacks.items():
         assert DOOR_CODE not in text, f"the door code leaked into {where}"
