@@ -245,6 +245,7 @@ async def ingest_rate(
 
 
 async def main(args: argparse.Namespace) -> None:
+    # Importing the harness installs the kit's tracer provider and instrumentations.
     from tests.integration.secrets.conftest import running_secrets
 
     root = Path(tempfile.mkdtemp(prefix="doorward-bench-telemetry-"))
@@ -258,7 +259,12 @@ async def main(args: argparse.Namespace) -> None:
         store, url, dsn = start_store(pg, pki, root / "traces.log")
         # One provider for the run, as setup_telemetry builds it: the real OTLP exporter behind
         # the kit's redaction and a batch processor, switched on and off between blocks.
-        provider = TracerProvider(resource=Resource.create({"service.name": "doorward-secrets"}))
+        existing = trace.get_tracer_provider()
+        provider = (
+            existing
+            if isinstance(existing, TracerProvider)  # the secrets harness set one up already
+            else TracerProvider(resource=Resource.create({"service.name": "doorward-secrets"}))
+        )
         # As `doorward up` runs it: HTTPS with the process's certificate (mutual TLS).
         client = pki.folder("secrets")
         exporter = RedactingExporter(
@@ -272,8 +278,9 @@ async def main(args: argparse.Namespace) -> None:
         )
         switch = Switch(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         provider.add_span_processor(switch)
-        trace.set_tracer_provider(provider)
-        telemetry._instrument_libraries()
+        if provider is not existing:
+            trace.set_tracer_provider(provider)
+            telemetry._instrument_libraries()
         creds = provision_vault(bao.client())
         async with running_secrets(
             db_url=pg.create_database("secrets_bench"),
