@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (ROOT / "overlays").iterdir() if p.is_dir())
 K8S_VERSION = "1.33"
 SERVICES = ("gateway", "identity", "workorders", "audit", "secrets", "traces")
-GRPC_PORTS = {"identity": 5001, "workorders": 5002, "audit": 5003, "secrets": 5004}
+GRPC_PORTS = {"identity": 5001, "workorders": 5002, "audit": 5003, "secrets": 5004, "traces": 5005}
 # Kinds of operators (CRDs): no schema ships with kubernetes-validate; their fields are
 # checked below against the operators' API references instead.
 CRDS = {
@@ -219,9 +219,16 @@ def _allowed_callers() -> dict[str, set[str]]:
     from services.audit.api.grpc import ALLOWED_CALLERS as AUDIT
     from services.identity.api.grpc import ALLOWED_CALLERS as IDENTITY
     from services.secrets.api.grpc import ALLOWED_CALLERS as SECRETS
+    from services.traces.api.grpc import ALLOWED_CALLERS as TRACES
     from services.workorders.api.grpc import ALLOWED_CALLERS as WORKORDERS
 
-    tables = {"identity": IDENTITY, "workorders": WORKORDERS, "audit": AUDIT, "secrets": SECRETS}
+    tables = {
+        "identity": IDENTITY,
+        "workorders": WORKORDERS,
+        "audit": AUDIT,
+        "secrets": SECRETS,
+        "traces": TRACES,
+    }
     return {svc: set().union(*table.values()) for svc, table in tables.items()}
 
 
@@ -251,7 +258,7 @@ def test_everything_else_is_denied_and_only_the_public_doors_are_open() -> None:
     assert _ingress_sources(policies["workorders"], 4002) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["audit"], 4003) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["identity"], 4001) == {
-        "gateway", "workorders", "secrets", "audit", "namespace:monitoring",
+        "gateway", "workorders", "secrets", "audit", "traces", "namespace:monitoring",
     }
     # Vault: secrets only.
     vault_clients = {
