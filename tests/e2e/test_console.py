@@ -329,6 +329,19 @@ def test_auditor_enrols_mfa_at_first_sign_in_and_finds_the_reveal(browser, base,
         expect(row.first).to_contain_text(seeded["ref"])
         assert DOOR_CODE not in p.content()
         s.shot("reveal-found")
+        # The reveal's trace: the request across the services, with its access decision and
+        # the audit events it wrote (spans reach the embedded trace store within seconds).
+        trace = p.get_by_test_id("trace")
+        for _ in range(10):
+            row.first.get_by_role("button", name="Show trace").click()
+            if p.get_by_test_id("span-doorward.secret.reveal").count():
+                break
+            p.wait_for_timeout(1000)
+        expect(trace.get_by_test_id("span-doorward.secret.reveal").first).to_contain_text("allow")
+        expect(trace).to_contain_text("secrets")
+        expect(trace).to_contain_text("secret.reveal")
+        assert DOOR_CODE not in p.content()
+        s.shot("reveal-trace")
     finally:
         s.close()
 

@@ -1,15 +1,17 @@
-// Security ops: the trail with filters, alerts, integrity, one user's access history.
+// Security ops: the trail with filters, alerts, integrity, one user's access history, and the
+// trace of any event (traces.tsx).
 import { useEffect, useState } from "preact/hooks";
 import type { JSX } from "preact";
 import { graphql } from "./graphql";
 import type { ResultOf } from "./graphql";
 import { query } from "./api";
 import { ErrorLine, Field, errorText } from "./ui";
+import { Denials, TraceView } from "./traces";
 
 const TRAIL = graphql(`
   query Trail($action: String, $actorId: ID, $workOrderId: ID, $secretRefId: ID, $from: DateTime, $to: DateTime) {
     auditEvents(action: $action, actorId: $actorId, workOrderId: $workOrderId, secretRefId: $secretRefId, from: $from, to: $to, first: 100) {
-      edges { node { id seq occurredAt action outcome secretRefId targetType targetId sourceIp actor { id displayName } workOrder { id number } } }
+      edges { node { id seq occurredAt action outcome secretRefId targetType targetId sourceIp traceId actor { id displayName } workOrder { id number } } }
     }
   }
 `);
@@ -21,22 +23,23 @@ const OVERVIEW = graphql(`
 `);
 const PEOPLE = graphql(`query AuditPeople { users { id displayName } }`);
 const HISTORY = graphql(`
-  query AccessHistory($id: ID!) { user(id: $id) { id displayName accessHistory { id seq occurredAt action outcome secretRefId targetType targetId sourceIp actor { id displayName } workOrder { id number } } } }
+  query AccessHistory($id: ID!) { user(id: $id) { id displayName accessHistory { id seq occurredAt action outcome secretRefId targetType targetId sourceIp traceId actor { id displayName } workOrder { id number } } } }
 `);
 
 type Event = ResultOf<typeof TRAIL>["auditEvents"]["edges"][number]["node"];
 
-function Events({ events, caption }: { events: Event[]; caption: string }): JSX.Element {
+function Events({ events, caption, trace }: { events: Event[]; caption: string; trace: (id: string) => void }): JSX.Element {
   return (
     <table class="events">
       <caption>{caption}</caption>
-      <thead><tr><th scope="col">#</th><th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Job</th><th scope="col">Target</th><th scope="col">From</th></tr></thead>
+      <thead><tr><th scope="col">#</th><th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Job</th><th scope="col">Target</th><th scope="col">From</th><th scope="col">Trace</th></tr></thead>
       <tbody>
         {events.map((e) => (
           <tr key={e.id} data-testid={`event-${e.id}`}>
             <td>{e.seq}</td><td>{new Date(e.occurredAt).toLocaleString()}</td><td>{e.actor?.displayName ?? "system"}</td>
             <td>{e.action}</td><td class={`outcome-${e.outcome.toLowerCase()}`}>{e.outcome}</td>
             <td>{e.workOrder ? `#${e.workOrder.number}` : ""}</td><td>{e.targetType ?? ""} {e.secretRefId ?? e.targetId ?? ""}</td><td>{e.sourceIp ?? ""}</td>
+            <td>{e.traceId ? <button type="button" class="link" data-testid={`trace-${e.id}`} onClick={() => e.traceId && trace(e.traceId)}>Show trace</button> : null}</td>
           </tr>
         ))}
       </tbody>
@@ -56,6 +59,7 @@ export function SecurityOps(): JSX.Element {
   const [person, setPerson] = useState("");
   const [history, setHistory] = useState<ResultOf<typeof HISTORY>["user"] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [traceId, setTraceId] = useState<string | null>(null);
 
   const search = (e?: globalThis.Event) => {
     e?.preventDefault();
@@ -95,7 +99,9 @@ export function SecurityOps(): JSX.Element {
         <Field label="To" name="to" type="datetime-local" value={to} onInput={setTo} />
         <button type="submit">Search</button>
       </form>
-      <Events events={events} caption={`Events (${events.length})`} />
+      {traceId ? <TraceView traceId={traceId} close={() => setTraceId(null)} /> : null}
+      <Events events={events} caption={`Events (${events.length})`} trace={setTraceId} />
+      <Denials open={setTraceId} />
       <h2>Alerts</h2>
       {overview?.securityAlerts.edges.length === 0 ? <p>No alerts.</p> : null}
       <ul>
@@ -114,7 +120,7 @@ export function SecurityOps(): JSX.Element {
         </div>
         <button type="submit">Show history</button>
       </form>
-      {history ? <Events events={history.accessHistory} caption={`${history.displayName}: access history`} /> : null}
+      {history ? <Events events={history.accessHistory} caption={`${history.displayName}: access history`} trace={setTraceId} /> : null}
     </section>
   );
 }
