@@ -215,6 +215,52 @@ async def count_active_grants(session: AsyncSession, now: datetime) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
+async def ended_grants(
+    session: AsyncSession,
+    org_id: str,
+    before: datetime,
+    limit: int,
+    *,
+    held_site_ids: Sequence[str] = (),
+    held_work_order_ids: Sequence[str] = (),
+) -> list[str]:
+    """The organisation's grants that ended (used, revoked or expired) before `before` and whose
+    Vault token is gone (swept, or its wrap TTL ended long ago), locked with SKIP LOCKED.
+    Break-glass grants stay: their row is the guard against reusing an approved request."""
+    ended = func.least(
+        Grant.expires_at,
+        func.coalesce(Grant.used_at, Grant.expires_at),
+        func.coalesce(Grant.revoked_at, Grant.expires_at),
+    )
+    query = (
+        select(Grant.id)
+        .where(
+            Grant.org_id == org_id,
+            ended < before,
+            or_(Grant.vault_clean.is_(True), Grant.expires_at < before),
+            Grant.break_glass.is_(False),
+            Grant.break_glass_request_id.is_(None),
+        )
+        .order_by(ended, Grant.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if held_site_ids:
+        query = query.where(Grant.site_id.not_in(list(held_site_ids)))
+    if held_work_order_ids:
+        query = query.where(Grant.work_order_id.not_in(list(held_work_order_ids)))
+    return [str(r[0]) for r in (await session.execute(query)).all()]
+
+
+async def delete_grants(session: AsyncSession, org_id: str, grant_ids: Sequence[str]) -> int:
+    if not grant_ids:
+        return 0
+    result = await session.execute(
+        delete(Grant).where(Grant.org_id == org_id, Grant.id.in_(list(grant_ids)))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def unclean_slots(
     session: AsyncSession, now: datetime, limit: int
 ) -> list[tuple[str, str, bool]]:

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from doorward_kit.acting import acting_user
 from doorward_kit.auth import Role, TokenVerifier
-from doorward_kit.errors import forbidden
+from doorward_kit.errors import bad_input, forbidden
 from doorward_kit.grpc import GrpcServer, allow_list, caller_service, grpc_errors
 from services.secrets.models import SecretRef
 from services.secrets.service.secrets import BreakGlassApproval, SecretsService
@@ -37,6 +37,8 @@ ALLOWED_CALLERS = allow_list(
         "DestroyCustomerKey": {"workorders"},
         # Only the services that name users in decision spans (and not the gateway or audit).
         "GetPseudonymKey": {"workorders", "identity"},
+        # The retention purge runs in workorders (it holds the policies and the legal holds).
+        "PruneGrants": {"workorders"},
     },
 )
 # RevokeGrants by target: only identity revokes by user, only workorders by job or site.
@@ -190,6 +192,20 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
         self, request: secrets_pb2.GetPseudonymKeyRequest, context: grpc.aio.ServicerContext
     ) -> secrets_pb2.PseudonymKey:
         return secrets_pb2.PseudonymKey(key=self.service.pseudonym_key())
+
+    @grpc_errors
+    async def PruneGrants(
+        self, request: secrets_pb2.PruneGrantsRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.PruneGrantsResponse:
+        if not request.HasField("before"):
+            raise bad_input("before is required")
+        deleted = await self.service.prune_grants(
+            request.org_id,
+            request.before.ToDatetime(tzinfo=UTC),
+            held_site_ids=list(request.held_site_ids),
+            held_work_order_ids=list(request.held_work_order_ids),
+        )
+        return secrets_pb2.PruneGrantsResponse(deleted=deleted)
 
 
 def add_to_server(server: GrpcServer, service: SecretsService, verifier: TokenVerifier) -> None:

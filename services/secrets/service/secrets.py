@@ -883,6 +883,52 @@ class SecretsService:
         await self._revoke_in_vault([(g[0], g[1]) for g in grants], slots)
         return len(grants) + len(slots)
 
+    async def prune_grants(
+        self,
+        org_id: str,
+        before: datetime,
+        *,
+        held_site_ids: Sequence[str] = (),
+        held_work_order_ids: Sequence[str] = (),
+        batch: int = 500,
+    ) -> int:
+        """Retention of the grant registry (workorders' purge asks, per organisation): deletes
+        finished grants that ended before `before`, batch by batch (one transaction each, with
+        its audit event: counts only), so a crash leaves whole batches and the next call goes
+        on. Held sites' and work orders' grants stay."""
+        rules.require_id(org_id, "org_id")
+        if before > self.clock():
+            raise bad_input("before must not be in the future")
+        total = 0
+        while True:
+            async with self.db.unit_of_work() as session:
+                ids = await repo.ended_grants(
+                    session,
+                    org_id,
+                    before,
+                    batch,
+                    held_site_ids=held_site_ids,
+                    held_work_order_ids=held_work_order_ids,
+                )
+                count = await repo.delete_grants(session, org_id, ids)
+                if count:
+                    await record_event(
+                        session,
+                        AuditOutbox,
+                        AuditRecord(
+                            org_id=org_id,
+                            actor_id="",
+                            action="retention.purge",
+                            outcome=Outcome.ALLOWED,
+                            target_type="Organisation",
+                            target_id=org_id,
+                            details={"kind": "grant", "count": str(count)},
+                        ),
+                    )
+            total += count
+            if len(ids) < batch:
+                return total
+
     async def _revoke_in_vault(
         self, grants: Sequence[tuple[str, str]], slots: Sequence[tuple[str, str]]
     ) -> None:
