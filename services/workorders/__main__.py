@@ -71,6 +71,7 @@ async def build_parts(
         interval=timedelta(seconds=settings.workorders_purge_interval_seconds),
         forget_key=crypto.cache.forget,
         prune_audit=GrpcAuditPruner(audit_channel).prune,
+        prune_grants=secrets.prune_grants,
     )
     runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
 

@@ -69,6 +69,27 @@ class GrpcSecrets:
         self._channel = channel
         self._stub = secrets_pb2_grpc.SecretsStub(channel.channel)
 
+    async def prune_grants(
+        self,
+        org_id: str,
+        before: datetime,
+        held_site_ids: Collection[str],
+        held_work_order_ids: Collection[str],
+    ) -> int:
+        """The grant registry's retention (the purge; our own certificate, no user token)."""
+        reply = await self._channel.call(
+            self._stub.PruneGrants,
+            secrets_pb2.PruneGrantsRequest(
+                org_id=org_id,
+                before=_ts(before),
+                held_site_ids=list(held_site_ids),
+                held_work_order_ids=list(held_work_order_ids),
+            ),
+            deadline=300.0,
+            what="secrets",
+        )
+        return int(reply.deleted)
+
     async def prepare_upload(
         self,
         *,

@@ -11,6 +11,9 @@ legal hold covers, on a schedule, inside the stack.
   continues where it stopped.
 - Audit events past the organisation's retention are pruned by the audit service itself
   (PruneEvents: a signed prune anchor stays, the six-month floor is the database's own).
+- The grant registry (secrets' grants table) is pruned by the secrets service itself
+  (PruneGrants with the organisation's grantDays and the ids of held sites and work orders;
+  it audits its batches with counts).
 - Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
   and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
   contact data went. No name, address or free text.
@@ -42,6 +45,9 @@ log = logging.getLogger(__name__)
 PURGE_LOCK_KEY = 0x6477707572676501
 RUNNING, DONE = "RUNNING", "DONE"
 
+# (org_id, cut-off, held site ids, held work order ids) -> grants deleted
+GrantPruner = Callable[[str, datetime, list[str], list[str]], Awaitable[int]]
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -58,6 +64,8 @@ class PurgeResult:
     batches: int = 0
     # Audit events the audit service pruned for this run (it audits and signs that itself).
     audit_events: int = 0
+    # Finished grants the secrets service deleted for this run (it audits that itself).
+    grants: int = 0
 
 
 class Purge:
@@ -70,6 +78,7 @@ class Purge:
         clock: Callable[[], datetime] = _utcnow,
         forget_key: Callable[[str], None] = lambda customer_id: None,
         prune_audit: Callable[[str, datetime, Sequence[str]], Awaitable[int]] | None = None,
+        prune_grants: GrantPruner | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -78,6 +87,7 @@ class Purge:
         self.clock = clock
         self.forget_key = forget_key
         self.prune_audit = prune_audit
+        self.prune_grants = prune_grants
         # Tests only: called after each committed batch (to kill a run mid-way).
         self.after_batch = after_batch
 
@@ -126,6 +136,8 @@ class Purge:
             await self._batches(
                 result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
             )
+            if self.prune_grants is not None:
+                await self._grants(result, org_id, policy.cutoff("grant", now))
             if self.prune_audit is not None:
                 # Held records keep their audit trail too (audit stops the prefix before them).
                 async with self.db.unit_of_work() as session:
@@ -153,11 +165,25 @@ class Purge:
                     "run_id": run_id,
                     "work_orders": result.work_orders,
                     "customers": result.customers,
+                    "grants": result.grants,
                     "resumed": result.resumed,
                 }
             },
         )
         return result
+
+    async def _grants(self, result: PurgeResult, org_id: str, cutoff: datetime) -> None:
+        assert self.prune_grants is not None
+        async with self.db.unit_of_work() as session:
+            sites, orders = await Repository(session).held_sites_and_work_orders(org_id)
+        try:
+            result.grants += await self.prune_grants(org_id, cutoff, sites, orders)
+        except DoorwardError as error:
+            # The registry stays as it is; the next run asks again.
+            log.warning(
+                "grant registry pruning not done",
+                extra={"fields": {"org.id": org_id, "code": error.code.value}},
+            )
 
     async def _batches(
         self,

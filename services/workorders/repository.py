@@ -686,6 +686,33 @@ class Repository:
                 found.update(orders.scalars())
         return sorted(found)
 
+    async def held_sites_and_work_orders(self, org_id: str) -> tuple[list[str], list[str]]:
+        """Sites under a hold (on the site or its customer) and work orders under a hold of
+        their own: what other services' retention must keep (a site covers its jobs)."""
+        active = and_(LegalHold.org_id == org_id, LegalHold.released_at.is_(None))
+        sites = await self.session.execute(
+            select(Site.id)
+            .join(
+                LegalHold,
+                and_(
+                    active,
+                    or_(
+                        and_(LegalHold.target_type == "SITE", LegalHold.target_id == Site.id),
+                        and_(
+                            LegalHold.target_type == "CUSTOMER",
+                            LegalHold.target_id == Site.customer_id,
+                        ),
+                    ),
+                ),
+            )
+            .where(Site.org_id == org_id)
+            .distinct()
+        )
+        orders = await self.session.execute(
+            select(LegalHold.target_id).where(active, LegalHold.target_type == "WORK_ORDER")
+        )
+        return [r[0] for r in sites], [r[0] for r in orders]
+
     async def orgs_with_data(self) -> list[str]:
         """Every organisation that holds customers here (the purge's own, cross-org read)."""
         rows = await self.session.execute(select(Customer.org_id).distinct())

@@ -423,3 +423,65 @@ async def test_audit_events_are_pruned_per_organisation_policy(db: Database) -> 
     assert asked[v.org_id] == NOW - timedelta(days=183)  # this organisation's setting
     # One organisation's audit service failure does not stop the run.
     assert result.ran and result.audit_events == 7
+
+
+async def test_the_grant_registry_is_pruned_per_policy_and_holds_reach_secrets(
+    db: Database,
+) -> None:
+    w, v = World(str(uuid.uuid4())), World(str(uuid.uuid4()))
+    held_customer, free_customer = w.customer(age=YEAR), w.customer(age=YEAR)
+    held_site, free_site = w.site(held_customer), w.site(free_customer)
+    held_by_site = w.site(free_customer)
+    held_job, free_job = (
+        w.job(free_site, finished_ago=None, status="DISPATCHED"),
+        w.job(free_site, finished_ago=None, status="DISPATCHED"),
+    )
+    v_customer = v.customer(age=YEAR)
+    await _add(
+        db,
+        held_customer,
+        free_customer,
+        held_site,
+        free_site,
+        held_by_site,
+        held_job,
+        free_job,
+        v_customer,
+    )
+    released = w.hold("WORK_ORDER", free_job.id)
+    released.released_at = NOW - timedelta(days=1)
+    await _add(
+        db,
+        w.hold("CUSTOMER", held_customer.id),
+        w.hold("SITE", held_by_site.id),
+        w.hold("WORK_ORDER", held_job.id),
+        released,
+        RetentionPolicyRow(
+            org_id=v.org_id,
+            work_order_days=2192,
+            contact_data_days=730,
+            site_secret_days=730,
+            grant_days=7,
+            audit_event_days=2192,
+            trace_days=30,
+            updated_by="admin",
+        ),
+    )
+    asked: dict[str, tuple[datetime, set[str], set[str]]] = {}
+
+    async def prune(org_id: str, before: datetime, sites: list[str], orders: list[str]) -> int:
+        asked[org_id] = (before, set(sites), set(orders))
+        if org_id == v.org_id:
+            from doorward_kit.errors import DoorwardError, ErrorCode
+
+            raise DoorwardError(ErrorCode.UNAVAILABLE, "secrets is down (test)")
+        return 3
+
+    result = await Purge(db, clock=lambda: NOW, prune_grants=prune).run_once()
+    before, sites, orders = asked[w.org_id]
+    assert before == NOW - timedelta(days=90)  # the default
+    assert sites == {held_site.id, held_by_site.id}  # the held customer's site and the held site
+    assert orders == {held_job.id}  # a released hold holds nothing
+    assert asked[v.org_id] == (NOW - timedelta(days=7), set(), set())  # its own setting
+    # One organisation's failure does not stop the run.
+    assert result.ran and result.grants == 3
