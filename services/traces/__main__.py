@@ -39,7 +39,7 @@ async def prune_loop(db: Database, store: TraceStore, period: float) -> None:
                 async with db.unit_of_work() as session:
                     if not await _try_lock(session):
                         break
-                    deleted = await store.prune(session)
+                    deleted = await store.prune(session) + await store.prune_orgs(session)
                 total += deleted
                 if deleted == 0:
                     break

@@ -255,6 +255,29 @@ class TraceRepository:
         counts: list[int] = [r.rowcount or 0 for r in (spans, points, traces)]  # type: ignore[attr-defined]
         return sum(counts)
 
+    async def prune_org(self, org_id: str, before: datetime, batch: int) -> int:
+        """Delete up to `batch` of one organisation's traces that ended before `before`, with
+        their spans (a trace's organisation is its summary's); returns the rows deleted."""
+        params = {"org_id": org_id, "before": before, "batch": batch}
+        doomed = await self.session.execute(
+            text(
+                "SELECT trace_id FROM traces WHERE org_id = :org_id AND ended_at < :before "
+                "ORDER BY ended_at LIMIT :batch FOR UPDATE SKIP LOCKED"
+            ),
+            params,
+        )
+        ids = [r[0] for r in doomed]
+        if not ids:
+            return 0
+        spans = await self.session.execute(
+            text("DELETE FROM spans WHERE trace_id = ANY(:ids)"), {"ids": ids}
+        )
+        traces = await self.session.execute(
+            text("DELETE FROM traces WHERE trace_id = ANY(:ids)"), {"ids": ids}
+        )
+        counts: list[int] = [r.rowcount or 0 for r in (spans, traces)]  # type: ignore[attr-defined]
+        return sum(counts)
+
 
 def _summary(row: Trace) -> TraceSummary:
     return TraceSummary(

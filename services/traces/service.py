@@ -52,6 +52,21 @@ class TraceStore:
     def __init__(self, retention: timedelta, clock: Clock = utc_now) -> None:
         self.retention = retention
         self.clock = clock
+        # Organisations' own (shorter) trace retention, as their retention policy says
+        # (traceDays); the store-wide retention stays the ceiling.
+        self.org_retention: dict[str, timedelta] = {}
+
+    def set_org_retention(self, org_id: str, days: float) -> None:
+        if not org_id or days <= 0:
+            raise DoorwardError(ErrorCode.BAD_USER_INPUT, "an organisation and days > 0")
+        self.org_retention[org_id] = timedelta(days=days)
+
+    def horizon(self, org_id: str | None = None) -> datetime:
+        """Oldest moment still kept for `org_id` (the store's horizon without one)."""
+        kept = self.retention
+        if org_id is not None and org_id in self.org_retention:
+            kept = min(kept, self.org_retention[org_id])
+        return self.clock() - kept
 
     async def ingest_spans(self, session: AsyncSession, records: Sequence[SpanRecord]) -> int:
         """Store spans not seen before; spans already past retention are dropped at the door."""
@@ -70,7 +85,7 @@ class TraceStore:
         same answer, so ids of other organisations cannot be probed)."""
         repo = TraceRepository(session)
         summary = await repo.trace(org_id, valid_trace_id(trace_id))
-        if summary is None or summary.ended_at < self.clock() - self.retention:
+        if summary is None or summary.ended_at < self.horizon(org_id):
             return None
         return TraceView(summary, await repo.spans_of(summary.trace_id))
 
@@ -86,7 +101,7 @@ class TraceStore:
             after = (after[0], valid_trace_id(after[1]))
         if query.trace_ids is not None:
             query = replace(query, trace_ids=tuple(valid_trace_id(t) for t in query.trace_ids))
-        horizon = self.clock() - self.retention
+        horizon = self.horizon(org_id)
         if query.started_from is None or query.started_from < horizon:
             query = replace(query, started_from=horizon)
         return await TraceRepository(session).traces(org_id, query, first, after)
@@ -94,3 +109,11 @@ class TraceStore:
     async def prune(self, session: AsyncSession, batch: int = 5000) -> int:
         """One batch of deletions past retention; call until it returns 0."""
         return await TraceRepository(session).prune(self.clock() - self.retention, batch)
+
+    async def prune_orgs(self, session: AsyncSession, batch: int = 5000) -> int:
+        """One batch per organisation with a shorter retention of its own; call until 0."""
+        repo = TraceRepository(session)
+        total = 0
+        for org_id in sorted(self.org_retention):
+            total += await repo.prune_org(org_id, self.horizon(org_id), batch)
+        return total

@@ -239,3 +239,43 @@ async def test_doorward_trace_prints_the_tree_by_trace_id_and_by_audit_event_id(
             run_trace, "not-an-id", traces_url, audit.admin_dsn, missing.append
         )
         assert code == 1 and "neither a trace id" in missing[0]
+
+
+async def test_an_organisations_own_shorter_retention_is_honoured(postgres) -> None:
+    """traceDays of one organisation: its older traces are neither shown nor kept, another
+    organisation's traces of the same age stay (the store-wide retention is the ceiling)."""
+    async with running_store(postgres, traces_retention_days=30) as s:
+        s.store.set_org_retention("org-short", 7)
+        s.store.set_org_retention("org-long", 60)  # longer than the store's: the store decides
+        short_old = await asyncio.to_thread(export_spans, s.url, "org-short")
+        short_new = await asyncio.to_thread(export_spans, s.url, "org-short")
+        other_old = await asyncio.to_thread(export_spans, s.url, "org-other")
+        conn = await asyncpg.connect(s.dsn)
+        try:
+            for trace_id in (short_old, other_old):
+                await conn.execute(
+                    "UPDATE spans SET started_at = started_at - interval '10 days' "
+                    "WHERE trace_id = $1",
+                    trace_id,
+                )
+                await conn.execute(
+                    "UPDATE traces SET started_at = started_at - interval '10 days', "
+                    "ended_at = ended_at - interval '10 days' WHERE trace_id = $1",
+                    trace_id,
+                )
+            async with s.db.unit_of_work() as session:  # type: ignore[attr-defined]
+                listed = await s.store.traces(session, "org-short", TraceQuery(), 10)
+                assert [t.trace_id for t in listed] == [short_new]
+                assert await s.store.trace(session, "org-short", short_old) is None
+                assert await s.store.trace(session, "org-other", other_old) is not None
+                while await s.store.prune(session, batch=1) + await s.store.prune_orgs(
+                    session, batch=1
+                ):
+                    pass
+            left = {r["trace_id"] for r in await conn.fetch("SELECT trace_id FROM spans")}
+            summaries = {r["trace_id"] for r in await conn.fetch("SELECT trace_id FROM traces")}
+        finally:
+            await conn.close()
+        assert left == summaries == {short_new, other_old}
+        with pytest.raises(Exception, match="days > 0"):
+            s.store.set_org_retention("org-short", 0)
