@@ -39,6 +39,7 @@ ALLOWED_CALLERS = allow_list(
         "GetPseudonymKey": {"workorders", "identity"},
         # The retention purge runs in workorders (it holds the policies and the legal holds).
         "PruneGrants": {"workorders"},
+        "RetireSiteSecrets": {"workorders"},
     },
 )
 # RevokeGrants by target: only identity revokes by user, only workorders by job or site.
@@ -206,6 +207,17 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
             held_work_order_ids=list(request.held_work_order_ids),
         )
         return secrets_pb2.PruneGrantsResponse(deleted=deleted)
+
+    @grpc_errors
+    async def RetireSiteSecrets(
+        self, request: secrets_pb2.RetireSiteSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> secrets_pb2.RetireSiteSecretsResponse:
+        if not request.HasField("before"):
+            raise bad_input("before is required")
+        destroyed = await self.service.retire_site_secrets(
+            request.org_id, request.before.ToDatetime(tzinfo=UTC), list(request.site_ids)
+        )
+        return secrets_pb2.RetireSiteSecretsResponse(destroyed=destroyed)
 
 
 def add_to_server(server: GrpcServer, service: SecretsService, verifier: TokenVerifier) -> None:

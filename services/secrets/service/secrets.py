@@ -999,6 +999,57 @@ class SecretsService:
                 )
             return len(refs)
 
+    async def retire_site_secrets(
+        self, org_id: str, before: datetime, site_ids: Sequence[str]
+    ) -> int:
+        """Retention of site secrets (workorders' purge: these sites had no job within the
+        period and no hold covers them): every version of their secrets not changed since
+        `before` is destroyed in Vault, open grants to them revoked first; one `secret.delete`
+        (reason retention) per secret, ids only."""
+        rules.require_id(org_id, "org_id")
+        if before > self.clock():
+            raise bad_input("before must not be in the future")
+        if len(site_ids) > 500:
+            raise bad_input("at most 500 sites per call")
+        destroyed = 0
+        for site_id in site_ids:
+            rules.require_id(site_id, "site_id")
+            now = self.clock()
+            async with self.db.unit_of_work() as session:
+                refs = [
+                    r
+                    for r in await repo.site_refs(session, org_id, site_id)
+                    if r.updated_at < before
+                ]
+                if not refs:
+                    continue
+            await self.revoke_grants(org_id=org_id, site_id=site_id, reason="deleted")
+            async with self.db.unit_of_work() as session:
+                refs = [
+                    r
+                    for r in await repo.site_refs(session, org_id, site_id)
+                    if r.updated_at < before
+                ]
+                for ref in refs:
+                    await self.vault.kv_destroy(ref.kv_path)
+                    ref.deleted_at = now
+                    await record_event(
+                        session,
+                        AuditOutbox,
+                        AuditRecord(
+                            org_id=org_id,
+                            actor_id="",
+                            action="secret.delete",
+                            outcome=Outcome.ALLOWED,
+                            target_type="SecretRef",
+                            target_id=ref.id,
+                            secret_ref_id=ref.id,
+                            details={"site_id": site_id, "reason": "retention"},
+                        ),
+                    )
+                destroyed += len(refs)
+        return destroyed
+
     # ---- telemetry ------------------------------------------------------------------------
 
     async def load_pseudonym_key(self) -> bool:

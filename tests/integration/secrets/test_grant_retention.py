@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import hvac.exceptions
 import pytest
 from doorward.secrets.v1 import secrets_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 
-from services.secrets.models import Grant
+from services.secrets.models import Grant, SecretRef
 from tests.integration.secrets.conftest import SecretsHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -171,3 +172,58 @@ async def test_only_workorders_may_prune_and_the_cutoff_is_checked(
     reply = await h.call("PruneGrants", request)
     assert reply.deleted == 1
     assert await _left(h, [row.id]) == set()
+
+
+async def _aged(h: SecretsHarness, ref_id: str, age: timedelta) -> None:
+    async with h.service.db.unit_of_work() as session:
+        ref = await session.get(SecretRef, ref_id)
+        assert ref is not None
+        ref.updated_at = datetime.now(UTC) - age
+
+
+async def test_site_secrets_of_stale_sites_are_destroyed_in_vault(
+    secrets_svc: SecretsHarness, org_id: str, openbao: Any
+) -> None:
+    h = secrets_svc
+    old_ref, site = await h.new_secret(org_id, "retire-canary-1")
+    fresh_ref, _ = await h.new_secret(org_id, "retire-canary-2", site_id=site)
+    other_ref, _ = await h.new_secret(org_id, "retire-canary-3")
+    for ref_id in (old_ref, other_ref):
+        await _aged(h, ref_id, 800 * DAY)
+    await _aged(h, fresh_ref, 10 * DAY)
+    async with h.service.db.unit_of_work() as session:
+        paths = {
+            r.id: r.kv_path
+            for r in (await session.execute(select(SecretRef).where(SecretRef.org_id == org_id)))
+            .scalars()
+            .all()
+        }
+    before = _ts(datetime.now(UTC) - 730 * DAY)
+    request = secrets_pb2.RetireSiteSecretsRequest(org_id=org_id, before=before, site_ids=[site])
+
+    # The attack: another service's certificate is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await h.call("RetireSiteSecrets", request, caller="identity")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # Honest: only the named site's secret older than the cut-off goes (the other site was not
+    # named: workorders decides which sites are stale and unheld).
+    reply = await h.call("RetireSiteSecrets", request)
+    assert reply.destroyed == 1
+    root = openbao.client()
+    kv = root.secrets.kv.v2
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        kv.read_secret_metadata(path=paths[old_ref], mount_point=h.service.vault.kv_mount)
+    for ref_id in (fresh_ref, other_ref):
+        assert kv.read_secret_metadata(path=paths[ref_id], mount_point=h.service.vault.kv_mount)
+    again = await h.call("RetireSiteSecrets", request)
+    assert again.destroyed == 0
+    events = [e for e in h.audit.of(org_id, "secret.delete") if e.details["reason"] == "retention"]
+    for _ in range(100):
+        if events:
+            break
+        await asyncio.sleep(0.05)
+        events = [
+            e for e in h.audit.of(org_id, "secret.delete") if e.details["reason"] == "retention"
+        ]
+    assert [e.secret_ref_id for e in events] == [old_ref]
