@@ -72,6 +72,7 @@ async def build_parts(
         forget_key=crypto.cache.forget,
         prune_audit=GrpcAuditPruner(audit_channel).prune,
         prune_grants=secrets.prune_grants,
+        retire_site_secrets=secrets.retire_site_secrets,
     )
     runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
 

@@ -69,6 +69,20 @@ class GrpcSecrets:
         self._channel = channel
         self._stub = secrets_pb2_grpc.SecretsStub(channel.channel)
 
+    async def retire_site_secrets(
+        self, org_id: str, before: datetime, site_ids: Collection[str]
+    ) -> int:
+        """Site secrets' retention (the purge; our own certificate, no user token)."""
+        reply = await self._channel.call(
+            self._stub.RetireSiteSecrets,
+            secrets_pb2.RetireSiteSecretsRequest(
+                org_id=org_id, before=_ts(before), site_ids=list(site_ids)
+            ),
+            deadline=300.0,
+            what="secrets",
+        )
+        return int(reply.destroyed)
+
     async def prune_grants(
         self,
         org_id: str,

@@ -14,6 +14,8 @@ legal hold covers, on a schedule, inside the stack.
 - The grant registry (secrets' grants table) is pruned by the secrets service itself
   (PruneGrants with the organisation's grantDays and the ids of held sites and work orders;
   it audits its batches with counts).
+- Site secrets of sites with no job within siteSecretDays and no hold are destroyed in Vault by
+  the secrets service (RetireSiteSecrets; only versions not changed since the cut-off).
 - Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
   and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
   contact data went. No name, address or free text.
@@ -47,6 +49,8 @@ RUNNING, DONE = "RUNNING", "DONE"
 
 # (org_id, cut-off, held site ids, held work order ids) -> grants deleted
 GrantPruner = Callable[[str, datetime, list[str], list[str]], Awaitable[int]]
+# (org_id, cut-off, site ids with no job within the period and no hold) -> secrets destroyed
+SiteSecretRetirer = Callable[[str, datetime, list[str]], Awaitable[int]]
 
 
 def _utcnow() -> datetime:
@@ -66,6 +70,8 @@ class PurgeResult:
     audit_events: int = 0
     # Finished grants the secrets service deleted for this run (it audits that itself).
     grants: int = 0
+    # Site secrets the secrets service destroyed for this run (it audits each itself).
+    site_secrets: int = 0
 
 
 class Purge:
@@ -79,6 +85,7 @@ class Purge:
         forget_key: Callable[[str], None] = lambda customer_id: None,
         prune_audit: Callable[[str, datetime, Sequence[str]], Awaitable[int]] | None = None,
         prune_grants: GrantPruner | None = None,
+        retire_site_secrets: SiteSecretRetirer | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -88,6 +95,7 @@ class Purge:
         self.forget_key = forget_key
         self.prune_audit = prune_audit
         self.prune_grants = prune_grants
+        self.retire_site_secrets = retire_site_secrets
         # Tests only: called after each committed batch (to kill a run mid-way).
         self.after_batch = after_batch
 
@@ -136,6 +144,8 @@ class Purge:
             await self._batches(
                 result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
             )
+            if self.retire_site_secrets is not None:
+                await self._site_secrets(result, org_id, policy.cutoff("site_secret", now))
             if self.prune_grants is not None:
                 await self._grants(result, org_id, policy.cutoff("grant", now))
             if self.prune_audit is not None:
@@ -171,6 +181,25 @@ class Purge:
             },
         )
         return result
+
+    async def _site_secrets(self, result: PurgeResult, org_id: str, cutoff: datetime) -> None:
+        assert self.retire_site_secrets is not None
+        after = ""
+        while True:
+            async with self.db.unit_of_work() as session:
+                sites = await Repository(session).stale_sites(org_id, cutoff, after, 500)
+            if not sites:
+                return
+            try:
+                result.site_secrets += await self.retire_site_secrets(org_id, cutoff, sites)
+            except DoorwardError as error:
+                # The secrets stay; the next run asks again.
+                log.warning(
+                    "site secret retention not done",
+                    extra={"fields": {"org.id": org_id, "code": error.code.value}},
+                )
+                return
+            after = sites[-1]
 
     async def _grants(self, result: PurgeResult, org_id: str, cutoff: datetime) -> None:
         assert self.prune_grants is not None

@@ -713,6 +713,40 @@ class Repository:
         )
         return [r[0] for r in sites], [r[0] for r in orders]
 
+    async def stale_sites(self, org_id: str, cutoff: datetime, after: str, limit: int) -> list[str]:
+        """Sites (ids after `after`, in order) older than `cutoff` with no open job and no job
+        that moved since, not covered by a hold: their secrets' retention has run out."""
+        recent = exists().where(
+            WorkOrder.org_id == org_id,
+            WorkOrder.site_id == Site.id,
+            or_(
+                WorkOrder.status.not_in(("COMPLETED", "CANCELLED")),
+                func.coalesce(WorkOrder.completed_at, WorkOrder.updated_at) >= cutoff,
+            ),
+        )
+        active = and_(LegalHold.org_id == org_id, LegalHold.released_at.is_(None))
+        held = exists().where(
+            active,
+            or_(
+                and_(LegalHold.target_type == "SITE", LegalHold.target_id == Site.id),
+                and_(LegalHold.target_type == "CUSTOMER", LegalHold.target_id == Site.customer_id),
+                and_(
+                    LegalHold.target_type == "WORK_ORDER",
+                    LegalHold.target_id.in_(
+                        # correlated to the outer site (two levels up)
+                        select(WorkOrder.id).where(WorkOrder.site_id == Site.id).correlate(Site)
+                    ),
+                ),
+            ),
+        )
+        query = (
+            select(Site.id)
+            .where(Site.org_id == org_id, Site.created_at < cutoff, Site.id > after, ~recent, ~held)
+            .order_by(Site.id)
+            .limit(limit)
+        )
+        return [r[0] for r in await self.session.execute(query)]
+
     async def orgs_with_data(self) -> list[str]:
         """Every organisation that holds customers here (the purge's own, cross-org read)."""
         rows = await self.session.execute(select(Customer.org_id).distinct())

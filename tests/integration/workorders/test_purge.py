@@ -485,3 +485,42 @@ async def test_the_grant_registry_is_pruned_per_policy_and_holds_reach_secrets(
     assert asked[v.org_id] == (NOW - timedelta(days=7), set(), set())  # its own setting
     # One organisation's failure does not stop the run.
     assert result.ran and result.grants == 3
+
+
+async def test_site_secrets_of_sites_without_a_recent_job_are_retired_unless_held(
+    db: Database,
+) -> None:
+    w = World(str(uuid.uuid4()))
+    customer, held_customer = w.customer(age=5 * YEAR), w.customer(age=5 * YEAR)
+    stale, recent, busy, held_job_site = (w.site(customer) for _ in range(4))
+    held_site, young = w.site(customer), w.site(customer)
+    young.created_at = NOW - timedelta(days=100)
+    of_held_customer = w.site(held_customer)
+    await _add(db, customer, held_customer)
+    await _add(db, stale, recent, busy, held_job_site, held_site, young, of_held_customer)
+    old_job = w.job(held_job_site, finished_ago=4 * YEAR)
+    await _add(
+        db,
+        w.job(stale, finished_ago=3 * YEAR),
+        w.job(recent, finished_ago=timedelta(days=30)),
+        w.job(busy, finished_ago=4 * YEAR, status="DISPATCHED"),
+        old_job,
+    )
+    await _add(
+        db,
+        w.hold("WORK_ORDER", old_job.id),
+        w.hold("SITE", held_site.id),
+        w.hold("CUSTOMER", held_customer.id),
+    )
+    asked: list[tuple[str, datetime, list[str]]] = []
+
+    async def retire(org_id: str, before: datetime, sites: list[str]) -> int:
+        asked.append((org_id, before, sites))
+        return len(sites)
+
+    result = await Purge(db, clock=lambda: NOW, retire_site_secrets=retire).run_once()
+    mine = [a for a in asked if a[0] == w.org_id]
+    assert [(before, set(sites)) for _, before, sites in mine] == [
+        (NOW - timedelta(days=730), {stale.id})  # the default: two years without a job
+    ]
+    assert result.site_secrets >= 1
