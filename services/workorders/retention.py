@@ -9,9 +9,9 @@ Categories and defaults (days), chosen to be defensible for a UK/EU company:
   the grant registry                90 (after a grant ended)
   audit events                    2192 (six years; settable down to 183 days = six months)
   traces                            30
-Work orders and contact data are purged here; the grant registry by secrets (PruneGrants) and
-audit events by audit (PruneEvents), both asked by the purge with these values. Site secrets'
-and traces' values are stored and shown but not yet enforced.
+Work orders and contact data are purged here; site secrets (RetireSiteSecrets) and the grant
+registry (PruneGrants) by secrets and audit events by audit (PruneEvents), all asked by the
+purge with these values. The traces' value is stored and shown but not yet enforced.
 
 A legal hold on a customer covers the customer's contact data, sites and work orders; a hold on
 a site covers the site, its work orders and the customer's contact data; a hold on a work order

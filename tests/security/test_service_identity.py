@@ -162,6 +162,7 @@ async def test_the_gateways_certificate_cannot_ask_secrets_for_anything(
         ("GetSecretRefs", secrets_pb2.GetSecretRefsRequest(org_id=org, site_ids=["s"])),
         ("DeleteSiteSecrets", secrets_pb2.DeleteSiteSecretsRequest(site_id="s")),
         ("PruneGrants", secrets_pb2.PruneGrantsRequest(org_id=org)),
+        ("RetireSiteSecrets", secrets_pb2.RetireSiteSecretsRequest(org_id=org, site_ids=["s"])),
     ]  # fmt: skip
     for method, request in attacks:
         for caller in ("gateway", "audit"):
