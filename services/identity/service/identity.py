@@ -358,10 +358,7 @@ class IdentityService:
                 otp=otp,
                 source_ip=source_ip,
             )
-            if outcome.error is None:
-                decision.allow(Reason.AUTHENTICATED)
-            elif decision.decision is None:
-                decision.deny(reason_of_error(outcome.error))
+            _settle(decision, outcome)
             return outcome
 
     async def _login(
@@ -534,10 +531,7 @@ class IdentityService:
         """Refreshing is an access decision too (action auth.refresh)."""
         with decision_span(SpanName.ACCESS_DECIDE, action="auth.refresh") as decision:
             outcome = await self._refresh(session, decision, refresh_token, source_ip=source_ip)
-            if outcome.error is None:
-                decision.allow(Reason.AUTHENTICATED)
-            elif decision.decision is None:
-                decision.deny(reason_of_error(outcome.error))
+            _settle(decision, outcome)
             return outcome
 
     async def _refresh(
@@ -1176,3 +1170,12 @@ class IdentityService:
         users = await repo.users(org_id, user_ids=list(user_ids)[:1000])
         memberships = await repo.region_ids_of(org_id, [u.id for u in users])
         return [user_view(u, memberships[u.id]) for u in users]
+
+
+def _settle(decision: DecisionSpan, outcome: Outcome[Any]) -> None:
+    """A sign-in step's decision follows its outcome, unless the step already named why it
+    refused (a more precise reason than the error's)."""
+    if outcome.error is None:
+        decision.allow(Reason.AUTHENTICATED)
+    elif decision.decision is None:
+        decision.deny(reason_of_error(outcome.error))
