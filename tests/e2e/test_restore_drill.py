@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +109,9 @@ def test_restore_drill():
     root = Path(tempfile.mkdtemp(prefix="doorward-drill-"))
     os.chmod(root, 0o755)
     env = embedded_env(root)
+    # Checkpoints every 2 s: `audit verify` needs one signed over the restored trail, and a
+    # fast machine finishes the drill before the default minute is up.
+    env["DOORWARD_AUDIT_CHECKPOINT_INTERVAL"] = "2"
     (root / "keys").mkdir(mode=0o700)
     key_file = root / "keys" / "backup.key"
     key_file.write_text("drill key: correct horse battery staple\n")
@@ -190,6 +194,7 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
         assert doorward("backup", "verify", str(archive), env=wrong_key).returncode == 1
 
         restored_env = embedded_env(root)
+        restored_env["DOORWARD_AUDIT_CHECKPOINT_INTERVAL"] = "2"
         restored_env["DOORWARD_DATA_DIR"] = str(root / "restored")
         restored_env["DOORWARD_SHRED_LEDGER"] = str(ledger)
         refused_restore = doorward(
@@ -255,6 +260,7 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
         }
         from deploy.backup.ops import pg_bin
 
+        time.sleep(4)  # two checkpoint intervals: the restored trail's checkpoint is signed
         subprocess.run(
             [pg_bin("pg_dump"), "-f", str(dump), "doorward_audit"], env=pg_env, check=True
         )

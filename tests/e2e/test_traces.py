@@ -115,12 +115,12 @@ def reveal(scenario: Scenario, world: World) -> Reveal:
 def other_auditor(world: World) -> str:
     """The auditor of a second organisation on the same stack (their access token)."""
     org_id, admin = bootstrap_org(
-        world.stack.env, "Globex", f"admin-{uuid.uuid4().hex[:6]}@globex.example", PASSWORD
+        world.stack.env, "Initech", f"admin-{uuid.uuid4().hex[:6]}@initech.example", PASSWORD
     )
-    globex = World(gql=world.gql, org_id=org_id, admin=admin, stack=world.stack)
-    globex.login(admin)
-    globex.create_region("Springfield")
-    return globex.create_person("auditor", "AUDITOR", ["Springfield"]).token
+    initech = World(gql=world.gql, org_id=org_id, admin=admin, stack=world.stack)
+    initech.login(admin)
+    initech.create_region("Springfield")
+    return initech.create_person("auditor", "AUDITOR", ["Springfield"]).token
 
 
 def test_the_grant_through_the_gateway_is_one_trace_of_every_service_and_vault(
