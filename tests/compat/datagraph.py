@@ -10,9 +10,13 @@ raises. All subgraphs of all cases are served by one ASGI app under `/<case>/<su
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
 
+import uvicorn
 from graphql import (
     GraphQLError,
     GraphQLObjectType,
@@ -28,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from doorward_kit.net import free_port
 from gateway.composition import _PRELUDE_DOC, _PRELUDE_NAMES
 from gateway.sdl import directives, parse_field_set, str_arg
 
@@ -171,3 +176,41 @@ def app_for(cases: Mapping[str, Mapping[str, DataSubgraph]]) -> Starlette:
         return JSONResponse(out)
 
     return Starlette(routes=[Route("/{case}/{sub}", handle, methods=["POST"])])
+
+
+class Case(Protocol):
+    """What serving needs of a compat case: its name, subgraphs (name -> SDL) and data."""
+
+    name: str
+    subgraphs: Mapping[str, str]
+    objects: Any
+    roots: Any
+
+
+@contextmanager
+def serve_cases(cases: Iterable[Case], thread_name: str) -> Iterator[str]:
+    """Every case's data subgraphs on one free port (`{base}/{case}/{subgraph}`), stopped on
+    exit: yields the base URL."""
+    subgraphs = {
+        c.name: {n: DataSubgraph(n, sdl, World(c.objects, c.roots)) for n, sdl in c.subgraphs.items()}
+        for c in cases
+    }
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_for(subgraphs), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name=thread_name)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise AssertionError("data subgraphs did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -5,19 +5,15 @@ each principal the way Apollo Router's "filter" mode does."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from doorward_kit.auth import Principal, Role
-from doorward_kit.net import free_port
 from gateway.supergraph import Supergraph
 from tests.compat.access_cases import ACCESS_CASES, ACCESS_OPS
-from tests.compat.datagraph import DataSubgraph, World, app_for
+from tests.compat.datagraph import serve_cases
 from tests.compat.test_apollo_gateway import COMPARE_SETTINGS
 from tests.compat.test_context_supergraphs import _node
 from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
@@ -30,22 +26,8 @@ REFUSED = "is for: SECURITY but is unsupported"
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
-    subgraphs = {c.name: {n: DataSubgraph(n, sdl, World(c.objects, c.roots))
-                          for n, sdl in c.subgraphs.items()} for c in CASES}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app_for(subgraphs), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True, name="access-datagraphs")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "data subgraphs did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_cases(CASES, "access-datagraphs") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

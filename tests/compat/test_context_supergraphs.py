@@ -7,22 +7,18 @@ arguments); our gateway answers what the spec says."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from doorward_kit.net import free_port
 from gateway.planner import QueryPlanner
 from gateway.planning.plan import FetchNode, FlattenNode, ParallelNode, SequenceNode
 from gateway.supergraph import Supergraph
 from tests.compat.context_cases import CONTEXT_CASES, CONTEXT_OPS
-from tests.compat.datagraph import DataSubgraph, World, app_for
+from tests.compat.datagraph import serve_cases
 from tests.compat.test_apollo_gateway import COMPARE_SETTINGS, ensure_node_modules
 from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
 
@@ -48,22 +44,8 @@ def _node(script: str, request: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
-    subgraphs = {c.name: {n: DataSubgraph(n, sdl, World(c.objects, c.roots))
-                          for n, sdl in c.subgraphs.items()} for c in CASES}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app_for(subgraphs), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True, name="context-datagraphs")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "data subgraphs did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_cases(CASES, "context-datagraphs") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

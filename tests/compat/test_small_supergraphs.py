@@ -8,19 +8,15 @@ import json
 import os
 import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from doorward_kit.net import free_port
 from gateway.supergraph import Supergraph
 from tests.compat.cases import CASES, NULL_DATA, SPEC_DIVERGENCES
-from tests.compat.datagraph import DataSubgraph, World, app_for
+from tests.compat.datagraph import serve_cases
 from tests.compat.test_apollo_gateway import COMPARE_SETTINGS, ensure_node_modules, summary
 from tests.integration.gateway.conftest import RunningGateway, gateway_settings, start_gateway
 
@@ -35,29 +31,8 @@ OPS = [
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
-    subgraphs = {
-        c.name: {
-            n: DataSubgraph(n, sdl, World(c.objects, c.roots)) for n, sdl in c.subgraphs.items()
-        }
-        for c in CASES
-    }
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app_for(subgraphs), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True, name="datagraphs")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "data subgraphs did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_cases(CASES, "datagraphs") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
