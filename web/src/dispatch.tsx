@@ -105,7 +105,9 @@ export function Dispatcher(): JSX.Element {
   };
   useEffect(() => { void load(); }, [day, region]);
 
-  async function act(done: string, fn: () => Promise<unknown>): Promise<void> {
+  // Resolves true when the change was made, so a form clears itself only then (a refused
+  // change keeps what the dispatcher typed).
+  async function act(done: string, fn: () => Promise<unknown>): Promise<boolean> {
     setBusy(true);
     setError(null);
     setInfo(null);
@@ -113,8 +115,10 @@ export function Dispatcher(): JSX.Element {
       await fn();
       await load();
       setInfo(done);
+      return true;
     } catch (e) {
       setError(errorText(e));
+      return false;
     } finally {
       setBusy(false);
     }
@@ -148,7 +152,7 @@ export function Dispatcher(): JSX.Element {
           </li>
         ))}
       </ul>
-      <NewJob sites={sites} busy={busy} act={act} />
+      <NewJob sites={sites} busy={busy} act={act} showDay={setDay} />
       <NewCustomer regions={regions} busy={busy} act={act} />
       <NewSite customers={customers} busy={busy} act={act} />
       <Codes sites={sites} busy={busy} act={act} />
@@ -156,7 +160,7 @@ export function Dispatcher(): JSX.Element {
   );
 }
 
-type Act = (done: string, fn: () => Promise<unknown>) => Promise<void>;
+type Act = (done: string, fn: () => Promise<unknown>) => Promise<boolean>;
 type Job = Board["workOrders"]["edges"][number]["node"];
 
 function JobActions({ job, techs, sites, busy, act }: { job: Job; techs: Board["users"]; sites: (Site & { customer: string })[]; busy: boolean; act: Act }): JSX.Element {
@@ -200,14 +204,16 @@ function JobActions({ job, techs, sites, busy, act }: { job: Job; techs: Board["
   );
 }
 
-function NewJob({ sites, busy, act }: { sites: (Site & { customer: string })[]; busy: boolean; act: Act }): JSX.Element {
+// A new job may start on another day than the board shows (late in the evening, "tomorrow
+// morning"): the board then turns to that day, so the dispatcher sees the job they created.
+function NewJob({ sites, busy, act, showDay }: { sites: (Site & { customer: string })[]; busy: boolean; act: Act; showDay: (day: string) => void }): JSX.Element {
   const [site, setSite] = useState("");
   const [title, setTitle] = useState("");
   const [start, setStart] = useState("");
   const [end, setEnd] = useState("");
   const chosen = site || sites[0]?.id || "";
   return (
-    <form class="card" aria-labelledby="newjob-h" onSubmit={(e) => { e.preventDefault(); void act("Job created.", () => mutate(CREATE_JOB, { input: { siteId: chosen, title, scheduledStart: iso(start), scheduledEnd: iso(end) } })).then(() => setTitle("")); }}>
+    <form class="card" aria-labelledby="newjob-h" onSubmit={(e) => { e.preventDefault(); void act("Job created.", () => mutate(CREATE_JOB, { input: { siteId: chosen, title, scheduledStart: iso(start), scheduledEnd: iso(end) } })).then((made) => { if (!made) return; setTitle(""); if (start) showDay(start.slice(0, 10)); }); }}>
       <h2 id="newjob-h">New job</h2>
       <Select label="Site" name="siteId" value={chosen} onChange={setSite} options={sites.map((s): [string, string] => [s.id, `${s.customer}: ${s.address ?? ""}`])} />
       <Field label="Title" name="title" value={title} onInput={setTitle} required />
@@ -225,7 +231,7 @@ function NewCustomer({ regions, busy, act }: { regions: Board["regions"]; busy: 
   const [region, setRegion] = useState("");
   const chosen = region || regions[0]?.id || "";
   return (
-    <form class="card" aria-labelledby="newcust-h" onSubmit={(e) => { e.preventDefault(); void act("Customer created.", () => mutate(CREATE_CUSTOMER, { input: { name, phone, email, regionId: chosen } })).then(() => setName("")); }}>
+    <form class="card" aria-labelledby="newcust-h" onSubmit={(e) => { e.preventDefault(); void act("Customer created.", () => mutate(CREATE_CUSTOMER, { input: { name, phone, email, regionId: chosen } })).then((made) => { if (made) setName(""); }); }}>
       <h2 id="newcust-h">New customer</h2>
       <Field label="Customer name" name="customerName" value={name} onInput={setName} required />
       <Field label="Phone" name="phone" type="tel" value={phone} onInput={setPhone} />
@@ -241,7 +247,7 @@ function NewSite({ customers, busy, act }: { customers: Board["customers"]["edge
   const [address, setAddress] = useState("");
   const chosen = customers.find((c) => c.id === customer) ?? customers[0];
   return (
-    <form class="card" aria-labelledby="newsite-h" onSubmit={(e) => { e.preventDefault(); if (chosen) void act("Site created.", () => mutate(CREATE_SITE, { input: { customerId: chosen.id, address, regionId: chosen.region.id } })).then(() => setAddress("")); }}>
+    <form class="card" aria-labelledby="newsite-h" onSubmit={(e) => { e.preventDefault(); if (chosen) void act("Site created.", () => mutate(CREATE_SITE, { input: { customerId: chosen.id, address, regionId: chosen.region.id } })).then((made) => { if (made) setAddress(""); }); }}>
       <h2 id="newsite-h">New site</h2>
       <Select label="Site's customer" name="customerId" value={chosen?.id ?? ""} onChange={setCustomer} options={customers.map((c): [string, string] => [c.id, c.name ?? "(erased)"])} />
       <Field label="Address" name="address" value={address} onInput={setAddress} required />
