@@ -83,8 +83,9 @@ endif
 up: venv console
 	$(VENV)/bin/doorward up
 
+# Two workers: half the suite waits on processes it started (drills, browsers), not on a core.
 test: venv console
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-unit: venv
 	$(PY) -m pytest -m unit
