@@ -3,6 +3,7 @@ the same error paths and codes, for every operation of the corpus."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -36,18 +37,22 @@ def ensure_node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("Node.js is missing: install node and npm to compare with @apollo/gateway")
     CACHE.mkdir(parents=True, exist_ok=True)
-    changed = False
-    for name in ("package.json", "package-lock.json", "apollo_gateway.mjs"):
-        src, dst = HERE / name, CACHE / name
-        if not dst.exists() or dst.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dst)
-            changed = changed or name != "apollo_gateway.mjs"
-    if changed or not (CACHE / "node_modules" / "@apollo" / "gateway").exists():
-        # The committed lock file pins every package: the same versions on every machine.
-        proc = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                              cwd=CACHE, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"npm ci failed: {proc.stderr[-2000:]}")
+    # Two pytest-xdist workers may both get here first on a clean clone: one installs, the
+    # other waits for it (two `npm ci` in one folder break each other).
+    with (CACHE / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        changed = False
+        for name in ("package.json", "package-lock.json", "apollo_gateway.mjs"):
+            src, dst = HERE / name, CACHE / name
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                shutil.copyfile(src, dst)
+                changed = changed or name != "apollo_gateway.mjs"
+        if changed or not (CACHE / "node_modules" / "@apollo" / "gateway").exists():
+            # The committed lock file pins every package: the same versions on every machine.
+            proc = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                                  cwd=CACHE, capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                pytest.fail(f"npm ci failed: {proc.stderr[-2000:]}")
     return CACHE / "apollo_gateway.mjs"
 
 
