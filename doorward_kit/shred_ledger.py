@@ -1,5 +1,10 @@
 """The shred ledger: one line per customer erasure, kept outside the data folder.
 
+Two kinds of erasure write it: an ADMIN's eraseCustomer (GDPR Art. 17; kind "erasure": key,
+site secrets and rows) and the retention purge of a customer's contact data (kind
+"retention": key and contact rows; the sites' secrets follow their own retention period).
+Lines written before kinds existed are erasures.
+
 Crypto-shredding destroys a customer's transit key in Vault; a backup taken before the erasure
 still holds that key. `doorward backup restore` replays this ledger into the restored Vault and
 databases before the restored stack serves a request, so an erased customer stays erased.
@@ -19,9 +24,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+ERASURE = "erasure"
+RETENTION = "retention"
+KINDS = (ERASURE, RETENTION)
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,19 @@ class ShredEntry:
     org_id: str
     customer_id: str
     at: datetime
+    kind: str = ERASURE
 
 
-def append(path: Path, org_id: str, customer_id: str, at: datetime | None = None) -> None:
+def append(
+    path: Path, org_id: str, customer_id: str, at: datetime | None = None, kind: str = ERASURE
+) -> None:
     """Record one erasure durably (0600 file, appended, fsynced)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown shred ledger kind {kind!r}")
     when = (at or datetime.now(UTC)).astimezone(UTC)
     line = json.dumps(
-        {"at": when.isoformat(), "org": org_id, "customer": customer_id}, sort_keys=True
+        {"at": when.isoformat(), "org": org_id, "customer": customer_id, "kind": kind},
+        sort_keys=True,
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -61,8 +76,14 @@ def entries(path: Path) -> Iterator[ShredEntry]:
         for raw in fh:
             try:
                 item = json.loads(raw)
-                yield ShredEntry(
-                    str(item["org"]), str(item["customer"]), datetime.fromisoformat(item["at"])
+                kind = str(item.get("kind", ERASURE))
+                entry = ShredEntry(
+                    str(item["org"]),
+                    str(item["customer"]),
+                    datetime.fromisoformat(item["at"]),
+                    kind,
                 )
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
+            # An unknown kind replays as the full erasure: the safe side for a shred ledger.
+            yield entry if kind in KINDS else replace(entry, kind=ERASURE)

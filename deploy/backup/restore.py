@@ -10,7 +10,9 @@
    device for this one start: the snapshot names the old folder's audit file, and OpenBao
    refuses a declared device whose path differs; `up` declares the new one at its next start.
 5. The shred ledger is replayed: each erased customer's transit key and site secrets are
-   destroyed in the restored Vault and the rows marked erased, exactly as eraseCustomer does.
+   destroyed in the restored Vault and the rows marked erased, exactly as eraseCustomer does;
+   a customer whose contact data the retention purge removed (kind "retention") loses its key
+   and contact rows again, its sites' secrets follow their own retention as before.
    Only then does anything stop: the restored stack never serves an erased customer.
 """
 
@@ -23,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import hvac
@@ -32,6 +34,22 @@ from deploy.backup.ops import Say, _run, _scratch, pg_bin, tool_base_env, unpack
 from deploy.embedded import EmbeddedOpenBao, EmbeddedPostgres, _in_thread, free_port_pair
 from deploy.errors import DeployError
 from doorward_kit import shred_ledger
+
+
+class ReplayDatabases(Protocol):
+    """What the replay needs of PostgreSQL (EmbeddedPostgres; tests pass their own)."""
+
+    def admin_url(self, dbname: str = "postgres") -> str: ...
+
+
+class ReplayVault(Protocol):
+    """What the replay needs of OpenBao (EmbeddedOpenBao; tests pass their own)."""
+
+    def generate_root(self) -> str: ...
+
+    def client(self, token: str | None = None) -> hvac.Client: ...
+
+    def revoke_root(self, token: str) -> None: ...
 
 
 @dataclass
@@ -222,7 +240,7 @@ def _restore_snapshot(bao: EmbeddedOpenBao, snapshot: Path, files: Path, say: Sa
 # --------------------------------------------------------------------------- shred ledger
 
 
-def replay(ledger: Path, pg: EmbeddedPostgres, bao: EmbeddedOpenBao, say: Say) -> ReplayResult:
+def replay(ledger: Path, pg: ReplayDatabases, bao: ReplayVault, say: Say) -> ReplayResult:
     """Every ledger entry again (idempotent: an erasure already in the backup changes nothing),
     with a root token generated from the unseal key and revoked right after."""
     from deploy.embedded import KV_MOUNT, TRANSIT_MOUNT
@@ -240,9 +258,12 @@ def replay(ledger: Path, pg: EmbeddedPostgres, bao: EmbeddedOpenBao, say: Say) -
         for item in items:
             sites, changed = _erase_rows(pg, item)
             result.customers += changed
-            for kv_path in _delete_site_refs(pg, item.org_id, sites):
-                client.adapter.delete(f"/v1/{KV_MOUNT}/metadata/{kv_path}")
-                result.site_secrets += 1
+            # A retention entry shreds the customer only: its sites' secrets have their own
+            # period (siteSecretDays) and were not deleted by that purge.
+            if item.kind == shred_ledger.ERASURE:
+                for kv_path in _delete_site_refs(pg, item.org_id, sites):
+                    client.adapter.delete(f"/v1/{KV_MOUNT}/metadata/{kv_path}")
+                    result.site_secrets += 1
             name = customer_key_name(item.org_id, item.customer_id)
             try:
                 client.adapter.post(
@@ -275,14 +296,15 @@ def carry_ledger(source: Path, target: Path) -> int:
     added = 0
     for item in shred_ledger.entries(source):
         if (item.org_id, item.customer_id) not in known:
-            shred_ledger.append(target, item.org_id, item.customer_id, item.at)
+            shred_ledger.append(target, item.org_id, item.customer_id, item.at, item.kind)
             known.add((item.org_id, item.customer_id))
             added += 1
     return added
 
 
-def _erase_rows(pg: EmbeddedPostgres, item: shred_ledger.ShredEntry) -> tuple[list[str], int]:
-    """As workorders' Repository.erase_customer: contact and wrapped key gone, erased_at set."""
+def _erase_rows(pg: ReplayDatabases, item: shred_ledger.ShredEntry) -> tuple[list[str], int]:
+    """As workorders' Repository.erase_customer and purge_contact_data: contact, wrapped key
+    and the sites' addresses gone, erased_at set."""
 
     async def run() -> tuple[list[str], int]:
         import asyncpg
@@ -297,6 +319,11 @@ def _erase_rows(pg: EmbeddedPostgres, item: shred_ledger.ShredEntry) -> tuple[li
                     item.customer_id,
                 )
             ]
+            await conn.execute(
+                "UPDATE sites SET address = NULL WHERE org_id = $1 AND customer_id = $2",
+                item.org_id,
+                item.customer_id,
+            )
             status = await conn.execute(
                 "UPDATE customers SET contact = NULL, wrapped_key = NULL, erased_at = $3 "
                 "WHERE org_id = $1 AND id = $2 AND erased_at IS NULL",
@@ -311,7 +338,7 @@ def _erase_rows(pg: EmbeddedPostgres, item: shred_ledger.ShredEntry) -> tuple[li
     return _in_thread(run)
 
 
-def _delete_site_refs(pg: EmbeddedPostgres, org_id: str, sites: list[str]) -> list[str]:
+def _delete_site_refs(pg: ReplayDatabases, org_id: str, sites: list[str]) -> list[str]:
     """As secrets' delete_site_secrets: the references marked deleted; their KV paths."""
     if not sites:
         return []
@@ -365,7 +392,11 @@ def record_restore(
                 outcome=Outcome.ALLOWED,
                 target_type="Customer",
                 target_id=item.customer_id,
-                details={"customer_id": item.customer_id, "reason": "shred_ledger"},
+                details={
+                    "customer_id": item.customer_id,
+                    "reason": "shred_ledger",
+                    "kind": item.kind,
+                },
             )
             for item in result.replayed
         ] + [

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -454,6 +455,21 @@ class VaultGateway:
             return base64.b64decode(result["data"]["plaintext"]), _key_version(ciphertext)
 
         return await self.call("decrypt_datakey", decrypt)
+
+    async def key_created(self, key_name: str) -> datetime | None:
+        """When the transit key's first version was made; None if there is no such key."""
+        mount = self.transit_mount
+
+        def read(client: hvac.Client) -> datetime | None:
+            try:
+                result = client.adapter.get(f"/v1/{mount}/keys/{key_name}")
+            except hvac.exceptions.InvalidPath:
+                return None
+            # Symmetric keys answer {version: unix time of its creation}.
+            times = [int(v) for v in (result["data"].get("keys") or {}).values()]
+            return datetime.fromtimestamp(min(times), UTC) if times else None
+
+        return await self.call("key_created", read)
 
     async def destroy_key(self, key_name: str) -> bool:
         """Allow deletion, then delete. False if the key did not exist (already destroyed)."""

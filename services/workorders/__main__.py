@@ -73,6 +73,7 @@ async def build_parts(
         prune_audit=GrpcAuditPruner(audit_channel).prune,
         prune_grants=secrets.prune_grants,
         retire_site_secrets=secrets.retire_site_secrets,
+        shred_customers=secrets.shred_retained_customers,
     )
     runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
 

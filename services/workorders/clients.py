@@ -83,6 +83,21 @@ class GrpcSecrets:
         )
         return int(reply.destroyed)
 
+    async def shred_retained_customers(
+        self, org_id: str, before: datetime, customer_ids: Collection[str]
+    ) -> list[str]:
+        """Contact data's retention (the purge; our own certificate, no user token): the
+        customers' keys crypto-shredded with a shred-ledger entry; the ids whose key is gone."""
+        reply = await self._channel.call(
+            self._stub.ShredRetainedCustomers,
+            secrets_pb2.ShredRetainedCustomersRequest(
+                org_id=org_id, before=_ts(before), customer_ids=list(customer_ids)
+            ),
+            deadline=120.0,
+            what="secrets",
+        )
+        return list(reply.shredded_customer_ids)
+
     async def prune_grants(
         self,
         org_id: str,

@@ -16,6 +16,13 @@ legal hold covers, on a schedule, inside the stack.
   it audits its batches with counts).
 - Site secrets of sites with no job within siteSecretDays and no hold are destroyed in Vault by
   the secrets service (RetireSiteSecrets; only versions not changed since the cut-off).
+- Contact data goes the way of an erasure (crypto-shredding): the secrets service writes a
+  shred-ledger entry (kind "retention") and destroys the customer's transit key
+  (ShredRetainedCustomers) while this batch holds the customers' rows locked; then the rows are
+  cleared. A backup taken before the purge holds the key and the ciphertexts, so without the
+  ledger a restore would bring the contact data back; `doorward backup restore` replays it. A
+  crash between the key and the commit leaves rows whose key is gone: the next run selects
+  them again (shredding is idempotent) and clears them.
 - Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
   and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
   contact data went. No name, address or free text.
@@ -51,6 +58,11 @@ RUNNING, DONE = "RUNNING", "DONE"
 GrantPruner = Callable[[str, datetime, list[str], list[str]], Awaitable[int]]
 # (org_id, cut-off, site ids with no job within the period and no hold) -> secrets destroyed
 SiteSecretRetirer = Callable[[str, datetime, list[str]], Awaitable[int]]
+# (org_id, cut-off, customer ids with no job within the period and no hold) -> the ids whose key
+# is gone now (shredded, shred-ledger entry written); only those rows are cleared.
+CustomerShredder = Callable[[str, datetime, list[str]], Awaitable[list[str]]]
+# Customers per ShredRetainedCustomers call (the secrets service takes at most 100).
+SHRED_CHUNK = 100
 
 
 def _utcnow() -> datetime:
@@ -86,6 +98,7 @@ class Purge:
         prune_audit: Callable[[str, datetime, Sequence[str]], Awaitable[int]] | None = None,
         prune_grants: GrantPruner | None = None,
         retire_site_secrets: SiteSecretRetirer | None = None,
+        shred_customers: CustomerShredder | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -96,6 +109,8 @@ class Purge:
         self.prune_audit = prune_audit
         self.prune_grants = prune_grants
         self.retire_site_secrets = retire_site_secrets
+        # None only in tests of the row logic: the process always wires the secrets service.
+        self.shred_customers = shred_customers
         # Tests only: called after each committed batch (to kill a run mid-way).
         self.after_batch = after_batch
 
@@ -141,9 +156,20 @@ class Purge:
             await self._batches(
                 result, org_id, "work_order", policy.cutoff("work_order", now), self._orders
             )
-            await self._batches(
-                result, org_id, "contact_data", policy.cutoff("contact_data", now), self._contacts
-            )
+            try:
+                await self._batches(
+                    result,
+                    org_id,
+                    "contact_data",
+                    policy.cutoff("contact_data", now),
+                    self._contacts,
+                )
+            except DoorwardError as error:
+                # The batch rolled back (its rows stay, locks released); the next run asks again.
+                log.warning(
+                    "contact data retention not done",
+                    extra={"fields": {"org.id": org_id, "code": error.code.value}},
+                )
             if self.retire_site_secrets is not None:
                 await self._site_secrets(result, org_id, policy.cutoff("site_secret", now))
             if self.prune_grants is not None:
@@ -260,6 +286,15 @@ class Purge:
     ) -> int:
         repo = Repository(session)
         ids = await repo.stale_customers(org_id, cutoff, self.batch)
+        if self.shred_customers is not None and ids:
+            # The keys first, as in an erasure, while this transaction holds the rows locked
+            # (a legal hold being placed waits for it, Repository.lock_hold_cover).
+            gone: set[str] = set()
+            for start in range(0, len(ids), SHRED_CHUNK):
+                gone.update(
+                    await self.shred_customers(org_id, cutoff, ids[start : start + SHRED_CHUNK])
+                )
+            ids = [customer_id for customer_id in ids if customer_id in gone]
         count = await repo.purge_contact_data(org_id, ids, self.clock())
         for customer_id in ids:
             self.forget_key(customer_id)

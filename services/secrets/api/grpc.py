@@ -40,6 +40,8 @@ ALLOWED_CALLERS = allow_list(
         # The retention purge runs in workorders (it holds the policies and the legal holds).
         "PruneGrants": {"workorders"},
         "RetireSiteSecrets": {"workorders"},
+        # Retention of contact data: the purge crypto-shreds like an erasure (shred ledger).
+        "ShredRetainedCustomers": {"workorders"},
     },
 )
 # RevokeGrants by target: only identity revokes by user, only workorders by job or site.
@@ -218,6 +220,21 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServicer):
             request.org_id, request.before.ToDatetime(tzinfo=UTC), list(request.site_ids)
         )
         return secrets_pb2.RetireSiteSecretsResponse(destroyed=destroyed)
+
+    @grpc_errors
+    async def ShredRetainedCustomers(
+        self,
+        request: secrets_pb2.ShredRetainedCustomersRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> secrets_pb2.ShredRetainedCustomersResponse:
+        if not request.HasField("before"):
+            raise bad_input("before is required")
+        gone, destroyed = await self.service.shred_retained_customers(
+            request.org_id, request.before.ToDatetime(tzinfo=UTC), list(request.customer_ids)
+        )
+        return secrets_pb2.ShredRetainedCustomersResponse(
+            shredded_customer_ids=gone, destroyed=destroyed
+        )
 
 
 def add_to_server(server: GrpcServer, service: SecretsService, verifier: TokenVerifier) -> None:

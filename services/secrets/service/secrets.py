@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +48,10 @@ from services.secrets.service.rules import JobContext
 from services.secrets.vault import VaultGateway, VaultRejected
 
 log = logging.getLogger(__name__)
+
+# The shortest contact-data retention an administrator can set (workorders' retention BOUNDS):
+# the purge never asks to shred keys newer than this.
+MIN_CONTACT_RETENTION = timedelta(days=30)
 
 
 class SyncAuditor(Protocol):
@@ -1100,14 +1104,61 @@ class SecretsService:
         """Crypto-shredding on erasure: only for a verified ADMIN acting for it. A process's
         own credentials are never enough to destroy a customer's key."""
         authorize(principal, Action.CUSTOMER_ERASE, Resource(principal.org_id))
-        org_id, actor_id = principal.org_id, principal.user_id
+        await self._shred_customer_key(
+            principal.org_id, customer_id, principal.user_id, shred_ledger.ERASURE
+        )
+
+    async def shred_retained_customers(
+        self, org_id: str, before: datetime, customer_ids: Sequence[str]
+    ) -> tuple[list[str], int]:
+        """Retention of contact data (workorders' purge: these customers had no job within the
+        period and no hold covers them): the same crypto-shredding as an erasure, so a restore
+        of an older backup replays it. Workorders' own certificate is enough here, within
+        bounds this side checks: `before` is at least MIN_CONTACT_RETENTION in the past and
+        only keys made before it go, so the purge cannot be used to shred a customer added
+        within the shortest period an administrator can set. Returns (ids whose key is gone
+        now, keys destroyed by this call)."""
+        rules.require_id(org_id, "org_id")
+        if before > self.clock() - MIN_CONTACT_RETENTION:
+            raise bad_input("before must be at least 30 days in the past")
+        if len(customer_ids) > 100:
+            raise bad_input("at most 100 customers per call")
+        for customer_id in customer_ids:
+            rules.require_id(customer_id, "customer_id")
+        gone: list[str] = []
+        destroyed = 0
+        for customer_id in customer_ids:
+            name = rules.customer_key_name(org_id, customer_id)
+            created = await self.vault.key_created(name)
+            if created is not None and created >= before:
+                # Younger than the period: not this purge's to shred (logged by id only).
+                log.warning(
+                    "retention shred refused: key younger than the cut-off",
+                    extra={"fields": {"org.id": org_id, "customer.id": customer_id}},
+                )
+                continue
+            # A key already gone still gets its entry: replaying it is harmless, missing it
+            # is not (a crash between an earlier run's ledger write and its commit).
+            if await self._shred_customer_key(org_id, customer_id, "", shred_ledger.RETENTION):
+                destroyed += 1
+            gone.append(customer_id)
+        return gone, destroyed
+
+    async def _shred_customer_key(
+        self, org_id: str, customer_id: str, actor_id: str, kind: str
+    ) -> bool:
+        """The one crypto-shred path (erasure and retention): the pseudonymous ledger entry
+        first, then the key, then the audit event. True if a key was destroyed."""
         name = rules.customer_key_name(org_id, customer_id)
         if self.shred_ledger is not None:
             # Write-ahead: a restore of an older backup replays this (doorward backup restore).
             await asyncio.to_thread(
-                shred_ledger.append, self.shred_ledger, org_id, customer_id, self.clock()
+                shred_ledger.append, self.shred_ledger, org_id, customer_id, self.clock(), kind
             )
         destroyed = await self.vault.destroy_key(name)
+        details = {"customer_id": customer_id, "result": str(destroyed).lower()}
+        if kind != shred_ledger.ERASURE:
+            details["reason"] = kind
         async with self.db.unit_of_work() as session:
             await record_event(
                 session,
@@ -1119,9 +1170,10 @@ class SecretsService:
                     outcome=Outcome.ALLOWED,
                     target_type="Customer",
                     target_id=customer_id,
-                    details={"customer_id": customer_id, "result": str(destroyed).lower()},
+                    details=details,
                 ),
             )
+        return destroyed
 
     # ---- sweeper --------------------------------------------------------------------------
 

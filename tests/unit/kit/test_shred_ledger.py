@@ -21,8 +21,14 @@ def test_entries_come_back_in_order_and_the_file_is_private(tmp_path: Path):
     found = list(shred_ledger.entries(path))
     assert [(e.org_id, e.customer_id) for e in found] == [("org-1", "cust-a"), ("org-1", "cust-b")]
     assert found[0].at == at
-    # Only ids and times: nothing else is written.
-    assert set(path.read_text().splitlines()[0].split('"')[1::4]) == {"at", "customer", "org"}
+    # Only ids, the time and the kind: nothing else is written.
+    assert set(path.read_text().splitlines()[0].split('"')[1::4]) == {
+        "at",
+        "customer",
+        "kind",
+        "org",
+    }
+    assert [e.kind for e in found] == ["erasure", "erasure"]
 
 
 def test_a_torn_line_is_skipped_and_a_missing_file_is_empty(tmp_path: Path):
@@ -32,3 +38,17 @@ def test_a_torn_line_is_skipped_and_a_missing_file_is_empty(tmp_path: Path):
     with path.open("a") as fh:
         fh.write('{"at": "2026-11-29T12:0')
     assert [e.customer_id for e in shred_ledger.entries(path)] == ["cust-a"]
+
+
+def test_retention_entries_keep_their_kind_and_old_lines_are_erasures(tmp_path: Path):
+    path = tmp_path / "shred.jsonl"
+    # A line written before kinds existed, then a retention purge's, then an unknown kind.
+    path.write_text('{"at": "2026-11-29T12:00:00+00:00", "customer": "old", "org": "org-1"}\n')
+    shred_ledger.append(path, "org-1", "stale", kind=shred_ledger.RETENTION)
+    with path.open("a") as fh:
+        fh.write('{"at": "2026-11-29T12:00:00+00:00", "customer": "x", "org": "o", "kind": "?"}\n')
+    kinds = [(e.customer_id, e.kind) for e in shred_ledger.entries(path)]
+    # An unknown kind replays as the full erasure (the safe side).
+    assert kinds == [("old", "erasure"), ("stale", "retention"), ("x", "erasure")]
+    with pytest.raises(ValueError):
+        shred_ledger.append(path, "org-1", "c", kind="anything")
