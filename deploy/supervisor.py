@@ -392,6 +392,10 @@ def child_env(
         env["DOORWARD_AUDIT_SIGNING_KEY_FILE"] = str(infra.audit_signing_key_file)
         # Traces in the graph come from the embedded store; an external collector has its own UI.
         env["DOORWARD_AUDIT_TRACE_STORE"] = "1" if cfg.embedded_traces else "0"
+    if svc == "workorders":
+        # Its purge hands each organisation's traceDays to the embedded store; with an
+        # external collector, retention is the operator's backend's (and the API says so).
+        env["DOORWARD_WORKORDERS_TRACE_STORE"] = "1" if cfg.embedded_traces else "0"
     if svc == "identity":
         env["DOORWARD_IDENTITY_KEY_DIR"] = str(infra.identity_key_dir)
     _gateway_signature_env(svc, infra, env)

@@ -39,6 +39,7 @@ async def prune_loop(db: Database, store: TraceStore, period: float) -> None:
                 async with db.unit_of_work() as session:
                     if not await _try_lock(session):
                         break
+                    await store.load_org_retention(session)
                     deleted = await store.prune(session) + await store.prune_orgs(session)
                 total += deleted
                 if deleted == 0:
@@ -68,6 +69,8 @@ async def build_parts(
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
     store = TraceStore(retention=timedelta(days=settings.traces_retention_days))
+    async with db.unit_of_work() as session:
+        await store.load_org_retention(session)  # reads answer by them from the start
     app = create_app("doorward-traces", readiness=db.ping)
     app.include_router(otlp_router(db, store, settings.traces_max_body_bytes))
 

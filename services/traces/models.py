@@ -82,3 +82,14 @@ class MetricPoint(Base):
     value: Mapped[float] = mapped_column(Float, nullable=False)
     count: Mapped[int | None] = mapped_column(BigInteger)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+
+
+class OrgRetention(Base):
+    """An organisation's trace retention in days (its retention policy's traceDays, set by
+    workorders' purge through SetOrgRetention); organisations without a row get the store's."""
+
+    __tablename__ = "org_retention"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

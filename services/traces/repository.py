@@ -11,7 +11,7 @@ from sqlalchemy import and_, any_, case, exists, func, literal, literal_column, 
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.traces.models import MetricPoint, Span, Trace
+from services.traces.models import MetricPoint, OrgRetention, Span, Trace
 from services.traces.otlp import MetricRecord, SpanRecord
 
 ORG_KEY = "doorward.org.id"
@@ -277,6 +277,21 @@ class TraceRepository:
         )
         counts: list[int] = [r.rowcount or 0 for r in (spans, traces)]  # type: ignore[attr-defined]
         return sum(counts)
+
+    # ---- organisations' retention -----------------------------------------------------------
+
+    async def org_retentions(self) -> dict[str, int]:
+        rows = await self.session.execute(select(OrgRetention.org_id, OrgRetention.days))
+        return {org_id: days for org_id, days in rows}
+
+    async def save_org_retention(self, org_id: str, days: int, now: datetime) -> None:
+        statement = insert(OrgRetention).values(org_id=org_id, days=days, updated_at=now)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[OrgRetention.org_id],
+                set_={"days": statement.excluded.days, "updated_at": statement.excluded.updated_at},
+            )
+        )
 
 
 def _summary(row: Trace) -> TraceSummary:

@@ -15,7 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from doorward_kit.errors import DoorwardError, ErrorCode
 from services.traces.models import Span
 from services.traces.otlp import MetricRecord, SpanRecord
-from services.traces.repository import TraceQuery, TraceRepository, TraceSummary
+from services.traces.repository import (
+    CONFLICT_ORG,
+    TraceQuery,
+    TraceRepository,
+    TraceSummary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,8 @@ Clock = Callable[[], datetime]
 # Largest page a reader may ask for, and most trace ids one query may be restricted to.
 MAX_PAGE = 500
 MAX_TRACE_IDS = 1000
+# Most days an organisation's trace retention may say (workorders' BOUNDS["trace_days"]).
+MAX_ORG_DAYS = 3650
 
 
 def utc_now() -> datetime:
@@ -109,6 +116,25 @@ class TraceStore:
     async def prune(self, session: AsyncSession, batch: int = 5000) -> int:
         """One batch of deletions past retention; call until it returns 0."""
         return await TraceRepository(session).prune(self.clock() - self.retention, batch)
+
+    # ---- organisations' own retention, persisted (issue 14) --------------------------------
+
+    async def load_org_retention(self, session: AsyncSession) -> None:
+        """The organisations' retention as the database keeps it (at start and before each
+        prune pass, so what SetOrgRetention stored survives restarts)."""
+        for org_id, days in (await TraceRepository(session).org_retentions()).items():
+            self.org_retention[org_id] = timedelta(days=days)
+
+    async def save_org_retention(self, session: AsyncSession, org_id: str, days: int) -> float:
+        """Store an organisation's traceDays (workorders' purge sends its retention policy);
+        the caller installs it with set_org_retention once committed. Returns the days the
+        store actually keeps: never more than its own retention."""
+        if not org_id or len(org_id) > 64 or org_id == CONFLICT_ORG:
+            raise DoorwardError(ErrorCode.BAD_USER_INPUT, "org_id must be an organisation id")
+        if not 1 <= days <= MAX_ORG_DAYS:
+            raise DoorwardError(ErrorCode.BAD_USER_INPUT, f"days must be 1..{MAX_ORG_DAYS}")
+        await TraceRepository(session).save_org_retention(org_id, days, self.clock())
+        return min(self.retention, timedelta(days=days)) / timedelta(days=1)
 
     async def prune_orgs(self, session: AsyncSession, batch: int = 5000) -> int:
         """One batch per organisation with a shorter retention of its own; call until 0."""

@@ -19,11 +19,17 @@ from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
 from services.workorders.api.graphql import build_router
 from services.workorders.api.grpc import add_to_server
-from services.workorders.clients import GrpcAuditPruner, GrpcIdentity, GrpcSecrets
+from services.workorders.clients import (
+    GrpcAuditPruner,
+    GrpcIdentity,
+    GrpcSecrets,
+    GrpcTraceStore,
+)
 from services.workorders.crypto import ContactCrypto, DataKeyCache
 from services.workorders.models import AuditOutbox
 from services.workorders.outbox import RevocationSender
 from services.workorders.purge import Purge
+from services.workorders.retention import TraceRetentionBy
 from services.workorders.runtime import Runtime
 from services.workorders.service import WorkOrdersService
 from services.workorders.settings import WorkOrdersSettings
@@ -65,6 +71,9 @@ async def build_parts(
         upgrade_v1=settings.workorders_contact_v1_upgrade,
     )
     service = WorkOrdersService(secrets, GrpcIdentity(identity_channel), crypto)
+    # The embedded trace store takes each organisation's traceDays from the purge; with an
+    # external collector there is nobody to tell (the operator's backend decides).
+    traces_channel = channel("traces") if settings.workorders_trace_store else None
     purge = Purge(
         db,
         batch=settings.workorders_purge_batch,
@@ -74,8 +83,21 @@ async def build_parts(
         prune_grants=secrets.prune_grants,
         retire_site_secrets=secrets.retire_site_secrets,
         shred_customers=secrets.shred_retained_customers,
+        set_trace_retention=(
+            GrpcTraceStore(traces_channel).set_org_retention if traces_channel else None
+        ),
     )
-    runtime = Runtime(db=db, service=service, verifier=verifier, purge=purge)
+    runtime = Runtime(
+        db=db,
+        service=service,
+        verifier=verifier,
+        purge=purge,
+        trace_retention_by=(
+            TraceRetentionBy.TRACE_STORE
+            if settings.workorders_trace_store
+            else TraceRetentionBy.EXTERNAL_BACKEND
+        ),
+    )
 
     app = create_app("doorward-workorders", readiness=db.ping)
     app.include_router(
@@ -100,6 +122,8 @@ async def build_parts(
             await guard.close()
         for ch in (secrets_channel, identity_channel, audit_channel):
             await ch.close()
+        if traces_channel is not None:
+            await traces_channel.close()
         await db.dispose()
 
     parts = ServiceParts(

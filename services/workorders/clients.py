@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
 from doorward.identity.v1 import identity_pb2, identity_pb2_grpc
 from doorward.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from doorward.traces.v1 import traces_pb2, traces_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from doorward_kit.grpc import ServiceChannel
@@ -62,6 +63,23 @@ class GrpcAuditPruner:
             what="audit",
         )
         return int(reply.deleted)
+
+
+class GrpcTraceStore:
+    """Hands an organisation's traceDays to the embedded trace store (the purge; our own
+    certificate, no user token). Answers the days the store actually keeps."""
+
+    def __init__(self, channel: ServiceChannel) -> None:
+        self._channel = channel
+        self._stub = traces_pb2_grpc.TracesStub(channel.channel)
+
+    async def set_org_retention(self, org_id: str, days: int) -> float:
+        reply = await self._channel.call(
+            self._stub.SetOrgRetention,
+            traces_pb2.SetOrgRetentionRequest(org_id=org_id, days=days),
+            what="the trace store",
+        )
+        return float(reply.effective_days)
 
 
 class GrpcSecrets:

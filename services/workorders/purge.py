@@ -23,6 +23,10 @@ legal hold covers, on a schedule, inside the stack.
   ledger a restore would bring the contact data back; `doorward backup restore` replays it. A
   crash between the key and the commit leaves rows whose key is gone: the next run selects
   them again (shredding is idempotent) and clears them.
+- Traces: the organisation's traceDays goes to the embedded trace store (SetOrgRetention),
+  which keeps it in its own database and prunes that organisation's traces by it. With an
+  external collector there is no store to tell (the process is built without one): the
+  operator's backend keeps traces as long as it is configured to.
 - Audited with counts and pseudonymous ids only: `retention.purge` per organisation, category
   and batch (kind, count, the run id), and `customer.erase` (reason retention) per customer whose
   contact data went. No name, address or free text.
@@ -61,6 +65,8 @@ SiteSecretRetirer = Callable[[str, datetime, list[str]], Awaitable[int]]
 # (org_id, cut-off, customer ids with no job within the period and no hold) -> the ids whose key
 # is gone now (shredded, shred-ledger entry written); only those rows are cleared.
 CustomerShredder = Callable[[str, datetime, list[str]], Awaitable[list[str]]]
+# (org_id, traceDays) -> the days the trace store keeps
+TraceRetentionSetter = Callable[[str, int], Awaitable[float]]
 # Customers per ShredRetainedCustomers call (the secrets service takes at most 100).
 SHRED_CHUNK = 100
 
@@ -99,6 +105,7 @@ class Purge:
         prune_grants: GrantPruner | None = None,
         retire_site_secrets: SiteSecretRetirer | None = None,
         shred_customers: CustomerShredder | None = None,
+        set_trace_retention: TraceRetentionSetter | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -111,6 +118,8 @@ class Purge:
         self.retire_site_secrets = retire_site_secrets
         # None only in tests of the row logic: the process always wires the secrets service.
         self.shred_customers = shred_customers
+        # None with an external OpenTelemetry collector (no embedded store to tell).
+        self.set_trace_retention = set_trace_retention
         # Tests only: called after each committed batch (to kill a run mid-way).
         self.after_batch = after_batch
 
@@ -174,6 +183,8 @@ class Purge:
                 await self._site_secrets(result, org_id, policy.cutoff("site_secret", now))
             if self.prune_grants is not None:
                 await self._grants(result, org_id, policy.cutoff("grant", now))
+            if self.set_trace_retention is not None:
+                await self._traces(org_id, policy.trace_days)
             if self.prune_audit is not None:
                 # Held records keep their audit trail too (audit stops the prefix before them).
                 async with self.db.unit_of_work() as session:
@@ -226,6 +237,17 @@ class Purge:
                 )
                 return
             after = sites[-1]
+
+    async def _traces(self, org_id: str, days: int) -> None:
+        assert self.set_trace_retention is not None
+        try:
+            await self.set_trace_retention(org_id, days)
+        except DoorwardError as error:
+            # The store keeps its previous value (or its own limit); the next run tells it again.
+            log.warning(
+                "trace retention not handed to the trace store",
+                extra={"fields": {"org.id": org_id, "code": error.code.value}},
+            )
 
     async def _grants(self, result: PurgeResult, org_id: str, cutoff: datetime) -> None:
         assert self.prune_grants is not None

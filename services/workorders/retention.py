@@ -9,9 +9,14 @@ Categories and defaults (days), chosen to be defensible for a UK/EU company:
   the grant registry                90 (after a grant ended)
   audit events                    2192 (six years; settable down to 183 days = six months)
   traces                            30
-Work orders and contact data are purged here; site secrets (RetireSiteSecrets) and the grant
-registry (PruneGrants) by secrets and audit events by audit (PruneEvents), all asked by the
-purge with these values. The traces' value is stored and shown but not yet enforced.
+Work orders and contact data are purged here (contact data crypto-shredded through secrets'
+ShredRetainedCustomers, like an erasure); site secrets (RetireSiteSecrets) and the grant
+registry (PruneGrants) by secrets, audit events by audit (PruneEvents) and traces by the
+embedded trace store (SetOrgRetention: it keeps the value in its database and prunes the
+organisation's traces by it, never past its own DOORWARD_TRACES_RETENTION_DAYS), all asked by
+the purge with these values. With an external OpenTelemetry collector
+(OTEL_EXPORTER_OTLP_ENDPOINT) no Doorward process holds the traces: their retention is the
+operator's backend's job, and the policy says so (TraceRetentionBy.EXTERNAL_BACKEND).
 
 A legal hold on a customer covers the customer's contact data, sites and work orders; a hold on
 a site covers the site, its work orders and the customer's contact data; a hold on a work order
@@ -58,6 +63,15 @@ class RetentionPolicy:
     def cutoff(self, category: str, now: datetime) -> datetime:
         days: int = getattr(self, f"{category}_days")
         return now - timedelta(days=days)
+
+
+class TraceRetentionBy(enum.StrEnum):
+    """Who deletes traces after traceDays."""
+
+    # The embedded trace store (doorward up's default): the purge hands it traceDays.
+    TRACE_STORE = "TRACE_STORE"
+    # Spans go to the operator's own collector: Doorward deletes nothing there.
+    EXTERNAL_BACKEND = "EXTERNAL_BACKEND"
 
 
 # field -> (least, most) days an administrator may set.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database
 from services.workorders.purge import Purge
+from services.workorders.retention import TraceRetentionBy
 from services.workorders.service import WorkOrdersService
 
 
@@ -20,3 +21,5 @@ class Runtime:
     wake_revoker: Callable[[], None] = lambda: None
     # The retention purge (its scheduler runs as a background task of the process).
     purge: Purge | None = None
+    # Who enforces the traces' retention (the embedded store, or the operator's collector).
+    trace_retention_by: TraceRetentionBy = TraceRetentionBy.TRACE_STORE

@@ -10,7 +10,11 @@ DOORWARD_WORKORDERS_PURGE_BATCH             rows per purge transaction (default 
 DOORWARD_WORKORDERS_CONTACT_V1_UPGRADE      accept contact ciphertexts of the old v1 format (bound
                                             to the customer only) and seal each again as v2 when
                                             read; default false: v1 is refused (see crypto.py)
-Ports and the identity/secrets/audit targets come from StackSettings.
+DOORWARD_WORKORDERS_TRACE_STORE             the embedded trace store runs (default true; `doorward
+                                            up` sets false with an external OTLP collector): the
+                                            purge hands it each organisation's traceDays, else
+                                            the policy says the operator's backend keeps traces
+Ports and the identity/secrets/audit/traces targets come from StackSettings.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class WorkOrdersSettings(BaseSettings):
     # One-off upgrade of data written before contact ciphertexts were bound to field and site.
     # Outside the database on purpose: a database writer cannot turn it back on.
     workorders_contact_v1_upgrade: bool = False
+    # Whether traces go to the embedded trace store (which the purge tells each organisation's
+    # traceDays) or to an external collector (whose retention is the operator's to set).
+    workorders_trace_store: bool = True
 
     @property
     def db_url(self) -> str:

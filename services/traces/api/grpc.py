@@ -1,4 +1,5 @@
-"""The trace store's read API (doorward.traces.v1.Traces) for the audit service.
+"""The trace store's read API (doorward.traces.v1.Traces) for the audit service, and the
+organisations' trace retention for workorders' purge (SetOrgRetention).
 
 Two locks on every call: the kit's interceptor lets only audit's certificate in (ALLOWED_CALLERS),
 and the call must carry the access token of the AUDITOR or ADMIN it acts for, verified here as
@@ -28,7 +29,12 @@ from services.traces.service import MAX_PAGE, MAX_TRACE_IDS, TraceStore, TraceVi
 
 ALLOWED_CALLERS = allow_list(
     traces_pb2.DESCRIPTOR.services_by_name["Traces"],
-    {"GetTrace": {"audit"}, "ListTraces": {"audit"}},
+    {
+        "GetTrace": {"audit"},
+        "ListTraces": {"audit"},
+        # The retention purge runs in workorders (it holds the organisations' policies).
+        "SetOrgRetention": {"workorders"},
+    },
 )
 
 _DECISIONS = {traces_pb2.ALLOW: "allow", traces_pb2.DENY: "deny"}
@@ -144,6 +150,17 @@ class TracesServicer(traces_pb2_grpc.TracesServicer):
                 session, principal.org_id, query_of(request), request.first, after
             )
         return traces_pb2.ListTracesResponse(traces=[summary_message(r) for r in rows])
+
+    @grpc_errors
+    async def SetOrgRetention(
+        self, request: traces_pb2.SetOrgRetentionRequest, context: grpc.aio.ServicerContext
+    ) -> traces_pb2.SetOrgRetentionResponse:
+        # No user here: the allow-list admits workorders' certificate only, and a policy can
+        # only shorten what the store keeps (never past DOORWARD_TRACES_RETENTION_DAYS).
+        async with self._db.unit_of_work() as session:
+            effective = await self._store.save_org_retention(session, request.org_id, request.days)
+        self._store.set_org_retention(request.org_id, request.days)
+        return traces_pb2.SetOrgRetentionResponse(effective_days=effective)
 
 
 def add_to_server(

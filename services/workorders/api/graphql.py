@@ -49,6 +49,7 @@ from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
 from services.workorders.retention import HoldTarget as _HoldTarget
 from services.workorders.retention import Retention
 from services.workorders.retention import RetentionPolicy as _RetentionPolicy
+from services.workorders.retention import TraceRetentionBy as _TraceRetentionBy
 from services.workorders.runtime import Runtime
 from services.workorders.service import (
     Contact,
@@ -705,6 +706,15 @@ class LegalHold:
         return User(id=strawberry.ID(self.released_by_id)) if self.released_by_id else None
 
 
+# The domain's enum, registered as the GraphQL enum of the same name (one definition).
+strawberry.enum(
+    _TraceRetentionBy,
+    description="Who deletes traces after traceDays: the embedded trace store (TRACE_STORE), "
+    "or, when spans go to an external OpenTelemetry collector, the operator's own backend "
+    "(EXTERNAL_BACKEND: Doorward deletes nothing there; set the backend's retention yourself).",
+)
+
+
 @strawberry.type(
     description="How long each category of data is kept, in days. Work orders (with their "
     "invoice lines) count from completion or cancellation; contact data from the customer's "
@@ -717,9 +727,13 @@ class RetentionPolicy:
     grant_days: int
     audit_event_days: int
     trace_days: int
+    trace_retention_by: _TraceRetentionBy = strawberry.field(
+        description="Who enforces traceDays. The embedded trace store keeps an organisation's "
+        "traces for traceDays but never longer than its own DOORWARD_TRACES_RETENTION_DAYS."
+    )
 
     @classmethod
-    def of(cls, policy: _RetentionPolicy) -> RetentionPolicy:
+    def of(cls, policy: _RetentionPolicy, by: _TraceRetentionBy) -> RetentionPolicy:
         return cls(
             work_order_days=policy.work_order_days,
             contact_data_days=policy.contact_data_days,
@@ -727,6 +741,7 @@ class RetentionPolicy:
             grant_days=policy.grant_days,
             audit_event_days=policy.audit_event_days,
             trace_days=policy.trace_days,
+            trace_retention_by=by,
         )
 
 
@@ -929,7 +944,7 @@ class Query:
         principal = await caller(info)
         async with _runtime(info).db.unit_of_work() as session:
             policy = await _retention(info).policy(session, principal)
-        return RetentionPolicy.of(policy)
+        return RetentionPolicy.of(policy, _runtime(info).trace_retention_by)
 
     @strawberry.field(description="ADMIN only: the organisation's legal holds, newest first.")
     async def legal_holds(self, info: Info) -> list[LegalHold]:
@@ -1307,7 +1322,7 @@ class Mutation:
             return await _retention(info).update_policy(session, principal, changes)
 
         policy = await _mutate(info, "org.retention_policy.update", run, target_type="Organisation")
-        return RetentionPolicy.of(policy)
+        return RetentionPolicy.of(policy, _runtime(info).trace_retention_by)
 
     @strawberry.mutation(description="ADMIN only. Suspend deletion of a customer, site or job.")
     async def place_legal_hold(
