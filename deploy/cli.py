@@ -266,7 +266,8 @@ def backup_restore(
     shred_ledger: Path | None = typer.Option(
         None,
         "--shred-ledger",
-        help="the ledger to replay (default: DOORWARD_SHRED_LEDGER, else beside DOORWARD_DATA_DIR)",
+        help="the ledger (file or folder) to replay (default: DOORWARD_SHRED_LEDGER, else beside "
+        "DOORWARD_DATA_DIR)",
     ),
     without_ledger: bool = typer.Option(
         False,

@@ -13,6 +13,11 @@ It must live where a restore cannot lose it: not in the data folder (a restore f
 one) and not in a database or Vault that a backup covers. `doorward up` keeps it beside the data
 folder (DOORWARD_SHRED_LEDGER); production points it at storage that outlives the hosts.
 
+A folder instead of a file (an existing directory, e.g. a volume every replica of the secrets
+service mounts in Kubernetes): each process appends to its own `<host name>.jsonl` in it, so
+replicas never append to one file over a network filesystem (where O_APPEND is not atomic
+across clients); reading a folder reads every file in it, in time order.
+
 Pseudonymous: an entry names the organisation and customer by their opaque ids and the time,
 nothing else (no name, no contact detail, no reason text). Append-only JSON lines, written with
 O_APPEND and fsync before the key is destroyed (write-ahead: a crash between the two leaves an
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,12 +48,26 @@ class ShredEntry:
     kind: str = ERASURE
 
 
+def own_file(path: Path) -> Path:
+    """The file this process appends to: `path` itself, or its own file in a ledger folder."""
+    if path.is_dir():
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
+        return path / f"{host.lstrip('.') or 'host'}.jsonl"
+    return path
+
+
+def present(path: Path) -> bool:
+    """A ledger exists there (a file, or a folder of them)."""
+    return path.is_file() or path.is_dir()
+
+
 def append(
     path: Path, org_id: str, customer_id: str, at: datetime | None = None, kind: str = ERASURE
 ) -> None:
     """Record one erasure durably (0600 file, appended, fsynced)."""
     if kind not in KINDS:
         raise ValueError(f"unknown shred ledger kind {kind!r}")
+    path = own_file(path)
     when = (at or datetime.now(UTC)).astimezone(UTC)
     line = json.dumps(
         {"at": when.isoformat(), "org": org_id, "customer": customer_id, "kind": kind},
@@ -64,13 +85,23 @@ def append(
 def ensure(path: Path) -> None:
     """Create the (empty) ledger if it is missing, so that a missing ledger at restore time
     means a lost one, never "no erasures yet"."""
+    path = own_file(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
 
 def entries(path: Path) -> Iterator[ShredEntry]:
-    """Every entry in file order; a torn last line (crash mid-write) is skipped."""
-    if not path.exists():
+    """Every entry in file order (a folder: every file's, in time order); a torn last line
+    (crash mid-write) is skipped."""
+    if path.is_dir():
+        found = [e for file in sorted(path.glob("*.jsonl")) for e in _file_entries(file)]
+        yield from sorted(found, key=lambda e: e.at)
+        return
+    yield from _file_entries(path)
+
+
+def _file_entries(path: Path) -> Iterator[ShredEntry]:
+    if not path.is_file():
         return
     with path.open(encoding="utf-8") as fh:
         for raw in fh:

@@ -89,7 +89,7 @@ def restore(
     # into a new folder moves the default (beside the folder), so absent is never "no
     # erasures": the secrets service creates the file at start, and only an operator who
     # says so restores without one.
-    if not without_ledger and not ledger_path.is_file():
+    if not without_ledger and not shred_ledger.present(ledger_path):
         raise DeployError(
             f"no shred ledger at {ledger_path}: without it customers erased after the backup "
             "would come back. Give the ledger of the stack the archive came from "
@@ -155,7 +155,11 @@ def restore(
 
             bao = EmbeddedOpenBao(data / "openbao", free_port_pair())
             _restore_snapshot(bao, scratch / "vault" / "raft.snap", scratch / "files", say)
-            result = replay(ledger_path, pg, bao, say) if ledger_path.is_file() else ReplayResult()
+            result = (
+                replay(ledger_path, pg, bao, say)
+                if shred_ledger.present(ledger_path)
+                else ReplayResult()
+            )
             carry_ledger(ledger_path, cfg.shred_ledger)
             record_restore(pg, manifest, result, say)
         finally:
@@ -290,7 +294,7 @@ def carry_ledger(source: Path, target: Path) -> int:
     """The restored stack's own ledger (cfg.shred_ledger) gets every entry of the replayed one,
     so a later restore of this stack's backups still knows those erasures. Returns the
     entries added (none when both are one file)."""
-    if not source.is_file() or source.resolve() == target.resolve():
+    if not shred_ledger.present(source) or source.resolve() == target.resolve():
         return 0
     known = {(e.org_id, e.customer_id) for e in shred_ledger.entries(target)}
     added = 0

@@ -23,7 +23,8 @@ DOORWARD_SECRETS_MAX_OPEN_UPLOADS   upload slots one user may hold unused at onc
 DOORWARD_SECRETS_UPLOAD_RATE_LIMIT  upload-slot requests per user per minute (30)
 DOORWARD_SECRETS_CORS_ORIGINS       comma-separated browser origins allowed to call the value
                                     routes (default: the console's, DOORWARD_GATEWAY_PUBLIC_URL)
-DOORWARD_SECRETS_SHRED_LEDGER       file of the shred ledger (doorward_kit/shred_ledger.py);
+DOORWARD_SECRETS_SHRED_LEDGER       file (or existing folder: one file per host) of the shred
+                                    ledger (doorward_kit/shred_ledger.py);
                                     unset: erasures are not recorded for replay after a restore
 """
 

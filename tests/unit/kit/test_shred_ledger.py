@@ -52,3 +52,20 @@ def test_retention_entries_keep_their_kind_and_old_lines_are_erasures(tmp_path: 
     assert kinds == [("old", "erasure"), ("stale", "retention"), ("x", "erasure")]
     with pytest.raises(ValueError):
         shred_ledger.append(path, "org-1", "c", kind="anything")
+
+
+def test_a_ledger_folder_gives_each_host_its_own_file_and_reads_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    assert shred_ledger.present(folder) and not shred_ledger.present(tmp_path / "absent")
+    monkeypatch.setattr(shred_ledger.socket, "gethostname", lambda: "secrets-7f9c-b")
+    shred_ledger.ensure(folder)
+    assert (folder / "secrets-7f9c-b.jsonl").is_file()
+    shred_ledger.append(folder, "org-1", "late", datetime(2026, 11, 29, 13, 0, tzinfo=UTC))
+    # Another replica (a path separator in a host name never escapes the folder).
+    monkeypatch.setattr(shred_ledger.socket, "gethostname", lambda: "../secrets/x")
+    shred_ledger.append(folder, "org-1", "early", datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+    assert sorted(p.name for p in folder.iterdir()) == ["_secrets_x.jsonl", "secrets-7f9c-b.jsonl"]
+    assert [e.customer_id for e in shred_ledger.entries(folder)] == ["early", "late"]
