@@ -245,8 +245,8 @@ CATEGORIES: tuple[dict[str, str], ...] = (
         "data": "name, phone, email, site addresses",
         "purpose": "scheduling and carrying out service visits",
         "legal_basis": "GDPR Art. 6(1)(b) contract",
-        "retention": "erased two years after the customer's last job (default); on request "
-        "(eraseCustomer, crypto-shredding)",
+        "retention": "erased (crypto-shredding, kept erased across restores by the shred "
+        "ledger) two years after the customer's last job (default); on request (eraseCustomer)",
         "recipients": "DISPATCHERs of the region, the assigned technician during the job's "
         "window; subcontractors get no contact data",
         "measures": "AES-256-GCM envelope encryption, one Vault transit key per customer, "
@@ -300,7 +300,9 @@ CATEGORIES: tuple[dict[str, str], ...] = (
         "data": "request spans: timings, decisions, pseudonymous ids",
         "purpose": "operations and security investigation",
         "legal_basis": "GDPR Art. 6(1)(f) legitimate interest (security of processing)",
-        "retention": "short (operations); never contact data or secret values",
+        "retention": "30 days (default traceDays), enforced per organisation by the embedded "
+        "trace store (never longer than its own limit); with an external collector, the "
+        "operator's backend's retention",
         "recipients": "AUDITORs and ADMINs, operators",
         "measures": "span attribute allow-list, redaction, canary tests",
     },
