@@ -158,7 +158,14 @@ class Purge:
                 run_id = str(uuid.uuid4())
                 repo.add(PurgeRun(id=run_id, started_at=now, status=RUNNING))
             orgs = await repo.orgs_with_data()
+            # An organisation without customers may still have traces and its own traceDays.
+            policy_only = sorted(set(await repo.orgs_with_retention_policy()) - set(orgs))
         result.run_id = run_id
+        if self.set_trace_retention is not None:
+            for org_id in policy_only:
+                async with self.db.unit_of_work() as session:
+                    row = await Repository(session).retention_policy(org_id)
+                await self._traces(org_id, RetentionPolicy.of(row).trace_days)
         for org_id in orgs:
             async with self.db.unit_of_work() as session:
                 policy = RetentionPolicy.of(await Repository(session).retention_policy(org_id))

@@ -534,6 +534,11 @@ class Repository:
     async def retention_policy(self, org_id: str) -> RetentionPolicyRow | None:
         return await self.session.get(RetentionPolicyRow, org_id)
 
+    async def orgs_with_retention_policy(self) -> list[str]:
+        """Every organisation that set a policy of its own (the purge's own, cross-org read)."""
+        rows = await self.session.execute(select(RetentionPolicyRow.org_id))
+        return [r[0] for r in rows]
+
     async def save_retention_policy(
         self, org_id: str, values: dict[str, int], updated_by: str
     ) -> None:

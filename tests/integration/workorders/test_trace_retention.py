@@ -86,12 +86,13 @@ async def _age(dsn: str, trace_id: str, days: int) -> None:
 async def test_the_purge_sets_each_organisations_trace_retention_and_the_store_keeps_it(
     postgres: Any, wo_db: Database
 ) -> None:
-    short, default, long = (str(uuid.uuid4()) for _ in range(3))
+    short, default, long, bare = (str(uuid.uuid4()) for _ in range(4))
     async with wo_db.unit_of_work() as session:
         for org_id in (short, default, long):
             session.add(_customer(org_id))
         session.add(_policy(short, 7))
         session.add(_policy(long, 90))  # longer than the store keeps: the store's limit wins
+        session.add(_policy(bare, 3))  # a policy but no customers: its traces count too
     async with running_store(postgres, traces_retention_days=60) as s:
         channel = ServiceChannel(s.grpc_target, s.pki.auth("workorders"), server="traces")
         try:
@@ -110,7 +111,7 @@ async def test_the_purge_sets_each_organisations_trace_retention_and_the_store_k
         finally:
             await conn.close()
         # No row of its own: the default policy's 30 days, sent like any other.
-        assert stored == {short: 7, default: 30, long: 90}
+        assert stored == {short: 7, default: 30, long: 90, bare: 3}
 
         traces = {}
         for org_id in (short, default, long):
