@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,21 @@ from doorward_kit.telemetry import instrument_fastapi
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+# FastAPI 0.16x traces, meters and logs every request by itself once a global OpenTelemetry
+# provider exists, unless the legacy instrumentation is found in the middleware stack. Doorward
+# has its own server spans (the kit's instrumentation; the gateway's edge span, which starts a
+# new trace): FastAPI's would be a second span per request, exported and stored for nothing,
+# and at the gateway one whose parent is whatever `traceparent` a client sent.
+_NO_OWN_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
+def fastapi_options() -> dict[str, Any]:
+    """Keyword arguments for every FastAPI app of Doorward (its own telemetry off)."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": dict(_NO_OWN_TELEMETRY)}
+    return {}
 
 
 def error_response(error: DoorwardError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -86,7 +102,14 @@ def create_app(
 ) -> FastAPI:
     """`edge=True` for a port clients reach directly (the secrets REST door): see
     doorward_kit.telemetry.instrument_fastapi."""
-    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title=title,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **fastapi_options(),
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

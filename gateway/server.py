@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from doorward_kit.gateway_signature import CLIENT_ADDRESS_HEADER, GatewaySigner, SigningTransport
 from doorward_kit.headers import SecurityHeaders
-from doorward_kit.http import BodyTooLarge, add_metrics_route, read_body
+from doorward_kit.http import BodyTooLarge, add_metrics_route, fastapi_options, read_body
 from doorward_kit.metrics import GATEWAY_REQUEST_SECONDS
 from doorward_kit.telemetry import client_trace_links
 from gateway.apq import PersistedQueries, check_hash, requested_hash
@@ -419,7 +419,8 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
             finally:
                 await health.stop()
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  **fastapi_options())
     app.state.gateway = None
     app.add_middleware(SecurityHeaders)
 

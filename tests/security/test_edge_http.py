@@ -205,6 +205,20 @@ def test_a_client_traceparent_is_only_a_link(traced_gateway: Any) -> None:
     # Internal hops still propagate: the subgraph fetch is a child in the same trace.
     (fetch,) = _spans(spans, "gateway.fetch accounts", trace_id)
     assert fetch["parent_id"] == server["context"]["span_id"]
+    # No span at all joins the client's trace (FastAPI's own request span did, until its
+    # telemetry was turned off). Spans leave in the order they end: once a later request's
+    # span is in the file, anything of this request's would be too.
+    _, later = plain_request(
+        "POST", url, {"content-type": "application/json"}, b'{"query": "{ traceHeader }"}'
+    )
+    later_trace = json.loads(later)["data"]["traceHeader"].split("-")[1]
+    assert _spans(spans, "POST /graphql", later_trace)
+    joined = [
+        span["name"]
+        for span in map(json.loads, spans.read_text().splitlines())
+        if span["context"]["trace_id"] == f"0x{CLIENT_TRACE}"
+    ]
+    assert joined == []
 
 
 def test_without_a_traceparent_the_gateway_still_traces(traced_gateway: Any) -> None:
