@@ -7,6 +7,7 @@ import asyncio
 import base64
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +31,7 @@ from graphql import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.fastapi import BaseContext, GraphQLRouter
 from strawberry.federation.schema import FederationAny
 from strawberry.types import ExecutionContext, Info
@@ -262,12 +263,42 @@ class _TextInputs(Visitor):
             self.variables.setdefault(node.name.value, self._path())
 
 
-def check_operation_text(document: Any, variables: dict[str, Any] | None) -> None:
-    """The kit's text policy over one operation: literals and variable values."""
+def _variable_fields(document: Any) -> dict[str, str]:
+    """Checks the document's literals; returns where each variable is used (see _TextInputs)."""
     inputs = _TextInputs()
     visit(document, inputs)
+    return inputs.variables
+
+
+# A subgraph gets the same few documents (the gateway's cached plans) over and over: what a
+# document's literals and variable uses are is worked out once per document text. Only
+# documents whose literals passed are remembered; values are still checked on every request.
+_DOCUMENT_FIELDS: OrderedDict[str, dict[str, str]] = OrderedDict()
+DOCUMENT_CACHE_SIZE = 256
+
+
+def _cached_variable_fields(query: str | None, document: Any) -> dict[str, str]:
+    if query is None:
+        return _variable_fields(document)
+    found = _DOCUMENT_FIELDS.get(query)
+    if found is not None:
+        _DOCUMENT_FIELDS.move_to_end(query)
+        return found
+    found = _variable_fields(document)
+    _DOCUMENT_FIELDS[query] = found
+    if len(_DOCUMENT_FIELDS) > DOCUMENT_CACHE_SIZE:
+        _DOCUMENT_FIELDS.popitem(last=False)
+    return found
+
+
+def check_operation_text(
+    document: Any, variables: dict[str, Any] | None, *, query: str | None = None
+) -> None:
+    """The kit's text policy over one operation: literals and variable values. `query`, the
+    document's text, lets the literal checks of a document already seen be skipped."""
+    fields = _cached_variable_fields(query, document)
     for name, value in (variables or {}).items():
-        field = inputs.variables.get(name, str(name))
+        field = fields.get(name, str(name))
         if isinstance(value, str):
             check_text(field, value, rule_for(field))
         else:
@@ -282,7 +313,9 @@ class TextPolicy(SchemaExtension):
         context = self.execution_context
         if context.graphql_document is not None:
             try:
-                check_operation_text(context.graphql_document, context.variables)
+                check_operation_text(
+                    context.graphql_document, context.variables, query=context.query
+                )
             except DoorwardError as error:
                 # A result set here skips execution; DoorwardErrors gives it its code.
                 context.result = ExecutionResult(
@@ -292,7 +325,16 @@ class TextPolicy(SchemaExtension):
 
 
 def schema_extensions() -> list[Any]:
-    return [DoorwardErrors, TextPolicy]
+    """Every subgraph's extensions. Parsing and validating a document cost more than running
+    most of them, and a subgraph is sent the same few documents (the gateway's cached plans):
+    both are cached per document text, bounded (a validation result depends only on the
+    document and the schema, so a cached one is the same answer)."""
+    return [
+        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+        DoorwardErrors,
+        TextPolicy,
+    ]
 
 
 class SubgraphSchema(strawberry.federation.Schema):

@@ -65,3 +65,13 @@ async def test_good_representations_still_resolve():
     )
     assert result.errors is None
     assert result.data == {"_entities": [{"id": "a"}, {"id": "b"}]}
+
+
+async def test_a_cached_document_is_validated_and_answered_like_a_new_one():
+    # Parsing and validation are cached per document text: the same answer every time, and a
+    # document that fails validation fails every time.
+    for _ in range(3):
+        ok = await SCHEMA.execute("{ hello }")
+        assert ok.errors is None and ok.data == {"hello": "hi"}
+        bad = await SCHEMA.execute("{ hello nope }")
+        assert bad.errors and bad.data is None

@@ -74,3 +74,18 @@ def test_the_operation_walk_checks_literals_defaults_and_variables_by_their_use(
     refused(check_operation_text, parse('query($x: ID = "\\u0000") { a(id: $x) }'), {})
     # Variables nobody uses are still checked for control characters.
     refused(check_operation_text, parse("{ a }"), {"unused": "\x00"})
+
+
+def test_a_document_seen_before_still_has_its_values_checked():
+    # Subgraphs remember what a document's text looks like (its literals passed, where its
+    # variables go): the values of every request are still checked.
+    text = "query($n: String!) { a(name: $n) }"
+    for _ in range(2):
+        check_operation_text(parse(text), {"n": "North"}, query=text)
+        assert refused(
+            lambda: check_operation_text(parse(text), {"n": "N\u202e"}, query=text)
+        ).startswith("name")
+    # A document whose literal is refused is refused again (never remembered as good).
+    bad = '{ a(input: {label: "L\\u202e"}) }'
+    for _ in range(2):
+        refused(lambda: check_operation_text(parse(bad), {}, query=bad))
