@@ -128,7 +128,8 @@ class LocalSessionGuard:
         self._service = service
 
     async def check(self, principal: Principal) -> None:
-        async with self._db.unit_of_work() as session:
+        # One statement (user LEFT JOIN session family): no transaction needed around it.
+        async with self._db.reads() as session:
             state = await self._service.check_session(
                 session,
                 org_id=principal.org_id,

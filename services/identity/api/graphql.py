@@ -107,7 +107,7 @@ class User:
             return self.preloaded_regions
         principal = await caller(info)
         identity = _identity(info)
-        async with identity.db.unit_of_work() as session:
+        async with identity.db.reads() as session:
             rows = await identity.service.regions_by_id(session, principal, self.region_ids)
         return [Region.from_row(r) for r in rows]
 
@@ -117,7 +117,7 @@ class User:
         identity = _identity(info)
 
         async def load(ids: list[str]) -> list[UserView | None]:
-            async with identity.db.unit_of_work() as session:
+            async with identity.db.reads() as session:  # one query for the whole batch
                 found = await identity.service.get_users_visible(session, principal, ids)
             return [found.get(i) for i in ids]
 
@@ -245,7 +245,7 @@ class Query:
     async def me(self, info: Info) -> User:
         principal = await caller(info)
         identity = _identity(info)
-        async with identity.db.unit_of_work() as session:
+        async with identity.db.reads() as session:  # one query: user and regions
             view = await identity.service.me(session, principal)
         return User.from_view(view)
 

@@ -48,7 +48,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
     ) -> identity_pb2.CheckSessionResponse:
         if not (request.user_id and request.org_id and request.session_id):
             raise bad_input("user_id, org_id and session_id are required")
-        async with self._identity.db.unit_of_work() as session:
+        # One statement: read without a transaction (every uncached check of every process).
+        async with self._identity.db.reads() as session:
             state = await self._identity.service.check_session(
                 session,
                 org_id=request.org_id,

@@ -4,8 +4,6 @@ never handed out (the pool's own per-checkout ping was three round trips on ever
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -13,31 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from doorward_kit.db import Database
+from tests.fixtures.round_trips import keywords, simple_statements
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def round_trips() -> Iterator[list[str]]:
-    """Every simple-protocol statement asyncpg sends (BEGIN, COMMIT, ROLLBACK, pings)."""
-    sent: list[str] = []
-    execute, fetchrow = asyncpg.Connection.execute, asyncpg.Connection.fetchrow
-
-    async def counted_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query)
-        return await execute(self, query, *args, **kwargs)
-
-    async def counted_fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query)
-        return await fetchrow(self, query, *args, **kwargs)
-
-    asyncpg.Connection.execute = counted_execute
-    asyncpg.Connection.fetchrow = counted_fetchrow
-    try:
-        yield sent
-    finally:
-        asyncpg.Connection.execute = execute
-        asyncpg.Connection.fetchrow = fetchrow
 
 
 async def _backend_pids(db: Database) -> set[int]:
@@ -52,15 +28,14 @@ async def test_reads_send_no_transaction_and_a_busy_connection_is_not_pinged(
     try:
         async with db.unit_of_work() as session:  # the first checkout is pinged
             await session.execute(text("SELECT 1"))
-        with round_trips() as sent:
+        with simple_statements(db.engine) as sent:
             async with db.reads() as session:
                 assert (await session.execute(text("SELECT 2"))).scalar_one() == 2
-        assert not any(s.strip(";").split()[0].upper() in ("BEGIN", "COMMIT") for s in sent if s)
-        assert ";" not in sent  # no ping
-        with round_trips() as sent:
+        assert sent == []  # no ping, no BEGIN, no COMMIT: the query is all
+        with simple_statements(db.engine) as sent:
             async with db.unit_of_work() as session:
                 await session.execute(text("SELECT 3"))
-        assert [s.split()[0].strip(";").upper() for s in sent] == ["BEGIN", "COMMIT"]
+        assert keywords(sent) == ["BEGIN", "COMMIT"]
     finally:
         await db.dispose()
 
