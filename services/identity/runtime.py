@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -105,18 +106,31 @@ def build_service(
 
 
 class LocalJwks:
-    """Identity verifies its own tokens from its key ring, not over HTTP."""
+    """Identity verifies its own tokens from its key ring, not over HTTP.
+
+    The ring's published keys are read at most every REREAD_SECONDS (building the JWKS
+    document serialises every public key, on every request before): a key is published
+    `prepublish` seconds (30) before it signs anything, so a second's delay never refuses a
+    token, a retired key stays published until its last token has expired anyway, and a kid
+    not seen makes the verifier ask again (`refresh`)."""
+
+    REREAD_SECONDS = 1.0
 
     def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
         self._kids: tuple[str, ...] = ()
         self._parsed: dict[str, PyJWK] = {}
+        self._read_at = -self.REREAD_SECONDS
 
     async def keys(self, *, refresh: bool = False) -> dict[str, PyJWK]:
+        now = time.monotonic()
+        if now - self._read_at < self.REREAD_SECONDS and self._parsed and not refresh:
+            return self._parsed  # `refresh`: a token names a kid not seen (read the ring again)
         document: dict[str, Any] = self._keys.jwks()
         kids = tuple(k["kid"] for k in document["keys"])
         if kids != self._kids:
             self._parsed, self._kids = parse_jwks(document), kids
+        self._read_at = now
         return self._parsed
 
 
