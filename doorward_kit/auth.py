@@ -15,7 +15,7 @@ import asyncio
 import enum
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -182,10 +182,30 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip()
 
 
+# Access tokens whose signature and claims this process has verified, by their exact text.
+MAX_VERIFIED_TOKENS = 10_000
+
+
 class TokenVerifier:
-    def __init__(self, jwks: JwksSource, guard: SessionGuard) -> None:
+    """Signature and claims of an access token, then the session guard on every call.
+
+    A token's signature and claims are checked once per process: decoding one (PyJWT's
+    base64 checks, the header parsed twice, an Ed25519 verification) cost more than most of a
+    subgraph's answer, and the gateway and every subgraph a request reaches verify the same
+    token again. A token seen before is the same string, already verified, and only its
+    expiry can change: that is checked on every use, and so is its session (the guard), so a
+    logout or a deactivation still takes effect at once. Only verified tokens are remembered
+    (a stranger cannot fill the memory with junk); at most MAX_VERIFIED_TOKENS, oldest out.
+    A token signed by a key that is later withdrawn from the JWKS stays good until its expiry
+    (at most ten minutes), as it would in any process that cached the JWKS."""
+
+    def __init__(
+        self, jwks: JwksSource, guard: SessionGuard, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._jwks = jwks
         self._guard = guard
+        self._clock = clock
+        self._verified: dict[str, Principal] = {}
 
     async def verify(self, token: str | None, *, allow_restricted: bool = False) -> Principal:
         if not token:
@@ -221,6 +241,19 @@ class TokenVerifier:
         return key.key
 
     async def decode(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if self._clock() < known.expires_at:  # PyJWT's rule: good while now < exp
+                return known
+            del self._verified[token]
+            raise unauthenticated("the access token has expired")
+        principal = await self._decode(token)
+        if len(self._verified) >= MAX_VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = principal
+        return principal
+
+    async def _decode(self, token: str) -> Principal:
         key = await self._signing_key(token, "access token")
         try:
             claims = jwt.decode(

@@ -145,3 +145,55 @@ def test_bearer_token_parsing():
     assert bearer_token("Basic abc") is None
     assert bearer_token("Bearer ") is None
     assert bearer_token(None) is None
+
+
+class CountingJwks(StaticJwksSource):
+    def __init__(self) -> None:
+        super().__init__(ISSUER_KEYS.jwks)
+        self.asked = 0
+
+    async def keys(self, *, refresh=False):
+        self.asked += 1
+        return await super().keys(refresh=refresh)
+
+
+async def test_a_token_is_verified_once_and_its_session_checked_every_time():
+    jwks, guard = CountingJwks(), RecordingGuard()
+    checker = TokenVerifier(jwks, guard)
+    token = sign(claims())
+    first = await checker.verify(token)
+    assert await checker.verify(token) == first
+    assert jwks.asked == 1  # the signature was checked once
+    assert guard.seen == [first, first]  # the session on every use
+    # A logout (the guard says no) refuses the remembered token at once.
+    guard.refuse = True
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify(token)
+    assert error.value.code is ErrorCode.UNAUTHENTICATED
+
+
+async def test_a_remembered_token_expires_on_time_and_a_tampered_one_is_verified_afresh():
+    now = [time.time()]
+    checker = TokenVerifier(
+        StaticJwksSource(ISSUER_KEYS.jwks), RecordingGuard(), clock=lambda: now[0]
+    )
+    token = sign(claims(iat=int(now[0]), exp=int(now[0]) + 60))
+    await checker.verify(token)
+    # Another signature on the same claims is another string: checked, and refused.
+    head, body, _ = token.split(".")
+    forged = sign(claims(iat=int(now[0]), exp=int(now[0]) + 60), key=TestTokenIssuer().private_key)
+    with pytest.raises(DoorwardError):
+        await checker.verify(f"{head}.{body}.{forged.split('.')[2]}")
+    now[0] += 61
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify(token)
+    assert "expired" in error.value.message
+
+
+async def test_a_restricted_token_stays_restricted_when_remembered():
+    checker = verifier()
+    token = sign(claims(scope="restricted"))
+    assert (await checker.verify(token, allow_restricted=True)).scope is TokenScope.RESTRICTED
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify(token)
+    assert error.value.code is ErrorCode.FORBIDDEN
