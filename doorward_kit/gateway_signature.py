@@ -11,8 +11,11 @@ Signed message (UTF-8, one field per line):
     client address
 
 A signature is good for MAX_AGE_SECONDS either side of the verifier's clock, and each nonce is
-accepted once per process within that window (a captured request cannot be sent again).
-Verifying costs one SHA-256 over the body and one Ed25519 verification (tens of microseconds).
+accepted once within that window (a captured request cannot be sent again): once per process by
+the verifier's own memory, and once across every replica of the subgraph by a NonceLedger
+(doorward_kit/nonce_ledger.py: a row in the subgraph's own PostgreSQL), since a balancer may
+hand the copy of a request to any replica. Verifying costs one SHA-256 over the body and one
+Ed25519 verification (tens of microseconds); the ledger one INSERT (~0.4 ms).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -53,6 +58,26 @@ class SignatureRefused(DoorwardError):
             ErrorCode.UNAUTHENTICATED, f"this subgraph answers only the gateway ({reason})"
         )
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request the gateway signed: the end user's address it vouched for, and the nonce and
+    time of the signature (for a NonceLedger)."""
+
+    address: str
+    nonce: str
+    stamp: int
+
+
+class NonceLedger(Protocol):
+    """Nonces seen by every replica of one subgraph."""
+
+    async def claim(self, nonce: str, stamp: int, keep_seconds: float) -> bool:
+        """True the first time `nonce` is claimed by any replica; False ever after (until it is
+        forgotten, `keep_seconds` after the later of now and `stamp`). Fails closed: raises
+        DoorwardError(UNAVAILABLE) when it cannot tell."""
+        ...
 
 
 def _message(method: str, target: str, body: bytes, stamp: int, nonce: str, address: str) -> bytes:
@@ -134,8 +159,19 @@ class GatewayVerifier:
             raise ValueError(f"{path}: not an Ed25519 public key")
         return cls(key)
 
+    @property
+    def max_age(self) -> float:
+        return self._max_age
+
     def verify(self, method: str, target: str, body: bytes, headers: Mapping[str, str]) -> str:
         """The end user's address the gateway signed; SignatureRefused when it did not sign."""
+        return self.verified(method, target, body, headers).address
+
+    def verified(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> Verified:
+        """What the gateway signed, its nonce used once in this process; SignatureRefused when
+        the gateway did not sign it."""
         raw = headers.get(SIGNATURE_HEADER)
         if not raw:
             raise SignatureRefused("no gateway signature")
@@ -159,7 +195,7 @@ class GatewayVerifier:
         except InvalidSignature:
             raise SignatureRefused("invalid gateway signature") from None
         self._remember(nonce, now)
-        return address
+        return Verified(address, nonce, stamp)
 
     def _remember(self, nonce: str, now: float) -> None:
         while self._seen:

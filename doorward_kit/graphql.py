@@ -41,6 +41,7 @@ from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
 from doorward_kit.gateway_signature import (
     SIGNATURE_HEADER,
     GatewayVerifier,
+    NonceLedger,
     SignatureRefused,
     clean_address,
 )
@@ -120,9 +121,16 @@ class GatewayGate:
     """Who may send a subgraph GraphQL: only the gateway, proven by its signature.
 
     Without a key nothing is answered, unless the stack explicitly allows unsigned GraphQL
-    (development only, StackSettings refuses it otherwise)."""
+    (development only, StackSettings refuses it otherwise). With `nonces` (the subgraph's
+    PostgresNonceLedger) a nonce is good once across all its replicas, not only per process."""
 
-    def __init__(self, verifier: GatewayVerifier | None, *, allow_unsigned: bool = False) -> None:
+    def __init__(
+        self,
+        verifier: GatewayVerifier | None,
+        *,
+        allow_unsigned: bool = False,
+        nonces: NonceLedger | None = None,
+    ) -> None:
         if verifier is None and not allow_unsigned:
             raise RuntimeError(
                 "DOORWARD_GATEWAY_PUBLIC_KEY_FILE is not set: the subgraph cannot tell the "
@@ -131,12 +139,13 @@ class GatewayGate:
             )
         self.verifier = verifier
         self.allow_unsigned = allow_unsigned
+        self.nonces = nonces
 
     @classmethod
-    def from_stack(cls, stack: StackSettings) -> GatewayGate:
+    def from_stack(cls, stack: StackSettings, *, nonces: NonceLedger | None = None) -> GatewayGate:
         key_file = stack.gateway_public_key_file
         verifier = GatewayVerifier.from_file(key_file) if key_file is not None else None
-        return cls(verifier, allow_unsigned=stack.allow_unsigned_graphql)
+        return cls(verifier, allow_unsigned=stack.allow_unsigned_graphql, nonces=nonces)
 
     async def check(self, request: Request) -> str:
         """The client address for this request; SignatureRefused when the gateway did not
@@ -148,7 +157,16 @@ class GatewayGate:
             raise SignatureRefused("no gateway signature")
         query = request.url.query
         target = request.url.path + (f"?{query}" if query else "")
-        return self.verifier.verify(request.method, target, await request.body(), request.headers)
+        signed_by = self.verifier.verified(
+            request.method, target, await request.body(), request.headers
+        )
+        # Another replica may have served this very request: the nonce is claimed in the
+        # database all replicas share (raises UNAVAILABLE when it cannot tell: fail closed).
+        if self.nonces is not None and not await self.nonces.claim(
+            signed_by.nonce, signed_by.stamp, 2 * self.verifier.max_age
+        ):
+            raise SignatureRefused("replayed gateway signature")
+        return signed_by.address
 
 
 def _refusal(error: DoorwardError) -> Response:
@@ -172,6 +190,8 @@ def _gateway_only(gate: GatewayGate) -> type[APIRoute]:
                         extra={"fields": {"reason": refused.reason}},
                     )
                     return _refusal(refused)
+                except DoorwardError as error:  # the nonce ledger could not answer
+                    return _refusal(error)
                 return await handler(request)
 
             return checked

@@ -10,6 +10,7 @@ from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
+from doorward_kit.nonce_ledger import PostgresNonceLedger
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
@@ -37,6 +38,8 @@ async def build_parts(
     # Migrations run as the owner role (doorward up does it first); see dbroles.py.
     await ensure_schema(settings.db_url)
     db = Database(settings.db_url)
+    # A signed request's nonce is good once across every replica (its own database).
+    nonces = PostgresNonceLedger(settings.db_url)
     signer = await asyncio.to_thread(
         load_or_create_signer,
         settings.audit_signing_key_file,
@@ -57,7 +60,7 @@ async def build_parts(
     app.include_router(
         build_router(
             runtime,
-            gate=GatewayGate.from_stack(stack),
+            gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
         prefix="/graphql",
@@ -70,6 +73,7 @@ async def build_parts(
         await checkpoint_loop(db, service, settings.audit_checkpoint_interval)
 
     async def close() -> None:
+        await nonces.close()
         if guard is not None:
             await guard.close()
         if traces is not None:

@@ -11,6 +11,7 @@ from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
+from doorward_kit.nonce_ledger import PostgresNonceLedger
 from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.settings import StackSettings
@@ -34,6 +35,8 @@ async def build_parts(
         register_secret(auth.token)
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
+    # A signed request's nonce is good once across every replica (its own database).
+    nonces = PostgresNonceLedger(settings.db_url)
     keys = await asyncio.to_thread(build_keys, settings)
     secrets_channel = ServiceChannel(
         stack.grpc_target("secrets"), auth, stack.grpc_deadline, server="secrets"
@@ -52,7 +55,7 @@ async def build_parts(
     app.include_router(
         build_router(
             identity,
-            gate=GatewayGate.from_stack(stack),
+            gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
         prefix="/graphql",
@@ -65,6 +68,7 @@ async def build_parts(
         await keep_pseudonym_key(secrets_channel)
 
     async def close() -> None:
+        await nonces.close()
         identity.hub.close_all()
         await secrets_channel.close()
         await audit_channel.close()

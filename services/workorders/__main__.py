@@ -13,6 +13,7 @@ from doorward_kit.graphql import GatewayGate
 from doorward_kit.grpc import GrpcServer, InternalAuth, ServiceChannel
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret
+from doorward_kit.nonce_ledger import PostgresNonceLedger
 from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
@@ -49,6 +50,8 @@ async def build_parts(
         register_secret(auth.token)
     await run_migrations_async(MIGRATIONS, settings.db_url)
     db = Database(settings.db_url)
+    # A signed request's nonce is good once across every replica (its own database).
+    nonces = PostgresNonceLedger(settings.db_url)
 
     def channel(service: str) -> ServiceChannel:
         return ServiceChannel(stack.grpc_target(service), auth, stack.grpc_deadline, server=service)
@@ -103,7 +106,7 @@ async def build_parts(
     app.include_router(
         build_router(
             runtime,
-            gate=GatewayGate.from_stack(stack),
+            gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
         prefix="/graphql",
@@ -118,6 +121,7 @@ async def build_parts(
         await keep_pseudonym_key(secrets_channel)
 
     async def close() -> None:
+        await nonces.close()
         if guard is not None:
             await guard.close()
         for ch in (secrets_channel, identity_channel, audit_channel):
