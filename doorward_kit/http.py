@@ -69,6 +69,35 @@ def add_metrics_route(app: FastAPI, allowed_networks: str | None = None) -> None
         return Response(body, media_type=content_type)
 
 
+def metrics_only_app(allowed_networks: str | None = None) -> FastAPI:
+    """An app that answers GET /metrics and nothing else: for a port of its own, which a
+    NetworkPolicy can open to the scrapers alone (a path on a public port cannot be told apart
+    from the API by a NetworkPolicy, and behind a reverse proxy every request comes from the
+    proxy's address)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    add_metrics_route(app, allowed_networks)
+    return app
+
+
+class ByLocalPort:
+    """ASGI app for one uvicorn server listening on two sockets: requests that arrived on
+    `port` (the server's own address, never anything the client says) go to `on_port`, all
+    others and the lifespan to `default`."""
+
+    def __init__(self, default: Any, port: int, on_port: Any) -> None:
+        self.default = default
+        self.port = port
+        self.on_port = on_port
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            local = scope.get("server")
+            if local is not None and local[1] == self.port:
+                await self.on_port(scope, receive, send)
+                return
+        await self.default(scope, receive, send)
+
+
 class BodyTooLarge(Exception):
     """The request body is longer than the route accepts."""
 

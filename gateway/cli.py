@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
 
 from gateway.composition import compose as compose_supergraph
 from gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    import socket
+
+    import uvicorn
 
 gateway_app = typer.Typer(no_args_is_help=False, add_completion=False,
                           help="The federation gateway.")
@@ -64,10 +71,46 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
             typer.echo(f"gateway: cannot start: {exc}", err=True)
             raise typer.Exit(1) from None
     app = create_app(settings, authenticator, sdl)
+    if settings.metrics_port is not None:
+        serve_with_metrics_port(app, settings)
+        return
     # proxy_headers=False: uvicorn would otherwise replace the peer by X-Forwarded-For from
     # loopback peers; the gateway reads that header itself, from trusted proxies only.
     uvicorn.run(app, host=settings.stack.host, port=settings.listen_port, log_level="warning",
                 access_log=False, proxy_headers=False)
+
+
+def serve_with_metrics_port(app: object, settings: GatewaySettings) -> None:
+    """One server on two sockets: the API on `listen_port`, GET /metrics alone on
+    `metrics_port` (deploy/k8s opens the first to the ingress controller only, the second to
+    the monitoring namespace only)."""
+    server, sockets = metrics_port_server(app, settings)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def metrics_port_server(
+    app: object, settings: GatewaySettings
+) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """The server of serve_with_metrics_port and its two bound sockets (API, metrics)."""
+    import uvicorn
+
+    from doorward_kit.http import ByLocalPort, metrics_only_app
+
+    assert settings.metrics_port is not None
+    sockets = [
+        uvicorn.Config(app, host=settings.stack.host, port=port).bind_socket()  # type: ignore[arg-type]
+        for port in (settings.listen_port, settings.metrics_port)
+    ]
+    routed = ByLocalPort(app, settings.metrics_port,
+                         metrics_only_app(settings.stack.metrics_allowed_networks))
+    # proxy_headers=False as in serve(): the peer is never replaced by a header.
+    config = uvicorn.Config(routed, log_level="warning", access_log=False, proxy_headers=False)
+    return uvicorn.Server(config), sockets
 
 
 @gateway_app.command("compose")

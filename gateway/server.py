@@ -489,7 +489,8 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.router.add_route("/graphql", graphql_post, methods=["POST"])
     app.router.add_route("/graphql", graphql_get, methods=["GET"])
 
-    add_metrics_route(app, settings.stack.metrics_allowed_networks)
+    if settings.metrics_port is None:
+        add_metrics_route(app, settings.stack.metrics_allowed_networks)
     install_console(app, settings)
 
     @app.get("/healthz")

@@ -51,6 +51,9 @@ class GatewaySettings(BaseSettings):
     # How many gateways share the rate limit above (each enforces its share of it).
     replicas: int = Field(default=1, ge=1)
     max_connections: int = 32  # pooled connections per subgraph
+    # A port of its own for GET /metrics (then not served on `port`, where a reverse proxy
+    # would relay anyone's request from its own, allowed, address). Unset: /metrics on `port`.
+    metrics_port: int | None = None
     # Reverse proxies in front of the gateway (comma-separated CIDRs): only their
     # X-Forwarded-For is read; anyone else's is discarded.
     trusted_proxies: str = ""

@@ -253,8 +253,9 @@ def test_everything_else_is_denied_and_only_the_public_doors_are_open() -> None:
     deny = _of(objs, "NetworkPolicy")["doorward-default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     policies = _policies(objs)
-    assert _ingress_sources(policies["gateway"], 4000) is None
-    assert _ingress_sources(policies["secrets"], 4004) is None
+    # The public doors: through the ingress controller only (tests/security/test_k8s_edge.py).
+    assert _ingress_sources(policies["gateway"], 4000) == {"namespace:ingress-nginx"}
+    assert _ingress_sources(policies["secrets"], 4004) == {"namespace:ingress-nginx"}
     assert _ingress_sources(policies["workorders"], 4002) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["audit"], 4003) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["identity"], 4001) == {
