@@ -5,8 +5,10 @@ It listens on the public address of a process that has replicas (the gateway, th
 door, the OpenBao API) and hands each new connection to the next backend in turn; a backend
 that refuses the connection (a dead replica) is skipped and the next one tried, so clients do
 not notice a replica's death beyond the connections that were open to it. Bytes are copied
-unchanged (TLS or not, HTTP or not): no header is added, so the backends see the balancer as
-the client address, which on one machine is loopback anyway.
+unchanged (TLS or not, HTTP or not). With `proxy_protocol` (the gateway) each backend
+connection starts with a PROXY protocol v1 line naming the client (gateway/proxy_protocol.py),
+so rate limits and audit see the client, not the balancer; the gateway reads that line only on
+its PROXY port and only from the balancer's address. Without it the backends see the balancer.
 
 Runs in its own thread with its own event loop; `start` returns once it listens.
 """
@@ -36,6 +38,7 @@ class TcpBalancer:
         backends: Sequence[tuple[str, int]],
         *,
         prefer_path: str | None = None,
+        proxy_protocol: bool = False,
     ) -> None:
         if not backends:
             raise ValueError(f"{name}: no backend to balance over")
@@ -49,6 +52,7 @@ class TcpBalancer:
         # standbys serve reads from their own, possibly older, copy, and a write followed by a
         # read must see the write.
         self.prefer_path = prefer_path
+        self.proxy_protocol = proxy_protocol
         self._preferred: set[tuple[str, int]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -94,6 +98,12 @@ class TcpBalancer:
             client_w.close()
             return
         try:
+            if self.proxy_protocol:
+                from gateway.proxy_protocol import v1_line
+
+                peer = client_w.get_extra_info("peername")
+                local = client_w.get_extra_info("sockname")
+                backend_w.write(v1_line(peer[:2], local[:2]))
             await asyncio.gather(self._pipe(client_r, backend_w), self._pipe(backend_r, client_w))
         except asyncio.CancelledError:
             return  # the balancer stops: the connection ends with it, nothing to report
@@ -142,7 +152,10 @@ class TcpBalancer:
                 pending = asyncio.all_tasks(self._loop)
                 for task in pending:
                     task.cancel()
-                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                if pending:  # gather() of nothing wants a current loop, which this thread lacks
+                    self._loop.run_until_complete(
+                        asyncio.gather(*pending, return_exceptions=True)
+                    )
             finally:
                 self._loop.close()
 

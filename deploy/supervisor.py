@@ -93,6 +93,28 @@ def replica_port(base: int, replica: int) -> int:
     return base + REPLICA_PORT_STEP * replica
 
 
+# A gateway replica's PROXY-protocol port (the balancer's way in): its own port plus this.
+PROXY_PORT_OFFSET = 50
+
+
+def proxy_protocol_port(gateway_port: int, replica: int) -> int:
+    return replica_port(gateway_port, replica) + PROXY_PORT_OFFSET
+
+
+def balancer_source(host: str) -> str:
+    """The address the door balancer's connections to the replicas come from (it dials `host`;
+    an unspecified bind address is dialled as loopback)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # a name: `up` runs on one machine, its balancer dials loopback
+        return "127.0.0.1/32"
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
+    return str(ipaddress.ip_network(ip))
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -293,6 +315,13 @@ def port_plan(cfg: UpConfig) -> list[Port]:
     for r in cfg.replica_numbers("gateway"):
         if r:
             ports.append(_port("gateway", "gateway_port", s.gateway_port, r))
+            ports.append(
+                Port(
+                    f"gateway replica {r} (PROXY protocol)",
+                    f"DOORWARD_GATEWAY_PORT (+{REPLICA_PORT_STEP * r + PROXY_PORT_OFFSET})",
+                    proxy_protocol_port(s.gateway_port, r),
+                )
+            )
     if cfg.embedded_traces:
         ports.append(Port("trace store", "DOORWARD_TRACES_HTTP_PORT", s.traces_http_port))
         ports.append(Port("trace store gRPC", "DOORWARD_TRACES_GRPC_PORT", s.traces_grpc_port))
@@ -362,6 +391,12 @@ def child_env(
     s = cfg.child_stack(svc, replica)
     if svc == "gateway":
         env["DOORWARD_GATEWAY_REPLICAS"] = str(len(cfg.replica_numbers("gateway")))
+        if replica:
+            # The balancer names each client in a PROXY line on a port of the replica's own,
+            # believed from the balancer's address only (gateway/proxy_protocol.py).
+            port = proxy_protocol_port(cfg.stack.gateway_port, replica)
+            env["DOORWARD_GATEWAY_PROXY_PROTOCOL_PORT"] = str(port)
+            env["DOORWARD_GATEWAY_PROXY_PROTOCOL_FROM"] = balancer_source(cfg.stack.host)
     for name in StackSettings.model_fields:
         value = getattr(s, name)
         if value is not None and name not in ("internal_token", "tls_dir"):
@@ -875,12 +910,14 @@ class Supervisor:
         s = self.cfg.stack
         for svc, port in (("gateway", s.gateway_port), ("secrets", s.secrets_http_port)):
             backends = [
-                (s.host, self.cfg.child_stack(svc, r).gateway_port)
+                (s.host, proxy_protocol_port(s.gateway_port, r))
                 if svc == "gateway"
                 else (s.host, self.cfg.child_stack(svc, r).secrets_http_port)
                 for r in self.cfg.replica_numbers(svc)
             ]
-            balancer = TcpBalancer(svc, s.host, port, backends)
+            # The gateway learns each client's address from the balancer's PROXY line (rate
+            # limits, audit sourceIp); the secrets door still sees the balancer.
+            balancer = TcpBalancer(svc, s.host, port, backends, proxy_protocol=svc == "gateway")
             balancer.start()
             self.balancers.append(balancer)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
@@ -71,8 +71,8 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
             typer.echo(f"gateway: cannot start: {exc}", err=True)
             raise typer.Exit(1) from None
     app = create_app(settings, authenticator, sdl)
-    if settings.metrics_port is not None:
-        serve_with_metrics_port(app, settings)
+    if settings.metrics_port is not None or settings.proxy_protocol_port is not None:
+        serve_on_edge_ports(app, settings)
         return
     # proxy_headers=False: uvicorn would otherwise replace the peer by X-Forwarded-For from
     # loopback peers; the gateway reads that header itself, from trusted proxies only.
@@ -80,11 +80,12 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
                 access_log=False, proxy_headers=False)
 
 
-def serve_with_metrics_port(app: object, settings: GatewaySettings) -> None:
-    """One server on two sockets: the API on `listen_port`, GET /metrics alone on
-    `metrics_port` (deploy/k8s opens the first to the ingress controller only, the second to
-    the monitoring namespace only)."""
-    server, sockets = metrics_port_server(app, settings)
+def serve_on_edge_ports(app: Any, settings: GatewaySettings) -> None:
+    """One server on several sockets: the API on `listen_port`; GET /metrics alone on
+    `metrics_port` (deploy/k8s opens the API to the ingress controller only, metrics to the
+    monitoring namespace only); the API behind a PROXY-protocol balancer on
+    `proxy_protocol_port` (gateway/proxy_protocol.py)."""
+    server, sockets = edge_server(app, settings)
     try:
         server.run(sockets=sockets)
     finally:
@@ -93,23 +94,35 @@ def serve_with_metrics_port(app: object, settings: GatewaySettings) -> None:
                 sock.close()
 
 
-def metrics_port_server(
-    app: object, settings: GatewaySettings
+def edge_server(
+    app: Any, settings: GatewaySettings
 ) -> tuple[uvicorn.Server, list[socket.socket]]:
-    """The server of serve_with_metrics_port and its two bound sockets (API, metrics)."""
+    """The server of serve_on_edge_ports and its bound sockets."""
     import uvicorn
 
     from doorward_kit.http import ByLocalPort, metrics_only_app
+    from gateway.client_address import parse_trusted_proxies
+    from gateway.proxy_protocol import with_proxy_protocol
 
-    assert settings.metrics_port is not None
+    ports = [settings.listen_port, settings.metrics_port, settings.proxy_protocol_port]
     sockets = [
-        uvicorn.Config(app, host=settings.stack.host, port=port).bind_socket()  # type: ignore[arg-type]
-        for port in (settings.listen_port, settings.metrics_port)
+        uvicorn.Config(app, host=settings.stack.host, port=port).bind_socket()
+        for port in ports
+        if port is not None
     ]
-    routed = ByLocalPort(app, settings.metrics_port,
-                         metrics_only_app(settings.stack.metrics_allowed_networks))
+    routed: Any = app
+    if settings.metrics_port is not None:
+        routed = ByLocalPort(app, settings.metrics_port,
+                             metrics_only_app(settings.stack.metrics_allowed_networks))
+    http: Any = "auto"
+    if settings.proxy_protocol_port is not None:
+        probe = uvicorn.Config(app)
+        probe.load()
+        http = with_proxy_protocol(probe.http_protocol_class, settings.proxy_protocol_port,
+                                   parse_trusted_proxies(settings.proxy_protocol_from))
     # proxy_headers=False as in serve(): the peer is never replaced by a header.
-    config = uvicorn.Config(routed, log_level="warning", access_log=False, proxy_headers=False)
+    config = uvicorn.Config(routed, http=http, log_level="warning", access_log=False,
+                            proxy_headers=False)
     return uvicorn.Server(config), sockets
 
 

@@ -54,6 +54,11 @@ class GatewaySettings(BaseSettings):
     # A port of its own for GET /metrics (then not served on `port`, where a reverse proxy
     # would relay anyone's request from its own, allowed, address). Unset: /metrics on `port`.
     metrics_port: int | None = None
+    # A port of its own where every connection starts with a PROXY protocol v1 line naming the
+    # client (a TCP balancer in front, e.g. `doorward up --replicas`), accepted only from the
+    # peers in `proxy_protocol_from` (comma-separated CIDRs). Unset: no such port.
+    proxy_protocol_port: int | None = None
+    proxy_protocol_from: str = ""
     # Reverse proxies in front of the gateway (comma-separated CIDRs): only their
     # X-Forwarded-For is read; anyone else's is discarded.
     trusted_proxies: str = ""
@@ -65,7 +70,7 @@ class GatewaySettings(BaseSettings):
     # Comma-separated origins allowed to call /graphql from a browser; unset: the console's.
     cors_origins: str | None = None
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "proxy_protocol_from")
     @classmethod
     def _proxies_parse(cls, value: str) -> str:
         parse_trusted_proxies(value)

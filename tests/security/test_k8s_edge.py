@@ -21,7 +21,7 @@ import pytest
 from deploy.kustomize import render
 from doorward_kit.net import free_port
 from doorward_kit.settings import StackSettings
-from gateway.cli import metrics_port_server
+from gateway.cli import edge_server
 from gateway.client_address import client_address, parse_trusted_proxies
 from gateway.server import create_app
 from gateway.settings import GatewaySettings
@@ -143,7 +143,7 @@ def test_with_a_metrics_port_the_public_port_serves_no_metrics(
         console_dir=str(tmp_path),
     )
     app = create_app(settings, supergraph_sdl=supergraph_sdl)
-    server, sockets = metrics_port_server(app, settings)
+    server, sockets = edge_server(app, settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     try:
