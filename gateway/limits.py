@@ -424,14 +424,26 @@ class RateLimiter:
 
     With `replicas` gateways behind one balancer each holds 1/replicas of the rate and the
     burst, so the sum over the replicas never exceeds the configured limit (the balancer spreads
-    a client's requests, so an honest client still gets about the whole of it)."""
+    a client's requests, so an honest client still gets about the whole of it). The count is
+    live: `replicas` may be set at any time (gateway/replica_count.py follows the autoscaler),
+    and a bucket fuller than the new share is cut down to it at its next use."""
 
     def __init__(self, rate: float, burst: int, max_keys: int = 100_000, replicas: int = 1) -> None:
-        share = max(1, replicas)
-        self.rate = rate / share
-        self.burst = max(1.0, burst / share) if burst > 0 else 0.0
+        self.total_rate = rate
+        self.total_burst = burst
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.replicas = replicas
+
+    @property
+    def replicas(self) -> int:
+        return self._replicas
+
+    @replicas.setter
+    def replicas(self, count: int) -> None:
+        self._replicas = share = max(1, count)
+        self.rate = self.total_rate / share
+        self.burst = max(1.0, self.total_burst / share) if self.total_burst > 0 else 0.0
 
     def allow(self, key: str, now: float | None = None) -> bool:
         if self.rate <= 0:

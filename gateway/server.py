@@ -50,6 +50,7 @@ from gateway.planner import (
     QueryPlanner,
     ValidationFailed,
 )
+from gateway.replica_count import ReplicaFollower, dns_peers
 from gateway.settings import GatewaySettings
 from gateway.upstreams import HealthChecker, Replica, Upstream
 
@@ -414,9 +415,17 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
             app.state.gateway = Gateway(settings, supergraph, client, authenticator, transports,
                                         upstreams)
             health.start()
+            # The rate limit's share follows the live number of gateways (autoscaling).
+            peers = (ReplicaFollower(app.state.gateway.rate_limiter, dns_peers(settings.peers_dns))
+                     if settings.peers_dns else None)
+            if peers is not None:
+                await peers.refresh()
+                peers.start()
             try:
                 yield
             finally:
+                if peers is not None:
+                    await peers.stop()
                 await health.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,

@@ -50,6 +50,9 @@ class GatewaySettings(BaseSettings):
     rate_limit_burst: int = 100
     # How many gateways share the rate limit above (each enforces its share of it).
     replicas: int = Field(default=1, ge=1)
+    # A DNS name resolving to every live gateway (Kubernetes: a headless Service): the share
+    # follows its count (gateway/replica_count.py); `replicas` is then only the first guess.
+    peers_dns: str | None = None
     max_connections: int = 32  # pooled connections per subgraph
     # A port of its own for GET /metrics (then not served on `port`, where a reverse proxy
     # would relay anyone's request from its own, allowed, address). Unset: /metrics on `port`.
