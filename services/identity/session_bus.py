@@ -9,7 +9,10 @@ timeout, so deactivateUser returns once every watcher everywhere has dropped the
 
 Fail-safe: a replica whose listening connection is down cannot learn of changes, so it drops
 every watcher (their caches go with their streams) and refuses new ones (UNAVAILABLE) until it
-listens again; guards then ask CheckSession for every request, which reads the database.
+listens again; guards then ask CheckSession for every request, which reads the database. It
+drops them the moment asyncpg sees the connection close (a terminated backend, a restarted
+server: its termination listener), not at the next probe; a connection that dies silently (a
+cut network, no FIN) is found by the probe within PROBE_SECONDS + PROBE_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ CHANGES = "doorward_session_changes"
 ACKS = "doorward_session_acks"
 APP_PREFIX = "doorward-session-bus:"
 RECONNECT_SECONDS = 0.5
+# The liveness probe of the listening connection: the bound on staleness when it dies silently.
+PROBE_SECONDS = 0.25
+PROBE_TIMEOUT_SECONDS = 0.75
 # A lost or refused connection, however asyncpg reports it.
 _LOST = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -51,7 +57,12 @@ class SessionBus:
         self._conn: asyncpg.Connection | None = None
         self._waiting: dict[str, tuple[set[str], asyncio.Event]] = {}
         self._listening = asyncio.Event()
+        # Set when the listening connection is found dead: the run loop reconnects at once.
+        self._deaf = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One query at a time on the listening connection (asyncpg refuses a second one in flight,
+        # and a probe refused that way would look like a lost connection).
+        self._querying = asyncio.Lock()
 
     @property
     def listening(self) -> bool:
@@ -68,11 +79,12 @@ class SessionBus:
             # in the database, which every guard without a live stream asks.
             return await self._hub.publish(change, ack_seconds=self._ack_seconds)
         try:
-            expected = await self._peers(conn)
-            done = asyncio.Event()
-            self._waiting[event_id] = (expected, done)
-            payload = {"id": event_id, "origin": self.replica_id, **change.__dict__}
-            await conn.execute("SELECT pg_notify($1, $2)", CHANGES, json.dumps(payload))
+            async with self._querying:
+                expected = await self._peers(conn)
+                done = asyncio.Event()
+                self._waiting[event_id] = (expected, done)
+                payload = {"id": event_id, "origin": self.replica_id, **change.__dict__}
+                await conn.execute("SELECT pg_notify($1, $2)", CHANGES, json.dumps(payload))
         except _LOST:
             self._waiting.pop(event_id, None)
             log.warning("session change not sent to the other identity replicas")
@@ -123,7 +135,8 @@ class SessionBus:
         if conn is not None and not conn.is_closed():
             ack = {"id": message["id"], "replica": self.replica_id}
             with contextlib.suppress(*_LOST):
-                await conn.execute("SELECT pg_notify($1, $2)", ACKS, json.dumps(ack))
+                async with self._querying:
+                    await conn.execute("SELECT pg_notify($1, $2)", ACKS, json.dumps(ack))
 
     def _on_ack(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         message = json.loads(payload)
@@ -135,8 +148,12 @@ class SessionBus:
         if not expected:
             done.set()
 
-    def _lost(self, *_: Any) -> None:
-        self._listening.clear()
+    def _lost(self, conn: Any) -> None:
+        """asyncpg's termination listener: the listening connection closed. Changes made on other
+        replicas can no longer reach us, so no watcher may trust its cache from now on, not from
+        the next probe on (a late call for an earlier connection changes nothing)."""
+        if conn is self._conn:
+            self._went_deaf()
 
     async def _connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(
@@ -160,15 +177,22 @@ class SessionBus:
                     )
                     await asyncio.sleep(RECONNECT_SECONDS)
                     continue
+                conn = self._conn
+                self._deaf.clear()
                 self._listening.set()
-                while self._listening.is_set() and not self._conn.is_closed():
-                    await asyncio.sleep(RECONNECT_SECONDS)
+                while self._listening.is_set() and self._conn is conn and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._deaf.wait(), PROBE_SECONDS)
+                    if self._conn is not conn:
+                        break  # the termination listener found it dead
                     try:
-                        # Notices a dead server (or a cut connection) within a second.
-                        await asyncio.wait_for(self._conn.execute("SELECT 1"), 2.0)
+                        # Notices a connection that died without closing (a cut network).
+                        async with self._querying:
+                            await asyncio.wait_for(conn.execute("SELECT 1"), PROBE_TIMEOUT_SECONDS)
                     except _LOST:
                         break
-                self._went_deaf()
+                if self._conn is conn:
+                    self._went_deaf()
         finally:
             self._went_deaf()
 
@@ -176,6 +200,7 @@ class SessionBus:
         """Changes made elsewhere can no longer reach us: no watcher may trust its cache."""
         was = self._listening.is_set() or self._conn is not None
         self._listening.clear()
+        self._deaf.set()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
