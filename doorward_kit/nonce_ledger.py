@@ -62,7 +62,9 @@ class PostgresNonceLedger:
         db_url: str,
         *,
         pool_size: int = 4,
-        timeout: float = 2.0,
+        # As long as the gateway waits for a subgraph (its default subgraph timeout): on a busy
+        # machine an INSERT may take a while, and a refusal here is a failed request.
+        timeout: float = 5.0,
         prune_seconds: float = PRUNE_SECONDS,
     ) -> None:
         self._dsn = asyncpg_dsn(db_url)
