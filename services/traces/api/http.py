@@ -2,7 +2,7 @@
 
 Answers as the OTLP specification asks: 200 with an (empty) Export*ServiceResponse in the
 request's encoding; 400 for a body that is not OTLP (not retryable), 413 for one over the limit,
-415 for another content type, 503 while the database is unreachable (retryable).
+415 for another content type, 503 while the database cannot store it (retryable).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.db import Database
@@ -41,7 +42,11 @@ class Refusal(Exception):
 
     def response(self) -> Response:
         code = "BAD_USER_INPUT" if self.status < 500 else "UNAVAILABLE"
-        return JSONResponse({"error": {"code": code, "message": self.message}}, self.status)
+        # Retry-After: the exporter waits that long instead of its own first backoff.
+        headers = {"retry-after": "1"} if self.status == 503 else None
+        return JSONResponse(
+            {"error": {"code": code, "message": self.message}}, self.status, headers=headers
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -79,6 +84,40 @@ def _media(request: Request) -> str:
     return media
 
 
+# SQLSTATEs of a transaction PostgreSQL aborted for a conflict with another one: running it
+# again is the documented remedy (deadlock_detected, serialization_failure).
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+_ATTEMPTS = 3
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    original = getattr(error, "orig", None)
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+async def _store(
+    db: Database, ingest: Callable[[AsyncSession, Any], Awaitable[int]], records: Any
+) -> None:
+    """One transaction, run again when PostgreSQL aborted it for a conflict. Whatever still
+    fails at the database is 503: the exporter keeps the batch and retries (OTLP's retryable
+    answer), where a 500 made it drop the batch for good."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            async with db.unit_of_work() as session:
+                await ingest(session, records)
+            return
+        except (DBAPIError, OSError, TimeoutError) as error:
+            state = _sqlstate(error)
+            if state in _RETRY_SQLSTATES and attempt < _ATTEMPTS:
+                continue
+            # The error's class and SQLSTATE only: its text can quote the rows (span content).
+            log.warning(
+                "OTLP export not stored",
+                extra={"fields": {"error": type(error).__name__, "sqlstate": state}},
+            )
+            raise Refusal(503, "the trace store cannot store this now; retry") from None
+
+
 def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
 
@@ -96,8 +135,7 @@ def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRout
                 records = decode(body, media)
             except PayloadError as error:
                 raise Refusal(400, str(error)) from None
-            async with db.unit_of_work() as session:
-                await ingest(session, records)
+            await _store(db, ingest, records)
             return _answer(answer, media)
         except Refusal as refusal:
             return refusal.response()

@@ -279,3 +279,64 @@ async def test_an_organisations_own_shorter_retention_is_honoured(postgres) -> N
         assert left == summaries == {short_new, other_old}
         with pytest.raises(Exception, match="days > 0"):
             s.store.set_org_retention("org-short", 0)
+
+
+async def test_five_processes_exporting_the_same_traces_at_once_all_land(postgres) -> None:
+    """Every process exports spans of the same traces at the same moment, each batch in its
+    own order. Their summary upserts used to lock the trace rows in batch order and deadlock;
+    PostgreSQL aborted one, the receiver answered 500 and the exporter dropped that batch for
+    good (the e2e then saw a grant's trace without workorders). Every batch must land."""
+    import random
+
+    from tests.integration.traces.harness import otlp_json
+
+    services = [f"doorward-{s}" for s in ("gateway", "workorders", "secrets", "audit", "identity")]
+    trace_ids = [uuid.uuid4().hex for _ in range(60)]
+    rng = random.Random(4711)
+    codes: list[int] = []
+    async with running_store(postgres) as s, httpx.AsyncClient(timeout=30) as client:
+
+        async def export(service: str) -> None:
+            order = rng.sample(trace_ids, len(trace_ids))
+            spans = [{"trace_id": t, "span_id": uuid.uuid4().hex[:16], "name": "op"} for t in order]
+            answer = await client.post(f"{s.url}/v1/traces", json=otlp_json(service, spans))
+            codes.append(answer.status_code)
+
+        for _ in range(8):
+            await asyncio.gather(*(export(service) for service in services))
+        conn = await asyncpg.connect(s.dsn)
+        try:
+            counts = await conn.fetch(
+                "SELECT span_count, services FROM traces WHERE trace_id = ANY($1)", trace_ids
+            )
+        finally:
+            await conn.close()
+    assert codes == [200] * len(codes)
+    assert len(counts) == len(trace_ids)
+    assert {row["span_count"] for row in counts} == {8 * len(services)}
+    assert all(sorted(row["services"]) == sorted(services) for row in counts)
+
+
+async def test_a_store_that_cannot_write_answers_retryable_503(postgres) -> None:
+    """The OTLP exporter drops a batch on 500 but retries it on 503: a database failure must
+    be a 503 (with Retry-After), and its answer names no content of the spans."""
+    from tests.integration.traces.harness import otlp_json
+
+    async with running_store(postgres) as s, httpx.AsyncClient() as client:
+        body = otlp_json(
+            "doorward-secrets",
+            [{"trace_id": uuid.uuid4().hex, "span_id": "ab" * 8, "name": CANARY}],
+        )
+        conn = await asyncpg.connect(s.dsn)
+        try:
+            # The store's own tables refuse writes for a moment (what a failing disk does).
+            await conn.execute("ALTER TABLE spans RENAME TO spans_away")
+            refused = await client.post(f"{s.url}/v1/traces", json=body)
+            await conn.execute("ALTER TABLE spans_away RENAME TO spans")
+        finally:
+            await conn.close()
+        stored = await client.post(f"{s.url}/v1/traces", json=body)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert CANARY not in refused.text
+    assert stored.status_code == 200
