@@ -52,6 +52,18 @@ def eventually(probe: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.25)
 
 
+# What the exporters and the store log when spans do not arrive (the OTLP exporter's own
+# warnings, a batch dropped from a full queue, the receiver refusing to store).
+EXPORT_TROUBLE = ("Failed to export", "Transient error", "Queue full", "OTLP export not stored")
+
+
+def export_trouble(world: World) -> list[str]:
+    """The stack log's lines about spans that may not have reached the store (for a failure
+    message: which process, and why)."""
+    lines = world.stack.logs().splitlines()
+    return [line[:300] for line in lines if any(t in line for t in EXPORT_TROUBLE)][-10:]
+
+
 def attributes(span: dict) -> dict[str, str]:
     return {a["key"]: a["value"] for a in span["attributes"]}
 
@@ -97,7 +109,8 @@ class Reveal:
         try:
             node: dict = eventually(probe, 30, f"the {action} event's trace through the graph")
         except AssertionError as error:
-            raise AssertionError(f"{error}; the trace had {last}") from None
+            trouble = export_trouble(world) or ["nothing about exports in the stack log"]
+            raise AssertionError(f"{error}; the trace had {last}; " + "\n".join(trouble)) from None
         return node
 
 
@@ -134,7 +147,10 @@ def test_the_grant_through_the_gateway_is_one_trace_of_every_service_and_vault(
         roots = [s for s in grant["trace"]["spans"] if s["parentSpanId"] not in ids]
         return grant if [r["service"] for r in roots] == ["doorward-gateway"] else None
 
-    grant = eventually(connected, 15, "the grant's spans all under the gateway's root")
+    try:
+        grant = eventually(connected, 15, "the grant's spans all under the gateway's root")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; " + "\n".join(export_trouble(world))) from None
     trace = grant["trace"]
     assert trace["traceId"] == grant["traceId"]
     assert vault_calls(trace, world.stack.env["DOORWARD_VAULT_ADDR"]), "no Vault call in the trace"
