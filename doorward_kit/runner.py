@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from doorward_kit.grpc import GrpcServer
+from doorward_kit.https_peer import peer_protocol
 from doorward_kit.logging import setup_logging
 from doorward_kit.telemetry import setup_telemetry
 from doorward_kit.tls import CredentialFolder, CredentialsError
@@ -51,6 +52,8 @@ def _tls_options(folder: Path | None) -> dict[str, Any]:
         "ssl_keyfile": str(creds.identity_file),
         "ssl_ca_certs": str(creds.ca_file),
         "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        # Requests learn the service the client certificate names (doorward_kit.https_peer).
+        "http": peer_protocol(),
     }
 
 

@@ -72,10 +72,13 @@ async def build_parts(
     async with db.unit_of_work() as session:
         await store.load_org_retention(session)  # reads answer by them from the start
     app = create_app("doorward-traces", readiness=db.ping)
-    app.include_router(otlp_router(db, store, settings.traces_max_body_bytes))
+    auth = InternalAuth.from_stack(stack, "traces")
+    receiver_tls = auth.tls_dir if settings.traces_receiver_tls else None
+    app.include_router(
+        otlp_router(db, store, settings.traces_max_body_bytes, tls=receiver_tls is not None)
+    )
 
     # The read API verifies the token of the auditor each call acts for, as every service does.
-    auth = InternalAuth.from_stack(stack, "traces")
     if auth.token:
         register_secret(auth.token)
     guard = None
@@ -96,7 +99,7 @@ async def build_parts(
         app=app,
         host=stack.host,
         http_port=stack.traces_http_port,
-        http_tls=auth.tls_dir if settings.traces_receiver_tls else None,
+        http_tls=receiver_tls,
         grpc=grpc_server,
         background=[retention],
         close=close,

@@ -1,7 +1,8 @@
 """The OTLP/HTTP receiver: POST /v1/traces and /v1/metrics, protobuf or JSON, gzip or not.
 
 Answers as the OTLP specification asks: 200 with an (empty) Export*ServiceResponse in the
-request's encoding; 400 for a body that is not OTLP (not retryable), 413 for one over the limit,
+request's encoding; 400 for a body that is not OTLP (not retryable), 403 for telemetry of
+another service than the client certificate's, 413 for one over the limit,
 415 for another content type, 503 while the database cannot store it (retryable).
 """
 
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from doorward_kit.db import Database
 from doorward_kit.http import BodyTooLarge
 from doorward_kit.http import read_body as read_limited
+from doorward_kit.https_peer import peer_service_of
 from services.traces.otlp import JSON, PROTOBUF, PayloadError, decode_metrics, decode_traces
 from services.traces.service import TraceStore
 
@@ -118,7 +120,31 @@ async def _store(
             raise Refusal(503, "the trace store cannot store this now; retry") from None
 
 
-def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRouter:
+def check_sender(records: Sequence[Any], peer: str | None, *, tls: bool) -> None:
+    """With mutual TLS a span's service is the one its sender's certificate names: a process
+    stating another's `service.name` (to put words in its mouth, or to hide its own spans among
+    another's) is refused whole, and nothing of the request is stored. Without TLS (the
+    insecure development mode) there is no proven name and the stated one is kept."""
+    if not tls:
+        return
+    if peer is None:
+        raise Refusal(403, "the client certificate names no Doorward service")
+    expected = f"doorward-{peer}"
+    claimed = sorted({record.service for record in records} - {expected})
+    if claimed:
+        # Service names only: they are not secret and say what was attempted.
+        log.warning(
+            "OTLP export refused: service.name differs from the certificate",
+            extra={"fields": {"certificate": peer, "claimed": claimed[:5]}},
+        )
+        raise Refusal(403, f"{peer}'s certificate may send only {expected}'s telemetry")
+
+
+def otlp_router(
+    db: Database, store: TraceStore, max_body_bytes: int, *, tls: bool = False
+) -> APIRouter:
+    """`tls`: the receiver runs with mutual TLS, so every request's sender is proven by its
+    certificate (doorward_kit.https_peer) and must match what its telemetry claims."""
     router = APIRouter()
 
     async def export(
@@ -135,6 +161,7 @@ def otlp_router(db: Database, store: TraceStore, max_body_bytes: int) -> APIRout
                 records = decode(body, media)
             except PayloadError as error:
                 raise Refusal(400, str(error)) from None
+            check_sender(records, peer_service_of(request.scope), tls=tls)
             await _store(db, ingest, records)
             return _answer(answer, media)
         except Refusal as refusal:
