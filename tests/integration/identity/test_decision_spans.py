@@ -73,3 +73,58 @@ async def test_logins_are_decisions(running, org, spans) -> None:
     assert all(s.status.status_code is StatusCode.UNSET for s in _logins(spans))
     text = str([s.to_json() for s in spans.get_finished_spans()])
     assert org.admin_email not in text and "nobody-here" not in text
+
+
+REFRESH = """
+mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken user { id } } }"""
+
+
+def _decisions(memory: InMemorySpanExporter, action: str) -> list[dict]:
+    return [
+        dict(s.attributes or {})
+        for s in memory.get_finished_spans()
+        if s.name == "doorward.access.decide"
+        and (s.attributes or {}).get("doorward.access.action") == action
+    ]
+
+
+async def test_sign_in_denials_name_the_organisation_of_a_known_account_only(
+    running, org, spans
+) -> None:
+    """T2: an auditor finds brute force on their organisation's accounts in
+    traces(filter: {decision: DENY}): wrong passwords, the throttle that follows and a replayed
+    refresh token name the organisation. An unknown email or an unknown refresh token never
+    does (nothing tells whether an email has an account)."""
+    from tests.integration.identity.conftest import new_org
+
+    target = await new_org(running)  # a fresh account: its failure counter starts at zero
+    for _ in range(running.settings.identity_login_free_failures_account + 1):
+        await login(running, target.admin_email, "a wrong guess at the password")
+    stranger = f"nobody-{target.id[:8]}@example.com"
+    for _ in range(running.settings.identity_login_free_failures_account + 1):
+        await login(running, stranger, "a wrong guess at the password")
+
+    denied = [a for a in _decisions(spans, "auth.login") if a["doorward.decision"] == "deny"]
+    known = [a for a in denied if a.get("enduser.pseudo.id") == pseudonym(target.admin_id)]
+    unknown = [a for a in denied if "enduser.pseudo.id" not in a]
+    assert {a["doorward.decision.reason"] for a in known} == {"bad_credentials", "rate_limited"}
+    assert {a["doorward.decision.reason"] for a in unknown} == {"bad_credentials", "rate_limited"}
+    assert all(a["doorward.org.id"] == target.id for a in known)
+    assert all("doorward.org.id" not in a for a in unknown)
+
+    # Refresh: a rotated token replayed names its organisation; a made-up one does not.
+    signed_in = await login(
+        running, org.admin_email, ADMIN_PASSWORD, otp_now(org.totp_secret, offset=30)
+    )
+    first = signed_in["data"]["login"]["refreshToken"]
+    assert "errors" not in await running.gql(REFRESH, {"t": first})
+    spans.clear()
+    assert error_code(await running.gql(REFRESH, {"t": first})) == "UNAUTHENTICATED"
+    assert error_code(await running.gql(REFRESH, {"t": "made-up-token"})) == "UNAUTHENTICATED"
+    replay, made_up = _decisions(spans, "auth.refresh")
+    assert (replay["doorward.decision.reason"], replay["doorward.org.id"]) == (
+        "consumed",
+        org.id,
+    )
+    assert made_up["doorward.decision.reason"] == "invalid_token"
+    assert "doorward.org.id" not in made_up
