@@ -260,32 +260,44 @@ class Gateway:
         if learn is not None:
             self.persisted.remember(learn, query)
         plan = self.planner.plan_for(cached, principal)
+        if principal is not None or self.authenticator is None:
+            # Only a signed-in caller's operation (it resolved and planned) gets a metric label
+            # of its own: strangers cannot fill the bounded set first (OperationLabels).
+            OPERATION_LABELS.admit(operation_name)
         return await self.executor.execute(plan, variables, _forwarded(headers, client))
 
 
 class OperationLabels:
     """The `operation` label of the gateway's request duration: the client's operationName, but
     bounded. Clients choose names, so a stranger could otherwise mint a new time series per
-    request (memory of every scraper): the first `limit` distinct names are kept, later ones
-    count as "other"; an unnamed operation is "anonymous", a name that is not a plain
-    identifier (GraphQL names are) "invalid"."""
+    request (memory of every scraper), or fill the `limit` first and pin every real operation
+    to "other": a name becomes a label only once admitted, which the gateway does for a signed-in
+    caller's operation that resolved and planned (or with authentication off); until then, and
+    beyond the first `limit` names, it counts as "other". An unnamed operation is "anonymous",
+    a name that is not a plain identifier (GraphQL names are) "invalid"."""
 
     def __init__(self, limit: int = 200) -> None:
         self.limit = limit
         self._seen: set[str] = set()
 
-    def label(self, payload: Any) -> str:
+    @staticmethod
+    def _name(payload: Any) -> str | None:
         name = payload.get("operationName") if isinstance(payload, dict) else None
+        return name or None
+
+    def admit(self, name: str | None) -> None:
+        """Give `name` a label of its own (if it is a name and there is room)."""
+        if (name and len(self._seen) < self.limit and len(name) <= 48
+                and _GRAPHQL_NAME.match(name)):
+            self._seen.add(name)
+
+    def label(self, payload: Any) -> str:
+        name = self._name(payload)
         if not name:
             return "anonymous"
         if not isinstance(name, str) or len(name) > 48 or not _GRAPHQL_NAME.match(name):
             return "invalid"
-        if name in self._seen:
-            return name
-        if len(self._seen) >= self.limit:
-            return "other"
-        self._seen.add(name)
-        return name
+        return name if name in self._seen else "other"
 
 
 OPERATION_LABELS = OperationLabels()
