@@ -11,7 +11,7 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The services that have both a gRPC and an HTTP address of their own.
-ADDRESSED_SERVICES: tuple[str, ...] = ("identity", "workorders", "audit", "secrets")
+ADDRESSED_SERVICES: tuple[str, ...] = ("identity", "workorders", "audit", "secrets", "traces")
 
 
 def _split(value: str) -> list[str]:
@@ -82,6 +82,10 @@ class StackSettings(BaseSettings):
     secrets_http_url: str | None = None
     # The trace store's read API (mutual-TLS gRPC; audit serves traces to the graph through it).
     traces_grpc_port: int = 5005
+    # Where audit dials the trace store's read API, and where the store's HTTP is (unset =
+    # HOST:PORT, as for the services above); Kubernetes names its Services here.
+    traces_grpc_address: str | None = None
+    traces_http_url: str | None = None
     # This process's certificate folder for mutual TLS on internal gRPC (doorward_kit.tls).
     tls_dir: Path | None = None
     # Development only: internal gRPC over plain TCP with the shared token below.

@@ -8,3 +8,4 @@ path "doorward-pki/sign/identity"   { capabilities = ["update"] }
 path "doorward-pki/sign/workorders" { capabilities = ["update"] }
 path "doorward-pki/sign/audit"      { capabilities = ["update"] }
 path "doorward-pki/sign/secrets"    { capabilities = ["update"] }
+path "doorward-pki/sign/traces"     { capabilities = ["update"] }

@@ -165,7 +165,7 @@ def test_only_secrets_talks_to_vault_and_with_kubernetes_auth(overlay: str) -> N
 def test_every_process_with_internal_grpc_gets_a_vault_pki_certificate(overlay: str) -> None:
     objs = _objects(overlay)
     certificates, issuers = _of(objs, "Certificate"), _of(objs, "Issuer")
-    for svc in ("gateway", "identity", "workorders", "audit", "secrets"):
+    for svc in ("gateway", "identity", "workorders", "audit", "secrets", "traces"):
         cert = certificates[f"doorward-{svc}"]["spec"]
         assert set(cert) <= {
             "secretName", "commonName", "dnsNames", "uris", "duration", "renewBefore",
@@ -179,6 +179,27 @@ def test_every_process_with_internal_grpc_gets_a_vault_pki_certificate(overlay: 
         pod = _of(objs, "Deployment")[svc]["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == cert["secretName"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_trace_stores_read_api_is_wired_for_audit(overlay: str) -> None:
+    """Traces in the graph on Kubernetes: the store serves its gRPC read API (5005) with its
+    own certificate through a headless Service, and audit dials that Service; the Vault policy
+    of cert-manager may sign the store's certificate."""
+    objs = _objects(overlay)
+    pod = _of(objs, "Deployment")["traces"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 4318, "grpc": 5005}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["DOORWARD_TLS_DIR"] == mounts["tls"]
+    service = _of(objs, "Service")["traces-grpc"]["spec"]
+    assert service["clusterIP"] == "None" and service["ports"][0]["port"] == 5005
+    stack = _of(objs, "ConfigMap")["doorward-stack"]["data"]
+    assert stack["DOORWARD_TRACES_GRPC_ADDRESS"] == "traces-grpc:5005"
+    policy = (ROOT.parent / "vault" / "doorward-cert-issuer.hcl").read_text()
+    assert 'path "doorward-pki/sign/traces"' in policy
 
 
 # ---- NetworkPolicies --------------------------------------------------------------------
@@ -261,6 +282,12 @@ def test_everything_else_is_denied_and_only_the_public_doors_are_open() -> None:
     assert _ingress_sources(policies["identity"], 4001) == {
         "gateway", "workorders", "secrets", "audit", "traces", "namespace:monitoring",
     }
+    # The OTLP receiver: every Doorward process exports to it, Prometheus scrapes it; nobody
+    # else (no stranger's spans). Its read API (5005): audit only (ALLOWED_CALLERS, above).
+    assert _ingress_sources(policies["traces"], 4318) == {
+        "gateway", "identity", "workorders", "secrets", "audit", "namespace:monitoring",
+    }
+    assert _ingress_sources(policies["traces"], 5005) == {"audit"}
     # Vault: secrets only.
     vault_clients = {
         name
