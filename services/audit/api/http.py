@@ -18,8 +18,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from doorward_kit.auth import bearer_token
-from doorward_kit.errors import bad_input
+from doorward_kit.errors import DoorwardError, bad_input
 from doorward_kit.graphql import client_ip
+from doorward_kit.metrics import AUDIT_WRITE_FAILURES
 from services.audit.chain import format_time
 from services.audit.models import AuditCheckpoint
 from services.audit.repository import EventFilter
@@ -111,8 +112,16 @@ def export_router(runtime: AuditRuntime) -> APIRouter:
         )
         unfiltered = event_filter == EventFilter()
         # The export itself goes on the trail before a single line leaves.
-        async with runtime.db.unit_of_work() as session:
-            await runtime.service.record_export(session, principal, format, client_ip(request))
+        try:
+            async with runtime.db.unit_of_work() as session:
+                await runtime.service.record_export(session, principal, format, client_ip(request))
+        except DoorwardError:
+            raise  # an answer (a refusal), not a failed write
+        except Exception:
+            # audit's own event could not be written (the export is refused with it): the same
+            # metric as every other service's failed audit writes, so the alert sees it too.
+            AUDIT_WRITE_FAILURES.add(1, path="own")
+            raise
         signed_head = None
         if format == "jsonl" and unfiltered:
             # Signed in its own transaction (committed before a line leaves): the export's last
