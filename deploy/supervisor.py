@@ -515,20 +515,31 @@ def _internal_identity_env(env: dict[str, str], svc: str, infra: Infra) -> None:
         env["DOORWARD_INTERNAL_TOKEN"] = infra.internal_token
 
 
+class _TraceStoreProbe:
+    """Asks the trace store's HTTPS receiver with a certificate `up` issued (the store's own;
+    `up` is the issuer), loaded afresh for every request: with a short DOORWARD_TLS_CERT_TTL
+    the certificates are renewed while the stack starts, and one loaded once expired and got
+    every later probe refused (the store never became ready)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, url: str) -> httpx.Response:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.folder / "ca.pem"))
+        context.load_cert_chain(str(self.folder / "identity.pem"))
+        return httpx.get(url, timeout=2.0, trust_env=False, verify=context)
+
+
 @contextlib.contextmanager
-def _trace_store_probe(names: tuple[str, ...], infra: Infra) -> Iterator[httpx.Client | None]:
+def _trace_store_probe(names: tuple[str, ...], infra: Infra) -> Iterator[_TraceStoreProbe | None]:
     """The trace store's receiver is HTTPS with client certificates under mutual TLS: its
-    readiness is asked with a certificate `up` issued (the store's own; `up` is the issuer)."""
+    readiness is asked with a certificate (_TraceStoreProbe)."""
     if TRACES not in names or infra.tls_root is None:
         yield None
         return
-    import ssl
-
-    folder = infra.tls_root / TRACES
-    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
-    context.load_cert_chain(str(folder / "identity.pem"))
-    with httpx.Client(timeout=2.0, trust_env=False, verify=context) as client:
-        yield client
+    yield _TraceStoreProbe(infra.tls_root / TRACES)
 
 
 def module_of(svc: str) -> str:
@@ -1127,7 +1138,8 @@ class Supervisor:
                     starting = f"{', '.join(pending)} {'was' if len(pending) == 1 else 'were'}"
                     raise DeployError(f"{death} while {starting} starting")
                 for svc in list(pending):
-                    url, client = urls[svc], http
+                    url = urls[svc]
+                    client: httpx.Client | _TraceStoreProbe = http
                     if svc.split(".")[0] == TRACES and traces_http is not None:
                         url, client = url.replace("http://", "https://", 1), traces_http
                     with contextlib.suppress(httpx.TransportError):

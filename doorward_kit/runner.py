@@ -37,10 +37,6 @@ class ServiceParts:
     http_tls: Path | None = None
 
 
-# How often an HTTPS server looks at its certificate files (renewals land while it runs).
-TLS_RELOAD_SECONDS = 5.0
-
-
 def _tls_options(folder: Path | None) -> dict[str, Any]:
     if folder is None:
         return {}
@@ -57,25 +53,37 @@ def _tls_options(folder: Path | None) -> dict[str, Any]:
     }
 
 
-async def _reload_tls(server: uvicorn.Server, folder: Path) -> None:
-    """Renewed certificates into the running server's context: new handshakes use them.
-    (uvicorn builds its SSLContext once; loading a chain into it again replaces the chain.)"""
-    creds = CredentialFolder(folder)
-    stamp = creds.stamp()
-    while True:
-        await asyncio.sleep(TLS_RELOAD_SECONDS)
+class _HandshakeReload:
+    """Renewed certificates for every new connection, as gRPC's dynamic server credentials
+    do: at each TLS handshake (OpenSSL's ClientHello callback, which runs with or without
+    SNI) the files are looked at (two stat calls) and, once they changed, loaded into a fresh
+    context that this handshake switches to; the server's own context is reloaded for the
+    ones after it. A periodic reload left the server presenting a certificate already past
+    its end for up to its period after a renewal; a client never meets one now."""
+
+    def __init__(self, context: ssl.SSLContext, folder: Path) -> None:
+        self.context = context
+        self.creds = CredentialFolder(folder)
+        self.stamp = self.creds.stamp()
+
+    def __call__(self, sock: Any, _server_name: str | None, _context: ssl.SSLContext) -> None:
         try:
-            fresh = creds.stamp()
-            if fresh == stamp:
-                continue
-            context = server.config.ssl
-            if context is None:
+            fresh = self.creds.stamp()
+            if fresh == self.stamp:
                 return
-            creds.load()
-            context.load_cert_chain(str(creds.identity_file))
-            context.load_verify_locations(cafile=str(creds.ca_file))
-            stamp = fresh
-            log.info("HTTPS certificate reloaded", extra={"fields": {"folder": str(folder)}})
+            self.creds.load()  # a usable pair, or keep serving the current one
+            identity, ca = str(self.creds.identity_file), str(self.creds.ca_file)
+            renewed = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            renewed.verify_mode = ssl.CERT_REQUIRED
+            renewed.load_cert_chain(identity)
+            renewed.load_verify_locations(cafile=ca)
+            sock.context = renewed  # this handshake: the new chain
+            self.context.load_cert_chain(identity)  # every later one
+            self.context.load_verify_locations(cafile=ca)
+            self.stamp = fresh
+            log.info(
+                "HTTPS certificate reloaded", extra={"fields": {"folder": str(self.creds.path)}}
+            )
         except (CredentialsError, OSError, ssl.SSLError) as exc:
             log.warning("HTTPS certificate not reloaded", extra={"fields": {"why": str(exc)}})
 
@@ -106,27 +114,28 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
     """Start the parts (gRPC, HTTP, background jobs); stop them all on exit, whatever happens.
 
     The process entry point and the in-process integration tests both use this."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            parts.app,
-            host=parts.host,
-            port=parts.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
-            # peer is the only address a caller cannot write (secrets REST records it).
-            proxy_headers=False,
-            **_tls_options(parts.http_tls),
-        )
+    config = uvicorn.Config(
+        parts.app,
+        host=parts.host,
+        port=parts.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
+        # peer is the only address a caller cannot write (secrets REST records it).
+        proxy_headers=False,
+        **_tls_options(parts.http_tls),
     )
+    if parts.http_tls is not None:
+        config.load()  # builds the server's SSLContext, which the reload then keeps current
+        assert config.ssl is not None
+        config.ssl.sni_callback = _HandshakeReload(config.ssl, parts.http_tls)
+    server = uvicorn.Server(config)
     if parts.grpc is not None:
         await parts.grpc.start()
     finished = asyncio.create_task(server.serve(), name=f"{name}-http")
     tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in parts.background]
-    if parts.http_tls is not None:
-        tasks.append(asyncio.create_task(_reload_tls(server, parts.http_tls), name=f"{name}-tls"))
     try:
         while not server.started:
             if finished.done():

@@ -103,14 +103,12 @@ async def test_spans_reach_the_store_across_a_renewal_of_both_ends(
                 return format(current.get_span_context().trace_id, "032x")
 
         async def renew(ttl: float) -> None:
-            """What the supervisor does (new key and certificate, same CA, both ends), then
-            wait until the receiver presents its new one."""
+            """What the supervisor does (new key and certificate, same CA, both ends). The
+            receiver presents its new certificate from the very next handshake on: a server
+            that reloaded on a timer served the old one, past its end, for seconds."""
             pki.ca.install(client, "secrets", ttl=ttl)
             pki.ca.install(server, "traces", ttl=ttl)
-            deadline = time.monotonic() + 20
-            while await asyncio.to_thread(served_serial, port, client) != serial(server):
-                assert time.monotonic() < deadline, "the receiver kept its old certificate"
-                await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(served_serial, port, client) == serial(server)
 
         try:
             first = [span()]
