@@ -283,11 +283,12 @@ def test_everything_else_is_denied_and_only_the_public_doors_are_open() -> None:
         "gateway", "workorders", "secrets", "audit", "traces", "namespace:monitoring",
     }
     # The OTLP receiver: every Doorward process exports to it, Prometheus scrapes it; nobody
-    # else (no stranger's spans). Its read API (5005): audit only (ALLOWED_CALLERS, above).
+    # else (no stranger's spans). Its gRPC (5005): exactly its ALLOWED_CALLERS (audit reads,
+    # workorders' purge sets retention), nobody else.
     assert _ingress_sources(policies["traces"], 4318) == {
         "gateway", "identity", "workorders", "secrets", "audit", "namespace:monitoring",
     }
-    assert _ingress_sources(policies["traces"], 5005) == {"audit"}
+    assert _ingress_sources(policies["traces"], 5005) == _allowed_callers()["traces"]
     # Vault: secrets only.
     vault_clients = {
         name
