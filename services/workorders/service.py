@@ -588,6 +588,13 @@ class WorkOrdersService:
     ) -> dict[str, str | Unreadable | None]:
         """Site addresses are contact data too (sealed with the customer's key)."""
         sites = list((await self.visible_sites(session, principal, site_ids)).values())
+        return await self.read_site_addresses(session, principal, sites)
+
+    async def read_site_addresses(
+        self, session: AsyncSession, principal: Principal, sites: Collection[Site]
+    ) -> dict[str, str | Unreadable | None]:
+        """read_addresses of sites already found visible to this caller (visible_sites of the
+        same principal, e.g. the request's site loader): the sites are not read again."""
         customers = await Repository(session).customers(
             principal.org_id, {s.customer_id for s in sites}
         )

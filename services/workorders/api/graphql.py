@@ -8,10 +8,12 @@ relation, not N. Refusals of mutations are audited (DENIED) in their own transac
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -42,6 +44,7 @@ from doorward_kit.graphql import (
     subgraph_router,
 )
 from services.workorders import models
+from services.workorders.api.request_unit import RequestTransaction, current_unit
 from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected
@@ -104,6 +107,12 @@ def _runtime(info: Info) -> Runtime:
     return runtime
 
 
+def _reading() -> AbstractAsyncContextManager[AsyncSession]:
+    """The request's one session (api/request_unit.py): every read of a request shares it,
+    and it commits before the answer leaves."""
+    return current_unit().session()
+
+
 def _break_glass(info: Info) -> BreakGlass:
     return BreakGlass(_runtime(info).service)
 
@@ -126,7 +135,7 @@ def _batched(
         async def batch(keys: list[str]) -> list[Any]:
             principal = await context.principal()
             source_ip.set(context.source_ip)  # the batch runs in its own task
-            async with runtime.db.unit_of_work() as session:
+            async with _reading() as session:
                 found = await fetch(runtime, session, principal, keys)
             return [found.get(k, default() if callable(default) else default) for k in keys]
 
@@ -146,10 +155,18 @@ def _service_fetch(
     return fetch
 
 
-async def _secret_refs_fetch(
-    runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
-) -> dict[str, SecretRefView]:
-    return await runtime.service.secret_refs(principal.org_id, keys)
+def _load_secret_ref(info: Info, key: str) -> Awaitable[SecretRefView | None]:
+    """Secret references' kind and label are the secrets service's: one GetSecretRefs per
+    batch, outside the request's session (a gRPC call holds no database connection)."""
+    context: RequestContext = info.context
+    runtime = _runtime(info)
+
+    async def batch(keys: list[str]) -> list[SecretRefView | None]:
+        principal = await context.principal()
+        found = await runtime.service.secret_refs(principal.org_id, keys)
+        return [found.get(k) for k in keys]
+
+    return context.loader("secret_refs", batch).load(key)
 
 
 async def _customer_sites_fetch(
@@ -165,14 +182,39 @@ async def _customer_sites_fetch(
 load_order = _batched("orders", _service_fetch("visible_orders"))
 load_requested_order = _batched("requested_orders", _service_fetch("requested_orders"))
 load_site = _batched("sites", _service_fetch("visible_sites"))
+
+
+async def load_sites(info: Info, keys: list[str]) -> list[models.Site | None]:
+    return await asyncio.gather(*(load_site(info, k) for k in keys))
+
+
 load_customer = _batched("customers", _service_fetch("visible_customers"))
 load_contact = _batched("contacts", _service_fetch("read_contacts"))
-load_address = _batched("addresses", _service_fetch("read_addresses"))
+
+
+def load_address(info: Info, key: str) -> Awaitable[str | Unreadable | None]:
+    """A site's address: the sites come from the request's site loader (already read, and
+    found visible, when the caller got to the Site), so only their customers are read."""
+    context: RequestContext = info.context
+    runtime = _runtime(info)
+
+    async def batch(keys: list[str]) -> list[str | Unreadable | None]:
+        # Before taking the session: the site loader may need it for sites not loaded yet.
+        sites = [s for s in await load_sites(info, keys) if s is not None]
+        principal = await context.principal()
+        source_ip.set(context.source_ip)  # the batch runs in its own task
+        async with _reading() as session:
+            found = await runtime.service.read_site_addresses(session, principal, sites)
+        return [found.get(k) for k in keys]
+
+    return context.loader("addresses", batch).load(key)
+
+
 load_invoice = _batched("invoice", _service_fetch("invoice_lines"), list)
 load_notes = _batched("notes", _service_fetch("notes"), list)
 load_order_secrets = _batched("order_secrets", _service_fetch("secret_ids_of_orders"), list)
 load_site_secrets = _batched("site_secrets", _service_fetch("secret_ids_of_sites"), list)
-load_secret_ref = _batched("secret_refs", _secret_refs_fetch)
+load_secret_ref = _load_secret_ref
 load_customer_sites = _batched("customer_sites", _customer_sites_fetch, list)
 
 
@@ -272,7 +314,7 @@ class User:
     ) -> list[WorkOrder]:
         principal = await caller(info)
         runtime = _runtime(info)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             rows = await runtime.service.assigned_work_orders(
                 session, principal, str(self.id), from_, to
             )
@@ -856,7 +898,7 @@ class Query:
         principal = await caller(info)
         runtime = _runtime(info)
         size = page_size(first)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             rows = await runtime.service.list_work_orders(
                 session,
                 principal,
@@ -878,7 +920,7 @@ class Query:
     async def my_jobs(self, info: Info, date: date | None = None) -> list[WorkOrder]:
         principal = await caller(info)
         runtime = _runtime(info)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             rows = await runtime.service.my_jobs(session, principal, date)
         return [WorkOrder.from_row(r) for r in rows]
 
@@ -897,7 +939,7 @@ class Query:
         principal = await caller(info)
         runtime = _runtime(info)
         size = page_size(first)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             rows = await runtime.service.list_customers(
                 session, principal, decode_time_cursor(after), size + 1
             )
@@ -917,8 +959,7 @@ class Query:
         self, info: Info, status: BreakGlassStatus | None = None
     ) -> list[BreakGlassRequest]:
         principal = await caller(info)
-        runtime = _runtime(info)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             views = await _break_glass(info).requests(
                 session, principal, _BreakGlassStatus(status.value) if status else None
             )
@@ -927,7 +968,7 @@ class Query:
     @strawberry.field(description="ADMIN only: the organisation's break-glass policy.")
     async def break_glass_policy(self, info: Info) -> BreakGlassPolicy:
         principal = await caller(info)
-        async with _runtime(info).db.unit_of_work() as session:
+        async with _reading() as session:
             value = await _break_glass(info).policy(session, principal)
         return BreakGlassPolicy(require_second_approver=value)
 
@@ -935,21 +976,21 @@ class Query:
     async def access_window_policy(self, info: Info) -> AccessWindowPolicy:
         principal = await caller(info)
         runtime = _runtime(info)
-        async with runtime.db.unit_of_work() as session:
+        async with _reading() as session:
             policy = await runtime.service.get_window_policy(session, principal)
         return AccessWindowPolicy.from_policy(policy)
 
     @strawberry.field(description="ADMIN only: how long the organisation keeps each category.")
     async def retention_policy(self, info: Info) -> RetentionPolicy:
         principal = await caller(info)
-        async with _runtime(info).db.unit_of_work() as session:
+        async with _reading() as session:
             policy = await _retention(info).policy(session, principal)
         return RetentionPolicy.of(policy, _runtime(info).trace_retention_by)
 
     @strawberry.field(description="ADMIN only: the organisation's legal holds, newest first.")
     async def legal_holds(self, info: Info) -> list[LegalHold]:
         principal = await caller(info)
-        async with _runtime(info).db.unit_of_work() as session:
+        async with _reading() as session:
             rows = await _retention(info).holds(session, principal)
         return [LegalHold.from_row(r) for r in rows]
 
@@ -1385,7 +1426,7 @@ def build_schema() -> strawberry.federation.Schema:
         query=Query,
         mutation=Mutation,
         types=[User, Region, WorkOrder, Site],
-        extensions=schema_extensions(),
+        extensions=[*schema_extensions(), RequestTransaction],
     )
 
 

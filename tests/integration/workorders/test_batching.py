@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from services.workorders.api import request_unit
 from tests.integration.workorders.conftest import Org, Running, make_customer, make_job, ok
 
 pytestmark = pytest.mark.integration
@@ -99,3 +100,69 @@ async def eventually_count(running: Running, org: Org, expected: int) -> None:
         f"{len(running.audit.of(org.id, 'customer.contact.read'))} contact reads audited, "
         f"expected {expected}"
     )
+
+
+def in_a_request() -> bool:
+    """Whether the database is used on behalf of a GraphQL request (its tasks carry the
+    request's unit), not by a background sender of the same process."""
+    return request_unit._current.get() is not None
+
+
+async def test_a_board_is_one_session_and_one_transaction(running: Running, org: Org) -> None:
+    """Every read of a request shares one session (issue 11): one pool checkout and one
+    COMMIT for the whole board, however many levels it has (it was four of each)."""
+    for _ in range(3):
+        await make_job(running, org)
+    engine = running.runtime.db.engine.sync_engine
+    checkouts: list[int] = []
+    commits: list[int] = []
+
+    def checkout(*_: Any) -> None:
+        if in_a_request():
+            checkouts.append(1)
+
+    def commit(*_: Any) -> None:
+        if in_a_request():
+            commits.append(1)
+
+    await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)  # warm
+    event.listen(engine.pool, "checkout", checkout)
+    event.listen(engine, "commit", commit)
+    try:
+        data = await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+        event.remove(engine, "commit", commit)
+    jobs = [e["node"] for e in data["workOrders"]["edges"]]
+    assert len(jobs) == 3 and all(j["site"]["address"] for j in jobs)
+    assert (len(checkouts), len(commits)) == (1, 1)
+
+
+async def test_contact_data_does_not_leave_when_its_audit_does_not_commit(
+    running: Running, org: Org
+) -> None:
+    """The request's transaction, with the contact reads' audit events, commits before the
+    answer leaves; when it cannot, the answer carries no address, only an error."""
+    await make_job(running, org)
+    await ok(running, BOARD, {"region": org.r1, "first": 1}, org.admin.token)  # warm
+    engine = running.runtime.db.engine.sync_engine
+    before = len(running.audit.of(org.id, "customer.contact.read"))
+
+    def refuse(*_: Any) -> None:
+        if in_a_request():
+            raise RuntimeError("commit refused (test)")
+
+    event.listen(engine, "commit", refuse)
+    try:
+        body = await running.gql(BOARD, {"region": org.r1, "first": 1}, token=org.admin.token)
+    finally:
+        event.remove(engine, "commit", refuse)
+    assert body.get("data") is None, body
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAVAILABLE"]
+    assert "Keyhole" not in str(body)
+    # Nothing of it was committed; the honest board works again at once, and its read is
+    # on the trail.
+    data = await ok(running, BOARD, {"region": org.r1, "first": 1}, org.admin.token)
+    assert "Keyhole" in data["workOrders"]["edges"][0]["node"]["site"]["address"]
+    await eventually_count(running, org, before + 1)
+    assert len(running.audit.of(org.id, "customer.contact.read")) == before + 1
