@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, and_, any_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.secrets.models import Grant, RateCounter, SecretRef, UploadSlot
 
@@ -25,21 +25,57 @@ async def get_ref(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+@dataclass(frozen=True)
+class RefRow:
+    """What a secret reference shows other services (no Vault path)."""
+
+    id: str
+    org_id: str
+    site_id: str
+    region_id: str
+    kind: str
+    label: str
+    version: int
+    updated_at: datetime
+
+
+_refs = SecretRef.__table__.c
+# Built once: a board asks for its secret references on every request, and building this
+# select (and its cache key) cost more than running it. Plain columns, no ORM objects; the id
+# lists are array parameters, so the text is the same whatever their length (one prepared
+# statement per connection, not one per list size).
+_LIST_REFS = (
+    select(
+        _refs.id,
+        _refs.org_id,
+        _refs.site_id,
+        _refs.region_id,
+        _refs.kind,
+        _refs.label,
+        _refs.version,
+        _refs.updated_at,
+    )
+    .where(
+        _refs.org_id == bindparam("org_id"),
+        _refs.deleted_at.is_(None),
+        or_(
+            _refs.id == any_(bindparam("ref_ids", type_=ARRAY(String))),
+            _refs.site_id == any_(bindparam("site_ids", type_=ARRAY(String))),
+        ),
+    )
+    .order_by(_refs.site_id, _refs.label, _refs.id)
+)
+
+
 async def list_refs(
-    session: AsyncSession, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
-) -> list[SecretRef]:
+    conn: AsyncConnection, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
+) -> list[RefRow]:
     if not ref_ids and not site_ids:
         return []
-    query = (
-        select(SecretRef)
-        .where(
-            SecretRef.org_id == org_id,
-            SecretRef.deleted_at.is_(None),
-            or_(SecretRef.id.in_(list(ref_ids)), SecretRef.site_id.in_(list(site_ids))),
-        )
-        .order_by(SecretRef.site_id, SecretRef.label, SecretRef.id)
+    rows = await conn.execute(
+        _LIST_REFS, {"org_id": org_id, "ref_ids": list(ref_ids), "site_ids": list(site_ids)}
     )
-    return list((await session.execute(query)).scalars())
+    return [RefRow(*row) for row in rows]
 
 
 async def site_refs(session: AsyncSession, org_id: str, site_id: str) -> list[SecretRef]:

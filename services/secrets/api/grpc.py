@@ -20,6 +20,7 @@ from doorward_kit.auth import Role, TokenVerifier
 from doorward_kit.errors import bad_input, forbidden
 from doorward_kit.grpc import GrpcServer, allow_list, caller_service, grpc_errors
 from services.secrets.models import SecretRef
+from services.secrets.repository import RefRow
 from services.secrets.service.secrets import BreakGlassApproval, SecretsService
 
 # Deny by default; the caller is its verified certificate. Upload slots, grants, refs and data
@@ -61,7 +62,7 @@ def _time(message: Any, name: str) -> datetime | None:
     return value
 
 
-def ref_to_proto(ref: SecretRef) -> secrets_pb2.SecretRef:
+def ref_to_proto(ref: SecretRef | RefRow) -> secrets_pb2.SecretRef:
     return secrets_pb2.SecretRef(
         id=ref.id,
         org_id=ref.org_id,
