@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,30 @@ from services.workorders.models import (
 DEFAULT_LEAD_MINUTES = 30
 DEFAULT_GRACE_MINUTES = 30
 DEFAULT_MAX_WINDOW_MINUTES = 12 * 60
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """A work order as a page of the list shows it: plain columns, no ORM object (a page is
+    read on every board refresh, and building 21 ORM objects cost more than reading them)."""
+
+    id: str
+    org_id: str
+    number: int
+    site_id: str
+    region_id: str
+    title: str
+    description: str
+    status: str
+    priority: str
+    scheduled_start: datetime | None
+    scheduled_end: datetime | None
+    assignee_id: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+_ORDER_COLUMNS = [WorkOrder.__table__.c[f.name] for f in fields(OrderRow)]
 
 
 class Repository:
@@ -301,13 +326,11 @@ class Repository:
         result: dict[str, list[str]] = {w: [] for w in work_order_ids}
         if not work_order_ids:
             return result
+        t = WorkOrderSecret.__table__.c  # Core columns: a board asks on every refresh
         rows = await self.session.execute(
-            select(WorkOrderSecret.work_order_id, WorkOrderSecret.secret_ref_id)
-            .where(
-                WorkOrderSecret.org_id == org_id,
-                WorkOrderSecret.work_order_id.in_(list(work_order_ids)),
-            )
-            .order_by(WorkOrderSecret.attached_at, WorkOrderSecret.secret_ref_id)
+            select(t.work_order_id, t.secret_ref_id)
+            .where(t.org_id == org_id, t.work_order_id.in_(list(work_order_ids)))
+            .order_by(t.attached_at, t.secret_ref_id)
         )
         for wo_id, ref_id in rows:
             result[wo_id].append(ref_id)
@@ -346,30 +369,32 @@ class Repository:
         start_to: datetime | None,
         after: tuple[datetime, str] | None,
         limit: int,
-    ) -> list[WorkOrder]:
-        query = select(WorkOrder).where(WorkOrder.org_id == org_id)
+    ) -> list[OrderRow]:
+        # Core columns of the table (not the mapped class): no ORM compile or load step.
+        w = WorkOrder.__table__.c
+        query = select(*_ORDER_COLUMNS).where(w.org_id == org_id)
         if regions is not None:
-            query = query.where(WorkOrder.region_id.in_(sorted(regions)))
+            query = query.where(w.region_id.in_(sorted(regions)))
         if assignee_id is not None:
-            query = query.where(WorkOrder.assignee_id == assignee_id)
+            query = query.where(w.assignee_id == assignee_id)
         if status is not None:
-            query = query.where(WorkOrder.status == status)
+            query = query.where(w.status == status)
         if region_id is not None:
-            query = query.where(WorkOrder.region_id == region_id)
+            query = query.where(w.region_id == region_id)
         # from/to: jobs whose scheduled window overlaps [from, to).
         if start_from is not None:
-            query = query.where(WorkOrder.scheduled_end > start_from)
+            query = query.where(w.scheduled_end > start_from)
         if start_to is not None:
-            query = query.where(WorkOrder.scheduled_start < start_to)
+            query = query.where(w.scheduled_start < start_to)
         if after is not None:
             query = query.where(
                 or_(
-                    WorkOrder.created_at > after[0],
-                    and_(WorkOrder.created_at == after[0], WorkOrder.id > after[1]),
+                    w.created_at > after[0],
+                    and_(w.created_at == after[0], w.id > after[1]),
                 )
             )
-        query = query.order_by(WorkOrder.created_at, WorkOrder.id).limit(limit)
-        return list((await self.session.execute(query)).scalars())
+        query = query.order_by(w.created_at, w.id).limit(limit)
+        return [OrderRow(*row) for row in await self.session.execute(query)]
 
     async def jobs_of(
         self,

@@ -58,7 +58,7 @@ from services.workorders.ports import (
     SecretsPort,
     UploadSlotView,
 )
-from services.workorders.repository import Repository
+from services.workorders.repository import OrderRow, Repository
 
 log = logging.getLogger(__name__)
 
@@ -801,7 +801,7 @@ class WorkOrdersService:
         start_to: datetime | None,
         after: tuple[datetime, str] | None,
         limit: int,
-    ) -> list[WorkOrder]:
+    ) -> list[OrderRow]:
         _zoned("from", start_from)
         _zoned("to", start_to)
         regions = region_filter(principal, Action.WORKORDER_READ)

@@ -49,6 +49,7 @@ from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
+from services.workorders.repository import OrderRow
 from services.workorders.retention import HoldTarget as _HoldTarget
 from services.workorders.retention import Retention
 from services.workorders.retention import RetentionPolicy as _RetentionPolicy
@@ -500,7 +501,7 @@ class WorkOrder:
     cursor_key: strawberry.Private[tuple[datetime, str]]
 
     @classmethod
-    def from_row(cls, row: models.WorkOrder) -> WorkOrder:
+    def from_row(cls, row: models.WorkOrder | OrderRow) -> WorkOrder:
         return cls(
             id=strawberry.ID(row.id),
             number=row.number,
@@ -866,7 +867,7 @@ class AccessWindowPolicyInput:
     timezone: str | None = None
 
 
-def _cursor(row: models.WorkOrder | models.Customer) -> str:
+def _cursor(row: models.WorkOrder | models.Customer | OrderRow) -> str:
     return encode_time_cursor(row.created_at, row.id)
 
 
