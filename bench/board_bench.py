@@ -469,6 +469,19 @@ def stack_children(up_pid: int) -> dict[str, int]:
     return found
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """user + system CPU seconds each process has used so far (/proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 IDLE_FRAMES = ("EpollSelector.select", "Condition.wait", "Event.wait", "Runner.run", "_worker")
 OWN_CODE = ("services/", "gateway/", "doorward_kit/")
 
@@ -635,7 +648,17 @@ def _run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, di
         )
         return asyncio.run(
             measure(
-                label, args, url, world, region, dsns, bao.client(), free_port(), profiler, direct
+                label,
+                args,
+                url,
+                world,
+                region,
+                dsns,
+                bao.client(),
+                free_port(),
+                profiler,
+                direct,
+                stack_children(up.pid),
             )
         )
     except Exception:
@@ -698,7 +721,9 @@ def main() -> int:
         for measure_name in results["after"]:
             b, a = results["before"][measure_name], results["after"][measure_name]
             line = "  ".join(
-                f"{k} {b[k]:.2f} -> {a[k]:.2f}" for k in a if k not in ("failures", "load")
+                f"{k} {b.get(k, float('nan')):.2f} -> {a[k]:.2f}"
+                for k in a
+                if k not in ("failures", "load")
             )
             print(f"  {measure_name:<18} {line}")
     return 0
@@ -715,6 +740,7 @@ async def measure(
     bare_port: int,
     profiler: Profiler | None,
     direct_to: tuple[dict[str, str], Path],
+    processes: dict[str, int],
 ) -> dict[str, dict[str, float]]:
     # The board reads auditTrail, which the policy gives to ADMIN and AUDITOR, not to a
     # DISPATCHER: the admin looks at the London board.
@@ -737,10 +763,12 @@ async def measure(
 
         # The same data both ways, and every job with its trail of 10 or more events.
         via_gateway = [e["node"] for e in (await board())["workOrders"]["edges"]]
-        direct = await floor.board()
-        assert [j["id"] for j in via_gateway] == [j["id"] for j in direct]
+        from_floor = await floor.board()
+        assert [j["id"] for j in via_gateway] == [j["id"] for j in from_floor]
         assert all(len(j["auditTrail"]) >= 10 for j in via_gateway), "trails too short"
-        assert [j["site"]["address"] for j in via_gateway] == [j["site"]["address"] for j in direct]
+        assert [j["site"]["address"] for j in via_gateway] == [
+            j["site"]["address"] for j in from_floor
+        ]
         print(
             f"[{label}] board: {len(via_gateway)} jobs, "
             f"{sum(len(j['auditTrail']) for j in via_gateway)} audit events, "
@@ -775,7 +803,22 @@ async def measure(
         )
         # Its pools give their connections back: PostgreSQL's 100 are the stack's again.
         await floor.close()
+        # CPU per board, per process, from /proc: robust on a shared machine where wall
+        # times are not (it includes each process's idle background for that time).
+        cpu_before = cpu_seconds(processes)
         board_lat = await sequential(board, args.sequential)
+        cpu_after = cpu_seconds(processes)
+        boards = args.sequential + 5  # sequential() warms up with 5 more
+        per_board = {
+            n: 1000 * (cpu_after[n] - cpu_before[n]) / boards for n in cpu_after if n in cpu_before
+        }
+        results["cpu per board (ms)"] = {**per_board, "total": sum(per_board.values())}
+        print(
+            f"[{label}] CPU per board, c=1 (ms): "
+            + ", ".join(f"{n} {v:.1f}" for n, v in sorted(per_board.items()))
+            + f"; total {sum(per_board.values()):.1f}  load {load()}",
+            flush=True,
+        )
         print(
             f"[{label}] board (gateway)    c=1 p50 {pct(board_lat, 0.5):7.2f} ms  p99 "
             f"{pct(board_lat, 0.99):7.2f} ms  load {load()}",
