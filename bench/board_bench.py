@@ -365,16 +365,31 @@ class Direct:
 
 async def interleaved(calls: list[Call], n: int) -> list[list[float]]:
     """The calls one after another, n rounds: a busy moment of the shared machine costs each
-    alike (what a difference of two p50s needs)."""
+    alike (what a difference of two p50s needs). A round with a failed call is left out and
+    counted (a subgraph timing out under the machine's load must not lose the whole run)."""
     for call in calls:
         for _ in range(3):
-            await call()
+            with contextlib.suppress(Exception):
+                await call()
     out: list[list[float]] = [[] for _ in calls]
+    failed: list[str] = []
     for _ in range(n):
-        for i, call in enumerate(calls):
+        times: list[float] = []
+        for call in calls:
             t = time.perf_counter()
-            await call()
-            out[i].append(time.perf_counter() - t)
+            try:
+                await call()
+            except Exception as error:
+                failed.append(f"{type(error).__name__}: {str(error)[:200]}")
+                break
+            times.append(time.perf_counter() - t)
+        if len(times) == len(calls):
+            for i, elapsed in enumerate(times):
+                out[i].append(elapsed)
+    if failed:
+        print(f"  {len(failed)} interleaved rounds failed; first: {failed[0]}", flush=True)
+    if not out[0]:
+        raise RuntimeError("every interleaved round failed")
     return out
 
 
@@ -805,16 +820,26 @@ async def measure(
         await floor.close()
         # CPU per board, per process, from /proc: robust on a shared machine where wall
         # times are not (it includes each process's idle background for that time).
-        cpu_before = cpu_seconds(processes)
+        # The stack's idle background (pollers, exporters) is measured first and taken out:
+        # otherwise a slower board would be charged more of it.
+        idle_from, idle_start = cpu_seconds(processes), time.perf_counter()
+        await asyncio.sleep(5)
+        idle_to, idle_seconds = cpu_seconds(processes), time.perf_counter() - idle_start
+        idle_rate = {
+            n: (idle_to[n] - idle_from[n]) / idle_seconds for n in idle_to if n in idle_from
+        }
+        cpu_before, started = cpu_seconds(processes), time.perf_counter()
         board_lat = await sequential(board, args.sequential)
-        cpu_after = cpu_seconds(processes)
+        cpu_after, took = cpu_seconds(processes), time.perf_counter() - started
         boards = args.sequential + 5  # sequential() warms up with 5 more
         per_board = {
-            n: 1000 * (cpu_after[n] - cpu_before[n]) / boards for n in cpu_after if n in cpu_before
+            n: 1000 * max(0.0, cpu_after[n] - cpu_before[n] - idle_rate.get(n, 0.0) * took) / boards
+            for n in cpu_after
+            if n in cpu_before
         }
         results["cpu per board (ms)"] = {**per_board, "total": sum(per_board.values())}
         print(
-            f"[{label}] CPU per board, c=1 (ms): "
+            f"[{label}] CPU per board, c=1, idle background taken out (ms): "
             + ", ".join(f"{n} {v:.1f}" for n, v in sorted(per_board.items()))
             + f"; total {sum(per_board.values()):.1f}  load {load()}",
             flush=True,
