@@ -1422,12 +1422,16 @@ async def _order_change(
     return WorkOrder.from_row(row)
 
 
-def build_schema() -> strawberry.federation.Schema:
+def build_schema(*, serving: bool = False) -> strawberry.federation.Schema:
+    """The subgraph's schema. `serving`: with the request's one database session
+    (api/request_unit.py), which the resolvers need; without it, the schema only prints its
+    SDL (synchronously, where no process runs: `doorward gateway schema`, the tests)."""
+    extensions = [*schema_extensions(), RequestTransaction] if serving else schema_extensions()
     return SubgraphSchema(
         query=Query,
         mutation=Mutation,
         types=[User, Region, WorkOrder, Site],
-        extensions=[*schema_extensions(), RequestTransaction],
+        extensions=extensions,
     )
 
 
@@ -1435,7 +1439,7 @@ def build_router(
     runtime: Runtime, *, gate: GatewayGate, development: bool = False
 ) -> GraphQLRouter[Any, Any]:
     return subgraph_router(
-        build_schema(),
+        build_schema(serving=True),
         verifier=runtime.verifier,
         services=runtime,
         gate=gate,
