@@ -1,9 +1,12 @@
-"""The shred ledger: one line per customer erasure, kept outside the data folder.
+"""The shred ledger: one line per erasure, kept outside the data folder.
 
-Two kinds of erasure write it: an ADMIN's eraseCustomer (GDPR Art. 17; kind "erasure": key,
-site secrets and rows) and the retention purge of a customer's contact data (kind
-"retention": key and contact rows; the sites' secrets follow their own retention period).
-Lines written before kinds existed are erasures.
+Three kinds of erasure write it: an ADMIN's eraseCustomer (GDPR Art. 17; kind "erasure": key,
+site secrets and rows), the retention purge of a customer's contact data (kind "retention": key
+and contact rows; the sites' secrets follow their own retention period) and the retention of
+site secrets (RetireSiteSecrets; kind "secret_retention": one line per secret reference, its
+Vault data destroyed and the reference retired). Lines written before kinds existed are
+erasures; a line of an unknown kind that names a customer replays as an erasure. A
+"secret_retention" line names no customer, so code from before that kind skips it.
 
 Crypto-shredding destroys a customer's transit key in Vault; a backup taken before the erasure
 still holds that key. `doorward backup restore` replays this ledger into the restored Vault and
@@ -18,9 +21,10 @@ service mounts in Kubernetes): each process appends to its own `<host name>.json
 replicas never append to one file over a network filesystem (where O_APPEND is not atomic
 across clients); reading a folder reads every file in it, in time order.
 
-Pseudonymous: an entry names the organisation and customer by their opaque ids and the time,
-nothing else (no name, no contact detail, no reason text). Append-only JSON lines, written with
-O_APPEND and fsync before the key is destroyed (write-ahead: a crash between the two leaves an
+Pseudonymous: an entry names the organisation and customer (or site, secret reference and its
+KV version) by their opaque ids and the time, nothing else (no name, no label, no value, no
+contact detail, no reason text). Append-only JSON lines, written with
+O_APPEND and fsync before the key (or secret) is destroyed (write-ahead: a crash between the two leaves an
 entry whose replay finishes the erasure the ADMIN asked for, never a destroyed key without one).
 """
 
@@ -37,15 +41,23 @@ from pathlib import Path
 
 ERASURE = "erasure"
 RETENTION = "retention"
-KINDS = (ERASURE, RETENTION)
+SECRET_RETENTION = "secret_retention"
+# The kinds that shred a customer (append); SECRET_RETENTION is written by append_secret.
+CUSTOMER_KINDS = (ERASURE, RETENTION)
+KINDS = (*CUSTOMER_KINDS, SECRET_RETENTION)
 
 
 @dataclass(frozen=True)
 class ShredEntry:
     org_id: str
+    # "" for a SECRET_RETENTION entry (it names a site's secret reference instead).
     customer_id: str
     at: datetime
     kind: str = ERASURE
+    site_id: str = ""
+    secret_ref_id: str = ""
+    # The KV version the reference pointed at when it was retired (every version went).
+    version: int = 0
 
 
 def own_file(path: Path) -> Path:
@@ -64,15 +76,40 @@ def present(path: Path) -> bool:
 def append(
     path: Path, org_id: str, customer_id: str, at: datetime | None = None, kind: str = ERASURE
 ) -> None:
-    """Record one erasure durably (0600 file, appended, fsynced)."""
-    if kind not in KINDS:
+    """Record one customer's erasure durably (0600 file, appended, fsynced)."""
+    if kind not in CUSTOMER_KINDS:
         raise ValueError(f"unknown shred ledger kind {kind!r}")
-    path = own_file(path)
     when = (at or datetime.now(UTC)).astimezone(UTC)
-    line = json.dumps(
-        {"at": when.isoformat(), "org": org_id, "customer": customer_id, "kind": kind},
-        sort_keys=True,
+    _write(path, {"at": when.isoformat(), "org": org_id, "customer": customer_id, "kind": kind})
+
+
+def append_secret(
+    path: Path,
+    org_id: str,
+    site_id: str,
+    secret_ref_id: str,
+    version: int,
+    at: datetime | None = None,
+) -> None:
+    """Record one site secret's retirement (kind secret_retention) durably, before its Vault
+    data is destroyed. Ids and the version number only."""
+    when = (at or datetime.now(UTC)).astimezone(UTC)
+    _write(
+        path,
+        {
+            "at": when.isoformat(),
+            "org": org_id,
+            "site": site_id,
+            "secret_ref": secret_ref_id,
+            "version": int(version),
+            "kind": SECRET_RETENTION,
+        },
     )
+
+
+def _write(path: Path, item: dict[str, str | int]) -> None:
+    path = own_file(path)
+    line = json.dumps(item, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -108,12 +145,23 @@ def _file_entries(path: Path) -> Iterator[ShredEntry]:
             try:
                 item = json.loads(raw)
                 kind = str(item.get("kind", ERASURE))
-                entry = ShredEntry(
-                    str(item["org"]),
-                    str(item["customer"]),
-                    datetime.fromisoformat(item["at"]),
-                    kind,
-                )
+                if kind == SECRET_RETENTION:
+                    entry = ShredEntry(
+                        str(item["org"]),
+                        "",
+                        datetime.fromisoformat(item["at"]),
+                        kind,
+                        site_id=str(item["site"]),
+                        secret_ref_id=str(item["secret_ref"]),
+                        version=int(item["version"]),
+                    )
+                else:
+                    entry = ShredEntry(
+                        str(item["org"]),
+                        str(item["customer"]),
+                        datetime.fromisoformat(item["at"]),
+                        kind,
+                    )
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             # An unknown kind replays as the full erasure: the safe side for a shred ledger.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,3 +70,47 @@ def test_a_ledger_folder_gives_each_host_its_own_file_and_reads_them_all(
     shred_ledger.append(folder, "org-1", "early", datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
     assert sorted(p.name for p in folder.iterdir()) == ["_secrets_x.jsonl", "secrets-7f9c-b.jsonl"]
     assert [e.customer_id for e in shred_ledger.entries(folder)] == ["early", "late"]
+
+
+def test_a_retired_site_secret_is_an_entry_of_ids_and_a_version_only(tmp_path: Path):
+    path = tmp_path / "shred.jsonl"
+    at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    shred_ledger.append(path, "org-1", "cust-a", at, kind=shred_ledger.RETENTION)
+    shred_ledger.append_secret(path, "org-1", "site-1", "ref-1", 3, at)
+    # A secret_retention line missing its reference is unusable: skipped, never an erasure.
+    with path.open("a") as fh:
+        fh.write('{"at": "2026-11-29T12:00:00+00:00", "org": "o", "kind": "secret_retention"}\n')
+    found = list(shred_ledger.entries(path))
+    assert [(e.kind, e.customer_id) for e in found] == [
+        ("retention", "cust-a"),
+        ("secret_retention", ""),
+    ]
+    secret = found[1]
+    assert (secret.org_id, secret.site_id, secret.secret_ref_id, secret.version) == (
+        "org-1",
+        "site-1",
+        "ref-1",
+        3,
+    )
+    assert secret.at == at
+    # Only ids, the version, the time and the kind: no label, no value, no customer.
+    line = json.loads(path.read_text().splitlines()[1])
+    assert set(line) == {
+        "at",
+        "kind",
+        "org",
+        "secret_ref",
+        "site",
+        "version",
+    }
+    # The customer-shredding append does not take the new kind (its entry has no customer).
+    with pytest.raises(ValueError):
+        shred_ledger.append(path, "org-1", "c", kind=shred_ledger.SECRET_RETENTION)
+
+
+def test_a_folder_ledger_orders_secret_entries_with_the_rest(tmp_path: Path):
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    shred_ledger.append_secret(folder, "o", "s", "r", 1, datetime(2026, 11, 29, 13, tzinfo=UTC))
+    shred_ledger.append(folder, "o", "c", datetime(2026, 11, 29, 12, tzinfo=UTC))
+    assert [e.kind for e in shred_ledger.entries(folder)] == ["erasure", "secret_retention"]
