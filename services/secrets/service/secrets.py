@@ -1017,7 +1017,9 @@ class SecretsService:
         """Retention of site secrets (workorders' purge: these sites had no job within the
         period and no hold covers them): every version of their secrets not changed since
         `before` is destroyed in Vault, open grants to them revoked first; one `secret.delete`
-        (reason retention) per secret, ids only."""
+        (reason retention) per secret, ids only. Each secret's shred-ledger entry (kind
+        secret_retention) is written before its Vault data goes, so a restore of an older
+        backup retires it again instead of bringing the door code back."""
         rules.require_id(org_id, "org_id")
         if before > self.clock():
             raise bad_input("before must not be in the future")
@@ -1043,6 +1045,19 @@ class SecretsService:
                     if r.updated_at < before
                 ]
                 for ref in refs:
+                    if self.shred_ledger is not None:
+                        # Write-ahead, as the customer shred: a crash after this line leaves an
+                        # entry whose replay finishes the retirement, never a destroyed secret
+                        # the ledger does not know.
+                        await asyncio.to_thread(
+                            shred_ledger.append_secret,
+                            self.shred_ledger,
+                            org_id,
+                            site_id,
+                            ref.id,
+                            ref.version,
+                            now,
+                        )
                     await self.vault.kv_destroy(ref.kv_path)
                     ref.deleted_at = now
                     await record_event(
