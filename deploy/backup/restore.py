@@ -12,7 +12,9 @@
 5. The shred ledger is replayed: each erased customer's transit key and site secrets are
    destroyed in the restored Vault and the rows marked erased, exactly as eraseCustomer does;
    a customer whose contact data the retention purge removed (kind "retention") loses its key
-   and contact rows again, its sites' secrets follow their own retention as before.
+   and contact rows again, its sites' secrets follow their own retention as before; a site
+   secret the retention purge retired (kind "secret_retention") has its Vault data destroyed
+   and its reference marked retired again, exactly as RetireSiteSecrets does.
    Only then does anything stop: the restored stack never serves an erased customer.
 """
 
@@ -60,6 +62,8 @@ class ReplayResult:
     site_secrets: int = 0
     # The erasures that changed the restored copy (made after the backup was taken).
     replayed: list[shred_ledger.ShredEntry] = field(default_factory=list)
+    # The site-secret retirements that changed it (kind secret_retention).
+    retired: list[shred_ledger.ShredEntry] = field(default_factory=list)
 
 
 def restore(
@@ -260,6 +264,17 @@ def replay(ledger: Path, pg: ReplayDatabases, bao: ReplayVault, say: Say) -> Rep
     try:
         client = bao.client(token)
         for item in items:
+            if item.kind == shred_ledger.SECRET_RETENTION:
+                kv_path, changed = _retire_ref(pg, item)
+                if kv_path is not None:
+                    # Every time, not only when the row changed: the backup's Vault snapshot may
+                    # hold the data even where its database already had the row retired, and a
+                    # KV path is random and never reused, so destroying it again is harmless.
+                    client.adapter.delete(f"/v1/{KV_MOUNT}/metadata/{kv_path}")
+                if changed:
+                    result.site_secrets += 1
+                    result.retired.append(item)
+                continue
             sites, changed = _erase_rows(pg, item)
             result.customers += changed
             # A retention entry shreds the customer only: its sites' secrets have their own
@@ -296,14 +311,63 @@ def carry_ledger(source: Path, target: Path) -> int:
     entries added (none when both are one file)."""
     if not shred_ledger.present(source) or source.resolve() == target.resolve():
         return 0
-    known = {(e.org_id, e.customer_id) for e in shred_ledger.entries(target)}
+    known = {_ledger_key(e) for e in shred_ledger.entries(target)}
     added = 0
     for item in shred_ledger.entries(source):
-        if (item.org_id, item.customer_id) not in known:
-            shred_ledger.append(target, item.org_id, item.customer_id, item.at, item.kind)
-            known.add((item.org_id, item.customer_id))
+        if _ledger_key(item) not in known:
+            if item.kind == shred_ledger.SECRET_RETENTION:
+                shred_ledger.append_secret(
+                    target, item.org_id, item.site_id, item.secret_ref_id, item.version, item.at
+                )
+            else:
+                shred_ledger.append(target, item.org_id, item.customer_id, item.at, item.kind)
+            known.add(_ledger_key(item))
             added += 1
     return added
+
+
+def _ledger_key(item: shred_ledger.ShredEntry) -> tuple[str, str, str]:
+    """What an entry shreds: a customer, or one secret reference."""
+    if item.kind == shred_ledger.SECRET_RETENTION:
+        return item.org_id, "secret_ref", item.secret_ref_id
+    return item.org_id, "customer", item.customer_id
+
+
+def _retire_ref(pg: ReplayDatabases, item: shred_ledger.ShredEntry) -> tuple[str | None, bool]:
+    """As secrets' retire_site_secrets: the reference marked retired (deleted_at, the time of
+    the ledger entry) if the restored copy still has it live. Returns its KV path (None if the
+    restored copy has no such reference: taken before the secret existed) and whether the row
+    changed. The ids must all match (org, site, reference): an entry cannot retire another
+    organisation's secret. Any version the backup holds goes: the retirement destroyed them
+    all and a retired reference never takes a new value."""
+
+    async def run() -> tuple[str | None, bool]:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.admin_url("doorward_secrets"))
+        try:
+            row = await conn.fetchrow(
+                "SELECT kv_path, deleted_at FROM secret_refs "
+                "WHERE org_id = $1 AND site_id = $2 AND id = $3",
+                item.org_id,
+                item.site_id,
+                item.secret_ref_id,
+            )
+            if row is None:
+                return None, False
+            status = await conn.execute(
+                "UPDATE secret_refs SET deleted_at = $4 "
+                "WHERE org_id = $1 AND site_id = $2 AND id = $3 AND deleted_at IS NULL",
+                item.org_id,
+                item.site_id,
+                item.secret_ref_id,
+                item.at,
+            )
+            return str(row["kv_path"]), int(status.split()[-1]) > 0
+        finally:
+            await conn.close()
+
+    return _in_thread(run)
 
 
 def _erase_rows(pg: ReplayDatabases, item: shred_ledger.ShredEntry) -> tuple[list[str], int]:
@@ -370,8 +434,9 @@ def record_restore(
     pg: EmbeddedPostgres, manifest: dict[str, Any], result: ReplayResult, say: Say
 ) -> None:
     """The restored trail says what happened: one `backup.restore` per organisation (with the
-    number of erasures replayed) and one `customer.erase.replay` per customer erased again,
-    since the trail's own erasure events after the backup are not in the archive. Appended
+    number of erasures replayed), one `customer.erase.replay` per customer erased again and
+    one `secret.delete.replay` per site secret retired again, since the trail's own erasure
+    and retention events after the backup are not in the archive. Appended
     through the audit service's chain code; signed by the audit service's next checkpoint."""
     from doorward_kit.audit_client import AuditRecord, Outcome
     from doorward_kit.db import Database
@@ -403,7 +468,21 @@ def record_restore(
                 },
             )
             for item in result.replayed
-        ] + [
+        ]
+        records += [
+            AuditRecord(
+                org_id=item.org_id,
+                actor_id="",
+                action="secret.delete.replay",
+                outcome=Outcome.ALLOWED,
+                target_type="SecretRef",
+                target_id=item.secret_ref_id,
+                secret_ref_id=item.secret_ref_id,
+                details={"site_id": item.site_id, "reason": "shred_ledger", "kind": item.kind},
+            )
+            for item in result.retired
+        ]
+        records += [
             AuditRecord(
                 org_id=org,
                 actor_id="",
@@ -423,4 +502,7 @@ def record_restore(
             await db.dispose()
         return done.accepted
 
-    say(f"audit trail: {_in_thread(run)} events recorded (backup.restore, customer.erase.replay)")
+    say(
+        f"audit trail: {_in_thread(run)} events recorded "
+        "(backup.restore, customer.erase.replay, secret.delete.replay)"
+    )
