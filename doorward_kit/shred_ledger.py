@@ -23,9 +23,9 @@ across clients); reading a folder reads every file in it, in time order.
 
 Pseudonymous: an entry names the organisation and customer (or site, secret reference and its
 KV version) by their opaque ids and the time, nothing else (no name, no label, no value, no
-contact detail, no reason text). Append-only JSON lines, written with
-O_APPEND and fsync before the key (or secret) is destroyed (write-ahead: a crash between the two leaves an
-entry whose replay finishes the erasure the ADMIN asked for, never a destroyed key without one).
+contact detail, no reason text). Append-only JSON lines, written with O_APPEND and fsync before
+the key (or secret) is destroyed (write-ahead: a crash between the two leaves an entry whose
+replay finishes the erasure, never a destroyed key or secret without one).
 """
 
 from __future__ import annotations
