@@ -268,7 +268,9 @@ CATEGORIES: tuple[dict[str, str], ...] = (
         "data": "door codes, key-safe codes, alarm codes",
         "purpose": "entering the site for a scheduled job",
         "legal_basis": "GDPR Art. 6(1)(b) contract",
-        "retention": "until the site or customer is deleted or erased",
+        "retention": "until the site or customer is deleted or erased, or two years after the "
+        "site's last job unless held (default); destroyed in Vault, kept destroyed across "
+        "restores by the shred ledger",
         "recipients": "the assigned technician, once per grant, inside the job's window",
         "measures": "OpenBao/Vault KV, single-use response-wrapped reveals, no service can "
         "read a value in the clear, every reveal audited",
