@@ -265,13 +265,13 @@ def replay(ledger: Path, pg: ReplayDatabases, bao: ReplayVault, say: Say) -> Rep
         client = bao.client(token)
         for item in items:
             if item.kind == shred_ledger.SECRET_RETENTION:
-                kv_path, changed = _retire_ref(pg, item)
+                kv_path, retired = _retire_ref(pg, item)
                 if kv_path is not None:
                     # Every time, not only when the row changed: the backup's Vault snapshot may
                     # hold the data even where its database already had the row retired, and a
                     # KV path is random and never reused, so destroying it again is harmless.
                     client.adapter.delete(f"/v1/{KV_MOUNT}/metadata/{kv_path}")
-                if changed:
+                if retired:
                     result.site_secrets += 1
                     result.retired.append(item)
                 continue
