@@ -1,12 +1,15 @@
 """The shred ledger: one line per erasure, kept outside the data folder.
 
-Three kinds of erasure write it: an ADMIN's eraseCustomer (GDPR Art. 17; kind "erasure": key,
+Four kinds of erasure write it: an ADMIN's eraseCustomer (GDPR Art. 17; kind "erasure": key,
 site secrets and rows), the retention purge of a customer's contact data (kind "retention": key
-and contact rows; the sites' secrets follow their own retention period) and the retention of
-site secrets (RetireSiteSecrets; kind "secret_retention": one line per secret reference, its
-Vault data destroyed and the reference retired). Lines written before kinds existed are
-erasures; a line of an unknown kind that names a customer replays as an erasure. A
-"secret_retention" line names no customer, so code from before that kind skips it.
+and contact rows; the sites' secrets follow their own retention period), the retention of site
+secrets (RetireSiteSecrets; kind "secret_retention") and an ADMIN's deletion of a site's
+secrets (DeleteSiteSecrets, which eraseCustomer calls per site; kind "secret_delete"). The two
+secret kinds are one line per secret reference, written before its Vault data is destroyed,
+and replay alike (the data destroyed, the reference marked deleted); the kind says why, for
+whoever reads the ledger. Lines written before kinds existed are erasures; a line of an unknown
+kind that names a customer replays as an erasure, one that names only a secret reference as a
+"secret_delete". A secret line names no customer, so code from before the secret kinds skips it.
 
 Crypto-shredding destroys a customer's transit key in Vault; a backup taken before the erasure
 still holds that key. `doorward backup restore` replays this ledger into the restored Vault and
@@ -35,28 +38,31 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 ERASURE = "erasure"
 RETENTION = "retention"
 SECRET_RETENTION = "secret_retention"
-# The kinds that shred a customer (append); SECRET_RETENTION is written by append_secret.
+SECRET_DELETE = "secret_delete"
+# The kinds that shred a customer (append) and those that shred one secret reference
+# (append_secret).
 CUSTOMER_KINDS = (ERASURE, RETENTION)
-KINDS = (*CUSTOMER_KINDS, SECRET_RETENTION)
+SECRET_KINDS = (SECRET_RETENTION, SECRET_DELETE)
+KINDS = (*CUSTOMER_KINDS, *SECRET_KINDS)
 
 
 @dataclass(frozen=True)
 class ShredEntry:
     org_id: str
-    # "" for a SECRET_RETENTION entry (it names a site's secret reference instead).
+    # "" for an entry of SECRET_KINDS (it names a site's secret reference instead).
     customer_id: str
     at: datetime
     kind: str = ERASURE
     site_id: str = ""
     secret_ref_id: str = ""
-    # The KV version the reference pointed at when it was retired (every version went).
+    # The KV version the reference pointed at when it was destroyed (every version went).
     version: int = 0
 
 
@@ -90,9 +96,13 @@ def append_secret(
     secret_ref_id: str,
     version: int,
     at: datetime | None = None,
+    kind: str = SECRET_RETENTION,
 ) -> None:
-    """Record one site secret's retirement (kind secret_retention) durably, before its Vault
-    data is destroyed. Ids and the version number only."""
+    """Record one site secret's destruction durably, before its Vault data is destroyed: kind
+    secret_retention (the retention purge) or secret_delete (an ADMIN deleted the site's
+    secrets). Ids and the version number only."""
+    if kind not in SECRET_KINDS:
+        raise ValueError(f"unknown shred ledger kind {kind!r}")
     when = (at or datetime.now(UTC)).astimezone(UTC)
     _write(
         path,
@@ -102,7 +112,7 @@ def append_secret(
             "site": site_id,
             "secret_ref": secret_ref_id,
             "version": int(version),
-            "kind": SECRET_RETENTION,
+            "kind": kind,
         },
     )
 
@@ -145,12 +155,17 @@ def _file_entries(path: Path) -> Iterator[ShredEntry]:
             try:
                 item = json.loads(raw)
                 kind = str(item.get("kind", ERASURE))
-                if kind == SECRET_RETENTION:
+                # An unknown kind replays as the widest known kind of what it names (a customer:
+                # the full erasure; only a secret reference: its deletion), the safe side for a
+                # shred ledger.
+                if kind in SECRET_KINDS or (
+                    kind not in KINDS and "customer" not in item and "secret_ref" in item
+                ):
                     entry = ShredEntry(
                         str(item["org"]),
                         "",
                         datetime.fromisoformat(item["at"]),
-                        kind,
+                        kind if kind in SECRET_KINDS else SECRET_DELETE,
                         site_id=str(item["site"]),
                         secret_ref_id=str(item["secret_ref"]),
                         version=int(item["version"]),
@@ -160,9 +175,8 @@ def _file_entries(path: Path) -> Iterator[ShredEntry]:
                         str(item["org"]),
                         str(item["customer"]),
                         datetime.fromisoformat(item["at"]),
-                        kind,
+                        kind if kind in KINDS else ERASURE,
                     )
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-            # An unknown kind replays as the full erasure: the safe side for a shred ledger.
-            yield entry if kind in KINDS else replace(entry, kind=ERASURE)
+            yield entry

@@ -114,3 +114,34 @@ def test_a_folder_ledger_orders_secret_entries_with_the_rest(tmp_path: Path):
     shred_ledger.append_secret(folder, "o", "s", "r", 1, datetime(2026, 11, 29, 13, tzinfo=UTC))
     shred_ledger.append(folder, "o", "c", datetime(2026, 11, 29, 12, tzinfo=UTC))
     assert [e.kind for e in shred_ledger.entries(folder)] == ["erasure", "secret_retention"]
+
+
+def test_a_deleted_site_secret_is_its_own_kind_of_the_same_shape(tmp_path: Path):
+    path = tmp_path / "shred.jsonl"
+    at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    shred_ledger.append_secret(path, "org-1", "site-1", "ref-1", 2, at, shred_ledger.SECRET_DELETE)
+    # An unknown kind naming only a secret reference replays as its deletion (the safe side);
+    # one naming neither a customer nor a reference is unusable and skipped.
+    with path.open("a") as fh:
+        fh.write(
+            '{"at": "2026-11-29T12:00:00+00:00", "org": "o", "kind": "?", "site": "s", '
+            '"secret_ref": "r", "version": 1}\n'
+        )
+        fh.write('{"at": "2026-11-29T12:00:00+00:00", "org": "o", "kind": "?", "site": "s"}\n')
+    found = list(shred_ledger.entries(path))
+    assert [
+        (e.kind, e.org_id, e.site_id, e.secret_ref_id, e.version, e.customer_id) for e in found
+    ] == [
+        ("secret_delete", "org-1", "site-1", "ref-1", 2, ""),
+        ("secret_delete", "o", "s", "r", 1, ""),
+    ]
+    assert found[0].at == at
+    # The same fields as a retired secret's line: ids, the version, the time and the kind.
+    line = json.loads(path.read_text().splitlines()[0])
+    assert set(line) == {"at", "kind", "org", "secret_ref", "site", "version"}
+    assert line["kind"] == "secret_delete"
+    # A secret line takes a secret kind only; the customer kinds stay append's.
+    with pytest.raises(ValueError):
+        shred_ledger.append_secret(path, "o", "s", "r", 1, kind=shred_ledger.ERASURE)
+    with pytest.raises(ValueError):
+        shred_ledger.append(path, "o", "c", kind=shred_ledger.SECRET_DELETE)
