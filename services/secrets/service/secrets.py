@@ -981,7 +981,10 @@ class SecretsService:
         return self._reads
 
     async def delete_site_secrets(self, principal: Principal, *, site_id: str) -> int:
-        """Erasure of a customer's site: only for a verified ADMIN acting for it."""
+        """Erasure of a customer's site: only for a verified ADMIN acting for it. Each secret's
+        shred-ledger entry (kind secret_delete) is written before its Vault data goes, so a
+        restore of an older backup deletes it again instead of bringing the door code back
+        (the customer's own erasure entry comes only after every site, with its key)."""
         authorize(principal, Action.CUSTOMER_ERASE, Resource(principal.org_id))
         org_id = rules.require_id(principal.org_id, "org_id")
         actor_id = principal.user_id
@@ -993,21 +996,8 @@ class SecretsService:
         async with self.db.unit_of_work() as session:
             refs = await repo.site_refs(session, org_id, site_id)
             for ref in refs:
-                await self.vault.kv_destroy(ref.kv_path)
-                ref.deleted_at = now
-                await record_event(
-                    session,
-                    AuditOutbox,
-                    AuditRecord(
-                        org_id=org_id,
-                        actor_id=actor_id,
-                        action="secret.delete",
-                        outcome=Outcome.ALLOWED,
-                        target_type="SecretRef",
-                        target_id=ref.id,
-                        secret_ref_id=ref.id,
-                        details={"site_id": site_id, "reason": "site_deleted"},
-                    ),
+                await self._destroy_ref(
+                    session, ref, now, actor_id, shred_ledger.SECRET_DELETE, "site_deleted"
                 )
             return len(refs)
 
@@ -1045,37 +1035,53 @@ class SecretsService:
                     if r.updated_at < before
                 ]
                 for ref in refs:
-                    if self.shred_ledger is not None:
-                        # Write-ahead, as the customer shred: a crash after this line leaves an
-                        # entry whose replay finishes the retirement, never a destroyed secret
-                        # the ledger does not know.
-                        await asyncio.to_thread(
-                            shred_ledger.append_secret,
-                            self.shred_ledger,
-                            org_id,
-                            site_id,
-                            ref.id,
-                            ref.version,
-                            now,
-                        )
-                    await self.vault.kv_destroy(ref.kv_path)
-                    ref.deleted_at = now
-                    await record_event(
-                        session,
-                        AuditOutbox,
-                        AuditRecord(
-                            org_id=org_id,
-                            actor_id="",
-                            action="secret.delete",
-                            outcome=Outcome.ALLOWED,
-                            target_type="SecretRef",
-                            target_id=ref.id,
-                            secret_ref_id=ref.id,
-                            details={"site_id": site_id, "reason": "retention"},
-                        ),
+                    await self._destroy_ref(
+                        session, ref, now, "", shred_ledger.SECRET_RETENTION, "retention"
                     )
                 destroyed += len(refs)
         return destroyed
+
+    async def _destroy_ref(
+        self,
+        session: AsyncSession,
+        ref: SecretRef,
+        now: datetime,
+        actor_id: str,
+        kind: str,
+        reason: str,
+    ) -> None:
+        """The one path that destroys a site secret (an ADMIN's deletion, the retention purge):
+        the pseudonymous ledger entry first, then every version in Vault, then the reference
+        marked deleted and one `secret.delete` with the reason, ids only."""
+        if self.shred_ledger is not None:
+            # Write-ahead, as the customer shred: a crash after this line leaves an entry whose
+            # replay finishes the destruction, never a destroyed secret the ledger does not know.
+            await asyncio.to_thread(
+                shred_ledger.append_secret,
+                self.shred_ledger,
+                ref.org_id,
+                ref.site_id,
+                ref.id,
+                ref.version,
+                now,
+                kind,
+            )
+        await self.vault.kv_destroy(ref.kv_path)
+        ref.deleted_at = now
+        await record_event(
+            session,
+            AuditOutbox,
+            AuditRecord(
+                org_id=ref.org_id,
+                actor_id=actor_id,
+                action="secret.delete",
+                outcome=Outcome.ALLOWED,
+                target_type="SecretRef",
+                target_id=ref.id,
+                secret_ref_id=ref.id,
+                details={"site_id": ref.site_id, "reason": reason},
+            ),
+        )
 
     # ---- telemetry ------------------------------------------------------------------------
 
