@@ -13,8 +13,9 @@
    destroyed in the restored Vault and the rows marked erased, exactly as eraseCustomer does;
    a customer whose contact data the retention purge removed (kind "retention") loses its key
    and contact rows again, its sites' secrets follow their own retention as before; a site
-   secret the retention purge retired (kind "secret_retention") has its Vault data destroyed
-   and its reference marked retired again, exactly as RetireSiteSecrets does.
+   secret the retention purge retired (kind "secret_retention") or an ADMIN deleted with its
+   site (kind "secret_delete") has its Vault data destroyed and its reference marked deleted
+   again, exactly as RetireSiteSecrets and DeleteSiteSecrets do.
    Only then does anything stop: the restored stack never serves an erased customer.
 """
 
@@ -62,7 +63,7 @@ class ReplayResult:
     site_secrets: int = 0
     # The erasures that changed the restored copy (made after the backup was taken).
     replayed: list[shred_ledger.ShredEntry] = field(default_factory=list)
-    # The site-secret retirements that changed it (kind secret_retention).
+    # The site-secret destructions that changed it (kinds secret_retention, secret_delete).
     retired: list[shred_ledger.ShredEntry] = field(default_factory=list)
 
 
@@ -264,7 +265,7 @@ def replay(ledger: Path, pg: ReplayDatabases, bao: ReplayVault, say: Say) -> Rep
     try:
         client = bao.client(token)
         for item in items:
-            if item.kind == shred_ledger.SECRET_RETENTION:
+            if item.kind in shred_ledger.SECRET_KINDS:
                 kv_path, retired = _retire_ref(pg, item)
                 if kv_path is not None:
                     # Every time, not only when the row changed: the backup's Vault snapshot may
@@ -315,9 +316,15 @@ def carry_ledger(source: Path, target: Path) -> int:
     added = 0
     for item in shred_ledger.entries(source):
         if _ledger_key(item) not in known:
-            if item.kind == shred_ledger.SECRET_RETENTION:
+            if item.kind in shred_ledger.SECRET_KINDS:
                 shred_ledger.append_secret(
-                    target, item.org_id, item.site_id, item.secret_ref_id, item.version, item.at
+                    target,
+                    item.org_id,
+                    item.site_id,
+                    item.secret_ref_id,
+                    item.version,
+                    item.at,
+                    item.kind,
                 )
             else:
                 shred_ledger.append(target, item.org_id, item.customer_id, item.at, item.kind)
@@ -328,18 +335,19 @@ def carry_ledger(source: Path, target: Path) -> int:
 
 def _ledger_key(item: shred_ledger.ShredEntry) -> tuple[str, str, str]:
     """What an entry shreds: a customer, or one secret reference."""
-    if item.kind == shred_ledger.SECRET_RETENTION:
+    if item.kind in shred_ledger.SECRET_KINDS:
         return item.org_id, "secret_ref", item.secret_ref_id
     return item.org_id, "customer", item.customer_id
 
 
 def _retire_ref(pg: ReplayDatabases, item: shred_ledger.ShredEntry) -> tuple[str | None, bool]:
-    """As secrets' retire_site_secrets: the reference marked retired (deleted_at, the time of
-    the ledger entry) if the restored copy still has it live. Returns its KV path (None if the
+    """As secrets' retire_site_secrets and delete_site_secrets (one replay for both kinds):
+    the reference marked deleted (deleted_at, the time of the ledger entry) if the restored
+    copy still has it live. Returns its KV path (None if the
     restored copy has no such reference: taken before the secret existed) and whether the row
     changed. The ids must all match (org, site, reference): an entry cannot retire another
-    organisation's secret. Any version the backup holds goes: the retirement destroyed them
-    all and a retired reference never takes a new value."""
+    organisation's secret. Any version the backup holds goes: the destruction took them all
+    and a deleted reference never takes a new value."""
 
     async def run() -> tuple[str | None, bool]:
         import asyncpg
@@ -435,8 +443,9 @@ def record_restore(
 ) -> None:
     """The restored trail says what happened: one `backup.restore` per organisation (with the
     number of erasures replayed), one `customer.erase.replay` per customer erased again and
-    one `secret.delete.replay` per site secret retired again, since the trail's own erasure
-    and retention events after the backup are not in the archive. Appended
+    one `secret.delete.replay` per site secret retired or deleted again (its ledger kind in
+    the details), since the trail's own erasure, deletion and retention events after the
+    backup are not in the archive. Appended
     through the audit service's chain code; signed by the audit service's next checkpoint."""
     from doorward_kit.audit_client import AuditRecord, Outcome
     from doorward_kit.db import Database
