@@ -17,20 +17,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import grpc
-import hvac
 import hvac.exceptions
 import pytest
 from doorward.secrets.v1 import secrets_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from deploy.backup.restore import carry_ledger, replay
 from doorward_kit import shred_ledger
 from services.secrets.models import SecretRef
 from tests.integration.secrets.conftest import SecretsHarness
+from tests.integration.secrets.shred_replay import (
+    Databases,
+    Vault,
+    back_up,
+    own_ledger,
+    put_back,
+    reveals,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -40,40 +44,8 @@ RETIRED_CODE, FRESH_CODE, OTHER_CODE = "2580#", "1379#", "4646#"
 
 @pytest.fixture
 def ledger(secrets_svc: SecretsHarness) -> Iterator[Path]:
-    """A shred ledger of this test's own, put back afterwards."""
-    h = secrets_svc
-    ledger = Path(tempfile.mkdtemp(prefix="doorward-ledger-")) / "shred.jsonl"
-    previous = h.service.shred_ledger
-    h.service.shred_ledger = ledger
-    try:
-        yield ledger
-    finally:
-        h.service.shred_ledger = previous
-
-
-class _Databases:
-    """The replay's view of PostgreSQL: the secrets database by its production name."""
-
-    def __init__(self, postgres: Any, secrets_url: str) -> None:
-        self.server = postgres.server
-        self.names = {"doorward_secrets": make_url(secrets_url).database}
-
-    def admin_url(self, dbname: str = "postgres") -> str:
-        return str(self.server.admin_url(self.names.get(dbname, dbname)))
-
-
-class _Vault:
-    def __init__(self, openbao: Any) -> None:
-        self.openbao = openbao
-
-    def generate_root(self) -> str:
-        return str(self.openbao.root_token)
-
-    def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.openbao.addr, token=token)
-
-    def revoke_root(self, token: str) -> None:
-        pass  # the test server's root token outlives the test
+    with own_ledger(secrets_svc) as path:
+        yield path
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -89,18 +61,6 @@ async def _aged(h: SecretsHarness, ref_id: str, age: timedelta) -> None:
         ref.updated_at = datetime.now(UTC) - age
 
 
-async def _reveals(h: SecretsHarness, org_id: str, ref_id: str, site_id: str) -> str | None:
-    """The code a fresh job's assignee gets through a grant and the reveal endpoint; None if
-    the grant is refused (the reference is gone)."""
-    job = await h.job(org_id, ref_id, site_id)
-    try:
-        grant = await h.grant(job, ref_id)
-    except grpc.aio.AioRpcError:
-        return None
-    response = await h.reveal(grant, job.token)
-    return str(response.json()["value"]) if response.status_code == 200 else None
-
-
 async def test_a_retired_door_code_stays_destroyed_after_a_restore(
     secrets_svc: SecretsHarness, ledger: Path, postgres: Any, openbao: Any
 ) -> None:
@@ -113,21 +73,13 @@ async def test_a_retired_door_code_stays_destroyed_after_a_restore(
     for ref_id in (retired_ref, other_ref):
         await _aged(h, ref_id, 800 * DAY)
     await _aged(h, fresh_ref, 10 * DAY)
-    async with h.service.db.unit_of_work() as session:
-        row = (
-            await session.execute(select(SecretRef).where(SecretRef.id == retired_ref))
-        ).scalar_one()
-        kv_path, version, updated_at = row.kv_path, row.version, row.updated_at
     kv_mount = h.service.vault.kv_mount
-    root = openbao.client()
-    kv = root.secrets.kv.v2
+    kv = openbao.client().secrets.kv.v2
 
     # The backup: the door code's KV data (as the raft snapshot holds it) and its row.
-    backup = kv.read_secret_version(
-        path=kv_path, mount_point=kv_mount, raise_on_deleted_version=True
-    )
-    backup_data = dict(backup["data"]["data"])
-    assert backup["data"]["metadata"]["version"] == version == 1
+    backup = await back_up(h, openbao, retired_ref)
+    kv_path = backup.kv_path
+    assert backup.version == 1
 
     reply = await h.call(
         "RetireSiteSecrets",
@@ -146,27 +98,18 @@ async def test_a_retired_door_code_stays_destroyed_after_a_restore(
     assert RETIRED_CODE not in text and "Back door" not in text and kv_path not in text
     with pytest.raises(hvac.exceptions.InvalidPath):
         kv.read_secret_metadata(path=kv_path, mount_point=kv_mount)
-    assert await _reveals(h, org_id, retired_ref, site) is None
+    assert await reveals(h, org_id, retired_ref, site) is None
 
     # The restore: the Vault data and the row as the backup had them. Without the ledger's
     # replay the retired door code would reveal again: the gap this closes.
-    kv.create_or_update_secret(path=kv_path, secret=backup_data, mount_point=kv_mount)
-    conn = await asyncpg.connect(postgres.server.admin_url(make_url(h.db_url).database))
-    try:
-        await conn.execute(
-            "UPDATE secret_refs SET deleted_at = NULL, updated_at = $2 WHERE id = $1",
-            retired_ref,
-            updated_at,
-        )
-    finally:
-        await conn.close()
-    assert await _reveals(h, org_id, retired_ref, site) == RETIRED_CODE
+    await put_back(h, openbao, postgres, backup)
+    assert await reveals(h, org_id, retired_ref, site) == RETIRED_CODE
     # A grant the restored copy holds (issued before the replay, not yet used).
     waiting_job = await h.job(org_id, retired_ref, site)
     waiting = await h.grant(waiting_job, retired_ref)
 
     said: list[str] = []
-    databases, vault = _Databases(postgres, h.db_url), _Vault(openbao)
+    databases, vault = Databases(postgres, h.db_url), Vault(openbao)
     replayed = await asyncio.to_thread(replay, ledger, databases, vault, said.append)
     assert replayed.entries == 1 and replayed.site_secrets == 1
     assert replayed.keys == 0 and replayed.customers == 0 and replayed.replayed == []
@@ -181,15 +124,15 @@ async def test_a_retired_door_code_stays_destroyed_after_a_restore(
         ).scalar_one()
         assert row.deleted_at is not None
     assert (await h.reveal(waiting, waiting_job.token)).status_code != 200
-    assert await _reveals(h, org_id, retired_ref, site) is None
+    assert await reveals(h, org_id, retired_ref, site) is None
     # The same site's younger secret and another site's not-retired one still reveal.
-    assert await _reveals(h, org_id, fresh_ref, site) == FRESH_CODE
-    assert await _reveals(h, org_id, other_ref, other_site) == OTHER_CODE
+    assert await reveals(h, org_id, fresh_ref, site) == FRESH_CODE
+    assert await reveals(h, org_id, other_ref, other_site) == OTHER_CODE
 
     # Idempotent: a second replay changes nothing and destroying the gone path is harmless.
     again = await asyncio.to_thread(replay, ledger, databases, vault, said.append)
     assert again.site_secrets == 0 and again.retired == []
-    assert await _reveals(h, org_id, other_ref, other_site) == OTHER_CODE
+    assert await reveals(h, org_id, other_ref, other_site) == OTHER_CODE
 
     # The restored stack's own ledger gets the entry once, kind and ids intact.
     target = Path(tempfile.mkdtemp(prefix="doorward-ledger-")) / "own.jsonl"
@@ -208,7 +151,7 @@ async def test_an_entry_cannot_retire_another_organisations_secret(
     ref_id, site = await h.new_secret(org_id, OTHER_CODE)
     shred_ledger.append_secret(ledger, str(uuid.uuid4()), site, ref_id, 1)
     result = await asyncio.to_thread(
-        replay, ledger, _Databases(postgres, h.db_url), _Vault(openbao), lambda _: None
+        replay, ledger, Databases(postgres, h.db_url), Vault(openbao), lambda _: None
     )
     assert result.site_secrets == 0
-    assert await _reveals(h, org_id, ref_id, site) == OTHER_CODE
+    assert await reveals(h, org_id, ref_id, site) == OTHER_CODE
