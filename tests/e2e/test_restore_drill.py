@@ -19,6 +19,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from doorward_kit import shred_ledger
 from tests.e2e.conftest import START_TIMEOUT, start_up, stop_up, wait_for_gateway
 from tests.e2e.test_secret_access import Scenario
 from tests.e2e.test_up import embedded_env
@@ -179,6 +180,12 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
         )
         assert erased in ledger.read_text()
         assert ERASED_NAME not in ledger.read_text()
+        # Its site's door code first (secret_delete, before Vault destroyed it), then the
+        # customer's key (erasure).
+        assert [e.kind for e in shred_ledger.entries(ledger)] == [
+            shred_ledger.SECRET_DELETE,
+            shred_ledger.ERASURE,
+        ]
     finally:
         stop_up(proc)
 
@@ -213,7 +220,9 @@ def drill(root: Path, env: dict[str, str], proc, log: Path, url: str) -> None:
             "backup", "restore", str(archive), "--key-file", str(key_file), env=restored_env
         )
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert "1 erasures replayed" in restored.stdout, restored.stdout
+        # The customer's erasure and its site's door code (one ledger line each).
+        assert "2 erasures replayed" in restored.stdout, restored.stdout
+        assert "1 keys and 1 site secrets destroyed" in restored.stdout, restored.stdout
 
         restored_url = f"http://127.0.0.1:{restored_env['DOORWARD_GATEWAY_PORT']}/graphql"
         restored_log = root / "restored-up.log"
