@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -79,6 +80,21 @@ def metrics_only_app(allowed_networks: str | None = None) -> FastAPI:
     return app
 
 
+def with_metrics_port(app: Any, metrics_port: int, allowed_networks: str | None = None) -> Any:
+    """`app` for a server that also listens on `metrics_port`, where GET /metrics alone is
+    answered (the gateway's DOORWARD_GATEWAY_METRICS_PORT, the secrets door's
+    DOORWARD_SECRETS_METRICS_PORT). The app itself must not serve /metrics then."""
+    return ByLocalPort(app, metrics_port, metrics_only_app(allowed_networks))
+
+
+def bind_sockets(app: Any, host: str, ports: list[int]) -> list[socket.socket]:
+    """One listening socket per port for `app`, bound as uvicorn binds its own (for
+    Server.run/serve with `sockets=`: one server, one event loop, several ports)."""
+    import uvicorn
+
+    return [uvicorn.Config(app, host=host, port=port).bind_socket() for port in ports]
+
+
 class ByLocalPort:
     """ASGI app for one uvicorn server listening on two sockets: requests that arrived on
     `port` (the server's own address, never anything the client says) go to `on_port`, all
@@ -128,9 +144,11 @@ def create_app(
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     edge: bool = False,
+    metrics: bool = True,
 ) -> FastAPI:
     """`edge=True` for a port clients reach directly (the secrets REST door): see
-    doorward_kit.telemetry.instrument_fastapi."""
+    doorward_kit.telemetry.instrument_fastapi. `metrics=False`: no GET /metrics on this app
+    (the process serves it on a port of its own, doorward_kit.runner ServiceParts.metrics_port)."""
     app = FastAPI(
         title=title,
         lifespan=lifespan,
@@ -171,7 +189,8 @@ def create_app(
         log.exception("unhandled error")
         return error_response(DoorwardError(ErrorCode.INTERNAL, "internal error"))
 
-    add_metrics_route(app)
+    if metrics:
+        add_metrics_route(app)
     app.add_middleware(SecurityHeaders)
     instrument_fastapi(app, edge=edge)
     return app

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from doorward_kit.grpc import GrpcServer
+from doorward_kit.http import bind_sockets, with_metrics_port
 from doorward_kit.https_peer import peer_protocol
 from doorward_kit.logging import setup_logging
 from doorward_kit.telemetry import setup_telemetry
@@ -35,6 +36,12 @@ class ServiceParts:
     # Mutual TLS on the HTTP port with this certificate folder (doorward_kit.tls): clients must
     # present a certificate of the Doorward CA. None: plain HTTP (the default).
     http_tls: Path | None = None
+    # A port of its own for GET /metrics (the app must then not serve it: create_app(
+    # metrics=False)): for a port clients reach through a reverse proxy, where every request
+    # comes from the proxy's, allowed, address. None: /metrics stays on the app's port.
+    metrics_port: int | None = None
+    # Who may read it there (None: DOORWARD_METRICS_ALLOWED_NETWORKS).
+    metrics_allowed_networks: str | None = None
 
 
 def _tls_options(folder: Path | None) -> dict[str, Any]:
@@ -97,7 +104,11 @@ def run_service(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]
 async def _serve(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
     parts = await build()
     async with serving(parts, name) as http:
-        log.info("%s serving", name, extra={"fields": {"http_port": parts.http_port}})
+        log.info(
+            "%s serving",
+            name,
+            extra={"fields": {"http_port": parts.http_port, "metrics_port": parts.metrics_port}},
+        )
         # uvicorn handles SIGINT/SIGTERM itself and then returns.
         await http.finished
     log.info("%s stopped", name)
@@ -114,8 +125,13 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
     """Start the parts (gRPC, HTTP, background jobs); stop them all on exit, whatever happens.
 
     The process entry point and the in-process integration tests both use this."""
+    app: Any = parts.app
+    if parts.metrics_port is not None:
+        # One server on two sockets (doorward_kit.http.ByLocalPort tells them apart by the
+        # port the request arrived on, never by anything the client says).
+        app = with_metrics_port(app, parts.metrics_port, parts.metrics_allowed_networks)
     config = uvicorn.Config(
-        parts.app,
+        app,
         host=parts.host,
         port=parts.http_port,
         log_config=None,
@@ -131,10 +147,18 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
         config.load()  # builds the server's SSLContext, which the reload then keeps current
         assert config.ssl is not None
         config.ssl.sni_callback = _HandshakeReload(config.ssl, parts.http_tls)
+    sockets = None
+    if parts.metrics_port is not None:
+        sockets = bind_sockets(app, parts.host, [parts.http_port, parts.metrics_port])
     server = uvicorn.Server(config)
     if parts.grpc is not None:
-        await parts.grpc.start()
-    finished = asyncio.create_task(server.serve(), name=f"{name}-http")
+        try:
+            await parts.grpc.start()
+        except BaseException:
+            for sock in sockets or []:
+                sock.close()
+            raise
+    finished = asyncio.create_task(server.serve(sockets=sockets), name=f"{name}-http")
     tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in parts.background]
     try:
         while not server.started:
@@ -154,5 +178,8 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
                 await task
         if parts.grpc is not None:
             await parts.grpc.stop(0.5)
+        for sock in sockets or []:
+            with contextlib.suppress(OSError):
+                sock.close()
         if parts.close is not None:
             await parts.close()

@@ -64,6 +64,10 @@ class StackSettings(BaseSettings):
     audit_grpc_port: int = 5003
     secrets_http_port: int = 4004
     secrets_grpc_port: int = 5004
+    # A port of its own for the secrets door's GET /metrics (then not served on the door, which
+    # phones reach through a reverse proxy: every request there comes from the proxy's, allowed,
+    # address). Unset: /metrics on secrets_http_port. deploy/k8s uses 9404 (monitoring only).
+    secrets_metrics_port: int | None = None
     secrets_public_url: str | None = None
     # The URL people open the gateway (and the console) at; its origin is the console's.
     gateway_public_url: str | None = None

@@ -100,20 +100,16 @@ def edge_server(
     """The server of serve_on_edge_ports and its bound sockets."""
     import uvicorn
 
-    from doorward_kit.http import ByLocalPort, metrics_only_app
+    from doorward_kit.http import bind_sockets, with_metrics_port
     from gateway.client_address import parse_trusted_proxies
     from gateway.proxy_protocol import with_proxy_protocol
 
     ports = [settings.listen_port, settings.metrics_port, settings.proxy_protocol_port]
-    sockets = [
-        uvicorn.Config(app, host=settings.stack.host, port=port).bind_socket()
-        for port in ports
-        if port is not None
-    ]
+    sockets = bind_sockets(app, settings.stack.host, [port for port in ports if port is not None])
     routed: Any = app
     if settings.metrics_port is not None:
-        routed = ByLocalPort(app, settings.metrics_port,
-                             metrics_only_app(settings.stack.metrics_allowed_networks))
+        routed = with_metrics_port(app, settings.metrics_port,
+                                   settings.stack.metrics_allowed_networks)
     http: Any = "auto"
     if settings.proxy_protocol_port is not None:
         probe = uvicorn.Config(app)

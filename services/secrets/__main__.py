@@ -114,7 +114,10 @@ async def build_parts(
         return await db.ping() and await vault.healthy()
 
     # Clients reach this port directly: a traceparent they send is a link, not our trace.
-    app = create_app("doorward-secrets", readiness=ready, edge=True)
+    # GET /metrics on a port of its own when DOORWARD_SECRETS_METRICS_PORT says so: never on
+    # the door then, where a reverse proxy would relay anyone's scrape from its own address.
+    metrics_port = stack.secrets_metrics_port
+    app = create_app("doorward-secrets", readiness=ready, edge=True, metrics=metrics_port is None)
     add_cors(
         app,
         parse_origins(settings.secrets_cors_origins, [stack.console_origin]),
@@ -148,6 +151,8 @@ async def build_parts(
         app=app,
         host=stack.host,
         http_port=stack.secrets_http_port,
+        metrics_port=metrics_port,
+        metrics_allowed_networks=stack.metrics_allowed_networks,
         grpc=grpc_server,
         background=[vault.renew_forever, sweep, sender.run, service.keep_pseudonym_key],
         close=close,

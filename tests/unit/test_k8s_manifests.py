@@ -277,6 +277,9 @@ def test_everything_else_is_denied_and_only_the_public_doors_are_open() -> None:
     # The public doors: through the ingress controller only (tests/security/test_k8s_edge.py).
     assert _ingress_sources(policies["gateway"], 4000) == {"namespace:ingress-nginx"}
     assert _ingress_sources(policies["secrets"], 4004) == {"namespace:ingress-nginx"}
+    # Their GET /metrics, each on a port of its own: Prometheus only.
+    assert _ingress_sources(policies["gateway"], 9400) == {"namespace:monitoring"}
+    assert _ingress_sources(policies["secrets"], 9404) == {"namespace:monitoring"}
     assert _ingress_sources(policies["workorders"], 4002) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["audit"], 4003) == {"gateway", "namespace:monitoring"}
     assert _ingress_sources(policies["identity"], 4001) == {
