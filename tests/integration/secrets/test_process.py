@@ -21,10 +21,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_process_starts_serves_and_stops(postgres, openbao, service_pki) -> None:
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DOORWARD_")},
         "DOORWARD_SECRETS_HTTP_PORT": str(http_port),
+        "DOORWARD_SECRETS_METRICS_PORT": str(metrics_port),
         "DOORWARD_SECRETS_GRPC_PORT": str(grpc_port),
         "DOORWARD_IDENTITY_HTTP_PORT": str(free_port()),
         "DOORWARD_IDENTITY_GRPC_PORT": str(free_port()),
@@ -63,6 +64,12 @@ def test_the_process_starts_serves_and_stops(postgres, openbao, service_pki) -> 
         refused = httpx.post(f"{base}/v1/reveals/{uuid.uuid4()}", json={"revealToken": "x"})
         assert refused.status_code == 401
         assert refused.headers["cache-control"] == "no-store"
+        # /metrics (issue 15): not on the door, which phones reach through a reverse proxy
+        # (a loopback scraper here, allowed by default, still gets 404 there); on its own port.
+        assert httpx.get(f"{base}/metrics").status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scraped.status_code == 200 and "# TYPE" in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/healthz").status_code == 404
     finally:
         stop_pid(proc.pid)
         proc.wait(timeout=10)
