@@ -101,6 +101,11 @@ def proxy_protocol_port(gateway_port: int, replica: int) -> int:
     return replica_port(gateway_port, replica) + PROXY_PORT_OFFSET
 
 
+# The secrets door's /metrics port under `up`, unless DOORWARD_SECRETS_METRICS_PORT names one:
+# its HTTP port plus this (each replica then adds its own REPLICA_PORT_STEP).
+SECRETS_METRICS_OFFSET = 50
+
+
 def balancer_source(host: str) -> str:
     """The address the door balancer's connections to the replicas come from (it dials `host`;
     an unspecified bind address is dialled as loopback)."""
@@ -165,6 +170,12 @@ class UpConfig:
 
         try:
             stack = StackSettings.model_validate(_stack_kwargs(env))
+            if stack.secrets_metrics_port is None:
+                # The door is where phones come in, often through a reverse proxy on this
+                # machine (or `--replicas`' balancer): from there every request is loopback's,
+                # an allowed scraper. /metrics gets a port of its own that no proxy relays.
+                port = stack.secrets_http_port + SECRETS_METRICS_OFFSET
+                stack = stack.model_copy(update={"secrets_metrics_port": port})
             vault_port = int(env.get("DOORWARD_VAULT_PORT", "8200"))
             ready_timeout = float(env.get("DOORWARD_READY_TIMEOUT", "90"))
             tls_cert_ttl = float(env.get("DOORWARD_TLS_CERT_TTL", "86400"))
@@ -244,12 +255,15 @@ class UpConfig:
             return s
         if process == "gateway":
             return s.model_copy(update={"gateway_port": replica_port(s.gateway_port, replica)})
+        kinds = ["http", "grpc"]
+        if process == "secrets" and s.secrets_metrics_port is not None:
+            kinds.append("metrics")
         return s.model_copy(
             update={
                 f"{process}_{kind}_port": replica_port(
                     getattr(s, f"{process}_{kind}_port"), replica
                 )
-                for kind in ("http", "grpc")
+                for kind in kinds
             }
         )
 
@@ -311,6 +325,11 @@ def port_plan(cfg: UpConfig) -> list[Port]:
             for r in numbers:
                 if r:
                     ports.append(_port(f"{svc} {kind.upper()}", name, getattr(s, name), r))
+    if s.secrets_metrics_port is not None:
+        for r in cfg.replica_numbers("secrets"):  # never balanced: each replica is scraped
+            ports.append(
+                _port("secrets metrics", "secrets_metrics_port", s.secrets_metrics_port, r)
+            )
     ports.append(_port("gateway", "gateway_port", s.gateway_port, 0))
     for r in cfg.replica_numbers("gateway"):
         if r:
@@ -572,6 +591,12 @@ def address_lines(cfg: UpConfig, postgres: str, vault: str) -> list[str]:
         grpc = ",".join(s.grpc_addresses(svc))
         lines.append(f"{svc:<12} http {http}   grpc {grpc}")
     lines.append(f"secrets REST {s.secrets_base_url}   (base of uploadUrl / revealUrl)")
+    if s.secrets_metrics_port is not None:
+        scrape = ",".join(
+            f"http://{s.host}:{cfg.child_stack('secrets', r).secrets_metrics_port}/metrics"
+            for r in cfg.replica_numbers("secrets")
+        )
+        lines.append(f"secrets metrics {scrape}   (Prometheus; not on the door)")
     if cfg.embedded_traces:
         lines.append(f"trace store  {cfg.traces_endpoint}   (OTLP/HTTP /v1/traces, /v1/metrics)")
     lines.append(f"PostgreSQL   {postgres}")

@@ -82,6 +82,8 @@ def stack_env(
     env["DOORWARD_VAULT_PORT"] = str(free_port_pair())
     env["DOORWARD_TRACES_HTTP_PORT"] = str(free_port())
     env["DOORWARD_TRACES_GRPC_PORT"] = str(free_port())
+    # The secrets door's /metrics port (`up` would take SECRETS_HTTP_PORT + 50; a free one here).
+    env["DOORWARD_SECRETS_METRICS_PORT"] = str(free_port())
     return env
 
 

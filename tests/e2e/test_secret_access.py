@@ -322,6 +322,8 @@ def _pg_dump(stack, dbname: str) -> str:
 def _metrics_urls(stack) -> dict[str, str]:
     ports = {svc: stack.env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] for svc in (*SERVICES, "traces")}
     ports["gateway"] = stack.env["DOORWARD_GATEWAY_PORT"]
+    # The secrets door serves /metrics on a port of its own, never on the door (issue 15).
+    ports["secrets"] = stack.env["DOORWARD_SECRETS_METRICS_PORT"]
     urls = {svc: f"http://127.0.0.1:{port}/metrics" for svc, port in ports.items()}
     # The trace store's port is its OTLP receiver: HTTPS for Doorward certificates only.
     urls["traces"] = urls["traces"].replace("http://", "https://", 1)
@@ -369,6 +371,9 @@ def test_canaries_appear_only_in_the_reveal_response(scenario, world):
         )
         assert answer.status_code == 200, (svc, answer.status_code)
         haystacks[f"/metrics {svc}"] = answer.text
+    # The phones' door itself serves no metrics (they are on the port read above).
+    door = stack.env["DOORWARD_SECRETS_HTTP_PORT"]
+    assert httpx.get(f"http://127.0.0.1:{door}/metrics", timeout=10).status_code == 404
     assert haystacks["spans"], "no spans were exported"
     assert "doorward-secrets" in haystacks["pg_dump traces"], "the trace store holds no spans"
     assert "1 Canary Wharf" not in haystacks["pg_dump workorders"]

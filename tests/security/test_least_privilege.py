@@ -59,6 +59,7 @@ def _env(data: Path, vault_port: int) -> dict[str, str]:
         env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
         env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
     env["DOORWARD_GATEWAY_PORT"] = str(free_port())
+    env["DOORWARD_SECRETS_METRICS_PORT"] = str(free_port())
     return env
 
 

@@ -84,6 +84,7 @@ def stack_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     for svc in SERVICES:
         env[f"DOORWARD_{svc.upper()}_HTTP_PORT"] = str(free_port())
         env[f"DOORWARD_{svc.upper()}_GRPC_PORT"] = str(free_port())
+    env["DOORWARD_SECRETS_METRICS_PORT"] = str(free_port())
     yield env
     # Whatever happened, nothing started here may outlive the test.
     pidfile = data / "postgres" / "postmaster.pid"

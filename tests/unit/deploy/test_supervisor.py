@@ -294,3 +294,34 @@ def test_replica_counts_are_bounded(tmp_path: Path) -> None:
         _cfg(tmp_path, DOORWARD_VAULT_NODES="2")
     with pytest.raises(DeployError, match="DOORWARD_REPLICAS"):
         _cfg(tmp_path, DOORWARD_REPLICAS="0")
+
+
+def test_the_secrets_door_gets_a_metrics_port_of_its_own(tmp_path: Path) -> None:
+    # Issue 15: phones reach the door through a reverse proxy (or `--replicas`' balancer), from
+    # whose loopback address /metrics would answer anyone; `up` gives it a port of its own.
+    cfg = _cfg(tmp_path)
+    assert cfg.stack.secrets_metrics_port == 4054
+    plan = {p.port: p for p in port_plan(cfg)}
+    assert plan[4054].env == "DOORWARD_SECRETS_METRICS_PORT"
+    check_ports("127.0.0.1", list(plan.values()), lambda host, port: False)
+    env = child_env("secrets", cfg, _infra(tmp_path), {})
+    assert env["DOORWARD_SECRETS_METRICS_PORT"] == "4054"
+    assert "secrets metrics http://127.0.0.1:4054/metrics" in "\n".join(
+        address_lines(cfg, "pg", "vault")
+    )
+    # The operator's choice wins, and a clash names the variable.
+    chosen = _cfg(tmp_path, DOORWARD_SECRETS_METRICS_PORT="9404")
+    assert child_env("secrets", chosen, _infra(tmp_path), {})["DOORWARD_SECRETS_METRICS_PORT"] == (
+        "9404"
+    )
+    clash = _cfg(tmp_path, DOORWARD_SECRETS_METRICS_PORT="4001")
+    with pytest.raises(DeployError, match="DOORWARD_SECRETS_METRICS_PORT"):
+        check_ports("127.0.0.1", port_plan(clash), lambda host, port: False)
+    # Replicas: each its own metrics port (Prometheus scrapes every one, no balancer).
+    replicas = _cfg(tmp_path, DOORWARD_REPLICAS="2")
+    ports = {p.port for p in port_plan(replicas)}
+    assert {4154, 4254} <= ports and 4054 not in ports
+    check_ports("127.0.0.1", port_plan(replicas), lambda host, port: False)
+    second = child_env("secrets", replicas, _infra(tmp_path), {}, replica=2)
+    assert second["DOORWARD_SECRETS_METRICS_PORT"] == "4254"
+    assert second["DOORWARD_SECRETS_HTTP_PORT"] == "4204"
