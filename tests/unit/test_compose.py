@@ -115,6 +115,18 @@ def test_the_telemetry_stack_is_wired_to_deploy_telemetry() -> None:
         for t in group["targets"]
     }
     assert targets <= set(services), targets - set(services)
+    # The secrets door's /metrics is on its own port (issue 15): Prometheus scrapes that one,
+    # and it is not published to the host.
+    (secrets,) = [
+        t
+        for job in scraped["scrape_configs"]
+        for group in job["static_configs"]
+        for t in group["targets"]
+        if t.startswith("secrets:")
+    ]
+    port = services["secrets"]["environment"]["DOORWARD_SECRETS_METRICS_PORT"]
+    assert secrets == f"secrets:{port}" and port != str(PROCESSES["secrets"])
+    assert not any(f":{port}" in str(p) for p in services["secrets"].get("ports", []))
 
 
 def test_every_variable_the_file_sets_is_one_doorward_reads() -> None:
