@@ -107,7 +107,7 @@ def wait_for_gateway(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"doorward up exited with {proc.returncode}:\n{log_file.read_text()[-4000:]}"
+                f"doorward up exited with {proc.returncode}:\n{_why(log_file.read_text())}"
             )
         try:
             if httpx.get(url.replace("/graphql", "/readyz"), timeout=1.0).status_code == 200:
@@ -118,6 +118,17 @@ def wait_for_gateway(
     raise RuntimeError(
         f"the stack was not ready within {timeout:.0f}s:\n{log_file.read_text()[-4000:]}"
     )
+
+
+def _why(log: str) -> str:
+    """The supervisor's own lines (which name the process that died, or the port in use) and
+    every error line, then the tail: the shutdown that follows a failure fills the tail alone."""
+    said = [
+        line for line in log.splitlines()
+        if (line.startswith("doorward ") and "stopping" not in line)
+        or '"level": "error"' in line or "Error" in line
+    ]
+    return "\n".join(said[-40:])[-6000:] + "\n--- tail:\n" + log[-2000:]
 
 
 def stop_up(proc: subprocess.Popen[bytes]) -> None:

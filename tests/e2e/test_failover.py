@@ -133,14 +133,16 @@ def _env(data_dir: Path) -> dict[str, str]:
             "DOORWARD_GATEWAY_RATE_LIMIT_PER_SECOND": "0",
         }
     )
-    # Base ports whose replica offsets (+100, +200, +300 and +1 for OpenBao) are free too.
+    # Base ports whose replica offsets (+100, +200, +300; +1 for OpenBao's cluster port, +50 for
+    # a gateway replica's PROXY-protocol port) are free too.
     used: set[int] = set()
-    names = ["DOORWARD_GATEWAY_PORT", "DOORWARD_VAULT_PORT", "DOORWARD_TRACES_HTTP_PORT"]
+    names = ["DOORWARD_GATEWAY_PORT", "DOORWARD_VAULT_PORT", "DOORWARD_TRACES_HTTP_PORT",
+             "DOORWARD_SECRETS_METRICS_PORT"]
     names += [f"DOORWARD_{s.upper()}_{k}_PORT" for s in SERVICES for k in ("HTTP", "GRPC")]
     for name in names:
         while True:
             port = free_port()
-            family = {port + STEP * i + j for i in range(4) for j in range(2)}
+            family = {port + STEP * i + j for i in range(4) for j in (0, 1, 50)}
             if port + 4 * STEP < 65000 and not family & used and all(_free(p) for p in family):
                 used |= family
                 env[name] = str(port)
@@ -158,15 +160,28 @@ def _free(port: int) -> bool:
 def replicated() -> Iterator[Replicated]:
     root = Path(tempfile.mkdtemp(prefix="doorward-failover-"))
     data_dir, log_file = root / "data", root / "stack.log"
-    env = _env(data_dir)
-    proc = start_up(env, log_file)
+    # A port checked free can be taken before `up` binds it (under `make test` another worker
+    # starts stacks too): `up` then refuses to start, naming the port, and one retry with new
+    # ports is enough.
+    for attempt in (1, 2):
+        env = _env(data_dir)
+        proc = start_up(env, log_file)
+        try:
+            wait_for_gateway(
+                proc,
+                f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql",
+                log_file,
+                max(START_TIMEOUT, 420),
+            )
+            break
+        except RuntimeError:
+            stop_up(proc)
+            if attempt == 2 or "already in use" not in log_file.read_text():
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+            shutil.rmtree(data_dir, ignore_errors=True)
+            log_file.unlink()
     try:
-        wait_for_gateway(
-            proc,
-            f"http://127.0.0.1:{env['DOORWARD_GATEWAY_PORT']}/graphql",
-            log_file,
-            max(START_TIMEOUT, 420),
-        )
         # The balancer answers as soon as one gateway does: wait for both.
         for replica in (1, 2):
             wait_for_gateway(

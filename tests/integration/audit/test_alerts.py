@@ -45,7 +45,10 @@ def _details(node):
 
 async def test_every_rule_fires_once_and_lands_on_the_trail(audit):
     org = "org-alerts"
-    now = datetime.now(UTC)
+    # Alerts are deduplicated per clock-aligned bucket (an hour for reveals): the test's events
+    # span five minutes from the start of this hour, so none of them crosses into the next
+    # (from now, a run at 01:57 put the fourth reveal in a new bucket and a second alert).
+    now = datetime.now(UTC).replace(minute=0, second=1, microsecond=0)
     revealer, prober, late, glass, leaver = (str(uuid.uuid4()) for _ in range(5))
     batch = []
     # 4 reveals in 20 minutes: over the threshold of 3 (one alert, not two).

@@ -101,8 +101,11 @@ async def test_finished_grants_past_retention_go_the_rest_stays(
         break_glass_request_id=str(uuid.uuid4()),
     )
     # Used long ago but its Vault token not yet swept and its wrap TTL not yet over: stays.
+    # (TTL an hour ahead: one ending `now` was over by the time the service's sweeper ran, which
+    # swept it and made it due between the two prunes below.)
     unswept = _grant(
-        org_id, now, ended_ago=100 * DAY, how="used", vault_clean=False, expires_at=now
+        org_id, now, ended_ago=100 * DAY, how="used", vault_clean=False,
+        expires_at=now + timedelta(hours=1),
     )
     other_org = _grant(str(uuid.uuid4()), now, ended_ago=400 * DAY, how="used")
     kept = [young, open_one, held_site, held_job, glass, unswept, other_org]
