@@ -35,11 +35,14 @@ def own_ledger(h: SecretsHarness) -> Iterator[Path]:
 
 
 class Databases:
-    """The replay's view of PostgreSQL: the secrets database by its production name."""
+    """The replay's view of PostgreSQL: the test's databases by their production names
+    (secrets', and workorders' when a test has one)."""
 
-    def __init__(self, postgres: Any, secrets_url: str) -> None:
+    def __init__(self, postgres: Any, secrets_url: str, workorders_url: str | None = None) -> None:
         self.server = postgres.server
         self.names = {"doorward_secrets": make_url(secrets_url).database}
+        if workorders_url is not None:
+            self.names["doorward_workorders"] = make_url(workorders_url).database
 
     def admin_url(self, dbname: str = "postgres") -> str:
         return str(self.server.admin_url(self.names.get(dbname, dbname)))

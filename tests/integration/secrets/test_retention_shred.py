@@ -42,6 +42,7 @@ from services.workorders.crypto import (
 from services.workorders.models import Customer, Site, WorkOrder
 from services.workorders.purge import Purge
 from tests.integration.secrets.conftest import SecretsHarness, error_code
+from tests.integration.secrets.shred_replay import Databases, Vault
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -157,34 +158,6 @@ async def _row(db: Database, customer_id: str) -> tuple[Customer, Site]:
         return customer, site
 
 
-class _Databases:
-    """The replay's view of PostgreSQL: the service databases by their production names."""
-
-    def __init__(self, postgres: Any, workorders_url: str, secrets_url: str) -> None:
-        self.server = postgres.server
-        self.names = {
-            "doorward_workorders": make_url(workorders_url).database,
-            "doorward_secrets": make_url(secrets_url).database,
-        }
-
-    def admin_url(self, dbname: str = "postgres") -> str:
-        return str(self.server.admin_url(self.names.get(dbname, dbname)))
-
-
-class _Vault:
-    def __init__(self, openbao: Any) -> None:
-        self.openbao = openbao
-
-    def generate_root(self) -> str:
-        return str(self.openbao.root_token)
-
-    def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.openbao.addr, token=token)
-
-    def revoke_root(self, token: str) -> None:
-        pass  # the test server's root token outlives the test
-
-
 def _backup_key(root: hvac.Client, name: str) -> str:
     root.adapter.post(
         f"/v1/{TRANSIT}/keys/{name}/config",
@@ -257,7 +230,7 @@ async def test_a_retention_purged_customer_stays_unreadable_after_a_restore(
 
     said: list[str] = []
     replayed = await asyncio.to_thread(
-        replay, ledger, _Databases(postgres, wo_url, h.db_url), _Vault(openbao), said.append
+        replay, ledger, Databases(postgres, h.db_url, wo_url), Vault(openbao), said.append
     )
     assert replayed.keys == 1 and replayed.customers == 1 and replayed.site_secrets == 0
     assert [e.customer_id for e in replayed.replayed] == [stale.customer.id]
