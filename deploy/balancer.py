@@ -72,9 +72,8 @@ class TcpBalancer:
         last: Exception | None = None
         for host, port in turn:
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECONDS
-                )
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    return await asyncio.open_connection(host, port)
             except (OSError, TimeoutError) as exc:
                 last = exc  # a dead replica: try the next one
         raise ConnectionError(f"{self.name}: no backend accepts connections") from last

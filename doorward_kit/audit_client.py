@@ -576,7 +576,8 @@ class OutboxSender:
                 if delivered >= self._batch:
                     continue  # more are probably waiting
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout=self._poll)
+                    async with asyncio.timeout(self._poll):
+                        await waker.wait()
                 waker.clear()
         finally:
             _wakers.get(self._model.__tablename__, set()).discard(waker)

@@ -170,7 +170,8 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
     finally:
         server.should_exit = True
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(finished, 10)
+            async with asyncio.timeout(10):
+                await finished
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -53,7 +53,8 @@ class ReplicaFollower:
 
     async def refresh(self) -> int:
         try:
-            found = await asyncio.wait_for(self.count(), self.interval)
+            async with asyncio.timeout(self.interval):
+                found = await self.count()
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "gateway peers not counted; keeping the last count",

@@ -93,4 +93,5 @@ class GrantRevoker:
                 log.exception("grant revocation outbox pass failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()

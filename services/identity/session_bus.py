@@ -93,7 +93,8 @@ class SessionBus:
             local = await self._hub.publish(change, ack_seconds=self._ack_seconds)
             if expected:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), self._ack_seconds)
+                    async with asyncio.timeout(self._ack_seconds):
+                        await done.wait()
             remote = not self._waiting[event_id][0]
         finally:
             self._waiting.pop(event_id, None)
@@ -182,13 +183,15 @@ class SessionBus:
                 self._listening.set()
                 while self._listening.is_set() and self._conn is conn and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._deaf.wait(), PROBE_SECONDS)
+                        async with asyncio.timeout(PROBE_SECONDS):
+                            await self._deaf.wait()
                     if self._conn is not conn:
                         break  # the termination listener found it dead
                     try:
                         # Notices a connection that died without closing (a cut network).
                         async with self._querying:
-                            await asyncio.wait_for(conn.execute("SELECT 1"), PROBE_TIMEOUT_SECONDS)
+                            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                                await conn.execute("SELECT 1")
                     except _LOST:
                         break
                 if self._conn is conn:

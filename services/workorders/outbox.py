@@ -81,4 +81,5 @@ class RevocationSender:
             if delivered >= self._batch:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()

@@ -78,7 +78,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
             yield identity_pb2.SessionEvent(hello=True)
             while not acks.done():
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_SECONDS)
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                        item = await watcher.queue.get()
                 except TimeoutError:
                     yield identity_pb2.SessionEvent(heartbeat=True)
                     continue
