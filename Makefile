@@ -85,7 +85,7 @@ up: venv console
 
 # Two workers: half the suite waits on processes it started (drills, browsers), not on a core.
 test: venv console
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25
 
 test-unit: venv
 	$(PY) -m pytest -m unit
