@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format
@@ -23,11 +23,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 
-from doorward_kit.span_policy import allowed_event, filter_attributes
+from doorward_kit.span_policy import ALLOWED_KEYS, allowed_event, filter_attributes
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -45,25 +45,33 @@ _STATUSES = {
     ProtoStatus.STATUS_CODE_ERROR: "ERROR",
 }
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PayloadError(ValueError):
     """The body is not an OTLP request of the declared type (the message names no content)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SpanRecord:
+    """One decoded span. Its start is kept as microseconds since the epoch (what the store's
+    bulk insert sends); `started_at` makes the datetime only when something asks."""
+
     trace_id: str
     span_id: str
     parent_span_id: str | None
     service: str
     name: str
     kind: str
-    started_at: datetime
+    start_us: int
     duration_us: int
     status: str
     attributes: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def started_at(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self.start_us)
 
     def attribute(self, key: str) -> str | None:
         value = self.attributes.get(key)
@@ -138,7 +146,9 @@ def _value(value: AnyValue) -> Any:
 
 
 def _attributes(items: Any) -> dict[str, Any]:
-    raw = {kv.key: _value(kv.value) for kv in items if isinstance(kv, KeyValue)}
+    # Keys outside the allow-list are skipped before their values are even converted (most of
+    # a span's attributes); the policy itself (URLs cut down) then runs on what is left.
+    raw = {kv.key: _value(kv.value) for kv in items if kv.key in ALLOWED_KEYS}
     return filter_attributes(raw)
 
 
@@ -161,19 +171,21 @@ def decode_traces(body: bytes, content_type: str) -> list[SpanRecord]:
         service = _service(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                trace_id, span_id = span.trace_id, span.span_id
+                if len(trace_id) != 16 or len(span_id) != 8:
                     raise PayloadError("a span has no valid trace or span id")
-                end = max(span.end_time_unix_nano, span.start_time_unix_nano)
+                start = span.start_time_unix_nano
+                end = max(span.end_time_unix_nano, start)
                 records.append(
                     SpanRecord(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
+                        trace_id=trace_id.hex(),
+                        span_id=span_id.hex(),
                         parent_span_id=span.parent_span_id.hex() or None,
                         service=service,
                         name=span.name[:256],
                         kind=_KINDS.get(span.kind, "INTERNAL"),
-                        started_at=_time(span.start_time_unix_nano),
-                        duration_us=(end - span.start_time_unix_nano) // 1000,
+                        start_us=start // 1000,
+                        duration_us=(end - start) // 1000,
                         status=_STATUSES.get(span.status.code, "UNSET"),
                         attributes=_attributes(span.attributes),
                         events=[
@@ -184,7 +196,9 @@ def decode_traces(body: bytes, content_type: str) -> list[SpanRecord]:
                             }
                             for event in span.events
                             if allowed_event(event.name)
-                        ],
+                        ]
+                        if span.events
+                        else [],
                     )
                 )
     return records

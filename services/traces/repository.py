@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, any_, case, exists, func, literal, literal_column, or_, select, text
+from sqlalchemy import and_, any_, exists, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.traces.models import MetricPoint, OrgRetention, Span, Trace
+from services.traces.models import OrgRetention, Span, Trace
 from services.traces.otlp import MetricRecord, SpanRecord
 
 ORG_KEY = "doorward.org.id"
@@ -21,32 +22,124 @@ ORG_KEY = "doorward.org.id"
 CONFLICT_ORG = "!conflict"
 
 
-def _merged_org(current: str | None, incoming: str | None) -> str | None:
-    if current is None or incoming is None or current == incoming:
-        return current or incoming
-    return CONFLICT_ORG
+# One export is one statement: its spans go in as column arrays (unnest), the ones not stored
+# before (an exporter's retry is ignored by the key) are folded into their traces' summary rows
+# in the same statement, and it answers how many spans were new. The SQL text never changes
+# with the batch's size, so PostgreSQL and asyncpg prepare it once per connection; a
+# many-row VALUES insert was a new statement (compiled by SQLAlchemy, prepared by asyncpg) for
+# every size of batch, with 17 bind parameters per span, and a second one for the summaries.
+#
+# Lock order: spans are inserted in key order (the arrays arrive sorted), summaries upserted in
+# trace id order (ORDER BY). Five processes export spans of the same traces at the same
+# moment, each batch in its own order; unsorted, two of them deadlocked and PostgreSQL aborted
+# one (the e2e saw traces without workorders' spans). One order for every export.
+#
+# A trace's organisation: the one its spans name; two different ones make it CONFLICT_ORG
+# ('!conflict', written out below: nobody's), here and against what the summary row says.
+INSERT_SPANS = text(
+    """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        CAST(:trace_id AS text[]), CAST(:span_id AS text[]), CAST(:parent_span_id AS text[]),
+        CAST(:service AS text[]), CAST(:name AS text[]), CAST(:kind AS text[]),
+        CAST(:start_us AS bigint[]), CAST(:duration_us AS bigint[]), CAST(:status AS text[]),
+        CAST(:attributes AS text[]), CAST(:events AS text[]), CAST(:org_id AS text[]),
+        CAST(:decision AS text[]), CAST(:reason AS text[]), CAST(:work_order_id AS text[]),
+        CAST(:secret_ref_id AS text[]), CAST(:actor_pseudo_id AS text[])
+    ) WITH ORDINALITY AS r(
+        trace_id, span_id, parent_span_id, service, name, kind, start_us, duration_us, status,
+        attributes, events, org_id, decision, reason, work_order_id, secret_ref_id,
+        actor_pseudo_id, n
+    )
+), new AS (
+    INSERT INTO spans (
+        trace_id, span_id, parent_span_id, service, name, kind, started_at, duration_us,
+        status, attributes, events, org_id, decision, reason, work_order_id, secret_ref_id,
+        actor_pseudo_id
+    )
+    SELECT trace_id, span_id, parent_span_id, service, name, kind,
+           timestamptz 'epoch' + start_us * interval '1 microsecond', duration_us, status,
+           attributes::jsonb, events::jsonb, org_id, decision, reason, work_order_id,
+           secret_ref_id, actor_pseudo_id
+    FROM incoming ORDER BY n
+    ON CONFLICT (trace_id, span_id) DO NOTHING
+    RETURNING trace_id, service, org_id, started_at, duration_us
+), merged AS (
+    INSERT INTO traces (trace_id, org_id, started_at, ended_at, services, span_count)
+    SELECT trace_id,
+           CASE WHEN count(DISTINCT org_id) > 1 THEN '!conflict' ELSE max(org_id) END,
+           min(started_at),
+           max(started_at + duration_us * interval '1 microsecond'),
+           array_agg(DISTINCT service ORDER BY service),
+           count(*)
+    FROM new GROUP BY trace_id ORDER BY trace_id
+    ON CONFLICT (trace_id) DO UPDATE SET
+        org_id = CASE
+            WHEN traces.org_id IS NULL THEN excluded.org_id
+            WHEN excluded.org_id IS NULL THEN traces.org_id
+            WHEN traces.org_id = excluded.org_id THEN traces.org_id
+            ELSE '!conflict'
+        END,
+        started_at = least(traces.started_at, excluded.started_at),
+        ended_at = greatest(traces.ended_at, excluded.ended_at),
+        services = ARRAY(SELECT DISTINCT unnest(traces.services || excluded.services)),
+        span_count = traces.span_count + excluded.span_count
+)
+SELECT count(*) FROM new
+"""
+)
+
+INSERT_POINTS = text(
+    """
+INSERT INTO metric_points (name, service, kind, at, value, count, attributes)
+SELECT name, service, kind, at, value, count, attributes::jsonb
+FROM unnest(
+    CAST(:name AS text[]), CAST(:service AS text[]), CAST(:kind AS text[]),
+    CAST(:at AS timestamptz[]), CAST(:value AS float8[]), CAST(:count AS bigint[]),
+    CAST(:attributes AS text[])
+) AS p(name, service, kind, at, value, count, attributes)
+"""
+)
 
 
-def _span_row(record: SpanRecord) -> dict[str, Any]:
-    return {
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "parent_span_id": record.parent_span_id,
-        "service": record.service,
-        "name": record.name,
-        "kind": record.kind,
-        "started_at": record.started_at,
-        "duration_us": record.duration_us,
-        "status": record.status,
-        "attributes": record.attributes,
-        "events": record.events,
-        "org_id": record.attribute(ORG_KEY),
-        "decision": record.attribute("doorward.decision"),
-        "reason": record.attribute("doorward.decision.reason"),
-        "work_order_id": record.attribute("doorward.work_order.id"),
-        "secret_ref_id": record.attribute("doorward.secret_ref.id"),
-        "actor_pseudo_id": record.attribute("enduser.pseudo.id"),
-    }
+def _span_columns(records: Sequence[SpanRecord]) -> dict[str, list[Any]]:
+    """The parameters of INSERT_SPANS: one list per column, rows in key order, each key once."""
+    by_key = {(r.trace_id, r.span_id): r for r in records}
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_us",
+            "duration_us", "status", "attributes", "events", "org_id", "decision", "reason",
+            "work_order_id", "secret_ref_id", "actor_pseudo_id",
+        )
+    }  # fmt: skip
+    appends = [columns[name].append for name in columns]
+    dumps = json.dumps
+    for key in sorted(by_key):
+        r = by_key[key]
+        attributes = r.attributes
+        values = (
+            r.trace_id,
+            r.span_id,
+            r.parent_span_id,
+            r.service,
+            r.name,
+            r.kind,
+            r.start_us,
+            r.duration_us,
+            r.status,
+            dumps(attributes) if attributes else "{}",
+            dumps(r.events) if r.events else "[]",
+            r.attribute(ORG_KEY),
+            r.attribute("doorward.decision"),
+            r.attribute("doorward.decision.reason"),
+            r.attribute("doorward.work_order.id"),
+            r.attribute("doorward.secret_ref.id"),
+            r.attribute("enduser.pseudo.id"),
+        )
+        for append, value in zip(appends, values, strict=True):
+            append(value)
+    return columns
 
 
 @dataclass(frozen=True)
@@ -79,96 +172,29 @@ class TraceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_spans(self, records: Sequence[SpanRecord]) -> list[SpanRecord]:
-        """Insert spans, ignoring ones already stored; returns the ones that were new."""
+    async def add_spans(self, records: Sequence[SpanRecord]) -> int:
+        """Store spans not stored before and fold them into their traces' summaries, in one
+        statement (atomic on its own); returns how many were new."""
         if not records:
-            return []
-        by_key = {(r.trace_id, r.span_id): r for r in records}
-        # Rows in key order: two exports that share keys (an exporter's retry beside the first
-        # attempt) then wait on each other in one order instead of deadlocking.
-        statement = (
-            insert(Span)
-            .values([_span_row(by_key[key]) for key in sorted(by_key)])
-            .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
-            .returning(Span.trace_id, Span.span_id)
-        )
-        inserted = (await self.session.execute(statement)).all()
-        return [by_key[(row.trace_id, row.span_id)] for row in inserted]
-
-    async def merge_traces(self, new_spans: Sequence[SpanRecord]) -> None:
-        """Fold newly stored spans into their traces' summary rows (one statement)."""
-        summaries: dict[str, dict[str, Any]] = {}
-        for span in new_spans:
-            end = span.started_at.timestamp() + span.duration_us / 1e6
-            row = summaries.setdefault(
-                span.trace_id,
-                {
-                    "trace_id": span.trace_id,
-                    "org_id": None,
-                    "started_at": span.started_at,
-                    "ended_at": span.started_at,
-                    "services": [],
-                    "span_count": 0,
-                    "_end": end,
-                },
-            )
-            row["org_id"] = _merged_org(row["org_id"], span.attribute(ORG_KEY))
-            row["started_at"] = min(row["started_at"], span.started_at)
-            if end >= row["_end"]:
-                row["_end"] = end
-            if span.service not in row["services"]:
-                row["services"].append(span.service)
-            row["span_count"] += 1
-        if not summaries:
-            return
-        rows = []
-        # Upserts lock their trace rows in VALUES order. Five processes export spans of the
-        # same traces at the same moment, each batch in its own order: unsorted, two of them
-        # deadlocked, PostgreSQL aborted one and that process's whole batch was lost (the e2e
-        # saw traces without workorders' spans). One order (trace id) for every export.
-        for _, row in sorted(summaries.items()):
-            end_ts = row.pop("_end")
-            row["ended_at"] = datetime.fromtimestamp(end_ts, tz=row["started_at"].tzinfo)
-            rows.append(row)
-        stmt = insert(Trace).values(rows)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["trace_id"],
-            set_={
-                "org_id": case(
-                    (Trace.org_id.is_(None), excluded.org_id),
-                    (excluded.org_id.is_(None), Trace.org_id),
-                    (Trace.org_id == excluded.org_id, Trace.org_id),
-                    else_=literal(CONFLICT_ORG),
-                ),
-                "started_at": func.least(Trace.started_at, excluded.started_at),
-                "ended_at": func.greatest(Trace.ended_at, excluded.ended_at),
-                "services": literal_column(
-                    "ARRAY(SELECT DISTINCT unnest(traces.services || excluded.services))"
-                ),
-                "span_count": Trace.span_count + excluded.span_count,
-            },
-        )
-        await self.session.execute(stmt)
+            return 0
+        result = await self.session.execute(INSERT_SPANS, _span_columns(records))
+        return int(result.scalar_one())
 
     async def add_metric_points(self, records: Sequence[MetricRecord]) -> int:
+        """One statement of the same text for any number of points (column arrays)."""
         if not records:
             return 0
         await self.session.execute(
-            insert(MetricPoint).values(
-                [
-                    {
-                        "name": r.name,
-                        "service": r.service,
-                        "kind": r.kind,
-                        "at": r.at,
-                        "value": r.value,
-                        "count": r.count,
-                        "attributes": r.attributes,
-                    }
-                    for r in records
-                ]
-            )
+            INSERT_POINTS,
+            {
+                "name": [r.name for r in records],
+                "service": [r.service for r in records],
+                "kind": [r.kind for r in records],
+                "at": [r.at for r in records],
+                "value": [r.value for r in records],
+                "count": [r.count for r in records],
+                "attributes": [json.dumps(r.attributes) for r in records],
+            },
         )
         return len(records)
 

@@ -33,6 +33,9 @@ MAX_TRACE_IDS = 1000
 MAX_ORG_DAYS = 3650
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -76,13 +79,11 @@ class TraceStore:
         return self.clock() - kept
 
     async def ingest_spans(self, session: AsyncSession, records: Sequence[SpanRecord]) -> int:
-        """Store spans not seen before; spans already past retention are dropped at the door."""
-        horizon = self.clock() - self.retention
-        fresh = [r for r in records if r.started_at >= horizon]
-        repo = TraceRepository(session)
-        new = await repo.add_spans(fresh)
-        await repo.merge_traces(new)
-        return len(new)
+        """Store spans not seen before; spans already past retention are dropped at the door.
+        One statement: `session` may be a transaction or autocommit (the receiver's)."""
+        horizon = (self.clock() - self.retention - _EPOCH) // timedelta(microseconds=1)
+        fresh = [r for r in records if r.start_us >= horizon]
+        return await TraceRepository(session).add_spans(fresh)
 
     async def ingest_metrics(self, session: AsyncSession, records: Sequence[MetricRecord]) -> int:
         return await TraceRepository(session).add_metric_points(records)

@@ -100,12 +100,16 @@ def _sqlstate(error: BaseException) -> str | None:
 async def _store(
     db: Database, ingest: Callable[[AsyncSession, Any], Awaitable[int]], records: Any
 ) -> None:
-    """One transaction, run again when PostgreSQL aborted it for a conflict. Whatever still
+    """One statement, run again when PostgreSQL aborted it for a conflict. Whatever still
     fails at the database is 503: the exporter keeps the batch and retries (OTLP's retryable
-    answer), where a 500 made it drop the batch for good."""
+    answer), where a 500 made it drop the batch for good.
+
+    An export is a single statement (spans and their summaries, or the metric points), atomic
+    on its own: it runs in autocommit, without the BEGIN and COMMIT round trips a transaction
+    around it would add."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            async with db.unit_of_work() as session:
+            async with db.reads() as session:
                 await ingest(session, records)
             return
         except (DBAPIError, OSError, TimeoutError) as error:
@@ -153,7 +157,7 @@ def otlp_router(
         ingest: Callable[[AsyncSession, Any], Awaitable[int]],
         answer: Message,
     ) -> Response:
-        """One OTLP export: media type, streamed body, decode, store in one transaction."""
+        """One OTLP export: media type, streamed body, decode, store in one statement."""
         try:
             media = _media(request)
             body = await read_body(request, max_body_bytes)
