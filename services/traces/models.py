@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -23,12 +23,31 @@ class Base(DeclarativeBase):
 
 class Span(Base):
     __tablename__ = "spans"
+    # The filter indexes are partial (migration 0003): most spans carry none of these
+    # attributes, and an equality filter on the column implies it is not null.
     __table_args__ = (
         Index("ix_spans_started_at", "started_at"),
-        Index("ix_spans_decision", "decision", "started_at"),
-        Index("ix_spans_work_order", "work_order_id"),
-        Index("ix_spans_secret_ref", "secret_ref_id"),
-        Index("ix_spans_actor", "actor_pseudo_id"),
+        Index(
+            "ix_spans_decision",
+            "decision",
+            "started_at",
+            postgresql_where=text("decision IS NOT NULL"),
+        ),
+        Index(
+            "ix_spans_work_order",
+            "work_order_id",
+            postgresql_where=text("work_order_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_spans_secret_ref",
+            "secret_ref_id",
+            postgresql_where=text("secret_ref_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_spans_actor",
+            "actor_pseudo_id",
+            postgresql_where=text("actor_pseudo_id IS NOT NULL"),
+        ),
     )
 
     trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
