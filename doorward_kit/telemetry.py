@@ -8,9 +8,10 @@ DOORWARD_OTEL_FILE=path additionally writes every finished span as a JSON line (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -169,14 +170,70 @@ def _instrument_libraries() -> None:
     RequestsInstrumentor().instrument()
 
 
-def instrument_engine(engine: Any) -> None:
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+class _InTraceTracer(trace.Tracer):
+    """The SQLAlchemy instrumentation's tracer: a statement gets a span only inside a trace
+    (a request, a job or a decision span above it). A statement nothing encloses is a
+    background poll (every process's audit outbox every second, the revocation outboxes,
+    sweeps): a trace of one `SELECT` that no security-ops question leads to, yet each was
+    created, exported and stored. Those get the non-recording span instead."""
 
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+
+    def start_span(
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> trace.Span:
+        if not trace.get_current_span(context).get_span_context().is_valid:
+            return trace.INVALID_SPAN
+        return self._inner.start_span(name, context, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        *args: Any,
+        end_on_exit: bool = True,
+        **kwargs: Any,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, *args, **kwargs)
+        with trace.use_span(span, end_on_exit=end_on_exit) as current:
+            yield current
+
+
+# The SQL tracing of every engine of the process: one tracer (statements inside a trace only)
+# and the instrumentation's connection-usage counter, made once.
+_SQL_TRACING: list[tuple[trace.Tracer, Any]] = []
+
+
+def instrument_engine(engine: Any) -> None:
+    """A span per SQL statement of `engine` (statements carry placeholders only), inside a
+    trace only (_InTraceTracer), and no span per pool checkout.
+
+    The instrumentation's own entry point (SQLAlchemyInstrumentor().instrument) wraps
+    Engine.connect, which every session calls for its checkout: a "connect" span per session
+    that named the database and nothing else (the statements' spans do too), a fifth of all
+    spans a board made. It instruments the first engine only, too. So each engine gets the
+    instrumentation's engine tracer (its statement events) directly."""
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+    from opentelemetry.metrics import get_meter
+    from opentelemetry.semconv.metrics import MetricInstruments
+
+    if not _SQL_TRACING:
+        name = "opentelemetry.instrumentation.sqlalchemy"
+        usage = get_meter(name, __version__).create_up_down_counter(
+            name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+            unit="connections",
+            description="The number of connections that are currently in state described by "
+            "the state attribute.",
+        )
+        # The global provider's tracer (a proxy until setup_telemetry installs it).
+        _SQL_TRACING.append((_InTraceTracer(trace.get_tracer(name, __version__)), usage))
+    tracer, usage = _SQL_TRACING[0]
     # The instrumentation's declared range stops below SQLAlchemy 2.1, but the engine events it
-    # hooks are unchanged there (tests check the spans); statements carry placeholders only.
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, enable_commenter=False, skip_dep_check=True
-    )
+    # hooks are unchanged there (tests check the spans).
+    EngineTracer(tracer, engine.sync_engine, usage)
 
 
 # Trace-context headers a client may send. At the edge they never choose the trace: a client
