@@ -124,6 +124,34 @@ def _exporter_from_env() -> SpanExporter | None:
     return None
 
 
+# The batch span processor's bounds where the standard OTEL_BSP_* variables say nothing. The
+# SDK's own queue (2048 spans) is two seconds of workorders' spans at the goal of 100 boards a
+# second (some 10 spans a board): a store that paused for a moment (a prune, a slow disk)
+# would make the exporter drop spans ("Queue full"). 8192 finished spans are a few MB per
+# process at most. An export takes up to 512 spans; the worker sends a batch as soon as 512
+# are queued, else every OTEL_BSP_SCHEDULE_DELAY ms, so a busy process sends full batches
+# (one request, one statement at the store) and an idle one sends nothing.
+BSP_MAX_QUEUE_SIZE = 8192
+BSP_MAX_EXPORT_BATCH_SIZE = 512
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        return default  # what the SDK does with a value it cannot read
+    return value if value > 0 else default
+
+
+def batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
+    """Every process's span export: batched (a background thread), bounded, in full batches.
+    OTEL_BSP_SCHEDULE_DELAY and OTEL_BSP_EXPORT_TIMEOUT keep the SDK's reading."""
+    queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", BSP_MAX_QUEUE_SIZE)
+    batch = min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", BSP_MAX_EXPORT_BATCH_SIZE), queue)
+    return BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch)
+
+
 def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> TracerProvider:
     """Install the tracer provider and the library instrumentations (idempotent).
 
@@ -139,7 +167,7 @@ def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> 
     )
     exporter = _exporter_from_env()
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(exporter)))
+        provider.add_span_processor(batch_processor(RedactingExporter(exporter)))
     span_file = os.environ.get("DOORWARD_OTEL_FILE")
     if span_file:
         provider.add_span_processor(
