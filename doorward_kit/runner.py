@@ -42,6 +42,9 @@ class ServiceParts:
     metrics_port: int | None = None
     # Who may read it there (None: DOORWARD_METRICS_ALLOWED_NETWORKS).
     metrics_allowed_networks: str | None = None
+    # How long an idle HTTP connection stays open (uvicorn's default, 5 s, for ports strangers
+    # reach: an idle connection held open is a cheap way to tie up a server).
+    keep_alive_seconds: int = 5
 
 
 def _tls_options(folder: Path | None) -> dict[str, Any]:
@@ -138,6 +141,7 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=parts.keep_alive_seconds,
         # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
         # peer is the only address a caller cannot write (secrets REST records it).
         proxy_headers=False,

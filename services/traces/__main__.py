@@ -26,6 +26,10 @@ from services.traces.service import TraceStore
 from services.traces.settings import TracesSettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The OTLP exporters send every 5 s (spans) and 15 s (metrics): with uvicorn's 5 s idle limit
+# most exports paid a new mutual-TLS handshake on both ends. Only Doorward processes reach the
+# receiver (NetworkPolicy; a client certificate where it runs TLS), so idle ones may stay.
+RECEIVER_KEEP_ALIVE_SECONDS = 65
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +107,7 @@ async def build_parts(
         grpc=grpc_server,
         background=[retention],
         close=close,
+        keep_alive_seconds=RECEIVER_KEEP_ALIVE_SECONDS,
     )
     return parts, db, store
 
