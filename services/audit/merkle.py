@@ -56,15 +56,22 @@ class Accumulator:
     def __init__(self) -> None:
         self._stack: list[tuple[int, bytes]] = []  # (size, root), sizes strictly decreasing
         self.size = 0
+        # The last leaf's siblings inside the perfect subtree it closed (bottom-up): with the
+        # rest of the frontier they are its audit path (last_path). None: not known (a frontier
+        # restored from a prune anchor, before any append).
+        self._last_inner: list[bytes] | None = None
 
     def append_leaf_hash(self, leaf: bytes) -> None:
         size, current = 1, leaf
+        inner: list[bytes] = []
         while self._stack and self._stack[-1][0] == size:
             _, left = self._stack.pop()
+            inner.append(left)
             current = node_hash(left, current)
             size *= 2
         self._stack.append((size, current))
         self.size += 1
+        self._last_inner = inner
 
     def append(self, data: bytes) -> None:
         self.append_leaf_hash(leaf_hash(data))
@@ -84,6 +91,39 @@ class Accumulator:
         acc = cls()
         acc._stack = [(size, bytes(node)) for size, node in frontier]
         acc.size = sum(sizes)
+        return acc
+
+    def last_path(self) -> list[bytes] | None:
+        """The audit path (RFC 6962 PATH, bottom-up) of the newest leaf in the tree so far, i.e.
+        inclusion_proof(size - 1, leaves) without the leaves; None when not known. With that
+        leaf it gives the root, and from_last_path rebuilds the frontier from both: what a
+        checkpoint keeps so the next verification can start at its tree size."""
+        if self._last_inner is None or not self._stack:
+            return None
+        return [*self._last_inner, *(node for _, node in reversed(self._stack[:-1]))]
+
+    @classmethod
+    def from_last_path(cls, size: int, leaf: bytes, path: Sequence[bytes]) -> Accumulator:
+        """The accumulator of a tree of `size` leaves whose last leaf hash is `leaf` and whose
+        audit path is `path` (last_path). Its root() is what that leaf and path give: equal to
+        a signed root, it vouches for both (finding another leaf or path with the same root is
+        a SHA-256 collision). Refuses a path of the wrong length for `size`."""
+        if size <= 0:
+            raise ValueError("a tree with a last leaf has at least one leaf")
+        sizes = [1 << bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1]
+        inner_count = sizes[-1].bit_length() - 1  # the last leaf's depth in its perfect subtree
+        if len(path) != inner_count + len(sizes) - 1:
+            raise ValueError(f"an audit path of the last of {size} leaves has another length")
+        inner = [bytes(node) for node in path[:inner_count]]
+        current = leaf
+        for left in inner:
+            current = node_hash(left, current)
+        # The rest of the path is the frontier's other roots, smallest (rightmost) first.
+        others = [bytes(node) for node in path[inner_count:]]
+        acc = cls()
+        acc._stack = [*zip(sizes[:-1], reversed(others), strict=True), (sizes[-1], current)]
+        acc.size = size
+        acc._last_inner = inner
         return acc
 
     def root(self) -> bytes:

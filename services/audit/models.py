@@ -72,6 +72,11 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     key_id: Mapped[str] = mapped_column(String(32), nullable=False)
     signature: Mapped[str] = mapped_column(Text, nullable=False)
+    # Not signed, and need not be: with each other they must give root_hash (verify.CheckpointEdge),
+    # so the next checkpoint's verification starts here instead of at event 1. NULL on
+    # checkpoints signed before they were kept (verification then starts at the beginning).
+    last_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_path: Mapped[list[str] | None] = mapped_column(JSONB, nullable=True)
 
 
 class AuditPrune(Base):

@@ -220,13 +220,18 @@ class Repository:
         return list(rows.scalars())
 
     async def stream_events(
-        self, org_id: str, f: EventFilter | None = None, *, up_to_seq: int | None = None
+        self,
+        org_id: str,
+        f: EventFilter | None = None,
+        *,
+        up_to_seq: int | None = None,
+        after_seq: int = 0,
     ) -> AsyncIterator[dict[str, Any]]:
         """Matching events oldest first, fetched in chunks (keyset on seq: no long cursor)."""
         where = self._filtered(org_id, f or EventFilter())
         if up_to_seq is not None:
             where.append(AuditEvent.seq <= up_to_seq)
-        after = 0
+        after = after_seq
         while True:
             rows = (
                 await self.session.execute(

@@ -26,7 +26,12 @@ from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
 from services.audit.repository import EventFilter, Repository
 from services.audit.signing import Checkpoint, PruneAnchor, Signer
-from services.audit.verify import ChainVerifier, IntegrityReport, anchor_from_row
+from services.audit.verify import (
+    ChainVerifier,
+    CheckpointEdge,
+    IntegrityReport,
+    anchor_from_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +155,13 @@ class PruneResult:
     # Events 1..through are gone (0: nothing was pruned); `deleted` of them by this call.
     through: int = 0
     deleted: int = 0
+
+
+def _edge_of(row: AuditCheckpoint | None) -> CheckpointEdge | None:
+    """A checkpoint with its last hash and audit path (None: not kept for this one)."""
+    if row is None or row.last_hash is None or row.last_path is None:
+        return None
+    return CheckpointEdge(checkpoint_of(row), row.last_hash, tuple(str(n) for n in row.last_path))
 
 
 def anchor_of(row: AuditPrune) -> PruneAnchor:
@@ -459,7 +471,12 @@ class AuditService:
         self, session: AsyncSession, org_id: str
     ) -> tuple[IntegrityReport, tuple[int, str]]:
         """Walk the whole chain; returns the report and (tree size, Merkle root)."""
-        repo = Repository(session)
+        report, verifier = await self._verify_whole(Repository(session), org_id)
+        return report, verifier.root()
+
+    async def _verify_whole(
+        self, repo: Repository, org_id: str
+    ) -> tuple[IntegrityReport, ChainVerifier]:
         # Checkpoints before the head: the head only grows, so every checkpoint read covers at
         # most the head read after it, and one over more events than remain is a lost tail.
         checkpoints = [checkpoint_of(c) for c in await repo.checkpoints(org_id)]
@@ -475,7 +492,7 @@ class AuditService:
         )
         async for row in repo.stream_events(org_id, up_to_seq=up_to):
             verifier.feed(ChainEvent.from_mapping(row))
-        return verifier.finish(), verifier.root()
+        return verifier.finish(), verifier
 
     async def prune_org(
         self,
@@ -573,7 +590,7 @@ class AuditService:
     ) -> tuple[Checkpoint | None, IntegrityReport | None]:
         if self.signer is None:
             return None, None
-        report, (size, root) = await self.verify_org(session, org_id)
+        report, verifier = await self.verify_since_checkpoint(session, org_id)
         if not report.ok:
             log.error(
                 "audit chain broken: no checkpoint signed",
@@ -581,6 +598,7 @@ class AuditService:
             )
             await self._integrity_alert(session, org_id, report)
             return None, report
+        size, root = verifier.root()
         if size == 0:
             return None, report
         checkpoint = self.signer.sign(org_id, size, root, datetime.now(UTC))
@@ -592,9 +610,63 @@ class AuditService:
                 "signed_at": checkpoint.signed_at,
                 "key_id": checkpoint.key_id,
                 "signature": checkpoint.signature,
+                # Where the next verification starts (verify_since_checkpoint).
+                "last_hash": verifier.last_hash,
+                "last_path": verifier.last_path(),
             }
         )
         return checkpoint, report
+
+    async def verify_since_checkpoint(
+        self, session: AsyncSession, org_id: str
+    ) -> tuple[IntegrityReport, ChainVerifier]:
+        """What the checkpoint job verifies before it signs: the events after the newest signed
+        checkpoint, from that checkpoint's root. The service signed that checkpoint only after
+        verifying every event it covers, and its signature (with its last event's hash and
+        audit path, which must give its root) is checked here, so its tree is taken as good;
+        the events after it are checked as in verify_org: each one's hash, its link to the one
+        before (the first to the checkpoint's last hash), gaps, and the head. O(new events),
+        not O(all events). A change to an event the checkpoint covers is found by
+        auditIntegrity and offline verification (the signed root no longer matches), not here.
+        Without a usable checkpoint (none yet, one signed before the edges were kept, one that
+        does not check out) this is verify_org."""
+        repo = Repository(session)
+        latest = await repo.latest_checkpoint(org_id)
+        pruned = await repo.latest_prune(org_id)
+        head = await repo.head(org_id)
+        up_to = head[0] if head else 0
+        edge = _edge_of(latest)
+        usable = (
+            edge is not None
+            and edge.checkpoint.tree_size <= up_to
+            and (pruned is None or pruned.tree_size < edge.checkpoint.tree_size)
+        )
+        verifier = ChainVerifier(
+            org_id,
+            public_key=self.public_key,
+            head=head,
+            anchors=[anchor_of(pruned)] if pruned and not usable else [],
+            resume=edge if usable else None,
+        )
+        if not verifier.resumed:
+            return await self._verify_whole(repo, org_id)
+        # From the checkpoint's own last event: it is compared with the hash the checkpoint
+        # vouches for (one row), the rest is fed.
+        first = True
+        async for row in repo.stream_events(
+            org_id, up_to_seq=up_to, after_seq=verifier.resumed_from - 1
+        ):
+            event = ChainEvent.from_mapping(row)
+            if first:
+                first = False
+                if event.seq == verifier.resumed_from:
+                    verifier.check_resumed_event(event)
+                    continue
+                verifier.check_resumed_event(None)
+            verifier.feed(event)
+        if first:
+            verifier.check_resumed_event(None)
+        return verifier.finish(), verifier
 
     async def sign_for_export(
         self, session: AsyncSession, principal: Principal

@@ -57,6 +57,9 @@ class IntegrityReport:
     # Events 1..pruned_through were deleted past retention; a valid signed prune anchor stands
     # for them and verification started from it.
     pruned_through: int = 0
+    # Events 1..resumed_from were not read again: verification started at a signed checkpoint
+    # over them (ChainVerifier(resume=...)), which the service signed only after verifying them.
+    resumed_from: int = 0
 
 
 def anchor_from_row(row: Row) -> PruneAnchor:
@@ -100,6 +103,18 @@ def checkpoint_from_row(row: Row) -> Checkpoint:
     )
 
 
+@dataclass(frozen=True)
+class CheckpointEdge:
+    """A signed checkpoint with what the service kept beside it: the hash of its last event and
+    that event's Merkle audit path. Together they give the checkpoint's root (so the signature
+    vouches for them too) and the tree's frontier: verification can go on from its tree size
+    without reading events 1..tree_size again."""
+
+    checkpoint: Checkpoint
+    last_hash: str
+    last_path: tuple[str, ...]
+
+
 class ChainVerifier:
     """Feed one organisation's events in seq order, then finish()."""
 
@@ -113,11 +128,17 @@ class ChainVerifier:
         require_signed: bool = False,
         allow_unsigned_tail: bool = False,
         anchors: Iterable[PruneAnchor] = (),
+        resume: CheckpointEdge | None = None,
     ) -> None:
         """`require_signed`: the offline check; a trail is verified only as far as a valid
         signed checkpoint reaches, and a head must be given (see the module docstring). The
         service's own live check leaves it off: its newest events wait for the next
-        checkpoint."""
+        checkpoint.
+
+        `resume`: start after the events a signed checkpoint covers (the checkpoint job: the
+        service signed it only over a chain that verified). Taken only when its signature, its
+        last event's hash and audit path give its root; see `resumed` (feed events from
+        resumed_from + 1 on). Otherwise nothing is assumed and every event must be fed."""
         if require_signed and public_key is None:
             raise ValueError("require_signed needs a public key")
         self.org_id = org_id
@@ -146,9 +167,45 @@ class ChainVerifier:
                 continue
             self._pending.append(cp)
         self._pruned = 0
+        self.resumed_from = 0
         mine = [a for a in anchors if a.org_id == org_id]
         if mine:
             self._start_from(max(mine, key=lambda a: a.tree_size))
+        if resume is not None:
+            self._resume(resume)
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_from > 0
+
+    def _resume(self, edge: CheckpointEdge) -> None:
+        """Go on from a signed checkpoint, if everything about it checks out; silently not
+        otherwise (the caller then verifies from the start, which names what is wrong)."""
+        cp = edge.checkpoint
+        if (
+            self._public_key is None
+            or cp.org_id != self.org_id
+            or cp.tree_size <= self._last_seq
+            or not verify_checkpoint(cp, self._public_key)
+        ):
+            return
+        try:
+            accumulator = merkle.Accumulator.from_last_path(
+                cp.tree_size,
+                merkle.leaf_hash(bytes.fromhex(edge.last_hash)),
+                [bytes.fromhex(node) for node in edge.last_path],
+            )
+        except ValueError:
+            return
+        if accumulator.root().hex() != cp.root_hash:
+            return
+        self._accumulator = accumulator
+        self._last_seq = cp.tree_size
+        self._last_hash = edge.last_hash
+        self._last_good_size = cp.tree_size
+        self._valid_checkpoint = cp
+        self.resumed_from = cp.tree_size
+        self._pending = [p for p in self._pending if p.tree_size > cp.tree_size]
 
     def _start_from(self, anchor: PruneAnchor) -> None:
         """Events 1..anchor.tree_size were pruned: go on from the anchor's chain head and Merkle
@@ -175,6 +232,16 @@ class ChainVerifier:
         self._pruned = anchor.tree_size
         # Checkpoints inside the pruned prefix: their events are gone, the anchor stands for them.
         self._pending = [cp for cp in self._pending if cp.tree_size > anchor.tree_size]
+
+    def check_resumed_event(self, event: ChainEvent | None) -> None:
+        """The checkpoint's own last event, as stored now (None: not found). Not fed again:
+        only compared with the hash the checkpoint vouches for, which catches a change to the
+        newest signed event at the cost of one row."""
+        seq = self.resumed_from
+        if event is None or event.seq != seq:
+            self._broken(seq, f"seq {seq} is missing")
+        elif event.hash != self._last_hash or event.compute_hash() != self._last_hash:
+            self._broken(seq, f"seq {seq} was changed (its hash does not match)")
 
     def _broken(self, seq: int, reason: str) -> None:
         if self._chain_break is None:
@@ -217,6 +284,11 @@ class ChainVerifier:
         )
         if self._checkpoint_break is None:
             self._checkpoint_break = (self._last_good_size + 1, cp.tree_size)
+
+    def last_path(self) -> list[str] | None:
+        """The Merkle audit path of the last event fed (kept with a checkpoint: CheckpointEdge)."""
+        path = self._accumulator.last_path()
+        return None if path is None else [node.hex() for node in path]
 
     def frontier(self) -> list[tuple[int, str]]:
         """The Merkle frontier of the events fed so far (for a prune anchor)."""
@@ -264,11 +336,12 @@ class ChainVerifier:
             checked_events=self._checked,
             first_broken_seq=first,
             head_seq=self._last_seq,
-            head_hash=self._last_hash if self._checked or self._pruned else "",
+            head_hash=self._last_hash if self._checked or self._last_seq else "",
             checkpoint=self._valid_checkpoint,
             problems=problems,
             signed_up_to=self._last_good_size,
             pruned_through=self._pruned,
+            resumed_from=self.resumed_from,
         )
 
     def _require_signatures(self) -> None:
