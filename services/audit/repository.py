@@ -3,6 +3,7 @@ list of organisations whose chain grew (it reads only ids and counts)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,72 @@ def _trails_statement() -> Select[Any]:
 
 _TRAILS = _trails_statement()
 
+# The columns an append writes (received_at is the database's clock), one array parameter each:
+# the same SQL text for any number of events (one prepared statement), no ORM unit of work.
+_APPEND_COLUMNS = (
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_id",
+    "action",
+    "outcome",
+    "work_order_id",
+    "secret_ref_id",
+    "target_type",
+    "target_id",
+    "trace_id",
+    "source_ip",
+    "service",
+    "details",
+    "prev_hash",
+    "hash",
+)
+_INSERT_SQL = """
+INSERT INTO audit_events (org_id, seq, id, occurred_at, actor_id, action, outcome, work_order_id,
+    secret_ref_id, target_type, target_id, trace_id, source_ip, service, details, prev_hash, hash)
+SELECT :org_id, e.seq, e.id, e.occurred_at, e.actor_id, e.action, e.outcome, e.work_order_id,
+    e.secret_ref_id, e.target_type, e.target_id, e.trace_id, e.source_ip, e.service,
+    e.details::jsonb, e.prev_hash, e.hash
+FROM unnest(CAST(:seq AS bigint[]), CAST(:id AS text[]), CAST(:occurred_at AS timestamptz[]),
+    CAST(:actor_id AS text[]), CAST(:action AS text[]), CAST(:outcome AS text[]),
+    CAST(:work_order_id AS text[]), CAST(:secret_ref_id AS text[]), CAST(:target_type AS text[]),
+    CAST(:target_id AS text[]), CAST(:trace_id AS text[]), CAST(:source_ip AS text[]),
+    CAST(:service AS text[]), CAST(:details AS text[]), CAST(:prev_hash AS text[]),
+    CAST(:hash AS text[]))
+    AS e(seq, id, occurred_at, actor_id, action, outcome, work_order_id, secret_ref_id,
+         target_type, target_id, trace_id, source_ip, service, details, prev_hash, hash)
+"""
+_INSERT_EVENTS = text(_INSERT_SQL)
+# A data-modifying WITH runs whether or not the UPDATE reads it: one round trip per append.
+_APPEND_EVENTS = text(
+    "WITH inserted AS (" + _INSERT_SQL + ") "  # noqa: S608 (constants, no input)
+    "UPDATE audit_heads SET seq = :head_seq, hash = :head_hash WHERE org_id = :org_id"
+)
+# Built once (building a select costs more than its round trip here).
+_LOCK_HEAD = (
+    select(AuditHead.seq, AuditHead.hash)
+    .where(AuditHead.org_id == bindparam("org_id"))
+    .with_for_update()
+)
+_STORED_AND_DEACTIVATED = text(
+    "SELECT 'stored' AS kind, id AS key, NULL::timestamptz AS at FROM audit_events "
+    "WHERE org_id = :org_id AND id = ANY(CAST(:ids AS text[])) "
+    "UNION ALL "
+    "SELECT 'deactivated', target_id, max(occurred_at) FROM audit_events "
+    "WHERE org_id = :org_id AND action = :deactivate AND outcome = 'ALLOWED' "
+    "AND target_id = ANY(CAST(:actors AS text[])) GROUP BY target_id"
+)
+
+
+def _event_arrays(org_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {"org_id": org_id}
+    for name in _APPEND_COLUMNS:
+        if name == "details":
+            params[name] = [json.dumps(r["details"]) for r in rows]
+        else:
+            params[name] = [r[name] for r in rows]
+    return params
+
 
 @dataclass(frozen=True)
 class EventFilter:
@@ -81,19 +148,18 @@ class Repository:
     # ---- chain ----------------------------------------------------------------------------
 
     async def lock_head(self, org_id: str) -> tuple[int, str]:
-        """The org's head, locked until commit: appends to one chain run one at a time."""
-        await self.session.execute(
-            pg_insert(AuditHead)
-            .values(org_id=org_id, seq=0, hash=GENESIS_HASH)
-            .on_conflict_do_nothing(index_elements=["org_id"])
-        )
-        row = (
+        """The org's head, locked until commit: appends to one chain run one at a time. One
+        statement once the org has a head (every org after its first event); the first event
+        creates it (ON CONFLICT: two first batches at once create one) and locks it."""
+        params = {"org_id": org_id}
+        row = (await self.session.execute(_LOCK_HEAD, params)).one_or_none()
+        if row is None:
             await self.session.execute(
-                select(AuditHead.seq, AuditHead.hash)
-                .where(AuditHead.org_id == org_id)
-                .with_for_update()
+                pg_insert(AuditHead)
+                .values(org_id=org_id, seq=0, hash=GENESIS_HASH)
+                .on_conflict_do_nothing(index_elements=["org_id"])
             )
-        ).one()
+            row = (await self.session.execute(_LOCK_HEAD, params)).one()
         return int(row.seq), str(row.hash)
 
     async def set_head(self, org_id: str, seq: int, hash_: str) -> None:
@@ -109,19 +175,40 @@ class Repository:
         ).one_or_none()
         return (int(row.seq), str(row.hash)) if row else None
 
-    async def existing_ids(self, org_id: str, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        # One array parameter (not 200 expanded ones): one cached prepared statement.
-        wanted = bindparam("ids", value=list(ids), type_=ARRAY(String))
+    async def stored_ids_and_deactivations(
+        self, org_id: str, ids: Sequence[str], actors: Iterable[str], deactivate_action: str
+    ) -> tuple[set[str], dict[str, datetime]]:
+        """In one statement (read after the head lock): which of `ids` the org has stored
+        already, and when each of `actors` was last deactivated (for those who were)."""
         rows = await self.session.execute(
-            select(AuditEvent.id).where(AuditEvent.org_id == org_id, AuditEvent.id == any_(wanted))
+            _STORED_AND_DEACTIVATED,
+            {
+                "org_id": org_id,
+                "ids": list(ids),
+                "actors": sorted({a for a in actors if a}),
+                "deactivate": deactivate_action,
+            },
         )
-        return set(rows.scalars())
+        stored: set[str] = set()
+        deactivated: dict[str, datetime] = {}
+        for kind, key, at in rows:
+            if kind == "stored":
+                stored.add(key)
+            else:
+                deactivated[key] = at
+        return stored, deactivated
 
-    async def insert_events(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_events(self, org_id: str, rows: list[dict[str, Any]]) -> None:
         if rows:
-            await self.session.execute(insert(AuditEvent), rows)
+            await self.session.execute(_INSERT_EVENTS, _event_arrays(org_id, rows))
+
+    async def append_events(
+        self, org_id: str, rows: list[dict[str, Any]], seq: int, hash_: str
+    ) -> None:
+        """Insert the org's new events and move its head to (seq, hash_), in one statement."""
+        await self.session.execute(
+            _APPEND_EVENTS, {**_event_arrays(org_id, rows), "head_seq": seq, "head_hash": hash_}
+        )
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -281,25 +368,6 @@ class Repository:
         statement = select(func.count()).select_from(AuditEvent).where(*where)
         value = await self.session.scalar(statement)
         return int(value or 0)
-
-    async def deactivations(
-        self, org_id: str, user_ids: Iterable[str], action: str
-    ) -> dict[str, datetime]:
-        """When each of these users was (last) deactivated, for those who were."""
-        ids = [u for u in set(user_ids) if u]
-        if not ids:
-            return {}
-        rows = await self.session.execute(
-            select(AuditEvent.target_id, func.max(AuditEvent.occurred_at))
-            .where(
-                AuditEvent.org_id == org_id,
-                AuditEvent.action == action,
-                AuditEvent.outcome == "ALLOWED",
-                AuditEvent.target_id.in_(ids),
-            )
-            .group_by(AuditEvent.target_id)
-        )
-        return {str(user): when for user, when in rows.all()}
 
     async def insert_alert(self, values: dict[str, Any]) -> bool:
         """False when an alert with the same dedup key exists already."""

@@ -217,25 +217,43 @@ class AuditService:
     async def _append_org(
         self, repo: Repository, org_id: str, items: list[Incoming], *, watch: bool = True
     ) -> tuple[int, int, int]:
+        """Lock the head, one read (ids already stored, the actors' deactivations), then the
+        events and the new head in one statement: 3 statements for a batch without alerts."""
         seq, prev = await repo.lock_head(org_id)
         # After the lock: a concurrent batch with the same ids has committed or rolled back.
-        existing = await repo.existing_ids(org_id, [i.record.id for i in items])
+        actors = [i.record.actor_id for i in items] if watch else []
+        existing, deactivated = await repo.stored_ids_and_deactivations(
+            org_id, [i.record.id for i in items], actors, alerts.DEACTIVATE_ACTION
+        )
         fresh = [i for i in items if i.record.id not in existing]
         rows, seq, prev = _chain_rows(org_id, seq, prev, fresh)
-        await repo.insert_events(rows)
+        pending = rows
         alert_rows: list[dict[str, Any]] = []
         if watch and rows:
-            alert_items = await self._raise_alerts(repo, org_id, rows)
+            facts = [f for f in (_facts(r) for r in rows) if alerts.watched(f)]
+            if any(alerts.counts_as_reveal(f) or alerts.counts_as_denial(f) for f in facts):
+                # The rules count the events in their window, this batch's included.
+                await repo.insert_events(org_id, rows)
+                pending = []
+            alert_items = await self._raise_alerts(repo, org_id, rows, facts, deactivated)
             alert_rows, seq, prev = _chain_rows(org_id, seq, prev, alert_items)
-            await repo.insert_events(alert_rows)
-        if rows or alert_rows:
+            pending = [*pending, *alert_rows]
+        if pending:
+            await repo.append_events(org_id, pending, seq, prev)
+        elif rows:
             await repo.set_head(org_id, seq, prev)
         return len(rows), len(items) - len(fresh), len(alert_rows)
 
     async def _raise_alerts(
-        self, repo: Repository, org_id: str, rows: list[dict[str, Any]]
+        self,
+        repo: Repository,
+        org_id: str,
+        rows: list[dict[str, Any]],
+        facts: list[alerts.EventFacts],
+        deactivated: dict[str, datetime],
     ) -> list[Incoming]:
-        facts = [f for f in (_facts(r) for r in rows) if alerts.watched(f)]
+        """`deactivated`: when each actor of the batch was last deactivated, as stored before
+        it; this batch's own deactivations are added here (they count for its later events)."""
         candidates: list[alerts.Candidate] = []
         for f in facts:
             candidates.extend(alerts.per_event(f))
@@ -265,9 +283,16 @@ class AuditService:
             found = alerts.repeated_denials(f, count, rules)
             if found:
                 candidates.append(found)
-        deactivated = await repo.deactivations(
-            org_id, (f.actor_id for f in facts), alerts.DEACTIVATE_ACTION
-        )
+        deactivated = dict(deactivated)
+        for r in rows:
+            if (
+                r["action"] == alerts.DEACTIVATE_ACTION
+                and r["outcome"] == Outcome.ALLOWED.value
+                and r["target_id"]
+            ):
+                before = deactivated.get(r["target_id"])
+                if before is None or r["occurred_at"] > before:
+                    deactivated[r["target_id"]] = r["occurred_at"]
         for f in facts:
             found = alerts.deactivated_activity(f, deactivated.get(f.actor_id))
             if found:
@@ -708,8 +733,7 @@ class AuditService:
         if item is None:
             return
         rows, seq, prev = _chain_rows(org_id, seq, prev, [item])
-        await repo.insert_events(rows)
-        await repo.set_head(org_id, seq, prev)
+        await repo.append_events(org_id, rows, seq, prev)
 
     # ---- proofs ---------------------------------------------------------------------------
 
