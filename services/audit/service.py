@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome
@@ -24,7 +23,7 @@ from doorward_kit.policy import Action, Resource, authorize, can
 from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
-from services.audit.repository import EventFilter, Repository
+from services.audit.repository import EventFilter, Repository, TrailEvent
 from services.audit.signing import Checkpoint, PruneAnchor, Signer
 from services.audit.verify import (
     ChainVerifier,
@@ -386,7 +385,7 @@ class AuditService:
 
     async def work_order_trails(
         self, session: AsyncSession, principal: Principal, work_order_ids: Sequence[str]
-    ) -> dict[str, list[Row[Any]]]:
+    ) -> dict[str, list[TrailEvent]]:
         """The newest TRAIL_LIMIT events of each work order of a batch (one query)."""
         self.authorize_read(principal)
         return await Repository(session).recent_events_of_work_orders(

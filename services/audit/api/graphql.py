@@ -71,6 +71,10 @@ class AuditOutcome(enum.Enum):
     ERROR = "ERROR"
 
 
+# A dict lookup: calling the enum by value costs more, 200 times per board.
+_OUTCOMES = {outcome.value: outcome for outcome in AuditOutcome}
+
+
 @strawberry.type
 class AuditDetail:
     key: str
@@ -144,7 +148,12 @@ class AuditEvent:
     service: str | None
     hash: str
     prev_hash: str
-    details: list[AuditDetail]
+    raw_details: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field
+    def details(self) -> list[AuditDetail]:
+        # Built when asked for, not for every event read (a board's 200 never are).
+        return _details(self.raw_details)
 
     @strawberry.field
     def actor(self) -> User | None:
@@ -172,7 +181,7 @@ class AuditEvent:
             occurred_at=row.occurred_at,
             actor_id=row.actor_id,
             action=row.action,
-            outcome=AuditOutcome(row.outcome),
+            outcome=_OUTCOMES[row.outcome],
             work_order_id=row.work_order_id,
             secret_ref_id=strawberry.ID(row.secret_ref_id) if row.secret_ref_id else None,
             target_type=_opt(row.target_type),
@@ -182,7 +191,7 @@ class AuditEvent:
             service=_opt(row.service),
             hash=row.hash,
             prev_hash=row.prev_hash,
-            details=_details(row.details),
+            raw_details=row.details,
         )
 
 
