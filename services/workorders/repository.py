@@ -8,8 +8,21 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.workorders.models import (
@@ -55,6 +68,48 @@ class OrderRow:
 
 
 _ORDER_COLUMNS = [WorkOrder.__table__.c[f.name] for f in fields(OrderRow)]
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    """A site as reads use it: plain columns, no ORM object. The board reads its sites on every
+    refresh; the few writes to a read site (the v1 re-seal) are targeted UPDATEs."""
+
+    id: str
+    org_id: str
+    customer_id: str
+    region_id: str
+    address: bytes | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    """A customer as reads use it (see SiteRow). Changes to a customer (restriction, erasure)
+    go through the mapped class, under its row lock."""
+
+    id: str
+    org_id: str
+    region_id: str
+    wrapped_key: bytes | None
+    contact: bytes | None
+    erased_at: datetime | None
+    restricted: bool
+    created_at: datetime
+
+
+def _by_ids(table: Any, row: type[Any]) -> Any:
+    """`SELECT <row's columns> FROM table WHERE org_id = :org_id AND id = ANY(:ids)`, built
+    once: an array parameter keeps the SQL text the same for any number of ids (one prepared
+    statement), and building a select per call cost more than running it."""
+    c = table.c
+    return select(*(c[f.name] for f in fields(row))).where(
+        c.org_id == bindparam("org_id"), c.id == any_(bindparam("ids", type_=ARRAY(String)))
+    )
+
+
+_SITES_BY_ID = _by_ids(Site.__table__, SiteRow)
+_CUSTOMERS_BY_ID = _by_ids(Customer.__table__, CustomerRow)
 
 
 class Repository:
@@ -218,6 +273,44 @@ class Repository:
             ).scalars()
         )
 
+    async def site_rows(self, org_id: str, ids: Collection[str]) -> list[SiteRow]:
+        if not ids:
+            return []
+        result = await self.session.execute(_SITES_BY_ID, {"org_id": org_id, "ids": list(ids)})
+        return [SiteRow(*row) for row in result]
+
+    async def customer_rows(self, org_id: str, ids: Collection[str]) -> list[CustomerRow]:
+        if not ids:
+            return []
+        result = await self.session.execute(_CUSTOMERS_BY_ID, {"org_id": org_id, "ids": list(ids)})
+        return [CustomerRow(*row) for row in result]
+
+    async def reseal_contact(
+        self, org_id: str, customer_id: str, was: bytes, sealed: bytes
+    ) -> None:
+        """Store the v2 form of a v1 contact ciphertext just read (upgrade mode), unless the
+        row changed since (an erasure nulls it: never write contact data back over that)."""
+        await self.session.execute(
+            update(Customer)
+            .where(
+                Customer.org_id == org_id,
+                Customer.id == customer_id,
+                Customer.contact == was,
+                Customer.erased_at.is_(None),
+            )
+            .values(contact=sealed)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def reseal_address(self, org_id: str, site_id: str, was: bytes, sealed: bytes) -> None:
+        """reseal_contact for one site's address."""
+        await self.session.execute(
+            update(Site)
+            .where(Site.org_id == org_id, Site.id == site_id, Site.address == was)
+            .values(address=sealed)
+            .execution_options(synchronize_session=False)
+        )
+
     async def sites_of_customers(self, org_id: str, customer_ids: Collection[str]) -> list[Site]:
         if not customer_ids:
             return []
@@ -230,6 +323,19 @@ class Repository:
                 )
             ).scalars()
         )
+
+    async def site_rows_of_customers(
+        self, org_id: str, customer_ids: Collection[str]
+    ) -> list[SiteRow]:
+        if not customer_ids:
+            return []
+        c = Site.__table__.c
+        result = await self.session.execute(
+            select(*(c[f.name] for f in fields(SiteRow)))
+            .where(c.org_id == org_id, c.customer_id.in_(list(customer_ids)))
+            .order_by(c.created_at, c.id)
+        )
+        return [SiteRow(*row) for row in result]
 
     async def sites_with_jobs_of(
         self, org_id: str, user_id: str, site_ids: Collection[str]

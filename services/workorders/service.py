@@ -58,7 +58,7 @@ from services.workorders.ports import (
     SecretsPort,
     UploadSlotView,
 )
-from services.workorders.repository import OrderRow, Repository
+from services.workorders.repository import CustomerRow, OrderRow, Repository, SiteRow
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-PlacedT = TypeVar("PlacedT", Site, Customer)
+PlacedT = TypeVar("PlacedT", SiteRow, CustomerRow)
 
 
 def _visible(
@@ -424,9 +424,9 @@ class WorkOrdersService:
 
     async def visible_sites(
         self, session: AsyncSession, principal: Principal, ids: Collection[str]
-    ) -> dict[str, Site]:
+    ) -> dict[str, SiteRow]:
         repo = Repository(session)
-        rows = await repo.sites(principal.org_id, ids)
+        rows = await repo.site_rows(principal.org_id, ids)
         mine = await self._field_user_sites(repo, principal, [r.id for r in rows])
         return _visible(principal, Action.SITE_READ, rows, mine)
 
@@ -437,7 +437,7 @@ class WorkOrdersService:
             return set()
         return await repo.sites_with_jobs_of(principal.org_id, principal.user_id, site_ids)
 
-    async def site_for(self, session: AsyncSession, principal: Principal, site_id: str) -> Site:
+    async def site_for(self, session: AsyncSession, principal: Principal, site_id: str) -> SiteRow:
         sites = await self.visible_sites(session, principal, [site_id])
         if site_id not in sites:
             raise not_found("site")
@@ -445,9 +445,9 @@ class WorkOrdersService:
 
     async def visible_customers(
         self, session: AsyncSession, principal: Principal, ids: Collection[str]
-    ) -> dict[str, Customer]:
+    ) -> dict[str, CustomerRow]:
         repo = Repository(session)
-        rows = await repo.customers(principal.org_id, ids)
+        rows = await repo.customer_rows(principal.org_id, ids)
         mine: set[str] = set()
         if principal.roles & {Role.TECHNICIAN, Role.SUBCONTRACTOR}:
             mine = await repo.customers_with_jobs_of(
@@ -457,7 +457,7 @@ class WorkOrdersService:
 
     async def customer_for(
         self, session: AsyncSession, principal: Principal, customer_id: str
-    ) -> Customer:
+    ) -> CustomerRow:
         found = await self.visible_customers(session, principal, [customer_id])
         if customer_id not in found:
             raise not_found("customer")
@@ -483,7 +483,7 @@ class WorkOrdersService:
     # ---- contact data ---------------------------------------------------------------------
 
     async def _contact_access(
-        self, session: AsyncSession, principal: Principal, customers: list[Customer]
+        self, session: AsyncSession, principal: Principal, customers: list[CustomerRow]
     ) -> dict[str, tuple[bool, bool]]:
         """customer id -> (may read, reduced to what the job needs)."""
         repo = Repository(session)
@@ -565,7 +565,9 @@ class WorkOrdersService:
                 result[customer.id] = Contact(customer.id, None, None, None, unreadable=True)
                 continue
             if text.resealed is not None:
-                customer.contact = text.resealed
+                await Repository(session).reseal_contact(
+                    principal.org_id, customer.id, customer.contact, text.resealed
+                )
             data = json.loads(text.value)
             result[customer.id] = Contact(
                 customer.id,
@@ -591,11 +593,11 @@ class WorkOrdersService:
         return await self.read_site_addresses(session, principal, sites)
 
     async def read_site_addresses(
-        self, session: AsyncSession, principal: Principal, sites: Collection[Site]
+        self, session: AsyncSession, principal: Principal, sites: Collection[SiteRow]
     ) -> dict[str, str | Unreadable | None]:
         """read_addresses of sites already found visible to this caller (visible_sites of the
         same principal, e.g. the request's site loader): the sites are not read again."""
-        customers = await Repository(session).customers(
+        customers = await Repository(session).customer_rows(
             principal.org_id, {s.customer_id for s in sites}
         )
         by_id = {c.id: c for c in customers}
@@ -631,7 +633,9 @@ class WorkOrdersService:
                 result[site.id] = Unreadable(site.id)
                 continue
             if text.resealed is not None:
-                site.address = text.resealed
+                await Repository(session).reseal_address(
+                    principal.org_id, site.id, site.address, text.resealed
+                )
             result[site.id] = text.value
             await self.audit(
                 session,
@@ -916,7 +920,9 @@ class WorkOrdersService:
         )
         return row
 
-    async def _require_unrestricted(self, repo: Repository, site: Site, move: str) -> None:
+    async def _require_unrestricted(
+        self, repo: Repository, site: Site | SiteRow, move: str
+    ) -> None:
         customer = await repo.customer(site.org_id, site.customer_id)
         if customer is not None and customer.restricted:
             raise Refusal(
@@ -1214,7 +1220,7 @@ class WorkOrdersService:
 
     async def _site_of_secret(
         self, session: AsyncSession, principal: Principal, secret_ref_id: str
-    ) -> Site:
+    ) -> SiteRow:
         link = await Repository(session).site_secret(principal.org_id, secret_ref_id)
         if link is None:
             raise not_found("secret reference")
@@ -1517,14 +1523,15 @@ class WorkOrdersService:
     ) -> Customer:
         """GDPR Art. 18: restrict (or lift the restriction of) the processing of a customer's
         data. Every change is recorded with its reason here and audited with ids only."""
-        customer = await self.customer_for(session, principal, customer_id)
-        authorize(
-            principal, Action.CUSTOMER_RESTRICT, Resource(customer.org_id, customer.region_id)
-        )
+        found = await self.customer_for(session, principal, customer_id)
+        authorize(principal, Action.CUSTOMER_RESTRICT, Resource(found.org_id, found.region_id))
         reason = _text("reason", reason, 1000)
         repo = Repository(session)
-        await repo.lock_customer(principal.org_id, customer.id)
-        await session.refresh(customer)  # the flag as it is now, under the lock
+        await repo.lock_customer(principal.org_id, found.id)
+        # The flag as it is now, under the lock (the row read above may be older).
+        customer = await repo.customer(principal.org_id, found.id)
+        assert customer is not None
+        await session.refresh(customer)
         if customer.erased_at is not None:
             raise conflict("this customer has been erased")
         if customer.restricted == restricted:
@@ -1577,7 +1584,9 @@ class WorkOrdersService:
 
     async def sites_of_customers(
         self, session: AsyncSession, principal: Principal, customer_ids: Collection[str]
-    ) -> list[Site]:
-        rows = await Repository(session).sites_of_customers(principal.org_id, customer_ids)
-        visible = await self.visible_sites(session, principal, [r.id for r in rows])
+    ) -> list[SiteRow]:
+        repo = Repository(session)
+        rows = await repo.site_rows_of_customers(principal.org_id, customer_ids)
+        mine = await self._field_user_sites(repo, principal, [r.id for r in rows])
+        visible = _visible(principal, Action.SITE_READ, rows, mine)
         return [r for r in rows if r.id in visible]

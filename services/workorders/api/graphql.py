@@ -49,7 +49,7 @@ from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected
 from services.workorders.ports import GrantView, SecretRefView, UploadSlotView
-from services.workorders.repository import OrderRow
+from services.workorders.repository import CustomerRow, OrderRow, SiteRow
 from services.workorders.retention import HoldTarget as _HoldTarget
 from services.workorders.retention import Retention
 from services.workorders.retention import RetentionPolicy as _RetentionPolicy
@@ -172,9 +172,9 @@ def _load_secret_ref(info: Info, key: str) -> Awaitable[SecretRefView | None]:
 
 async def _customer_sites_fetch(
     runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
-) -> dict[str, list[models.Site]]:
+) -> dict[str, list[SiteRow]]:
     rows = await runtime.service.sites_of_customers(session, principal, keys)
-    result: dict[str, list[models.Site]] = {k: [] for k in keys}
+    result: dict[str, list[SiteRow]] = {k: [] for k in keys}
     for row in rows:
         result[row.customer_id].append(row)
     return result
@@ -185,7 +185,7 @@ load_requested_order = _batched("requested_orders", _service_fetch("requested_or
 load_site = _batched("sites", _service_fetch("visible_sites"))
 
 
-async def load_sites(info: Info, keys: list[str]) -> list[models.Site | None]:
+async def load_sites(info: Info, keys: list[str]) -> list[SiteRow | None]:
     return await asyncio.gather(*(load_site(info, k) for k in keys))
 
 
@@ -371,7 +371,7 @@ class Customer:
     )
 
     @classmethod
-    def from_row(cls, row: models.Customer) -> Customer:
+    def from_row(cls, row: models.Customer | CustomerRow) -> Customer:
         return cls(
             id=strawberry.ID(row.id),
             region_id=row.region_id,
@@ -411,7 +411,7 @@ class Customer:
 
     @strawberry.field
     async def sites(self, info: Info) -> list[Site]:
-        rows: list[models.Site] = await load_customer_sites(info, str(self.id))
+        rows: list[SiteRow] = await load_customer_sites(info, str(self.id))
         return [Site.from_row(r) for r in rows]
 
 
@@ -422,7 +422,7 @@ class Site:
     region_id: strawberry.Private[str]
 
     @classmethod
-    def from_row(cls, row: models.Site) -> Site:
+    def from_row(cls, row: models.Site | SiteRow) -> Site:
         return cls(id=strawberry.ID(row.id), customer_id=row.customer_id, region_id=row.region_id)
 
     @strawberry.field
