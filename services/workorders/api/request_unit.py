@@ -4,17 +4,21 @@ A board request used to open four sessions: the page, then sites and secret ids 
 then addresses. Each cost a pool checkout with its pre-ping, a BEGIN and a COMMIT besides its
 query, and the three round trips of each were most of workorders' share of a board. Now every
 read of a request (the query resolvers and all DataLoader batches) shares one session, opened
-at the first read, in one transaction.
+at the first read.
 
 The session is used by one batch at a time (the lock): the DataLoaders of one level run as
 parallel tasks, and an AsyncSession runs one statement at a time.
 
-The transaction commits when execution has finished and before the answer leaves
-(`RequestTransaction`). What a read writes, the audit events of contact reads above all, is
-therefore committed before any of the data it covers is sent; if the commit fails, the whole
-answer is replaced by an error (no contact data leaves unaudited). A batch that fails part-way
-may leave audit events of reads whose data is then not returned: on the trail once too often
-is the safe side.
+The session runs without a transaction (autocommit): asyncpg sends no BEGIN and no COMMIT,
+two of a board's eight round trips to PostgreSQL. Nothing is lost by it: under READ COMMITTED
+every statement saw its own snapshot anyway, so the levels of a request were never one
+consistent view. What a read writes, the audit events of contact reads above all, is added to
+the session and written when execution has finished and before the answer leaves
+(`RequestTransaction`): one INSERT of all of them, which commits on its own. It is therefore
+committed before any of the data it covers is sent; if it fails, the whole answer is replaced
+by an error (no contact data leaves unaudited), and if execution fails, nothing is written.
+The one other write of a read, the v2 re-seal of a v1 ciphertext in upgrade mode, is a single
+guarded UPDATE that commits at once (it stores the same text in the stronger format).
 
 Mutations keep their own unit of work (`_mutate`): a change commits, or is refused and audited,
 on its own, before anything reads its result.
@@ -28,9 +32,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from graphql import GraphQLError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.extensions import SchemaExtension
 
 from doorward_kit.db import Database
@@ -39,11 +44,29 @@ from doorward_kit.errors import DoorwardError, ErrorCode
 log = logging.getLogger(__name__)
 
 
+_factories: WeakKeyDictionary[Database, async_sessionmaker[AsyncSession]] = WeakKeyDictionary()
+
+
+def _autocommit_sessions(db: Database) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `db`'s pool in autocommit mode (set on checkout, no round trip), without
+    autoflush: the audit events a read adds are written once, at the end (`finish`)."""
+    factory = _factories.get(db)
+    if factory is None:
+        factory = async_sessionmaker(
+            db.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            autoflush=False,
+        )
+        _factories[db] = factory
+    return factory
+
+
 class RequestUnit:
-    """The request's one session, opened lazily; `finish` commits (or rolls back) and closes."""
+    """The request's one session, opened lazily; `finish` writes what the reads added (or
+    drops it) and closes."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self._sessions = _autocommit_sessions(db)
         self._session: AsyncSession | None = None
         self._lock = asyncio.Lock()
         self._finished = False
@@ -55,7 +78,7 @@ class RequestUnit:
                 # A straggler after the answer was settled must not write outside it.
                 raise DoorwardError(ErrorCode.UNAVAILABLE, "the request has already finished")
             if self._session is None:
-                self._session = self._db.sessions()
+                self._session = self._sessions()
             yield self._session
 
     @property
@@ -70,9 +93,11 @@ class RequestUnit:
             return
         try:
             if commit:
+                # The INSERT of the request's audit events (autocommit); the commit then sends
+                # nothing, but tells the outbox sender (after_commit) there is work.
                 await session.commit()
             else:
-                await session.rollback()
+                await session.rollback()  # the pending events are dropped, unwritten
         finally:
             await session.close()
 

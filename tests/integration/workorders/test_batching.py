@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from services.workorders.api import request_unit
+from tests.fixtures.round_trips import keywords, simple_statements
 from tests.integration.workorders.conftest import Org, Running, make_customer, make_job, ok
 
 pytestmark = pytest.mark.integration
@@ -108,9 +109,10 @@ def in_a_request() -> bool:
     return request_unit._current.get() is not None
 
 
-async def test_a_board_is_one_session_and_one_transaction(running: Running, org: Org) -> None:
-    """Every read of a request shares one session (issue 11): one pool checkout and one
-    COMMIT for the whole board, however many levels it has (it was four of each)."""
+async def test_a_board_is_one_session_without_begin_or_commit(running: Running, org: Org) -> None:
+    """Every read of a request shares one session (issue 11): one pool checkout for the whole
+    board, however many levels it has (it was four), in autocommit: no BEGIN and no COMMIT
+    goes to PostgreSQL, and the contact reads' audit events are one INSERT."""
     for _ in range(3):
         await make_job(running, org)
     engine = running.runtime.db.engine.sync_engine
@@ -129,34 +131,40 @@ async def test_a_board_is_one_session_and_one_transaction(running: Running, org:
     event.listen(engine.pool, "checkout", checkout)
     event.listen(engine, "commit", commit)
     try:
-        data = await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)
+        with simple_statements(running.runtime.db.engine) as sent, counting(running) as executed:
+            data = await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)
     finally:
         event.remove(engine.pool, "checkout", checkout)
         event.remove(engine, "commit", commit)
     jobs = [e["node"] for e in data["workOrders"]["edges"]]
     assert len(jobs) == 3 and all(j["site"]["address"] for j in jobs)
+    # The session is settled once (SQLAlchemy's commit, which wakes the outbox sender) ...
     assert (len(checkouts), len(commits)) == (1, 1)
+    # ... but nothing of a transaction reaches the server.
+    assert not {"BEGIN", "COMMIT", "ROLLBACK"} & set(keywords(sent)), sent
+    inserts = [s for s in executed if s.startswith("INSERT INTO audit_outbox")]
+    assert len(inserts) == 1, executed
 
 
 async def test_contact_data_does_not_leave_when_its_audit_does_not_commit(
     running: Running, org: Org
 ) -> None:
-    """The request's transaction, with the contact reads' audit events, commits before the
-    answer leaves; when it cannot, the answer carries no address, only an error."""
+    """The contact reads' audit events are written (one INSERT, which commits on its own)
+    before the answer leaves; when that fails, the answer carries no address, only an error."""
     await make_job(running, org)
     await ok(running, BOARD, {"region": org.r1, "first": 1}, org.admin.token)  # warm
     engine = running.runtime.db.engine.sync_engine
     before = len(running.audit.of(org.id, "customer.contact.read"))
 
-    def refuse(*_: Any) -> None:
-        if in_a_request():
-            raise RuntimeError("commit refused (test)")
+    def refuse(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if in_a_request() and statement.startswith("INSERT INTO audit_outbox"):
+            raise RuntimeError("insert refused (test)")
 
-    event.listen(engine, "commit", refuse)
+    event.listen(engine, "before_cursor_execute", refuse)
     try:
         body = await running.gql(BOARD, {"region": org.r1, "first": 1}, token=org.admin.token)
     finally:
-        event.remove(engine, "commit", refuse)
+        event.remove(engine, "before_cursor_execute", refuse)
     assert body.get("data") is None, body
     assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAVAILABLE"]
     assert "Keyhole" not in str(body)
