@@ -40,6 +40,7 @@ from gateway.planning.plan import (
     PlanNode,
     SequenceNode,
 )
+from gateway.transport import SubgraphTransport
 from gateway.upstreams import Upstream
 
 _tracer = trace.get_tracer("doorward.gateway")
@@ -392,6 +393,10 @@ class Executor:
                 if upstream is not None:
                     content = await upstream.post(payload, out_headers, self._timeouts,
                                                   retry=retry)
+                elif isinstance(transport, SubgraphTransport):
+                    # The gateway's own lean connections (gateway/transport.py).
+                    _, content = await transport.post(self._parsed_urls[graph], payload,
+                                                      out_headers)
                 elif transport is None:
                     resp = await self.client.post(self.urls[graph], content=payload,
                                                   headers=out_headers)

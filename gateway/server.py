@@ -52,6 +52,7 @@ from gateway.planner import (
 )
 from gateway.replica_count import ReplicaFollower, dns_peers
 from gateway.settings import GatewaySettings
+from gateway.transport import SubgraphTransport
 from gateway.upstreams import HealthChecker, Replica, Upstream
 
 log = logging.getLogger("doorward.gateway")
@@ -414,8 +415,13 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
             u = httpx.URL(url)
             origin = f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
             if origin not in by_origin:
-                by_origin[origin] = subgraph_transport(httpx.AsyncHTTPTransport(limits=limits),
-                                                        signer)
+                if u.scheme == "http":
+                    # The lean keep-alive client (gateway/transport.py), signing as before.
+                    by_origin[origin] = SubgraphTransport(
+                        origin, signer=signer, max_connections=settings.max_connections)
+                else:
+                    by_origin[origin] = subgraph_transport(
+                        httpx.AsyncHTTPTransport(limits=limits), signer)
             return by_origin[origin]
 
         transports = {name: pool(url) for name, url in urls.items()}

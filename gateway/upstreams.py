@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gateway.transport import SubgraphTransport
+
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_SECONDS = 1.0
@@ -100,26 +102,39 @@ class Upstream:
             attempts = attempts[:1]
         last: Exception | None = None
         for replica in attempts:
-            request = httpx.Request(
-                "POST", replica.parsed, content=payload, headers=headers,
-                extensions={"timeout": dict(timeouts)},
-            )  # fmt: skip
             try:
-                response = await replica.transport.handle_async_request(request)
-                try:
-                    content = await response.aread()
-                finally:
-                    await response.aclose()
+                status, content = await _post(replica, payload, headers, timeouts)
             except httpx.TransportError as exc:
                 self.mark(replica, False)
                 last = exc
                 continue
-            if response.status_code in RETRYABLE_STATUS:
+            if status in RETRYABLE_STATUS:
                 self.mark(replica, False)
-                last = UpstreamUnavailable(f"{self.name} answered {response.status_code}")
+                last = UpstreamUnavailable(f"{self.name} answered {status}")
                 continue
             return content
         raise UpstreamUnavailable(f"no replica of {self.name} answered") from last
+
+
+async def _post(
+    replica: Replica,
+    payload: bytes,
+    headers: Mapping[str, str],
+    timeouts: Mapping[str, float | None],
+) -> tuple[int, bytes]:
+    transport = replica.transport
+    if isinstance(transport, SubgraphTransport):  # the gateway's lean connections
+        return await transport.post(replica.parsed, payload, headers)
+    request = httpx.Request(
+        "POST", replica.parsed, content=payload, headers=headers,
+        extensions={"timeout": dict(timeouts)},
+    )  # fmt: skip
+    response = await transport.handle_async_request(request)
+    try:
+        content = await response.aread()
+    finally:
+        await response.aclose()
+    return response.status_code, content
 
 
 class HealthChecker:
