@@ -118,6 +118,32 @@ class BodyTooLarge(Exception):
     """The request body is longer than the route accepts."""
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body had arrived."""
+
+
+async def read_asgi_body(receive: Any, declared: str | None, limit: int) -> bytes:
+    """read_body for a pure ASGI handler: `receive` is the ASGI callable, `declared` the
+    request's Content-Length header (or None). Same rules: the bytes are counted, not the
+    declared length; BodyTooLarge the moment they pass `limit`; ClientGone on a disconnect."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, counted as it arrives and refused (BodyTooLarge) the moment it passes
     `limit` bytes. Content-Length is only a shortcut for an honest client's refusal: a chunked

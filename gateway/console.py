@@ -105,11 +105,13 @@ class NoStoreGraphQL:
         await self.app(scope, receive, send_no_store)
 
 
-def install_console(app: Any, settings: Any) -> None:
-    """Console routes, no-store on /graphql and the CORS allow-list, on the gateway app."""
+def install_console(app: Any, settings: Any) -> list[str]:
+    """Console routes, no-store on /graphql and the CORS allow-list, on the gateway app.
+    Returns the CORS origins (the gateway's POST /graphql edge answers them the same way)."""
     dist = Path(settings.console_dir) if settings.console_dir else DEFAULT_DIST
     for route in console_routes(dist, settings.stack.secrets_base_url):
         app.router.routes.append(route)
     app.add_middleware(NoStoreGraphQL)
-    add_cors(app, parse_origins(settings.cors_origins, [settings.stack.console_origin]),
-             ["GET", "POST"])
+    origins = parse_origins(settings.cors_origins, [settings.stack.console_origin])
+    add_cors(app, origins, ["GET", "POST"])
+    return origins

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,12 +29,19 @@ from graphql import (
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from doorward_kit.gateway_signature import CLIENT_ADDRESS_HEADER, GatewaySigner, SigningTransport
-from doorward_kit.headers import SecurityHeaders
-from doorward_kit.http import BodyTooLarge, add_metrics_route, fastapi_options, read_body
+from doorward_kit.headers import NON_HTML_CSP, SECURITY_HEADERS, SecurityHeaders
+from doorward_kit.http import (
+    BodyTooLarge,
+    ClientGone,
+    add_metrics_route,
+    fastapi_options,
+    read_asgi_body,
+)
 from doorward_kit.metrics import GATEWAY_REQUEST_SECONDS
 from doorward_kit.telemetry import client_trace_links
 from gateway.apq import PersistedQueries, check_hash, requested_hash
@@ -366,6 +373,69 @@ GRAPHIQL = """<!doctype html><html><head><title>Doorward GraphiQL</title>
 GraphiQL,{fetcher:GraphiQL.createFetcher({url:location.pathname})}));</script></body></html>"""
 
 
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+PostHandler = Callable[[Scope, Receive, Headers], Awaitable[tuple[int, bytes]]]
+
+# What every POST /graphql answer carries besides its own type and length, exactly what the
+# middleware stack gives the gateway's other answers: the kit's security headers
+# (doorward_kit/headers.py: a JSON answer gets the non-HTML CSP), no-store (tokens and grants
+# travel here, gateway/console.py) and CORS's `Vary: Origin`.
+_EDGE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"application/json"),
+    *SECURITY_HEADERS,
+    NON_HTML_CSP,
+    (b"vary", b"Origin"),
+]
+
+
+class GraphQLEdge:
+    """POST /graphql in one pure ASGI layer. Every other request goes through FastAPI and its
+    middleware (CORS, no-store, security headers, error pages): seven layers, each a
+    coroutine, a wrapped `send` and header lists rebuilt per answer, for every GraphQL request.
+    This layer answers the one hot route with the same headers those layers would add (the
+    tests compare the two), the body counted against its limit as it arrives, and CORS as
+    Starlette's middleware answers a simple request: the origin echoed only when it is listed
+    (preflights, OPTIONS, still go through the middleware)."""
+
+    def __init__(self, handler: PostHandler, cors_origins: list[str]) -> None:
+        self.handler = handler
+        self.cors_origins = frozenset(cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        try:
+            status, body = await self.handler(scope, receive, headers)
+        except ClientGone:
+            return  # nobody to answer
+        except Exception:
+            log.exception("gateway request failed")  # request data stays out of the log
+            status, body = 500, orjson.dumps(
+                _errors("Internal server error", "INTERNAL_SERVER_ERROR"))
+        out = [*_EDGE_HEADERS, (b"content-length", str(len(body)).encode())]
+        origin = headers.get("origin")
+        if origin is not None and origin in self.cors_origins:
+            out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI app, with POST /graphql answered by its GraphQLEdge before the
+    middleware stack (everything else, and the lifespan, as FastAPI does)."""
+
+    graphql_edge: GraphQLEdge | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        edge = self.graphql_edge
+        if (edge is not None and scope["type"] == "http" and scope["path"] == "/graphql"
+                and scope["method"] == "POST"):
+            await edge(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def _replica_urls(settings: GatewaySettings, supergraph: Supergraph) -> dict[str, list[str]]:
     """Every subgraph's replica URLs: DOORWARD_GATEWAY_SUBGRAPHS (comma-separated lists) wins;
     a subgraph composed from the stack's first address (DOORWARD_<SVC>_HTTP_URL) gets the
@@ -446,24 +516,30 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                     await peers.stop()
                 await health.stop()
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-                  **fastapi_options())
+    app = GatewayApp(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                     **fastapi_options())
     app.state.gateway = None
     app.add_middleware(SecurityHeaders)
 
-    async def graphql_post(request: Request) -> Response:
-        gw: Gateway | None = request.app.state.gateway
+    async def graphql_post(scope: Scope, receive: Receive, headers: Headers) -> tuple[int, bytes]:
+        gw: Gateway | None = app.state.gateway
         if gw is None:
-            return _json(503, _errors("The gateway is starting.", "UNAVAILABLE"))
+            return 503, orjson.dumps(_errors("The gateway is starting.", "UNAVAILABLE"))
         try:
-            body = await read_body(request, settings.max_body_bytes)
+            body = await read_asgi_body(receive, headers.get("content-length"),
+                                        settings.max_body_bytes)
         except BodyTooLarge:
-            return _json(413, _errors("The request body is too large.", "PAYLOAD_TOO_LARGE"))
+            return 413, orjson.dumps(_errors("The request body is too large.",
+                                             "PAYLOAD_TOO_LARGE"))
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _json(400, _errors("The request body is not valid JSON.", "BAD_REQUEST"))
-        return await _dispatch(gw, request, payload, allow_mutation=True)
+            return 400, orjson.dumps(_errors("The request body is not valid JSON.",
+                                             "BAD_REQUEST"))
+        peer = scope.get("client")
+        status, answer = await _dispatch(gw, headers, peer[0] if peer else None, payload,
+                                         allow_mutation=True)
+        return status, orjson.dumps(answer)
 
     async def graphql_get(request: Request) -> Response:
         gw: Gateway | None = request.app.state.gateway
@@ -482,15 +558,17 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
                     payload[k] = orjson.loads(params[k])
         except orjson.JSONDecodeError:
             return _json(400, _errors("`variables`/`extensions` must be JSON.", "BAD_REQUEST"))
-        return await _dispatch(gw, request, payload, allow_mutation=False)
+        status, answer = await _dispatch(gw, request.headers,
+                                         request.client.host if request.client else None,
+                                         payload, allow_mutation=False)
+        return _json(status, answer)
 
-    async def _dispatch(gw: Gateway, request: Request, payload: Any,
-                        allow_mutation: bool) -> Response:
-        headers = request.headers
+    async def _dispatch(gw: Gateway, headers: Headers, peer: str | None, payload: Any,
+                        allow_mutation: bool) -> tuple[int, Any]:
         # The real client address (trusted proxies' X-Forwarded-For only): rate limits are
         # per address, and subgraphs (identity's login throttle, audit's sourceIp) get it signed.
-        client = client_address(request.client.host if request.client else None,
-                                headers.getlist("x-forwarded-for"), trusted_proxies) or "unknown"
+        client = client_address(peer, headers.getlist("x-forwarded-for"),
+                                trusted_proxies) or "unknown"
         # The edge starts the trace: a client's traceparent is only a link, so a client cannot
         # choose the traceId of the audit events its request causes. Subgraph fetches are
         # children of this span (internal hops propagate as usual).
@@ -500,25 +578,25 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         try:
             if isinstance(payload, list):
                 if not payload or len(payload) > settings.max_batch:
-                    return _json(400, _errors(
-                        f"A batch holds 1 to {settings.max_batch} operations.", "BAD_REQUEST"))
+                    return 400, _errors(
+                        f"A batch holds 1 to {settings.max_batch} operations.", "BAD_REQUEST")
                 results = await asyncio.gather(*(gw.handle(p, headers, client, allow_mutation,
                                                            len(payload))
                                                  for p in payload))
-                return _json(200, [body for _, body in results])
+                return 200, [body for _, body in results]
             status, body = await gw.handle(payload, headers, client, allow_mutation)
             span.set_attribute("http.status_code", status)
-            return _json(status, body)
+            return status, body
         finally:
             span.end()
             otel_context.detach(span_token)
 
-    app.router.add_route("/graphql", graphql_post, methods=["POST"])
     app.router.add_route("/graphql", graphql_get, methods=["GET"])
 
     if settings.metrics_port is None:
         add_metrics_route(app, settings.stack.metrics_allowed_networks)
-    install_console(app, settings)
+    origins = install_console(app, settings)
+    app.graphql_edge = GraphQLEdge(graphql_post, origins)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
