@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 import strawberry
 import strawberry.federation
 from fastapi.routing import APIRoute
@@ -432,6 +433,14 @@ class SubgraphSchema(strawberry.federation.Schema):
             log.info("graphql request refused", extra={"fields": {"error.code": code}})
 
 
+class _SubgraphRouter(GraphQLRouter[Any, Any]):
+    """strawberry's router with the answer encoded by orjson: the standard library's encoder
+    in pure Python was a visible share of a subgraph's CPU for a board's 200 audit events."""
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+
+
 def subgraph_router(
     schema: strawberry.federation.Schema,
     *,
@@ -449,7 +458,7 @@ def subgraph_router(
             request=request, verifier=verifier, services=services, source_ip=client_ip(request)
         )
 
-    return GraphQLRouter(
+    return _SubgraphRouter(
         schema,
         context_getter=context_getter,
         graphql_ide="graphiql" if development and gate.allow_unsigned else None,

@@ -75,3 +75,34 @@ async def test_a_cached_document_is_validated_and_answered_like_a_new_one():
         assert ok.errors is None and ok.data == {"hello": "hi"}
         bad = await SCHEMA.execute("{ hello nope }")
         assert bad.errors and bad.data is None
+
+
+def test_the_router_answers_json_encoded_by_orjson_with_text_intact():
+    # The subgraph router encodes with orjson: the same JSON a client parses, UTF-8 text kept.
+    import json
+
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from doorward_kit.auth import NoSessionGuard, StaticJwksSource, TokenVerifier
+    from doorward_kit.graphql import GatewayGate, subgraph_router
+
+    @strawberry.type
+    class Words:
+        @strawberry.field
+        def greeting(self) -> str:
+            return "Grüße, «Zoë» \u2028 done"
+
+    app = FastAPI()
+    verifier = TokenVerifier(StaticJwksSource({"keys": []}), NoSessionGuard())
+    router = subgraph_router(
+        SubgraphSchema(query=Words, extensions=schema_extensions()),
+        verifier=verifier,
+        services=None,
+        gate=GatewayGate(None, allow_unsigned=True),
+    )
+    app.include_router(router, prefix="/graphql")
+    answer = TestClient(app).post("/graphql", json={"query": "{ greeting }"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    assert json.loads(answer.content) == {"data": {"greeting": "Grüße, «Zoë» \u2028 done"}}
