@@ -62,8 +62,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's or uvloop's (uvicorn runs the gateway on uvloop): not always a subclass of
+        # asyncio.Transport, but with its write and close.
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._answer is None or self._answer.done():

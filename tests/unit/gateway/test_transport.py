@@ -297,3 +297,23 @@ async def test_an_idle_connection_is_dropped_before_the_subgraph_would_drop_it(
     finally:
         await transport.aclose()
     assert server.connections == 2
+
+
+def test_it_runs_on_uvloop_as_the_gateway_does() -> None:
+    # uvicorn runs the gateway on uvloop, whose transports are not asyncio.Transport subclasses.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[list[bytes], int]:
+        running = Server(echo)
+        await running.start()
+        transport = SubgraphTransport(running.url)
+        try:
+            bodies = [(await transport.post(running.url, b"%d" % n, {}))[1] for n in range(2)]
+        finally:
+            await transport.aclose()
+            await running.stop()
+        return bodies, running.connections
+
+    bodies, connections = uvloop.run(scenario())
+    assert bodies == [b'{"data":{"got":0,"conn":1}}', b'{"data":{"got":1,"conn":1}}']
+    assert connections == 1
