@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import String, and_, any_, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.identity.models import (
     LoginThrottle,
@@ -22,6 +23,81 @@ from services.identity.models import (
     User,
     UserRegion,
 )
+
+
+class UserFacts(NamedTuple):
+    """What a view of a user needs (services/identity/service/identity.py user_view)."""
+
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    roles: list[str]
+    status: str
+    mfa_enabled: bool
+
+
+# The statements of identity's hot path (every request's session check, every batch of users)
+# are built once: building and hashing a select for SQLAlchemy's statement cache cost more CPU
+# than PostgreSQL spent running it. Values come as bound parameters.
+_ORG = bindparam("org_id", type_=String)
+_FAMILY = bindparam("family_id", type_=String)
+_SESSION_CHECK = (
+    select(User.status, User.session_epoch, SessionFamily.user_id, SessionFamily.ended_at)
+    .select_from(User)
+    .outerjoin(
+        SessionFamily,
+        and_(SessionFamily.org_id == _ORG, SessionFamily.id == _FAMILY),
+    )
+    .where(User.org_id == _ORG, User.id == bindparam("user_id", type_=String))
+)
+_REGION_IDS = (
+    select(func.array_agg(UserRegion.region_id))
+    .where(UserRegion.org_id == _ORG, UserRegion.user_id == User.id)
+    .correlate(User)
+    .scalar_subquery()
+)
+_USERS_WITH_REGIONS = select(
+    User.id,
+    User.org_id,
+    User.email,
+    User.display_name,
+    User.roles,
+    User.status,
+    User.mfa_enabled,
+    _REGION_IDS,
+).where(User.org_id == _ORG, User.id == any_(bindparam("ids", type_=ARRAY(String))))
+
+
+# The hot path's reads run on an ORM session (inside a unit of work) or on a bare autocommit
+# connection (Database.read_connection: no Session to build and close around one select).
+Reader = AsyncSession | AsyncConnection
+
+
+async def users_with_regions(
+    reader: Reader, org_id: str, user_ids: Iterable[str]
+) -> list[tuple[UserFacts, list[str]]]:
+    """Users by id with their region ids, in ONE query (a federation batch of assignees is one
+    round trip): the regions come as an array from a correlated subquery. One array parameter,
+    so every batch size shares one prepared statement; the columns a view needs only (no
+    password hash, no MFA secret), as plain rows, no ORM objects."""
+    ids = list(user_ids)
+    if not ids:
+        return []
+    rows = await reader.execute(_USERS_WITH_REGIONS, {"org_id": org_id, "ids": ids})
+    # array_agg over no rows is NULL: a user without regions.
+    return [(UserFacts(*row[:-1]), sorted(row[-1] or [])) for row in rows]
+
+
+async def session_check(
+    reader: Reader, org_id: str, user_id: str, family_id: str
+) -> tuple[str, int, str | None, datetime | None] | None:
+    """What a token check needs, in ONE query (it runs on every request that reaches identity):
+    the user's status and session epoch, and the session family's owner and end (both None when
+    the family does not exist)."""
+    params = {"org_id": org_id, "user_id": user_id, "family_id": family_id}
+    row = (await reader.execute(_SESSION_CHECK, params)).first()
+    return (row[0], int(row[1]), row[2], row[3]) if row else None
 
 
 class Repository:
@@ -108,24 +184,8 @@ class Repository:
 
     async def users_with_regions(
         self, org_id: str, user_ids: Iterable[str]
-    ) -> list[tuple[User, list[str]]]:
-        """Users by id with their region ids, in ONE query (a federation batch of assignees
-        is one round trip): the regions come as an array from a correlated subquery. One
-        array parameter, so every batch size shares one prepared statement."""
-        ids = list(user_ids)
-        if not ids:
-            return []
-        regions = (
-            select(func.array_agg(UserRegion.region_id))
-            .where(UserRegion.org_id == org_id, UserRegion.user_id == User.id)
-            .correlate(User)
-            .scalar_subquery()
-        )
-        wanted = bindparam("ids", value=ids, type_=ARRAY(String))
-        query = select(User, regions).where(User.org_id == org_id, User.id == any_(wanted))
-        rows = await self.session.execute(query)
-        # array_agg over no rows is NULL: a user without regions.
-        return [(user, sorted(region_ids or [])) for user, region_ids in rows]
+    ) -> list[tuple[UserFacts, list[str]]]:
+        return await users_with_regions(self.session, org_id, user_ids)
 
     async def region_ids_of(self, org_id: str, user_ids: Iterable[str]) -> dict[str, list[str]]:
         ids = list(user_ids)
@@ -168,18 +228,7 @@ class Repository:
     async def session_check(
         self, org_id: str, user_id: str, family_id: str
     ) -> tuple[str, int, str | None, datetime | None] | None:
-        """What a token check needs, in ONE query (it runs on every request that reaches
-        identity): the user's status and session epoch, and the session family's owner and end
-        (both None when the family does not exist)."""
-        family = and_(SessionFamily.org_id == org_id, SessionFamily.id == family_id)
-        query = (
-            select(User.status, User.session_epoch, SessionFamily.user_id, SessionFamily.ended_at)
-            .select_from(User)
-            .outerjoin(SessionFamily, family)
-            .where(User.org_id == org_id, User.id == user_id)
-        )
-        row = (await self.session.execute(query)).first()
-        return (row[0], int(row[1]), row[2], row[3]) if row else None
+        return await session_check(self.session, org_id, user_id, family_id)
 
     # ---- recovery codes -----------------------------------------------------------------------
 

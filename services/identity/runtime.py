@@ -143,9 +143,9 @@ class LocalSessionGuard:
 
     async def check(self, principal: Principal) -> None:
         # One statement (user LEFT JOIN session family): no transaction needed around it.
-        async with self._db.reads() as session:
+        async with self._db.read_connection() as conn:
             state = await self._service.check_session(
-                session,
+                conn,
                 org_id=principal.org_id,
                 user_id=principal.user_id,
                 epoch=principal.epoch,

@@ -117,8 +117,8 @@ class User:
         identity = _identity(info)
 
         async def load(ids: list[str]) -> list[UserView | None]:
-            async with identity.db.reads() as session:  # one query for the whole batch
-                found = await identity.service.get_users_visible(session, principal, ids)
+            async with identity.db.read_connection() as conn:  # one query for the whole batch
+                found = await identity.service.get_users_visible(conn, principal, ids)
             return [found.get(i) for i in ids]
 
         view = await info.context.loader("users", load).load(str(id))
@@ -245,8 +245,8 @@ class Query:
     async def me(self, info: Info) -> User:
         principal = await caller(info)
         identity = _identity(info)
-        async with identity.db.reads() as session:  # one query: user and regions
-            view = await identity.service.me(session, principal)
+        async with identity.db.read_connection() as conn:  # one query: user and regions
+            view = await identity.service.me(conn, principal)
         return User.from_view(view)
 
     @strawberry.field

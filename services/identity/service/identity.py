@@ -53,7 +53,13 @@ from services.identity.models import (
     SessionFamily,
     User,
 )
-from services.identity.repository import Repository
+from services.identity.repository import (
+    Reader,
+    Repository,
+    UserFacts,
+    session_check,
+    users_with_regions,
+)
 from services.identity.service import mfa
 from services.identity.service.passwords import Passwords, check_new_password
 from services.identity.service.session_policy import (
@@ -215,7 +221,7 @@ def _roles_and_regions(roles: Iterable[str], region_ids: Sequence[str]) -> dict[
     return details
 
 
-def user_view(user: User, region_ids: Iterable[str]) -> UserView:
+def user_view(user: User | UserFacts, region_ids: Iterable[str]) -> UserView:
     return UserView(
         id=user.id,
         org_id=user.org_id,
@@ -814,9 +820,9 @@ class IdentityService:
             mfa_enabled=view.mfa_enabled,
         )
 
-    async def me(self, session: AsyncSession, principal: Principal) -> UserView:
+    async def me(self, session: Reader, principal: Principal) -> UserView:
         # One query, user and regions (`me` is every console's first request).
-        rows = await Repository(session).users_with_regions(principal.org_id, [principal.user_id])
+        rows = await users_with_regions(session, principal.org_id, [principal.user_id])
         if not rows:
             raise unauthenticated("this session has ended; log in again")
         user, regions = rows[0]
@@ -836,10 +842,10 @@ class IdentityService:
         return self._redact_view(principal, user_view(user, regions))
 
     async def get_users_visible(
-        self, session: AsyncSession, principal: Principal, user_ids: Sequence[str]
+        self, session: Reader, principal: Principal, user_ids: Sequence[str]
     ) -> dict[str, UserView]:
         """The ones among these the caller may see, by id, in one query (federation batches)."""
-        rows = await Repository(session).users_with_regions(principal.org_id, list(user_ids)[:1000])
+        rows = await users_with_regions(session, principal.org_id, list(user_ids)[:1000])
         return {
             u.id: self._redact_view(principal, user_view(u, regions))
             for u, regions in rows
@@ -1127,7 +1133,7 @@ class IdentityService:
     # ---- internal (gRPC) ----------------------------------------------------------------------
 
     async def check_session(
-        self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
+        self, session: Reader, *, org_id: str, user_id: str, epoch: int, session_id: str
     ) -> SessionState:
         state = await self._check_session(
             session, org_id=org_id, user_id=user_id, epoch=epoch, session_id=session_id
@@ -1144,9 +1150,9 @@ class IdentityService:
         return state
 
     async def _check_session(
-        self, session: AsyncSession, *, org_id: str, user_id: str, epoch: int, session_id: str
+        self, session: Reader, *, org_id: str, user_id: str, epoch: int, session_id: str
     ) -> SessionState:
-        state = await Repository(session).session_check(org_id, user_id, session_id)
+        state = await session_check(session, org_id, user_id, session_id)
         if state is None:
             return SessionState(False, 0, "unknown")
         status, current, family_user, family_ended = state

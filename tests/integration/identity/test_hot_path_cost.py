@@ -43,6 +43,8 @@ async def test_a_batch_of_users_is_one_query_after_the_session_check(
     found = answer["data"]["_entities"]
     assert [e and e["id"] for e in found] == [org.admin_id] * 3 + [None]
     assert len(queries) == 2 and extra == []
+    # The batch reads what a view shows, never a password hash or an MFA secret.
+    assert not any("password_hash" in q or "mfa_secret" in q for q in queries)
 
 
 async def test_the_session_is_still_checked_on_every_request(running: Running, org: Org) -> None:
