@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -484,7 +485,7 @@ class _Shaper:
         # Keyed by the identity of selection tuples that the cache itself keeps alive; shared
         # across requests when the operation has no @include/@skip (results cannot vary).
         cache = plan.extra.get("shape_cache")
-        self.cache: dict[tuple[int, str], list[tuple[str, FieldNode, tuple[SelectionNode, ...]]]]
+        self.cache: dict[tuple[int, str], list[_FieldPlan]]
         self.cache = cache if cache is not None else {}
 
     def _skip(self, node: Any) -> bool:
@@ -507,15 +508,25 @@ class _Shaper:
         return ct is not None and ot is not None and is_abstract_type(ct) and \
             self.schema.is_sub_type(ct, ot)  # type: ignore[arg-type]
 
-    def fields(self, sels: tuple[SelectionNode, ...], type_name: str
-               ) -> list[tuple[str, FieldNode, tuple[SelectionNode, ...]]]:
-        key = (id(sels), type_name)
+    def fields(self, sels: tuple[SelectionNode, ...], type_: GraphQLObjectType
+               ) -> list[_FieldPlan]:
+        """What to do for each response key of `sels` on `type_`, worked out once per selection
+        and type (and, without @include/@skip, once per operation across requests)."""
+        key = (id(sels), type_.name)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         grouped: dict[str, tuple[FieldNode, list[SelectionNode]]] = {}
-        self._collect(sels, type_name, grouped)
-        out = [(k, f, tuple(subs)) for k, (f, subs) in grouped.items()]
+        self._collect(sels, type_.name, grouped)
+        out: list[_FieldPlan] = []
+        for k, (f, subs) in grouped.items():
+            fname = f.name.value
+            fdef = None if fname == "__typename" else type_.fields.get(fname)
+            ftype = fdef.type if fdef is not None else None
+            leaf = ftype.of_type if isinstance(ftype, GraphQLNonNull) else ftype
+            check = (functools.partial(_valid_leaf, leaf)
+                     if leaf is not None and is_leaf_type(leaf) else None)
+            out.append(_FieldPlan(k, f, tuple(subs), fname, ftype, check))
         self.cache[key] = out
         return out
 
@@ -541,27 +552,29 @@ class _Shaper:
                     self._collect(frag.selection_set.selections, type_name, grouped)
 
     def obj(self, value: dict[str, Any], type_: GraphQLObjectType,
-            sels: tuple[SelectionNode, ...], path: Path) -> dict[str, Any] | _Bubble:
+            sels: tuple[SelectionNode, ...], path: _Path) -> dict[str, Any] | _Bubble:
         out: dict[str, Any] = {}
         bubble = False
-        for key, fnode, subs in self.fields(sels, type_.name):
-            fname = fnode.name.value
-            if fname == "__typename":
-                out[key] = type_.name
+        denied = self.denied
+        for fp in self.fields(sels, type_):
+            key = fp.key
+            if fp.ftype is None:
+                # __typename, or __schema / __type resolved locally
+                out[key] = type_.name if fp.fname == "__typename" else value.get(key)
                 continue
-            fdef = type_.fields.get(fname)
-            if fdef is None:  # __schema / __type resolved locally
-                out[key] = value.get(key)
-                continue
-            if self.denied and id(fnode) in self.denied:
+            if denied and id(fp.node) in denied:
                 self.refused.append({"message": "Unauthorized field or type",
-                                     "path": [*path, key],
+                                     "path": [*_flat(path), key],
                                      "extensions": {"code": "UNAUTHORIZED_FIELD_OR_TYPE"}})
                 out[key] = None
-                if isinstance(fdef.type, GraphQLNonNull):
+                if isinstance(fp.ftype, GraphQLNonNull):
                     bubble = True
                 continue
-            r = self.value(value.get(key), fdef.type, subs, (*path, key), type_.name, fname)
+            v = value.get(key)
+            if fp.check is not None and v is not None and fp.check(v):
+                out[key] = v  # a valid leaf (most of an answer): nothing more to do
+                continue
+            r = self.value(v, fp.ftype, fp.subs, (path, key), type_.name, fp.fname)
             if r is BUBBLE:
                 bubble = True
                 out[key] = None
@@ -571,13 +584,13 @@ class _Shaper:
                 out[key] = r
         return BUBBLE if bubble else out
 
-    def value(self, value: Any, type_: Any, sels: tuple[SelectionNode, ...], path: Path,
+    def value(self, value: Any, type_: Any, sels: tuple[SelectionNode, ...], path: _Path,
               parent: str, fname: str) -> Any:
         if isinstance(type_, GraphQLNonNull):
             r = self.value(value, type_.of_type, sels, path, parent, fname)
             if r is None:
                 self.errors.append({"message": f"Cannot return null for non-nullable field "
-                                    f"{parent}.{fname}.", "path": list(path),
+                                    f"{parent}.{fname}.", "path": _flat(path),
                                     "extensions": {"code": "INVALID_GRAPHQL"}})
                 return BUBBLE
             if r is BUBBLE or r is NULLED:
@@ -590,7 +603,7 @@ class _Shaper:
                 return None
             items = []
             for i, v in enumerate(value):
-                r = self.value(v, type_.of_type, sels, (*path, i), parent, fname)
+                r = self.value(v, type_.of_type, sels, (path, i), parent, fname)
                 if r is BUBBLE:
                     return NULLED  # nullable list: the list itself becomes null
                 items.append(None if r is NULLED else r)
@@ -601,7 +614,7 @@ class _Shaper:
             # Like Apollo: never pass on a value the API schema cannot have (an @inaccessible
             # enum value, a string for an Int); it becomes null with a completion error.
             self.errors.append({"message": f"Invalid value found for field {parent}.{fname}.",
-                                "path": list(path), "extensions": {"code": "INVALID_GRAPHQL"}})
+                                "path": _flat(path), "extensions": {"code": "INVALID_GRAPHQL"}})
             return NULLED
         if not isinstance(value, dict):
             return None
@@ -617,6 +630,31 @@ class _Shaper:
                 type_ = rt
         r = self.obj(value, type_, sels, path)
         return NULLED if r is BUBBLE else r
+
+
+# A response path as links (parent link, key), root None: made as cheaply as a pair per field,
+# and spelled out as a list only for an error.
+_Path = tuple[Any, str | int] | None
+
+
+def _flat(path: _Path) -> list[str | int]:
+    out: list[str | int] = []
+    while path is not None:
+        path, key = path
+        out.append(key)
+    out.reverse()
+    return out
+
+
+class _FieldPlan(NamedTuple):
+    """One response key of a selection on an object type, as the shaper needs it."""
+
+    key: str
+    node: FieldNode
+    subs: tuple[SelectionNode, ...]
+    fname: str
+    ftype: Any  # the field's type; None for __typename and local introspection
+    check: Callable[[Any], bool] | None  # the field is a leaf (or a non-null one): its check
 
 
 def _valid_leaf(type_: Any, value: Any) -> bool:
@@ -643,7 +681,7 @@ def shape(schema: GraphQLSchema, plan: Plan, data: dict[str, Any], variables: Ma
     root = schema.get_root_type(plan.operation.operation)
     assert root is not None
     sels: tuple[SelectionNode, ...] = plan.operation.selection_set.selections
-    r = shaper.obj(data, root, sels, ())
+    r = shaper.obj(data, root, sels, None)
     # A nullable child that bubbled already set itself to null; a bubble at the root nulls data.
     return (None if r is BUBBLE else r), shaper.errors, shaper.refused  # type: ignore[return-value]
 
