@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
 import logging
 from collections import OrderedDict
@@ -389,34 +390,49 @@ class SubgraphSchema(strawberry.federation.Schema):
         if not isinstance(representation, dict):
             return "must be an object"
         type_name = representation.get("__typename")
-        entity = self._schema.type_map.get("_Entity")
-        names = {t.name for t in getattr(entity, "types", ())}
-        if not isinstance(type_name, str) or type_name not in names:
+        keys_of = self._entity_keys
+        if not isinstance(type_name, str) or type_name not in keys_of:
             return "__typename must name an entity type of this subgraph"
         keys = set(representation) - {"__typename"}
         if any(not isinstance(representation[k], str) for k in keys):
             return "key values must be strings"
-        origin = self.schema_converter.type_map[type_name].definition.origin  # type: ignore[union-attr]
-        resolve = getattr(origin, "resolve_reference", None)
-        if resolve is not None:
-            params = inspect.signature(resolve).parameters
-            allowed = {n for n in params if n != "info"}
-            required = {
-                n
-                for n, p in params.items()
-                if n != "info"
-                and p.default is inspect.Parameter.empty
-                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-            }
-            if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-                allowed |= keys
-        else:
-            fields = self._schema.type_map[type_name].fields  # type: ignore[attr-defined]
-            allowed = set(fields)
-            required = {n for n, f in fields.items() if isinstance(f.type, GraphQLNonNull)}
+        allowed, required, any_key = keys_of[type_name]
+        if any_key:
+            allowed = allowed | keys
         if not required <= keys or not keys <= allowed:
             return f"the keys of {type_name} are " + ", ".join(sorted(required or allowed))
         return None
+
+    @functools.cached_property
+    def _entity_keys(self) -> dict[str, tuple[frozenset[str], frozenset[str], bool]]:
+        """For each entity type: the keys its reference resolver takes, the ones it needs, and
+        whether it takes any (**kwargs). Worked out once per schema: a board's `_entities`
+        batch asked inspect.signature again for each of its 20 representations."""
+        found: dict[str, tuple[frozenset[str], frozenset[str], bool]] = {}
+        entity = self._schema.type_map.get("_Entity")
+        for type_name in (t.name for t in getattr(entity, "types", ())):
+            origin = self.schema_converter.type_map[type_name].definition.origin  # type: ignore[union-attr]
+            resolve = getattr(origin, "resolve_reference", None)
+            if resolve is not None:
+                params = inspect.signature(resolve).parameters
+                allowed = frozenset(n for n in params if n != "info")
+                required = frozenset(
+                    n
+                    for n, p in params.items()
+                    if n != "info"
+                    and p.default is inspect.Parameter.empty
+                    and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                )
+                any_key = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            else:
+                fields = self._schema.type_map[type_name].fields  # type: ignore[attr-defined]
+                allowed = frozenset(fields)
+                required = frozenset(
+                    n for n, f in fields.items() if isinstance(f.type, GraphQLNonNull)
+                )
+                any_key = False
+            found[type_name] = (allowed, required, any_key)
+        return found
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
