@@ -18,7 +18,7 @@ from services.audit.api.graphql import build_router
 from services.audit.api.grpc import add_to_server
 from services.audit.api.http import export_router
 from services.audit.dbroles import ensure_schema
-from services.audit.runtime import AuditRuntime, checkpoint_loop
+from services.audit.runtime import AuditRuntime, checkpoint_loop, verification_loop
 from services.audit.service import AuditService
 from services.audit.settings import AuditSettings
 from services.audit.signing import load_or_create_signer
@@ -72,6 +72,9 @@ async def build_parts(
     async def checkpoints() -> None:
         await checkpoint_loop(db, service, settings.audit_checkpoint_interval)
 
+    async def whole_chain_checks() -> None:
+        await verification_loop(db, service, settings.audit_full_verify_interval)
+
     async def close() -> None:
         await nonces.close()
         if guard is not None:
@@ -85,7 +88,7 @@ async def build_parts(
         host=stack.host,
         http_port=stack.audit_http_port,
         grpc=grpc_server,
-        background=[checkpoints],
+        background=[checkpoints, whole_chain_checks],
         close=close,
     )
     return parts, runtime

@@ -480,6 +480,12 @@ class Repository:
             await self.session.scalar(select(head.scalar_subquery() > signed.scalar_subquery()))
         )
 
+    async def orgs_with_events(self) -> list[str]:
+        """Every organisation with a chain (the whole-chain check's one cross-organisation
+        read; ids only)."""
+        rows = await self.session.execute(select(AuditHead.org_id).order_by(AuditHead.org_id))
+        return list(rows.scalars())
+
     async def orgs_needing_checkpoint(self) -> list[str]:
         """Organisations whose chain grew since their last signed checkpoint (all orgs: the
         background job's one cross-organisation read; ids only)."""

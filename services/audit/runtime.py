@@ -47,6 +47,36 @@ async def run_checkpoints(db: Database, service: AuditService) -> int:
     return signed
 
 
+async def verify_all(db: Database, service: AuditService) -> list[str]:
+    """One pass of the whole-chain check over every organisation; returns those found broken.
+    Shares the checkpoint's advisory lock: a replica signing or checking an org now is left
+    to it, and the next pass comes round again."""
+    async with db.unit_of_work() as session:
+        orgs = await Repository(session).orgs_with_events()
+    broken: list[str] = []
+    for org_id in orgs:
+        try:
+            async with db.unit_of_work() as session:
+                if not await Repository(session).try_lock_checkpoint(org_id):
+                    continue
+                if not (await service.verify_and_alert(session, org_id)).ok:
+                    broken.append(org_id)
+        except Exception:
+            log.exception("audit chain check failed", extra={"fields": {"org.id": org_id}})
+    return broken
+
+
+async def verification_loop(db: Database, service: AuditService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await verify_all(db, service)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("audit chain check pass failed")
+
+
 async def checkpoint_loop(db: Database, service: AuditService, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)

@@ -7,6 +7,7 @@ No framework imports; never commits (the adapters' unit_of_work does).
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -156,11 +157,24 @@ class PruneResult:
     deleted: int = 0
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _edge_of(row: AuditCheckpoint | None) -> CheckpointEdge | None:
-    """A checkpoint with its last hash and audit path (None: not kept for this one)."""
-    if row is None or row.last_hash is None or row.last_path is None:
+    """A checkpoint with its last hash and audit path (None: not kept for this one, or not in
+    the form the job writes). The two columns are not signed: anything a database writer put
+    there that is not a list of SHA-256 hex digests means "verify the whole chain", never an
+    exception that would stop the job for this organisation."""
+    if row is None:
         return None
-    return CheckpointEdge(checkpoint_of(row), row.last_hash, tuple(str(n) for n in row.last_path))
+    last_hash, last_path = row.last_hash, row.last_path
+    if not isinstance(last_hash, str) or not _SHA256_HEX.fullmatch(last_hash):
+        return None
+    if not isinstance(last_path, list) or not all(
+        isinstance(node, str) and _SHA256_HEX.fullmatch(node) for node in last_path
+    ):
+        return None
+    return CheckpointEdge(checkpoint_of(row), last_hash, tuple(last_path))
 
 
 def anchor_of(row: AuditPrune) -> PruneAnchor:
@@ -491,6 +505,19 @@ class AuditService:
         report, _ = await self.verify_org(session, principal.org_id)
         return report
 
+    async def verify_and_alert(self, session: AsyncSession, org_id: str) -> IntegrityReport:
+        """The scheduled whole-chain check (runtime.verification_loop): the checkpoint job
+        starts from its last signature, so a change to an event it already signed is found
+        here, and raised as an integrity_broken alert (once per broken seq)."""
+        report, _ = await self.verify_org(session, org_id)
+        if not report.ok:
+            log.error(
+                "audit chain broken",
+                extra={"fields": {"org.id": org_id, "first_broken_seq": report.first_broken_seq}},
+            )
+            await self._integrity_alert(session, org_id, report)
+        return report
+
     async def verify_org(
         self, session: AsyncSession, org_id: str
     ) -> tuple[IntegrityReport, tuple[int, str]]:
@@ -651,7 +678,8 @@ class AuditService:
         the events after it are checked as in verify_org: each one's hash, its link to the one
         before (the first to the checkpoint's last hash), gaps, and the head. O(new events),
         not O(all events). A change to an event the checkpoint covers is found by
-        auditIntegrity and offline verification (the signed root no longer matches), not here.
+        auditIntegrity, offline verification and the scheduled whole-chain check
+        (verify_and_alert, which raises the alert), not here.
         Without a usable checkpoint (none yet, one signed before the edges were kept, one that
         does not check out) this is verify_org."""
         repo = Repository(session)
@@ -673,6 +701,12 @@ class AuditService:
             resume=edge if usable else None,
         )
         if not verifier.resumed:
+            if latest is not None and latest.last_hash is not None:
+                # Kept for this checkpoint, yet unusable: edited, or over a lowered head.
+                log.warning(
+                    "audit checkpoint edge unusable; verifying the whole chain",
+                    extra={"fields": {"org.id": org_id, "tree_size": latest.tree_size}},
+                )
             return await self._verify_whole(repo, org_id)
         # From the checkpoint's own last event: it is compared with the hash the checkpoint
         # vouches for (one row), the rest is fed.

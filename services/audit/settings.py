@@ -25,6 +25,9 @@ class AuditSettings(BaseSettings):
     audit_db_url: SecretStr
     audit_signing_key_file: Path = Path(".doorward/audit/audit-signing-key.pem")
     audit_checkpoint_interval: float = Field(default=60.0, gt=0)
+    # The whole chain of every organisation is re-verified this often (seconds): the checkpoint
+    # job checks only what came after its last signature.
+    audit_full_verify_interval: float = Field(default=3600.0, gt=0)
     # Many reveals by one user: at least `reveals` within `reveal_window` seconds.
     audit_alert_reveals: int = Field(default=20, ge=1)
     audit_alert_reveal_window: int = Field(default=3600, ge=1)

@@ -152,3 +152,55 @@ async def test_a_change_before_the_checkpoint_is_still_found_by_audit_integrity(
         hashes = [bytes.fromhex(r["hash"]) for r in rows]
         assert merkle.root(hashes).hex() == root  # stored hashes were not touched
         assert ChainEvent.from_mapping(rows[3]).compute_hash() != rows[3]["hash"]
+
+
+async def test_a_change_before_the_checkpoint_is_alerted_by_the_whole_chain_check(
+    postgres,
+) -> None:
+    """The checkpoint job no longer looks behind its last signature: the scheduled whole-chain
+    check does, and raises the alert without anyone asking (once per broken seq)."""
+    from services.audit.runtime import verify_all
+
+    async with running_audit(postgres) as audit:
+        await _append(audit, 10)
+        assert await audit.checkpoint() == 1
+        assert await verify_all(audit.runtime.db, audit.runtime.service) == []
+        assert await _integrity_alerts(audit) == []
+        await _tamper(audit, "UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 4")
+        await _append(audit, 2)
+        assert await audit.checkpoint() == 1
+        assert await _integrity_alerts(audit) == []  # the job did not look
+        assert await verify_all(audit.runtime.db, audit.runtime.service) == ["org-1"]
+        assert await _integrity_alerts(audit) == ["4"]
+        await verify_all(audit.runtime.db, audit.runtime.service)
+        assert await _integrity_alerts(audit) == ["4"]  # not raised again
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("last_path", "true"),
+        ("last_path", "[1, 2]"),
+        ("last_path", '["not-hex"]'),
+        ("last_hash", "'ABCDEF'"),
+    ],
+)
+async def test_a_malformed_checkpoint_edge_means_a_whole_verification(
+    postgres, column: str, value: str
+) -> None:
+    """The edge columns are not signed: whatever a writer puts there, the job verifies the
+    whole chain (and goes on signing), it never stops for the organisation."""
+    async with running_audit(postgres) as audit:
+        await _append(audit, 10)
+        assert await audit.checkpoint() == 1
+        cast = "::jsonb" if column == "last_path" else ""
+        await _tamper(
+            audit,
+            f"UPDATE audit_checkpoints SET {column} = '{value.strip(chr(39))}'{cast}"
+            if column == "last_path"
+            else f"UPDATE audit_checkpoints SET {column} = {value}",
+        )
+        await _append(audit, 2)
+        report = await _since_checkpoint(audit)
+        assert report.ok and report.resumed_from == 0 and report.checked_events == 12
+        assert await audit.checkpoint() == 1
