@@ -14,9 +14,11 @@ two of a board's eight round trips to PostgreSQL. Nothing is lost by it: under R
 every statement saw its own snapshot anyway, so the levels of a request were never one
 consistent view. What a read writes, the audit events of contact reads above all, is added to
 the session and written when execution has finished and before the answer leaves
-(`RequestTransaction`): one INSERT of all of them, which commits on its own. It is therefore
-committed before any of the data it covers is sent; if it fails, the whole answer is replaced
-by an error (no contact data leaves unaudited), and if execution fails, nothing is written.
+(`RequestTransaction`): one INSERT of all of them (SQLAlchemy splits a very large flush into
+several, each committing on its own), before any of the data they cover is sent; if it fails,
+the whole answer is replaced by an error (no contact data leaves unaudited; events already
+written stay: on the trail once too often is the safe side), and if execution fails, nothing
+is written.
 The one other write of a read, the v2 re-seal of a v1 ciphertext in upgrade mode, is a single
 guarded UPDATE that commits at once (it stores the same text in the stronger format).
 
@@ -145,6 +147,9 @@ class RequestTransaction(SchemaExtension):
         # error extension (DoorwardErrors) gives the error its code afterwards.
         result = self.execution_context.result
         error = DoorwardError(ErrorCode.UNAVAILABLE, "the request could not be completed")
-        if result is not None:
-            result.data = None
-            result.errors = [GraphQLError(error.message, original_error=error)]
+        if result is None:
+            # No answer object to empty (not a path strawberry takes today): refuse outright
+            # rather than let whatever comes next leave without its audit events.
+            raise error
+        result.data = None
+        result.errors = [GraphQLError(error.message, original_error=error)]
