@@ -93,24 +93,7 @@ _TRAILS = _trails_statement()
 
 # The columns an append writes (received_at is the database's clock), one array parameter each:
 # the same SQL text for any number of events (one prepared statement), no ORM unit of work.
-_APPEND_COLUMNS = (
-    "seq",
-    "id",
-    "occurred_at",
-    "actor_id",
-    "action",
-    "outcome",
-    "work_order_id",
-    "secret_ref_id",
-    "target_type",
-    "target_id",
-    "trace_id",
-    "source_ip",
-    "service",
-    "details",
-    "prev_hash",
-    "hash",
-)
+_APPEND_COLUMNS = TrailEvent._fields  # an event's every column but org_id, in order
 _INSERT_SQL = """
 INSERT INTO audit_events (org_id, seq, id, occurred_at, actor_id, action, outcome, work_order_id,
     secret_ref_id, target_type, target_id, trace_id, source_ip, service, details, prev_hash, hash)
