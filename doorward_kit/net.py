@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Ports are picked from here up to the kernel's ephemeral range (leaving room for the +50
+# families `up` derives from a port).
+_LOWEST_PICKED = 20000
+_FAMILY_ROOM = 100
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it; tests never use fixed ports)."""
+    """A port nobody listens on right now (tests never use fixed ports).
+
+    Below the kernel's ephemeral range when there is room: a port the kernel hands out for
+    bind(0) is one that any outgoing connection may take as its local port before our server
+    binds it ("address already in use" in CI, with two test workers' many connections);
+    outgoing connections never take a port below that range."""
+    top = _ephemeral_floor() - _FAMILY_ROOM
+    if top > _LOWEST_PICKED + 1000:
+        for _ in range(50):
+            port = random.randrange(_LOWEST_PICKED, top)
+            if not port_in_use(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
