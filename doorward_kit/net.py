@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 import socket
+from collections import deque
 from pathlib import Path
 
 # Ports are picked from here up to the kernel's ephemeral range (leaving room for the +50
 # families `up` derives from a port).
 _LOWEST_PICKED = 20000
 _FAMILY_ROOM = 100
+# The ports this process handed out last (bounded: old ones are bound or given up by now).
+_handed_out: deque[int] = deque(maxlen=2000)
 
 
 def _ephemeral_floor() -> int:
@@ -30,7 +33,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     if top > _LOWEST_PICKED + 1000:
         for _ in range(50):
             port = random.randrange(_LOWEST_PICKED, top)
-            if not port_in_use(host, port):
+            # Nothing listens on a port handed out a moment ago either: never hand it out twice
+            # (a stack asks for a dozen before any of them is bound).
+            if port not in _handed_out and not port_in_use(host, port):
+                _handed_out.append(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
