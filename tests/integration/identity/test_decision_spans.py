@@ -6,36 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from doorward_kit.pseudonym import current_pseudonym_key, pseudonym, set_pseudonym_key
-from doorward_kit.telemetry import setup_telemetry
+from doorward_kit.pseudonym import pseudonym
+from tests.fixtures.spans import memory_spans, pseudonym_key_set
 from tests.integration.identity.conftest import ADMIN_PASSWORD, error_code, login, otp_now
 
 pytestmark = pytest.mark.integration
 
-_MEMORY: list[InMemorySpanExporter] = []
-
 
 @pytest.fixture
 def spans(running) -> Iterator[InMemorySpanExporter]:
-    setup_telemetry("identity-tests")
-    if not _MEMORY:
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-        _MEMORY.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
-    previous = current_pseudonym_key()
-    if previous is None:
-        set_pseudonym_key(b"i" * 32)
-    _MEMORY[0].clear()
-    yield _MEMORY[0]
-    if previous is None:
-        set_pseudonym_key(None)
+    with pseudonym_key_set(b"i" * 32):
+        yield memory_spans("identity-tests")
 
 
 def _logins(memory: InMemorySpanExporter) -> list[ReadableSpan]:

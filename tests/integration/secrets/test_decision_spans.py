@@ -12,34 +12,24 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from doorward.secrets.v1 import secrets_pb2
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from doorward_kit.metrics import render
 from doorward_kit.pseudonym import pseudonym
 from doorward_kit.span_policy import filter_attributes
+from tests.fixtures.spans import memory_spans
 from tests.integration.secrets.conftest import SecretsHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-_MEMORY: list[InMemorySpanExporter] = []
 
 
 @pytest.fixture
 def spans(secrets_svc: SecretsHarness) -> Iterator[InMemorySpanExporter]:
     """One in-memory exporter on the process's provider (added once: the SDK cannot remove a
     processor), emptied for each test."""
-    if not _MEMORY:
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-        _MEMORY.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
-    _MEMORY[0].clear()
-    yield _MEMORY[0]
+    yield memory_spans(None)
 
 
 def _decisions(memory: InMemorySpanExporter, name: str, **match: str) -> list[ReadableSpan]:

@@ -10,30 +10,19 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
 
 from doorward_kit.db import Database
-from doorward_kit.telemetry import setup_telemetry
+from tests.fixtures.spans import memory_spans
 
 pytestmark = pytest.mark.integration
-
-_MEMORY: list[InMemorySpanExporter] = []
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """One in-memory exporter on the process's provider (added once), emptied per test."""
-    setup_telemetry("traces-tests")
-    if not _MEMORY:
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-        _MEMORY.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
-    _MEMORY[0].clear()
-    yield _MEMORY[0]
+    yield memory_spans("traces-tests")
 
 
 async def test_statements_are_spans_of_their_trace_and_nothing_else_is(

@@ -8,14 +8,12 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from doorward_kit.pseudonym import current_pseudonym_key, pseudonym, set_pseudonym_key
-from doorward_kit.telemetry import setup_telemetry
+from doorward_kit.pseudonym import pseudonym
+from tests.fixtures.spans import memory_spans, pseudonym_key_set
 from tests.integration.workorders.conftest import (
     ASSIGN,
     REQUEST_ACCESS,
@@ -30,26 +28,13 @@ from tests.integration.workorders.conftest import (
 
 pytestmark = pytest.mark.integration
 
-_MEMORY: list[InMemorySpanExporter] = []
-
 
 @pytest.fixture
 def spans(running: Running) -> Iterator[InMemorySpanExporter]:
     """One in-memory exporter on the process's provider (added once), emptied per test; a
     pseudonym key as the secrets service would hand it over."""
-    setup_telemetry("workorders-tests")
-    if not _MEMORY:
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-        _MEMORY.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
-    previous = current_pseudonym_key()
-    if previous is None:
-        set_pseudonym_key(b"p" * 32)
-    _MEMORY[0].clear()
-    yield _MEMORY[0]
-    if previous is None:
-        set_pseudonym_key(None)
+    with pseudonym_key_set(b"p" * 32):
+        yield memory_spans("workorders-tests")
 
 
 def _decides(memory: InMemorySpanExporter, action: str) -> list[ReadableSpan]:
