@@ -24,6 +24,10 @@ failure or Ctrl-C):
      to the subgraphs (signed with the stack's gateway key), interleaved, p50 difference;
   7. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
      JSON on this machine (uvicorn, one worker), concurrency 1.
+  8. CPU per board of every process, and of PostgreSQL (the postmaster and all its backends,
+     reaped ones included), at concurrency 1 and at --concurrency, the stack's idle background
+     taken out; and what PostgreSQL ran per board at concurrency 1, per database and per
+     statement (pg_stat_statements, preloaded in the bench's own server).
 It prints every figure and the ratios the issue sets goals for (board p50 within 3x of the
 floor's; board throughput >= 100/s and >= a third of the floor's; `me` within 3x of bare;
 gateway overhead p50 < 1 ms), each line with the load average (the machine may be shared).
@@ -426,6 +430,14 @@ async def sequential(call: Call, n: int) -> list[float]:
 async def throughput(call: Call, concurrency: int, seconds: float) -> tuple[float, int]:
     """Answers a second by `concurrency` workers for `seconds`; failures counted, the first
     one printed (a board that fails under load is not fast)."""
+    rps, failures, _ = await counted_throughput(call, concurrency, seconds)
+    return rps, failures
+
+
+async def counted_throughput(
+    call: Call, concurrency: int, seconds: float
+) -> tuple[float, int, int]:
+    """throughput(), and how many calls were answered (what CPU per call divides by)."""
     done = 0
     failures = 0
     first: list[str] = []
@@ -446,7 +458,7 @@ async def throughput(call: Call, concurrency: int, seconds: float) -> tuple[floa
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     if first:
         print(f"  first failure: {first[0]}", flush=True)
-    return done / (time.perf_counter() - started), failures
+    return done / (time.perf_counter() - started), failures, done
 
 
 def pct(values: list[float], q: float) -> float:
@@ -495,6 +507,181 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
             continue
         out[name] = (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """PostgreSQL's CPU seconds so far: user + system of the postmaster and of every live child
+    (backends, autovacuum, checkpointer, WAL writer ...), plus the postmaster's cutime + cstime,
+    the CPU of children it has reaped (a backend whose client disconnected: pool overflow at
+    concurrency, or the floor's pools). A backend ending between the reads may be counted in
+    neither or both: one backend's life is small beside a phase of boards."""
+    tick = os.sysconf("SC_CLK_TCK")
+    live = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == postmaster:
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            live += int(fields[11]) + int(fields[12])
+    try:
+        own = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return live / tick
+    return (live + sum(int(own[i]) for i in (11, 12, 13, 14))) / tick
+
+
+class Meter:
+    """CPU seconds of every process of the stack and of PostgreSQL ("postgres"), and the
+    stack's idle background rate, measured once and taken out of every phase (otherwise a
+    slower phase would be charged more of it)."""
+
+    def __init__(self, processes: dict[str, int], postmaster: int | None) -> None:
+        self.processes, self.postmaster = processes, postmaster
+        self.idle: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        out = cpu_seconds(self.processes)
+        if self.postmaster is not None:
+            out[POSTGRES] = postgres_cpu_seconds(self.postmaster)
+        return out
+
+    async def measure_idle(self, seconds: float) -> None:
+        start, t0 = self.read(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        end, took = self.read(), time.perf_counter() - t0
+        self.idle = {n: (end[n] - start[n]) / took for n in end if n in start}
+
+    def per_call(
+        self, start: dict[str, float], end: dict[str, float], took: float, calls: int
+    ) -> dict[str, float]:
+        """ms of CPU per call for each process, the idle background of `took` seconds out."""
+        return {
+            n: 1000 * max(0.0, end[n] - start[n] - self.idle.get(n, 0.0) * took) / max(calls, 1)
+            for n in end
+            if n in start
+        }
+
+
+POSTGRES = "postgres"
+
+
+def print_postgres(
+    label: str, phase: str, per_board: dict[str, float], results: dict[str, dict[str, float]]
+) -> None:
+    """PostgreSQL's CPU per board beside the Python processes', and the sum of both."""
+    if POSTGRES not in per_board:
+        return
+    python = sum(python_part(per_board).values())
+    results[f"postgres cpu per board {phase} (ms)"] = {
+        "postgres": per_board[POSTGRES],
+        "python + postgres": python + per_board[POSTGRES],
+    }
+    print(
+        f"[{label}] PostgreSQL CPU per board, {phase}, idle background taken out (ms): "
+        f"postgres {per_board[POSTGRES]:.1f} (postmaster and all its backends); "
+        f"Python {python:.1f} + PostgreSQL {per_board[POSTGRES]:.1f} = "
+        f"{python + per_board[POSTGRES]:.1f}  load {load()}",
+        flush=True,
+    )
+
+
+def python_part(per_board: dict[str, float]) -> dict[str, float]:
+    return {n: v for n, v in per_board.items() if n != POSTGRES}
+
+
+# What PostgreSQL runs per board: pg_stat_statements (the wheel ships it; the bench preloads it
+# in its own throw-away server). Statement texts are normalised by it ($1, $2 ...): no values.
+STATEMENTS_QUERY = """SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec_time
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE s.query NOT LIKE '%pg_stat_statements%'"""
+
+
+async def enable_statement_stats(admin_dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
+
+
+Statements = dict[tuple[str, int], tuple[str, int, float]]
+
+
+async def statement_counts(admin_dsn: str | None) -> Statements:
+    """(database, query id) -> (text, calls, total exec ms) so far; {} without the extension."""
+    if admin_dsn is None:
+        return {}
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(STATEMENTS_QUERY)
+    finally:
+        await conn.close()
+    return {
+        (r["datname"], r["queryid"]): (r["query"], r["calls"], r["total_exec_time"]) for r in rows
+    }
+
+
+def statements_per_call(
+    start: Statements,
+    end: Statements,
+    calls: int,
+    idle: tuple[Statements, Statements, float],
+    took: float,
+) -> list[tuple[str, float, float, str]]:
+    """(database, statements per call, exec ms per call, text) of each statement the phase ran,
+    the idle background's rate of the same statement (outbox polls, checkpoints) taken out."""
+    idle_start, idle_end, idle_took = idle
+    out = []
+    for key, (text, n, ms) in end.items():
+        before = start.get(key, (text, 0, 0.0))
+        idle_n = idle_end.get(key, (text, 0, 0.0))[1] - idle_start.get(key, (text, 0, 0.0))[1]
+        count = (n - before[1] - idle_n / idle_took * took) / calls
+        if count >= 0.05:
+            database = key[0].removeprefix("doorward_")
+            out.append((database, count, (ms - before[2]) / calls, " ".join(text.split())))
+    return sorted(out, key=lambda row: (row[0], -row[1]))
+
+
+StatementRow = tuple[str, float, float, str]
+
+
+def print_statements(
+    label: str,
+    phase: str,
+    rows: list[StatementRow],
+    width: int,
+    results: dict[str, dict[str, float]],
+    compare: list[StatementRow] | None = None,
+) -> None:
+    """Statements per board per database, then each statement (calls per board x mean execution
+    time). With `compare` (the c=1 rows), only the statements whose count per board moved by
+    0.1 or more: what concurrency changes."""
+    by_db: dict[str, float] = {}
+    for database, count, _, _ in rows:
+        by_db[database] = by_db.get(database, 0.0) + count
+    results[f"statements per board {phase}"] = {**by_db, "total": sum(by_db.values())}
+    print(
+        f"[{label}] statements per board, {phase} (pg_stat_statements, idle background out): "
+        + ", ".join(f"{d} {n:.1f}" for d, n in sorted(by_db.items()))
+        + f"; total {sum(by_db.values()):.1f}",
+        flush=True,
+    )
+    before = {(d, t): n for d, n, _, t in compare or []}
+    for database, count, ms, text in rows:
+        if compare is not None and abs(count - before.get((database, text), 0.0)) < 0.1:
+            continue
+        was = f" (c=1: {before.get((database, text), 0.0):.2f})" if compare is not None else ""
+        print(
+            f"    {database:<11} {count:5.2f} x {ms / max(count, 1e-9):6.3f} ms{was}  "
+            f"{text[:width]}"
+        )
 
 
 IDLE_FRAMES = ("EpollSelector.select", "Condition.wait", "Event.wait", "Runner.run", "_worker")
@@ -591,6 +778,48 @@ def prepare_tree(rev: str) -> Path:
     return tree
 
 
+def preload_statement_stats(postgres: Any) -> str | None:
+    """pg_stat_statements in the bench's own server (a restart: it must be preloaded); the DSN
+    to read it with, or None when this PostgreSQL has no such library (no statement counts)."""
+    import asyncpg
+
+    async def preload() -> None:
+        conn = await asyncpg.connect(postgres.admin_url())
+        try:
+            await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        finally:
+            await conn.close()
+
+    asyncio.run(preload())
+    postgres.stop()
+    try:
+        postgres.start()
+        asyncio.run(enable_statement_stats(postgres.admin_url()))
+    except Exception as error:
+        print(f"no pg_stat_statements ({type(error).__name__}): no statement counts", flush=True)
+        asyncio.run(_reset_preload(postgres))
+        return None
+    return str(postgres.admin_url())
+
+
+async def _reset_preload(postgres: Any) -> None:
+    import asyncpg
+
+    postgres.stop()
+    # A server that does not start with the library: start it without.
+    conf = postgres.data_dir / "postgresql.auto.conf"
+    conf.write_text(
+        "".join(
+            line
+            for line in conf.read_text().splitlines(keepends=True)
+            if "shared_preload_libraries" not in line
+        )
+    )
+    postgres.start()
+    conn = await asyncpg.connect(postgres.admin_url())
+    await conn.close()
+
+
 def remove_tree(tree: Path) -> None:
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
@@ -621,6 +850,7 @@ def _run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, di
     up: subprocess.Popen[bytes] | None = None
     try:
         postgres.start()
+        statements_dsn = preload_statement_stats(postgres)
         bao.start()
         provision_vault(bao.client())
         env = stack_env(
@@ -674,6 +904,8 @@ def _run_stack(label: str, tree: Path, args: argparse.Namespace) -> dict[str, di
                 profiler,
                 direct,
                 stack_children(up.pid),
+                postgres.pid,
+                statements_dsn,
             )
         )
     except Exception:
@@ -734,7 +966,7 @@ def main() -> int:
     if len(results) > 1:
         print(f"\nbefore ({args.before}) -> after (this checkout):")
         for measure_name in results["after"]:
-            b, a = results["before"][measure_name], results["after"][measure_name]
+            b, a = results["before"].get(measure_name, {}), results["after"][measure_name]
             line = "  ".join(
                 f"{k} {b.get(k, float('nan')):.2f} -> {a[k]:.2f}"
                 for k in a
@@ -756,7 +988,10 @@ async def measure(
     profiler: Profiler | None,
     direct_to: tuple[dict[str, str], Path],
     processes: dict[str, int],
+    postmaster: int | None = None,
+    statements_dsn: str | None = None,
 ) -> dict[str, dict[str, float]]:
+    rows: list[StatementRow] = []
     # The board reads auditTrail, which the policy gives to ADMIN and AUDITOR, not to a
     # DISPATCHER: the admin looks at the London board.
     headers = {"authorization": f"Bearer {world.admin.token}", "content-type": "application/json"}
@@ -821,22 +1056,26 @@ async def measure(
         # CPU per board, per process, from /proc: robust on a shared machine where wall
         # times are not (it includes each process's idle background for that time).
         # The stack's idle background (pollers, exporters) is measured first and taken out:
-        # otherwise a slower board would be charged more of it.
-        idle_from, idle_start = cpu_seconds(processes), time.perf_counter()
+        # otherwise a slower board would be charged more of it. PostgreSQL (the postmaster
+        # and all its backends) is measured the same way. The statement counts are read
+        # outside the CPU windows (their own connection costs PostgreSQL a backend).
+        meter = Meter(processes, postmaster)
+        idle_statements_from = await statement_counts(statements_dsn)
+        idle_from, idle_start = meter.read(), time.perf_counter()
         await asyncio.sleep(5)
-        idle_to, idle_seconds = cpu_seconds(processes), time.perf_counter() - idle_start
-        idle_rate = {
+        idle_to, idle_seconds = meter.read(), time.perf_counter() - idle_start
+        idle_statements_to = await statement_counts(statements_dsn)
+        meter.idle = {
             n: (idle_to[n] - idle_from[n]) / idle_seconds for n in idle_to if n in idle_from
         }
-        cpu_before, started = cpu_seconds(processes), time.perf_counter()
+        statements_from = await statement_counts(statements_dsn)
+        cpu_before, started = meter.read(), time.perf_counter()
         board_lat = await sequential(board, args.sequential)
-        cpu_after, took = cpu_seconds(processes), time.perf_counter() - started
+        cpu_after, took = meter.read(), time.perf_counter() - started
+        statements_to = await statement_counts(statements_dsn)
         boards = args.sequential + 5  # sequential() warms up with 5 more
-        per_board = {
-            n: 1000 * max(0.0, cpu_after[n] - cpu_before[n] - idle_rate.get(n, 0.0) * took) / boards
-            for n in cpu_after
-            if n in cpu_before
-        }
+        with_postgres = meter.per_call(cpu_before, cpu_after, took, boards)
+        per_board = python_part(with_postgres)
         results["cpu per board (ms)"] = {**per_board, "total": sum(per_board.values())}
         print(
             f"[{label}] CPU per board, c=1, idle background taken out (ms): "
@@ -844,6 +1083,16 @@ async def measure(
             + f"; total {sum(per_board.values()):.1f}  load {load()}",
             flush=True,
         )
+        print_postgres(label, "c=1", with_postgres, results)
+        if statements_dsn is not None:
+            rows = statements_per_call(
+                statements_from,
+                statements_to,
+                boards,
+                (idle_statements_from, idle_statements_to, idle_seconds),
+                took,
+            )
+            print_statements(label, "c=1", rows, 110, results)
         print(
             f"[{label}] board (gateway)    c=1 p50 {pct(board_lat, 0.5):7.2f} ms  p99 "
             f"{pct(board_lat, 0.99):7.2f} ms  load {load()}",
@@ -901,9 +1150,39 @@ async def measure(
             shutil.rmtree(bare_root, ignore_errors=True)
         if profiler is not None:
             profiler.start(args.seconds)
-        record(
-            "board (gateway)", board_lat, *await throughput(board, args.concurrency, args.seconds)
+        # CPU per board at concurrency too: pool overflow (new connections: authentication,
+        # type introspection, prepares), lock waits and coalesced background work make it
+        # differ from c=1. Under --profile, py-spy runs meanwhile (it reads memory; the
+        # sampled process keeps running).
+        statements_from = await statement_counts(statements_dsn)
+        loaded_from, started = meter.read(), time.perf_counter()
+        rps, failures, answered = await counted_throughput(board, args.concurrency, args.seconds)
+        loaded_to, took = meter.read(), time.perf_counter() - started
+        statements_to = await statement_counts(statements_dsn)
+        record("board (gateway)", board_lat, rps, failures)
+        loaded = meter.per_call(loaded_from, loaded_to, took, answered)
+        python_loaded = python_part(loaded)
+        results[f"cpu per board c={args.concurrency} (ms)"] = {
+            **python_loaded,
+            "total": sum(python_loaded.values()),
+        }
+        print(
+            f"[{label}] CPU per board, c={args.concurrency}, idle background taken out (ms): "
+            + ", ".join(f"{n} {v:.1f}" for n, v in sorted(python_loaded.items()))
+            + f"; total {sum(python_loaded.values()):.1f}  ({answered} boards)  load {load()}",
+            flush=True,
         )
+        print_postgres(label, f"c={args.concurrency}", loaded, results)
+        if statements_dsn is not None:
+            loaded_rows = statements_per_call(
+                statements_from,
+                statements_to,
+                answered,
+                (idle_statements_from, idle_statements_to, idle_seconds),
+                took,
+            )
+            phase = f"c={args.concurrency}"
+            print_statements(label, phase, loaded_rows, 90, results, compare=rows)
         if profiler is not None:
             profiler.report()
 
