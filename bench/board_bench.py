@@ -509,28 +509,41 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def postgres_cpu_seconds(postmaster: int) -> float:
-    """PostgreSQL's CPU seconds so far: user + system of the postmaster and of every live child
-    (backends, autovacuum, checkpointer, WAL writer ...), plus the postmaster's cutime + cstime,
-    the CPU of children it has reaped (a backend whose client disconnected: pool overflow at
-    concurrency, or the floor's pools). A backend ending between the reads may be counted in
-    neither or both: one backend's life is small beside a phase of boards."""
+def postgres_cpu_seconds(postmaster: int) -> dict[str, float]:
+    """PostgreSQL's CPU seconds so far (POSTGRES): user + system of the postmaster and of every
+    live child (backends, autovacuum, checkpointer, WAL writer, I/O workers ...), plus the
+    postmaster's cutime + cstime, the CPU of children it has reaped (a backend whose client
+    disconnected: pool overflow at concurrency, or the floor's pools). A backend ending between
+    the reads may be counted in neither or both: one backend's life is small beside a phase.
+
+    Split too, as "pg:<database>" for live backends (their process title names the database),
+    "pg:(background)" for the postmaster and its helpers, "pg:(ended backends)" for reaped ones."""
     tick = os.sysconf("SC_CLK_TCK")
-    live = 0
+    split: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == postmaster:
             continue
         try:
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if int(fields[1]) != postmaster:
+                continue
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
             continue
-        if int(fields[1]) == postmaster:
-            live += int(fields[11]) + int(fields[12])
+        # "postgres: USER DATABASE [local] idle" for a backend; "postgres: checkpointer" etc.
+        words = title.split()
+        is_backend = len(words) >= 4 and words[0] == "postgres:" and words[3].startswith("[")
+        name = f"pg:{words[2].removeprefix('doorward_')}" if is_backend else "pg:(background)"
+        split[name] = split.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     try:
         own = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        split["pg:(background)"] = (
+            split.get("pg:(background)", 0.0) + (int(own[11]) + int(own[12])) / tick
+        )
+        split["pg:(ended backends)"] = (int(own[13]) + int(own[14])) / tick
     except OSError:
-        return live / tick
-    return (live + sum(int(own[i]) for i in (11, 12, 13, 14))) / tick
+        pass
+    return {POSTGRES: sum(split.values()), **split}
 
 
 class Meter:
@@ -545,7 +558,7 @@ class Meter:
     def read(self) -> dict[str, float]:
         out = cpu_seconds(self.processes)
         if self.postmaster is not None:
-            out[POSTGRES] = postgres_cpu_seconds(self.postmaster)
+            out.update(postgres_cpu_seconds(self.postmaster))
         return out
 
     async def measure_idle(self, seconds: float) -> None:
@@ -559,9 +572,12 @@ class Meter:
     ) -> dict[str, float]:
         """ms of CPU per call for each process, the idle background of `took` seconds out."""
         return {
-            n: 1000 * max(0.0, end[n] - start[n] - self.idle.get(n, 0.0) * took) / max(calls, 1)
+            n: 1000
+            * max(0.0, end[n] - start.get(n, 0.0) - self.idle.get(n, 0.0) * took)
+            / max(calls, 1)
             for n in end
-            if n in start
+            # A backend that started meanwhile spent all its CPU in the phase.
+            if n in start or n.startswith("pg:")
         }
 
 
@@ -586,10 +602,17 @@ def print_postgres(
         f"{python + per_board[POSTGRES]:.1f}  load {load()}",
         flush=True,
     )
+    split = {n.removeprefix("pg:"): v for n, v in per_board.items() if n.startswith("pg:")}
+    results[f"postgres cpu per board {phase} (ms)"].update(split)
+    print(
+        f"[{label}] PostgreSQL CPU per board by database, {phase} (ms): "
+        + ", ".join(f"{n} {v:.1f}" for n, v in sorted(split.items(), key=lambda kv: -kv[1])),
+        flush=True,
+    )
 
 
 def python_part(per_board: dict[str, float]) -> dict[str, float]:
-    return {n: v for n, v in per_board.items() if n != POSTGRES}
+    return {n: v for n, v in per_board.items() if n != POSTGRES and not n.startswith("pg:")}
 
 
 # What PostgreSQL runs per board: pg_stat_statements (the wheel ships it; the bench preloads it
@@ -664,13 +687,16 @@ def print_statements(
     time). With `compare` (the c=1 rows), only the statements whose count per board moved by
     0.1 or more: what concurrency changes."""
     by_db: dict[str, float] = {}
-    for database, count, _, _ in rows:
+    exec_ms: dict[str, float] = {}
+    for database, count, ms, _ in rows:
         by_db[database] = by_db.get(database, 0.0) + count
+        exec_ms[database] = exec_ms.get(database, 0.0) + ms
     results[f"statements per board {phase}"] = {**by_db, "total": sum(by_db.values())}
     print(
-        f"[{label}] statements per board, {phase} (pg_stat_statements, idle background out): "
-        + ", ".join(f"{d} {n:.1f}" for d, n in sorted(by_db.items()))
-        + f"; total {sum(by_db.values()):.1f}",
+        f"[{label}] statements per board, {phase} (pg_stat_statements, idle background out; "
+        "their execution ms per board): "
+        + ", ".join(f"{d} {n:.1f} ({exec_ms[d]:.2f} ms)" for d, n in sorted(by_db.items()))
+        + f"; total {sum(by_db.values()):.1f} ({sum(exec_ms.values()):.2f} ms)",
         flush=True,
     )
     before = {(d, t): n for d, n, _, t in compare or []}
