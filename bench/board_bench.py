@@ -509,15 +509,19 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+REAPED = "pg:(ended backends)"
+
+
 def postgres_cpu_seconds(postmaster: int) -> dict[str, float]:
     """PostgreSQL's CPU seconds so far (POSTGRES): user + system of the postmaster and of every
     live child (backends, autovacuum, checkpointer, WAL writer, I/O workers ...), plus the
-    postmaster's cutime + cstime, the CPU of children it has reaped (a backend whose client
-    disconnected: pool overflow at concurrency, or the floor's pools). A backend ending between
-    the reads may be counted in neither or both: one backend's life is small beside a phase.
+    postmaster's cutime + cstime (REAPED), the CPU of children it has reaped (a backend whose
+    client disconnected: pool overflow at concurrency, or the floor's pools). A backend ending
+    between the reads may be counted in neither or both: one backend is small beside a phase.
 
-    Split too, as "pg:<database>" for live backends (their process title names the database),
-    "pg:(background)" for the postmaster and its helpers, "pg:(ended backends)" for reaped ones."""
+    And each process on its own, "pg:<database>#<pid>" for a backend (its process title names
+    the database) and "pg:(background)#<pid>" for the postmaster and its helpers: Meter.deltas
+    charges each database what its backends spent, and ended backends apart."""
     tick = os.sysconf("SC_CLK_TCK")
     split: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
@@ -533,14 +537,12 @@ def postgres_cpu_seconds(postmaster: int) -> dict[str, float]:
         # "postgres: USER DATABASE [local] idle" for a backend; "postgres: checkpointer" etc.
         words = title.split()
         is_backend = len(words) >= 4 and words[0] == "postgres:" and words[3].startswith("[")
-        name = f"pg:{words[2].removeprefix('doorward_')}" if is_backend else "pg:(background)"
-        split[name] = split.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        name = words[2].removeprefix("doorward_") if is_backend else "(background)"
+        split[f"pg:{name}#{proc.name}"] = (int(fields[11]) + int(fields[12])) / tick
     try:
         own = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-        split["pg:(background)"] = (
-            split.get("pg:(background)", 0.0) + (int(own[11]) + int(own[12])) / tick
-        )
-        split["pg:(ended backends)"] = (int(own[13]) + int(own[14])) / tick
+        split[f"pg:(background)#{postmaster}"] = (int(own[11]) + int(own[12])) / tick
+        split[REAPED] = (int(own[13]) + int(own[14])) / tick
     except OSError:
         pass
     return {POSTGRES: sum(split.values()), **split}
@@ -561,23 +563,31 @@ class Meter:
             out.update(postgres_cpu_seconds(self.postmaster))
         return out
 
-    async def measure_idle(self, seconds: float) -> None:
-        start, t0 = self.read(), time.perf_counter()
-        await asyncio.sleep(seconds)
-        end, took = self.read(), time.perf_counter() - t0
-        self.idle = {n: (end[n] - start[n]) / took for n in end if n in start}
+    @staticmethod
+    def deltas(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+        """CPU seconds spent between two reads: per process of the stack, PostgreSQL's total,
+        "pg:<database>" (its backends, those started meanwhile included), "pg:(background)",
+        and REAPED: what backends that ended meanwhile spent after `start` (the postmaster's
+        reaped CPU grew by their whole lives; what they had spent by `start` is taken out)."""
+        out: dict[str, float] = {}
+        for n, value in end.items():
+            if n.startswith("pg:") and "#" in n:
+                key = n.partition("#")[0]
+                out[key] = out.get(key, 0.0) + value - start.get(n, 0.0)
+            elif n == REAPED:
+                before_end = sum(v for k, v in start.items() if "#" in k and k not in end)
+                out[n] = value - start.get(n, 0.0) - before_end
+            elif n in start:
+                out[n] = value - start[n]
+        return out
 
     def per_call(
         self, start: dict[str, float], end: dict[str, float], took: float, calls: int
     ) -> dict[str, float]:
         """ms of CPU per call for each process, the idle background of `took` seconds out."""
         return {
-            n: 1000
-            * max(0.0, end[n] - start.get(n, 0.0) - self.idle.get(n, 0.0) * took)
-            / max(calls, 1)
-            for n in end
-            # A backend that started meanwhile spent all its CPU in the phase.
-            if n in start or n.startswith("pg:")
+            n: 1000 * max(0.0, spent - self.idle.get(n, 0.0) * took) / max(calls, 1)
+            for n, spent in self.deltas(start, end).items()
         }
 
 
@@ -1091,9 +1101,7 @@ async def measure(
         await asyncio.sleep(5)
         idle_to, idle_seconds = meter.read(), time.perf_counter() - idle_start
         idle_statements_to = await statement_counts(statements_dsn)
-        meter.idle = {
-            n: (idle_to[n] - idle_from[n]) / idle_seconds for n in idle_to if n in idle_from
-        }
+        meter.idle = {n: v / idle_seconds for n, v in Meter.deltas(idle_from, idle_to).items()}
         statements_from = await statement_counts(statements_dsn)
         cpu_before, started = meter.read(), time.perf_counter()
         board_lat = await sequential(board, args.sequential)

@@ -8,7 +8,13 @@ import uuid
 import asyncpg
 import pytest
 
-from bench.board_bench import POSTGRES, postgres_cpu_seconds, statements_per_call
+from bench.board_bench import (
+    POSTGRES,
+    REAPED,
+    Meter,
+    postgres_cpu_seconds,
+    statements_per_call,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +32,21 @@ async def test_a_backends_cpu_is_charged_to_its_database_and_to_the_total(postgr
         after = postgres_cpu_seconds(server.pid)
     finally:
         await conn.close()
-    key = f"pg:{name}"
-    assert after.get(key, 0.0) - before.get(key, 0.0) >= 0.05
-    assert after[POSTGRES] - before[POSTGRES] >= after[key] - before.get(key, 0.0) - 1e-9
+    spent = Meter.deltas(before, after)
+    assert spent[f"pg:{name}"] >= 0.05
+    assert spent[POSTGRES] >= spent[f"pg:{name}"] - 1e-9
     assert after[POSTGRES] == pytest.approx(sum(v for n, v in after.items() if n.startswith("pg:")))
+
+
+def test_a_backend_that_ended_is_charged_only_what_it_spent_in_the_phase() -> None:
+    start = {"pg:a#1": 1.0, "pg:a#2": 0.5, "pg:(background)#9": 0.1, REAPED: 3.0}
+    # backend 2 ended after 0.3 s more (the postmaster reaped its whole 0.8 s); 3 is new
+    end = {"pg:a#1": 1.5, "pg:b#3": 0.2, "pg:(background)#9": 0.1, REAPED: 3.8}
+    start[POSTGRES], end[POSTGRES] = sum(start.values()), sum(end.values())
+    spent = Meter.deltas(start, end)
+    assert spent == pytest.approx(
+        {"pg:a": 0.5, "pg:b": 0.2, "pg:(background)": 0.0, REAPED: 0.3, POSTGRES: 1.0}
+    )
 
 
 def test_statements_per_board_take_the_idle_rate_out() -> None:
