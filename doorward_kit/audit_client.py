@@ -412,10 +412,9 @@ def backoff_delay(
 # long an event waits in a busy outbox before its pass, none after a quiet spell.
 COALESCE_SECONDS = 0.05
 
-# A batch whose events come from at most this many traces is delivered as one call per trace,
-# each a child of the span that recorded its events (the audit write shows in that trace);
-# a larger batch (a backlog) goes in one call of its own.
-MAX_TRACED_GROUPS = 8
+# A pass's events go to audit in one call, whatever traces they come from; each trace among
+# them gets a `doorward.audit.deliver` span of its own around that call, a child of the span
+# that recorded its events, so the audit write shows in every producer's trace.
 _HEX = frozenset("0123456789abcdef")
 
 Parent = tuple[str, str]  # (trace id, span id), 32 and 16 hex digits
@@ -560,34 +559,47 @@ class OutboxSender:
             return len(ids)
 
     async def _send(self, events: list[audit_pb2.AuditEvent]) -> None:
-        """Deliver `events`; all or nothing for the caller (audit ignores an event id it has,
-        so a retry after a partial failure is harmless)."""
-        groups = delivery_groups(events)
-        if len(groups) == 1 or len(groups) > MAX_TRACED_GROUPS:
-            only = next(iter(groups)) if len(groups) == 1 else None
-            await self._send_group(only, events)
-            return
-        results = await asyncio.gather(
-            *(self._send_group(parent, group) for parent, group in groups.items()),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        """Deliver `events` in one call; all or nothing for the caller (audit ignores an event
+        id it has, so a retry after a partial failure is harmless).
 
-    async def _send_group(self, parent: Parent | None, events: list[audit_pb2.AuditEvent]) -> None:
+        One call, not one per trace: under load a pass holds the events of many requests (a
+        call each had every call of a pass queue on audit's head lock), and past a bound a
+        backlog went in one call with no trace at all. The call runs under the first trace's
+        span (audit's side of the call joins that trace); every trace gets its own span around
+        the call, ended with the call's outcome."""
+        parents = [parent for parent in delivery_groups(events) if parent is not None]
         request = audit_pb2.AppendEventsRequest(events=events)
-        if parent is None:
-            await self._channel.call(
-                self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
+        spans = [
+            _tracer.start_span(
+                "doorward.audit.deliver",
+                context=parent_context(parent),
+                attributes={"doorward.audit.events": len(events)},
             )
-            return
-        with _tracer.start_as_current_span(
-            "doorward.audit.deliver", context=parent_context(parent)
-        ):
-            await self._channel.call(
-                self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
-            )
+            for parent in parents
+        ]
+        try:
+            if spans:
+                with trace.use_span(
+                    spans[0],
+                    end_on_exit=False,
+                    record_exception=False,
+                    set_status_on_exception=False,
+                ):
+                    await self._call(request)
+            else:
+                await self._call(request)
+        except BaseException as exc:
+            for span in spans:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _call(self, request: audit_pb2.AppendEventsRequest) -> None:
+        await self._channel.call(
+            self._stub.AppendEvents, request, deadline=self._deadline, what="audit"
+        )
 
     async def run(self) -> None:
         waker = self._wake

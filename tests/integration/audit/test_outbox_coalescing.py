@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from opentelemetry import trace
 from sqlalchemy import func, select
 from sqlalchemy.orm import DeclarativeBase
 
@@ -23,6 +24,7 @@ from doorward_kit.audit_client import (
 from doorward_kit.db import Database, new_metadata
 from doorward_kit.grpc import ServiceChannel
 from doorward_kit.net import free_port
+from tests.fixtures.spans import memory_spans
 from tests.integration.audit.harness import PRODUCER, running_audit
 from tests.integration.audit.test_outbox_sender import FakeAudit, _server
 
@@ -203,3 +205,42 @@ async def _is(value: bool) -> bool:
 
 async def _pending_is(db: Database, n: int) -> bool:
     return await _pending(db) == n
+
+
+async def test_a_pass_of_many_traces_is_one_call_with_a_delivery_span_in_each(db, service_pki):
+    """Twelve requests, each in a trace of its own, coalesced into one pass: one AppendEvents
+    call (not one per trace, queueing on audit's head lock), and every trace still shows the
+    audit write: a `doorward.audit.deliver` span, a child of the span that recorded its event."""
+    spans = memory_spans("outbox-tests")
+    tracer = trace.get_tracer("outbox-tests")
+    port = free_port()
+    fake = FakeAudit()
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=3.0)
+    producers: dict[str, str] = {}  # trace id -> the recording span's id
+    async with db.unit_of_work() as session:  # one transaction: one wake-up, one pass
+        for _ in range(12):
+            with tracer.start_as_current_span("request") as span:
+                context = span.get_span_context()
+                producers[format(context.trace_id, "032x")] = format(context.span_id, "016x")
+                await record_event(session, AuditOutbox, _record())
+    task = asyncio.create_task(sender.run())
+    try:
+        await _until(lambda: _pending_is(db, 0))
+        assert fake.calls == 1 and len(fake.seen) == 12
+        delivered = [s for s in spans.get_finished_spans() if s.name == "doorward.audit.deliver"]
+        assert len(delivered) == 12
+        seen = {
+            format(s.context.trace_id, "032x"): format(s.parent.span_id, "016x")
+            for s in delivered
+            if s.parent is not None
+        }
+        assert seen == producers
+        assert all(s.attributes["doorward.audit.events"] == 12 for s in delivered)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()
+        await server.stop(0)
