@@ -11,9 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import MetaData, event
+import asyncpg
+from sqlalchemy import Connection, MetaData, event
+from sqlalchemy.engine.base import ExceptionContextImpl
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import greenlet_spawn
 
 from doorward_kit.telemetry import instrument_engine
 
@@ -78,6 +81,113 @@ def _check_on_checkout(engine: AsyncEngine, ping_after_idle: float) -> None:
                 raise DisconnectionError("the pooled connection did not answer") from error
 
 
+# ---- reads on the asyncpg connection under SQLAlchemy's pool ----------------------------------
+#
+# The board's hot reads (issue 11) are a handful of fixed statements run on every request. Run
+# through SQLAlchemy, each paid for more than PostgreSQL spent on it: the statement's cache key
+# walked on every execution, an ExecutionContext, parameter processing, a greenlet hop, the
+# dialect's own prepared-statement LRU, a Result of Row objects (a fifth of workorders' CPU per
+# board). A RawReader runs such a statement as written ($1, $2 placeholders) on the asyncpg
+# connection SQLAlchemy's pool checked out for the session or connection at hand: asyncpg's
+# statement cache prepares each text once per connection, and rows come as asyncpg Records
+# (tuples by position). Nothing else changes: the same pool and login role, the same
+# transaction (or the same autocommit) as the statements SQLAlchemy runs beside it.
+#
+# Types: a parameter or column whose type asyncpg has no built-in codec for (varchar[], enums,
+# domains) costs a catalogue query on every new connection (asyncpg's introspection; it showed
+# up in workorders' profile). Raw statements therefore pass arrays as text[] and keep to
+# built-in column types (text/varchar, bytea, bool, integers, timestamptz; json/jsonb have the
+# codecs SQLAlchemy's dialect installs on connect).
+#
+# Tracing and observers: SQLAlchemy's cursor events are dispatched around every raw statement
+# exactly as Connection does around its own (before_cursor_execute, after_cursor_execute,
+# handle_error on failure), with the statement text and no cursor. So the OpenTelemetry
+# instrumentation on the engine (doorward_kit.telemetry.instrument_engine) makes the same span
+# for a raw statement as for any other (name, kind, db.* attributes, placeholders only, inside
+# a trace only), and whatever else counts an engine's statements still sees them all.
+
+
+class _RawExecution:
+    """Stands in for SQLAlchemy's ExecutionContext in the cursor events of a raw statement:
+    the listeners keep their per-statement state on it (the instrumentation's span)."""
+
+
+class RawReader:
+    """Fixed-text statements on the asyncpg connection under a SQLAlchemy connection. Reads
+    only (it is handed out for autocommit reads and for reads inside a unit of work). Use it
+    while the connection is checked out, one statement at a time, as with the session."""
+
+    __slots__ = ("_conn", "_driver")
+
+    def __init__(self, conn: Connection, driver: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._driver = driver
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._run(self._driver.fetch, sql, args)
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._run(self._driver.fetchrow, sql, args)
+        return row
+
+    async def _run(self, method: Any, sql: str, args: tuple[Any, ...]) -> Any:
+        conn = self._conn
+        dispatch = conn.dispatch
+        context = _RawExecution()
+        # As Connection._exec_single_context: a listener may rewrite the statement.
+        for before in dispatch.before_cursor_execute:
+            sql, args = before(conn, None, sql, args, context, False)
+        try:
+            result = await method(sql, *args)
+        except BaseException as error:
+            # handle_error is the dialect's event (it ends the instrumentation's span as an
+            # error). What its listeners return is not used: the error is raised as it came.
+            handlers = conn.dialect.dispatch.handle_error
+            if handlers:
+                failed = ExceptionContextImpl(
+                    error, None, conn.engine, conn.dialect, conn, None, sql, args,
+                    cast(Any, context), False, False, False,
+                )  # fmt: skip
+                for handle in handlers:
+                    handle(failed)
+            raise
+        dispatch.after_cursor_execute(conn, None, sql, args, context, False)
+        return result
+
+
+# What a repository's read may be handed: a session (a unit of work, or a request's autocommit
+# session), a bare connection (Database.read_connection) or a RawReader (Database.raw_reads).
+Reader = AsyncSession | AsyncConnection | RawReader
+
+
+async def raw_reader(reader: Reader) -> RawReader:
+    """A RawReader on the connection `reader` uses: an AsyncConnection itself, or the one an
+    AsyncSession holds (checked out now if it has none yet); a RawReader is itself.
+
+    A raw statement does not flush the session's pending objects first, just as a Core
+    statement run through a session does not (SQLAlchemy autoflushes before ORM statements
+    only): the reads moved here were Core statements.
+
+    Inside a transaction (a unit of work) a raw statement must run in it, as SQLAlchemy's
+    next statement would: the driver connection starts its transaction lazily, at the first
+    statement SQLAlchemy runs, so if that has not happened yet it is started here (the
+    BEGIN SQLAlchemy would send anyway). On an autocommit connection nothing is started."""
+    if isinstance(reader, RawReader):
+        return reader
+    conn = await reader.connection() if isinstance(reader, AsyncSession) else reader
+    sync = conn.sync_connection
+    if sync is None:
+        raise RuntimeError("the connection is not started")
+    # A live connection's pooled connection is at hand without I/O (no greenlet hop); one
+    # that was invalidated is replaced the way SQLAlchemy replaces it.
+    fairy = sync.connection if not sync.invalidated else await conn.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    if adapted._transaction is None and not adapted.autocommit:
+        await adapted._start_transaction()
+    return RawReader(sync, fairy.driver_connection)
+
+
 class Database:
     def __init__(
         self,
@@ -129,6 +239,21 @@ class Database:
         more CPU than the select. Same rules as reads(): never for writes."""
         async with self._autocommit.connect() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def raw_reads(self) -> AsyncIterator[RawReader]:
+        """read_connection() for statements of fixed SQL text on the asyncpg connection itself
+        (RawReader): the same pool and role, and the same autocommit. It is a plain checkout:
+        no transaction is ever begun on it (asyncpg runs each statement on its own unless told
+        otherwise, and a raw statement never tells it), so the pool's reset on return sends
+        nothing, and the isolation-level switch an AUTOCOMMIT connection does on checkout and
+        again on return (a third of read_connection()'s CPU) is not needed. Never for
+        writes."""
+        conn = await greenlet_spawn(self.engine.sync_engine.connect)
+        try:
+            yield RawReader(conn, conn.connection.driver_connection)
+        finally:
+            await greenlet_spawn(conn.close)
 
     async def ping(self) -> bool:
         try:
