@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
@@ -9,10 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    String,
     and_,
-    any_,
-    bindparam,
     delete,
     exists,
     func,
@@ -22,9 +20,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from doorward_kit.db import raw_reader
 from services.workorders.models import (
     BreakGlassRequest,
     Customer,
@@ -67,7 +66,7 @@ class OrderRow:
     completed_at: datetime | None
 
 
-_ORDER_COLUMNS = [WorkOrder.__table__.c[f.name] for f in fields(OrderRow)]
+_ORDER_SQL_COLUMNS = ", ".join(f.name for f in fields(OrderRow))
 
 
 @dataclass(frozen=True)
@@ -98,18 +97,67 @@ class CustomerRow:
     created_at: datetime
 
 
-def _by_ids(table: Any, row: type[Any]) -> Any:
-    """`SELECT <row's columns> FROM table WHERE org_id = :org_id AND id = ANY(:ids)`, built
-    once: an array parameter keeps the SQL text the same for any number of ids (one prepared
-    statement), and building a select per call cost more than running it."""
-    c = table.c
-    return select(*(c[f.name] for f in fields(row))).where(
-        c.org_id == bindparam("org_id"), c.id == any_(bindparam("ids", type_=ARRAY(String)))
+# The board's reads, as the text asyncpg prepares once per connection (doorward_kit.db
+# RawReader). Ids come as one text[] parameter: the same text for any number of ids, and an
+# array type asyncpg has built in (varchar[] cost a catalogue lookup on every new connection).
+# The columns are the row classes' fields, in their order (tests/unit/workorders checks).
+_SITES_BY_ID = (
+    "SELECT id, org_id, customer_id, region_id, address, created_at FROM sites"
+    " WHERE org_id = $1 AND id = ANY($2::text[])"
+)
+_CUSTOMERS_BY_ID = (
+    "SELECT id, org_id, region_id, wrapped_key, contact, erased_at, restricted, created_at"
+    " FROM customers WHERE org_id = $1 AND id = ANY($2::text[])"
+)
+_SECRETS_OF_ORDERS = (
+    "SELECT work_order_id, secret_ref_id FROM work_order_secrets"
+    " WHERE org_id = $1 AND work_order_id = ANY($2::text[])"
+    " ORDER BY attached_at, secret_ref_id"
+)
+
+
+@functools.cache
+def _page_sql(
+    regions: bool,
+    assignee: bool,
+    status: bool,
+    region: bool,
+    start_from: bool,
+    start_to: bool,
+    after: bool,
+) -> str:
+    """The text of a page of work orders with the given filters, numbered in this order (the
+    org first, the limit last). One text per combination of filters (at most 128, made once
+    each), prepared once per connection; the values are parameters."""
+    where = ["org_id = $1"]
+
+    def param() -> str:
+        return f"${len(where) + 1}"
+
+    for present, condition in (
+        (regions, "region_id = ANY({}::text[])"),
+        (assignee, "assignee_id = {}"),
+        (status, "status = {}"),
+        (region, "region_id = {}"),
+        # from/to: jobs whose scheduled window overlaps [from, to).
+        (start_from, "scheduled_end > {}"),
+        (start_to, "scheduled_start < {}"),
+    ):
+        if present:
+            where.append(condition.format(param()))
+    if after:
+        # Keyset pagination after (created_at, id); the cursor's two values are one parameter
+        # each, so this condition takes two numbers.
+        at, ident = f"${len(where) + 1}", f"${len(where) + 2}"
+        where.append(f"(created_at > {at} OR (created_at = {at} AND id > {ident}))")
+        limit = f"${len(where) + 2}"
+    else:
+        limit = f"${len(where) + 1}"
+    conditions = " AND ".join(where)
+    return (
+        f"SELECT {_ORDER_SQL_COLUMNS} FROM work_orders WHERE {conditions}"  # noqa: S608 (constants)
+        f" ORDER BY created_at, id LIMIT {limit}"
     )
-
-
-_SITES_BY_ID = _by_ids(Site.__table__, SiteRow)
-_CUSTOMERS_BY_ID = _by_ids(Customer.__table__, CustomerRow)
 
 
 class Repository:
@@ -276,14 +324,14 @@ class Repository:
     async def site_rows(self, org_id: str, ids: Collection[str]) -> list[SiteRow]:
         if not ids:
             return []
-        result = await self.session.execute(_SITES_BY_ID, {"org_id": org_id, "ids": list(ids)})
-        return [SiteRow(*row) for row in result]
+        raw = await raw_reader(self.session)
+        return [SiteRow(*row) for row in await raw.fetch(_SITES_BY_ID, org_id, list(ids))]
 
     async def customer_rows(self, org_id: str, ids: Collection[str]) -> list[CustomerRow]:
         if not ids:
             return []
-        result = await self.session.execute(_CUSTOMERS_BY_ID, {"org_id": org_id, "ids": list(ids)})
-        return [CustomerRow(*row) for row in result]
+        raw = await raw_reader(self.session)
+        return [CustomerRow(*row) for row in await raw.fetch(_CUSTOMERS_BY_ID, org_id, list(ids))]
 
     async def reseal_contact(
         self, org_id: str, customer_id: str, was: bytes, sealed: bytes
@@ -432,12 +480,8 @@ class Repository:
         result: dict[str, list[str]] = {w: [] for w in work_order_ids}
         if not work_order_ids:
             return result
-        t = WorkOrderSecret.__table__.c  # Core columns: a board asks on every refresh
-        rows = await self.session.execute(
-            select(t.work_order_id, t.secret_ref_id)
-            .where(t.org_id == org_id, t.work_order_id.in_(list(work_order_ids)))
-            .order_by(t.attached_at, t.secret_ref_id)
-        )
+        raw = await raw_reader(self.session)  # a board asks on every refresh
+        rows = await raw.fetch(_SECRETS_OF_ORDERS, org_id, list(work_order_ids))
         for wo_id, ref_id in rows:
             result[wo_id].append(ref_id)
         return result
@@ -476,31 +520,28 @@ class Repository:
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[OrderRow]:
-        # Core columns of the table (not the mapped class): no ORM compile or load step.
-        w = WorkOrder.__table__.c
-        query = select(*_ORDER_COLUMNS).where(w.org_id == org_id)
+        # A fixed text per combination of filters, on the asyncpg connection itself: the page
+        # is read on every board refresh.
+        sql = _page_sql(
+            regions is not None,
+            assignee_id is not None,
+            status is not None,
+            region_id is not None,
+            start_from is not None,
+            start_to is not None,
+            after is not None,
+        )
+        args: list[Any] = [org_id]
         if regions is not None:
-            query = query.where(w.region_id.in_(sorted(regions)))
-        if assignee_id is not None:
-            query = query.where(w.assignee_id == assignee_id)
-        if status is not None:
-            query = query.where(w.status == status)
-        if region_id is not None:
-            query = query.where(w.region_id == region_id)
-        # from/to: jobs whose scheduled window overlaps [from, to).
-        if start_from is not None:
-            query = query.where(w.scheduled_end > start_from)
-        if start_to is not None:
-            query = query.where(w.scheduled_start < start_to)
+            args.append(sorted(regions))
+        args.extend(
+            v for v in (assignee_id, status, region_id, start_from, start_to) if v is not None
+        )
         if after is not None:
-            query = query.where(
-                or_(
-                    w.created_at > after[0],
-                    and_(w.created_at == after[0], w.id > after[1]),
-                )
-            )
-        query = query.order_by(w.created_at, w.id).limit(limit)
-        return [OrderRow(*row) for row in await self.session.execute(query)]
+            args.extend(after)
+        args.append(limit)
+        raw = await raw_reader(self.session)
+        return [OrderRow(*row) for row in await raw.fetch(sql, *args)]
 
     async def jobs_of(
         self,
