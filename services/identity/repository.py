@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import String, and_, any_, bindparam, case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from doorward_kit.db import Reader, raw_reader
 from services.identity.models import (
     LoginThrottle,
     Organisation,
@@ -38,40 +39,22 @@ class UserFacts(NamedTuple):
 
 
 # The statements of identity's hot path (every request's session check, every batch of users)
-# are built once: building and hashing a select for SQLAlchemy's statement cache cost more CPU
-# than PostgreSQL spent running it. Values come as bound parameters.
-_ORG = bindparam("org_id", type_=String)
-_FAMILY = bindparam("family_id", type_=String)
+# as the text asyncpg prepares once per connection, run on the asyncpg connection itself
+# (doorward_kit.db RawReader): through SQLAlchemy each cost more CPU than PostgreSQL spent
+# running it. Values are parameters. Arrays travel as text[] (roles are varchar(20)[], the
+# regions an array_agg of varchar): asyncpg decodes text[] with a built-in codec, where a
+# varchar[] cost a catalogue lookup on every new connection.
 _SESSION_CHECK = (
-    select(User.status, User.session_epoch, SessionFamily.user_id, SessionFamily.ended_at)
-    .select_from(User)
-    .outerjoin(
-        SessionFamily,
-        and_(SessionFamily.org_id == _ORG, SessionFamily.id == _FAMILY),
-    )
-    .where(User.org_id == _ORG, User.id == bindparam("user_id", type_=String))
+    "SELECT u.status, u.session_epoch, f.user_id, f.ended_at FROM users u"
+    " LEFT JOIN session_families f ON f.org_id = $1 AND f.id = $3"
+    " WHERE u.org_id = $1 AND u.id = $2"
 )
-_REGION_IDS = (
-    select(func.array_agg(UserRegion.region_id))
-    .where(UserRegion.org_id == _ORG, UserRegion.user_id == User.id)
-    .correlate(User)
-    .scalar_subquery()
+_USERS_WITH_REGIONS = (
+    "SELECT u.id, u.org_id, u.email, u.display_name, u.roles::text[], u.status, u.mfa_enabled,"
+    " (SELECT array_agg(r.region_id)::text[] FROM user_regions r"
+    "  WHERE r.org_id = $1 AND r.user_id = u.id)"
+    " FROM users u WHERE u.org_id = $1 AND u.id = ANY($2::text[])"
 )
-_USERS_WITH_REGIONS = select(
-    User.id,
-    User.org_id,
-    User.email,
-    User.display_name,
-    User.roles,
-    User.status,
-    User.mfa_enabled,
-    _REGION_IDS,
-).where(User.org_id == _ORG, User.id == any_(bindparam("ids", type_=ARRAY(String))))
-
-
-# The hot path's reads run on an ORM session (inside a unit of work) or on a bare autocommit
-# connection (Database.read_connection: no Session to build and close around one select).
-Reader = AsyncSession | AsyncConnection
 
 
 async def users_with_regions(
@@ -84,9 +67,10 @@ async def users_with_regions(
     ids = list(user_ids)
     if not ids:
         return []
-    rows = await reader.execute(_USERS_WITH_REGIONS, {"org_id": org_id, "ids": ids})
+    raw = await raw_reader(reader)
+    rows = await raw.fetch(_USERS_WITH_REGIONS, org_id, ids)
     # array_agg over no rows is NULL: a user without regions.
-    return [(UserFacts(*row[:-1]), sorted(row[-1] or [])) for row in rows]
+    return [(UserFacts(r[0], r[1], r[2], r[3], r[4], r[5], r[6]), sorted(r[7] or [])) for r in rows]
 
 
 async def session_check(
@@ -95,8 +79,8 @@ async def session_check(
     """What a token check needs, in ONE query (it runs on every request that reaches identity):
     the user's status and session epoch, and the session family's owner and end (both None when
     the family does not exist)."""
-    params = {"org_id": org_id, "user_id": user_id, "family_id": family_id}
-    row = (await reader.execute(_SESSION_CHECK, params)).first()
+    raw = await raw_reader(reader)
+    row = await raw.fetchrow(_SESSION_CHECK, org_id, user_id, family_id)
     return (row[0], int(row[1]), row[2], row[3]) if row else None
 
 

@@ -143,7 +143,7 @@ class LocalSessionGuard:
 
     async def check(self, principal: Principal) -> None:
         # One statement (user LEFT JOIN session family): no transaction needed around it.
-        async with self._db.read_connection() as conn:
+        async with self._db.raw_reads() as conn:
             state = await self._service.check_session(
                 conn,
                 org_id=principal.org_id,

@@ -117,7 +117,7 @@ class User:
         identity = _identity(info)
 
         async def load(ids: list[str]) -> list[UserView | None]:
-            async with identity.db.read_connection() as conn:  # one query for the whole batch
+            async with identity.db.raw_reads() as conn:  # one query for the whole batch
                 found = await identity.service.get_users_visible(conn, principal, ids)
             return [found.get(i) for i in ids]
 
@@ -245,7 +245,7 @@ class Query:
     async def me(self, info: Info) -> User:
         principal = await caller(info)
         identity = _identity(info)
-        async with identity.db.read_connection() as conn:  # one query: user and regions
+        async with identity.db.raw_reads() as conn:  # one query: user and regions
             view = await identity.service.me(conn, principal)
         return User.from_view(view)
 

@@ -49,7 +49,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         if not (request.user_id and request.org_id and request.session_id):
             raise bad_input("user_id, org_id and session_id are required")
         # One statement: read without a transaction (every uncached check of every process).
-        async with self._identity.db.read_connection() as conn:
+        async with self._identity.db.raw_reads() as conn:
             state = await self._identity.service.check_session(
                 conn,
                 org_id=request.org_id,
