@@ -19,14 +19,13 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Select
 
+from doorward_kit.db import Reader, raw_reader
 from services.audit.chain import GENESIS_HASH
 from services.audit.models import (
     AuditCheckpoint,
@@ -63,33 +62,19 @@ class TrailEvent(NamedTuple):
     hash: str
 
 
-def _trails_statement() -> Select[Any]:
-    """Built once: constructing this LATERAL select cost more CPU per board than running it.
-    Its columns are TrailEvent's, in its order."""
-    wanted = (
-        func.unnest(bindparam("ids", type_=ARRAY(String)))
-        .table_valued("id")
-        .render_derived(name="w")
-    )
-    newest = (
-        select(*(EVENT_COLUMNS[name] for name in TrailEvent._fields))
-        .where(
-            EVENT_COLUMNS.org_id == bindparam("org_id"),
-            EVENT_COLUMNS.work_order_id == wanted.c.id,
-        )
-        .order_by(EVENT_COLUMNS.seq.desc())
-        .limit(bindparam("limit"))
-        .lateral("e")
-    )
-    return (
-        select(*(newest.c[name] for name in TrailEvent._fields))
-        .select_from(wanted)
-        .join(newest, true())
-        .order_by(newest.c.seq)
-    )
-
-
-_TRAILS = _trails_statement()
+# The trails of a batch of work orders, as the text asyncpg prepares once per connection, run
+# on the asyncpg connection itself (doorward_kit.db RawReader): through SQLAlchemy, building
+# the Result and its Rows for 200 events cost more CPU than PostgreSQL spent. One LATERAL
+# subquery per id walks ix_audit_events_work_order backwards and stops at the limit. Its
+# columns are TrailEvent's, in its order (tests/unit/audit checks); the ids come as text[]
+# (a built-in codec for asyncpg; varchar[] cost a type lookup on every new connection).
+_TRAIL_COLUMNS = ", ".join(TrailEvent._fields)
+_TRAILS = (
+    "SELECT e.* FROM unnest($2::text[]) AS w(id) JOIN LATERAL ("  # noqa: S608 (constants only)
+    f"SELECT {_TRAIL_COLUMNS} FROM audit_events"
+    " WHERE org_id = $1 AND work_order_id = w.id ORDER BY seq DESC LIMIT $3"
+    ") AS e ON true ORDER BY e.seq"
+)
 
 # The columns an append writes (received_at is the database's clock), one array parameter each:
 # the same SQL text for any number of events (one prepared statement), no ORM unit of work.
@@ -149,6 +134,25 @@ class EventFilter:
     action: str | None = None
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
+
+
+async def recent_events_of_work_orders(
+    reader: Reader, org_id: str, work_order_ids: Sequence[str], limit: int
+) -> dict[str, list[TrailEvent]]:
+    """The newest `limit` events of each work order, oldest first, in ONE query for the whole
+    batch (a board of 20 jobs is one round trip, not 20 sessions). Plain tuples of the columns
+    shown, not ORM objects: building 200 of those per board was most of audit's CPU. `reader`
+    may be a bare RawReader (Database.raw_reads): the board's trails need no session."""
+    result: dict[str, list[TrailEvent]] = {w: [] for w in work_order_ids}
+    if not work_order_ids:
+        return result
+    raw = await raw_reader(reader)
+    rows = await raw.fetch(_TRAILS, org_id, list(result), limit)
+    make = TrailEvent._make
+    for row in rows:
+        event = make(row)
+        result[event.work_order_id].append(event)
+    return result
 
 
 class Repository:
@@ -254,26 +258,6 @@ class Repository:
         """The newest `limit` matching events, oldest first."""
         rows = await self.list_events(org_id, f, before_seq=None, limit=limit)
         return rows[::-1]
-
-    async def recent_events_of_work_orders(
-        self, org_id: str, work_order_ids: Sequence[str], limit: int
-    ) -> dict[str, list[TrailEvent]]:
-        """The newest `limit` events of each work order, oldest first, in ONE query for the
-        whole batch (a board of 20 jobs is one round trip, not 20 sessions): a LATERAL
-        subquery per id walks ix_audit_events_work_order backwards and stops at `limit`.
-        Plain tuples of the columns shown, not ORM objects: building 200 of those per board
-        was most of audit's CPU."""
-        result: dict[str, list[TrailEvent]] = {w: [] for w in work_order_ids}
-        if not work_order_ids:
-            return result
-        rows = await self.session.execute(
-            _TRAILS, {"org_id": org_id, "ids": list(result), "limit": limit}
-        )
-        make = TrailEvent._make
-        for row in rows:
-            event = make(row)
-            result[event.work_order_id].append(event)
-        return result
 
     async def event_by_id(self, org_id: str, event_id: str) -> AuditEvent | None:
         row = await self.session.execute(

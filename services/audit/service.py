@@ -19,12 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit.audit_client import AuditRecord, Outcome
 from doorward_kit.auth import Principal
+from doorward_kit.db import Reader
 from doorward_kit.errors import bad_input, not_found
 from doorward_kit.policy import Action, Resource, authorize, can
 from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
-from services.audit.repository import EventFilter, Repository, TrailEvent
+from services.audit.repository import (
+    EventFilter,
+    Repository,
+    TrailEvent,
+    recent_events_of_work_orders,
+)
 from services.audit.signing import Checkpoint, PruneAnchor, Signer
 from services.audit.verify import (
     ChainVerifier,
@@ -398,12 +404,12 @@ class AuditService:
         )
 
     async def work_order_trails(
-        self, session: AsyncSession, principal: Principal, work_order_ids: Sequence[str]
+        self, reader: Reader, principal: Principal, work_order_ids: Sequence[str]
     ) -> dict[str, list[TrailEvent]]:
         """The newest TRAIL_LIMIT events of each work order of a batch (one query)."""
         self.authorize_read(principal)
-        return await Repository(session).recent_events_of_work_orders(
-            principal.org_id, work_order_ids, TRAIL_LIMIT
+        return await recent_events_of_work_orders(
+            reader, principal.org_id, work_order_ids, TRAIL_LIMIT
         )
 
     async def access_history(

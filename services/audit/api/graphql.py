@@ -117,8 +117,8 @@ class WorkOrder:
         # Every work order of the request's entity batch in one session and one query: a
         # session per row exhausted PostgreSQL's connections under a few boards at once.
         async def batch(ids: list[str]) -> list[list[Any]]:
-            async with runtime.db.reads() as session:  # one query: no transaction needed
-                trails = await runtime.service.work_order_trails(session, principal, ids)
+            async with runtime.db.raw_reads() as raw:  # one query: no transaction needed
+                trails = await runtime.service.work_order_trails(raw, principal, ids)
             return [trails[i] for i in ids]
 
         rows = await info.context.loader("audit_trails", batch).load(str(self.id))
