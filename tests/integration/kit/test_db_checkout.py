@@ -58,3 +58,30 @@ async def test_a_connection_ended_while_pooled_is_never_handed_out(postgres: Any
     finally:
         await admin.close()
         await db.dispose()
+
+
+async def test_the_connection_returned_last_is_handed_out_next(postgres: Any) -> None:
+    """After a burst opened several connections, a trickle of requests keeps reusing the one
+    returned last (LIFO): it stays warm (no ping, its statements prepared) while the others
+    idle. First in, first out rotated through them all, and at a request every 0.1 s each
+    then sat idle past the threshold and was pinged (BEGIN, ';', ROLLBACK) at every checkout."""
+    db = Database(postgres.fresh_database("dblifo"), ping_after_idle=0.25)
+    try:
+
+        async def hold() -> int:
+            async with db.raw_reads() as raw:
+                pid = await raw.fetchrow("SELECT pg_backend_pid()")
+                await asyncio.sleep(0.05)
+                return int(pid[0]) if pid else 0
+
+        burst = set(await asyncio.gather(*(hold() for _ in range(4))))
+        assert len(burst) == 4
+        used: set[int] = set()
+        with simple_statements(db.engine) as sent:
+            for _ in range(8):
+                used.add(await hold())
+                await asyncio.sleep(0.1)
+        assert len(used) == 1 and used <= burst
+        assert sent == []  # the warm connection is never idle long enough to be pinged
+    finally:
+        await db.dispose()
