@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import String, and_, any_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from doorward_kit.db import Reader, raw_reader
 from services.secrets.models import Grant, RateCounter, SecretRef, UploadSlot
 
 
@@ -39,42 +40,27 @@ class RefRow:
     updated_at: datetime
 
 
-_refs = SecretRef.__table__.c
-# Built once: a board asks for its secret references on every request, and building this
-# select (and its cache key) cost more than running it. Plain columns, no ORM objects; the id
-# lists are array parameters, so the text is the same whatever their length (one prepared
-# statement per connection, not one per list size).
+# The text asyncpg prepares once per connection, run on the asyncpg connection itself
+# (doorward_kit.db RawReader): a board asks for its secret references on every request, and
+# through SQLAlchemy the statement's execution cost more CPU than PostgreSQL spent on it. Plain
+# columns (RefRow's, in its order), no ORM objects; the id lists are text[] parameters (the
+# same text whatever their length, and a type asyncpg has built in: varchar[] cost a
+# catalogue lookup on every new connection).
 _LIST_REFS = (
-    select(
-        _refs.id,
-        _refs.org_id,
-        _refs.site_id,
-        _refs.region_id,
-        _refs.kind,
-        _refs.label,
-        _refs.version,
-        _refs.updated_at,
-    )
-    .where(
-        _refs.org_id == bindparam("org_id"),
-        _refs.deleted_at.is_(None),
-        or_(
-            _refs.id == any_(bindparam("ref_ids", type_=ARRAY(String))),
-            _refs.site_id == any_(bindparam("site_ids", type_=ARRAY(String))),
-        ),
-    )
-    .order_by(_refs.site_id, _refs.label, _refs.id)
+    "SELECT id, org_id, site_id, region_id, kind, label, version, updated_at FROM secret_refs"
+    " WHERE org_id = $1 AND deleted_at IS NULL"
+    " AND (id = ANY($2::text[]) OR site_id = ANY($3::text[]))"
+    " ORDER BY site_id, label, id"
 )
 
 
 async def list_refs(
-    conn: AsyncConnection, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
+    reader: Reader, org_id: str, ref_ids: Sequence[str], site_ids: Sequence[str]
 ) -> list[RefRow]:
     if not ref_ids and not site_ids:
         return []
-    rows = await conn.execute(
-        _LIST_REFS, {"org_id": org_id, "ref_ids": list(ref_ids), "site_ids": list(site_ids)}
-    )
+    raw = await raw_reader(reader)
+    rows = await raw.fetch(_LIST_REFS, org_id, list(ref_ids), list(site_ids))
     return [RefRow(*row) for row in rows]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from doorward_kit import shred_ledger
 from doorward_kit.audit_client import AuditRecord, Outcome, record_event
@@ -175,7 +175,6 @@ class SecretsService:
         self._grant_rate: Limiter = SharedRateLimiter(db, "grant", self.limits.grant_rate)
         self._upload_rate: Limiter = SharedRateLimiter(db, "upload", self.limits.upload_rate)
         # The same pool, for single reads outside a transaction (made on first use).
-        self._reads: AsyncEngine | None = None
 
     def upload_url(self, slot_id: str) -> str:
         return f"{self.base_url}/v1/uploads/{slot_id}"
@@ -972,13 +971,8 @@ class SecretsService:
     ) -> list[repo.RefRow]:
         rules.require_id(org_id, "org_id")
         # One read, no transaction around it (no BEGIN, no COMMIT): every board asks.
-        async with self._autocommit().connect() as conn:
-            return await repo.list_refs(conn, org_id, ref_ids, site_ids)
-
-    def _autocommit(self) -> AsyncEngine:
-        if self._reads is None:
-            self._reads = self.db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        return self._reads
+        async with self.db.raw_reads() as raw:
+            return await repo.list_refs(raw, org_id, ref_ids, site_ids)
 
     async def delete_site_secrets(self, principal: Principal, *, site_id: str) -> int:
         """Erasure of a customer's site: only for a verified ADMIN acting for it. Each secret's

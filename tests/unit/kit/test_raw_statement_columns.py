@@ -14,6 +14,8 @@ from services.audit.models import AuditEvent
 from services.audit.repository import _TRAILS, TrailEvent
 from services.identity.models import User
 from services.identity.repository import _USERS_WITH_REGIONS, UserFacts
+from services.secrets.models import SecretRef
+from services.secrets.repository import _LIST_REFS, RefRow
 from services.workorders.models import Customer, Site, WorkOrder
 from services.workorders.repository import (
     _CUSTOMERS_BY_ID,
@@ -65,3 +67,9 @@ def test_identity_and_audit_rows_are_read_in_their_fields_order() -> None:
     trail = re.search(r"LATERAL \((SELECT .*? FROM audit_events)", _TRAILS)
     assert trail and _selected(trail.group(1)) == list(TrailEvent._fields)
     assert set(TrailEvent._fields) <= set(AuditEvent.__table__.c.keys())
+
+
+def test_secrets_refs_are_read_in_their_fields_order() -> None:
+    names = [f.name for f in fields(RefRow)]
+    assert _selected(_LIST_REFS) == names
+    assert set(names) <= set(SecretRef.__table__.c.keys())
