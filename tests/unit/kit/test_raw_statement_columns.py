@@ -65,7 +65,7 @@ def test_identity_and_audit_rows_are_read_in_their_fields_order() -> None:
     assert users[: len(UserFacts._fields)] == list(UserFacts._fields)
     assert set(UserFacts._fields) <= set(User.__table__.c.keys())
     trail = re.search(r"LATERAL \((SELECT .*? FROM audit_events)", _TRAILS)
-    assert trail and _selected(trail.group(1)) == list(TrailEvent._fields)
+    assert trail and _selected(trail.group(1)) == list(TrailEvent._fields)  # details::text
     assert set(TrailEvent._fields) <= set(AuditEvent.__table__.c.keys())
 
 
