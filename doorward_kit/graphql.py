@@ -47,6 +47,7 @@ from doorward_kit.gateway_signature import (
     SignatureRefused,
     clean_address,
 )
+from doorward_kit.http import BodyTooLarge, read_body
 from doorward_kit.settings import StackSettings
 from doorward_kit.text import check_text, check_value, rule_for
 
@@ -124,7 +125,8 @@ class GatewayGate:
 
     Without a key nothing is answered, unless the stack explicitly allows unsigned GraphQL
     (development only, StackSettings refuses it otherwise). With `nonces` (the subgraph's
-    PostgresNonceLedger) a nonce is good once across all its replicas, not only per process."""
+    PostgresNonceLedger) a nonce is good once across all its replicas, not only per process.
+    A body longer than `max_body_bytes` is refused (BodyTooLarge) as it arrives."""
 
     def __init__(
         self,
@@ -132,6 +134,7 @@ class GatewayGate:
         *,
         allow_unsigned: bool = False,
         nonces: NonceLedger | None = None,
+        max_body_bytes: int = 8_000_000,
     ) -> None:
         if verifier is None and not allow_unsigned:
             raise RuntimeError(
@@ -142,26 +145,36 @@ class GatewayGate:
         self.verifier = verifier
         self.allow_unsigned = allow_unsigned
         self.nonces = nonces
+        self.max_body_bytes = max_body_bytes
 
     @classmethod
     def from_stack(cls, stack: StackSettings, *, nonces: NonceLedger | None = None) -> GatewayGate:
         key_file = stack.gateway_public_key_file
         verifier = GatewayVerifier.from_file(key_file) if key_file is not None else None
-        return cls(verifier, allow_unsigned=stack.allow_unsigned_graphql, nonces=nonces)
+        return cls(
+            verifier,
+            allow_unsigned=stack.allow_unsigned_graphql,
+            nonces=nonces,
+            max_body_bytes=stack.subgraph_max_body_bytes,
+        )
 
     async def check(self, request: Request) -> str:
         """The client address for this request; SignatureRefused when the gateway did not
-        sign it. The header is looked at before the body is read: refusals stay cheap."""
+        sign it, BodyTooLarge for a body over the limit. The header is looked at before the
+        body is read: refusals stay cheap. The body is read here, counted as it arrives, and
+        left where `request.body()` finds it."""
         signed = SIGNATURE_HEADER in request.headers
-        if not signed and self.allow_unsigned:
-            return clean_address(request.client.host) if request.client else ""
-        if not signed or self.verifier is None:
+        if (not signed and not self.allow_unsigned) or (signed and self.verifier is None):
             raise SignatureRefused("no gateway signature")
+        body = await read_body(request, self.max_body_bytes)
+        # Where Request.body() keeps what it has read: the GraphQL handler (FastAPI's route or
+        # the edge) reads the body from there, the stream being spent.
+        request._body = body
+        if self.verifier is None or not signed:
+            return clean_address(request.client.host) if request.client else ""
         query = request.url.query
         target = request.url.path + (f"?{query}" if query else "")
-        signed_by = self.verifier.verified(
-            request.method, target, await request.body(), request.headers
-        )
+        signed_by = self.verifier.verified(request.method, target, body, request.headers)
         # Another replica may have served this very request: the nonce is claimed in the
         # database all replicas share (raises UNAVAILABLE when it cannot tell: fail closed).
         if self.nonces is not None and not await self.nonces.claim(
@@ -171,9 +184,17 @@ class GatewayGate:
         return signed_by.address
 
 
+def refusal_body(error: DoorwardError) -> dict[str, Any]:
+    """The answer to a request the gate refused: a GraphQL error with the error's code."""
+    return {"errors": [{"message": error.message, "extensions": {"code": error.code.value}}]}
+
+
+def body_too_large() -> DoorwardError:
+    return DoorwardError(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
+
+
 def _refusal(error: DoorwardError) -> Response:
-    body = {"errors": [{"message": error.message, "extensions": {"code": error.code.value}}]}
-    return JSONResponse(body, status_code=error.http_status)
+    return JSONResponse(refusal_body(error), status_code=error.http_status)
 
 
 def _gateway_only(gate: GatewayGate) -> type[APIRoute]:
@@ -192,6 +213,8 @@ def _gateway_only(gate: GatewayGate) -> type[APIRoute]:
                         extra={"fields": {"reason": refused.reason}},
                     )
                     return _refusal(refused)
+                except BodyTooLarge:
+                    return _refusal(body_too_large())
                 except DoorwardError as error:  # the nonce ledger could not answer
                     return _refusal(error)
                 return await handler(request)
@@ -449,12 +472,25 @@ class SubgraphSchema(strawberry.federation.Schema):
             log.info("graphql request refused", extra={"fields": {"error.code": code}})
 
 
-class _SubgraphRouter(GraphQLRouter[Any, Any]):
-    """strawberry's router with the answer encoded by orjson: the standard library's encoder
-    in pure Python was a visible share of a subgraph's CPU for a board's 200 audit events."""
+def encode_answer(data: object) -> bytes:
+    """A subgraph's JSON answer, encoded by orjson: the standard library's encoder in pure
+    Python was a visible share of a subgraph's CPU for a board's 200 audit events."""
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+
+
+ContextFactory = Callable[[Request, str], RequestContext]
+
+
+class SubgraphRouter(GraphQLRouter[Any, Any]):
+    """strawberry's router with the answer encoded by orjson. It keeps its gate and how it
+    makes a request's context, for the pure ASGI edge in front of it
+    (doorward_kit.subgraph_edge.mount_subgraph), which answers POST the same way."""
+
+    gate: GatewayGate
+    new_context: ContextFactory
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+        return encode_answer(data)
 
 
 def subgraph_router(
@@ -469,12 +505,15 @@ def subgraph_router(
     per request. No GET, no websocket: the gateway uses neither, and each would be one more
     door to keep shut. GraphiQL only where unsigned GraphQL is allowed (development)."""
 
-    async def context_getter(request: Request) -> RequestContext:
+    def new_context(request: Request, source_ip: str) -> RequestContext:
         return RequestContext(
-            request=request, verifier=verifier, services=services, source_ip=client_ip(request)
+            request=request, verifier=verifier, services=services, source_ip=source_ip
         )
 
-    return _SubgraphRouter(
+    async def context_getter(request: Request) -> RequestContext:
+        return new_context(request, client_ip(request))
+
+    router = SubgraphRouter(
         schema,
         context_getter=context_getter,
         graphql_ide="graphiql" if development and gate.allow_unsigned else None,
@@ -482,6 +521,9 @@ def subgraph_router(
         subscription_protocols=(),
         route_class=_gateway_only(gate),
     )
+    router.gate = gate
+    router.new_context = new_context
+    return router
 
 
 # ---- Relay connections -------------------------------------------------------------------

@@ -37,6 +37,27 @@ def fastapi_options() -> dict[str, Any]:
     return {}
 
 
+ASGICallable = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class ServiceApp(FastAPI):
+    """A service's FastAPI app, with room for pure ASGI edges: a POST to a path in `post_edges`
+    is answered by its edge before FastAPI's middleware stack (doorward_kit.subgraph_edge: a
+    subgraph's POST /graphql). Everything else, and the lifespan, goes through FastAPI."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.post_edges: dict[str, ASGICallable] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            edge = self.post_edges.get(scope["path"])
+            if edge is not None:
+                await edge(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def error_response(error: DoorwardError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error.to_json(), status_code=error.http_status, headers=headers)
 
@@ -171,11 +192,11 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     edge: bool = False,
     metrics: bool = True,
-) -> FastAPI:
+) -> ServiceApp:
     """`edge=True` for a port clients reach directly (the secrets REST door): see
     doorward_kit.telemetry.instrument_fastapi. `metrics=False`: no GET /metrics on this app
     (the process serves it on a port of its own, doorward_kit.runner ServiceParts.metrics_port)."""
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         lifespan=lifespan,
         docs_url=None,

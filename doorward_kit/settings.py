@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The services that have both a gRPC and an HTTP address of their own.
@@ -106,6 +106,11 @@ class StackSettings(BaseSettings):
     # Development only, and only when set: subgraphs also answer unsigned GraphQL (whose client
     # address is then the TCP peer's, never a header's).
     allow_unsigned_graphql: bool = False
+    # The largest GraphQL request body a subgraph reads (413 beyond), counted as it arrives: a
+    # request with a forged signature header is read before the signature can be checked. The
+    # gateway's own bodies are its plans' operations and entity representations (a few kB for
+    # a board; a list of thousands of entities is some hundreds of kB).
+    subgraph_max_body_bytes: int = Field(default=8_000_000, ge=1024)
 
     @model_validator(mode="after")
     def _unsigned_only_in_development(self) -> Self:

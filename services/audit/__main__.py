@@ -14,6 +14,7 @@ from doorward_kit.nonce_ledger import PostgresNonceLedger
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
+from doorward_kit.subgraph_edge import mount_subgraph
 from services.audit.api.graphql import build_router
 from services.audit.api.grpc import add_to_server
 from services.audit.api.http import export_router
@@ -57,13 +58,13 @@ async def build_parts(
     runtime = AuditRuntime(db=db, service=service, verifier=verifier, traces=traces)
 
     app = create_app("doorward-audit", readiness=db.ping)
-    app.include_router(
+    mount_subgraph(
+        app,
         build_router(
             runtime,
             gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
-        prefix="/graphql",
     )
     app.include_router(export_router(runtime))
     grpc_server = GrpcServer(stack.host, stack.audit_grpc_port, auth)

@@ -15,6 +15,7 @@ from doorward_kit.nonce_ledger import PostgresNonceLedger
 from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.settings import StackSettings
+from doorward_kit.subgraph_edge import mount_subgraph
 from services.identity.api.graphql import build_router
 from services.identity.api.grpc import add_to_server
 from services.identity.api.http import jwks_router
@@ -52,13 +53,13 @@ async def build_parts(
 
     app = create_app("doorward-identity", readiness=db.ping)
     app.include_router(jwks_router(keys))
-    app.include_router(
+    mount_subgraph(
+        app,
         build_router(
             identity,
             gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
-        prefix="/graphql",
     )
     grpc_server = GrpcServer(stack.host, stack.identity_grpc_port, auth)
     add_to_server(grpc_server, identity)

@@ -18,6 +18,7 @@ from doorward_kit.pseudonym import keep_pseudonym_key
 from doorward_kit.runner import ServiceParts, run_service
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
+from doorward_kit.subgraph_edge import mount_subgraph
 from services.workorders.api.graphql import build_router
 from services.workorders.api.grpc import add_to_server
 from services.workorders.clients import (
@@ -103,13 +104,13 @@ async def build_parts(
     )
 
     app = create_app("doorward-workorders", readiness=db.ping)
-    app.include_router(
+    mount_subgraph(
+        app,
         build_router(
             runtime,
             gate=GatewayGate.from_stack(stack, nonces=nonces),
             development=stack.env == "development",
         ),
-        prefix="/graphql",
     )
     grpc_server = GrpcServer(stack.host, stack.workorders_grpc_port, auth)
     add_to_server(grpc_server, db, service)
