@@ -8,10 +8,11 @@ row serves the request. Rows are kept until the signature is stale on every cloc
 the database's now and the signed time, plus twice the window) and pruned by age.
 
 Cost: one INSERT on a small pool of its own (~0.4 ms on the test machine; see
-docs/operations.md). The pool's sessions run with synchronous_commit off: the row is visible to
-every other session at once (what the claim needs), only its durability waits for the WAL
-writer (~0.2 s), so a PostgreSQL crash forgets at most the last fraction of a second of nonces,
-whose signatures are all stale 30 s later anyway.
+docs/operations.md), and nothing when the connection goes back to the pool (_keep_session).
+The pool's sessions run with synchronous_commit off: the row is visible to every other session
+at once (what the claim needs), only its durability waits for the WAL writer (~0.2 s), so a
+PostgreSQL crash forgets at most the last fraction of a second of nonces, whose signatures are
+all stale 30 s later anyway.
 
 Fails closed: when the database cannot answer, the request is refused (UNAVAILABLE), never
 served unchecked.
@@ -50,6 +51,16 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(False)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing. asyncpg's default sends `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` whenever a connection goes back,
+    a second round trip per claim (per subgraph request). These connections only ever run one
+    autocommit statement (the claim or the prune): no transaction, cursor, lock, LISTEN or SET
+    is ever left to undo. asyncpg still rolls back a transaction left open before calling this,
+    so even a connection released mid-transaction would not carry it over."""
+    return None
+
+
 def unavailable() -> DoorwardError:
     return DoorwardError(ErrorCode.UNAVAILABLE, "the replay guard is unavailable; try again")
 
@@ -85,6 +96,7 @@ class PostgresNonceLedger:
                         min_size=1,
                         max_size=self._pool_size,
                         timeout=self._timeout,
+                        reset=_keep_session,
                         server_settings={
                             "synchronous_commit": "off",
                             "application_name": "doorward-nonce-ledger",

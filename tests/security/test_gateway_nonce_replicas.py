@@ -171,3 +171,31 @@ async def test_the_ledger_fails_closed_and_forgets_only_stale_nonces(running: Ru
         assert not isinstance(refused.value, SignatureRefused)
     finally:
         await dead.close()
+
+
+async def test_two_ledgers_refuse_a_replay_and_a_release_sends_nothing(running: Running) -> None:
+    # Each replica's ledger has its own pool; a connection going back to it is not reset
+    # (asyncpg's default reset was a second statement per claim): the claims stay single-use
+    # across ledgers all the same, however often the one connection of each pool is reused.
+    first = PostgresNonceLedger(running.settings.db_url, pool_size=1)
+    second = PostgresNonceLedger(running.settings.db_url, pool_size=1)
+    sent: list[str] = []
+    try:
+        for ledger in (first, second):
+            pool = await ledger._ready()
+            async with pool.acquire() as conn:
+                conn.add_query_logger(lambda record: sent.append(record.query))
+        assert sent == []  # the release after the logger was added sent nothing
+        now = int(time.time())
+        for round_ in range(5):
+            nonce = f"nonce-two-ledgers-{uuid.uuid4().hex[:8]}-{round_}"
+            claimer, other = (first, second) if round_ % 2 else (second, first)
+            assert await claimer.claim(nonce, now, 60) is True
+            assert await other.claim(nonce, now, 60) is False
+            assert await claimer.claim(nonce, now, 60) is False
+        # Only the claims went to the database: no reset statement after any of them.
+        assert len(sent) == 15
+        assert all(query.startswith("INSERT INTO gateway_nonces") for query in sent), sent
+    finally:
+        await first.close()
+        await second.close()
