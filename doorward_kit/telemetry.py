@@ -9,6 +9,7 @@ DOORWARD_OTEL_FILE=path additionally writes every finished span as a JSON line (
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -92,20 +93,56 @@ class JsonLinesFileExporter(SpanExporter):
 
 
 def otlp_session() -> Any:
-    """The requests session of the OTLP/HTTP exporters. requests lets REQUESTS_CA_BUNDLE (and
-    CURL_CA_BUNDLE) override a session's own `verify`, so with those set for other reasons the
-    exporter would check the trace store against the wrong CAs; when OTEL_EXPORTER_OTLP_*
-    names a certificate, that one wins (proxies from the environment still apply)."""
+    """The requests session of the OTLP/HTTP exporters (OtlpSession)."""
+    return _otlp_session_class()()
+
+
+@functools.cache
+def _otlp_session_class() -> type[Any]:
     import requests
+    import requests.utils
 
-    class PinnedVerify(requests.Session):
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
-            settings = super().merge_environment_settings(*args, **kwargs)
+    class OtlpSession(requests.Session):
+        """A requests session that reads the environment once, not on every export.
+
+        With requests' `trust_env` every request looked for ~/.netrc (a stat per export, a
+        visible share of identity's exporter thread) and re-parsed the proxy variables. Here
+        `trust_env` is off, and what the exporter needs from the environment is read once per
+        URL (the exporter sends to one or two) at the first export: the operator's proxies
+        (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE where
+        no OTLP certificate is set. A certificate named by OTEL_EXPORTER_OTLP_* (the session's
+        own `verify`) wins over those bundles: requests lets them override a session's own
+        `verify`, which would check the trace store against the wrong CAs. No netrc
+        credentials: the exporters authenticate with their certificate (or headers)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.trust_env = False
+            self._environment: dict[tuple[str, str | None], tuple[dict[str, str], str | None]]
+            self._environment = {}
+
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> Any:
+            no_proxy = (proxies or {}).get("no_proxy")
+            key = (str(url), no_proxy)
+            found = self._environment.get(key)
+            if found is None:
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                found = (requests.utils.get_environ_proxies(str(url), no_proxy=no_proxy), bundle)
+                if len(self._environment) < 16:
+                    self._environment[key] = found
+            env_proxies, bundle = found
+            proxies = dict(proxies or {})
+            for scheme, proxy in env_proxies.items():
+                proxies.setdefault(scheme, proxy)
             if isinstance(self.verify, str):
-                settings["verify"] = self.verify
-            return settings
+                verify = self.verify
+            elif (verify is True or verify is None) and bundle:
+                verify = bundle
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
-    return PinnedVerify()
+    return OtlpSession
 
 
 def _exporter_from_env() -> SpanExporter | None:
