@@ -20,7 +20,8 @@ This layer does, in the same order, what those layers did for a POST:
      query or an operation type not allowed (400, plain text, the same words);
   4. `schema.execute` with the same RequestContext (the router's own factory);
   5. the answer encoded by orjson, with the headers the kit's SecurityHeaders middleware adds.
-Anything unexpected is logged and answered 500 with the body FastAPI's handler gives.
+Anything unexpected is logged and answered 500 with the body FastAPI's handler gives (a client
+gone before its body arrived gets no answer and no error in the log).
 tests/unit/kit/test_subgraph_edge.py sends the same requests through this layer and through
 FastAPI's stack and compares status, headers, body and span.
 
@@ -47,7 +48,7 @@ from opentelemetry.instrumentation.asgi import collect_request_attributes, set_s
 from opentelemetry.instrumentation.fastapi.version import __version__ as fastapi_instr_version
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import Status, StatusCode
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from strawberry.exceptions import MissingQueryError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import process_result
@@ -163,6 +164,8 @@ class SubgraphEdge:
         try:
             try:
                 answer = await self._answer(request)
+            except ClientDisconnect:
+                return  # gone before its body had arrived: nobody to answer
             except Exception as exc:
                 # What FastAPI's stack did: the instrumentation's exception handler put it on
                 # the span, the app's handler logged it and answered 500.

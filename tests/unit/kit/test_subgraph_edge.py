@@ -362,3 +362,34 @@ async def test_a_service_app_answers_post_graphql_through_the_edge() -> None:
         body = doc({"query": "{ hello }"})
         answer = await client.post("/graphql", content=body, headers=signed(body))
         assert answer.json() == {"data": {"hello": "hi"}}
+
+
+async def test_a_client_gone_before_its_body_arrived_gets_no_answer(
+    sides: tuple[Side, Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    edge, _ = sides
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = signed(b"whatever")
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+    }
+    await edge.app(scope, receive, send)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [s["name"] for s in edge.spans()] == ["POST /graphql"]  # still traced, and ended
