@@ -40,6 +40,7 @@ from strawberry.types import ExecutionContext, Info
 
 from doorward_kit.auth import Principal, TokenVerifier, bearer_token
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
+from doorward_kit.execution import FastExecutionContext
 from doorward_kit.gateway_signature import (
     SIGNATURE_HEADER,
     GatewayVerifier,
@@ -389,7 +390,15 @@ class SubgraphSchema(strawberry.federation.Schema):
     `_entities` representations are checked before strawberry sees them: it indexes them
     blindly (`representation.pop("__typename")`, `resolve_reference(**representation)`), so a
     representation without a __typename, of an unknown type, with a missing or unknown key, or
-    with a non-string key value was an INTERNAL_SERVER_ERROR (found by tests/fuzz)."""
+    with a non-string key value was an INTERNAL_SERVER_ERROR (found by tests/fuzz).
+
+    Execution is graphql-core's with plain leaf fields completed in one loop
+    (doorward_kit/execution.py): a board's 400 audit leaf fields were most of audit's execution
+    CPU. `execution_context_class=StrawberryGraphQLCoreExecutionContext` turns it off."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("execution_context_class", FastExecutionContext)
+        super().__init__(*args, **kwargs)
 
     # The annotations are strawberry's own: it builds the `_entities` field from them.
     def entities_resolver(
