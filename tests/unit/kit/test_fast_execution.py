@@ -120,6 +120,16 @@ class Item:
         raise DoorwardError(ErrorCode.FORBIDDEN, "no")
 
     @strawberry.field
+    async def later_refused(self) -> str | None:
+        await asyncio.sleep(0)
+        raise DoorwardError(ErrorCode.FORBIDDEN, f"later no {self.count}")
+
+    @strawberry.field
+    async def later_child(self) -> Item | None:
+        await asyncio.sleep(0)
+        return _item(Mode.GOOD, self.count + 1, 0)
+
+    @strawberry.field
     def echo(self, text: str = "x") -> str:
         return text
 
@@ -286,6 +296,11 @@ CORPUS = [
     "query($s: Boolean!) { items { id name @skip(if: $s) } }",
     "{ named { name __typename ... on Tagged { tag } } tagged { name tag } }",
     "{ items { later id name } }",
+    # Errors of concurrent branches at different depths: their order is the order they occur.
+    "{ items { laterRefused refused laterChild { laterRefused id } } }",
+    "{ laterItems { laterChild { laterChild { laterRefused } } laterRefused } }",
+    "{ items { laterChild { laterRefused } } laterItems { laterRefused name } }",
+    "{ item { laterChild { laterChild { laterChild { laterRefused } } } } items { refused } }",
     "{ __typename items { __typename } }",
 ]
 
