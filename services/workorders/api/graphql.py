@@ -8,18 +8,19 @@ relation, not N. Refusals of mutations are audited (DENIED) in their own transac
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 import strawberry
 import strawberry.federation
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
 from strawberry.fastapi import GraphQLRouter
 from strawberry.federation.schema_directives import Key
 from strawberry.federation.types import FieldSet
@@ -122,16 +123,22 @@ def _retention(info: Info) -> Retention:
     return Retention(_runtime(info).service)
 
 
-def _batched(
-    name: str,
-    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]],
-    default: Any = None,
-) -> Callable[[Info, str], Awaitable[Any]]:
-    """A per-request DataLoader: all keys asked for in one tick are fetched in one call."""
+@dataclass(frozen=True)
+class _Batched:
+    """A per-request DataLoader: all keys asked for in one tick are fetched in one call.
 
-    async def load(info: Info, key: str) -> Any:
+    `load` and `many` hand back the loader's futures themselves, not coroutines around them:
+    a resolver awaits them as before, and `many` gathers futures (no task per key: a board's
+    address batch gathered 20 coroutines, each wrapped in a task, for sites already loaded)."""
+
+    name: str
+    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]]
+    default: Any = None
+
+    def loader(self, info: Info) -> DataLoader[str, Any]:
         context: RequestContext = info.context
         runtime = _runtime(info)
+        fetch, default = self.fetch, self.default
 
         async def batch(keys: list[str]) -> list[Any]:
             principal = await context.principal()
@@ -140,9 +147,21 @@ def _batched(
                 found = await fetch(runtime, session, principal, keys)
             return [found.get(k, default() if callable(default) else default) for k in keys]
 
-        return await context.loader(name, batch).load(key)
+        return context.loader(self.name, batch)
 
-    return load
+    def __call__(self, info: Info, key: str) -> Awaitable[Any]:
+        return self.loader(info).load(key)
+
+    def many(self, info: Info, keys: list[str]) -> Awaitable[list[Any]]:
+        return self.loader(info).load_many(keys)
+
+
+def _batched(
+    name: str,
+    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]],
+    default: Any = None,
+) -> _Batched:
+    return _Batched(name, fetch, default)
 
 
 def _service_fetch(
@@ -156,7 +175,7 @@ def _service_fetch(
     return fetch
 
 
-def _load_secret_ref(info: Info, key: str) -> Awaitable[SecretRefView | None]:
+def _secret_ref_loader(info: Info) -> DataLoader[str, SecretRefView | None]:
     """Secret references' kind and label are the secrets service's: one GetSecretRefs per
     batch, outside the request's session (a gRPC call holds no database connection)."""
     context: RequestContext = info.context
@@ -167,7 +186,11 @@ def _load_secret_ref(info: Info, key: str) -> Awaitable[SecretRefView | None]:
         found = await runtime.service.secret_refs(principal.org_id, keys)
         return [found.get(k) for k in keys]
 
-    return context.loader("secret_refs", batch).load(key)
+    return context.loader("secret_refs", batch)
+
+
+def _load_secret_ref(info: Info, key: str) -> Awaitable[SecretRefView | None]:
+    return _secret_ref_loader(info).load(key)
 
 
 async def _customer_sites_fetch(
@@ -185,8 +208,8 @@ load_requested_order = _batched("requested_orders", _service_fetch("requested_or
 load_site = _batched("sites", _service_fetch("visible_sites"))
 
 
-async def load_sites(info: Info, keys: list[str]) -> list[SiteRow | None]:
-    return await asyncio.gather(*(load_site(info, k) for k in keys))
+def load_sites(info: Info, keys: list[str]) -> Awaitable[list[SiteRow | None]]:
+    return load_site.many(info, keys)
 
 
 load_customer = _batched("customers", _service_fetch("visible_customers"))
@@ -356,7 +379,9 @@ class SecretRef:
 
 
 async def _refs(info: Info, ids: list[str]) -> list[SecretRef]:
-    views = [await load_secret_ref(info, i) for i in ids] if ids else []
+    # All of them in the same batch: awaited one by one, an order's second reference went to
+    # secrets in a second GetSecretRefs, its third in a third.
+    views = await _secret_ref_loader(info).load_many(ids) if ids else []
     return [SecretRef.from_view(v) for v in views if v is not None]
 
 
