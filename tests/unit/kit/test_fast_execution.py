@@ -343,11 +343,17 @@ def test_the_boards_fields_take_the_short_path() -> None:
     from services.audit.api.graphql import build_schema as audit_schema
     from services.workorders.api.graphql import build_schema as workorders_schema
 
-    audit = audit_schema()._schema.type_map  # type: ignore[attr-defined]
-    assert {"action", "outcome", "id", "seq"} <= set(plain_fields(audit["AuditEvent"]))
-    workorders = workorders_schema()._schema.type_map  # type: ignore[attr-defined]
-    assert {"id", "title", "status"} <= set(plain_fields(workorders["WorkOrder"]))
-    assert {"id", "kind", "label"} <= set(plain_fields(workorders["SecretRef"]))
+    audit = audit_schema()
+    types = audit._schema.type_map  # type: ignore[attr-defined]
+    assert {"action", "outcome", "id", "seq"} <= set(plain_fields(types["AuditEvent"]))
+    workorders = workorders_schema(serving=True)
+    types = workorders._schema.type_map  # type: ignore[attr-defined]
+    assert {"id", "title", "status"} <= set(plain_fields(types["WorkOrder"]))
+    assert {"id", "kind", "label"} <= set(plain_fields(types["SecretRef"]))
+    # No extension of theirs hooks every resolve (that would turn the short path off).
+    for schema in (audit, workorders):
+        assert schema.execution_context_class is FastExecutionContext
+        assert not any(e._implements_resolve() for e in schema.get_extensions())
 
 
 class CountingResolves(SchemaExtension):
