@@ -301,6 +301,12 @@ CORPUS = [
     "{ laterItems { laterChild { laterChild { laterRefused } } laterRefused } }",
     "{ items { laterChild { laterRefused } } laterItems { laterRefused name } }",
     "{ item { laterChild { laterChild { laterChild { laterRefused } } } } items { refused } }",
+    # A non-null error nulls the whole response while another branch still runs: graphql-core
+    # keeps the errors raised before that moment only (found by the generated operations when
+    # an object's single awaitable field was awaited in place, a loop turn earlier).
+    "{ item { later } laterItems { shout } }",
+    "{ laterItems { shout } item { later } }",
+    "{ item { laterChild { id } later } laterItems { shout name } }",
     "{ __typename items { __typename } }",
 ]
 
