@@ -11,15 +11,13 @@ from typing import Any
 import asyncpg
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import text
 
 from doorward_kit.db import Database, RawReader, raw_reader
-from doorward_kit.telemetry import setup_telemetry
 from tests.fixtures.round_trips import keywords, simple_statements, statements_of
+from tests.fixtures.spans import memory_spans
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +37,11 @@ CORE = (
     " WHERE org_id = :org AND id = ANY(CAST(:ids AS text[])) ORDER BY id"
 )
 
-_MEMORY: list[InMemorySpanExporter] = []
-
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """One in-memory exporter on the process's provider (added once), emptied per test."""
-    setup_telemetry("raw-reads-tests")
-    if not _MEMORY:
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-        _MEMORY.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_MEMORY[0]))
-    _MEMORY[0].clear()
-    yield _MEMORY[0]
+    yield memory_spans("raw-reads-tests")
 
 
 async def _database(postgres: Any, prefix: str) -> Database:
