@@ -111,6 +111,12 @@ class StackSettings(BaseSettings):
     # gateway's own bodies are its plans' operations and entity representations (a few kB for
     # a board; a list of thousands of entities is some hundreds of kB).
     subgraph_max_body_bytes: int = Field(default=8_000_000, ge=1024)
+    # Connections each service keeps open to its PostgreSQL; as many again open under load and
+    # close when returned. At a board's concurrency 16 the overflow opens and closes connections
+    # (authentication, statement preparation: 2-3 ms of PostgreSQL's CPU a board, see
+    # docs/performance.md); more kept connections count against PostgreSQL's max_connections
+    # (100 by default), shared by every service and replica.
+    db_pool_size: int = Field(default=10, ge=1, le=100)
 
     @model_validator(mode="after")
     def _unsigned_only_in_development(self) -> Self:
