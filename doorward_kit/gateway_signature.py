@@ -167,11 +167,16 @@ class GatewayVerifier:
         """The end user's address the gateway signed; SignatureRefused when it did not sign."""
         return self.verified(method, target, body, headers).address
 
-    def verified(
-        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
-    ) -> Verified:
-        """What the gateway signed, its nonce used once in this process; SignatureRefused when
-        the gateway did not sign it."""
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """What can be refused before the body is read (SignatureRefused): no, a malformed or
+        a stale signature header, or a nonce this process has seen. A subgraph reads up to its
+        body limit before the signature can be checked; a stranger's junk header need not
+        cost that much. Passing this proves nothing: `verified` decides."""
+        _stamp, nonce, _signature = self._fresh_parts(headers)
+        if nonce in self._seen and self._seen[nonce] > self._clock():
+            raise SignatureRefused("replayed gateway signature")
+
+    def _fresh_parts(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
         raw = headers.get(SIGNATURE_HEADER)
         if not raw:
             raise SignatureRefused("no gateway signature")
@@ -184,9 +189,16 @@ class GatewayVerifier:
             raise SignatureRefused("malformed gateway signature") from None
         if not 8 <= len(nonce) <= 64:
             raise SignatureRefused("malformed gateway signature")
-        now = self._clock()
-        if abs(now - stamp) > self._max_age:
+        if abs(self._clock() - stamp) > self._max_age:
             raise SignatureRefused("stale gateway signature")
+        return stamp, nonce, signature
+
+    def verified(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> Verified:
+        """What the gateway signed, its nonce used once in this process; SignatureRefused when
+        the gateway did not sign it."""
+        stamp, nonce, signature = self._fresh_parts(headers)
         address = headers.get(CLIENT_ADDRESS_HEADER, "")
         if address != clean_address(address):
             raise SignatureRefused("malformed client address")
@@ -194,7 +206,7 @@ class GatewayVerifier:
             self._key.verify(signature, _message(method, target, body, stamp, nonce, address))
         except InvalidSignature:
             raise SignatureRefused("invalid gateway signature") from None
-        self._remember(nonce, now)
+        self._remember(nonce, self._clock())
         return Verified(address, nonce, stamp)
 
     def _remember(self, nonce: str, now: float) -> None:

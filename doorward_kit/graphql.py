@@ -167,6 +167,8 @@ class GatewayGate:
         signed = SIGNATURE_HEADER in request.headers
         if (not signed and not self.allow_unsigned) or (signed and self.verifier is None):
             raise SignatureRefused("no gateway signature")
+        if signed and self.verifier is not None:
+            self.verifier.precheck(request.headers)  # a junk or stale header: before the body
         body = await read_body(request, self.max_body_bytes)
         # Where Request.body() keeps what it has read: the GraphQL handler (FastAPI's route or
         # the edge) reads the body from there, the stream being spent.

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from starlette.requests import Request
 
 from doorward_kit.gateway_signature import (
     CLIENT_ADDRESS_HEADER,
@@ -116,3 +117,61 @@ def test_verification_is_cheap() -> None:
         best = min(best, (time.perf_counter() - started) / len(signed))
     assert best < 0.01  # ~0.1-0.2 ms on an idle core
     print(f"verify: {best * 1e6:.0f} µs per request")
+
+
+def _request(headers: dict[str, str], body: bytes) -> tuple[Request, list[int]]:
+    """A POST /graphql whose body, when read, is counted in `reads`."""
+    reads: list[int] = []
+
+    async def receive() -> dict[str, object]:
+        reads.append(1)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 4002),
+        "scheme": "http",
+    }
+    return Request(scope, receive), reads
+
+
+@pytest.mark.parametrize("case", ["junk", "stale", "future", "seen here"])
+async def test_a_junk_stale_or_replayed_header_is_refused_before_the_body_is_read(
+    case: str,
+) -> None:
+    clock = Clock()
+    signer, verifier = pair(clock)
+    gate = GatewayGate(verifier)
+    headers = signer.headers("POST", "/graphql", BODY, "203.0.113.9")
+    if case == "junk":
+        headers[SIGNATURE_HEADER] = "x" * 200
+    elif case == "stale":
+        clock.now += 31
+    elif case == "future":
+        clock.now -= 31
+    else:
+        verifier.verify("POST", "/graphql", BODY, headers)
+    request, reads = _request(headers, BODY)
+    with pytest.raises(SignatureRefused):
+        await gate.check(request)
+    assert reads == []
+
+
+async def test_an_honest_request_passes_the_precheck_and_is_then_verified_once() -> None:
+    clock = Clock()
+    signer, verifier = pair(clock)
+    gate = GatewayGate(verifier)
+    headers = signer.headers("POST", "/graphql", BODY, "203.0.113.9")
+    request, reads = _request(headers, BODY)
+    assert await gate.check(request) == "203.0.113.9"
+    assert reads == [1]
+    again, reads_again = _request(headers, BODY)
+    with pytest.raises(SignatureRefused, match="replayed"):
+        await gate.check(again)
+    assert reads_again == []
