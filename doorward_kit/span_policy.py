@@ -26,6 +26,8 @@ DOORWARD_KEYS = frozenset(
         "doorward.secret_ref.id",
         "doorward.grant.id",
         "doorward.audit.event_id",
+        # how many events one outbox delivery carried (a count)
+        "doorward.audit.events",
         # the policy action or mutation a doorward.access.decide span judged (a dotted word)
         "doorward.access.action",
         "doorward.org.id",
