@@ -112,10 +112,9 @@ class StackSettings(BaseSettings):
     # a board; a list of thousands of entities is some hundreds of kB).
     subgraph_max_body_bytes: int = Field(default=8_000_000, ge=1024)
     # Connections each service keeps open to its PostgreSQL; as many again open under load and
-    # close when returned. At a board's concurrency 16 the overflow opens and closes connections
-    # (authentication, statement preparation: 2-3 ms of PostgreSQL's CPU a board, see
-    # docs/performance.md); more kept connections count against PostgreSQL's max_connections
-    # (100 by default), shared by every service and replica.
+    # close when returned (each new one pays authentication and its statements' preparation).
+    # Kept connections count against PostgreSQL's max_connections (100 by default), shared by
+    # every service and replica: sized by the operator, who knows both.
     db_pool_size: int = Field(default=10, ge=1, le=100)
 
     @model_validator(mode="after")
