@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections import deque
@@ -22,17 +23,43 @@ def _ephemeral_floor() -> int:
         return 0
 
 
+PORT_RANGE_ENV = "DOORWARD_PORT_RANGE"
+
+
+def _picked_range() -> tuple[int, int]:
+    """[low, high) of the ports free_port picks: DOORWARD_PORT_RANGE ("LOW-HIGH") when set,
+    else from 20000 up to the kernel's ephemeral range, less room for the families."""
+    configured = os.environ.get(PORT_RANGE_ENV)
+    if configured:
+        low, _, high = configured.partition("-")
+        return int(low), int(high)
+    return _LOWEST_PICKED, _ephemeral_floor() - _FAMILY_ROOM
+
+
+def worker_port_range(index: int, count: int) -> str:
+    """The slice of the picked range for test worker `index` of `count`, as DOORWARD_PORT_RANGE
+    takes it. Each process only knows the ports it handed out itself, so two workers picking
+    from one range could pick the same port: one whose `doorward up` binds it seconds later
+    found it taken by the other's server (a clean-clone run lost the e2e suite to that).
+    Disjoint slices, each ending _FAMILY_ROOM below the next (the +50 ports `up` derives)."""
+    low, high = _LOWEST_PICKED, _ephemeral_floor() - _FAMILY_ROOM
+    width = (high - low) // max(count, 1)
+    start = low + index * width
+    return f"{start}-{start + width - _FAMILY_ROOM}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (tests never use fixed ports).
 
     Below the kernel's ephemeral range when there is room: a port the kernel hands out for
     bind(0) is one that any outgoing connection may take as its local port before our server
     binds it ("address already in use" in CI, with two test workers' many connections);
-    outgoing connections never take a port below that range."""
-    top = _ephemeral_floor() - _FAMILY_ROOM
-    if top > _LOWEST_PICKED + 1000:
+    outgoing connections never take a port below that range. Test workers each pick from a
+    slice of their own (worker_port_range)."""
+    low, top = _picked_range()
+    if top > low + 1000:
         for _ in range(50):
-            port = random.randrange(_LOWEST_PICKED, top)
+            port = random.randrange(low, top)
             # Nothing listens on a port handed out a moment ago either: never hand it out twice
             # (a stack asks for a dozen before any of them is bound).
             if port not in _handed_out and not port_in_use(host, port):

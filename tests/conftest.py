@@ -1,13 +1,23 @@
 """Session fixtures shared by every test package; the helpers live in tests/fixtures/."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from doorward_kit.net import PORT_RANGE_ENV, worker_port_range
 from tests.fixtures.infra import openbao, postgres
 from tests.fixtures.pki import service_pki
 
 __all__ = ["openbao", "postgres", "service_pki", "stack"]
+
+# Each xdist worker picks free ports from a slice of its own (and so do the processes it
+# starts, which inherit the variable): two workers never hand out the same port.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and PORT_RANGE_ENV not in os.environ:
+    os.environ[PORT_RANGE_ENV] = worker_port_range(
+        int(_WORKER[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    )
 
 # The fuzz suite (tests/fuzz) shares the e2e stack. Fuzzing is not an attack on the throttles:
 # a login refused for the 31st time from 127.0.0.1 would turn every later request into
