@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from opentelemetry import trace
@@ -86,57 +88,65 @@ async def _until(predicate, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-async def test_a_busy_outbox_goes_in_one_pass_and_a_lone_event_at_once(db, service_pki):
+@asynccontextmanager
+async def _fake_audit(
+    service_pki, fail: int = 0
+) -> AsyncIterator[tuple[FakeAudit, ServiceChannel]]:
+    """A stand-in audit server (refusing the first `fail` calls) and a channel to it."""
     port = free_port()
-    fake = FakeAudit()
+    fake = FakeAudit(fail=fail)
     server = await _server(fake, port, service_pki)
     channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    # A long interval makes the coalescing plain to see (the default is 50 ms).
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=3.0)
+    try:
+        yield fake, channel
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+@asynccontextmanager
+async def _running(sender: OutboxSender) -> AsyncIterator[asyncio.Task[None]]:
+    """The sender's loop, cancelled (and seen to stop) at the end."""
     task = asyncio.create_task(sender.run())
     try:
-        await _until(lambda: _is(fake.calls == 0 and task.done() is False))
-        # After a quiet spell: delivered at once, not after the coalescing interval.
-        started = time.monotonic()
-        lone = await _commit_one(db)
-        await _until(lambda: _is(lone.id in fake.seen), timeout=2.5)
-        assert time.monotonic() - started < 2.5
-        calls_after_lone = fake.calls
-        # Twenty requests answered right after it, each committing and waking the sender: the
-        # rest of the interval is waited out and all twenty go in one pass (one call, since
-        # they carry no trace), none lost, none twice.
-        busy = [await _commit_one(db) for _ in range(20)]
-        await _until(lambda: _is(all(r.id in fake.seen for r in busy)), timeout=15.0)
-        await _until(lambda: _pending_is(db, 0))
-        assert fake.calls - calls_after_lone <= 2, fake.calls  # 1, or 2 if the machine crawled
-        assert len(fake.seen) == 21
+        yield task
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await channel.close()
-        await server.stop(0)
+
+
+async def test_a_busy_outbox_goes_in_one_pass_and_a_lone_event_at_once(db, service_pki):
+    async with _fake_audit(service_pki) as (fake, channel):
+        # A long interval makes the coalescing plain to see (the default is 50 ms).
+        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=3.0)
+        async with _running(sender) as task:
+            await _until(lambda: _is(fake.calls == 0 and task.done() is False))
+            # After a quiet spell: delivered at once, not after the coalescing interval.
+            started = time.monotonic()
+            lone = await _commit_one(db)
+            await _until(lambda: _is(lone.id in fake.seen), timeout=2.5)
+            assert time.monotonic() - started < 2.5
+            calls_after_lone = fake.calls
+            # Twenty requests answered right after it, each committing and waking the sender: the
+            # rest of the interval is waited out and all twenty go in one pass (one call, since
+            # they carry no trace), none lost, none twice.
+            busy = [await _commit_one(db) for _ in range(20)]
+            await _until(lambda: _is(all(r.id in fake.seen for r in busy)), timeout=15.0)
+            await _until(lambda: _pending_is(db, 0))
+            assert fake.calls - calls_after_lone <= 2, fake.calls  # 1, or 2 if the machine crawled
+            assert len(fake.seen) == 21
 
 
 async def test_without_coalescing_every_wake_up_is_a_pass(db, service_pki):
     """coalesce=0 is the old behaviour: the honest comparison for the coalesced one."""
-    port = free_port()
-    fake = FakeAudit()
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=0.0)
-    task = asyncio.create_task(sender.run())
-    try:
-        for _ in range(3):
-            record = await _commit_one(db)
-            await _until(lambda r=record: _is(r.id in fake.seen), timeout=5.0)
-        assert fake.calls == 3
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await channel.close()
-        await server.stop(0)
+    async with _fake_audit(service_pki) as (fake, channel):
+        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=0.0)
+        async with _running(sender):
+            for _ in range(3):
+                record = await _commit_one(db)
+                await _until(lambda r=record: _is(r.id in fake.seen), timeout=5.0)
+            assert fake.calls == 3
 
 
 async def test_a_crash_between_select_and_delete_redelivers_and_audit_keeps_one(
@@ -174,12 +184,8 @@ async def test_a_crash_between_select_and_delete_redelivers_and_audit_keeps_one(
 
 async def test_a_failed_delivery_is_retried_later_by_the_prepared_update(db, service_pki):
     """The failure path's array-parameter update: the rows get an attempt and a later time."""
-    port = free_port()
-    fake = FakeAudit(fail=1)
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, backoff_base=0.2, backoff_cap=0.2)
-    try:
+    async with _fake_audit(service_pki, fail=1) as (fake, channel):
+        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, backoff_base=0.2, backoff_cap=0.2)
         records = [await _commit_one(db) for _ in range(3)]
         assert await sender.deliver_once() == 0
         async with db.unit_of_work() as session:
@@ -195,9 +201,6 @@ async def test_a_failed_delivery_is_retried_later_by_the_prepared_update(db, ser
         await asyncio.sleep(0.25)
         assert await sender.deliver_once() == 3
         assert set(fake.seen) == {r.id for r in records}
-    finally:
-        await channel.close()
-        await server.stop(0)
 
 
 async def _is(value: bool) -> bool:
@@ -214,11 +217,6 @@ async def test_a_pass_of_many_traces_is_one_call_with_a_delivery_span_in_each(db
     audit write: a `doorward.audit.deliver` span, a child of the span that recorded its event."""
     spans = memory_spans("outbox-tests")
     tracer = trace.get_tracer("outbox-tests")
-    port = free_port()
-    fake = FakeAudit()
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=3.0)
     producers: dict[str, str] = {}  # trace id -> the recording span's id
     async with db.unit_of_work() as session:  # one transaction: one wake-up, one pass
         for _ in range(12):
@@ -226,25 +224,22 @@ async def test_a_pass_of_many_traces_is_one_call_with_a_delivery_span_in_each(db
                 context = span.get_span_context()
                 producers[format(context.trace_id, "032x")] = format(context.span_id, "016x")
                 await record_event(session, AuditOutbox, _record())
-    task = asyncio.create_task(sender.run())
-    try:
-        await _until(lambda: _pending_is(db, 0))
-        assert fake.calls == 1 and len(fake.seen) == 12
-        delivered = [s for s in spans.get_finished_spans() if s.name == "doorward.audit.deliver"]
-        assert len(delivered) == 12
-        seen = {
-            format(s.context.trace_id, "032x"): format(s.parent.span_id, "016x")
-            for s in delivered
-            if s.parent is not None
-        }
-        assert seen == producers
-        # the count survives the exporter's allow-list (what the trace store keeps)
-        assert all(
-            filter_attributes(s.attributes)["doorward.audit.events"] == 12 for s in delivered
-        )
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await channel.close()
-        await server.stop(0)
+    async with _fake_audit(service_pki) as (fake, channel):
+        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=30.0, coalesce=3.0)
+        async with _running(sender):
+            await _until(lambda: _pending_is(db, 0))
+            assert fake.calls == 1 and len(fake.seen) == 12
+            delivered = [
+                s for s in spans.get_finished_spans() if s.name == "doorward.audit.deliver"
+            ]
+            assert len(delivered) == 12
+            seen = {
+                format(s.context.trace_id, "032x"): format(s.parent.span_id, "016x")
+                for s in delivered
+                if s.parent is not None
+            }
+            assert seen == producers
+            # the count survives the exporter's allow-list (what the trace store keeps)
+            assert all(
+                filter_attributes(s.attributes)["doorward.audit.events"] == 12 for s in delivered
+            )
