@@ -300,6 +300,22 @@ async def test_a_ledger_that_cannot_tell_refuses_in_both(sides: tuple[Side, Side
     assert "data" not in answer.json()
 
 
+def _signed_post_scope() -> dict[str, Any]:
+    """The ASGI scope of a signed POST /graphql whose body the test's `receive` hands over."""
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in signed(b"whatever").items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+    }
+
+
 async def test_a_body_over_the_limit_is_refused_as_it_arrives(sides: tuple[Side, Side]) -> None:
     # No Content-Length (chunked): the bytes are counted, not the declared length.
     edge, _ = sides
@@ -316,20 +332,7 @@ async def test_a_body_over_the_limit_is_refused_as_it_arrives(sides: tuple[Side,
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = signed(b"whatever")
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/graphql",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "root_path": "",
-    }
-    await edge.app(scope, receive, send)
+    await edge.app(_signed_post_scope(), receive, send)
     assert sent[0]["status"] == 413
     assert len(received) == 2  # refused before the rest was read
     assert orjson.loads(sent[1]["body"])["errors"][0]["extensions"]["code"] == ("PAYLOAD_TOO_LARGE")
@@ -376,20 +379,7 @@ async def test_a_client_gone_before_its_body_arrived_gets_no_answer(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = signed(b"whatever")
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/graphql",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "root_path": "",
-    }
-    await edge.app(scope, receive, send)
+    await edge.app(_signed_post_scope(), receive, send)
     assert sent == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert [s["name"] for s in edge.spans()] == ["POST /graphql"]  # still traced, and ended
