@@ -71,3 +71,40 @@ async def test_statements_are_spans_of_their_trace_and_nothing_else_is(
             await other.dispose()
     finally:
         await db.dispose()
+
+
+async def test_connection_usage_is_read_from_the_pool_not_counted_per_checkout(
+    postgres: Any,
+) -> None:
+    """`db.client.connections.usage` comes from the pool when metrics are collected: a checkout
+    runs none of the instrumentation's listeners (an UpDownCounter.add cost ~20 us each, four
+    per checkout and checkin)."""
+    from sqlalchemy import event
+
+    from doorward_kit.telemetry import _USAGE_SOURCES, _connection_usage
+
+    db = Database(postgres.fresh_database("spanusage"))
+
+    mine = next(a for ref, a in _USAGE_SOURCES if ref() is db.engine.sync_engine)
+
+    def usage() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for observation in _connection_usage(None):
+            attributes = dict(observation.attributes or {})
+            state = attributes.pop("state")
+            if attributes == mine:
+                found[str(state)] = int(observation.value)
+        return found
+
+    try:
+        for identifier in ("checkout", "checkin", "connect", "close"):
+            assert not event.contains(db.engine.sync_engine, identifier, lambda *a: None)
+        listeners = db.engine.sync_engine.pool.dispatch.checkout
+        assert not any("EngineTracer" in getattr(fn, "__qualname__", "") for fn in listeners)
+        async with db.reads() as session:
+            await session.execute(text("SELECT 1"))
+            assert usage()["used"] >= 1
+        assert usage()["used"] == 0
+        assert usage()["idle"] >= 1
+    finally:
+        await db.dispose()
