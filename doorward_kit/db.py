@@ -194,6 +194,7 @@ class Database:
         url: str,
         *,
         pool_size: int = 10,
+        max_overflow: int | None = None,
         echo: bool = False,
         ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
     ) -> None:
@@ -202,8 +203,19 @@ class Database:
         # so at a few requests a second each sat idle past ping_after_idle and was pinged at
         # checkout (BEGIN, an empty query, ROLLBACK), and each had to prepare every statement
         # of the hot path for itself; with LIFO the busy ones stay warm and the rest wait.
+        #
+        # `max_overflow`: connections opened beyond `pool_size` under load and closed when
+        # returned (None: as many again). The services pass 0 (every connection they open is
+        # kept, up to DOORWARD_DB_POOL_SIZE): under 16 concurrent boards workorders needed more
+        # than its 10 kept connections, and each overflow connection was a new PostgreSQL
+        # backend (fork, authentication, every statement prepared again) closed moments later,
+        # ~15 per 100 boards.
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, echo=echo
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
+            pool_use_lifo=True,
+            echo=echo,
         )
         _check_on_checkout(self.engine, ping_after_idle)
         instrument_engine(self.engine)

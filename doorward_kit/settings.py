@@ -111,11 +111,12 @@ class StackSettings(BaseSettings):
     # gateway's own bodies are its plans' operations and entity representations (a few kB for
     # a board; a list of thousands of entities is some hundreds of kB).
     subgraph_max_body_bytes: int = Field(default=8_000_000, ge=1024)
-    # Connections each service keeps open to its PostgreSQL; as many again open under load and
-    # close when returned (each new one pays authentication and its statements' preparation).
-    # Kept connections count against PostgreSQL's max_connections (100 by default), shared by
-    # every service and replica: sized by the operator, who knows both.
-    db_pool_size: int = Field(default=10, ge=1, le=100)
+    # The most connections each service opens to its PostgreSQL: opened on demand and kept (a
+    # new one pays a backend's start, authentication and its statements' preparation), none
+    # beyond it (a request then waits for one). They count against PostgreSQL's
+    # max_connections (100 by default), shared by every service and replica: sized by the
+    # operator, who knows both.
+    db_pool_size: int = Field(default=20, ge=1, le=100)
 
     @model_validator(mode="after")
     def _unsigned_only_in_development(self) -> Self:

@@ -38,7 +38,7 @@ async def build_parts(
         register_secret(auth.token)
     # Migrations run as the owner role (doorward up does it first); see dbroles.py.
     await ensure_schema(settings.db_url)
-    db = Database(settings.db_url, pool_size=stack.db_pool_size)
+    db = Database(settings.db_url, pool_size=stack.db_pool_size, max_overflow=0)
     # A signed request's nonce is good once across every replica (its own database).
     nonces = PostgresNonceLedger(settings.db_url)
     signer = await asyncio.to_thread(

@@ -59,7 +59,7 @@ async def build_parts(
     if settings.vault_secret_id is not None:
         register_secret(settings.vault_secret_id.get_secret_value())
     await run_migrations_async(MIGRATIONS, settings.db_url)
-    db = Database(settings.db_url, pool_size=stack.db_pool_size)
+    db = Database(settings.db_url, pool_size=stack.db_pool_size, max_overflow=0)
     vault = VaultGateway(
         settings.vault_addr,
         vault_login(settings),

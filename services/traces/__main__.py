@@ -71,7 +71,7 @@ async def build_parts(
 ) -> tuple[ServiceParts, Database, TraceStore]:
     """Everything but the serving; tests pass their own verifier (no identity running)."""
     await run_migrations_async(MIGRATIONS, settings.db_url)
-    db = Database(settings.db_url, pool_size=stack.db_pool_size)
+    db = Database(settings.db_url, pool_size=stack.db_pool_size, max_overflow=0)
     store = TraceStore(retention=timedelta(days=settings.traces_retention_days))
     async with db.unit_of_work() as session:
         await store.load_org_retention(session)  # reads answer by them from the start

@@ -50,7 +50,7 @@ async def build_parts(
     if auth.token:
         register_secret(auth.token)
     await run_migrations_async(MIGRATIONS, settings.db_url)
-    db = Database(settings.db_url, pool_size=stack.db_pool_size)
+    db = Database(settings.db_url, pool_size=stack.db_pool_size, max_overflow=0)
     # A signed request's nonce is good once across every replica (its own database).
     nonces = PostgresNonceLedger(settings.db_url)
 

@@ -1,5 +1,5 @@
-"""DOORWARD_DB_POOL_SIZE sizes every service's PostgreSQL pool (kept connections; as many again
-under load), within bounds."""
+"""DOORWARD_DB_POOL_SIZE sizes every service's PostgreSQL pool (the most connections, all kept:
+none opened beyond it to be closed on return), within bounds."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_pool_size_is_read_from_the_environment_with_a_default(monkeypatch) -> None:
-    assert StackSettings().db_pool_size == 10
+    assert StackSettings().db_pool_size == 20
     monkeypatch.setenv("DOORWARD_DB_POOL_SIZE", "16")
     assert StackSettings().db_pool_size == 16
 
@@ -41,3 +41,5 @@ def test_every_service_sizes_its_pool_from_the_setting(service: str) -> None:
     for call in calls:
         sizes = [k for k in call.keywords if k.arg == "pool_size"]
         assert sizes and ast.unparse(sizes[0].value) == "stack.db_pool_size", ast.unparse(call)
+        overflow = [k for k in call.keywords if k.arg == "max_overflow"]
+        assert overflow and ast.unparse(overflow[0].value) == "0", ast.unparse(call)
