@@ -2,7 +2,8 @@
 the databases ("the floor"), in one run.
 
     .venv/bin/python bench/board_bench.py [--filler 9980] [--sequential 200] [--seconds 20]
-                                          [--concurrency 16] [--me 300] [--before REV]
+                                          [--concurrency 16] [--warm 3] [--me 300]
+                                          [--before REV]
                                           [--profile DIR --py-spy PATH]
 
 What it does, every process on free loopback ports and stopped by its PID at the end (also on
@@ -16,7 +17,8 @@ failure or Ctrl-C):
   3. --filler more work orders in the same region, copied in SQL from one of the 20 (created
      later, so the board's first page is the 20);
   4. the board query through the gateway: at concurrency 1 (p50, p99) and at --concurrency
-     (requests a second for --seconds);
+     (requests a second for --seconds, after --warm seconds of it unmeasured: the pools grow
+     to what the concurrency needs first, as in a running installation);
   5. the floor: the same data with asyncpg on the same three databases (work orders, sites,
      secret references; users; audit events), addresses decrypted with data keys fetched once
      (cached), no GraphQL, no HTTP; same concurrencies;
@@ -971,6 +973,12 @@ def main() -> int:
     ap.add_argument("--sequential", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument(
+        "--warm",
+        type=float,
+        default=3.0,
+        help="seconds of unmeasured load at --concurrency before its measured phase",
+    )
     ap.add_argument("--me", type=int, default=300)
     ap.add_argument(
         "--before",
@@ -1182,6 +1190,10 @@ async def measure(
             bare.terminate()
             bare.wait(10)
             shutil.rmtree(bare_root, ignore_errors=True)
+        # Steady state, as a running installation is: the pools grow to what the concurrency
+        # needs first (each new connection is a PostgreSQL backend's start, authentication and
+        # statement preparation, paid once), unmeasured.
+        await counted_throughput(board, args.concurrency, args.warm)
         if profiler is not None:
             profiler.start(args.seconds)
         # CPU per board at concurrency too: pool overflow (new connections: authentication,
