@@ -4,6 +4,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import uvloop
 
 from doorward_kit.net import PORT_RANGE_ENV, worker_port_range
 from tests.fixtures.infra import openbao, postgres
@@ -29,6 +30,13 @@ STACK_LIMITS = {
     "DOORWARD_IDENTITY_LOGIN_FREE_FAILURES_ADDRESS": "1000000",
     "DOORWARD_IDENTITY_LOGIN_FREE_FAILURES_ACCOUNT": "1000000",
 }
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    """Async tests run on uvloop's event loop, as every Doorward process does
+    (doorward_kit.runner.run_loop; uvicorn runs the gateway on it)."""
+    return uvloop.EventLoopPolicy()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from doorward_kit.db import Database, run_migrations_async
 from doorward_kit.grpc import GrpcServer, InternalAuth
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret, setup_logging
-from doorward_kit.runner import ServiceParts, serving
+from doorward_kit.runner import ServiceParts, run_loop, serving
 from doorward_kit.session_guard import build_token_verifier
 from doorward_kit.settings import StackSettings
 from services.traces.api.grpc import add_to_server
@@ -125,4 +125,4 @@ async def _main() -> None:
 
 if __name__ == "__main__":
     setup_logging("traces")
-    asyncio.run(_main())
+    run_loop(_main())
