@@ -8,6 +8,7 @@ relation, not N. Refusals of mutations are audited (DENIED) in their own transac
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import strawberry
 import strawberry.federation
@@ -46,6 +47,7 @@ from doorward_kit.graphql import (
 )
 from services.workorders import models
 from services.workorders.api.request_unit import RequestTransaction, current_unit
+from services.workorders.api.selection import Selected
 from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected
@@ -216,9 +218,11 @@ load_customer = _batched("customers", _service_fetch("visible_customers"))
 load_contact = _batched("contacts", _service_fetch("read_contacts"))
 
 
-def load_address(info: Info, key: str) -> Awaitable[str | Unreadable | None]:
-    """A site's address: the sites come from the request's site loader (already read, and
-    found visible, when the caller got to the Site), so only their customers are read."""
+def _address_loader(info: Info) -> DataLoader[str, str | Unreadable | None]:
+    """Sites' addresses: the sites come from the request's site loader (already read, and
+    found visible, when the caller got to the Site), so only their customers are read. Every
+    read of an address in a request goes through this one loader (the board's page too), so a
+    site's address is read, and its read audited, once per request whoever asks first."""
     context: RequestContext = info.context
     runtime = _runtime(info)
 
@@ -231,7 +235,11 @@ def load_address(info: Info, key: str) -> Awaitable[str | Unreadable | None]:
             found = await runtime.service.read_site_addresses(session, principal, sites)
         return [found.get(k) for k in keys]
 
-    return context.loader("addresses", batch).load(key)
+    return context.loader("addresses", batch)
+
+
+def load_address(info: Info, key: str) -> Awaitable[str | Unreadable | None]:
+    return _address_loader(info).load(key)
 
 
 load_invoice = _batched("invoice", _service_fetch("invoice_lines"), list)
@@ -313,6 +321,100 @@ def _audit_id(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         return ""
+
+
+# ---- one batch per level for a list's rows ------------------------------------------------
+#
+# A list of N work orders used to resolve `site`, `site.address` and `secretRefs` through an
+# async resolver per row: N coroutines per field, each a task in graphql-core's gather, each
+# awaiting its DataLoader future and strawberry's await_maybe (about a third of workorders'
+# execution CPU on the board). The list resolvers a board uses load the levels the operation
+# selects in one batch each, through the same loaders, and hand every row its values; the
+# rows' fields are sync and return them. A row nobody prefetched for (`_entities`, a single
+# `workOrder`, `Customer.sites`) loads per field as before: its sync resolver returns the
+# loading awaitable, which graphql-core awaits.
+
+# "Not loaded for this row": the field loads its value itself.
+_LOAD: Any = object()
+
+
+def _later(awaitable: Awaitable[T]) -> T:
+    """A sync resolver's answer when its value was not loaded in advance: the awaitable that
+    loads it (graphql-core awaits whatever awaitable a resolver returns). Typed as the value:
+    strawberry reads the resolver's annotation as the field's GraphQL type."""
+    return cast(T, awaitable)
+
+
+def _readable(value: str | Unreadable | None) -> str | None:
+    if isinstance(value, Unreadable):
+        # Already audited by the service; this field errors, no other field's data is touched.
+        raise CiphertextRejected()
+    return value
+
+
+async def _prefetch(info: Info, orders: list[WorkOrder], node: Selected | None) -> None:
+    """Load what `node` (the orders' field in the operation) selects of `site`,
+    `site.address` and `secretRefs`, one batch per level, and give each order its values.
+
+    Through the request's loaders, with the keys the rows' own fields would have asked for in
+    the same order: the same statements, the same GetSecretRefs call, the same contact reads
+    and audit events (an address only when the operation selects it: see selection.py), and
+    a site's address read once per request whichever field asks first. A level whose batch
+    failed is left to the rows: their loaders hold the failure, so each row's field raises it
+    exactly as before."""
+    if node is None or not orders:
+        return
+    site = node.field("site")
+    steps = []
+    if site is not None:
+        steps.append(_prefetch_sites(info, orders, with_address=site.asks("address")))
+    if node.asks("secretRefs"):
+        steps.append(_prefetch_refs(info, orders))
+    if len(steps) == 1:
+        await steps[0]
+    elif steps:
+        # Two chains, as two levels of fields ran before: sites then addresses on the request's
+        # session, secret ids on it too, then GetSecretRefs (no session) beside the addresses.
+        await asyncio.gather(*steps)
+
+
+async def _prefetch_sites(info: Info, orders: list[WorkOrder], *, with_address: bool) -> None:
+    ids = list(dict.fromkeys(o.site_id for o in orders))
+    try:
+        rows = await load_sites(info, ids)
+    except Exception:
+        return  # kept by the site loader: each row's `site` raises it (above)
+    sites = {i: Site.from_row(r) for i, r in zip(ids, rows, strict=True) if r is not None}
+    if with_address and sites:
+        keys = list(sites)
+        try:
+            values = await _address_loader(info).load_many(keys)
+        except Exception:
+            values = None  # kept by the address loader: each row's `address` raises it
+        if values is not None:
+            for key, value in zip(keys, values, strict=True):
+                sites[key].prefetched_address = value
+    for order in orders:
+        order.prefetched_site = sites.get(order.site_id)
+
+
+async def _prefetch_refs(info: Info, orders: list[WorkOrder]) -> None:
+    try:
+        id_lists: list[list[str]] = await load_order_secrets.many(info, [o.id for o in orders])
+        wanted = list(dict.fromkeys(i for ids in id_lists for i in ids))
+        views = await _secret_ref_loader(info).load_many(wanted) if wanted else []
+    except Exception:
+        return  # kept by the loaders: each row's `secretRefs` raises it (an empty one doesn't)
+    refs = {i: SecretRef.from_view(v) for i, v in zip(wanted, views, strict=True) if v is not None}
+    for order, ids in zip(orders, id_lists, strict=True):
+        order.prefetched_refs = [refs[i] for i in ids if i in refs]
+
+
+def _page_nodes(info: Info) -> Selected | None:
+    """The `edges.node` of a connection field, as the operation selects it."""
+    page = Selected.of(info)
+    edges = page.field("edges") if page is not None else None
+    return edges.field("node") if edges is not None else None
 
 
 # ---- federated stubs ----------------------------------------------------------------------
@@ -445,6 +547,9 @@ class Site:
     id: strawberry.ID
     customer_id: strawberry.Private[str]
     region_id: strawberry.Private[str]
+    # What the request's address loader answered for this site, when a list resolver loaded
+    # it for its rows (`_prefetch`); _LOAD: `address` loads it itself.
+    prefetched_address: strawberry.Private[Any] = _LOAD
 
     @classmethod
     def from_row(cls, row: models.Site | SiteRow) -> Site:
@@ -456,11 +561,14 @@ class Site:
         return Customer.from_row(row) if row else None
 
     @strawberry.field(description="Personal data: null when erased or not for this caller.")
-    async def address(self, info: Info) -> str | None:
-        value: str | Unreadable | None = await load_address(info, str(self.id))
-        if isinstance(value, Unreadable):
-            raise CiphertextRejected()
-        return value
+    def address(self, info: Info) -> str | None:
+        value = self.prefetched_address
+        if value is _LOAD:
+            return _later(self._load_address(info))
+        return _readable(value)
+
+    async def _load_address(self, info: Info) -> str | None:
+        return _readable(await load_address(info, str(self.id)))
 
     @strawberry.field
     def region(self) -> Region:
@@ -524,6 +632,10 @@ class WorkOrder:
     region_id: strawberry.Private[str]
     assignee_id: strawberry.Private[str | None]
     cursor_key: strawberry.Private[tuple[datetime, str]]
+    # The order's Site (or None) and SecretRef list, when a list resolver loaded them for its
+    # rows (`_prefetch`); _LOAD: the field loads them itself.
+    prefetched_site: strawberry.Private[Any] = _LOAD
+    prefetched_refs: strawberry.Private[Any] = _LOAD
 
     @classmethod
     def from_row(cls, row: models.WorkOrder | OrderRow) -> WorkOrder:
@@ -545,7 +657,11 @@ class WorkOrder:
         )
 
     @strawberry.field
-    async def site(self, info: Info) -> Site | None:
+    def site(self, info: Info) -> Site | None:
+        site = self.prefetched_site
+        return _later(self._load_site(info)) if site is _LOAD else cast(Site | None, site)
+
+    async def _load_site(self, info: Info) -> Site | None:
         row = await load_site(info, self.site_id)
         return Site.from_row(row) if row else None
 
@@ -558,7 +674,11 @@ class WorkOrder:
         return User(id=strawberry.ID(self.assignee_id)) if self.assignee_id else None
 
     @strawberry.field
-    async def secret_refs(self, info: Info) -> list[SecretRef]:
+    def secret_refs(self, info: Info) -> list[SecretRef]:
+        refs = self.prefetched_refs
+        return _later(self._load_refs(info)) if refs is _LOAD else cast(list[SecretRef], refs)
+
+    async def _load_refs(self, info: Info) -> list[SecretRef]:
         return await _refs(info, await load_order_secrets(info, str(self.id)))
 
     @strawberry.field(description="Editable by DISPATCHER and ADMIN only.")
@@ -937,6 +1057,7 @@ class Query:
                 limit=size + 1,
             )
         edges, page_info = connection_page(rows, size, _cursor, WorkOrder.from_row)
+        await _prefetch(info, [e.node for e in edges], _page_nodes(info))
         return WorkOrderConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(
@@ -948,7 +1069,9 @@ class Query:
         runtime = _runtime(info)
         async with _reading() as session:
             rows = await runtime.service.my_jobs(session, principal, date)
-        return [WorkOrder.from_row(r) for r in rows]
+        orders = [WorkOrder.from_row(r) for r in rows]
+        await _prefetch(info, orders, Selected.of(info))
+        return orders
 
     @strawberry.field
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
