@@ -1,7 +1,7 @@
 """The pure CPU of GraphQL execution for the board's two subgraph operations (issue 11).
 
     .venv/bin/python bench/subgraph_execution.py [--runs 300] [--profile audit|workorders]
-        [--stock]
+        [--stock] [--per-row]
 
 Runs audit's `_entities { auditTrail { action outcome } }` for 20 work orders x 10 events and
 workorders' `workOrders` board selection against the real schemas, with the services faked at
@@ -10,6 +10,8 @@ prints is strawberry + graphql-core + the resolvers, per operation, in CPU milli
 (process time, median of batches), beside the same with graphql-core's own execution context
 (strawberry's stock one, without doorward_kit/execution.py's short path), batches interleaved.
 `--profile NAME` prints cProfile's top functions for one; `--stock` profiles the stock context.
+`--per-row` adds, for workorders, the fast context with every row loading its own `site`,
+`address` and `secretRefs` (the page's one-batch-per-level prefetch off, as before it existed).
 """
 
 from __future__ import annotations
@@ -50,7 +52,25 @@ def _operations() -> dict[str, tuple[Any, str, Any, Any]]:
     }
 
 
-async def _run(schema: Any, query: str, variables: Any, runtime: Any, n: int) -> None:
+async def _no_prefetch(*args: Any) -> None:
+    return None
+
+
+async def _run(
+    schema: Any, query: str, variables: Any, runtime: Any, n: int, per_row: bool = False
+) -> None:
+    from services.workorders.api import graphql as workorders_api
+
+    prefetch = workorders_api._prefetch
+    if per_row:
+        workorders_api._prefetch = _no_prefetch  # type: ignore[assignment]
+    try:
+        await _execute(schema, query, variables, runtime, n)
+    finally:
+        workorders_api._prefetch = prefetch
+
+
+async def _execute(schema: Any, query: str, variables: Any, runtime: Any, n: int) -> None:
     for _ in range(n):
         result = await schema.execute(
             query, variable_values=variables(), context_value=fakes.context(runtime)
@@ -65,19 +85,26 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--profile", choices=("audit", "workorders"))
     parser.add_argument("--stock", action="store_true")
+    parser.add_argument("--per-row", action="store_true")
     args = parser.parse_args()
     from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
     from doorward_kit.execution import FastExecutionContext
 
-    contexts = {"fast": FastExecutionContext, "stock": StrawberryGraphQLCoreExecutionContext}
     for name, (schema, query, variables, make_runtime) in _operations().items():
+        # (context class, rows load their own fields?)
+        contexts = {
+            "fast": (FastExecutionContext, False),
+            "stock": (StrawberryGraphQLCoreExecutionContext, False),
+        }
+        if args.per_row and name == "workorders":
+            contexts["fast per-row"] = (FastExecutionContext, True)
         runtime = make_runtime()
-        for context_class in contexts.values():
+        for context_class, per_row in contexts.values():
             schema.execution_context_class = context_class
-            await _run(schema, query, variables, runtime, 20)  # warm: caches, imports
+            await _run(schema, query, variables, runtime, 20, per_row)  # warm: caches, imports
         if args.profile == name:
-            schema.execution_context_class = contexts["stock" if args.stock else "fast"]
+            schema.execution_context_class = contexts["stock" if args.stock else "fast"][0]
             profile = cProfile.Profile()
             profile.enable()
             await _run(schema, query, variables, runtime, args.runs)
@@ -87,10 +114,10 @@ async def main() -> None:
             stats.sort_stats("cumulative").print_stats(40)
         per_op: dict[str, list[float]] = {kind: [] for kind in contexts}
         for _ in range(max(1, args.runs // args.batch)):
-            for kind, context_class in contexts.items():
+            for kind, (context_class, per_row) in contexts.items():
                 schema.execution_context_class = context_class
                 start = time.process_time()
-                await _run(schema, query, variables, runtime, args.batch)
+                await _run(schema, query, variables, runtime, args.batch, per_row)
                 per_op[kind].append((time.process_time() - start) * 1000 / args.batch)
         print(
             f"{name:10s} CPU per operation ({args.runs} runs each, interleaved): "
