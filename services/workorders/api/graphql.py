@@ -329,7 +329,7 @@ def _audit_id(value: str) -> str:
 # async resolver per row: N coroutines per field, each a task in graphql-core's gather, each
 # awaiting its DataLoader future and strawberry's await_maybe (about a third of workorders'
 # execution CPU on the board). The list resolvers a board uses load the levels the operation
-# selects in one batch each, through the same loaders, and hand every row its values; the
+# selects in one batch each, with the same calls and keys, and hand every row its values; the
 # rows' fields are sync and return them. A row nobody prefetched for (`_entities`, a single
 # `workOrder`, `Customer.sites`) loads per field as before: its sync resolver returns the
 # loading awaitable, which graphql-core awaits.
@@ -370,12 +370,13 @@ async def _prefetch(info: Info, orders: list[WorkOrder], node: Selected | None) 
     """Load what `node` (the orders' field in the operation) selects of `site`,
     `site.address` and `secretRefs`, one batch per level, and give each order its values.
 
-    Through the request's loaders, with the keys the rows' own fields would have asked for in
-    the same order: the same statements, the same GetSecretRefs call, the same contact reads
-    and audit events (an address only when the operation selects it: see selection.py), and
-    a site's address read once per request whichever field asks first. A level whose batch
-    failed is left to the rows: their loaders hold the failure, so each row's field raises it
-    exactly as before."""
+    With the keys the rows' own fields would have asked for, in the same order: the same
+    statements, the same GetSecretRefs call, the same contact reads and audit events (an
+    address only when the operation selects it: see selection.py). Sites and addresses go
+    through the request's loaders, so a site's address is read once per request whichever
+    field asks first, and a failed batch is left to the rows: the loaders hold the failure,
+    and each row's field raises it exactly as before. Secret ids and references are two
+    direct calls (`_prefetch_refs`)."""
     if node is None or not orders:
         return
     site = node.field("site")
