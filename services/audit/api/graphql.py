@@ -2,7 +2,8 @@
 
 Readers are AUDITOR and ADMIN of the caller's organisation (policy: audit.read,
 audit.integrity.read, security.alert.read); everybody else gets FORBIDDEN, including through
-`_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too. One
+`_entities` (WorkOrder.auditTrail, User.accessHistory): resolve_reference checks too (and
+WorkOrder.resolve_references, which resolves a request's work orders at once). One
 exception: every user may read their OWN User.accessHistory (audit.own_history.read), but not
 the traces of its events (AuditEvent.trace needs audit.read).
 
@@ -17,7 +18,7 @@ import asyncio
 import enum
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 import strawberry.federation
@@ -26,6 +27,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
 from doorward_kit.auth import Principal
+from doorward_kit.entities import selects
 from doorward_kit.errors import bad_input, unavailable
 from doorward_kit.graphql import (
     Edge,
@@ -108,27 +110,69 @@ class User:
 @strawberry.federation.type(keys=["id"])
 class WorkOrder:
     id: strawberry.ID
+    # The trail read with the entity batch (resolve_references) when the operation selects it:
+    # the events, or the error of their read (each entity's auditTrail raises it, as the
+    # loader's batch did). None: not read yet (a WorkOrder reached through AuditEvent.workOrder).
+    trail: strawberry.Private[list[AuditEvent] | Exception | None] = None
 
     @strawberry.field(description="Events about this work order, newest 1000, oldest first.")
-    async def audit_trail(self, info: Info) -> list[AuditEvent]:
-        principal = await caller(info)
-        runtime = _runtime(info)
-
-        # Every work order of the request's entity batch in one session and one query: a
-        # session per row exhausted PostgreSQL's connections under a few boards at once.
-        async def batch(ids: list[str]) -> list[list[Any]]:
-            async with runtime.db.raw_reads() as raw:  # one query: no transaction needed
-                trails = await runtime.service.work_order_trails(raw, principal, ids)
-            return [trails[i] for i in ids]
-
-        rows = await info.context.loader("audit_trails", batch).load(str(self.id))
-        return [AuditEvent.from_trail(r) for r in rows]
+    def audit_trail(self, info: Info) -> list[AuditEvent]:
+        # Not a coroutine: an entity of a batch has its trail already, and a board's 20 of
+        # them are completed in one loop. Anything else reads it through the loader (an
+        # awaitable, which graphql-core awaits as it would an async resolver's).
+        trail = self.trail
+        if trail is None:
+            return cast(list[AuditEvent], _trail_later(info, str(self.id)))
+        if isinstance(trail, Exception):
+            raise trail
+        return trail
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> WorkOrder:
         principal = await caller(info)
         authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
         return cls(id=id)
+
+    @classmethod
+    async def resolve_references(
+        cls, info: Info, representations: list[dict[str, str]]
+    ) -> list[WorkOrder]:
+        """The request's work orders at once (doorward_kit.entities): the same check as
+        resolve_reference's, once (it is the same for every id: it raises for all of them),
+        and, when the operation asks for auditTrail, every trail in one query."""
+        principal = await caller(info)
+        authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
+        orders = [cls(id=strawberry.ID(r["id"])) for r in representations]
+        if not selects(info, "WorkOrder", "auditTrail"):
+            return orders
+        ids = list(dict.fromkeys(str(o.id) for o in orders))
+        runtime = _runtime(info)
+        try:
+            async with runtime.db.raw_reads() as raw:  # one query: no transaction needed
+                rows = await runtime.service.work_order_trails(raw, principal, ids)
+        except Exception as error:  # each entity's auditTrail fails with it, in its place
+            for order in orders:
+                order.trail = error
+            return orders
+        trails = {i: [AuditEvent.from_trail(r) for r in rows[i]] for i in ids}
+        for order in orders:
+            order.trail = trails[str(order.id)]
+        return orders
+
+
+async def _trail_later(info: Info, work_order_id: str) -> list[AuditEvent]:
+    """A trail asked for outside an entity batch: the request's work orders in one query
+    still (a session per row exhausted PostgreSQL's connections under a few boards at once)."""
+    principal = await caller(info)
+    runtime = _runtime(info)
+
+    async def batch(ids: list[str]) -> list[list[Any]]:
+        async with runtime.db.raw_reads() as raw:  # one query: no transaction needed
+            trails = await runtime.service.work_order_trails(raw, principal, ids)
+        return [trails[i] for i in ids]
+
+    rows = await info.context.loader("audit_trails", batch).load(work_order_id)
+    return [AuditEvent.from_trail(r) for r in rows]
 
 
 @strawberry.type
