@@ -16,6 +16,7 @@ Errors are BAD_USER_INPUT and name the field, never echo the value.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -71,8 +72,10 @@ _BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+@functools.lru_cache(maxsize=1024)
 def rule_for(name: str) -> TextRule:
-    """The rule of a field, by its name (the last part of a dotted path)."""
+    """The rule of a field, by its name (the last part of a dotted path). Remembered per name:
+    the same few names come with every request (a board's 20 representations are 40)."""
     leaf = name.rsplit(".", 1)[-1]
     if leaf in FIELD_RULES:
         return FIELD_RULES[leaf]
@@ -86,6 +89,10 @@ def check_text(field: str, value: str, rule: TextRule | None = None) -> str:
     rule = rule or rule_for(field)
     if len(value) > rule.max_length:
         raise bad_input(f"{field} may be at most {rule.max_length} characters")
+    if value.isascii() and value.isprintable():
+        # Printable ASCII (every id, most text) holds no control character, surrogate or
+        # bidirectional control: one scan in C instead of three regular expressions.
+        return value
     control = _CONTROL_TEXT if rule.multiline else _CONTROL_LINE
     if control.search(value):
         raise bad_input(f"{field} must not contain control characters")
@@ -103,8 +110,10 @@ def check_value(field: str, value: Any) -> None:
     elif isinstance(value, Mapping):
         for key, item in value.items():
             key = str(key)
-            # The key is checked before it may appear in a message.
-            check_text(f"a field name in {field or 'the input'}", key, ID)
+            # The key is checked before it may appear in a message (its message built only
+            # for a key that may fail: a printable ASCII id-length key cannot).
+            if len(key) > ID.max_length or not (key.isascii() and key.isprintable()):
+                check_text(f"a field name in {field or 'the input'}", key, ID)
             check_value(f"{field}.{key}" if field else key, item)
     elif isinstance(value, list | tuple):
         for item in value:

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import pytest
 from graphql import parse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.graphql import check_operation_text
-from doorward_kit.text import ID, LINE, NAME, TEXT, check_text, check_value, rule_for
+from doorward_kit.text import (
+    _BIDI,
+    _CONTROL_LINE,
+    _CONTROL_TEXT,
+    _SURROGATE,
+    ID,
+    LINE,
+    NAME,
+    TEXT,
+    TextRule,
+    check_text,
+    check_value,
+    rule_for,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +104,38 @@ def test_a_document_seen_before_still_has_its_values_checked():
     bad = '{ a(input: {label: "L\\u202e"}) }'
     for _ in range(2):
         refused(lambda: check_operation_text(parse(bad), {}, query=bad))
+
+
+def _by_expressions(value: str, rule: TextRule) -> bool:
+    """The policy as its regular expressions say it (what the printable-ASCII shortcut skips)."""
+    control = _CONTROL_TEXT if rule.multiline else _CONTROL_LINE
+    return not (
+        control.search(value) or _SURROGATE.search(value) or (not rule.bidi and _BIDI.search(value))
+    )
+
+
+@given(
+    value=st.text(
+        alphabet=st.one_of(
+            st.characters(max_codepoint=0xA0),
+            st.sampled_from("\u061c\u200e\u200f\u202a\u202e\u2066\u2069\ud800\udfffé李"),
+        ),
+        max_size=20,
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_the_ascii_shortcut_decides_as_the_expressions_do(value: str) -> None:
+    for field, rule in (("id", ID), ("displayName", NAME), ("description", TEXT), ("x", LINE)):
+        try:
+            check_text(field, value)
+            allowed = True
+        except DoorwardError:
+            allowed = False
+        assert allowed == _by_expressions(value, rule), (field, value)
+    # A key the shortcut lets by is a key check_text lets by.
+    try:
+        check_value("input", {value: "v"})
+        key_allowed = True
+    except DoorwardError:
+        key_allowed = False
+    assert key_allowed == _by_expressions(value, ID)
