@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +26,10 @@ from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
 from services.audit.repository import (
+    Event,
     EventFilter,
     Repository,
-    TrailEvent,
+    TrailRow,
     recent_events_of_work_orders,
 )
 from services.audit.signing import Checkpoint, PruneAnchor, Signer
@@ -404,12 +405,17 @@ class AuditService:
         )
 
     async def work_order_trails(
-        self, reader: Reader, principal: Principal, work_order_ids: Sequence[str]
-    ) -> dict[str, list[TrailEvent]]:
-        """The newest TRAIL_LIMIT events of each work order of a batch (one query)."""
+        self,
+        reader: Reader,
+        principal: Principal,
+        work_order_ids: Sequence[str],
+        make: Callable[[TrailRow], Event],
+    ) -> dict[str, list[Event]]:
+        """The newest TRAIL_LIMIT events of each work order of a batch (one query), each row
+        made into the caller's object by `make` (repository.trail_event: a TrailEvent)."""
         self.authorize_read(principal)
         return await recent_events_of_work_orders(
-            reader, principal.org_id, work_order_ids, TRAIL_LIMIT
+            reader, principal.org_id, work_order_ids, TRAIL_LIMIT, make
         )
 
     async def access_history(

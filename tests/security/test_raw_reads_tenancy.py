@@ -190,11 +190,13 @@ async def test_audit_trails_and_secret_refs_see_only_their_organisation(postgres
                     )
                 )
         async with audit_db.raw_reads() as raw:
-            trail = await audit_repo.recent_events_of_work_orders(raw, "org-a", [order], 1000)
+            trail = await audit_repo.recent_events_of_work_orders(
+                raw, "org-a", [order], 1000, audit_repo.trail_event
+            )
             assert [e.action for e in trail[order]] == ["step.a"]  # not org B's event
-            assert await audit_repo.recent_events_of_work_orders(raw, "org-c", [order], 1000) == {
-                order: []
-            }
+            assert await audit_repo.recent_events_of_work_orders(
+                raw, "org-c", [order], 1000, audit_repo.trail_event
+            ) == {order: []}
         async with secrets_db.raw_reads() as raw:
             # The same site id in both organisations: each sees its own reference only.
             assert [r.id for r in await secrets_repo.list_refs(raw, "org-a", [], [site])] == [ref_a]

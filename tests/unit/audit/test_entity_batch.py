@@ -52,8 +52,10 @@ def _principal(*roles: Role) -> Principal:
 class FailingAuditService(fakes.FakeAuditService):
     error: Exception | None = None
 
-    async def work_order_trails(self, session: Any, principal: Principal, ids: Any) -> Any:
-        found = await super().work_order_trails(session, principal, ids)
+    async def work_order_trails(
+        self, session: Any, principal: Principal, ids: Any, make: Any
+    ) -> Any:
+        found = await super().work_order_trails(session, principal, ids, make)
         if self.error is not None:
             raise self.error
         return found
