@@ -16,7 +16,7 @@ import uvloop
 from fastapi import FastAPI
 
 from doorward_kit.grpc import GrpcServer
-from doorward_kit.http import bind_sockets, with_metrics_port
+from doorward_kit.http import bind_sockets, coalescing_protocol, with_metrics_port
 from doorward_kit.https_peer import peer_protocol
 from doorward_kit.logging import setup_logging
 from doorward_kit.telemetry import setup_telemetry
@@ -62,7 +62,7 @@ def _tls_options(folder: Path | None) -> dict[str, Any]:
         "ssl_ca_certs": str(creds.ca_file),
         "ssl_cert_reqs": ssl.CERT_REQUIRED,
         # Requests learn the service the client certificate names (doorward_kit.https_peer).
-        "http": peer_protocol(),
+        "http": coalescing_protocol(peer_protocol()),
     }
 
 
@@ -144,6 +144,11 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
         # One server on two sockets (doorward_kit.http.ByLocalPort tells them apart by the
         # port the request arrived on, never by anything the client says).
         app = with_metrics_port(app, parts.metrics_port, parts.metrics_allowed_networks)
+    options: dict[str, Any] = {
+        # An answer's headers and body in one socket send (doorward_kit.http).
+        "http": coalescing_protocol(),
+        **_tls_options(parts.http_tls),
+    }
     config = uvicorn.Config(
         app,
         host=parts.host,
@@ -156,7 +161,7 @@ async def serving(parts: ServiceParts, name: str) -> AsyncIterator[RunningHttp]:
         # uvicorn would replace the TCP peer by X-Forwarded-For from loopback peers: the
         # peer is the only address a caller cannot write (secrets REST records it).
         proxy_headers=False,
-        **_tls_options(parts.http_tls),
+        **options,
     )
     if parts.http_tls is not None:
         config.load()  # builds the server's SSLContext, which the reload then keeps current

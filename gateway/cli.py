@@ -46,6 +46,7 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
     """Run the gateway in the foreground (uvicorn)."""
     import uvicorn
 
+    from doorward_kit.http import coalescing_protocol
     from doorward_kit.logging import setup_logging
     from doorward_kit.telemetry import setup_telemetry
     from gateway.auth import doorward_authenticator
@@ -76,8 +77,9 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
         return
     # proxy_headers=False: uvicorn would otherwise replace the peer by X-Forwarded-For from
     # loopback peers; the gateway reads that header itself, from trusted proxies only.
+    # http: each answer's headers and body in one socket send (doorward_kit.http).
     uvicorn.run(app, host=settings.stack.host, port=settings.listen_port, log_level="warning",
-                access_log=False, proxy_headers=False)
+                access_log=False, proxy_headers=False, http=coalescing_protocol())
 
 
 def serve_on_edge_ports(app: Any, settings: GatewaySettings) -> None:
@@ -100,7 +102,7 @@ def edge_server(
     """The server of serve_on_edge_ports and its bound sockets."""
     import uvicorn
 
-    from doorward_kit.http import bind_sockets, with_metrics_port
+    from doorward_kit.http import bind_sockets, coalescing_protocol, with_metrics_port
     from gateway.client_address import parse_trusted_proxies
     from gateway.proxy_protocol import with_proxy_protocol
 
@@ -110,15 +112,15 @@ def edge_server(
     if settings.metrics_port is not None:
         routed = with_metrics_port(app, settings.metrics_port,
                                    settings.stack.metrics_allowed_networks)
-    http: Any = "auto"
+    http: Any = None
     if settings.proxy_protocol_port is not None:
         probe = uvicorn.Config(app)
         probe.load()
         http = with_proxy_protocol(probe.http_protocol_class, settings.proxy_protocol_port,
                                    parse_trusted_proxies(settings.proxy_protocol_from))
     # proxy_headers=False as in serve(): the peer is never replaced by a header.
-    config = uvicorn.Config(routed, http=http, log_level="warning", access_log=False,
-                            proxy_headers=False)
+    config = uvicorn.Config(routed, http=coalescing_protocol(http), log_level="warning",
+                            access_log=False, proxy_headers=False)
     return uvicorn.Server(config), sockets
 
 
