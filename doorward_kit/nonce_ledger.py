@@ -9,6 +9,9 @@ the database's now and the signed time, plus twice the window) and pruned by age
 
 Cost: one INSERT on a small pool of its own (~0.4 ms on the test machine; see
 docs/operations.md), and nothing when the connection goes back to the pool (_keep_session).
+Claims that arrive while another claim's INSERT is on its way wait for it and then go
+together, as one INSERT of all their nonces (a group commit): under concurrency a subgraph
+request used to cost one pool checkout, one round trip and one commit of its own here.
 The pool's sessions run with synchronous_commit off: the row is visible to every other session
 at once (what the claim needs), only its durability waits for the WAL writer (~0.2 s), so a
 PostgreSQL crash forgets at most the last fraction of a second of nonces, whose signatures are
@@ -39,6 +42,13 @@ _CLAIM = (
     "VALUES ($1, GREATEST(now(), to_timestamp($2)) + make_interval(secs => $3)) "
     "ON CONFLICT (nonce) DO NOTHING"
 )
+# Several nonces in one statement; RETURNING says which rows this statement added.
+_CLAIM_MANY = (
+    f"INSERT INTO {TABLE} (nonce, expires_at) "  # noqa: S608 (a constant, no input)
+    "SELECT n, GREATEST(now(), to_timestamp(t)) + make_interval(secs => k) "
+    "FROM unnest($1::text[], $2::float8[], $3::float8[]) AS c(n, t, k) "
+    "ON CONFLICT (nonce) DO NOTHING RETURNING nonce"
+)
 _PRUNE = f"DELETE FROM {TABLE} WHERE expires_at < now()"  # noqa: S608
 # A lost or refused connection, or a database that cannot take the row, however reported.
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -61,12 +71,42 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     return None
 
 
+def _not_claimed(exc: BaseException) -> None:
+    log.error(
+        "gateway nonce not claimed; refusing the request",
+        extra={"fields": {"error": type(exc).__name__}},
+    )
+
+
+def _refuse(claims: list[_Waiting]) -> None:
+    for claim in claims:
+        if not claim.future.done():
+            claim.future.set_exception(unavailable())
+
+
 def unavailable() -> DoorwardError:
     return DoorwardError(ErrorCode.UNAVAILABLE, "the replay guard is unavailable; try again")
 
 
+class _Waiting:
+    """A claim waiting for the next batch."""
+
+    __slots__ = ("future", "keep_seconds", "nonce", "stamp")
+
+    def __init__(self, nonce: str, stamp: float, keep_seconds: float) -> None:
+        self.nonce = nonce
+        self.stamp = stamp
+        self.keep_seconds = keep_seconds
+        self.future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+
 class PostgresNonceLedger:
-    """A NonceLedger in the subgraph's database (`db_url`: the service's SQLAlchemy URL)."""
+    """A NonceLedger in the subgraph's database (`db_url`: the service's SQLAlchemy URL).
+
+    One claim's statement at a time: a claim arriving meanwhile waits, and all that waited go
+    in the next statement (run by a task of the ledger's own, so a request cancelled while its
+    claim is on its way never strands the others). Each nonce is still good once: the first
+    claim of it anywhere, in a batch or alone, is the one whose row the statement added."""
 
     def __init__(
         self,
@@ -86,6 +126,11 @@ class PostgresNonceLedger:
         self._opening = asyncio.Lock()
         self._last_prune = time.monotonic()
         self._pruning: asyncio.Task[int] | None = None
+        # A claim's statement is on its way (the caller's own, or the batch task's).
+        self._busy = False
+        self._waiting: list[_Waiting] = []
+        self._batches: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def _ready(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -105,20 +150,94 @@ class PostgresNonceLedger:
         return self._pool
 
     async def claim(self, nonce: str, stamp: int, keep_seconds: float) -> bool:
+        if self._busy:
+            # Another claim's INSERT is on its way: this one goes with the next batch.
+            waiting = _Waiting(nonce, float(stamp), float(keep_seconds))
+            self._waiting.append(waiting)
+            return await waiting.future
+        self._busy = True
+        try:
+            return await self._claim_one(nonce, float(stamp), float(keep_seconds))
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """After a statement: the claims that waited go next, in a task of the ledger's."""
+        if not self._waiting:
+            self._busy = False
+        elif self._closed:
+            self._busy = False
+            self._refuse_waiting()
+        else:
+            self._batches = asyncio.get_running_loop().create_task(self._run_batches())
+
+    async def _claim_one(self, nonce: str, stamp: float, keep_seconds: float) -> bool:
         try:
             pool = await self._ready()
             async with pool.acquire(timeout=self._timeout) as conn:
                 status = await conn.execute(
-                    _CLAIM, nonce, float(stamp), float(keep_seconds), timeout=self._timeout
+                    _CLAIM, nonce, stamp, keep_seconds, timeout=self._timeout
                 )
         except _FAILED as exc:
-            log.error(
-                "gateway nonce not claimed; refusing the request",
-                extra={"fields": {"error": type(exc).__name__}},
-            )
+            _not_claimed(exc)
             raise unavailable() from None
         self._maybe_prune()
         return status == "INSERT 0 1"
+
+    async def _claim_many(self, batch: list[_Waiting]) -> set[str]:
+        """The nonces of `batch` whose rows this statement added."""
+        try:
+            pool = await self._ready()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                rows = await conn.fetch(
+                    _CLAIM_MANY,
+                    [w.nonce for w in batch],
+                    [w.stamp for w in batch],
+                    [w.keep_seconds for w in batch],
+                    timeout=self._timeout,
+                )
+        except _FAILED as exc:
+            _not_claimed(exc)
+            raise unavailable() from None
+        self._maybe_prune()
+        return {row[0] for row in rows}
+
+    async def _run_batches(self) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                # A waiter cancelled meanwhile (its client gone) is not served: no claim needed.
+                batch = [w for w in self._waiting if not w.future.done()]
+                self._waiting = []
+                if not batch:
+                    continue
+                try:
+                    if len(batch) == 1:
+                        only = batch[0]
+                        won = await self._claim_one(only.nonce, only.stamp, only.keep_seconds)
+                        added = {only.nonce} if won else set()
+                    else:
+                        added = await self._claim_many(batch)
+                except Exception as exc:
+                    if not isinstance(exc, DoorwardError):
+                        log.exception("gateway nonces not claimed; refusing the requests")
+                    _refuse(batch)
+                    continue
+                for waiting in batch:
+                    # The same nonce twice in one batch: its first claim has it, not the rest.
+                    won = waiting.nonce in added
+                    added.discard(waiting.nonce)
+                    if not waiting.future.done():
+                        waiting.future.set_result(won)
+        finally:
+            self._busy = False
+            # Closed (or cancelled) with claims still waiting: refused, never served unchecked.
+            _refuse(batch)
+            self._refuse_waiting()
+
+    def _refuse_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        _refuse(waiting)
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -143,6 +262,11 @@ class PostgresNonceLedger:
         return int(status.rsplit(" ", 1)[-1])
 
     async def close(self) -> None:
+        self._closed = True
+        if self._batches is not None and not self._batches.done():
+            self._batches.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._batches
         if self._pruning is not None:
             self._pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
