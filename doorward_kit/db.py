@@ -113,15 +113,22 @@ class _RawExecution:
 
 
 class RawReader:
-    """Fixed-text statements on the asyncpg connection under a SQLAlchemy connection. Reads
-    only (it is handed out for autocommit reads and for reads inside a unit of work). Use it
-    while the connection is checked out, one statement at a time, as with the session."""
+    """Fixed-text statements on the asyncpg connection under a SQLAlchemy connection. Reads,
+    and the one kind of write that is a fixed statement run on every request or pass: an
+    audit outbox's rows (`execute`; doorward_kit.audit_client). Use it while the connection
+    is checked out, one statement at a time, as with the session."""
 
     __slots__ = ("_conn", "_driver")
 
     def __init__(self, conn: Connection, driver: asyncpg.Connection) -> None:
         self._conn = conn
         self._driver = driver
+
+    @property
+    def connection(self) -> Connection:
+        """The SQLAlchemy connection whose driver connection this runs on (to bind an ORM
+        session to the same connection)."""
+        return self._conn
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(self._driver.fetch, sql, args)
@@ -130,6 +137,13 @@ class RawReader:
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._run(self._driver.fetchrow, sql, args)
         return row
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """One statement that returns no rows (an INSERT, UPDATE or DELETE); its status tag.
+        Outside a transaction (raw_reads) it commits at once; in one (raw_transaction, or a
+        unit of work) it commits with it."""
+        status: str = await self._run(self._driver.execute, sql, args)
+        return status
 
     async def _run(self, method: Any, sql: str, args: tuple[Any, ...]) -> Any:
         conn = self._conn
@@ -269,6 +283,25 @@ class Database:
         conn = await greenlet_spawn(self.engine.sync_engine.connect)
         try:
             yield RawReader(conn, conn.connection.driver_connection)
+        finally:
+            await greenlet_spawn(conn.close)
+
+    @asynccontextmanager
+    async def raw_transaction(self) -> AsyncIterator[RawReader]:
+        """raw_reads() in one transaction: committed when the block succeeds, rolled back when
+        it raises or is cancelled. For a background pass of fixed statements (the audit
+        outbox's locked SELECT and its DELETE): a Core connection's begin() around them cost
+        more CPU than the statements. The transaction is the driver adapter's own, begun as
+        SQLAlchemy begins it, so whatever the block leaves open is rolled back by the pool's
+        reset when the connection goes back (as for any connection returned mid-transaction)."""
+        conn = await greenlet_spawn(self.engine.sync_engine.connect)
+        try:
+            fairy = conn.connection
+            adapted: Any = fairy.dbapi_connection
+            await adapted._start_transaction()
+            yield RawReader(conn, fairy.driver_connection)
+            if adapted._transaction is not None:
+                await adapted._call_and_discard(adapted._transaction.commit)
         finally:
             await greenlet_spawn(conn.close)
 
