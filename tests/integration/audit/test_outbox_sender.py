@@ -6,13 +6,14 @@ import uuid
 import grpc
 import pytest
 from doorward.audit.v1 import audit_pb2, audit_pb2_grpc
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import DeclarativeBase
 
 from doorward_kit.audit_client import (
     AuditClient,
     AuditOutboxMixin,
     AuditRecord,
+    OutboxBatch,
     OutboxSender,
     Outcome,
     record_event,
@@ -216,5 +217,51 @@ async def test_replicas_sharing_an_outbox_send_each_event_once(db, service_pki):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await channel.close()
+        await server.stop(0)
+
+
+async def test_a_request_batch_is_one_insert_that_wakes_the_sender(db, service_pki):
+    """A request's events (OutboxBatch: workorders' board reads) go to the outbox in one raw
+    INSERT, committed at once, and wake the sender as a unit of work's commit does; a dropped
+    batch (the request failed) writes nothing."""
+    port = free_port()
+    fake = FakeAudit()
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=5.0)
+    task = asyncio.create_task(sender.run())
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    try:
+        await asyncio.sleep(0.1)  # the sender's first pass (nothing due) is behind it
+        dropped = OutboxBatch(AuditOutbox)
+        await record_event(dropped, AuditOutbox, _record(0))
+        dropped.drop()
+        batch = OutboxBatch(AuditOutbox)
+        records = [_record(i) for i in range(1, 4)]
+        for r in records:
+            await record_event(batch, AuditOutbox, r)
+        assert len(batch) == 3
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            async with db.raw_reads() as raw:
+                await dropped.write(raw)
+                await batch.write(raw)
+                await batch.write(raw)  # nothing new: nothing sent
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        assert [s.split(" (")[0] for s in statements] == ["INSERT INTO audit_outbox"]
+        # Woken by the write, not by the (long) poll interval.
+        await _until(lambda: _async(len(fake.seen) == 3), timeout=3.0)
+        assert set(fake.seen) == {r.id for r in records}
+        await _until(lambda: _async_pending_zero(db))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await channel.close()
         await server.stop(0)
