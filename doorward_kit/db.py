@@ -279,7 +279,9 @@ class Database:
         otherwise, and a raw statement never tells it), so the pool's reset on return sends
         nothing, and the isolation-level switch an AUTOCOMMIT connection does on checkout and
         again on return (a third of read_connection()'s CPU) is not needed. Never for
-        writes."""
+        writes but one fixed statement that commits on its own (a request's audit events:
+        audit_client.OutboxBatch); several writes that belong together go in
+        raw_transaction()."""
         conn = await greenlet_spawn(self.engine.sync_engine.connect)
         try:
             yield RawReader(conn, conn.connection.driver_connection)

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from doorward_kit.db import raw_reader
+from doorward_kit.db import RawReader, raw_reader
 from services.workorders.models import (
     BreakGlassRequest,
     Customer,
@@ -115,6 +115,17 @@ _SECRETS_OF_ORDERS = (
     " ORDER BY attached_at, secret_ref_id"
 )
 
+_SITES_WITH_JOBS_OF = (
+    "SELECT DISTINCT site_id FROM work_orders"
+    " WHERE org_id = $1 AND assignee_id = $2 AND site_id = ANY($3::text[])"
+)
+_CUSTOMERS_WITH_JOBS_OF = (
+    "SELECT DISTINCT s.customer_id FROM sites s JOIN work_orders w ON w.site_id = s.id"
+    " WHERE s.org_id = $1 AND w.org_id = $1 AND w.assignee_id = $2"
+    " AND s.customer_id = ANY($3::text[])"
+)
+_CUSTOMERS_WITH_JOBS_IN = _CUSTOMERS_WITH_JOBS_OF + " AND w.status = ANY($4::text[])"
+
 
 @functools.cache
 def _page_sql(
@@ -161,8 +172,18 @@ def _page_sql(
 
 
 class Repository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    """On a session (a unit of work, a request's ORM session) every method works; on a raw
+    reader (a request's board reads: api/request_unit.py) only the raw statements do, and a
+    method built with SQLAlchemy refuses (TypeError) rather than open a session unseen."""
+
+    def __init__(self, session: AsyncSession | RawReader) -> None:
+        self._reader = session
+
+    @property
+    def session(self) -> AsyncSession:
+        if not isinstance(self._reader, AsyncSession):
+            raise TypeError("this statement needs an ORM session, not a raw reader")
+        return self._reader
 
     # ---- organisation settings ------------------------------------------------------------
 
@@ -324,13 +345,13 @@ class Repository:
     async def site_rows(self, org_id: str, ids: Collection[str]) -> list[SiteRow]:
         if not ids:
             return []
-        raw = await raw_reader(self.session)
+        raw = await raw_reader(self._reader)
         return [SiteRow(*row) for row in await raw.fetch(_SITES_BY_ID, org_id, list(ids))]
 
     async def customer_rows(self, org_id: str, ids: Collection[str]) -> list[CustomerRow]:
         if not ids:
             return []
-        raw = await raw_reader(self.session)
+        raw = await raw_reader(self._reader)
         return [CustomerRow(*row) for row in await raw.fetch(_CUSTOMERS_BY_ID, org_id, list(ids))]
 
     async def reseal_contact(
@@ -388,19 +409,12 @@ class Repository:
     async def sites_with_jobs_of(
         self, org_id: str, user_id: str, site_ids: Collection[str]
     ) -> set[str]:
-        """Which of these sites the user has (had) a job at."""
+        """Which of these sites the user has (had) a job at. Raw: a field user's board asks
+        on every refresh (their sites' visibility)."""
         if not site_ids:
             return set()
-        rows = await self.session.execute(
-            select(WorkOrder.site_id)
-            .where(
-                WorkOrder.org_id == org_id,
-                WorkOrder.assignee_id == user_id,
-                WorkOrder.site_id.in_(list(site_ids)),
-            )
-            .distinct()
-        )
-        return {r[0] for r in rows}
+        raw = await raw_reader(self._reader)
+        return {r[0] for r in await raw.fetch(_SITES_WITH_JOBS_OF, org_id, user_id, list(site_ids))}
 
     async def customers_with_jobs_of(
         self,
@@ -410,23 +424,17 @@ class Repository:
         *,
         statuses: Collection[str] | None = None,
     ) -> set[str]:
-        """Which of these customers the user has a job at (in one of `statuses`, if given)."""
+        """Which of these customers the user has a job at (in one of `statuses`, if given).
+        Raw: a field user's board asks on every refresh (who may read the addresses)."""
         if not customer_ids:
             return set()
-        query = (
-            select(Site.customer_id)
-            .join(WorkOrder, WorkOrder.site_id == Site.id)
-            .where(
-                Site.org_id == org_id,
-                WorkOrder.org_id == org_id,
-                WorkOrder.assignee_id == user_id,
-                Site.customer_id.in_(list(customer_ids)),
+        raw = await raw_reader(self._reader)
+        if statuses is None:
+            rows = await raw.fetch(_CUSTOMERS_WITH_JOBS_OF, org_id, user_id, list(customer_ids))
+        else:
+            rows = await raw.fetch(
+                _CUSTOMERS_WITH_JOBS_IN, org_id, user_id, list(customer_ids), list(statuses)
             )
-            .distinct()
-        )
-        if statuses is not None:
-            query = query.where(WorkOrder.status.in_(list(statuses)))
-        rows = await self.session.execute(query)
         return {r[0] for r in rows}
 
     # ---- secret references ----------------------------------------------------------------
@@ -480,7 +488,7 @@ class Repository:
         result: dict[str, list[str]] = {w: [] for w in work_order_ids}
         if not work_order_ids:
             return result
-        raw = await raw_reader(self.session)  # a board asks on every refresh
+        raw = await raw_reader(self._reader)  # a board asks on every refresh
         rows = await raw.fetch(_SECRETS_OF_ORDERS, org_id, list(work_order_ids))
         for wo_id, ref_id in rows:
             result[wo_id].append(ref_id)
@@ -540,7 +548,7 @@ class Repository:
         if after is not None:
             args.extend(after)
         args.append(limit)
-        raw = await raw_reader(self.session)
+        raw = await raw_reader(self._reader)
         return [OrderRow(*row) for row in await raw.fetch(sql, *args)]
 
     async def jobs_of(

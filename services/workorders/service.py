@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from doorward_kit.audit_client import AuditRecord, Outcome, record_event
+from doorward_kit.audit_client import AuditingReader, AuditRecord, Outcome, record_event
 from doorward_kit.auth import Principal, Role
 from doorward_kit.decisions import SpanName, record_denial
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input, conflict, not_found
@@ -61,6 +61,17 @@ from services.workorders.ports import (
 from services.workorders.repository import CustomerRow, OrderRow, Repository, SiteRow
 
 log = logging.getLogger(__name__)
+
+# What a read may be handed: a session (a unit of work, a request's ORM session) or a
+# request's raw reader (the board's reads, api/request_unit.py): its statements are raw, its
+# audit events go to the request's batch, and it opens an ORM session on its connection for
+# the rare statement that needs one (`_orm`).
+Reads = AsyncSession | AuditingReader
+
+
+async def _orm(reads: Reads) -> AsyncSession:
+    return reads if isinstance(reads, AsyncSession) else await reads.session()
+
 
 # The address the request came from; set by the adapter, read when writing audit events.
 source_ip: contextvars.ContextVar[str] = contextvars.ContextVar("workorders_source_ip", default="")
@@ -268,7 +279,7 @@ class WorkOrdersService:
 
     async def audit(
         self,
-        session: AsyncSession,
+        session: Reads,
         principal: Principal,
         action: str,
         *,
@@ -280,7 +291,7 @@ class WorkOrdersService:
         details: dict[str, Any] | None = None,
     ) -> None:
         await record_event(
-            session,
+            session.events if isinstance(session, AuditingReader) else session,
             AuditOutbox,
             AuditRecord(
                 org_id=principal.org_id,
@@ -423,7 +434,7 @@ class WorkOrdersService:
         return row
 
     async def visible_sites(
-        self, session: AsyncSession, principal: Principal, ids: Collection[str]
+        self, session: Reads, principal: Principal, ids: Collection[str]
     ) -> dict[str, SiteRow]:
         repo = Repository(session)
         rows = await repo.site_rows(principal.org_id, ids)
@@ -483,7 +494,7 @@ class WorkOrdersService:
     # ---- contact data ---------------------------------------------------------------------
 
     async def _contact_access(
-        self, session: AsyncSession, principal: Principal, customers: list[CustomerRow]
+        self, session: Reads, principal: Principal, customers: list[CustomerRow]
     ) -> dict[str, tuple[bool, bool]]:
         """customer id -> (may read, reduced to what the job needs)."""
         repo = Repository(session)
@@ -496,7 +507,9 @@ class WorkOrdersService:
                 principal.org_id, principal.user_id, ids, statuses=OPEN
             )
             if Role.SUBCONTRACTOR in principal.roles and assigned:
-                windowed = await self._customers_in_window(repo, principal, assigned)
+                windowed = await self._customers_in_window(
+                    Repository(await _orm(session)), principal, assigned
+                )
         result: dict[str, tuple[bool, bool]] = {}
         for customer in customers:
             resource = Resource(
@@ -593,7 +606,7 @@ class WorkOrdersService:
         return await self.read_site_addresses(session, principal, sites)
 
     async def read_site_addresses(
-        self, session: AsyncSession, principal: Principal, sites: Collection[SiteRow]
+        self, session: Reads, principal: Principal, sites: Collection[SiteRow]
     ) -> dict[str, str | Unreadable | None]:
         """read_addresses of sites already found visible to this caller (visible_sites of the
         same principal, e.g. the request's site loader): the sites are not read again."""
@@ -633,7 +646,7 @@ class WorkOrdersService:
                 result[site.id] = Unreadable(site.id)
                 continue
             if text.resealed is not None:
-                await Repository(session).reseal_address(
+                await Repository(await _orm(session)).reseal_address(
                     principal.org_id, site.id, site.address, text.resealed
                 )
             result[site.id] = text.value
@@ -654,7 +667,7 @@ class WorkOrdersService:
         return _Plain(opened.text, seal(key, binding, opened.text) if opened.legacy else None)
 
     async def _audit_restricted(
-        self, session: AsyncSession, principal: Principal, customer_id: str, site_id: str = ""
+        self, session: Reads, principal: Principal, customer_id: str, site_id: str = ""
     ) -> None:
         details = {"reason": "restricted", "field": "address" if site_id else "contact"}
         if site_id:
@@ -671,7 +684,7 @@ class WorkOrdersService:
 
     async def _audit_unreadable(
         self,
-        session: AsyncSession,
+        session: Reads,
         principal: Principal,
         customer_id: str,
         field: str,
@@ -795,7 +808,7 @@ class WorkOrdersService:
 
     async def list_work_orders(
         self,
-        session: AsyncSession,
+        session: Reads,
         principal: Principal,
         *,
         status: str | None,
@@ -1573,7 +1586,7 @@ class WorkOrdersService:
         return await Repository(session).notes(principal.org_id, order_ids)
 
     async def secret_ids_of_orders(
-        self, session: AsyncSession, principal: Principal, order_ids: Collection[str]
+        self, session: Reads, principal: Principal, order_ids: Collection[str]
     ) -> dict[str, list[str]]:
         return await Repository(session).secrets_of_orders(principal.org_id, order_ids)
 

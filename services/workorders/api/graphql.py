@@ -27,7 +27,7 @@ from strawberry.federation.schema_directives import Key
 from strawberry.federation.types import FieldSet
 from strawberry.types import Info
 
-from doorward_kit.audit_client import Outcome
+from doorward_kit.audit_client import AuditingReader, Outcome
 from doorward_kit.auth import Principal
 from doorward_kit.decisions import Reason, SpanName, decision_span, reason_of_error
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
@@ -112,9 +112,15 @@ def _runtime(info: Info) -> Runtime:
 
 
 def _reading() -> AbstractAsyncContextManager[AsyncSession]:
-    """The request's one session (api/request_unit.py): every read of a request shares it,
-    and it commits before the answer leaves."""
+    """The request's ORM session (api/request_unit.py): every read of a request shares its
+    connection, and what it adds commits before the answer leaves."""
     return current_unit().session()
+
+
+def _raw_reading() -> AbstractAsyncContextManager[AuditingReader]:
+    """The request's raw reader, for the board's reads (no ORM session): the same connection,
+    and the audit events of what it reads are written before the answer leaves."""
+    return current_unit().reader()
 
 
 def _break_glass(info: Info) -> BreakGlass:
@@ -134,18 +140,22 @@ class _Batched:
     address batch gathered 20 coroutines, each wrapped in a task, for sites already loaded)."""
 
     name: str
-    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]]
+    fetch: Callable[[Runtime, Any, Principal, list[str]], Awaitable[dict[str, Any]]]
     default: Any = None
+    # The fetch takes the request's raw reader (a service read that runs raw statements only:
+    # the board's levels), not its ORM session.
+    raw: bool = False
 
     def loader(self, info: Info) -> DataLoader[str, Any]:
         context: RequestContext = info.context
         runtime = _runtime(info)
         fetch, default = self.fetch, self.default
+        reading = _raw_reading if self.raw else _reading
 
         async def batch(keys: list[str]) -> list[Any]:
             principal = await context.principal()
             source_ip.set(context.source_ip)  # the batch runs in its own task
-            async with _reading() as session:
+            async with reading() as session:
                 found = await fetch(runtime, session, principal, keys)
             return [found.get(k, default() if callable(default) else default) for k in keys]
 
@@ -160,18 +170,18 @@ class _Batched:
 
 def _batched(
     name: str,
-    fetch: Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[dict[str, Any]]],
+    fetch: Callable[[Runtime, Any, Principal, list[str]], Awaitable[dict[str, Any]]],
     default: Any = None,
+    *,
+    raw: bool = False,
 ) -> _Batched:
-    return _Batched(name, fetch, default)
+    return _Batched(name, fetch, default, raw)
 
 
 def _service_fetch(
     method: str,
-) -> Callable[[Runtime, AsyncSession, Principal, list[str]], Awaitable[Any]]:
-    async def fetch(
-        runtime: Runtime, session: AsyncSession, principal: Principal, keys: list[str]
-    ) -> Any:
+) -> Callable[[Runtime, Any, Principal, list[str]], Awaitable[Any]]:
+    async def fetch(runtime: Runtime, session: Any, principal: Principal, keys: list[str]) -> Any:
         return await getattr(runtime.service, method)(session, principal, keys)
 
     return fetch
@@ -207,7 +217,7 @@ async def _customer_sites_fetch(
 
 load_order = _batched("orders", _service_fetch("visible_orders"))
 load_requested_order = _batched("requested_orders", _service_fetch("requested_orders"))
-load_site = _batched("sites", _service_fetch("visible_sites"))
+load_site = _batched("sites", _service_fetch("visible_sites"), raw=True)
 
 
 def load_sites(info: Info, keys: list[str]) -> Awaitable[list[SiteRow | None]]:
@@ -231,8 +241,8 @@ def _address_loader(info: Info) -> DataLoader[str, str | Unreadable | None]:
         sites = [s for s in await load_sites(info, keys) if s is not None]
         principal = await context.principal()
         source_ip.set(context.source_ip)  # the batch runs in its own task
-        async with _reading() as session:
-            found = await runtime.service.read_site_addresses(session, principal, sites)
+        async with _raw_reading() as reader:
+            found = await runtime.service.read_site_addresses(reader, principal, sites)
         return [found.get(k) for k in keys]
 
     return context.loader("addresses", batch)
@@ -244,7 +254,9 @@ def load_address(info: Info, key: str) -> Awaitable[str | Unreadable | None]:
 
 load_invoice = _batched("invoice", _service_fetch("invoice_lines"), list)
 load_notes = _batched("notes", _service_fetch("notes"), list)
-load_order_secrets = _batched("order_secrets", _service_fetch("secret_ids_of_orders"), list)
+load_order_secrets = _batched(
+    "order_secrets", _service_fetch("secret_ids_of_orders"), list, raw=True
+)
 load_site_secrets = _batched("site_secrets", _service_fetch("secret_ids_of_sites"), list)
 load_secret_ref = _load_secret_ref
 load_customer_sites = _batched("customer_sites", _customer_sites_fetch, list)
@@ -1084,9 +1096,9 @@ class Query:
         principal = await caller(info)
         runtime = _runtime(info)
         size = page_size(first)
-        async with _reading() as session:
+        async with _raw_reading() as reader:
             rows = await runtime.service.list_work_orders(
-                session,
+                reader,
                 principal,
                 status=status.value if status else None,
                 region_id=_id(region_id) if region_id is not None else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from services.workorders.api import request_unit
 from tests.fixtures.round_trips import keywords, simple_statements
@@ -109,15 +110,19 @@ def in_a_request() -> bool:
     return request_unit._current.get() is not None
 
 
-async def test_a_board_is_one_session_without_begin_or_commit(running: Running, org: Org) -> None:
-    """Every read of a request shares one session (issue 11): one pool checkout for the whole
-    board, however many levels it has (it was four), in autocommit: no BEGIN and no COMMIT
-    goes to PostgreSQL, and the contact reads' audit events are one INSERT."""
+async def test_a_board_is_one_connection_without_begin_commit_or_orm_session(
+    running: Running, org: Org
+) -> None:
+    """Every read of a request shares one pooled connection (issue 11): one checkout for the
+    whole board, however many levels it has (it was four), without a transaction: no BEGIN and
+    no COMMIT goes to PostgreSQL. A board's reads are raw statements and open no ORM session
+    at all, and the contact reads' audit events are one INSERT."""
     for _ in range(3):
         await make_job(running, org)
     engine = running.runtime.db.engine.sync_engine
     checkouts: list[int] = []
     commits: list[int] = []
+    sessions: list[int] = []
 
     def checkout(*_: Any) -> None:
         if in_a_request():
@@ -127,23 +132,31 @@ async def test_a_board_is_one_session_without_begin_or_commit(running: Running, 
         if in_a_request():
             commits.append(1)
 
+    def session_begun(*_: Any) -> None:
+        if in_a_request():
+            sessions.append(1)
+
     await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)  # warm
     event.listen(engine.pool, "checkout", checkout)
     event.listen(engine, "commit", commit)
+    event.listen(Session, "after_transaction_create", session_begun)
     try:
         with simple_statements(running.runtime.db.engine) as sent, counting(running) as executed:
             data = await ok(running, BOARD, {"region": org.r1, "first": 3}, org.admin.token)
     finally:
         event.remove(engine.pool, "checkout", checkout)
         event.remove(engine, "commit", commit)
+        event.remove(Session, "after_transaction_create", session_begun)
     jobs = [e["node"] for e in data["workOrders"]["edges"]]
     assert len(jobs) == 3 and all(j["site"]["address"] for j in jobs)
-    # The session is settled once (SQLAlchemy's commit, which wakes the outbox sender) ...
-    assert (len(checkouts), len(commits)) == (1, 1)
-    # ... but nothing of a transaction reaches the server.
+    assert (len(checkouts), len(commits), len(sessions)) == (1, 0, 0)
     assert not {"BEGIN", "COMMIT", "ROLLBACK"} & set(keywords(sent)), sent
     inserts = [s for s in executed if s.startswith("INSERT INTO audit_outbox")]
     assert len(inserts) == 1, executed
+    # The INSERT is the request's last statement: after every read, before the answer (the
+    # outbox sender's own passes run in the background meanwhile: not the request's).
+    mine = [s for s in executed if "outbox" not in s or s.startswith("INSERT")]
+    assert mine[-1].startswith("INSERT INTO audit_outbox"), mine
 
 
 async def test_contact_data_does_not_leave_when_its_audit_does_not_commit(
@@ -174,3 +187,55 @@ async def test_contact_data_does_not_leave_when_its_audit_does_not_commit(
     assert "Keyhole" in data["workOrders"]["edges"][0]["node"]["site"]["address"]
     await eventually_count(running, org, before + 1)
     assert len(running.audit.of(org.id, "customer.contact.read")) == before + 1
+
+
+MIXED = """query($region: ID, $first: Int) { workOrders(regionId: $region, first: $first) {
+  edges { node { id site { address customer { name } } } } } }"""
+
+
+async def test_raw_and_orm_reads_of_one_request_share_its_connection_and_both_are_audited(
+    running: Running, org: Org
+) -> None:
+    """A request that reads addresses (the raw reader: events in the request's batch) and a
+    customer's contact (the ORM session: events in its flush) checks out one connection; both
+    kinds of event are written before the answer leaves, and a failure of either write
+    replaces the whole answer."""
+    await make_job(running, org)
+    engine = running.runtime.db.engine.sync_engine
+    checkouts: list[int] = []
+
+    def checkout(*_: Any) -> None:
+        if in_a_request():
+            checkouts.append(1)
+
+    await ok(running, MIXED, {"region": org.r1, "first": 1}, org.admin.token)  # warm
+    reads = len(running.audit.of(org.id, "customer.contact.read"))
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        with counting(running) as executed:
+            data = await ok(running, MIXED, {"region": org.r1, "first": 1}, org.admin.token)
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+    site = data["workOrders"]["edges"][0]["node"]["site"]
+    assert "Keyhole" in site["address"] and site["customer"]["name"] == "Ada Customer"
+    assert len(checkouts) == 1
+    assert len([s for s in executed if s.startswith("INSERT INTO audit_outbox")]) == 2
+    await eventually_count(running, org, reads + 2)  # the address read and the contact read
+
+    def refuse(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # Only the ORM flush's INSERT (VALUES; the batch's selects FROM unnest).
+        if (
+            in_a_request()
+            and statement.startswith("INSERT INTO audit_outbox")
+            and ("VALUES" in statement)
+        ):
+            raise RuntimeError("insert refused (test)")
+
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        body = await running.gql(MIXED, {"region": org.r1, "first": 1}, token=org.admin.token)
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+    assert body.get("data") is None, body
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAVAILABLE"]
+    assert "Keyhole" not in str(body) and "Ada" not in str(body)
