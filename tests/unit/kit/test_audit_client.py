@@ -2,6 +2,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from doorward.audit.v1 import audit_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.orm import DeclarativeBase
 
 from doorward_kit.audit_client import (
@@ -167,3 +169,45 @@ def test_outbox_mixin_columns_and_pending_index():
     }
     assert [c.name for c in table.primary_key] == ["id"]
     assert any([c.name for c in ix.columns] == ["next_attempt_at"] for ix in table.indexes)
+
+
+def _looks_personal_in_full(value: str) -> bool:
+    """looks_personal without its shortcut (no @ and too few digits): every check, in order."""
+    from doorward_kit.audit_client import (
+        _EMAIL,
+        _MIN_PHONE_DIGITS,
+        _PHONE,
+        _UUID_ANYWHERE,
+        _is_timestamp,
+        _is_uuid,
+    )
+
+    if _is_uuid(value) or _is_timestamp(value):
+        return False
+    if _EMAIL.search(value):
+        return True
+    for match in _PHONE.finditer(_UUID_ANYWHERE.sub(" ", value)):
+        if sum(ch.isdigit() for ch in match.group()) >= _MIN_PHONE_DIGITS:
+            return True
+    return False
+
+
+_PERSONALISH = st.text(alphabet="0123456789 +-().@abcxyzA_/,:T²٣", max_size=40)
+
+
+@given(st.one_of(_PERSONALISH, st.text(max_size=40)))
+@settings(max_examples=2000, deadline=None)
+def test_the_shortcut_of_looks_personal_never_changes_its_answer(value):
+    """The shortcut skips the checks only where none of them could find anything: the same
+    answer as the full checks for any text (digits of every script, emails, phones, ids)."""
+    assert looks_personal(value) == _looks_personal_in_full(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a@b.co", "+44 20 7946 0991", "0791 123 4567", "call 5551234", "x@y.z,5b0c3f7e"],
+)
+def test_personal_values_are_still_refused(value):
+    assert looks_personal(value)
+    with pytest.raises(AuditDetailsError):
+        clean_details({"reason": value})
