@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from doorward_kit.db import Database, run_migrations_async
 from services.audit import repository as audit_repo
@@ -110,6 +111,46 @@ async def test_workorders_board_reads_see_only_their_organisation(workorders: An
         assert [r.id for r in await repo.customer_rows("org-b", [b["customer"]])] == [b["customer"]]
         assert await repo.secrets_of_orders("org-b", [b["order"]]) == {b["order"]: [b["ref"]]}
         assert [r.id for r in await repo.list_work_orders("org-b", **page)] == [b["order"]]
+
+
+async def test_workorders_field_user_checks_see_only_their_organisation(workorders: Any) -> None:
+    """A field user's board asks which of its sites and customers they have jobs at (raw
+    statements on the request's reader): the same user id in another organisation finds
+    nothing there, and the owning organisation finds its own, by status too."""
+    db, orgs = workorders
+    a, b = orgs["org-a"], orgs["org-b"]
+    async with db.unit_of_work() as session:
+        await session.execute(text("UPDATE work_orders SET assignee_id = 'same-user'"))
+    async with db.raw_reads() as raw:
+        repo = WorkordersRepository(raw)
+        # The attack: org A's checks with org B's sites and customers.
+        assert await repo.sites_with_jobs_of("org-a", "same-user", [b["site"]]) == set()
+        assert await repo.customers_with_jobs_of("org-a", "same-user", [b["customer"]]) == set()
+        assert (
+            await repo.customers_with_jobs_of(
+                "org-a", "same-user", [b["customer"]], statuses=("DRAFT",)
+            )
+            == set()
+        )
+        # The honest use: each organisation finds its own; another status finds nothing.
+        assert await repo.sites_with_jobs_of("org-b", "same-user", [b["site"]]) == {b["site"]}
+        assert await repo.sites_with_jobs_of("org-a", "same-user", [a["site"]]) == {a["site"]}
+        assert await repo.customers_with_jobs_of("org-b", "same-user", [b["customer"]]) == {
+            b["customer"]
+        }
+        assert await repo.customers_with_jobs_of(
+            "org-b", "same-user", [b["customer"]], statuses=("DRAFT",)
+        ) == {b["customer"]}
+        assert (
+            await repo.customers_with_jobs_of(
+                "org-b", "same-user", [b["customer"]], statuses=("DISPATCHED",)
+            )
+            == set()
+        )
+        assert await repo.sites_with_jobs_of("org-b", "another-user", [b["site"]]) == set()
+        # A statement built with SQLAlchemy refuses the raw reader rather than open a session.
+        with pytest.raises(TypeError):
+            await repo.orders_at_sites("org-b", [b["site"]])
 
 
 async def test_identity_session_check_and_users_batch_see_only_their_organisation(
