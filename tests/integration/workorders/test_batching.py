@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from services.workorders.api import request_unit
@@ -239,3 +239,19 @@ async def test_raw_and_orm_reads_of_one_request_share_its_connection_and_both_ar
     assert body.get("data") is None, body
     assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAVAILABLE"]
     assert "Keyhole" not in str(body) and "Ada" not in str(body)
+
+
+async def test_a_connection_a_request_used_in_autocommit_comes_back_transactional(
+    running: Running, org: Org
+) -> None:
+    """The request's ORM session sets autocommit on the request's connection; the pool must
+    give it back as it was, or the next unit of work (a mutation) would commit statement by
+    statement. The pool is last-in-first-out: the next checkout is that connection."""
+    await make_job(running, org)
+    db = running.runtime.db
+    for _ in range(3):
+        await ok(running, MIXED, {"region": org.r1, "first": 1}, org.admin.token)
+        async with db.unit_of_work() as session:
+            first = (await session.execute(text("SELECT txid_current()"))).scalar_one()
+            second = (await session.execute(text("SELECT txid_current()"))).scalar_one()
+        assert first == second  # one transaction, not two autocommitted statements
