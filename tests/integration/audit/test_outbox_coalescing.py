@@ -185,7 +185,8 @@ async def test_a_crash_between_select_and_delete_redelivers_and_audit_keeps_one(
 async def test_a_failed_delivery_is_retried_later_by_the_prepared_update(db, service_pki):
     """The failure path's array-parameter update: the rows get an attempt and a later time."""
     async with _fake_audit(service_pki, fail=1) as (fake, channel):
-        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, backoff_base=0.2, backoff_cap=0.2)
+        # A retry waits 0.5 to 1 s (jitter): "not due yet" holds on a loaded machine too.
+        sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, backoff_base=1.0, backoff_cap=1.0)
         records = [await _commit_one(db) for _ in range(3)]
         assert await sender.deliver_once() == 0
         async with db.unit_of_work() as session:
@@ -198,7 +199,7 @@ async def test_a_failed_delivery_is_retried_later_by_the_prepared_update(db, ser
             ).all()
         assert [tuple(r) for r in rows] == [(1, True)] * 3
         assert await sender.deliver_once() == 0  # not due yet
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.05)
         assert await sender.deliver_once() == 3
         assert set(fake.seen) == {r.id for r in records}
 
