@@ -433,9 +433,9 @@ async def _prefetch_refs(info: Info, orders: list[WorkOrder]) -> None:
     runtime = _runtime(info)
     principal = await caller(info)
     try:
-        async with _reading() as session:
+        async with _raw_reading() as reader:  # a raw read: no ORM session on a board
             by_order = await runtime.service.secret_ids_of_orders(
-                session, principal, [o.id for o in orders]
+                reader, principal, [o.id for o in orders]
             )
     except Exception as error:
         failed = _Failed(error)
