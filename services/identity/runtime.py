@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,57 +134,14 @@ class LocalJwks:
         return self._parsed
 
 
-_SessionKey = tuple[str, str, int]
-# As the other processes' guards (doorward_kit.session_guard): a positive answer is good for
-# this long unless a change says otherwise first.
-SESSION_CACHE_SECONDS = 5.0
-SESSION_CACHE_ENTRIES = 100_000
-
-
 class LocalSessionGuard:
-    """Identity asks its own database, the source of truth, and remembers a positive answer
-    for a few seconds, as every other process's guard does: the session check was one statement
-    on every request reaching identity (a board's `_entities`, every `me`).
+    """Identity asks its own database: the source of truth, no cache needed."""
 
-    The memory is dropped by every session change this replica's hub publishes, before any
-    watcher hears of it: its own changes (deactivation, logout, epoch bump, ended family) and
-    every other replica's, which the session bus relays here before that replica's
-    deactivateUser returns. It is trusted only while changes can reach this replica
-    (`trusted`: the bus is listening); a deaf bus drops it (SessionHub.close_all). An answer
-    read while a change arrived is not remembered."""
-
-    def __init__(
-        self,
-        db: Database,
-        service: IdentityService,
-        *,
-        hub: SessionHub | None = None,
-        trusted: Callable[[], bool] = lambda: True,
-        ttl: float = SESSION_CACHE_SECONDS,
-    ) -> None:
+    def __init__(self, db: Database, service: IdentityService) -> None:
         self._db = db
         self._service = service
-        self._hub = hub
-        self._trusted = trusted
-        self._ttl = ttl
-        self._valid: dict[_SessionKey, float] = {}
-        self._generation = 0
-        if hub is not None:
-            hub.add_listener(self._changed)
-
-    def _changed(self, _change: SessionChange | None) -> None:
-        # Changes are rare (a logout, a deactivation): forgetting everything is simplest.
-        self._generation += 1
-        self._valid.clear()
 
     async def check(self, principal: Principal) -> None:
-        key = (principal.user_id, principal.session_id, principal.epoch)
-        caching = self._hub is not None and self._trusted()
-        if caching:
-            until = self._valid.get(key)
-            if until is not None and until > time.monotonic():
-                return
-        generation = self._generation
         # One statement (user LEFT JOIN session family): no transaction needed around it.
         async with self._db.raw_reads() as conn:
             state = await self._service.check_session(
@@ -196,10 +153,6 @@ class LocalSessionGuard:
             )
         if not state.valid:
             raise unauthenticated("this session has ended; log in again")
-        if caching and generation == self._generation and self._trusted():
-            if len(self._valid) >= SESSION_CACHE_ENTRIES:
-                self._valid.clear()
-            self._valid[key] = time.monotonic() + self._ttl
 
 
 def build_identity(
@@ -215,8 +168,5 @@ def build_identity(
     identity = Identity(
         settings=settings, db=db, keys=ring, service=service, hub=SessionHub(), revoker=revoker
     )
-    guard = LocalSessionGuard(
-        db, service, hub=identity.hub, trusted=lambda: identity.accepts_watchers
-    )
-    identity.verifier = TokenVerifier(LocalJwks(ring), guard)
+    identity.verifier = TokenVerifier(LocalJwks(ring), LocalSessionGuard(db, service))
     return identity

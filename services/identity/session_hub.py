@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -35,18 +34,9 @@ class Watcher:
         self.queue.put_nowait(None)
 
 
-# Told of every change before any watcher is (None: changes may have been missed, e.g. the
-# session bus went deaf): identity's own session cache (runtime.LocalSessionGuard).
-ChangeListener = Callable[[SessionChange | None], None]
-
-
 class SessionHub:
     def __init__(self) -> None:
         self._watchers: dict[str, Watcher] = {}
-        self._listeners: list[ChangeListener] = []
-
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
 
     @property
     def watcher_count(self) -> int:
@@ -72,8 +62,6 @@ class SessionHub:
 
     async def publish(self, change: SessionChange, ack_seconds: float) -> bool:
         """True when every connected watcher acked in time."""
-        for listener in self._listeners:
-            listener(change)
         loop = asyncio.get_running_loop()
         futures: list[tuple[Watcher, asyncio.Future[None]]] = []
         for watcher in list(self._watchers.values()):
@@ -98,8 +86,6 @@ class SessionHub:
         return False
 
     def close_all(self) -> None:
-        for listener in self._listeners:
-            listener(None)
         for watcher in list(self._watchers.values()):
             watcher.close()
             self.unregister(watcher)
