@@ -173,6 +173,11 @@ def looks_personal(value: str) -> bool:
     # checks cost them a failed timestamp parse and three regular expressions.
     if "@" not in value and sum(map(str.isdigit, value)) < _MIN_PHONE_DIGITS:
         return False
+    return _looks_personal_in_full(value)
+
+
+def _looks_personal_in_full(value: str) -> bool:
+    """The checks themselves, after the shortcut (and a UUID) ruled nothing out."""
     if _is_timestamp(value):
         return False
     if _EMAIL.search(value):

@@ -173,23 +173,10 @@ def test_outbox_mixin_columns_and_pending_index():
 
 def _looks_personal_in_full(value: str) -> bool:
     """looks_personal without its shortcut (no @ and too few digits): every check, in order."""
-    from doorward_kit.audit_client import (
-        _EMAIL,
-        _MIN_PHONE_DIGITS,
-        _PHONE,
-        _UUID_ANYWHERE,
-        _is_timestamp,
-        _is_uuid,
-    )
+    from doorward_kit.audit_client import _is_uuid
+    from doorward_kit.audit_client import _looks_personal_in_full as checks
 
-    if _is_uuid(value) or _is_timestamp(value):
-        return False
-    if _EMAIL.search(value):
-        return True
-    for match in _PHONE.finditer(_UUID_ANYWHERE.sub(" ", value)):
-        if sum(ch.isdigit() for ch in match.group()) >= _MIN_PHONE_DIGITS:
-            return True
-    return False
+    return not _is_uuid(value) and checks(value)
 
 
 _PERSONALISH = st.text(alphabet="0123456789 +-().@abcxyzA_/,:T²٣", max_size=40)
