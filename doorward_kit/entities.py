@@ -31,8 +31,6 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from graphql import GraphQLObjectType
-from graphql.execution.collect_fields import collect_sub_fields
 from strawberry.types import Info
 
 Representation = dict[str, Any]
@@ -73,17 +71,3 @@ async def resolve_batches(
         for index, item in zip(indexes, items, strict=True):
             results[index] = item
     return results
-
-
-def selects(info: Info, object_type: str, field_name: str) -> bool:
-    """Whether the operation selects `field_name` on the `object_type` items of the field being
-    resolved: graphql-core's own collection (fragments, type conditions, @skip/@include), the
-    one it runs when it completes those items."""
-    raw = info._raw_info
-    runtime_type = raw.schema.get_type(object_type)
-    if not isinstance(runtime_type, GraphQLObjectType):
-        return False
-    collected = collect_sub_fields(
-        raw.schema, raw.fragments, raw.variable_values, runtime_type, list(raw.field_nodes)
-    )
-    return any(nodes[0].name.value == field_name for nodes in collected.values())

@@ -27,7 +27,6 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
 from doorward_kit.auth import Principal
-from doorward_kit.entities import selects
 from doorward_kit.errors import bad_input, unavailable
 from doorward_kit.graphql import (
     Edge,
@@ -45,6 +44,7 @@ from doorward_kit.graphql import (
     subgraph_router,
 )
 from doorward_kit.policy import Action, Resource, authorize
+from doorward_kit.selection import Selected
 from services.audit.models import AuditEvent as EventRow
 from services.audit.models import SecurityAlert as AlertRow
 from services.audit.repository import EventFilter, StoredDetails, TrailRow
@@ -143,7 +143,8 @@ class WorkOrder:
         principal = await caller(info)
         authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
         orders = [cls(id=strawberry.ID(r["id"])) for r in representations]
-        if not selects(info, "WorkOrder", "auditTrail"):
+        selected = Selected.on(info, "WorkOrder")
+        if selected is None or not selected.asks("auditTrail"):
             return orders
         ids = list(dict.fromkeys(str(o.id) for o in orders))
         runtime = _runtime(info)

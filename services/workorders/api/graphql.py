@@ -45,9 +45,9 @@ from doorward_kit.graphql import (
     schema_extensions,
     subgraph_router,
 )
+from doorward_kit.selection import Selected
 from services.workorders import models
 from services.workorders.api.request_unit import RequestTransaction, current_unit
-from services.workorders.api.selection import Selected
 from services.workorders.breakglass import BreakGlass, BreakGlassView
 from services.workorders.breakglass import BreakGlassStatus as _BreakGlassStatus
 from services.workorders.crypto import CiphertextRejected

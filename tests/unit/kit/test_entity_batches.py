@@ -42,9 +42,10 @@ class Batched:
             raise forbidden("not you")
         if mode == "short":
             return []
-        from doorward_kit.entities import selects
+        from doorward_kit.selection import Selected
 
-        SELECTS.append(selects(info, "Batched", "note"))
+        selected = Selected.on(info, "Batched")
+        SELECTS.append(selected is not None and selected.asks("note"))
         note = "selected" if SELECTS[-1] else ""
         return [
             forbidden("not this one") if r["id"] == "no" else cls(id=r["id"], note=note)

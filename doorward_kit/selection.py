@@ -1,11 +1,11 @@
 """What an operation asks for below a field, as graphql-core's execution will see it.
 
-A list resolver that loads its rows' relations in batches (the board's page, issue 11) must
-load exactly what execution will then resolve: an address is contact data, and reading it is
-an audited event, so it is read only when the operation really selects it. This walks the
-operation with graphql-core's own field collection (aliases, fragments, type conditions and
-`@skip`/`@include` with this request's variables), so "selected" here means "will be
-executed" there, and not what the document merely mentions.
+A resolver that loads its rows' relations in batches (workorders' board page, audit's entity
+batch; issue 11) must load exactly what execution will then resolve: an address is contact
+data, and reading it is an audited event, so it is read only when the operation really selects
+it. This walks the operation with graphql-core's own field collection (aliases, fragments,
+type conditions and `@skip`/`@include` with this request's variables), so "selected" here
+means "will be executed" there, and not what the document merely mentions.
 """
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ class Selected:
         """The field being resolved, if its (unwrapped) type is an object type."""
         raw: GraphQLResolveInfo = info._raw_info
         named = get_named_type(raw.return_type)
+        if not isinstance(named, GraphQLObjectType):
+            return None
+        return cls(raw, named, list(raw.field_nodes))
+
+    @classmethod
+    def on(cls, info: Info, type_name: str) -> Selected | None:
+        """The field being resolved, for its items of object type `type_name` (a field of
+        abstract type, e.g. `_entities`: what is selected depends on the item's type)."""
+        raw: GraphQLResolveInfo = info._raw_info
+        named = raw.schema.get_type(type_name)
         if not isinstance(named, GraphQLObjectType):
             return None
         return cls(raw, named, list(raw.field_nodes))
