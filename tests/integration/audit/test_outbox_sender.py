@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -90,6 +91,25 @@ async def _pending(db) -> int:
         return int(await session.scalar(select(func.count()).select_from(AuditOutbox)) or 0)
 
 
+@asynccontextmanager
+async def _sender_running(db, service_pki, fake, poll_interval):
+    """A stand-in audit on a free port and PRODUCER's outbox sender running against it; both
+    stopped on the way out."""
+    port = free_port()
+    server = await _server(fake, port, service_pki)
+    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
+    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=poll_interval)
+    task = asyncio.create_task(sender.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()
+        await server.stop(0)
+
+
 async def _until(predicate, timeout=10.0):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -101,13 +121,8 @@ async def _until(predicate, timeout=10.0):
 
 
 async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db, service_pki):
-    port = free_port()
     fake = FakeAudit()
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=5.0)
-    task = asyncio.create_task(sender.run())
-    try:
+    async with _sender_running(db, service_pki, fake, poll_interval=5.0):
         kept = _record(1)
         async with db.unit_of_work() as session:
             await record_event(session, AuditOutbox, kept)
@@ -120,12 +135,6 @@ async def test_sender_delivers_committed_events_and_forgets_rolled_back_ones(db,
         assert set(fake.seen) == {kept.id}
         assert fake.seen[kept.id].service == PRODUCER
         await _until(lambda: _async_pending_zero(db))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await channel.close()
-        await server.stop(0)
 
 
 async def _async(value):
@@ -137,26 +146,15 @@ async def _async_pending_zero(db):
 
 
 async def test_sender_retries_with_backoff_until_audit_takes_them(db, service_pki):
-    port = free_port()
     fake = FakeAudit(fail=2)
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=0.05)
     records = [_record(i) for i in range(450)]
     async with db.unit_of_work() as session:
         for r in records:
             await record_event(session, AuditOutbox, r)
-    task = asyncio.create_task(sender.run())
-    try:
+    async with _sender_running(db, service_pki, fake, poll_interval=0.05):
         await _until(lambda: _async_pending_zero(db), timeout=15.0)
         assert set(fake.seen) == {r.id for r in records}
         assert fake.calls >= 2 + 3  # two refusals, then batches of at most 200
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await channel.close()
-        await server.stop(0)
 
 
 async def test_audit_client_fails_closed(service_pki):
@@ -225,18 +223,13 @@ async def test_a_request_batch_is_one_insert_that_wakes_the_sender(db, service_p
     """A request's events (OutboxBatch: workorders' board reads) go to the outbox in one raw
     INSERT, committed at once, and wake the sender as a unit of work's commit does; a dropped
     batch (the request failed) writes nothing."""
-    port = free_port()
     fake = FakeAudit()
-    server = await _server(fake, port, service_pki)
-    channel = ServiceChannel(f"127.0.0.1:{port}", service_pki.auth(PRODUCER), server="audit")
-    sender = OutboxSender(db, AuditOutbox, channel, PRODUCER, poll_interval=5.0)
-    task = asyncio.create_task(sender.run())
     statements: list[str] = []
 
     def record(conn, cursor, statement, *args):
         statements.append(statement)
 
-    try:
+    async with _sender_running(db, service_pki, fake, poll_interval=5.0):
         await asyncio.sleep(0.1)  # the sender's first pass (nothing due) is behind it
         dropped = OutboxBatch(AuditOutbox)
         await record_event(dropped, AuditOutbox, _record(0))
@@ -259,9 +252,3 @@ async def test_a_request_batch_is_one_insert_that_wakes_the_sender(db, service_p
         await _until(lambda: _async(len(fake.seen) == 3), timeout=3.0)
         assert set(fake.seen) == {r.id for r in records}
         await _until(lambda: _async_pending_zero(db))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await channel.close()
-        await server.stop(0)
