@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from doorward_kit.otlp_encoding import encode_redacted
 from doorward_kit.span_policy import allowed_event, filter_attributes
 
 _configured = False
@@ -61,12 +62,24 @@ def redacted(span: ReadableSpan) -> ReadableSpan:
 
 
 class RedactingExporter(SpanExporter):
-    """Wraps every exporter of a Doorward process: nothing leaves unfiltered."""
+    """Wraps every exporter of a Doorward process: nothing leaves unfiltered.
+
+    In front of the OTLP/HTTP exporter it encodes the request itself, redacting as it writes
+    (doorward_kit.otlp_encoding: a quarter of the CPU of a redacted copy encoded by the
+    exporter), and hands the bytes to the exporter's HTTP client, which keeps the exporter's
+    endpoint, headers, certificates, compression, timeout and retries. That client is not the
+    exporter's public API: where a release lacks it, the exporter's own path is taken."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self._inner = inner
+        self._otlp_client = _otlp_http_client(inner)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._otlp_client is not None:
+            if getattr(self._inner, "_shutdown", False):
+                return SpanExportResult.FAILURE
+            sent = self._otlp_client.export(encode_redacted(spans))
+            return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
         return self._inner.export([redacted(span) for span in spans])
 
     def shutdown(self) -> None:
@@ -74,6 +87,17 @@ class RedactingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)
+
+
+def _otlp_http_client(exporter: SpanExporter) -> Any:
+    """The HTTP client of an OTLP/HTTP span exporter (opentelemetry-exporter-otlp-proto-http
+    1.40 and later: `_client.export(bytes)` returning a result with `success`), or None."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if type(exporter) is not OTLPSpanExporter:
+        return None
+    client = getattr(exporter, "_client", None)
+    return client if callable(getattr(client, "export", None)) else None
 
 
 class JsonLinesFileExporter(SpanExporter):
