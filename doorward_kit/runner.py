@@ -15,6 +15,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from doorward_kit.gc_tuning import settle_heap
 from doorward_kit.grpc import GrpcServer
 from doorward_kit.http import bind_sockets, coalescing_protocol, with_metrics_port
 from doorward_kit.https_peer import peer_protocol
@@ -117,6 +118,7 @@ def run_service(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]
 
 async def _serve(name: str, build: Callable[[], Coroutine[Any, Any, ServiceParts]]) -> None:
     parts = await build()
+    settle_heap()
     async with serving(parts, name) as http:
         log.info(
             "%s serving",

@@ -46,6 +46,7 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
     """Run the gateway in the foreground (uvicorn)."""
     import uvicorn
 
+    from doorward_kit.gc_tuning import settle_heap
     from doorward_kit.http import coalescing_protocol
     from doorward_kit.logging import setup_logging
     from doorward_kit.telemetry import setup_telemetry
@@ -72,6 +73,7 @@ def serve(supergraph_file: str | None = None, port: int | None = None,
             typer.echo(f"gateway: cannot start: {exc}", err=True)
             raise typer.Exit(1) from None
     app = create_app(settings, authenticator, sdl)
+    settle_heap()
     if settings.metrics_port is not None or settings.proxy_protocol_port is not None:
         serve_on_edge_ports(app, settings)
         return

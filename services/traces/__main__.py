@@ -14,6 +14,7 @@ from pathlib import Path
 
 from doorward_kit.auth import TokenVerifier
 from doorward_kit.db import Database, run_migrations_async
+from doorward_kit.gc_tuning import settle_heap
 from doorward_kit.grpc import GrpcServer, InternalAuth
 from doorward_kit.http import create_app
 from doorward_kit.logging import register_secret, setup_logging
@@ -115,6 +116,7 @@ async def build_parts(
 async def _main() -> None:
     stack = StackSettings()
     parts, _, _ = await build_parts(stack, TracesSettings())  # type: ignore[call-arg]
+    settle_heap()
     async with serving(parts, "traces") as http:
         log.info(
             "traces serving",
