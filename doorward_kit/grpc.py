@@ -4,23 +4,27 @@ Server: mutual TLS (doorward_kit.tls), standard health service, an interceptor t
 call only when the method's allow-list names the calling service (deny by default; the caller
 is the verified peer certificate), and DoorwardError mapped to a gRPC status (+ the precise code
 in trailing metadata). Client: a channel that presents this process's certificate (reloaded when
-renewed), carries the caller's bearer token when acting for a user, W3C trace context (via the
-OpenTelemetry instrumentation) and a deadline, and maps failures back to DoorwardError.
+renewed), carries the caller's bearer token when acting for a user, W3C trace context and a
+deadline, and maps failures back to DoorwardError. Both sides make the call's span themselves
+(doorward_kit.grpc_spans): a SERVER span around every handler, refused calls included, and a
+CLIENT span around every call a stub makes on a ServiceChannel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import trace
 
 from doorward_kit.errors import (
     GRPC_CODE_METADATA_KEY,
@@ -28,6 +32,7 @@ from doorward_kit.errors import (
     ErrorCode,
     error_code_from_grpc,
 )
+from doorward_kit.grpc_spans import end_client_span, start_client_span, start_server_span
 from doorward_kit.settings import StackSettings
 from doorward_kit.tls import (
     SERVICES,
@@ -136,11 +141,15 @@ def _metadata_value(metadata: Any, key: str) -> str:
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):
-    """Deny by default: a call runs only when its method's allow-list names the caller."""
+    """Deny by default: a call runs only when its method's allow-list names the caller. Every
+    call, refused or not, runs inside its SERVER span (doorward_kit.grpc_spans)."""
 
     def __init__(self, auth: InternalAuth, allowed: dict[str, frozenset[str]]) -> None:
         self._token = auth.token.encode() if auth.insecure and auth.token else None
         self._allowed = allowed
+        # method -> (the servicer's handler, our wrapper of it): the wrapper is built once per
+        # method, not on every call (a servicer's handlers are made once, at registration).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -148,21 +157,50 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        if method.startswith(_UNPROTECTED_PREFIXES):
-            return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if self._token is not None:
+        protected = not method.startswith(_UNPROTECTED_PREFIXES)
+        if protected and self._token is not None:
             presented = _metadata_value(
                 handler_call_details.invocation_metadata, INTERNAL_TOKEN_KEY
             )
             if not hmac.compare_digest(presented.encode(), self._token):
                 log.warning("internal gRPC call refused", extra={"fields": {"method": method}})
-                return _refusing(
-                    handler, grpc.StatusCode.UNAUTHENTICATED, "internal credential missing or wrong"
+                return _serving(
+                    handler,
+                    method,
+                    _fixed_refusal(
+                        grpc.StatusCode.UNAUTHENTICATED, "internal credential missing or wrong"
+                    ),
                 )
-        return _checked(handler, method, self._allowed.get(method, frozenset()))
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        check = _allow_list_check(method, self._allowed) if protected else None
+        wrapped = _serving(handler, method, check)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+# A check run before a call's handler: None lets it run, else the status that refuses it.
+_Check = Callable[[grpc.aio.ServicerContext], "tuple[grpc.StatusCode, str] | None"]
+
+
+def _allow_list_check(method: str, allowed: Mapping[str, frozenset[str]]) -> _Check:
+    # The table is read on every call (not captured): allow() may add to it after a wrapper
+    # was built.
+    def check(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+        return _refusal(method, allowed.get(method, frozenset()), context)
+
+    return check
+
+
+def _fixed_refusal(code: grpc.StatusCode, message: str) -> _Check:
+    def check(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
+        return code, message
+
+    return check
 
 
 def _refusal(
@@ -184,60 +222,89 @@ def _refusal(
     return None
 
 
-def _checked(
-    handler: grpc.RpcMethodHandler, method: str, allowed: frozenset[str]
+def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> Any:
+    """The status a call ends with: what an abort or set_code() put on the context, else
+    UNKNOWN for an escaping exception (what grpc answers), CANCELLED for a cancelled handler
+    (the caller went away or its deadline passed), OK for a return."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if code is not None:  # grpc keeps the integer of the code
+        return _CODES.get(code, grpc.StatusCode.UNKNOWN)
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _serving(
+    handler: grpc.RpcMethodHandler, method: str, check: _Check | None
 ) -> grpc.RpcMethodHandler:
-    """The same handler with the allow-list checked first (the caller needs the context)."""
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+    """The same handler inside the call's SERVER span, with `check` (the allow-list: it needs
+    the context for the caller) run before it. Every kind of method gets both: the check
+    comes before the handler whatever its kind."""
+    factory = _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming]
+    if handler.response_streaming:
+        inner_stream = handler.unary_stream or handler.stream_stream
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            refused = _refusal(method, allowed, context)
-            if refused is not None:
-                await context.abort(*refused)
-            return await inner_uu(request, context)
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # The span covers the whole stream (WatchSessions: as long as the watcher stays).
+            span = start_server_span(method, context.invocation_metadata())
+            try:
+                if check is not None:
+                    refused = check(context)
+                    if refused is not None:
+                        await context.abort(*refused)
+                result = inner_stream(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:  # a handler that writes with context.write() and returns
+                    await result
+            except BaseException as error:
+                span.end(_final_code(context, error), _unexpected(error))
+                raise
+            span.end(_final_code(context, None))
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_stream is not None:
-        inner_ss = handler.stream_stream
+        return factory(streaming, handler.request_deserializer, handler.response_serializer)
 
-        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            refused = _refusal(method, allowed, context)
-            if refused is not None:
-                await context.abort(*refused)
-            result = inner_ss(requests, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:
-                await result
+    inner_unary = handler.unary_unary or handler.stream_unary
 
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
-        )
-    # Doorward has no unary-stream or stream-unary methods: refuse rather than run unchecked.
-    return _refusing(handler, grpc.StatusCode.UNIMPLEMENTED, "method kind not supported")
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        span = start_server_span(method, context.invocation_metadata())
+        try:
+            if check is not None:
+                refused = check(context)
+                if refused is not None:
+                    await context.abort(*refused)
+            response = await inner_unary(request, context)
+        except BaseException as error:
+            span.end(_final_code(context, error), _unexpected(error))
+            raise
+        span.end(_final_code(context, None))
+        return response
+
+    return factory(unary, handler.request_deserializer, handler.response_serializer)
 
 
-def _refusing(
-    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
-) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+_HANDLER_FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
-    async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-        yield  # pragma: no cover - makes this an async generator like the handler it replaces
 
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            deny_stream, handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        deny, handler.request_deserializer, handler.response_serializer
-    )
+def _unexpected(error: BaseException) -> BaseException | None:
+    """The exception worth recording on the span: not gRPC's own abort (its code says it all),
+    not a cancellation."""
+    if isinstance(error, (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)):
+        return None
+    return error
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: DoorwardError) -> None:
@@ -443,21 +510,93 @@ class _ChannelProxy:
 
 
 class _Callable:
+    """One method of a stub: every call goes to the owner's current channel, inside a CLIENT
+    span whose trace context travels in the call's metadata (doorward_kit.grpc_spans)."""
+
     def __init__(
         self, owner: ServiceChannel, kind: str, method: str, args: tuple[Any, ...], kwargs: Any
     ) -> None:
         self._owner = owner
         self._make = (kind, method, args, kwargs)
+        self._method = method
+        self._unary = kind == "unary_unary"
         self._channel: grpc.aio.Channel | None = None
         self._callable: Any = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
         channel = self._owner.current()
         if channel is not self._channel:
             kind, method, make_args, make_kwargs = self._make
             self._callable = getattr(channel, kind)(method, *make_args, **make_kwargs)
             self._channel = channel
-        return self._callable(*args, **kwargs)
+        span, metadata = start_client_span(self._method, metadata)
+        try:
+            call = self._callable(*args, metadata=metadata, **kwargs)
+        except BaseException:
+            end_client_span(span, grpc.StatusCode.UNKNOWN)
+            raise
+        if self._unary:
+            return _TracedUnaryCall(call, span)
+        call.add_done_callback(functools.partial(_stream_done, span))
+        return call
+
+
+class _TracedUnaryCall:
+    """A unary call as grpc returned it, whose CLIENT span ends when it is awaited: with the
+    answer (OK), the AioRpcError's code, or CANCELLED. Everything else is the call's own."""
+
+    __slots__ = ("_call", "_span")
+
+    def __init__(self, call: Any, span: trace.Span) -> None:
+        self._call = call
+        self._span: trace.Span | None = span
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        span, self._span = self._span, None
+        if span is None:  # awaited before: the span has ended
+            return (yield from self._call.__await__())
+        try:
+            response = yield from self._call.__await__()
+        except grpc.aio.AioRpcError as error:
+            end_client_span(span, error.code())
+            raise
+        except asyncio.CancelledError:
+            end_client_span(span, grpc.StatusCode.CANCELLED)
+            raise
+        except BaseException:
+            end_client_span(span, grpc.StatusCode.UNKNOWN)
+            raise
+        end_client_span(span, grpc.StatusCode.OK)
+        return response
+
+
+# The tasks that read a finished stream's code (held until done: the loop keeps weak refs).
+_STREAM_ENDINGS: set[asyncio.Task[None]] = set()
+
+
+def _stream_done(span: trace.Span, call: grpc.aio.Call) -> None:
+    """A streaming call finished: its code is read by a coroutine (grpc has no synchronous
+    accessor), then its span ends. Streams are few and long (WatchSessions)."""
+    try:
+        task = asyncio.get_running_loop().create_task(_end_stream_span(span, call))
+    except RuntimeError:  # no loop any more (shutdown): end without the code
+        span.end()
+        return
+    _STREAM_ENDINGS.add(task)
+    task.add_done_callback(_STREAM_ENDINGS.discard)
+
+
+async def _end_stream_span(span: trace.Span, call: grpc.aio.Call) -> None:
+    try:
+        code = await call.code()
+    except BaseException:
+        span.end()
+        raise
+    # Ending a stream is the caller's choice (a watcher cancels it when it stops): not a fault.
+    end_client_span(span, grpc.StatusCode.OK if code is grpc.StatusCode.CANCELLED else code)
 
 
 def error_from_rpc(rpc_error: grpc.aio.AioRpcError, what: str) -> DoorwardError:

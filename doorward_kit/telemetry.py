@@ -246,15 +246,12 @@ def setup_telemetry(service_name: str, *, instrument_libraries: bool = True) -> 
 
 
 def _instrument_libraries() -> None:
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorClient,
-        GrpcAioInstrumentorServer,
-    )
+    # No gRPC instrumentation: doorward_kit.grpc makes the CLIENT and SERVER spans of every
+    # internal call and carries the trace context itself (doorward_kit.grpc_spans; the
+    # instrumentation's interceptors cost ~0.3 ms of CPU per call on each side).
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-    GrpcAioInstrumentorServer().instrument()
-    GrpcAioInstrumentorClient().instrument()
     HTTPXClientInstrumentor().instrument()
     # hvac speaks HTTP through requests: this is what makes Vault calls visible in a trace.
     RequestsInstrumentor().instrument()
