@@ -66,6 +66,10 @@ class Selected:
         """Whether execution will resolve the child field `name` (under any alias)."""
         return name in self._by_name()
 
+    def names(self) -> frozenset[str]:
+        """Every child field execution will resolve (field names, `__typename` included)."""
+        return frozenset(self._by_name())
+
     def field(self, name: str) -> Selected | None:
         """The child field `name` of object type, if selected; None otherwise."""
         nodes = self._by_name().get(name)

@@ -26,6 +26,7 @@ from services.audit import alerts, merkle
 from services.audit.chain import ChainEvent
 from services.audit.models import AuditCheckpoint, AuditEvent, AuditPrune, SecurityAlert
 from services.audit.repository import (
+    TRAIL_COLUMNS,
     Event,
     EventFilter,
     Repository,
@@ -410,12 +411,14 @@ class AuditService:
         principal: Principal,
         work_order_ids: Sequence[str],
         make: Callable[[TrailRow], Event],
+        columns: tuple[str, ...] = TRAIL_COLUMNS,
     ) -> dict[str, list[Event]]:
         """The newest TRAIL_LIMIT events of each work order of a batch (one query), each row
-        made into the caller's object by `make` (repository.trail_event: a TrailEvent)."""
+        made into the caller's object by `make` (repository.trail_event: a TrailEvent); only
+        `columns` of them when the caller needs no more (repository.trail_sql)."""
         self.authorize_read(principal)
         return await recent_events_of_work_orders(
-            reader, principal.org_id, work_order_ids, TRAIL_LIMIT, make
+            reader, principal.org_id, work_order_ids, TRAIL_LIMIT, make, columns
         )
 
     async def access_history(

@@ -238,6 +238,15 @@ async def test_audit_trails_and_secret_refs_see_only_their_organisation(postgres
             assert await audit_repo.recent_events_of_work_orders(
                 raw, "org-c", [order], 1000, audit_repo.trail_event
             ) == {order: []}
+            # The board's trail of four columns (trail_sql of fewer columns): the same filter.
+            board = ("seq", "action", "outcome", "work_order_id")
+            narrow = await audit_repo.recent_events_of_work_orders(
+                raw, "org-a", [order], 1000, tuple, board
+            )
+            assert [row[1] for row in narrow[order]] == ["step.a"]
+            assert await audit_repo.recent_events_of_work_orders(
+                raw, "org-c", [order], 1000, tuple, board
+            ) == {order: []}
         async with secrets_db.raw_reads() as raw:
             # The same site id in both organisations: each sees its own reference only.
             assert [r.id for r in await secrets_repo.list_refs(raw, "org-a", [], [site])] == [ref_a]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -47,7 +49,13 @@ from doorward_kit.policy import Action, Resource, authorize
 from doorward_kit.selection import Selected
 from services.audit.models import AuditEvent as EventRow
 from services.audit.models import SecurityAlert as AlertRow
-from services.audit.repository import EventFilter, StoredDetails, TrailRow
+from services.audit.repository import (
+    TRAIL_COLUMNS,
+    TRAIL_KEY_COLUMNS,
+    EventFilter,
+    StoredDetails,
+    TrailRow,
+)
 from services.audit.runtime import AuditRuntime
 from services.audit.service import AuditService, ConsistencyProof, InclusionProof
 from services.audit.signing import Checkpoint, public_key_pem
@@ -144,14 +152,17 @@ class WorkOrder:
         authorize(principal, Action.AUDIT_READ, Resource(org_id=principal.org_id))
         orders = [cls(id=strawberry.ID(r["id"])) for r in representations]
         selected = Selected.on(info, "WorkOrder")
-        if selected is None or not selected.asks("auditTrail"):
+        trail = selected.field("auditTrail") if selected is not None else None
+        if trail is None:
             return orders
+        # Only the columns of the event fields execution will resolve (the board: 2 of 16).
+        columns = trail_columns(trail.names())
         ids = list(dict.fromkeys(str(o.id) for o in orders))
         runtime = _runtime(info)
         try:
             async with runtime.db.raw_reads() as raw:  # one query: no transaction needed
                 trails = await runtime.service.work_order_trails(
-                    raw, principal, ids, AuditEvent.from_trail
+                    raw, principal, ids, trail_maker(columns), columns
                 )
         except Exception as error:  # each entity's auditTrail fails with it, in its place
             for order in orders:
@@ -291,6 +302,81 @@ class AuditEvent:
 
 
 _new_event = object.__new__
+
+# The trail columns (repository.TrailEvent's) each field of AuditEvent reads; `seq` and
+# `work_order_id` are always read (repository.TRAIL_KEY_COLUMNS). A field missing here (a new
+# one) makes the trail read every column: nothing it resolves can find its value absent.
+_TRAIL_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (),
+    "id": ("id",),
+    "seq": (),
+    "occurredAt": ("occurred_at",),
+    "actor": ("actor_id",),
+    "action": ("action",),
+    "outcome": ("outcome",),
+    "workOrder": (),
+    "secretRefId": ("secret_ref_id",),
+    "targetType": ("target_type",),
+    "targetId": ("target_id",),
+    "traceId": ("trace_id",),
+    "trace": ("trace_id",),
+    "sourceIp": ("source_ip",),
+    "service": ("service",),
+    "hash": ("hash",),
+    "prevHash": ("prev_hash",),
+    "details": ("details",),
+}
+# Stored as '' when absent, shown as null (from_row's _opt).
+_OPTIONAL_COLUMNS = frozenset(
+    {"secret_ref_id", "target_type", "target_id", "trace_id", "source_ip", "service"}
+)
+
+
+def trail_columns(fields: Iterable[str]) -> tuple[str, ...]:
+    """The trail columns that AuditEvent's `fields` (GraphQL names) read, in TrailEvent's
+    order; every column when any of them is not known here."""
+    needed = set(TRAIL_KEY_COLUMNS)
+    for name in fields:
+        columns = _TRAIL_FIELD_COLUMNS.get(name)
+        if columns is None:
+            return TRAIL_COLUMNS
+        needed.update(columns)
+    return tuple(c for c in TRAIL_COLUMNS if c in needed)
+
+
+@functools.lru_cache(maxsize=64)
+def trail_maker(columns: tuple[str, ...]) -> Callable[[TrailRow], AuditEvent]:
+    """How an AuditEvent is made from a trail row of `columns`: from_trail for all of them;
+    for fewer, an event with only the attributes those columns give, each as from_trail sets
+    it (the fields selected need no others; tests/unit/audit/test_trail_events.py)."""
+    if columns == TRAIL_COLUMNS:
+        return AuditEvent.from_trail
+    names = tuple("raw_details" if c == "details" else c for c in columns)
+    optional = tuple(c for c in columns if c in _OPTIONAL_COLUMNS)
+    details = "details" in columns
+
+    def make(row: TrailRow) -> AuditEvent:
+        # A row has exactly `columns` (trail_sql's text is made from them).
+        values = dict(zip(names, row))  # noqa: B905 (strict= costs a third of this)
+        values["outcome"] = _OUTCOMES[values["outcome"]]
+        event = _new_event(AuditEvent)
+        event.__dict__ = values
+        return event
+
+    def make_any(row: TrailRow) -> AuditEvent:
+        values = dict(zip(names, row))  # noqa: B905 (as above)
+        if "outcome" in values:
+            values["outcome"] = _OUTCOMES[values["outcome"]]
+        for name in optional:
+            values[name] = values[name] or None
+        if details:
+            values["raw_details"] = StoredDetails(values["raw_details"])
+        event = _new_event(AuditEvent)
+        event.__dict__ = values
+        return event
+
+    # The board's shape (outcome, nothing to convert) without the checks; any other with them.
+    return make if "outcome" in columns and not optional and not details else make_any
 
 
 # ---- traces ------------------------------------------------------------------------------

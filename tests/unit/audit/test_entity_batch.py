@@ -53,9 +53,9 @@ class FailingAuditService(fakes.FakeAuditService):
     error: Exception | None = None
 
     async def work_order_trails(
-        self, session: Any, principal: Principal, ids: Any, make: Any
+        self, session: Any, principal: Principal, ids: Any, make: Any, columns: Any = None
     ) -> Any:
-        found = await super().work_order_trails(session, principal, ids, make)
+        found = await super().work_order_trails(session, principal, ids, make, columns)
         if self.error is not None:
             raise self.error
         return found
