@@ -14,6 +14,7 @@ from doorward_kit.audit_client import (
     Outcome,
     backoff_delay,
     clean_details,
+    clean_ip,
     looks_personal,
 )
 from doorward_kit.db import new_metadata
@@ -119,8 +120,27 @@ def test_ids_must_be_pseudonymous():
 
 @pytest.mark.parametrize("action", ["", "reveal", "Secret.Reveal", "secret reveal", "secret."])
 def test_action_must_be_dotted_lower_case(action):
-    with pytest.raises(AuditDetailsError):
-        _record(action=action)
+    # Twice: the check is remembered per value (audit_client._is_action), a refusal too.
+    for _ in range(2):
+        with pytest.raises(AuditDetailsError):
+            _record(action=action)
+    assert _record(action="customer.contact.read").action == "customer.contact.read"
+
+
+@settings(max_examples=200)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.ip_addresses().map(str),
+        st.ip_addresses().map(lambda a: f" {a} "),
+        st.sampled_from(["10.0.0.1, 10.0.0.2", "1.2.3.4:80", "::ffff:1.2.3.4", "0x7f.1"]),
+    )
+)
+def test_the_remembered_address_check_answers_as_the_check_itself(value):
+    """clean_ip remembers its answers (a board's events share one address): each answer, the
+    first time and again, is the uncached function's."""
+    assert clean_ip(value) == clean_ip.__wrapped__(value)
+    assert clean_ip(value) == clean_ip.__wrapped__(value)
 
 
 def test_org_is_required_and_time_needs_a_zone():
