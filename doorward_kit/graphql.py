@@ -38,7 +38,7 @@ from strawberry.fastapi import BaseContext, GraphQLRouter
 from strawberry.federation.schema import FederationAny
 from strawberry.types import ExecutionContext, Info
 
-from doorward_kit.auth import Principal, TokenVerifier, bearer_token
+from doorward_kit.auth import Principal, TokenScope, TokenVerifier, bearer_token
 from doorward_kit.entities import BatchResolver, batch_resolver, resolve_batches
 from doorward_kit.errors import DoorwardError, ErrorCode, bad_input
 from doorward_kit.execution import FastExecutionContext
@@ -54,6 +54,8 @@ from doorward_kit.settings import StackSettings
 from doorward_kit.text import check_text, check_value, rule_for
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -105,6 +107,22 @@ class RequestContext(BaseContext):
         principal = await asyncio.shield(pending)
         self._principal = principal
         return principal
+
+    async def principal_with(
+        self, check: Callable[[Principal], Awaitable[T]]
+    ) -> tuple[Principal, T | None]:
+        """The verified caller (a full-scope token), as principal() gives it, but with the
+        session check done by `check` (TokenVerifier.verify_with: identity folds it into the
+        request's first read) when this request's caller is not verified yet; then also what
+        `check` answered. When the caller is verified already, or being verified for another
+        resolver, `check` is not called and the second item is None: read as usual. A
+        resolver asking meanwhile verifies on its own (the same checks, once more)."""
+        known = self._principal
+        if (known is not None and known.scope is TokenScope.FULL) or False in self._verifying:
+            return await self.principal(), None
+        principal, found = await self.verifier.verify_with(self.raw_token, check)
+        self._principal = principal
+        return principal, found
 
 
 async def caller(info: Info, *, allow_restricted: bool = False) -> Principal:

@@ -57,6 +57,44 @@ _USERS_WITH_REGIONS = (
 )
 
 
+# The session check and a batch of users in ONE statement (identity's `_entities` of users and
+# `me`: the request's token check and its read, one round trip instead of two). The session
+# columns come first, on every row; the users are LEFT JOINed, so a valid session with no user
+# found is one row whose user columns are NULL, and an unknown user (no session row) no row.
+_SESSION_AND_USERS = (
+    "SELECT s.status, s.session_epoch, s.family_user, s.ended_at,"
+    " u.id, u.org_id, u.email, u.display_name, u.roles::text[], u.status, u.mfa_enabled,"
+    " (SELECT array_agg(r.region_id)::text[] FROM user_regions r"
+    "  WHERE r.org_id = $1 AND r.user_id = u.id)"
+    " FROM (SELECT su.status, su.session_epoch, f.user_id AS family_user, f.ended_at"
+    "  FROM users su LEFT JOIN session_families f ON f.org_id = $1 AND f.id = $3"
+    "  WHERE su.org_id = $1 AND su.id = $2) s"
+    " LEFT JOIN users u ON u.org_id = $1 AND u.id = ANY($4::text[])"
+)
+
+SessionRow = tuple[str, int, str | None, datetime | None]
+
+
+async def session_check_and_users(
+    reader: Reader, org_id: str, user_id: str, family_id: str, user_ids: Iterable[str]
+) -> tuple[SessionRow | None, list[tuple[UserFacts, list[str]]]]:
+    """session_check and users_with_regions in ONE statement: what the token check needs (None
+    when the user does not exist) and the users by id with their region ids. The caller must
+    look at the session first and use nothing else when it is not current."""
+    raw = await raw_reader(reader)
+    rows = await raw.fetch(_SESSION_AND_USERS, org_id, user_id, family_id, list(user_ids))
+    if not rows:
+        return None, []
+    first = rows[0]
+    state: SessionRow = (first[0], int(first[1]), first[2], first[3])
+    users = [
+        (UserFacts(r[4], r[5], r[6], r[7], r[8], r[9], r[10]), sorted(r[11] or []))
+        for r in rows
+        if r[4] is not None
+    ]
+    return state, users
+
+
 async def users_with_regions(
     reader: Reader, org_id: str, user_ids: Iterable[str]
 ) -> list[tuple[UserFacts, list[str]]]:

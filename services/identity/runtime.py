@@ -16,7 +16,12 @@ from doorward_kit.db import Database
 from doorward_kit.errors import unauthenticated
 from services.identity.keys import KeyRing
 from services.identity.outbox import GrantRevoker
-from services.identity.service.identity import AuditSink, IdentityService, Throttling
+from services.identity.service.identity import (
+    SESSION_ENDED,
+    AuditSink,
+    IdentityService,
+    Throttling,
+)
 from services.identity.service.mfa import SecretBox
 from services.identity.service.passwords import Passwords
 from services.identity.service.tokens import AccessTokenIssuer
@@ -152,7 +157,7 @@ class LocalSessionGuard:
                 session_id=principal.session_id,
             )
         if not state.valid:
-            raise unauthenticated("this session has ended; log in again")
+            raise unauthenticated(SESSION_ENDED)
 
 
 def build_identity(

@@ -192,6 +192,18 @@ async def test_identity_session_check_and_users_batch_see_only_their_organisatio
             assert [(u.id, u.display_name, u.roles) for u, _ in found] == [(user_b, "B", ["ADMIN"])]
             state = await identity_repo.session_check(raw, org_b, user_b, family_b)
             assert state is not None and state[:3] == ("ACTIVE", 0, user_b)
+            # The session check and the users batch in one statement: the same filters.
+            (org_a, user_a) = people["a"]
+            family_a = people["a-family"][1]
+            both = identity_repo.session_check_and_users
+            assert await both(raw, org_a, user_b, family_b, [user_b]) == (None, [])
+            mine, users = await both(raw, org_a, user_a, family_a, [user_b, user_a])
+            assert mine is not None and mine[:3] == ("ACTIVE", 0, user_a)
+            assert [u.id for u, _ in users] == [user_a]  # b's user is not a's to read
+            foreign_family, _ = await both(raw, org_a, user_a, family_b, [user_b])
+            assert foreign_family is not None and foreign_family[2] is None  # not a's family
+            theirs, users = await both(raw, org_b, user_b, family_b, [user_b])
+            assert theirs == state and [(u.id, u.display_name) for u, _ in users] == [(user_b, "B")]
     finally:
         await db.dispose()
 

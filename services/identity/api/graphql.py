@@ -23,6 +23,7 @@ from doorward_kit.auth import Principal
 from doorward_kit.errors import DoorwardError, ErrorCode, not_found
 from doorward_kit.graphql import (
     GatewayGate,
+    RequestContext,
     SubgraphSchema,
     caller,
     schema_extensions,
@@ -123,6 +124,31 @@ class User:
 
         view = await info.context.loader("users", load).load(str(id))
         return cls.from_view(view) if view else None
+
+    @classmethod
+    async def resolve_references(
+        cls, info: Info, representations: list[dict[str, str]]
+    ) -> list[User | None]:
+        """A request's users at once (doorward_kit.entities; the board's assignees): one
+        statement that is also the caller's session check when this request has not checked
+        it yet (TokenVerifier.verify_with), where resolve_reference's 20 coroutines met in a
+        DataLoader after a session check of its own. The same policy per user: one the caller
+        may not see is None, as there."""
+        ids = list(dict.fromkeys(str(r["id"]) for r in representations))
+        context: RequestContext = info.context
+        identity = _identity(info)
+        async with identity.db.raw_reads() as conn:
+
+            async def checked(principal: Principal) -> dict[str, UserView]:
+                return await identity.service.checked_users_visible(conn, principal, ids)
+
+            principal, found = await context.principal_with(checked)
+            if found is None:  # the caller was checked already: the users alone
+                found = await identity.service.get_users_visible(conn, principal, ids)
+        views = found
+        return [
+            cls.from_view(views[r["id"]]) if r["id"] in views else None for r in representations
+        ]
 
 
 @strawberry.type
@@ -243,10 +269,17 @@ async def _admin(
 class Query:
     @strawberry.field
     async def me(self, info: Info) -> User:
-        principal = await caller(info)
+        context: RequestContext = info.context
         identity = _identity(info)
-        async with identity.db.raw_reads() as conn:  # one query: user and regions
-            view = await identity.service.me(conn, principal)
+        # One statement: the session check, and the user with their regions.
+        async with identity.db.raw_reads() as conn:
+
+            async def checked(principal: Principal) -> UserView:
+                return await identity.service.checked_me(conn, principal)
+
+            principal, view = await context.principal_with(checked)
+            if view is None:  # the caller was checked already: the user alone
+                view = await identity.service.me(conn, principal)
         return User.from_view(view)
 
     @strawberry.field

@@ -56,8 +56,10 @@ from services.identity.models import (
 from services.identity.repository import (
     Reader,
     Repository,
+    SessionRow,
     UserFacts,
     session_check,
+    session_check_and_users,
     users_with_regions,
 )
 from services.identity.service import mfa
@@ -177,6 +179,33 @@ class Throttling:
 
 
 _SESSION_REASONS = {"unknown": Reason.NOT_FOUND, "deactivated": Reason.DEACTIVATED}
+# What a token whose session is no longer current is told (identity's session guard, `me`).
+SESSION_ENDED = "this session has ended; log in again"
+
+
+def _session_state(row: SessionRow | None, *, user_id: str, epoch: int) -> SessionState:
+    """Whether a token's session is current, from the session check's row."""
+    if row is None:
+        return SessionState(False, 0, "unknown")
+    status, current, family_user, family_ended = row
+    if status != ACTIVE:
+        return SessionState(False, current, "deactivated")
+    if epoch != current:
+        return SessionState(False, current, "stale")
+    if family_user != user_id or family_ended is not None:
+        return SessionState(False, current, "revoked")
+    return SessionState(True, current, "")
+
+
+def _record_session_refusal(state: SessionState, *, org_id: str, user_id: str) -> None:
+    # Only refusals get a span: the gateway asks on every (uncached) request.
+    record_denial(
+        SpanName.ACCESS_DECIDE,
+        _SESSION_REASONS.get(state.reason, Reason.SESSION_ENDED),
+        org_id=org_id,
+        actor_id=user_id,
+        action="auth.session.check",
+    )
 
 
 def _utcnow() -> datetime:
@@ -823,8 +852,11 @@ class IdentityService:
     async def me(self, session: Reader, principal: Principal) -> UserView:
         # One query, user and regions (`me` is every console's first request).
         rows = await users_with_regions(session, principal.org_id, [principal.user_id])
+        return self._me_view(principal, rows)
+
+    def _me_view(self, principal: Principal, rows: list[tuple[UserFacts, list[str]]]) -> UserView:
         if not rows:
-            raise unauthenticated("this session has ended; log in again")
+            raise unauthenticated(SESSION_ENDED)
         user, regions = rows[0]
         return self._redact_view(principal, user_view(user, regions))
 
@@ -846,6 +878,11 @@ class IdentityService:
     ) -> dict[str, UserView]:
         """The ones among these the caller may see, by id, in one query (federation batches)."""
         rows = await users_with_regions(session, principal.org_id, list(user_ids)[:1000])
+        return self._visible_views(principal, rows)
+
+    def _visible_views(
+        self, principal: Principal, rows: list[tuple[UserFacts, list[str]]]
+    ) -> dict[str, UserView]:
         return {
             u.id: self._redact_view(principal, user_view(u, regions))
             for u, regions in rows
@@ -1135,34 +1172,39 @@ class IdentityService:
     async def check_session(
         self, session: Reader, *, org_id: str, user_id: str, epoch: int, session_id: str
     ) -> SessionState:
-        state = await self._check_session(
-            session, org_id=org_id, user_id=user_id, epoch=epoch, session_id=session_id
-        )
+        row = await session_check(session, org_id, user_id, session_id)
+        state = _session_state(row, user_id=user_id, epoch=epoch)
         if not state.valid:
-            # Only refusals get a span: the gateway asks on every (uncached) request.
-            record_denial(
-                SpanName.ACCESS_DECIDE,
-                _SESSION_REASONS.get(state.reason, Reason.SESSION_ENDED),
-                org_id=org_id,
-                actor_id=user_id,
-                action="auth.session.check",
-            )
+            _record_session_refusal(state, org_id=org_id, user_id=user_id)
         return state
 
-    async def _check_session(
-        self, session: Reader, *, org_id: str, user_id: str, epoch: int, session_id: str
-    ) -> SessionState:
-        state = await session_check(session, org_id, user_id, session_id)
-        if state is None:
-            return SessionState(False, 0, "unknown")
-        status, current, family_user, family_ended = state
-        if status != ACTIVE:
-            return SessionState(False, current, "deactivated")
-        if epoch != current:
-            return SessionState(False, current, "stale")
-        if family_user != user_id or family_ended is not None:
-            return SessionState(False, current, "revoked")
-        return SessionState(True, current, "")
+    async def _checked_users(
+        self, reader: Reader, principal: Principal, user_ids: Sequence[str]
+    ) -> list[tuple[UserFacts, list[str]]]:
+        """The principal's session check (check_session's rules and refusal) and the users by
+        id, in one statement. Raises UNAUTHENTICATED, using nothing that was read, when the
+        session is not current (what the session guard raises)."""
+        row, users = await session_check_and_users(
+            reader, principal.org_id, principal.user_id, principal.session_id, user_ids
+        )
+        state = _session_state(row, user_id=principal.user_id, epoch=principal.epoch)
+        if not state.valid:
+            _record_session_refusal(state, org_id=principal.org_id, user_id=principal.user_id)
+            raise unauthenticated(SESSION_ENDED)
+        return users
+
+    async def checked_users_visible(
+        self, reader: Reader, principal: Principal, user_ids: Sequence[str]
+    ) -> dict[str, UserView]:
+        """get_users_visible, with the principal's session checked in the same statement
+        (TokenVerifier.verify_with): a federated batch of users is one round trip."""
+        rows = await self._checked_users(reader, principal, list(user_ids)[:1000])
+        return self._visible_views(principal, rows)
+
+    async def checked_me(self, reader: Reader, principal: Principal) -> UserView:
+        """me(), with the principal's session checked in the same statement."""
+        rows = await self._checked_users(reader, principal, [principal.user_id])
+        return self._me_view(principal, rows)
 
     async def existing_region_ids(
         self, session: AsyncSession, org_id: str, region_ids: Sequence[str]

@@ -197,3 +197,38 @@ async def test_a_restricted_token_stays_restricted_when_remembered():
     with pytest.raises(DoorwardError) as error:
         await checker.verify(token)
     assert error.value.code is ErrorCode.FORBIDDEN
+
+
+async def test_verify_with_checks_the_token_first_and_lets_the_check_decide_the_session():
+    """verify_with (identity: the session check folded into the request's first read) checks
+    signature, claims, expiry and scope before `check` runs, never asks the guard, and its
+    `check` refusing is the caller's refusal."""
+    guard = RecordingGuard()
+    checker = verifier(guard)
+    asked: list[Principal] = []
+
+    async def check(principal):
+        asked.append(principal)
+        return "read"
+
+    principal, found = await checker.verify_with(sign(claims()), check)
+    assert found == "read" and asked == [principal] and principal.user_id == "user-1"
+    assert guard.seen == []  # the check was the session check
+    # A bad, a foreign-signed, an expired or a restricted token never reaches the check.
+    forged = sign(claims(), key=TestTokenIssuer(kid="k1").private_key)
+    expired = sign(claims(iat=int(time.time()) - 400, exp=int(time.time()) - 100))
+    for token in (None, "garbage", forged, expired):
+        with pytest.raises(DoorwardError) as error:
+            await checker.verify_with(token, check)
+        assert error.value.code is ErrorCode.UNAUTHENTICATED
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify_with(sign(claims(scope="restricted")), check)
+    assert error.value.code is ErrorCode.FORBIDDEN
+    assert asked == [principal]
+
+    async def ended(principal):
+        raise unauthenticated("this session has ended; log in again")
+
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify_with(sign(claims()), ended)
+    assert error.value.code is ErrorCode.UNAUTHENTICATED

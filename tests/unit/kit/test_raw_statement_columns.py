@@ -13,7 +13,7 @@ import pytest
 from services.audit.models import AuditEvent
 from services.audit.repository import _TRAILS, TrailEvent
 from services.identity.models import User
-from services.identity.repository import _USERS_WITH_REGIONS, UserFacts
+from services.identity.repository import _SESSION_AND_USERS, _USERS_WITH_REGIONS, UserFacts
 from services.secrets.models import SecretRef
 from services.secrets.repository import _LIST_REFS, RefRow
 from services.workorders.models import Customer, Site, WorkOrder
@@ -64,6 +64,11 @@ def test_identity_and_audit_rows_are_read_in_their_fields_order() -> None:
     users = _selected(_USERS_WITH_REGIONS)
     assert users[: len(UserFacts._fields)] == list(UserFacts._fields)
     assert set(UserFacts._fields) <= set(User.__table__.c.keys())
+    # The session check with the users: the session's four columns (as session_check reads
+    # them), then a user's fields in the same order (read from r[4] on).
+    both = _selected(_SESSION_AND_USERS)
+    assert both[:4] == ["status", "session_epoch", "family_user", "ended_at"]
+    assert both[4 : 4 + len(UserFacts._fields)] == list(UserFacts._fields)
     trail = re.search(r"LATERAL \((SELECT .*? FROM audit_events)", _TRAILS)
     assert trail and _selected(trail.group(1)) == list(TrailEvent._fields)  # details::text
     assert set(TrailEvent._fields) <= set(AuditEvent.__table__.c.keys())

@@ -81,3 +81,68 @@ async def test_a_restricted_token_still_needs_allow_restricted() -> None:
     with pytest.raises(DoorwardError) as refused:
         await ctx.principal()
     assert refused.value.code is ErrorCode.FORBIDDEN
+
+
+class CheckingVerifier(SlowVerifier):
+    """SlowVerifier with verify_with: the caller's `check` is the session check."""
+
+    def __init__(self, answer: Principal | DoorwardError) -> None:
+        super().__init__(answer)
+        self.with_calls = 0
+
+    async def verify_with(self, token: str | None, check: Any) -> tuple[Principal, Any]:
+        self.with_calls += 1
+        if isinstance(self.answer, DoorwardError):
+            raise self.answer
+        return self.answer, await check(self.answer)
+
+
+async def test_principal_with_checks_once_and_only_when_nothing_checked_yet() -> None:
+    verifier = CheckingVerifier(principal())
+    ctx = context(verifier)
+    checked: list[Principal] = []
+
+    async def check(p: Principal) -> str:
+        checked.append(p)
+        return "users"
+
+    who, found = await ctx.principal_with(check)
+    assert found == "users" and checked == [who] and verifier.with_calls == 1
+    # Afterwards the request's memory: no second check, neither way.
+    assert await ctx.principal() is who and verifier.calls == []
+    assert await ctx.principal_with(check) == (who, None) and checked == [who]
+
+
+async def test_principal_with_after_a_verification_does_not_check_again() -> None:
+    verifier = CheckingVerifier(principal())
+    ctx = context(verifier)
+    pending = asyncio.ensure_future(ctx.principal())  # another resolver is verifying
+    await asyncio.sleep(0)
+
+    async def check(p: Principal) -> str:
+        raise AssertionError("not called")
+
+    who, found = await ctx.principal_with(check)
+    assert found is None and who is await pending
+    assert verifier.calls == [False] and verifier.with_calls == 0
+
+
+async def test_principal_with_refused_or_restricted_is_refused() -> None:
+    async def check(p: Principal) -> str:
+        return "users"
+
+    ended = CheckingVerifier(unauthenticated("this session has ended; log in again"))
+    with pytest.raises(DoorwardError) as error:
+        await context(ended).principal_with(check)
+    assert error.value.code is ErrorCode.UNAUTHENTICATED
+    # A restricted principal already in the request's memory does not pass for a full one.
+    restricted = CheckingVerifier(principal(TokenScope.RESTRICTED))
+    ctx = context(restricted)
+    await ctx.principal(allow_restricted=True)
+
+    async def refuse(p: Principal) -> str:
+        raise DoorwardError(ErrorCode.FORBIDDEN, "restricted")
+
+    with pytest.raises(DoorwardError) as error:
+        await ctx.principal_with(refuse)
+    assert error.value.code is ErrorCode.FORBIDDEN
