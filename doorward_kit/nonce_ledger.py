@@ -8,7 +8,8 @@ row serves the request. Rows are kept until the signature is stale on every cloc
 the database's now and the signed time, plus twice the window) and pruned by age.
 
 Cost: one INSERT on a small pool of its own (~0.4 ms on the test machine; see
-docs/operations.md), and nothing when the connection goes back to the pool (_keep_session).
+docs/operations.md), on a connection the claims keep between them (no checkout per claim),
+and nothing when a connection goes back to the pool (_keep_session).
 Claims that arrive while another claim's INSERT is on its way wait for it and then go
 together, as one INSERT of all their nonces (a group commit): under concurrency a subgraph
 request used to cost one pool checkout, one round trip and one commit of its own here.
@@ -51,7 +52,15 @@ _CLAIM_MANY = (
 )
 _PRUNE = f"DELETE FROM {TABLE} WHERE expires_at < now()"  # noqa: S608
 # A lost or refused connection, or a database that cannot take the row, however reported.
-_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# (A connection the server ended while the claims kept it fails its next statement with
+# asyncpg's InternalClientError, "another operation is in progress".)
+_FAILED = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -69,6 +78,15 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     is ever left to undo. asyncpg still rolls back a transaction left open before calling this,
     so even a connection released mid-transaction would not carry it over."""
     return None
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether a kept pool connection is closed; one the pool has taken back (its connection
+    was lost, and asyncpg returns the holder to the pool) is closed too."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # "connection has been released back to the pool"
+        return True
 
 
 def _not_claimed(exc: BaseException) -> None:
@@ -123,6 +141,8 @@ class PostgresNonceLedger:
         self._timeout = timeout
         self._prune_seconds = prune_seconds
         self._pool: asyncpg.Pool | None = None
+        # The pool's connection the claims run on (_claimer), between claims too.
+        self._held: asyncpg.Connection | None = None
         self._opening = asyncio.Lock()
         self._last_prune = time.monotonic()
         self._pruning: asyncio.Task[int] | None = None
@@ -139,7 +159,8 @@ class PostgresNonceLedger:
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=1,
-                        max_size=self._pool_size,
+                        # The claims keep one (_claimer); a prune needs another.
+                        max_size=max(2, self._pool_size),
                         timeout=self._timeout,
                         reset=_keep_session,
                         server_settings={
@@ -171,34 +192,59 @@ class PostgresNonceLedger:
         else:
             self._batches = asyncio.get_running_loop().create_task(self._run_batches())
 
+    async def _claimer(self) -> asyncpg.Connection:
+        """The connection the claims run on, kept out of the pool between claims. Claims go one
+        statement at a time (`_busy`), so one connection serves them all: a pool checkout and
+        return per claim (asyncpg's acquire waits under a timeout of its own) was about a
+        fifth of the ledger's CPU per subgraph request. Pruning takes another connection
+        from the pool."""
+        held = self._held
+        if held is None or _closed(held):
+            pool = await self._ready()
+            held = self._held = await pool.acquire(timeout=self._timeout)
+        return held
+
+    async def _drop_claimer(self) -> None:
+        """After a claim that failed or was cancelled mid-statement: the connection may be in
+        any state, so it is closed and the next claim takes a fresh one."""
+        held, self._held = self._held, None
+        if held is not None and self._pool is not None:
+            with contextlib.suppress(Exception):
+                held.terminate()
+                await self._pool.release(held)
+
     async def _claim_one(self, nonce: str, stamp: float, keep_seconds: float) -> bool:
         try:
-            pool = await self._ready()
-            async with pool.acquire(timeout=self._timeout) as conn:
-                status = await conn.execute(
-                    _CLAIM, nonce, stamp, keep_seconds, timeout=self._timeout
-                )
+            conn = await self._claimer()
+            status = await conn.execute(_CLAIM, nonce, stamp, keep_seconds, timeout=self._timeout)
         except _FAILED as exc:
+            await self._drop_claimer()
             _not_claimed(exc)
             raise unavailable() from None
+        except BaseException:
+            await self._drop_claimer()
+            raise
         self._maybe_prune()
         return status == "INSERT 0 1"
 
     async def _claim_many(self, batch: list[_Waiting]) -> set[str]:
         """The nonces of `batch` whose rows this statement added."""
         try:
-            pool = await self._ready()
-            async with pool.acquire(timeout=self._timeout) as conn:
-                rows = await conn.fetch(
-                    _CLAIM_MANY,
-                    [w.nonce for w in batch],
-                    [w.stamp for w in batch],
-                    [w.keep_seconds for w in batch],
-                    timeout=self._timeout,
-                )
+            conn = await self._claimer()
+            rows = await conn.fetch(
+                _CLAIM_MANY,
+                [w.nonce for w in batch],
+                [w.stamp for w in batch],
+                [w.keep_seconds for w in batch],
+                timeout=self._timeout,
+            )
         except _FAILED as exc:
+            await self._drop_claimer()
             _not_claimed(exc)
             raise unavailable() from None
+        except BaseException:
+            await self._drop_claimer()
+            raise
         self._maybe_prune()
         return {row[0] for row in rows}
 
@@ -272,5 +318,9 @@ class PostgresNonceLedger:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._pruning
         if self._pool is not None:
+            held, self._held = self._held, None
+            if held is not None:  # the pool's close waits for every connection to be back
+                with contextlib.suppress(Exception):
+                    await self._pool.release(held)
             await self._pool.close()
             self._pool = None

@@ -30,12 +30,10 @@ def _nonce(tag: str) -> str:
 
 
 async def _logged(ledger: PostgresNonceLedger, sent: list[str]) -> None:
-    """Every statement the ledger's connections send from now on goes into `sent`."""
-    pool = await ledger._ready()
-    # The pool may open more connections under load: each gets the logger as it is made.
-    for holder in pool._holders:
-        if holder._con is not None:
-            holder._con.add_query_logger(lambda record: sent.append(record.query))
+    """Every claim statement the ledger sends from now on goes into `sent` (the claims run on
+    one connection the ledger keeps for them)."""
+    conn = await ledger._claimer()
+    conn.add_query_logger(lambda record: sent.append(record.query))
 
 
 async def test_concurrent_claims_are_each_good_once_in_fewer_statements(running: Running) -> None:
@@ -110,6 +108,36 @@ async def test_a_ledger_that_cannot_answer_refuses_every_waiting_claim() -> None
         assert {r.code for r in results if isinstance(r, DoorwardError)} == {ErrorCode.UNAVAILABLE}
     finally:
         await dead.close()
+
+
+async def test_claims_go_on_after_their_connection_is_lost(running: Running) -> None:
+    """The claims keep one connection between them: when the server ends it (a restart, an
+    administrator), the claim on its way fails closed and the next claim takes a new one."""
+    ledger = PostgresNonceLedger(running.settings.db_url, pool_size=1)
+    try:
+        now = int(time.time())
+        nonce = _nonce("lost")
+        assert await ledger.claim(nonce, now, 60) is True
+        conn = await ledger._claimer()
+        pid = conn.get_server_pid()
+        pool = await ledger._ready()
+        async with pool.acquire() as other:  # the second connection (a prune's)
+            assert await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+        outcome: bool | DoorwardError
+        try:
+            outcome = await ledger.claim(_nonce("during"), now, 60)
+        except DoorwardError as refused:  # the loss noticed by this claim: refused, not served
+            outcome = refused
+        assert outcome is True or (
+            isinstance(outcome, DoorwardError) and outcome.code is ErrorCode.UNAVAILABLE
+        )
+        assert await ledger.claim(_nonce("after"), now, 60) is True
+        assert (await ledger._claimer()).get_server_pid() != pid
+        assert await ledger.claim(nonce, now, 60) is False  # a replay is still refused
+        # Pruning (another connection) works beside the kept one.
+        assert await ledger.prune() >= 0
+    finally:
+        await ledger.close()
 
 
 async def test_claims_waiting_when_the_ledger_closes_are_refused(running: Running) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -175,17 +176,26 @@ async def test_the_ledger_fails_closed_and_forgets_only_stale_nonces(running: Ru
 
 async def test_two_ledgers_refuse_a_replay_and_a_release_sends_nothing(running: Running) -> None:
     # Each replica's ledger has its own pool; a connection going back to it is not reset
-    # (asyncpg's default reset was a second statement per claim): the claims stay single-use
-    # across ledgers all the same, however often the one connection of each pool is reused.
+    # (asyncpg's default reset was a second statement per claim), and the claims keep one
+    # connection between them (no checkout at all): the claims stay single-use across
+    # ledgers all the same, however often that one connection of each ledger is reused.
     first = PostgresNonceLedger(running.settings.db_url, pool_size=1)
     second = PostgresNonceLedger(running.settings.db_url, pool_size=1)
     sent: list[str] = []
+
+    def log(record: Any) -> None:
+        sent.append(record.query)
+
     try:
         for ledger in (first, second):
             pool = await ledger._ready()
             async with pool.acquire() as conn:
-                conn.add_query_logger(lambda record: sent.append(record.query))
-        assert sent == []  # the release after the logger was added sent nothing
+                conn.add_query_logger(log)
+                pooled = conn.get_server_pid()
+            assert sent == []  # the release after the logger was added sent nothing
+            claims = await ledger._claimer()
+            if claims.get_server_pid() != pooled:
+                claims.add_query_logger(log)
         now = int(time.time())
         for round_ in range(5):
             nonce = f"nonce-two-ledgers-{uuid.uuid4().hex[:8]}-{round_}"
@@ -193,6 +203,7 @@ async def test_two_ledgers_refuse_a_replay_and_a_release_sends_nothing(running: 
             assert await claimer.claim(nonce, now, 60) is True
             assert await other.claim(nonce, now, 60) is False
             assert await claimer.claim(nonce, now, 60) is False
+        await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after, not at once
         # Only the claims went to the database: no reset statement after any of them.
         assert len(sent) == 15
         assert all(query.startswith("INSERT INTO gateway_nonces") for query in sent), sent
