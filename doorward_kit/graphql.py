@@ -194,8 +194,7 @@ class GatewayGate:
         request._body = body
         if self.verifier is None or not signed:
             return clean_address(request.client.host) if request.client else ""
-        query = request.url.query
-        target = request.url.path + (f"?{query}" if query else "")
+        target = _signed_target(request)
         signed_by = self.verifier.verified(request.method, target, body, request.headers)
         # Another replica may have served this very request: the nonce is claimed in the
         # database all replicas share (raises UNAVAILABLE when it cannot tell: fail closed).
@@ -204,6 +203,29 @@ class GatewayGate:
         ):
             raise SignatureRefused("replayed gateway signature")
         return signed_by.address
+
+
+# Characters a request path may have for its signed target to be the path as it came.
+_PLAIN_PATH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.")
+
+
+def _signed_target(request: Request) -> str:
+    """PATH[?QUERY] of the request as the gateway signed it (gateway_signature.request_target):
+    Starlette's `request.url` path and query. Building that URL (host header, netloc, a
+    urlsplit) was a visible share of a small subgraph request; for a plain path without a
+    query string (every request the gateway sends) it is the path itself, read from the
+    scope. Anything else is read through `request.url` as before."""
+    scope = request.scope
+    path = scope["path"]
+    if (
+        not scope.get("query_string")
+        and path.startswith("/")
+        and not path.startswith("//")
+        and _PLAIN_PATH.issuperset(path)
+    ):
+        return str(path)
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
 
 
 def refusal_body(error: DoorwardError) -> dict[str, Any]:

@@ -122,6 +122,25 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body)
 
 
+_FIELDS: list[tuple[object, frozenset[bytes]]] = []
+
+
+def _trace_carrier(scope: Scope) -> dict[str, str]:
+    """The request headers the installed propagator reads (traceparent, tracestate, baggage
+    by default), first occurrence of each, decoded as Starlette's Headers decodes them: what
+    `propagate.extract(request.headers)` read, without scanning and decoding every header
+    once per field it asks for."""
+    textmap = propagate.get_global_textmap()
+    if not _FIELDS or _FIELDS[0][0] is not textmap:  # worked out again if it is replaced
+        _FIELDS[:] = [(textmap, frozenset(f.lower().encode("latin-1") for f in textmap.fields))]
+    fields = _FIELDS[0][1]
+    carrier: dict[str, str] = {}
+    for name, value in scope.get("headers") or ():
+        if name in fields:
+            carrier.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return carrier
+
+
 class SubgraphEdge:
     """POST /graphql of one subgraph router (see the module's docstring)."""
 
@@ -155,11 +174,10 @@ class SubgraphEdge:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        headers = request.headers
         attributes = self._request_attributes(scope)
         # An internal hop: the gateway's trace is continued (its traceparent), as the
         # instrumentation did (doorward_kit.telemetry.instrument_fastapi, edge=False).
-        parent = propagate.extract(headers)
+        parent = propagate.extract(_trace_carrier(scope))
         span = self._tracer.start_span(
             SPAN_NAME, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
         )
