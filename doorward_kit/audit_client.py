@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import enum
 import functools
-import ipaddress
 import logging
 import math
 import random
@@ -50,6 +49,7 @@ from doorward_kit.decisions import note_audit_event
 from doorward_kit.errors import DoorwardError, ErrorCode
 from doorward_kit.grpc import ServiceChannel
 from doorward_kit.metrics import AUDIT_WRITE_FAILURES
+from doorward_kit.net import canonical_ip
 from doorward_kit.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -219,18 +219,11 @@ def clean_details(details: Mapping[str, Any]) -> dict[str, str]:
     return clean
 
 
-@functools.lru_cache(maxsize=1024)
 def clean_ip(value: str) -> str:
-    """An IP address or ''; anything else (a header someone forged) is dropped. Remembered for
-    the last 1,024 values (pure): a board's events carry one client address, and parsing it
-    with ipaddress was a sixth of building an event."""
-    value = (value or "").strip()
-    if not value:
-        return ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return ""
+    """An IP address or ''; anything else (a header someone forged) is dropped
+    (doorward_kit.net.canonical_ip: remembered, so a board's events parse their one client
+    address once)."""
+    return canonical_ip(value)
 
 
 @functools.lru_cache(maxsize=512)

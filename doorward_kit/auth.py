@@ -228,8 +228,14 @@ class TokenVerifier:
         read (a batch of users), one round trip instead of two. `check` must raise
         UNAUTHENTICATED when the principal's session is not current, exactly as the guard
         would; nothing it read may be used then (it raises, so nothing is returned). The
-        signature, claims, expiry and scope are checked first, as by verify()."""
+        signature, claims, expiry and scope are checked first, as by verify().
+
+        Only a guard that is the sessions' source of truth (`source_of_truth = True`: identity's
+        own) hands its check over; with any other guard (a remote check, a cache) the guard
+        checks first and `check` only reads, so no caller can swap the real check away."""
         principal = await self._usable(token, allow_restricted)
+        if not getattr(self._guard, "source_of_truth", False):
+            await self._guard.check(principal)
         found = await check(principal)
         _name_org(principal)
         return principal, found

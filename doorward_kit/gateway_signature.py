@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
-import ipaddress
 import os
 import secrets
 import time
@@ -40,6 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from doorward_kit.errors import DoorwardError, ErrorCode
+from doorward_kit.net import canonical_ip
 
 SIGNATURE_HEADER = "x-doorward-gateway-signature"
 CLIENT_ADDRESS_HEADER = "x-doorward-client-address"
@@ -103,18 +102,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-@functools.lru_cache(maxsize=4096)
 def clean_address(value: str) -> str:
-    """An IP address in canonical form, or '' (never a name, a list or a port). Remembered
-    (bounded): every subgraph request asks it of the gateway's address header, and the same
-    end users' addresses come again and again; parsing one was ~10 us."""
-    value = value.strip()
-    if not value:
-        return ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return ""
+    """An IP address in canonical form, or '' (doorward_kit.net.canonical_ip)."""
+    return canonical_ip(value)
 
 
 class GatewaySigner:

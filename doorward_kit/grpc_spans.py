@@ -95,7 +95,10 @@ def start_server_span(method: str, metadata: Iterable[tuple[str, Any]] | None) -
     """A SERVER span for a call that arrived, the child of the caller's span when its metadata
     carries trace context, made current (the handler's SQL and client calls hang under it)."""
     carrier = {key: value for key, value in metadata or () if key in _TRACE_KEYS}
-    parent = propagate.extract(carrier) if carrier else otel_context.get_current()
+    # Always from an empty context: a call that brings no trace context starts a trace of its
+    # own, never joins whatever was current in the server (calls of different organisations
+    # in one trace would show each of them the other's spans).
+    parent = propagate.extract(carrier, context=otel_context.Context())
     span = _TRACER.start_span(
         method, parent, kind=SpanKind.SERVER, attributes=method_attributes(method)
     )

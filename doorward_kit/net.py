@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import random
 import socket
@@ -21,6 +23,32 @@ def _ephemeral_floor() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+# The longest text an IP address can be written as (IPv6 with an embedded IPv4: 45), with room.
+_MAX_ADDRESS_TEXT = 64
+
+
+def canonical_ip(value: str) -> str:
+    """An IP address in canonical form, or '' (never a name, a list, a port or an IPv6 zone
+    id, which is free text). The answers for the last 4,096 values are remembered (parsing one
+    was ~10 us and the same end users' addresses come again and again); only short values are:
+    an address header nobody has verified yet can be megabytes, and must not be kept."""
+    value = (value or "").strip()
+    if not value or len(value) > _MAX_ADDRESS_TEXT:
+        return ""
+    return _canonical_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return ""
+    return str(address)
 
 
 PORT_RANGE_ENV = "DOORWARD_PORT_RANGE"

@@ -127,7 +127,9 @@ def _write_attributes(out: Any, attributes: Mapping[str, Any] | None, filtered: 
         if filtered:
             if key not in ALLOWED_KEYS:
                 continue
-            if key in _URL_KEYS and isinstance(value, str):
+            if key in _URL_KEYS:
+                if not isinstance(value, str):
+                    continue  # as span_policy.filter_attributes: only a string, cleaned
                 value = clean_url(value)
         pair = out.add()
         pair.key = key

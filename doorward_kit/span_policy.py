@@ -105,7 +105,9 @@ def filter_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     for key, value in attributes.items():
         if key not in ALLOWED_KEYS:
             continue
-        if key in _URL_KEYS and isinstance(value, str):
+        if key in _URL_KEYS:
+            if not isinstance(value, str):
+                continue  # a list of URLs would keep its query strings
             value = clean_url(value)
         kept[key] = value
     return kept

@@ -91,6 +91,8 @@ _TEXT = b"text/plain; charset=utf-8"
 _INTERNAL = orjson.dumps(DoorwardError(ErrorCode.INTERNAL, "internal error").to_json())
 # Distinct request attribute sets remembered (one per kept-alive connection of the gateway).
 _ATTRIBUTE_CACHE_SIZE = 1024
+# The most bytes of path, query, Host and User-Agent a remembered request may have.
+_ATTRIBUTE_KEY_BYTES = 1024
 # strawberry's allowed operation types for a POST (OperationType.from_http("POST")).
 _POST_OPERATIONS = OperationType.from_http("POST")
 
@@ -238,6 +240,16 @@ class SubgraphEdge:
             tuple(host),
             tuple(agent),
         )
+        if (
+            len(scope.get("path") or "") + len(scope.get("query_string") or b"")
+            + sum(map(len, host)) + sum(map(len, agent))
+            > _ATTRIBUTE_KEY_BYTES
+        ):
+            # Only the gateway's usual requests are worth remembering: these parts arrive
+            # before the gate, and a stranger's megabyte header must not be kept.
+            attributes = collect_request_attributes(scope, self._mode)
+            attributes[SpanAttributes.HTTP_ROUTE] = self.path
+            return attributes
         known = self._attributes.get(key)
         if known is None:
             known = collect_request_attributes(scope, self._mode)

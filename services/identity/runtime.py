@@ -142,6 +142,9 @@ class LocalJwks:
 class LocalSessionGuard:
     """Identity asks its own database: the source of truth, no cache needed."""
 
+    # TokenVerifier.verify_with may fold this check into a request's first read.
+    source_of_truth = True
+
     def __init__(self, db: Database, service: IdentityService) -> None:
         self._db = db
         self._service = service

@@ -252,3 +252,21 @@ async def test_a_stream_is_a_span_on_each_side_for_as_long_as_it_lasts(
     assert dict(server.attributes or {})["rpc.method"] == "WatchSessions"
     # Ending a stream is the watcher's choice, not a fault on either side.
     assert client.status.status_code is server.status.status_code is StatusCode.UNSET
+
+
+async def test_a_call_without_trace_context_starts_a_trace_of_its_own_at_the_server(
+    service_pki: Any, spans: InMemorySpanExporter
+) -> None:
+    """Whatever was current when the server started (here a span around the start) is never
+    the parent of a call that brings no trace context: calls of different callers and
+    organisations must not end up in one trace."""
+    tracer = trace.get_tracer("grpc-span-tests")
+    with tracer.start_as_current_span("process start-up") as startup:
+        async with serving(service_pki) as (_, channel):
+            # The raw channel: no kit wrapper, so no traceparent in the metadata.
+            stub = audit_pb2_grpc.AuditStub(channel.current())
+            request = audit_pb2.AppendEventsRequest(events=[audit_pb2.AuditEvent(id="e-1")])
+            await stub.AppendEvents(request, metadata=(("authorization", f"Bearer {TOKEN}"),))
+            server = await _finished(spans, APPEND, SpanKind.SERVER)
+    assert server.parent is None
+    assert server.context.trace_id != startup.get_span_context().trace_id

@@ -201,9 +201,10 @@ async def test_a_restricted_token_stays_restricted_when_remembered():
 
 async def test_verify_with_checks_the_token_first_and_lets_the_check_decide_the_session():
     """verify_with (identity: the session check folded into the request's first read) checks
-    signature, claims, expiry and scope before `check` runs, never asks the guard, and its
-    `check` refusing is the caller's refusal."""
+    signature, claims, expiry and scope before `check` runs, never asks the guard (identity's,
+    the sessions' source of truth), and its `check` refusing is the caller's refusal."""
     guard = RecordingGuard()
+    guard.source_of_truth = True  # type: ignore[attr-defined]
     checker = verifier(guard)
     asked: list[Principal] = []
 
@@ -232,3 +233,22 @@ async def test_verify_with_checks_the_token_first_and_lets_the_check_decide_the_
     with pytest.raises(DoorwardError) as error:
         await checker.verify_with(sign(claims()), ended)
     assert error.value.code is ErrorCode.UNAUTHENTICATED
+
+
+async def test_verify_with_never_hands_another_guards_check_to_the_caller():
+    """With a guard that is not the sessions' source of truth (a remote check, a cache), the
+    guard still checks first: a `check` that only reads cannot skip a logout."""
+    guard = RecordingGuard(refuse=True)
+    checker = verifier(guard)
+    asked: list[Principal] = []
+
+    async def read_only(principal):
+        asked.append(principal)
+        return "read"
+
+    with pytest.raises(DoorwardError) as error:
+        await checker.verify_with(sign(claims()), read_only)
+    assert error.value.code is ErrorCode.UNAUTHENTICATED and asked == []
+    guard.refuse = False
+    principal, found = await checker.verify_with(sign(claims()), read_only)
+    assert found == "read" and guard.seen[-1] == principal and asked == [principal]

@@ -92,3 +92,11 @@ def test_the_tree_puts_children_under_parents_and_orphans_at_the_root() -> None:
         "  svc span-c  +2.0ms 1.5ms  doorward.decision=allow",
         "svc span-o  +5.0ms 1.5ms",
     ]
+
+
+def test_a_url_attribute_that_is_not_a_string_is_dropped() -> None:
+    """A list of URLs would keep its query strings: a URL key keeps only a string, cleaned."""
+    kept = filter_attributes(
+        {"http.url": ["https://h/x?token=abc"], "url.full": "https://h/y?token=abc"}
+    )
+    assert kept == {"url.full": "https://h/y"}
