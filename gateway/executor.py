@@ -77,28 +77,28 @@ def deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
 
 def collect_targets(data: Any, path: tuple[str, ...], prefix: Path = ()
                     ) -> list[tuple[dict[str, Any], Path]]:
-    """The objects at `path` (lists flattened), each with its response path."""
-    out: list[tuple[dict[str, Any], Path]] = []
-    _walk(data, path, 0, prefix, out)
-    return out
+    """The objects at `path` (lists flattened), each with its response path, in document
+    order: one level of the path at a time (no call per step of the walk)."""
+    level = _objects_in(data, prefix, [])
+    for key in path:
+        found: list[tuple[dict[str, Any], Path]] = []
+        for obj, at in level:
+            if key in obj:
+                _objects_in(obj[key], (*at, key), found)
+        level = found
+    return level
 
 
-def _walk(value: Any, path: tuple[str, ...], i: int, at: Path,
-          out: list[tuple[dict[str, Any], Path]]) -> None:
-    if value is None:
-        return
-    if isinstance(value, list):
-        for n, v in enumerate(value):
-            _walk(v, path, i, (*at, n), out)
-        return
-    if not isinstance(value, dict):
-        return
-    if i == len(path):
+def _objects_in(value: Any, at: Path, out: list[tuple[dict[str, Any], Path]]
+                ) -> list[tuple[dict[str, Any], Path]]:
+    """The objects `value` is or holds (lists, and lists of lists, flattened), appended to
+    `out` with their paths; nulls and leaves hold none."""
+    if isinstance(value, dict):
         out.append((value, at))
-        return
-    key = path[i]
-    if key in value:
-        _walk(value[key], path, i + 1, (*at, key), out)
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            _objects_in(v, (*at, n), out)
+    return out
 
 
 def collect_targets_in_context(data: Any, path: tuple[str, ...]
@@ -177,6 +177,25 @@ def project(obj: Any, sel: OutSel) -> Any:
         if typename == cond:
             out.update(project(obj, fsel))
     return out
+
+
+_NESTED = object()  # a representation with nested selections: `project` builds it
+
+
+def _rep_shape(rep: OutSel, keys: OutSel) -> Any:
+    """How to build representations of one type, decided once per fetch: for a flat selection
+    (the usual `__typename id`), the (response key, source key) pairs and the key fields among
+    them; `project` and its copy of the key part would give the same dict and the same null
+    check. Anything nested or with type conditions: _NESTED (the general path)."""
+    if rep.fragments or keys.fragments:
+        return _NESTED
+    if any(f.sub is not None for f in (*rep.fields.values(), *keys.fields.values())):
+        return _NESTED
+    pairs = tuple((key, f.source or key) for key, f in rep.fields.items())
+    key_pairs = tuple((key, f.source or key) for key, f in keys.fields.items())
+    if not set(key_pairs) <= set(pairs):
+        return _NESTED
+    return pairs, tuple(key for key, _ in key_pairs)
 
 
 def _has_null(value: Any) -> bool:
@@ -362,10 +381,19 @@ class Executor:
             sel = f.reps.get(typename)  # type: ignore[arg-type]
             if sel is None:
                 continue
+            flat = f.rep_shapes.get(typename)  # type: ignore[arg-type]
+            if flat is None:
+                flat = f.rep_shapes[typename] = _rep_shape(sel, f.keys[typename])  # type: ignore[index]
             try:
-                rep = project(obj, sel)
-                if _has_null(project(obj, f.keys[typename])):  # type: ignore[index]
-                    continue  # a null key identifies nothing: never sent to _entities
+                if flat is not _NESTED:
+                    pairs, key_names = flat
+                    rep = {key: obj[src] for key, src in pairs}
+                    if any(_has_null(rep[key]) for key in key_names):
+                        continue
+                else:
+                    rep = project(obj, sel)
+                    if _has_null(project(obj, f.keys[typename])):  # type: ignore[index]
+                        continue  # a null key identifies nothing: never sent to _entities
             except KeyError:
                 continue  # a key field is missing (null parent): nothing to fetch
             renamed = f.rep_typename.get(typename)  # type: ignore[arg-type]
@@ -523,10 +551,7 @@ class _Shaper:
             fname = f.name.value
             fdef = None if fname == "__typename" else type_.fields.get(fname)
             ftype = fdef.type if fdef is not None else None
-            leaf = ftype.of_type if isinstance(ftype, GraphQLNonNull) else ftype
-            check = (functools.partial(_valid_leaf, leaf)
-                     if leaf is not None and is_leaf_type(leaf) else None)
-            out.append(_FieldPlan(k, f, tuple(subs), fname, ftype, check))
+            out.append(_field_plan(k, f, tuple(subs), fname, ftype))
         self.cache[key] = out
         return out
 
@@ -571,9 +596,39 @@ class _Shaper:
                     bubble = True
                 continue
             v = value.get(key)
-            if fp.check is not None and v is not None and fp.check(v):
-                out[key] = v  # a valid leaf (most of an answer): nothing more to do
-                continue
+            kind = fp.kind
+            if kind is _LEAF:
+                if v is not None and fp.check(v):  # type: ignore[misc]
+                    out[key] = v  # a valid leaf (most of an answer): nothing more to do
+                    continue
+            elif kind is _OBJECT:
+                # An object of a known type (not a union or interface), as `value` would
+                # complete it, minus the calls that only unwrap the type again.
+                if isinstance(v, dict):
+                    r = self.obj(v, fp.inner, fp.subs, (path, key))
+                    if r is BUBBLE:
+                        bubble = bubble or fp.non_null
+                        out[key] = None
+                    else:
+                        out[key] = r
+                    continue
+            elif kind is _OBJECTS:
+                if isinstance(v, list):
+                    items = self._objects(v, fp, (path, key), type_.name)
+                    if items is NULLED:
+                        bubble = bubble or fp.non_null
+                        out[key] = None
+                    else:
+                        out[key] = items
+                    continue
+            elif kind is _LEAVES and isinstance(v, list):
+                check = fp.check
+                for item in v:
+                    if item is None or not check(item):  # type: ignore[misc]
+                        break
+                else:
+                    out[key] = list(v)  # every item a valid leaf: the list as it came
+                    continue
             r = self.value(v, fp.ftype, fp.subs, (path, key), type_.name, fp.fname)
             if r is BUBBLE:
                 bubble = True
@@ -583,6 +638,29 @@ class _Shaper:
             else:
                 out[key] = r
         return BUBBLE if bubble else out
+
+    def _objects(self, items: list[Any], fp: _FieldPlan, path: _Path, parent: str
+                 ) -> list[Any] | _Bubble:
+        """A list of objects of a known type, item by item as `value` completes a list: an
+        item that bubbles nulls a non-null item's list (NULLED), a nullable item is null."""
+        out: list[Any] = []
+        otype, subs, item_non_null = fp.inner, fp.subs, fp.item_non_null
+        r: Any
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                r = self.obj(item, otype, subs, (path, i))
+                if r is BUBBLE:
+                    if item_non_null:
+                        return NULLED
+                    r = None
+            else:  # null or not an object: the general path (its errors, its bubbling)
+                r = self.value(item, fp.item_type, subs, (path, i), parent, fp.fname)
+                if r is BUBBLE:
+                    return NULLED
+                if r is NULLED:
+                    r = None
+            out.append(r)
+        return out
 
     def value(self, value: Any, type_: Any, sels: tuple[SelectionNode, ...], path: _Path,
               parent: str, fname: str) -> Any:
@@ -646,6 +724,24 @@ def _flat(path: _Path) -> list[str | int]:
     return out
 
 
+class _Kind:
+    """How the shaper completes a field when its value has the expected shape (anything else,
+    and every other type, takes the general path, `_Shaper.value`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_OTHER = _Kind("other")
+_LEAF = _Kind("leaf")  # a scalar or enum, nullable or not
+_OBJECT = _Kind("object")  # an object type, nullable or not
+_OBJECTS = _Kind("objects")  # a list (nullable or not) of an object type (nullable or not)
+_LEAVES = _Kind("leaves")  # a list (nullable or not) of a scalar or enum (nullable or not)
+
+
 class _FieldPlan(NamedTuple):
     """One response key of a selection on an object type, as the shaper needs it."""
 
@@ -654,7 +750,46 @@ class _FieldPlan(NamedTuple):
     subs: tuple[SelectionNode, ...]
     fname: str
     ftype: Any  # the field's type; None for __typename and local introspection
-    check: Callable[[Any], bool] | None  # the field is a leaf (or a non-null one): its check
+    kind: _Kind
+    check: Callable[[Any], bool] | None  # _LEAF, _LEAVES: the leaf type's check
+    inner: Any  # _OBJECT, _OBJECTS: the object type
+    non_null: bool  # the field's type is non-null
+    item_type: Any  # _OBJECTS, _LEAVES: the list's item type (as declared)
+    item_non_null: bool  # _OBJECTS, _LEAVES: the items are non-null
+
+
+def _field_plan(key: str, node: FieldNode, subs: tuple[SelectionNode, ...], fname: str,
+                ftype: Any) -> _FieldPlan:
+    non_null = isinstance(ftype, GraphQLNonNull)
+    named = ftype.of_type if non_null else ftype
+    kind, check, inner, item_type, item_non_null = _OTHER, None, None, None, False
+    if named is not None and is_leaf_type(named):
+        kind, check = _LEAF, _leaf_check(named)
+    elif isinstance(named, GraphQLObjectType):
+        kind, inner = _OBJECT, named
+    elif isinstance(named, GraphQLList):
+        item_type = named.of_type
+        item_non_null = isinstance(item_type, GraphQLNonNull)
+        item = item_type.of_type if item_non_null else item_type
+        if isinstance(item, GraphQLObjectType):
+            kind, inner = _OBJECTS, item
+        elif is_leaf_type(item):
+            kind, check = _LEAVES, _leaf_check(item)
+    return _FieldPlan(key, node, subs, fname, ftype, kind, check, inner, non_null, item_type,
+                      item_non_null)
+
+
+def _leaf_check(type_: Any) -> Callable[[Any], bool]:
+    """`_valid_leaf` for one type, decided once (the same answers, tests/unit/gateway)."""
+    if isinstance(type_, GraphQLEnumType):
+        values = type_.values
+        return lambda v: isinstance(v, str) and v in values
+    name = type_.name
+    if name == "String":
+        return lambda v: isinstance(v, str)
+    if name == "Boolean":
+        return lambda v: isinstance(v, bool)
+    return functools.partial(_valid_leaf, type_)
 
 
 def _valid_leaf(type_: Any, value: Any) -> bool:

@@ -130,6 +130,9 @@ class Fetch:
     io_type: str | None = None
     # @fromContext arguments this fetch fills per entity from an enclosing object.
     contexts: list[ContextInput] = field(default_factory=list)
+    # The executor's per-type note of how to build a representation (gateway/executor.py
+    # `_rep_shape`), made on first use and kept with the plan.
+    rep_shapes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def is_entity(self) -> bool:
