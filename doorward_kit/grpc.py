@@ -241,6 +241,14 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+async def _refuse_unless_allowed(check: _Check | None, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with the check's refusal, if it refuses (before any handler runs)."""
+    if check is not None:
+        refused = check(context)
+        if refused is not None:
+            await context.abort(*refused)
+
+
 def _serving(
     handler: grpc.RpcMethodHandler, method: str, check: _Check | None
 ) -> grpc.RpcMethodHandler:
@@ -255,10 +263,7 @@ def _serving(
             # The span covers the whole stream (WatchSessions: as long as the watcher stays).
             span = start_server_span(method, context.invocation_metadata())
             try:
-                if check is not None:
-                    refused = check(context)
-                    if refused is not None:
-                        await context.abort(*refused)
+                await _refuse_unless_allowed(check, context)
                 result = inner_stream(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
@@ -277,10 +282,7 @@ def _serving(
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         span = start_server_span(method, context.invocation_metadata())
         try:
-            if check is not None:
-                refused = check(context)
-                if refused is not None:
-                    await context.abort(*refused)
+            await _refuse_unless_allowed(check, context)
             response = await inner_unary(request, context)
         except BaseException as error:
             span.end(_final_code(context, error), _unexpected(error))
