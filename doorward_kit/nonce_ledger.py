@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -213,10 +214,13 @@ class PostgresNonceLedger:
                 held.terminate()
                 await self._pool.release(held)
 
-    async def _claim_one(self, nonce: str, stamp: float, keep_seconds: float) -> bool:
+    @contextlib.asynccontextmanager
+    async def _claiming(self) -> AsyncIterator[asyncpg.Connection]:
+        """The kept connection for one claim statement. Fails closed: a database that cannot
+        answer is UNAVAILABLE, and after any failure or cancellation mid-statement the
+        connection is dropped (the next claim takes a fresh one)."""
         try:
-            conn = await self._claimer()
-            status = await conn.execute(_CLAIM, nonce, stamp, keep_seconds, timeout=self._timeout)
+            yield await self._claimer()
         except _FAILED as exc:
             await self._drop_claimer()
             _not_claimed(exc)
@@ -225,12 +229,15 @@ class PostgresNonceLedger:
             await self._drop_claimer()
             raise
         self._maybe_prune()
+
+    async def _claim_one(self, nonce: str, stamp: float, keep_seconds: float) -> bool:
+        async with self._claiming() as conn:
+            status = await conn.execute(_CLAIM, nonce, stamp, keep_seconds, timeout=self._timeout)
         return status == "INSERT 0 1"
 
     async def _claim_many(self, batch: list[_Waiting]) -> set[str]:
         """The nonces of `batch` whose rows this statement added."""
-        try:
-            conn = await self._claimer()
+        async with self._claiming() as conn:
             rows = await conn.fetch(
                 _CLAIM_MANY,
                 [w.nonce for w in batch],
@@ -238,14 +245,6 @@ class PostgresNonceLedger:
                 [w.keep_seconds for w in batch],
                 timeout=self._timeout,
             )
-        except _FAILED as exc:
-            await self._drop_claimer()
-            _not_claimed(exc)
-            raise unavailable() from None
-        except BaseException:
-            await self._drop_claimer()
-            raise
-        self._maybe_prune()
         return {row[0] for row in rows}
 
     async def _run_batches(self) -> None:
