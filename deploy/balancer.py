@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 log = logging.getLogger("doorward.deploy")
 
@@ -58,6 +59,12 @@ class TcpBalancer:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
+        # The connections being copied. asyncio's stream server drops its own reference to a
+        # connection's task, and once the client has half-closed (sent its request, shut down
+        # its side) the loop no longer watches that socket either: nothing would reach the
+        # task while it waits for the backend's answer, and the garbage collector would end
+        # it mid-answer (closing both sockets; the client got nothing).
+        self._connections: set[asyncio.Task[Any]] = set()
 
     # ---- the proxy ------------------------------------------------------------------------
 
@@ -91,6 +98,9 @@ class TcpBalancer:
                     writer.write_eof()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if (task := asyncio.current_task()) is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
         try:
             backend_r, backend_w = await self._connect()
         except ConnectionError:

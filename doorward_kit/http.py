@@ -147,7 +147,8 @@ class _CoalescingTransport:
     quarter of a subgraph's CPU for a small answer on this machine. Here a write is held until
     the next write of the same turn (then both go in one send), or until the end of the turn
     (call_soon), so nothing is delayed past it; close() sends what is held first, abort()
-    drops it as asyncio's would. Everything else is the transport's own."""
+    drops it as asyncio's would, and the protocol sends it when the client's end comes
+    (asyncio closes the transport then without asking it). The rest is the transport's own."""
 
     __slots__ = ("_flush_scheduled", "_held", "_loop", "_transport")
 
@@ -216,9 +217,20 @@ def coalescing_protocol(base: type[asyncio.Protocol] | None = None) -> type[asyn
         base = AutoHTTPProtocol
 
     class CoalescingProtocol(base):  # type: ignore[valid-type,misc]
+        _coalescing: _CoalescingTransport | None = None
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             loop = asyncio.get_running_loop()
-            super().connection_made(_CoalescingTransport(transport, loop))  # type: ignore[arg-type]
+            self._coalescing = _CoalescingTransport(transport, loop)  # type: ignore[arg-type]
+            super().connection_made(self._coalescing)
+
+        def eof_received(self) -> bool | None:
+            # The client shut its side (it sent all it will): uvicorn answers None, and asyncio
+            # then closes the transport itself, past our close(). An answer written earlier in
+            # this turn goes out first, as it would have without the holding.
+            if self._coalescing is not None:
+                self._coalescing._flush()
+            return super().eof_received()
 
     CoalescingProtocol.__name__ = f"Coalescing{base.__name__}"
     CoalescingProtocol.__qualname__ = CoalescingProtocol.__name__

@@ -3,9 +3,11 @@ each connection to a live backend in turn, a dead backend skipped."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -53,3 +55,35 @@ def test_connections_go_round_robin_and_skip_a_dead_backend(backends) -> None:
         assert answers.count(b"a") >= 2 and answers.count(b"b") >= 2
     finally:
         balancer.stop()
+
+
+def test_a_half_closed_client_still_gets_its_answer() -> None:
+    """A client that sends its request and shuts down its sending side (HTTP/1.0 style, `nc -N`)
+    waits for the answer. The balancer's connection task must live through a garbage
+    collection meanwhile: it did not (nothing referenced it once asyncio stopped watching the
+    half-closed socket), and the collector closed both sockets before the answer came."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered = threading.Event()
+
+    def slow_backend() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(1024):  # the request, then the client's end of it
+                pass
+            answered.wait(5)  # the collection below runs while the answer is pending
+            conn.sendall(b"answer")
+
+    threading.Thread(target=slow_backend, daemon=True).start()
+    balancer = TcpBalancer("test", "127.0.0.1", free_port(), [listener.getsockname()[:2]])
+    balancer.start()
+    try:
+        with socket.create_connection(("127.0.0.1", balancer.port), timeout=5) as sock:
+            sock.sendall(b"request")
+            sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.3)  # the balancer has copied the request and its end
+            gc.collect()
+            answered.set()
+            assert sock.recv(16) == b"answer"
+    finally:
+        balancer.stop()
+        listener.close()

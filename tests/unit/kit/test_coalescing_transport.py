@@ -108,6 +108,24 @@ async def test_nothing_is_written_to_a_transport_already_closing() -> None:
     assert inner.sent == []
 
 
+async def test_what_is_held_goes_out_before_asyncio_closes_on_the_clients_end() -> None:
+    # A client that shuts its sending side after the request: uvicorn's eof_received answers
+    # None and asyncio closes the transport itself (not through the wrapper), so an answer
+    # written in the turn the end arrived would have been dropped.
+    class Plain(asyncio.Protocol):
+        def eof_received(self) -> bool | None:
+            return None
+
+    inner = Recording()
+    protocol = coalescing_protocol(Plain)()
+    protocol.connection_made(inner)  # type: ignore[arg-type]
+    protocol._coalescing.write(b"the answer")  # type: ignore[attr-defined]
+    assert protocol.eof_received() is None
+    assert inner.sent == [b"the answer"]
+    await asyncio.sleep(0)
+    assert inner.sent == [b"the answer"]
+
+
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = b""
     while True:
