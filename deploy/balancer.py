@@ -59,11 +59,11 @@ class TcpBalancer:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
-        # The connections being copied. asyncio's stream server drops its own reference to a
-        # connection's task, and once the client has half-closed (sent its request, shut down
-        # its side) the loop no longer watches that socket either: nothing would reach the
-        # task while it waits for the backend's answer, and the garbage collector would end
-        # it mid-answer (closing both sockets; the client got nothing).
+        # The tasks copying connections (and the probe's). asyncio's stream server drops its
+        # own reference to a connection's task, and once the client has half-closed (sent its
+        # request, shut down its side) the loop no longer watches that socket either: nothing
+        # would reach the task while it waits for the backend's answer, and the garbage
+        # collector would end it mid-answer (closing both sockets; the client got nothing).
         self._connections: set[asyncio.Task[Any]] = set()
 
     # ---- the proxy ------------------------------------------------------------------------
@@ -140,7 +140,8 @@ class TcpBalancer:
     async def _serve(self, ready: Future[None]) -> None:
         self._stopped = asyncio.Event()
         if self.prefer_path is not None:
-            asyncio.get_running_loop().create_task(self._probe())
+            probing = asyncio.get_running_loop().create_task(self._probe())
+            self._connections.add(probing)  # held, as the connections' tasks are
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:
