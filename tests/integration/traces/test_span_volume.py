@@ -25,6 +25,15 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield memory_spans("traces-tests")
 
 
+def _spans_of(spans: InMemorySpanExporter, *statements: str) -> list[Any]:
+    """The finished spans of these statements (by their text), whoever else is tracing."""
+    return [
+        s
+        for s in spans.get_finished_spans()
+        if (s.attributes or {}).get("db.statement") in statements
+    ]
+
+
 async def test_statements_are_spans_of_their_trace_and_nothing_else_is(
     postgres: Any, spans: InMemorySpanExporter
 ) -> None:
@@ -40,13 +49,21 @@ async def test_statements_are_spans_of_their_trace_and_nothing_else_is(
                 await session.execute(text("SELECT 2"))
             async with db.reads() as session:
                 await session.execute(text("SELECT 3"))
-        inside = [s for s in spans.get_finished_spans() if s.name != "job"]
+        # This job's trace only: services other tests left running in the shared loop trace too.
+        ours = job.get_span_context().trace_id
+        inside = [
+            s
+            for s in spans.get_finished_spans()
+            if s.context.trace_id == ours and s.name != "job"
+        ]
         # the three statements, each a child of the job, and no pool checkout span
         assert [s.name.split()[0] for s in inside] == ["SELECT"] * 3, [s.name for s in inside]
         assert all(s.parent is not None for s in inside)
         assert {s.parent.span_id for s in inside if s.parent} == {job.get_span_context().span_id}
         assert all(s.context.trace_id == job.get_span_context().trace_id for s in inside)
         assert (inside[0].attributes or {}).get("db.system") == "postgresql"
+        # What _spans_of reads below: the statement's own text.
+        assert len(_spans_of(spans, "SELECT 1", "SELECT 2", "SELECT 3")) == 3
 
         spans.clear()
         # A background poll: no request, job or decision above it.
@@ -54,7 +71,7 @@ async def test_statements_are_spans_of_their_trace_and_nothing_else_is(
             await session.execute(text("SELECT 4"))
         async with db.reads() as session:
             await session.execute(text("SELECT 5"))
-        assert spans.get_finished_spans() == ()
+        assert not _spans_of(spans, "SELECT 4", "SELECT 5")
 
         # a Database made later (its engine instrumented by the wrapper) behaves alike
         other = Database(postgres.fresh_database("spanvol2"))
@@ -62,11 +79,18 @@ async def test_statements_are_spans_of_their_trace_and_nothing_else_is(
             spans.clear()
             async with other.reads() as session:
                 await session.execute(text("SELECT 6"))
-            with tracer.start_as_current_span("request"):
+            with tracer.start_as_current_span("request") as request:
                 async with other.reads() as session:
                     await session.execute(text("SELECT 7"))
-            names = [s.name.split()[0] for s in spans.get_finished_spans()]
+            assert not _spans_of(spans, "SELECT 6")
+            ours = request.get_span_context().trace_id
+            names = [
+                s.name.split()[0]
+                for s in spans.get_finished_spans()
+                if s.context.trace_id == ours
+            ]
             assert names == ["SELECT", "request"], names
+            assert len(_spans_of(spans, "SELECT 7")) == 1
         finally:
             await other.dispose()
     finally:
