@@ -1,6 +1,15 @@
 """Session fixtures shared by every test package; the helpers live in tests/fixtures/."""
 
 import os
+
+# Before anything imports grpc. A test process runs services in process (gRPC threads busy)
+# and starts PostgreSQL, OpenBao and stacks with a preexec_fn (deploy.embedded.die_with_parent),
+# so it forks, not vforks: gRPC's fork handlers then ran in the child, and with other threads
+# inside gRPC the child aborted before its exec (CI: "Check failed: next_worker->state ==
+# KICKED", OpenBao "exited with code -11"). Every child here execs at once, so gRPC's fork
+# support (for children that use gRPC themselves) is only a hazard.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 
 import pytest
