@@ -19,6 +19,7 @@ from doorward_kit.audit_client import (
 )
 from doorward_kit.db import new_metadata
 from doorward_kit.net import canonical_ip
+from tests.fixtures.addresses import ADDRESS_LIKE
 
 pytestmark = pytest.mark.unit
 
@@ -129,14 +130,7 @@ def test_action_must_be_dotted_lower_case(action):
 
 
 @settings(max_examples=200)
-@given(
-    st.one_of(
-        st.text(max_size=40),
-        st.ip_addresses().map(str),
-        st.ip_addresses().map(lambda a: f" {a} "),
-        st.sampled_from(["10.0.0.1, 10.0.0.2", "1.2.3.4:80", "::ffff:1.2.3.4", "0x7f.1"]),
-    )
-)
+@given(ADDRESS_LIKE)
 def test_an_events_address_is_cleaned_by_the_one_address_check(value):
     # doorward_kit.net.canonical_ip is tested in tests/unit/kit/test_canonical_ip.py.
     assert clean_ip(value) == canonical_ip(value)

@@ -8,9 +8,9 @@ import ipaddress
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from doorward_kit.net import _canonical_ip, canonical_ip
+from tests.fixtures.addresses import ADDRESS_LIKE
 
 pytestmark = pytest.mark.unit
 
@@ -27,16 +27,7 @@ def _reference(value: str) -> str:
 
 
 @settings(max_examples=300)
-@given(
-    st.one_of(
-        st.text(max_size=60),
-        st.ip_addresses().map(str),
-        st.ip_addresses().map(lambda a: f" {a.exploded.upper()} "),
-        st.sampled_from(
-            ["10.0.0.1, 10.0.0.2", "1.2.3.4:80", "::ffff:1.2.3.4", "0x7f.1", "fe80::1%eth0"]
-        ),
-    )
-)
+@given(ADDRESS_LIKE)
 def test_every_answer_is_the_plain_parse_first_time_and_from_memory(value: str) -> None:
     assert canonical_ip(value) == _reference(value)
     assert canonical_ip(value) == _reference(value)
