@@ -25,7 +25,11 @@ failure or Ctrl-C):
   6. the gateway's own overhead: the board through the gateway and its query plan sent straight
      to the subgraphs (signed with the stack's gateway key), interleaved, p50 difference;
   7. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
-     JSON on this machine (uvicorn, one worker), concurrency 1.
+     JSON on this machine (uvicorn, one worker), concurrency 1;
+  7b. the board's hops alone (bench/topology_floor.py): the same five processes' request path
+     with this board's real bodies and no work in them, at both concurrencies, and their CPU
+     per board: the least the architecture costs, so (hops + floor) / floor is the least the
+     board's ratio can be;
   8. CPU per board of every process, and of PostgreSQL (the postmaster and all its backends,
      reaped ones included), at concurrency 1 and at --concurrency, the stack's idle background
      taken out; and what PostgreSQL ran per board at concurrency 1, per database and per
@@ -65,6 +69,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import topology_floor  # noqa: E402  (bench/, beside this file)
 
 BOARD = """query Board($region: ID) {
   workOrders(regionId: $region, first: 20) {
@@ -340,14 +347,18 @@ class Direct:
         self.client, self.urls = client, urls
         self.auth = SignedAsGateway("127.0.0.1", GatewaySigner.from_file(key))
         self.headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        # Each graph's last request and answer as bytes: the hops-alone skeleton sends these.
+        self.wire: dict[str, tuple[bytes, bytes]] = {}
 
     async def post(self, graph: str, query: str, variables: dict[str, Any]) -> Any:
         body = json.dumps({"query": query, "variables": variables}).encode()
-        answer = (
+        raw = (
             await self.client.post(
                 self.urls[graph], content=body, headers=self.headers, auth=self.auth
             )
-        ).json()
+        ).content
+        self.wire[graph] = (body, raw)
+        answer = json.loads(raw)
         if answer.get("errors"):
             raise RuntimeError(f"{graph}: {json.dumps(answer['errors'])[:300]}")
         return answer["data"]
@@ -461,6 +472,45 @@ async def counted_throughput(
     if first:
         print(f"  first failure: {first[0]}", flush=True)
     return done / (time.perf_counter() - started), failures, done
+
+
+def hop_bodies(direct: Direct, board_answer: bytes, org_id: str) -> topology_floor.Bodies:
+    """The board's hops as bytes: the plan's real requests and answers (Direct's last board),
+    and a GetSecretRefs request and answer for its secret references."""
+    from doorward.secrets.v1 import secrets_pb2
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    nodes = json.loads(direct.wire["workorders"][1])["data"]["workOrders"]["edges"]
+    refs = {r["id"]: r for e in nodes for r in e["node"]["secretRefs"]}
+    now = Timestamp()
+    now.GetCurrentTime()
+    ask = secrets_pb2.GetSecretRefsRequest(org_id=org_id, secret_ref_ids=list(refs))
+    answer = secrets_pb2.GetSecretRefsResponse(
+        secret_refs=[
+            secrets_pb2.SecretRef(
+                id=r["id"],
+                org_id=org_id,
+                site_id=r["id"],
+                region_id=r["id"],
+                kind=r["kind"],
+                label=r["label"],
+                version=1,
+                updated_at=now,
+            )
+            for r in refs.values()
+        ]
+    )
+    return topology_floor.Bodies(
+        gateway_answer=board_answer,
+        workorders_request=direct.wire["workorders"][0],
+        workorders_answer=direct.wire["workorders"][1],
+        identity_request=direct.wire["identity"][0],
+        identity_answer=direct.wire["identity"][1],
+        audit_request=direct.wire["audit"][0],
+        audit_answer=direct.wire["audit"][1],
+        secrets_request=ask.SerializeToString(),
+        secrets_answer=answer.SerializeToString(),
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -1190,6 +1240,15 @@ async def measure(
             bare.terminate()
             bare.wait(10)
             shutil.rmtree(bare_root, ignore_errors=True)
+        # The same hops with no work in them (bench/topology_floor.py), with this board's
+        # bodies: the least any board costs through this architecture.
+        hops_bodies = hop_bodies(direct, json.dumps(await board()).encode(), world.org_id)
+        print(f"[{label}] hops alone, bodies (bytes): {hops_bodies.sizes()}", flush=True)
+        hops = await topology_floor.measure(
+            hops_bodies, args.sequential, args.concurrency, args.seconds, args.warm
+        )
+        results["hops alone"] = hops
+        topology_floor.report(label, hops, args.concurrency, load())
         # Steady state, as a running installation is: the pools grow to what the concurrency
         # needs first (each new connection is a PostgreSQL backend's start, authentication and
         # statement preparation, paid once), unmeasured.
@@ -1246,6 +1305,12 @@ async def measure(
         "board req/s / floor req/s": (b["rps"] / f["rps"], ">= 0.33"),
         "me p50 / bare FastAPI p50": (me_p50 / bare_p50, "<= 3"),
         "gateway overhead p50 (ms)": (overhead, "< 1"),
+        # Not goals: what the architecture leaves of them (bench/topology_floor.py).
+        "(hops + floor) p50 / floor p50": ((hops["p50"] + f["p50"]) / f["p50"], "the least"),
+        "hops CPU / board CPU, c=16": (
+            hops["cpu total"] / results[f"cpu per board c={args.concurrency} (ms)"]["total"],
+            "the hops' share",
+        ),
     }
     print(f"[{label}] ratios (goal):")
     for what, (value, goal) in ratios.items():
