@@ -29,7 +29,10 @@ failure or Ctrl-C):
   7b. the board's hops alone (bench/topology_floor.py): the same five processes' request path
      with this board's real bodies and no work in them, at both concurrencies, and their CPU
      per board: the least the architecture costs, so (hops + floor) / floor is the least the
-     board's ratio can be;
+     board's ratio can be; and GraphQL execution alone at workorders and audit
+     (bench/subgraph_execution.py), on the board's path too: (hops + execution + floor) /
+     floor is the least with strawberry subgraphs, before any security check, statement or
+     span;
   8. CPU per board of every process, and of PostgreSQL (the postmaster and all its backends,
      reaped ones included), at concurrency 1 and at --concurrency, the stack's idle background
      taken out; and what PostgreSQL ran per board at concurrency 1, per database and per
@@ -69,9 +72,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import topology_floor  # noqa: E402  (bench/, beside this file)
+from bench import subgraph_execution, topology_floor  # noqa: E402  (ROOT first, as a script)
 
 BOARD = """query Board($region: ID) {
   workOrders(regionId: $region, first: 20) {
@@ -1249,6 +1251,17 @@ async def measure(
         )
         results["hops alone"] = hops
         topology_floor.report(label, hops, args.concurrency, load())
+        # And GraphQL execution alone at workorders and audit (bench/subgraph_execution.py:
+        # strawberry, graphql-core and the resolvers, services faked): on the board's path one
+        # after the other, each before any check, statement or span of its subgraph.
+        execution = await subgraph_execution.fast_execution_ms()
+        results["execution alone (ms)"] = execution
+        print(
+            f"[{label}] GraphQL execution alone, CPU per operation (ms): "
+            + ", ".join(f"{n} {v:.2f}" for n, v in execution.items())
+            + f"  load {load()}",
+            flush=True,
+        )
         # Steady state, as a running installation is: the pools grow to what the concurrency
         # needs first (each new connection is a PostgreSQL backend's start, authentication and
         # statement preparation, paid once), unmeasured.
@@ -1307,6 +1320,10 @@ async def measure(
         "gateway overhead p50 (ms)": (overhead, "< 1"),
         # Not goals: what the architecture leaves of them (bench/topology_floor.py).
         "(hops + floor) p50 / floor p50": ((hops["p50"] + f["p50"]) / f["p50"], "the least"),
+        "(hops + execution + floor) p50 / floor p50": (
+            (hops["p50"] + sum(results["execution alone (ms)"].values()) + f["p50"]) / f["p50"],
+            "the least with strawberry",
+        ),
         "hops CPU / board CPU, c=16": (
             hops["cpu total"] / results[f"cpu per board c={args.concurrency} (ms)"]["total"],
             "the hops' share",

@@ -79,6 +79,25 @@ async def _execute(schema: Any, query: str, variables: Any, runtime: Any, n: int
             raise SystemExit(f"unexpected errors: {result.errors}")
 
 
+async def fast_execution_ms(runs: int = 200, batch: int = 20) -> dict[str, float]:
+    """Median CPU ms per operation of each board operation with the subgraphs' own execution
+    context (what `main` prints as "fast"): board_bench's least cost of GraphQL execution."""
+    from doorward_kit.execution import FastExecutionContext
+
+    out: dict[str, float] = {}
+    for name, (schema, query, variables, make_runtime) in _operations().items():
+        schema.execution_context_class = FastExecutionContext
+        runtime = make_runtime()
+        await _run(schema, query, variables, runtime, 20)  # warm: caches, imports
+        times = []
+        for _ in range(max(1, runs // batch)):
+            start = time.process_time()
+            await _run(schema, query, variables, runtime, batch)
+            times.append((time.process_time() - start) * 1000 / batch)
+        out[name] = statistics.median(times)
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300)
