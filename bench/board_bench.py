@@ -25,7 +25,7 @@ failure or Ctrl-C):
   6. the gateway's own overhead: the board through the gateway and its query plan sent straight
      to the subgraphs (signed with the stack's gateway key), interleaved, p50 difference;
   7. `me { id displayName }` through the gateway vs a bare FastAPI endpoint answering the same
-     JSON on this machine (uvicorn, one worker), concurrency 1;
+     JSON on this machine (uvicorn, one worker), concurrency 1, interleaved;
   7b. the board's hops alone (bench/topology_floor.py): the same five processes' request path
      with this board's real bodies and no work in them, at both concurrencies, and their CPU
      per board: the least the architecture costs, so (hops + floor) / floor is the least the
@@ -1207,7 +1207,6 @@ async def measure(
             f"{pct(straight, 0.5):7.2f} ms: gateway overhead {overhead:6.2f} ms  load {load()}",
             flush=True,
         )
-        me_lat = await sequential(me, args.me)
         me_json = json.dumps(await me()).encode()
         bare_root = Path(tempfile.mkdtemp(prefix="doorward-bare-"))
         (bare_root / "bare.py").write_text(bare_app_source(me_json))
@@ -1237,7 +1236,9 @@ async def measure(
             async def bare_me() -> Any:
                 return (await client.post(bare_url, content=me_body, headers=headers)).json()
 
-            bare_lat = await sequential(bare_me, args.me)
+            # Interleaved, like the gateway's overhead: a ratio of two p50s measured minutes
+            # apart read the machine's mood (bare FastAPI gave 1.07 to 1.91 ms run to run).
+            me_lat, bare_lat = await interleaved([me, bare_me], args.me)
         finally:
             bare.terminate()
             bare.wait(10)
