@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import pstats
 import statistics
 import sys
@@ -79,13 +80,17 @@ async def _execute(schema: Any, query: str, variables: Any, runtime: Any, n: int
             raise SystemExit(f"unexpected errors: {result.errors}")
 
 
-async def fast_execution_ms(runs: int = 200, batch: int = 20) -> dict[str, float]:
+async def fast_execution_ms(
+    runs: int = 200,
+    batch: int = 20,
+    operations: dict[str, tuple[Any, str, Any, Any]] | None = None,
+) -> dict[str, float]:
     """Median CPU ms per operation of each board operation with the subgraphs' own execution
     context (what `main` prints as "fast"): board_bench's least cost of GraphQL execution."""
     from doorward_kit.execution import FastExecutionContext
 
     out: dict[str, float] = {}
-    for name, (schema, query, variables, make_runtime) in _operations().items():
+    for name, (schema, query, variables, make_runtime) in (operations or _operations()).items():
         schema.execution_context_class = FastExecutionContext
         runtime = make_runtime()
         await _run(schema, query, variables, runtime, 20)  # warm: caches, imports
@@ -105,7 +110,19 @@ async def main() -> None:
     parser.add_argument("--profile", choices=("audit", "workorders"))
     parser.add_argument("--stock", action="store_true")
     parser.add_argument("--per-row", action="store_true")
+    parser.add_argument(
+        "--fast-json",
+        action="store_true",
+        help="only the subgraphs' own context, heap settled as a service's, as one JSON line",
+    )
     args = parser.parse_args()
+    if args.fast_json:
+        from doorward_kit.gc_tuning import settle_heap
+
+        operations = _operations()  # built first: what a service has built when it settles
+        settle_heap()
+        print(json.dumps(await fast_execution_ms(args.runs, args.batch, operations)))
+        return
     from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
     from doorward_kit.execution import FastExecutionContext

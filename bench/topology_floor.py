@@ -4,9 +4,9 @@ Doorward's own code runs, in latency and in CPU.
     .venv/bin/python bench/topology_floor.py [--sequential 200] [--seconds 10]
                                              [--concurrency 16] [--warm 2]
 
-`bench/board_bench.py` runs it too, with the stack's real request and answer bodies, so that
-its figures sit beside the floor's of the same run. Standalone it uses bodies of the board's
-sizes.
+`bench/board_bench.py` runs it too, with the bodies of the stack's own board (the plan's
+requests and answers as the subgraphs sent them, a GetSecretRefs request and answer built for
+its secret references). Standalone it uses bodies of the board's sizes.
 
 The board's path through the architecture (README, "Architecture"): the client's request to
 the gateway; the gateway's request to workorders; workorders' unary gRPC call to secrets over
@@ -14,19 +14,24 @@ mutual TLS; then the gateway's requests to identity and audit, in parallel; the 
 each of those processes is a separate process doing only that:
 
 - gateway, workorders, identity, audit: a raw ASGI app (less than FastAPI or strawberry) under
-  uvicorn with uvloop and httptools, as the stack runs them; each answers a fixed body;
-- they answer through the kit's coalescing protocol (headers and body in one send), as the
-  stack's processes do;
+  uvicorn with uvloop and httptools, as the stack runs them; each answers a fixed body through
+  the kit's coalescing protocol (headers and body in one send), as the stack's processes do;
 - the gateway posts the request bodies over its own lean keep-alive client
-  (`gateway/transport.py`, unsigned here), workorders first, then identity and audit at once,
-  and answers the three answers concatenated (no parsing, no merging);
+  (`gateway/transport.py`, unsigned here), workorders first, then identity and audit at once;
+  it answers the board's answer as fixed bytes once all three answered 200 (no parsing, no
+  merging), else 502;
 - workorders makes one unary call to secrets with a fixed request over mutual TLS (EC P-256, as
-  `doorward up` issues), bytes in and out (no protobuf);
+  `doorward up` issues), bytes in and out (no protobuf), and answers once it came back (a failed
+  call is a 500);
 - no SQL, no GraphQL, no signature, no session check, no audit, no spans.
 
-Anything real costs at least this, so `hops p50 + floor p50` bounds the board's p50 from below,
-and the hops' CPU per board bounds its CPU per board from below (PostgreSQL not counted). Every
-process is on a free loopback port and stopped by its PID, also on failure or Ctrl-C.
+Two paths are timed at concurrency 1, interleaved: the whole one, and the same with workorders
+not waiting for secrets (`/beside`: in the stack, workorders' GetSecretRefs runs beside its
+reads of the sites and customers). The hops' CPU per board at the given concurrency bounds the
+board's from below (PostgreSQL not counted), process by process: board_bench adds up the
+processes on the board's critical path (gateway, workorders, the larger of identity and audit)
+for a lower bound of its p50. Every process is on a free loopback port and stopped by its PID,
+also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -51,7 +56,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HTTP_ROLES = ("gateway", "workorders", "identity", "audit")
-SECRETS_METHOD = "/doorward.secrets.v1.SecretsService/GetSecretRefs"
+SECRETS_SERVICE = "doorward.secrets.v1.Secrets"  # proto/doorward/secrets/v1
+SECRETS_METHOD = f"/{SECRETS_SERVICE}/GetSecretRefs"
+# Workorders answers without waiting for secrets on this path (see the docstring).
+BESIDE = "/beside"
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -61,7 +69,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class Bodies:
     """What each hop of the board sends and answers, as bytes on the wire."""
 
-    gateway_answer: bytes  # unused by the skeleton (it concatenates), kept for the sizes line
+    gateway_answer: bytes
     workorders_request: bytes
     workorders_answer: bytes
     identity_request: bytes
@@ -128,11 +136,13 @@ async def _answer(send: Send, body: bytes) -> None:
 
 
 def fixed_app(body: bytes, before: Callable[[], Awaitable[None]] | None = None) -> Any:
+    """Answers `body`; first awaits `before` unless the path is BESIDE."""
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         await _read_body(receive)
-        if before is not None:
+        if before is not None and scope["path"] != BESIDE:
             await before()
         await _answer(send, body)
 
@@ -144,26 +154,35 @@ def gateway_app(bodies: Bodies, ports: dict[str, int]) -> Any:
 
     from gateway.transport import SubgraphTransport
 
-    urls = {
-        r: httpx.URL(f"http://127.0.0.1:{ports[r]}/graphql")
-        for r in ("workorders", "identity", "audit")
-    }
-    transports = {r: SubgraphTransport(u, max_connections=64) for r, u in urls.items()}
+    origins = {r: f"http://127.0.0.1:{ports[r]}" for r in ("workorders", "identity", "audit")}
+    transports = {r: SubgraphTransport(o, max_connections=64) for r, o in origins.items()}
+    graphql = {r: httpx.URL(o + "/graphql") for r, o in origins.items()}
+    beside = httpx.URL(origins["workorders"] + BESIDE)
     headers = {"content-type": "application/json"}
 
-    async def post(role: str, body: bytes) -> bytes:
-        _, answer = await transports[role].post(urls[role], body, headers)
-        return answer
+    async def post(role: str, url: httpx.URL, body: bytes) -> bool:
+        try:
+            status, _ = await transports[role].post(url, body, headers)
+        except httpx.TransportError:  # the subgraph is gone: no answer, as a 5xx is none
+            return False
+        return status == 200
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         await _read_body(receive)
-        first = await post("workorders", bodies.workorders_request)
-        people, trails = await asyncio.gather(
-            post("identity", bodies.identity_request), post("audit", bodies.audit_request)
+        first = graphql["workorders"] if scope["path"] != BESIDE else beside
+        answered = await post("workorders", first, bodies.workorders_request) and all(
+            await asyncio.gather(
+                post("identity", graphql["identity"], bodies.identity_request),
+                post("audit", graphql["audit"], bodies.audit_request),
+            )
         )
-        await _answer(send, b"[" + first + b"," + people + b"," + trails + b"]")
+        if not answered:
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _answer(send, bodies.gateway_answer)
 
     return app
 
@@ -188,7 +207,8 @@ def secrets_call(bodies: Bodies, port: int, tls: Path) -> Callable[[], Awaitable
     call = channel.unary_unary(SECRETS_METHOD)
 
     async def ask() -> None:
-        await call(bodies.secrets_request, timeout=30)
+        # wait_for_ready: a call made while the channel (re)connects waits instead of failing.
+        await call(bodies.secrets_request, timeout=30, wait_for_ready=True)
 
     return ask
 
@@ -204,7 +224,7 @@ async def serve_secrets(bodies: Bodies, port: int, tls: Path) -> None:
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
-                "doorward.secrets.v1.SecretsService",
+                SECRETS_SERVICE,
                 {"GetSecretRefs": grpc.unary_unary_rpc_method_handler(answer)},
             )
         ]
@@ -230,6 +250,9 @@ async def serve_http(app: Any, port: int) -> None:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # A request left waiting (workorders' call to a secrets that is gone) does not hold
+        # the stop for long.
+        timeout_graceful_shutdown=1,
     )
     await uvicorn.Server(config).serve()
 
@@ -271,18 +294,45 @@ def _issue_tls(root: Path) -> None:
         (folder / "ca.pem").write_bytes(ca.ca_pem)
 
 
+@dataclass
+class Skeleton:
+    """The running skeleton: the gateway's origin and every process."""
+
+    origin: str
+    children: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/graphql"
+
+    @property
+    def beside_url(self) -> str:
+        return self.origin + BESIDE
+
+    def pids(self) -> dict[str, int]:
+        return {role: child.pid for role, child in self.children.items()}
+
+    def check_alive(self) -> None:
+        for role, child in self.children.items():
+            if child.poll() is not None:
+                raise RuntimeError(f"the skeleton's {role} exited with code {child.returncode}")
+
+
 @contextlib.contextmanager
-def running(bodies: Bodies) -> Iterator[tuple[str, dict[str, int]]]:
-    """The five skeleton processes; yields the gateway's URL and every process's PID."""
+def running(bodies: Bodies) -> Iterator[Skeleton]:
+    """The five skeleton processes (secrets first: workorders calls it), stopped by their PIDs
+    on the way out, whatever happened."""
+    import shutil
+
     from doorward_kit.net import free_port
 
-    root = Path(tempfile.mkdtemp(prefix="doorward-hops-"))
-    spec = root / "bodies.json"
-    bodies.dump(spec)
-    _issue_tls(root / "tls")
-    ports = {role: free_port() for role in (*HTTP_ROLES, "secrets")}
     children: dict[str, subprocess.Popen[bytes]] = {}
+    root = Path(tempfile.mkdtemp(prefix="doorward-hops-"))
     try:
+        spec = root / "bodies.json"
+        bodies.dump(spec)
+        _issue_tls(root / "tls")
+        ports = {role: free_port() for role in ("secrets", *HTTP_ROLES)}
         for role in ports:
             children[role] = subprocess.Popen(
                 [
@@ -299,23 +349,35 @@ def running(bodies: Bodies) -> Iterator[tuple[str, dict[str, int]]]:
                 ],
                 cwd=ROOT,
             )
-        yield (
-            f"http://127.0.0.1:{ports['gateway']}/graphql",
-            {r: c.pid for r, c in children.items()},
-        )
+        yield Skeleton(f"http://127.0.0.1:{ports['gateway']}", children)
     finally:
         for child in children.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
+            if child.poll() is None:
+                child.terminate()
         for child in children.values():
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(10)
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def wait_until_answering(skeleton: Skeleton, client: Any, seconds: float = 60.0) -> None:
+    """Until the whole path answers 200 with the board's answer (every process up, the gRPC
+    channel connected); a process that died is named at once."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        skeleton.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            answer = await client.post(skeleton.url, content=b"{}", timeout=5)
+            if answer.status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the skeleton did not answer the board within {seconds:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def _cpu(pid: int) -> float:
@@ -329,36 +391,43 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def measure(
-    bodies: Bodies, sequential: int, concurrency: int, seconds: float, warm: float
+    bodies: Bodies,
+    sequential: int,
+    concurrency: int,
+    seconds: float,
+    warm: float,
 ) -> dict[str, float]:
-    """p50 and p99 at concurrency 1, requests a second at `concurrency`, and CPU per board of
-    the five processes (ms) at `concurrency`."""
+    """At concurrency 1, interleaved (a busy moment of the machine costs each alike): the whole
+    path and the path with workorders not waiting for secrets, p50 (and the whole path's p99).
+    At `concurrency`: requests a second on the whole path and CPU per board of the five
+    processes (ms). Every answer must be the board's, else it raises."""
     import httpx
 
-    with running(bodies) as (url, pids):
+    with running(bodies) as skeleton:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-            request = bodies.workorders_request
+
+            async def call(url: str) -> None:
+                answer = await client.post(url, content=bodies.workorders_request)
+                if answer.status_code != 200 or len(answer.content) != len(bodies.gateway_answer):
+                    raise RuntimeError(f"the skeleton answered {answer.status_code}")
 
             async def board() -> None:
-                answer = await client.post(url, content=request)
-                answer.raise_for_status()
+                await call(skeleton.url)
 
-            for _ in range(300):
-                try:
-                    await board()
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the skeleton processes did not answer within 30 s")
+            async def board_beside() -> None:
+                await call(skeleton.beside_url)
+
+            await wait_until_answering(skeleton, client)
             for _ in range(20):
                 await board()
-            lat = []
+            rounds: list[list[float]] = [[], []]
+            timed = [board, board_beside]
             for _ in range(sequential):
-                started = time.perf_counter()
-                await board()
-                lat.append(time.perf_counter() - started)
+                for i, timed_call in enumerate(timed):
+                    started = time.perf_counter()
+                    await timed_call()
+                    rounds[i].append(time.perf_counter() - started)
 
             done = 0
 
@@ -370,20 +439,24 @@ async def measure(
 
             await asyncio.gather(*(worker(time.perf_counter() + warm) for _ in range(concurrency)))
             done = 0
+            pids = skeleton.pids()
             cpu_from = {r: _cpu(p) for r, p in pids.items()}
             started = time.perf_counter()
             stop = started + seconds
             await asyncio.gather(*(worker(stop) for _ in range(concurrency)))
             took = time.perf_counter() - started
             cpu_to = {r: _cpu(p) for r, p in pids.items()}
+            skeleton.check_alive()
     per_board = {r: (cpu_to[r] - cpu_from[r]) * 1000 / done for r in pids}
-    return {
-        "p50": _pct(lat, 0.5),
-        "p99": _pct(lat, 0.99),
+    figures = {
+        "p50": _pct(rounds[0], 0.5),
+        "p99": _pct(rounds[0], 0.99),
+        "beside p50": _pct(rounds[1], 0.5),
         "rps": done / took,
         **{f"cpu {r}": v for r, v in per_board.items()},
         "cpu total": sum(per_board.values()),
     }
+    return figures
 
 
 def report(label: str, figures: dict[str, float], concurrency: int, load: str) -> None:
@@ -393,12 +466,14 @@ def report(label: str, figures: dict[str, float], concurrency: int, load: str) -
         flush=True,
     )
     print(
+        f"[{label}] hops alone, workorders not waiting for secrets: c=1 p50 "
+        f"{figures['beside p50']:7.2f} ms",
+        flush=True,
+    )
+    cpu = [(k[4:], v) for k, v in figures.items() if k.startswith("cpu ") and k != "cpu total"]
+    print(
         f"[{label}] hops alone: CPU per board, c={concurrency} (ms): "
-        + ", ".join(
-            f"{k[4:]} {v:.1f}"
-            for k, v in figures.items()
-            if k.startswith("cpu ") and k != "cpu total"
-        )
+        + ", ".join(f"{role} {v:.1f}" for role, v in cpu)
         + f"; total {figures['cpu total']:.1f}",
         flush=True,
     )
@@ -418,7 +493,8 @@ def main() -> int:
     ap.add_argument("--warm", type=float, default=2.0)
     args = ap.parse_args()
     if args.command == "serve":
-        # Nothing to flush or close: a skeleton process ends at once (no gRPC teardown noise).
+        # Secrets (no uvicorn) ends at once: nothing to flush, and no gRPC teardown noise. The
+        # HTTP roles get uvicorn's own handler once it serves: a graceful stop.
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         serve(args.role, args.spec, json.loads(args.ports), args.tls)
         return 0
