@@ -381,16 +381,6 @@ async def wait_until_answering(skeleton: Skeleton, client: Any, seconds: float =
         await asyncio.sleep(0.1)
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 async def measure(
     bodies: Bodies,
     sequential: int,
@@ -404,6 +394,10 @@ async def measure(
     of the five processes on both ("cpu ROLE", "beside cpu ROLE"; ms). Every answer must be
     the board's, else it raises."""
     import httpx
+
+    # board_bench's own percentile and /proc reading (it imports this module at its top, so
+    # here, not there).
+    from bench.board_bench import cpu_seconds, pct
 
     with running(bodies) as skeleton:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -446,20 +440,20 @@ async def measure(
                 await asyncio.gather(*(worker(warm_until) for _ in range(concurrency)))
                 done = 0
                 pids = skeleton.pids()
-                cpu_from = {r: _cpu(p) for r, p in pids.items()}
+                cpu_from = cpu_seconds(pids)
                 started = time.perf_counter()
                 await asyncio.gather(*(worker(started + seconds) for _ in range(concurrency)))
                 took = time.perf_counter() - started
-                cpu_to = {r: _cpu(p) for r, p in pids.items()}
+                cpu_to = cpu_seconds(pids)
                 return done / took, {r: (cpu_to[r] - cpu_from[r]) * 1000 / done for r in pids}
 
             rps, per_board = await load(board)
             _, per_board_beside = await load(board_beside)
             skeleton.check_alive()
     return {
-        "p50": _pct(rounds[0], 0.5),
-        "p99": _pct(rounds[0], 0.99),
-        "beside p50": _pct(rounds[1], 0.5),
+        "p50": pct(rounds[0], 0.5),
+        "p99": pct(rounds[0], 0.99),
+        "beside p50": pct(rounds[1], 0.5),
         "rps": rps,
         **{f"cpu {r}": v for r, v in per_board.items()},
         "cpu total": sum(per_board.values()),
